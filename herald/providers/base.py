@@ -1,0 +1,255 @@
+"""The provider boundary: one small protocol, the DTOs that cross it, and the error taxonomy.
+
+Everything a network can say is translated, inside its own module, into one of these::
+
+    ProviderError                  base of everything a provider call raises
+    ├── RateLimited                429 or the network's equivalent; ``reset_at`` says when to return
+    ├── AuthExpired                the access token is no longer accepted: refresh, then try again
+    ├── ReauthRequired             the grant itself is dead (refresh token revoked, app removed):
+    │                              only the user can fix it by connecting again
+    ├── PermanentError             refused for good (bad content, forbidden, duplicate)
+    │   └── ContentInvalid         our own validation said no before any call; ``rule`` names it
+    ├── TransientError             5xx, connection refused: the request did not take effect
+    └── AmbiguousOutcome           the request may have been applied (timeout after sending,
+                                   connection reset mid-response, 5xx from a non-idempotent write)
+
+Callers branch on these classes only; nobody outside a provider module reads a network's
+error bodies. Every error carries the network's own message and request id when it had one,
+and never a token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+
+
+class ProviderError(Exception):
+    """Base of the taxonomy. ``code`` is a short stable string for metrics and the database."""
+
+    code: ClassVar[str] = "provider_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        http_status: int | None = None,
+        request_id: str | None = None,
+        provider_code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.http_status = http_status
+        self.request_id = request_id
+        self.provider_code = provider_code
+
+    def __str__(self) -> str:
+        status = f" (HTTP {self.http_status})" if self.http_status else ""
+        return f"{self.provider}: {self.message}{status}"
+
+
+class RateLimited(ProviderError):
+    """The network asked us to slow down; nothing was applied. Come back at ``reset_at``."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, reset_at: datetime, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.reset_at = reset_at
+
+
+class AuthExpired(ProviderError):
+    """The access token was refused as expired or invalid; a refresh may fix it."""
+
+    code = "auth_expired"
+
+
+class ReauthRequired(ProviderError):
+    """The refresh token or grant is dead; the integration needs the user to reconnect."""
+
+    code = "reauth_required"
+
+
+class PermanentError(ProviderError):
+    """The network refused the request for good; repeating it cannot help."""
+
+    code = "permanent"
+
+
+class ContentInvalid(PermanentError):
+    """Herald's own validation refused the post before any call. ``rule`` names the rule."""
+
+    code = "content_invalid"
+
+    def __init__(self, message: str, *, rule: str, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.rule = rule
+
+
+class TransientError(ProviderError):
+    """A failure that proves the request was not applied (5xx on a safe call, refused connect)."""
+
+    code = "transient"
+
+
+class AmbiguousOutcome(ProviderError):
+    """The request may or may not have been applied: reconcile before trying again."""
+
+    code = "ambiguous"
+
+
+ERROR_CLASSES: tuple[type[ProviderError], ...] = (
+    RateLimited,
+    AuthExpired,
+    ReauthRequired,
+    ContentInvalid,
+    PermanentError,
+    TransientError,
+    AmbiguousOutcome,
+)
+
+# --------------------------------------------------------------------------------------------
+# DTOs
+# --------------------------------------------------------------------------------------------
+
+MediaKind = Literal["image", "gif", "video"]
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    """A piece of media already hosted at a URL Herald can read."""
+
+    url: str
+    kind: MediaKind = "image"
+    size_bytes: int | None = None
+    alt_text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """The connected account on the network, as stored on the integration.
+
+    ``external_id`` is the network's id for it (X user id, Bluesky DID, Mastodon account id,
+    Telegram chat id, Discord channel or webhook id, Reddit username). ``base_url`` overrides
+    the network's base URL for per-instance networks (Mastodon instance, Bluesky PDS).
+    ``settings`` holds per-connection facts a network needs (a Discord webhook id, a Threads
+    user id, a default subreddit); never a secret.
+    """
+
+    external_id: str
+    handle: str | None = None
+    base_url: str | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSet:
+    """Credentials for one connection, decrypted only for the duration of a call."""
+
+    access_token: str
+    refresh_token: str | None = None
+    expires_at: datetime | None = None
+    refresh_expires_at: datetime | None = None
+    scopes: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:  # tokens never reach a log through repr
+        return f"TokenSet(expires_at={self.expires_at!r}, scopes={self.scopes!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class PostDraft:
+    """What to publish. ``idempotency_key`` is stable across every attempt of one post."""
+
+    text: str
+    idempotency_key: str
+    media: tuple[Media, ...] = ()
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    external_id: str
+    url: str | None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemotePost:
+    """A post found on the network during reconciliation."""
+
+    external_id: str
+    url: str | None
+    text: str
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PostMetrics:
+    likes: int = 0
+    reposts: int = 0
+    replies: int = 0
+    quotes: int = 0
+    impressions: int | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizeRequest:
+    """Where to send the user, and what to keep (state, PKCE verifier) until they return."""
+
+    url: str
+    state: str
+    code_verifier: str | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# The protocol
+# --------------------------------------------------------------------------------------------
+
+Idempotency = Literal["key", "nonce", "rkey", "container", "none"]
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """One social network. Methods raise only :class:`ProviderError` subclasses."""
+
+    name: ClassVar[str]
+    #: How a repeated publish is made harmless at the network, if at all.
+    idempotency: ClassVar[Idempotency]
+    #: Whether access tokens expire and can be refreshed.
+    refreshes_tokens: ClassVar[bool]
+
+    def validate(self, draft: PostDraft, account: Account) -> None:
+        """Raise :class:`ContentInvalid` naming the rule if the draft cannot be published."""
+
+    def publish(self, draft: PostDraft, account: Account, tokens: TokenSet) -> PublishResult:
+        """Create the post. Ambiguity is raised as :class:`AmbiguousOutcome`, never guessed."""
+
+    def refresh(self, account: Account, tokens: TokenSet) -> TokenSet:
+        """Exchange the refresh credential for a new token set (which may rotate it)."""
+
+    def find_post(
+        self, draft: PostDraft, account: Account, tokens: TokenSet, since: datetime
+    ) -> RemotePost | None:
+        """Look for a post matching ``draft`` created after ``since``, for reconciliation."""
+
+    def fetch_metrics(self, external_id: str, account: Account, tokens: TokenSet) -> PostMetrics:
+        """The post's engagement figures as the network reports them."""
+
+    def authorize(
+        self, redirect_uri: str, state: str, scopes: tuple[str, ...] = ()
+    ) -> AuthorizeRequest:
+        """Build the user's authorization request (with PKCE where the network uses it)."""
+
+    def exchange_code(
+        self, code: str, redirect_uri: str, code_verifier: str | None
+    ) -> tuple[TokenSet, Account]:
+        """Turn an authorization code into tokens and the account they belong to."""

@@ -1,0 +1,195 @@
+"""The one HTTP path every provider call takes.
+
+It owns what is the same for every network: timeouts, the User-Agent, latency and request-id
+recording, log lines without secrets, and the translation of transport failures into the
+taxonomy. Retries inside one attempt happen here, with tenacity, and only where repeating is
+provably safe: the request never reached the server (connect failures), or the call is a read.
+Everything else crosses to Celery as a single :class:`TransientError` or
+:class:`AmbiguousOutcome`, so attempts never multiply.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import httpx
+import structlog
+from tenacity import (
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from herald.providers.base import AmbiguousOutcome, ProviderError, TransientError
+from herald.settings import Settings
+from herald.telemetry import metrics
+
+log = structlog.get_logger("herald.providers.http")
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Path segments that carry a secret (Telegram's /bot<token>/, Discord's webhook token).
+_SECRET_PATH = re.compile(r"(/bot)[^/]+|(/webhooks/[^/]+/)[^/?]+")
+
+
+def redact_path(path: str) -> str:
+    """A path fit for logs and spans: secrets in the path and the whole query removed."""
+    path = path.split("?", 1)[0]
+    return _SECRET_PATH.sub(lambda m: (m.group(1) or m.group(2)) + "***", path)
+
+
+class _NeverArrived(Exception):
+    """The connection failed before a byte of the request was sent."""
+
+
+class _RetryableRead(Exception):
+    """A read (safe method) failed transiently; repeating it cannot change anything."""
+
+    def __init__(self, error: TransientError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class ProviderHTTP:
+    """An httpx client bound to one network's base URL, with Herald's policies applied."""
+
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        settings: Settings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        in_call_attempts: int = 3,
+    ) -> None:
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self._attempts = in_call_attempts
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(
+                settings.provider_timeout_s, connect=settings.provider_connect_timeout_s
+            ),
+            headers={"User-Agent": settings.user_agent},
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        idempotent: bool | None = None,
+        request_id_header: str | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send one request; return any HTTP response, raise only taxonomy errors.
+
+        ``url`` is a path under the base URL or an absolute URL (per-instance networks).
+        ``idempotent`` defaults to whether the method is safe; pass True for a write that
+        carries a server-honoured idempotency key, so a lost answer can be asked again.
+        """
+        method = method.upper()
+        safe = method in SAFE_METHODS if idempotent is None else idempotent
+
+        @retry(
+            retry=retry_if_exception(lambda e: isinstance(e, _NeverArrived | _RetryableRead)),
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential_jitter(initial=0.2, max=2.0),
+            reraise=True,
+        )
+        def attempt() -> httpx.Response:
+            return self._send_once(method, url, safe, request_id_header, kwargs)
+
+        try:
+            return attempt()
+        except _NeverArrived as exc:
+            raise TransientError(
+                f"could not reach {self.provider}: {exc}", provider=self.provider
+            ) from exc
+        except _RetryableRead as exc:
+            raise exc.error from exc
+
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        safe: bool,
+        request_id_header: str | None,
+        kwargs: dict[str, Any],
+    ) -> httpx.Response:
+        path = redact_path(url.replace(self.base_url, "") if url.startswith("http") else url)
+        started = time.perf_counter()
+        status: int | str = "error"
+        try:
+            response = self._client.request(method, url, **kwargs)
+            status = response.status_code
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise _NeverArrived(type(exc).__name__) from exc
+        except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            # The request went out; whether the network applied it is unknown.
+            what = f"{type(exc).__name__} after the request was sent"
+            if safe:
+                raise _RetryableRead(TransientError(what, provider=self.provider)) from exc
+            raise AmbiguousOutcome(what, provider=self.provider) from exc
+        except httpx.HTTPError as exc:
+            raise TransientError(
+                f"{type(exc).__name__} calling {self.provider}", provider=self.provider
+            ) from exc
+        finally:
+            elapsed = time.perf_counter() - started
+            metrics.provider_request_duration.record(
+                elapsed, {"provider": self.provider, "method": method, "status": str(status)}
+            )
+        request_id = response.headers.get(request_id_header) if request_id_header else None
+        log.info(
+            "provider.http",
+            provider=self.provider,
+            method=method,
+            path=path,
+            status=response.status_code,
+            latency_ms=round(elapsed * 1000, 1),
+            provider_request_id=request_id,
+        )
+        if safe and response.status_code >= 500:
+            raise _RetryableRead(
+                TransientError(
+                    f"HTTP {response.status_code} on a read",
+                    provider=self.provider,
+                    http_status=response.status_code,
+                    request_id=request_id,
+                )
+            )
+        return response
+
+
+def json_body(response: httpx.Response) -> Any:
+    """The response's JSON, or None when the body is empty, not JSON, or not decodable."""
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def server_error(
+    provider: str,
+    response: httpx.Response,
+    *,
+    idempotent: bool,
+    message: str | None = None,
+    request_id: str | None = None,
+) -> ProviderError:
+    """Classify a 5xx answer. 503 means the server did not take the request; for any other
+    5xx to a write the network cannot de-duplicate, the post may exist: that is ambiguous."""
+    status = response.status_code
+    text = message or f"HTTP {status} from {provider}"
+    cls: type[ProviderError] = TransientError if idempotent or status == 503 else AmbiguousOutcome
+    return cls(text, provider=provider, http_status=status, request_id=request_id)

@@ -1,0 +1,126 @@
+"""Herald's one settings object.
+
+Every value comes from an environment variable prefixed ``HERALD_`` (or a ``.env`` file).
+Defaults are the embedded ones: a SQLite file, an in-process broker, the provider sandbox.
+They run a demo on a laptop; outside ``HERALD_ENV=development`` the secrets must be set.
+"""
+
+from __future__ import annotations
+
+import base64
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Development-only values. Anything that still carries one of these outside development is
+# refused at start-up, naming the variable.
+DEV_CRON_SECRET = "dev-cron-secret-change-me"  # noqa: S105 - a marked placeholder, refused in prod
+DEV_JWT_SECRET = "dev-jwt-secret-change-me-0123456789abcdef"  # noqa: S105
+DEV_TOKEN_KEYS = "dev:" + base64.urlsafe_b64encode(b"herald-dev-key-not-for-production").decode()
+PLACEHOLDERS = {DEV_CRON_SECRET, DEV_JWT_SECRET, DEV_TOKEN_KEYS, "", "changeme", "change-me"}
+
+Environment = Literal["development", "test", "production"]
+
+# The real networks. ``HERALD_SANDBOX_URL`` replaces every one with ``<sandbox>/<network>``.
+REAL_BASE_URLS: dict[str, str] = {
+    "x": "https://api.x.com",
+    "linkedin": "https://api.linkedin.com",
+    "mastodon": "https://mastodon.social",
+    "bluesky": "https://bsky.social",
+    "threads": "https://graph.threads.net",
+    "telegram": "https://api.telegram.org",
+    "discord": "https://discord.com/api/v10",
+    "reddit": "https://oauth.reddit.com",
+}
+
+
+class Settings(BaseSettings):
+    """Configuration, read once per process (see :func:`get_settings`)."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_", env_file=".env", extra="ignore")
+
+    env: Environment = "development"
+    service_name: str = "herald"
+
+    # Storage and messaging
+    database_url: str = "sqlite:///herald.sqlite3"
+    broker_url: str = "memory://"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    visibility_timeout_s: int = Field(default=3600, ge=60)
+    task_soft_time_limit_s: int = Field(default=120, ge=1)
+    task_time_limit_s: int = Field(default=150, ge=1)
+
+    # Secrets
+    cron_secret: SecretStr = SecretStr(DEV_CRON_SECRET)
+    token_keys: SecretStr = Field(
+        default=SecretStr(DEV_TOKEN_KEYS),
+        description="Comma-separated key ring 'kid:base64-32-bytes'; the first key encrypts.",
+    )
+    jwt_secret: SecretStr | None = SecretStr(DEV_JWT_SECRET)
+    jwt_public_key: str | None = None
+    jwt_audience: str | None = None
+
+    # Telemetry
+    log_format: Literal["json", "console"] = "console"
+    log_level: str = "INFO"
+    otlp_endpoint: str | None = None
+    trace_file: str | None = Field(
+        default=None, description="Write spans as JSON lines here when no OTLP endpoint is set."
+    )
+    trace_console: bool = False
+
+    # Providers
+    sandbox_url: str | None = Field(
+        default=None,
+        description="Point every provider at this sandbox (e.g. http://127.0.0.1:8765).",
+    )
+    provider_base_urls: dict[str, str] = Field(default_factory=lambda: dict(REAL_BASE_URLS))
+    provider_timeout_s: float = Field(default=15.0, gt=0)
+    provider_connect_timeout_s: float = Field(default=5.0, gt=0)
+    user_agent: str = "Herald/0.1 (+https://github.com/herald-social/herald)"
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        if self.task_soft_time_limit_s >= self.task_time_limit_s:
+            raise ValueError("HERALD_TASK_SOFT_TIME_LIMIT_S must be below HERALD_TASK_TIME_LIMIT_S")
+        if self.visibility_timeout_s <= self.task_time_limit_s:
+            raise ValueError("HERALD_VISIBILITY_TIMEOUT_S must exceed HERALD_TASK_TIME_LIMIT_S")
+        if self.env == "development":
+            return self
+        secrets = {
+            "HERALD_CRON_SECRET": self.cron_secret.get_secret_value(),
+            "HERALD_TOKEN_KEYS": self.token_keys.get_secret_value(),
+        }
+        if self.jwt_public_key is None:
+            secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+            secrets["HERALD_JWT_SECRET (or HERALD_JWT_PUBLIC_KEY)"] = secret
+        for name, value in secrets.items():
+            if value.strip().lower() in PLACEHOLDERS:
+                raise ValueError(f"{name} is unset or a development placeholder (env={self.env})")
+        return self
+
+    def provider_base_url(self, network: str) -> str:
+        """The base URL Herald calls for ``network``: the sandbox's when one is set."""
+        if self.sandbox_url:
+            return f"{self.sandbox_url.rstrip('/')}/{network}"
+        try:
+            return self.provider_base_urls[network]
+        except KeyError:
+            raise ValueError(f"no base URL configured for provider {network!r}") from None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()
