@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # refused at start-up, naming the variable.
 DEV_CRON_SECRET = "dev-cron-secret-change-me"  # noqa: S105 - a marked placeholder, refused in prod
 DEV_JWT_SECRET = "dev-jwt-secret-change-me-0123456789abcdef"  # noqa: S105
-DEV_TOKEN_KEYS = "dev:" + base64.urlsafe_b64encode(b"herald-dev-key-not-for-production").decode()
+DEV_TOKEN_KEYS = "dev:" + base64.urlsafe_b64encode(b"herald-development-key-32bytes!!").decode()
 PLACEHOLDERS = {DEV_CRON_SECRET, DEV_JWT_SECRET, DEV_TOKEN_KEYS, "", "changeme", "change-me"}
 
 Environment = Literal["development", "test", "production"]
@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///herald.sqlite3"
     broker_url: str = "memory://"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_key_prefix: str = Field(
+        default="", description="Prefix for every broker key in Redis (isolates deployments)."
+    )
     visibility_timeout_s: int = Field(default=3600, ge=60)
     task_soft_time_limit_s: int = Field(default=120, ge=1)
     task_time_limit_s: int = Field(default=150, ge=1)

@@ -1,0 +1,56 @@
+# Herald — one command each: `make demo`, `make test`.
+# Needs only python3 (3.11+) and make; everything else is installed into .venv from uv.lock.
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: install test check lint typecheck compose-check pytest demo bench fmt lock clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+install: $(VENV)/.synced  ## create .venv and install the locked dependencies
+
+test: check pytest  ## lint, type-check, validate compose.yaml, run every test
+
+check: lint typecheck compose-check
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+compose-check: install
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
+
+# pytest exits 5 when it collects nothing; make treats that as the failure it is.
+pytest: install
+	$(BIN)/pytest -q
+
+demo: install  ## run the end-to-end demo on embedded defaults (no servers needed)
+	$(BIN)/herald demo
+
+bench: install  ## pipeline throughput, latency and memory (needs Postgres and Redis)
+	$(BIN)/python -m bench.pipeline
+
+fmt: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lock: $(UV)  ## re-resolve uv.lock after editing pyproject.toml
+	$(UV) lock
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache .hypothesis

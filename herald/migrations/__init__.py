@@ -1,0 +1,1 @@
+"""Alembic migrations, run with ``herald db upgrade`` (see :mod:`herald.migrations.runner`)."""

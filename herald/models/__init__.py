@@ -1,0 +1,52 @@
+"""Herald's data model (DESIGN.md §2): one module per aggregate, all on one metadata."""
+
+from herald.models.alert import (
+    Alert,
+    AlertNotification,
+    AlertRule,
+    AlertStatus,
+    NotificationStatus,
+    Severity,
+    Silence,
+)
+from herald.models.audit import AuditEvent
+from herald.models.base import Base, utcnow
+from herald.models.dead_letter import DeadLetter
+from herald.models.integration import Integration, IntegrationStatus, TokenRefreshAttempt
+from herald.models.oauth import OAuthState
+from herald.models.post import (
+    IllegalTransition,
+    Post,
+    PostMetric,
+    PostStatus,
+    PublishAttempt,
+    transition,
+)
+from herald.models.workspace import Membership, Role, Workspace
+
+__all__ = [
+    "Alert",
+    "AlertNotification",
+    "AlertRule",
+    "AlertStatus",
+    "AuditEvent",
+    "Base",
+    "DeadLetter",
+    "IllegalTransition",
+    "Integration",
+    "IntegrationStatus",
+    "Membership",
+    "NotificationStatus",
+    "OAuthState",
+    "Post",
+    "PostMetric",
+    "PostStatus",
+    "PublishAttempt",
+    "Role",
+    "Severity",
+    "Silence",
+    "TokenRefreshAttempt",
+    "Workspace",
+    "transition",
+    "utcnow",
+]

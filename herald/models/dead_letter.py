@@ -1,0 +1,25 @@
+"""Messages Herald refused (a malformed payload, an unknown field), kept so none is lost."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from herald.models.base import Base, UUIDPrimaryKey, utcnow
+
+
+class DeadLetter(UUIDPrimaryKey, Base):
+    __tablename__ = "dead_letters"
+
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    task_name: Mapped[str] = mapped_column(String(200), index=True)
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    correlation_id: Mapped[str | None] = mapped_column(String(128))
+    workspace_id: Mapped[uuid.UUID | None]
+    reason: Mapped[str] = mapped_column(Text)
+    # The payload as received, secrets redacted and size capped.
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)

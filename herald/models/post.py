@@ -1,0 +1,176 @@
+"""Posts, their publish attempts and their analytics snapshots.
+
+The status machine::
+
+    draft → scheduled → queued → publishing → published
+                 ↑         │          ├──→ retrying ──→ queued (when due again)
+                 │         │          ├──→ failed
+                 │         │          └──→ needs_review   (outcome at the provider unknown)
+                 └─────────┴── cancelled (from draft, scheduled, queued or retrying)
+
+Every move is a conditional UPDATE (``WHERE status IN <expected>``) through
+:func:`transition`: of two workers racing for one post, exactly one wins.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    update,
+)
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from herald.models.base import Base, Timestamps, UUIDPrimaryKey, str_enum, utcnow
+
+
+class PostStatus(enum.StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    PUBLISHING = "publishing"
+    PUBLISHED = "published"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    NEEDS_REVIEW = "needs_review"
+
+
+S = PostStatus
+ALLOWED_TRANSITIONS: dict[PostStatus, frozenset[PostStatus]] = {
+    S.DRAFT: frozenset({S.SCHEDULED, S.CANCELLED}),
+    S.SCHEDULED: frozenset({S.QUEUED, S.CANCELLED}),
+    S.QUEUED: frozenset({S.PUBLISHING, S.CANCELLED, S.QUEUED}),
+    S.PUBLISHING: frozenset({S.PUBLISHED, S.RETRYING, S.FAILED, S.NEEDS_REVIEW}),
+    S.RETRYING: frozenset({S.QUEUED, S.PUBLISHING, S.CANCELLED, S.FAILED}),
+    S.FAILED: frozenset({S.SCHEDULED}),
+    S.NEEDS_REVIEW: frozenset({S.SCHEDULED, S.PUBLISHED, S.FAILED}),
+    S.PUBLISHED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+TERMINAL = frozenset({S.PUBLISHED, S.FAILED, S.CANCELLED, S.NEEDS_REVIEW})
+
+
+class Post(UUIDPrimaryKey, Timestamps, Base):
+    __tablename__ = "posts"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "idempotency_key"),
+        Index("ix_posts_status_scheduled_at", "status", "scheduled_at"),
+        Index("ix_posts_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_posts_integration_status", "integration_id", "status"),
+    )
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
+    )
+    integration_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("integrations.id", ondelete="RESTRICT")
+    )
+    content: Mapped[str] = mapped_column(Text)
+    media: Mapped[list[Any]] = mapped_column(default=list)
+    provider_settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    scheduled_at: Mapped[datetime]
+    status: Mapped[PostStatus] = mapped_column(
+        str_enum(PostStatus, "post_status"), default=PostStatus.SCHEDULED
+    )
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    external_id: Mapped[str | None] = mapped_column(String(200))
+    external_url: Mapped[str | None] = mapped_column(String(1000))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    queued_at: Mapped[datetime | None]
+    publishing_started_at: Mapped[datetime | None]
+    published_at: Mapped[datetime | None]
+    last_error_code: Mapped[str | None] = mapped_column(String(64))
+    last_error_message: Mapped[str | None] = mapped_column(Text)
+    correlation_id: Mapped[str | None] = mapped_column(String(128))
+
+
+class PublishAttempt(UUIDPrimaryKey, Base):
+    """One try at publishing one post: written before the provider call, finished after."""
+
+    __tablename__ = "publish_attempts"
+    __table_args__ = (
+        UniqueConstraint("post_id", "attempt_number"),
+        Index("ix_publish_attempts_provider_started", "provider", "started_at"),
+        Index("ix_publish_attempts_workspace_started", "workspace_id", "started_at"),
+    )
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    post_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(32))
+    attempt_number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    finished_at: Mapped[datetime | None]
+    latency_ms: Mapped[int | None]
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    http_status: Mapped[int | None]
+    provider_request_id: Mapped[str | None] = mapped_column(String(200))
+    correlation_id: Mapped[str | None] = mapped_column(String(128))
+    trace_id: Mapped[str | None] = mapped_column(String(32))
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    worker: Mapped[str | None] = mapped_column(String(200))
+
+
+class PostMetric(UUIDPrimaryKey, Base):
+    """An analytics snapshot of a published post as the network reported it."""
+
+    __tablename__ = "post_metrics"
+    __table_args__ = (Index("ix_post_metrics_post_fetched", "post_id", "fetched_at"),)
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
+    )
+    post_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(32))
+    fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
+    likes: Mapped[int] = mapped_column(Integer, default=0)
+    reposts: Mapped[int] = mapped_column(Integer, default=0)
+    replies: Mapped[int] = mapped_column(Integer, default=0)
+    quotes: Mapped[int] = mapped_column(Integer, default=0)
+    impressions: Mapped[int | None] = mapped_column(Integer)
+    raw: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class IllegalTransition(ValueError):
+    """A programming error: the code asked for a move the status machine does not have."""
+
+
+def transition(
+    session: Session,
+    post_id: uuid.UUID,
+    *,
+    from_: PostStatus | Iterable[PostStatus],
+    to: PostStatus,
+    **values: Any,
+) -> bool:
+    """Move one post from one of ``from_`` to ``to`` if, and only if, it is still there.
+
+    Returns whether this caller won. ``values`` are further columns to set in the same UPDATE.
+    """
+    sources = frozenset([from_] if isinstance(from_, PostStatus) else from_)
+    for source in sources:
+        if to not in ALLOWED_TRANSITIONS[source]:
+            raise IllegalTransition(f"{source} → {to} is not a post transition")
+    stmt = (
+        update(Post)
+        .where(Post.id == post_id, Post.status.in_(sources))
+        .values(status=to, updated_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    result = session.execute(stmt)
+    assert isinstance(result, CursorResult)
+    return result.rowcount == 1

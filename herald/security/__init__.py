@@ -1,0 +1,1 @@
+"""Security: token encryption, tenancy, API authentication and the audit log."""

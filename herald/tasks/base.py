@@ -1,0 +1,200 @@
+"""The one task base class. Plumbing lives here once, so task bodies read as the flow.
+
+:class:`HeraldTask` owns, for every task:
+
+- **the payload**: keyword arguments validated against the task's pydantic ``payload_model``
+  on arrival. A malformed payload or an unknown field is rejected: logged with the reason,
+  kept in ``dead_letters``, never retried, and the worker goes on to the next message;
+- **the database session**: opened on first use of ``self.session``, committed when the body
+  returns, rolled back when it raises. Tasks enqueued with :meth:`HeraldTask.enqueue` are sent
+  only after the transaction that decided them commits, and never if it rolls back;
+- **correlation**: bound by the signal handlers in ``herald.celery_app`` and added here to the
+  task's span;
+- **counters and timing**: started / succeeded / retried / failed / rejected per task name;
+- **the retry policy**, declared per task as exception classes (:class:`RetryPolicy`): those
+  exceptions retry with exponential backoff and jitter, up to a bound; anything else fails.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import structlog
+from celery import Task
+from celery.canvas import Signature
+from opentelemetry import trace
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session
+
+from herald import db
+from herald.models import DeadLetter
+from herald.telemetry import context, metrics
+from herald.telemetry.logging import redact_value
+
+log = structlog.get_logger("herald.tasks")
+
+_session: ContextVar[Session | None] = ContextVar("herald_task_session", default=None)
+_MAX_DEAD_LETTER_CHARS = 16_000
+
+
+class PayloadRejected(Exception):
+    """The message's payload cannot be processed as sent. Never retried."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Which exceptions retry, how often, and how long to wait between tries."""
+
+    retry_on: tuple[type[Exception], ...] = ()
+    max_retries: int = 5
+    backoff_s: float = 2.0
+    backoff_max_s: float = 300.0
+    jitter: bool = True
+    _rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
+
+    def countdown(self, retries: int) -> float:
+        """Exponential backoff with full jitter: uniform in [0, min(max, base·2^retries)]."""
+        ceiling = min(self.backoff_max_s, self.backoff_s * (2**retries))
+        return self._rng.uniform(self.backoff_s / 2, ceiling) if self.jitter else ceiling
+
+
+class HeraldTask(Task):  # type: ignore[type-arg]
+    """Base of every Herald task; see the module docstring for what it owns."""
+
+    abstract = True
+    typing = False  # arguments are validated by ``payload_model`` on arrival, not at send time
+    payload_model: ClassVar[type[BaseModel] | None] = None
+    retry_policy: ClassVar[RetryPolicy] = RetryPolicy()
+    throws = (PayloadRejected,)  # expected: logged without a traceback
+
+    # -- the session and after-commit sends --------------------------------------------------
+
+    @property
+    def session(self) -> Session:
+        """This run's session, opened on first use."""
+        current = _session.get()
+        if current is None:
+            current = db.new_session()
+            _session.set(current)
+        return current
+
+    def enqueue(self, signature: Signature[Any], **options: Any) -> None:
+        """Send ``signature`` once the current transaction commits (never if it rolls back)."""
+        db.after_commit(self.session, lambda: signature.apply_async(**options))
+
+    @contextmanager
+    def _session_scope(self) -> Iterator[None]:
+        token = _session.set(None)
+        try:
+            yield
+            current = _session.get()
+            if current is not None:
+                current.commit()
+        except BaseException:
+            current = _session.get()
+            if current is not None:
+                current.rollback()
+            raise
+        finally:
+            current = _session.get()
+            if current is not None:
+                current.close()
+            _session.reset(token)
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        self._count("started")
+        span = trace.get_current_span()
+        ctx = context.current()
+        span.set_attribute("herald.task", self.name)
+        for key, value in (
+            ("herald.correlation_id", ctx.correlation_id),
+            ("herald.causation_id", ctx.causation_id),
+            ("herald.workspace_id", ctx.workspace_id),
+        ):
+            if value:
+                span.set_attribute(key, value)
+        try:
+            call = self._validated_call(args, kwargs)
+            with self._session_scope():
+                try:
+                    return call()
+                except self.retry_policy.retry_on as exc:
+                    countdown = self.retry_policy.countdown(self.request.retries or 0)
+                    raise self.retry(
+                        exc=exc, countdown=countdown, max_retries=self.retry_policy.max_retries
+                    ) from exc
+        finally:
+            metrics.task_duration.record(time.monotonic() - started, {"task": self.name})
+
+    def _validated_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], Any]:
+        model = self.payload_model
+        if model is None:
+            return lambda: self.run(*args, **kwargs)
+        if args:
+            self._reject("the payload must be sent as keyword arguments, not positional", kwargs)
+        try:
+            payload = model.model_validate(kwargs)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(payload)'}: {err['msg']}"
+                for err in exc.errors(include_url=False, include_input=False)
+            )
+            self._reject(f"invalid payload for {self.name}: {problems}", kwargs)
+        return lambda: self.run(payload)
+
+    def _reject(self, reason: str, payload: dict[str, Any]) -> None:
+        """Record the refused message, then raise so Celery acks it without retrying."""
+        ctx = context.current()
+        safe_payload = redact_value(payload)
+        text = repr(safe_payload)
+        if len(text) > _MAX_DEAD_LETTER_CHARS:
+            safe_payload = {"truncated": text[:_MAX_DEAD_LETTER_CHARS]}
+        log.error("task.rejected", task=self.name, reason=reason)
+        try:
+            with db.session_scope() as session:
+                session.add(
+                    DeadLetter(
+                        task_name=self.name,
+                        task_id=self.request.id,
+                        correlation_id=ctx.correlation_id,
+                        reason=reason,
+                        payload=safe_payload if isinstance(safe_payload, dict) else {},
+                    )
+                )
+        except Exception:
+            # The refusal stands even if the database is away; the log line above keeps it.
+            log.exception("task.dead_letter_failed", task=self.name)
+        raise PayloadRejected(reason)
+
+    # -- lifecycle hooks (counted once, here) ----------------------------------------------------
+
+    def _count(self, event: str) -> None:
+        metrics.task_events.add(1, {"task": self.name, "event": event})
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        self._count("succeeded")
+        log.info("task.succeeded", task=self.name)
+
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        self._count("retried")
+        log.warning("task.retrying", task=self.name, retries=self.request.retries, error=str(exc))
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        if isinstance(exc, PayloadRejected):
+            self._count("rejected")
+            return
+        self._count("failed")
+        log.error("task.failed", task=self.name, error=str(exc), error_type=type(exc).__name__)

@@ -1,0 +1,141 @@
+"""Correlation context: which request or flow the running code belongs to.
+
+A correlation id enters at an edge (the ``X-Correlation-ID`` HTTP header, the Celery header
+``x_correlation_id`` set by another service, or a fresh UUID) and lives in contextvars while
+the work runs. The causation id names the task whose run caused the current one; the workspace
+id names the tenant. Celery signal handlers (``herald.celery_app``) copy these into every
+message a task publishes and restore them when the message is consumed.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import structlog
+
+CORRELATION_HEADER = "x_correlation_id"
+CAUSATION_HEADER = "x_causation_id"
+WORKSPACE_HEADER = "x_workspace_id"
+HTTP_CORRELATION_HEADER = "X-Correlation-ID"
+
+_correlation_id: ContextVar[str | None] = ContextVar("herald_correlation_id", default=None)
+_causation_id: ContextVar[str | None] = ContextVar("herald_causation_id", default=None)
+_workspace_id: ContextVar[str | None] = ContextVar("herald_workspace_id", default=None)
+_task_id: ContextVar[str | None] = ContextVar("herald_task_id", default=None)
+
+# An id from outside is accepted only if it looks like one: no log injection through it.
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def new_correlation_id() -> str:
+    return str(uuid.uuid4())
+
+
+def clean_id(value: object) -> str | None:
+    """The value if it is a well-formed id, else None (so a fresh one is made)."""
+    if isinstance(value, str) and _VALID_ID.match(value):
+        return value
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Correlation:
+    correlation_id: str | None
+    causation_id: str | None
+    workspace_id: str | None
+    task_id: str | None
+
+
+def current() -> Correlation:
+    return Correlation(
+        _correlation_id.get(), _causation_id.get(), _workspace_id.get(), _task_id.get()
+    )
+
+
+def correlation_id() -> str | None:
+    return _correlation_id.get()
+
+
+def bind(
+    *,
+    correlation_id: str | None,
+    causation_id: str | None = None,
+    workspace_id: str | None = None,
+    task_id: str | None = None,
+    **log_fields: str | None,
+) -> None:
+    """Set the context for the work about to run and mirror it into the log context."""
+    _correlation_id.set(correlation_id)
+    _causation_id.set(causation_id)
+    _workspace_id.set(workspace_id)
+    _task_id.set(task_id)
+    structlog.contextvars.clear_contextvars()
+    fields = {
+        "correlation_id": correlation_id,
+        "causation_id": causation_id,
+        "workspace_id": workspace_id,
+        "task_id": task_id,
+        **log_fields,
+    }
+    structlog.contextvars.bind_contextvars(**{k: v for k, v in fields.items() if v is not None})
+
+
+def clear() -> None:
+    for var in (_correlation_id, _causation_id, _workspace_id, _task_id):
+        var.set(None)
+    structlog.contextvars.clear_contextvars()
+
+
+@contextmanager
+def correlated(
+    correlation_id: str | None = None, *, workspace_id: str | None = None
+) -> Iterator[str]:
+    """Run a block inside a correlation (continuing ``correlation_id`` or starting one)."""
+    previous = current()
+    cid = clean_id(correlation_id) or new_correlation_id()
+    bind(
+        correlation_id=cid,
+        causation_id=previous.causation_id,
+        workspace_id=workspace_id or previous.workspace_id,
+        task_id=previous.task_id,
+    )
+    try:
+        yield cid
+    finally:
+        if previous.correlation_id is None:
+            clear()
+        else:
+            bind(
+                correlation_id=previous.correlation_id,
+                causation_id=previous.causation_id,
+                workspace_id=previous.workspace_id,
+                task_id=previous.task_id,
+            )
+
+
+def outgoing_headers(publishing_task_id: str | None) -> dict[str, str]:
+    """Headers for a message published now, from the current context.
+
+    The causation id is the running task's id; a task re-publishing itself (a retry, same
+    task id) keeps the causation it already had, so a retry is not its own cause.
+    """
+    ctx = current()
+    headers: dict[str, str] = {CORRELATION_HEADER: ctx.correlation_id or new_correlation_id()}
+    if ctx.task_id and ctx.task_id != publishing_task_id:
+        headers[CAUSATION_HEADER] = ctx.task_id
+    elif ctx.causation_id:
+        headers[CAUSATION_HEADER] = ctx.causation_id
+    if ctx.workspace_id:
+        headers[WORKSPACE_HEADER] = ctx.workspace_id
+    return headers
+
+
+def incoming(headers: Mapping[str, object]) -> tuple[str, str | None, str | None]:
+    """(correlation id, causation id, workspace id) from a consumed message's headers."""
+    cid = clean_id(headers.get(CORRELATION_HEADER)) or new_correlation_id()
+    return cid, clean_id(headers.get(CAUSATION_HEADER)), clean_id(headers.get(WORKSPACE_HEADER))
