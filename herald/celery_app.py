@@ -14,7 +14,7 @@ from celery import Celery, signals
 from kombu import Queue
 
 from herald import db
-from herald.beat_schedule import BEAT_SCHEDULE
+from herald.beat_schedule import beat_schedule
 from herald.settings import Settings, get_settings
 from herald.telemetry import context
 from herald.telemetry.logging import configure_logging
@@ -32,7 +32,7 @@ ROUTES: dict[str, dict[str, str]] = {
     "herald.analytics.*": {"queue": "default"},
 }
 
-TASK_MODULES: tuple[str, ...] = ()
+TASK_MODULES = ("herald.tasks.publishing", "herald.tasks.tokens")
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -63,7 +63,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "enable_utc": True,
         "timezone": "UTC",
-        "beat_schedule": BEAT_SCHEDULE,
+        "beat_schedule": beat_schedule(settings),
     }
 
 

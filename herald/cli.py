@@ -110,6 +110,36 @@ def flower(port: int, flower_args: tuple[str, ...]) -> None:
     app.start(["flower", f"--port={port}", *flower_args])
 
 
+# -- the demo and the sandbox ------------------------------------------------------------------
+
+
+@cli.command()
+def demo() -> None:
+    """Run the main job end to end on embedded defaults, then report every post.
+
+    Starts the provider sandbox, a worker and beat in this process (SQLite file
+    herald-demo.sqlite3, in-process broker), schedules a few dozen posts with faults injected,
+    and exits non-zero if any post does not end as the scenario expects.
+
+    """
+    from herald.demo import run
+
+    sys.exit(run())
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8765, show_default=True)
+def sandbox(host: str, port: int) -> None:
+    """Serve the provider sandbox: every network's API emulated, plus /_sandbox/ controls.
+
+    Point Herald at it with HERALD_SANDBOX_URL=http://HOST:PORT.
+    """
+    from herald.providers.sandbox.server import main as serve
+
+    serve(host, port)
+
+
 # -- keys ------------------------------------------------------------------------------------------
 
 

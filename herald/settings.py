@@ -8,7 +8,6 @@ They run a demo on a laptop; outside ``HERALD_ENV=development`` the secrets must
 from __future__ import annotations
 
 import base64
-from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -46,7 +45,7 @@ class Settings(BaseSettings):
 
     # Storage and messaging
     database_url: str = "sqlite:///herald.sqlite3"
-    broker_url: str = "memory://"
+    broker_url: str = "memory://localhost/"
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_key_prefix: str = Field(
         default="", description="Prefix for every broker key in Redis (isolates deployments)."
@@ -74,12 +73,48 @@ class Settings(BaseSettings):
     )
     trace_console: bool = False
 
+    # Publishing
+    dispatch_interval_s: float = Field(default=2.0, gt=0, description="Beat tick of dispatch_due.")
+    dispatch_batch_size: int = Field(default=200, ge=1, le=5000)
+    publish_max_attempts: int = Field(default=5, ge=1, le=50)
+    publish_backoff_s: float = Field(default=5.0, gt=0)
+    publish_backoff_max_s: float = Field(default=600.0, gt=0)
+    provider_concurrency: dict[str, int] = Field(
+        default_factory=dict,
+        description="Cap on posts queued or publishing at once, per provider (unset = no cap).",
+    )
+    sweep_interval_s: float = Field(default=30.0, gt=0)
+    queued_timeout_s: float = Field(
+        default=300.0, gt=0, description="A post queued this long lost its message: re-enqueue."
+    )
+    publishing_timeout_s: float = Field(
+        default=600.0, gt=0, description="A post publishing this long lost its worker: reconcile."
+    )
+    schedule_max_past_s: int = Field(
+        default=86_400, ge=0, description="How far in the past scheduled_at may be (then: now)."
+    )
+    schedule_max_future_days: int = Field(default=730, ge=1)
+    max_content_chars: int = Field(default=100_000, ge=1)
+
+    # Tokens
+    token_refresh_margin_s: int = Field(
+        default=900, ge=60, description="Refresh access tokens this long before they expire."
+    )
+    token_refresh_interval_s: float = Field(default=60.0, gt=0)
+
     # Providers
     sandbox_url: str | None = Field(
         default=None,
         description="Point every provider at this sandbox (e.g. http://127.0.0.1:8765).",
     )
     provider_base_urls: dict[str, str] = Field(default_factory=lambda: dict(REAL_BASE_URLS))
+    provider_credentials: dict[str, dict[str, SecretStr]] = Field(
+        default_factory=dict,
+        description=(
+            "OAuth client credentials per network, as JSON: "
+            '{"x": {"client_id": "…", "client_secret": "…"}, …}'
+        ),
+    )
     provider_timeout_s: float = Field(default=15.0, gt=0)
     provider_connect_timeout_s: float = Field(default=5.0, gt=0)
     user_agent: str = "Herald/0.1 (+https://github.com/herald-social/herald)"
@@ -95,6 +130,8 @@ class Settings(BaseSettings):
             raise ValueError("HERALD_TASK_SOFT_TIME_LIMIT_S must be below HERALD_TASK_TIME_LIMIT_S")
         if self.visibility_timeout_s <= self.task_time_limit_s:
             raise ValueError("HERALD_VISIBILITY_TIMEOUT_S must exceed HERALD_TASK_TIME_LIMIT_S")
+        if self.publishing_timeout_s <= self.provider_timeout_s * 2:
+            raise ValueError("HERALD_PUBLISHING_TIMEOUT_S must exceed twice the provider timeout")
         if self.env == "development":
             return self
         secrets = {
@@ -118,12 +155,34 @@ class Settings(BaseSettings):
         except KeyError:
             raise ValueError(f"no base URL configured for provider {network!r}") from None
 
+    def with_sandbox(self, url: str) -> Settings:
+        """These settings pointed at a sandbox, with a placeholder OAuth client per network
+        (the sandbox checks a client is named, as the networks do, not which)."""
+        clients = {
+            name: {"client_id": SecretStr(f"herald-{name}"), "client_secret": SecretStr("sandbox")}
+            for name in REAL_BASE_URLS
+        }
+        return self.model_copy(
+            update={"sandbox_url": url, "provider_credentials": clients | self.provider_credentials}
+        )
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
 
-@lru_cache(maxsize=1)
+_current: Settings | None = None
+
+
 def get_settings() -> Settings:
     """The process's settings, read from the environment on first use."""
-    return Settings()
+    global _current  # noqa: PLW0603 - one settings object per process
+    if _current is None:
+        _current = Settings()
+    return _current
+
+
+def use_settings(settings: Settings) -> None:
+    """Replace the process's settings (the demo and ``herald standalone`` build their own)."""
+    global _current  # noqa: PLW0603
+    _current = settings

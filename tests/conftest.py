@@ -33,4 +33,10 @@ os.environ.update(
     }
 )
 
-pytest_plugins = ["tests.fixtures.database", "tests.fixtures.workers"]
+pytest_plugins = [
+    "tests.fixtures.database",
+    "tests.fixtures.workers",
+    "tests.fixtures.sandbox",
+    "tests.fixtures.publishing",
+    "tests.fixtures.processes",
+]

@@ -6,7 +6,10 @@ The status machine::
                  ↑         │          ├──→ retrying ──→ queued (when due again)
                  │         │          ├──→ failed
                  │         │          └──→ needs_review   (outcome at the provider unknown)
-                 └─────────┴── cancelled (from draft, scheduled, queued or retrying)
+                 │         ├──→ retrying (its integration is paused by a rate limit)
+                 │         └──→ failed   (its integration needs the user to reconnect)
+                 └─────── cancelled (from draft, scheduled, queued or retrying)
+    failed, needs_review ──→ scheduled   (an operator's deliberate retry)
 
 Every move is a conditional UPDATE (``WHERE status IN <expected>``) through
 :func:`transition`: of two workers racing for one post, exactly one wins.
@@ -51,7 +54,7 @@ S = PostStatus
 ALLOWED_TRANSITIONS: dict[PostStatus, frozenset[PostStatus]] = {
     S.DRAFT: frozenset({S.SCHEDULED, S.CANCELLED}),
     S.SCHEDULED: frozenset({S.QUEUED, S.CANCELLED}),
-    S.QUEUED: frozenset({S.PUBLISHING, S.CANCELLED, S.QUEUED}),
+    S.QUEUED: frozenset({S.PUBLISHING, S.CANCELLED, S.QUEUED, S.RETRYING, S.FAILED}),
     S.PUBLISHING: frozenset({S.PUBLISHED, S.RETRYING, S.FAILED, S.NEEDS_REVIEW}),
     S.RETRYING: frozenset({S.QUEUED, S.PUBLISHING, S.CANCELLED, S.FAILED}),
     S.FAILED: frozenset({S.SCHEDULED}),

@@ -226,6 +226,10 @@ class Provider(Protocol):
     idempotency: ClassVar[Idempotency]
     #: Whether access tokens expire and can be refreshed.
     refreshes_tokens: ClassVar[bool]
+    #: Whether :meth:`find_post` answering None means, with authority, "not there" (so a post
+    #: whose outcome was ambiguous can safely be sent again). False where the network offers no
+    #: way to read back what the account posted.
+    reconciles: ClassVar[bool]
 
     def validate(self, draft: PostDraft, account: Account) -> None:
         """Raise :class:`ContentInvalid` naming the rule if the draft cannot be published."""

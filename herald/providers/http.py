@@ -20,7 +20,7 @@ from tenacity import (
     retry,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
 from herald.providers.base import AmbiguousOutcome, ProviderError, TransientError
@@ -101,7 +101,7 @@ class ProviderHTTP:
         @retry(
             retry=retry_if_exception(lambda e: isinstance(e, _NeverArrived | _RetryableRead)),
             stop=stop_after_attempt(self._attempts),
-            wait=wait_exponential_jitter(initial=0.2, max=2.0),
+            wait=wait_random_exponential(multiplier=0.2, max=2.0),
             reraise=True,
         )
         def attempt() -> httpx.Response:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import structlog
 from celery import Task
@@ -151,7 +151,7 @@ class HeraldTask(Task):  # type: ignore[type-arg]
             self._reject(f"invalid payload for {self.name}: {problems}", kwargs)
         return lambda: self.run(payload)
 
-    def _reject(self, reason: str, payload: dict[str, Any]) -> None:
+    def _reject(self, reason: str, payload: dict[str, Any]) -> NoReturn:
         """Record the refused message, then raise so Celery acks it without retrying."""
         ctx = context.current()
         safe_payload = redact_value(payload)

@@ -1,0 +1,320 @@
+"""LinkedIn adapter (Posts API, ``/rest/posts``).
+
+Publishes as the member (``urn:li:person:<id>``) or, when ``Account.settings`` names an
+``organization_id``, as that page. The answer is 201 with an empty body and the post's URN
+in ``x-restli-id``. Commentary is written in the "little" text format, so reserved
+characters are escaped. LinkedIn has no idempotency key and reading a member's own posts
+needs restricted scopes: :meth:`LinkedInProvider.find_post` returns None and the caller marks
+an ambiguous post ``needs_review``.
+
+Tokens: 60-day access tokens; refresh tokens only for approved partners, and they do not
+rotate (the same refresh token comes back, its expiry keeps counting down).
+
+Error mapping (:func:`classify`): 429 → RateLimited at the next midnight UTC (LinkedIn sends
+no rate-limit headers); 401 → AuthExpired; other 4xx (403 permission, 422 DUPLICATE_POST or
+validation, 426 inactive version) → PermanentError; 503 → TransientError; other 5xx →
+AmbiguousOutcome on a publish. On the token endpoint 400/401 → ReauthRequired.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+from urllib.parse import quote, urlencode
+
+import httpx
+
+from herald.providers.base import (
+    Account,
+    AmbiguousOutcome,
+    AuthExpired,
+    AuthorizeRequest,
+    ContentInvalid,
+    Idempotency,
+    PermanentError,
+    PostDraft,
+    PostMetrics,
+    ProviderError,
+    PublishResult,
+    RateLimited,
+    ReauthRequired,
+    RemotePost,
+    TokenSet,
+    TransientError,
+)
+from herald.providers.http import ProviderHTTP, json_body
+from herald.settings import Settings
+
+NAME = "linkedin"
+OAUTH_BASE = "https://www.linkedin.com"
+API_VERSION = "202601"
+MAX_COMMENTARY = 3000
+DEFAULT_SCOPES = ("openid", "profile", "w_member_social")
+REQUEST_ID_HEADER = "x-li-uuid"
+_RESERVED = re.compile(r"([\\<>#~_|\[\]*(){}@])")
+
+
+def escape_little_text(text: str) -> str:
+    """Escape the characters the little text format reserves."""
+    return _RESERVED.sub(r"\\\1", text)
+
+
+def next_midnight_utc(now: datetime) -> datetime:
+    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(
+        days=1
+    )
+
+
+def classify(
+    status: int,
+    headers: Mapping[str, str],
+    body: Any,
+    *,
+    idempotent: bool,
+    token_endpoint: bool = False,
+    now: datetime | None = None,
+) -> ProviderError:
+    """The one taxonomy error for a non-success answer from LinkedIn."""
+    now = now or datetime.now(UTC)
+    message, code = f"HTTP {status} from LinkedIn", None
+    if isinstance(body, Mapping):
+        for key in ("message", "error_description", "error"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                message = value[:300]
+                break
+        raw_code = body.get("code") or body.get("error") or body.get("serviceErrorCode")
+        if isinstance(raw_code, str | int) and not isinstance(raw_code, bool):
+            code = str(raw_code)[:120]
+    kw: dict[str, Any] = {
+        "provider": NAME,
+        "http_status": status,
+        "provider_code": code,
+        "request_id": headers.get(REQUEST_ID_HEADER),
+    }
+    if status == 429:
+        return RateLimited(message, reset_at=next_midnight_utc(now), **kw)
+    if token_endpoint and status in (400, 401):
+        return ReauthRequired(message, **kw)
+    if status == 401:
+        return AuthExpired(message, **kw)
+    if 400 <= status < 500:
+        return PermanentError(message, **kw)
+    if status == 503 or (status >= 500 and idempotent):
+        return TransientError(message, **kw)
+    return AmbiguousOutcome(message, **kw)
+
+
+def _error(response: httpx.Response, *, idempotent: bool, token: bool = False) -> ProviderError:
+    return classify(
+        response.status_code,
+        response.headers,
+        json_body(response),
+        idempotent=idempotent,
+        token_endpoint=token,
+    )
+
+
+class LinkedInProvider:
+    name: ClassVar[str] = NAME
+    idempotency: ClassVar[Idempotency] = "none"
+    reconciles: ClassVar[bool] = False  # a member's own posts cannot be read back
+    refreshes_tokens: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client_id: str = "",
+        client_secret: str = "",
+        transport: httpx.BaseTransport | None = None,
+        api_version: str = API_VERSION,
+    ) -> None:
+        base = settings.provider_base_url(NAME).rstrip("/")
+        self._oauth = base if settings.sandbox_url else OAUTH_BASE
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._version = api_version
+        self._http = ProviderHTTP(NAME, base, settings, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def validate(self, draft: PostDraft, account: Account) -> None:
+        if not draft.text.strip() and not draft.media:
+            raise ContentInvalid("a post needs text or media", rule="linkedin.empty", provider=NAME)
+        if len(draft.text) > MAX_COMMENTARY:
+            raise ContentInvalid(
+                f"commentary has {len(draft.text)} of 3000 characters",
+                rule="linkedin.max_length",
+                provider=NAME,
+            )
+        if draft.media:
+            raise ContentInvalid(
+                "media upload to LinkedIn is not supported yet",
+                rule="linkedin.media_unsupported",
+                provider=NAME,
+            )
+
+    def _headers(self, tokens: TokenSet) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {tokens.access_token}",
+            "LinkedIn-Version": self._version,
+            "X-Restli-Protocol-Version": "2.0.0",
+        }
+
+    @staticmethod
+    def author_urn(account: Account) -> str:
+        org = account.settings.get("organization_id")
+        if isinstance(org, str | int) and str(org):
+            return f"urn:li:organization:{org}"
+        return f"urn:li:person:{account.external_id}"
+
+    def publish(self, draft: PostDraft, account: Account, tokens: TokenSet) -> PublishResult:
+        self.validate(draft, account)
+        body = {
+            "author": self.author_urn(account),
+            "commentary": escape_little_text(draft.text),
+            "visibility": "PUBLIC",
+            "distribution": {
+                "feedDistribution": "MAIN_FEED",
+                "targetEntities": [],
+                "thirdPartyDistributionChannels": [],
+            },
+            "lifecycleState": "PUBLISHED",
+            "isReshareDisabledByAuthor": False,
+        }
+        response = self._http.request(
+            "POST",
+            "/rest/posts",
+            json=body,
+            headers=self._headers(tokens),
+            request_id_header=REQUEST_ID_HEADER,
+        )
+        if response.status_code != 201:
+            raise _error(response, idempotent=False)
+        urn = response.headers.get("x-restli-id", "")
+        if not urn.startswith("urn:li:"):
+            raise AmbiguousOutcome(
+                "LinkedIn answered 201 without the post URN", provider=NAME, http_status=201
+            )
+        return PublishResult(
+            urn,
+            f"https://www.linkedin.com/feed/update/{urn}",
+            response.headers.get(REQUEST_ID_HEADER),
+        )
+
+    def _token_set(self, response: httpx.Response, previous: TokenSet | None) -> TokenSet:
+        if response.status_code != 200:
+            raise _error(response, idempotent=True, token=True)
+        body = json_body(response)
+        b = body if isinstance(body, dict) else {}
+        access = b.get("access_token")
+        if not isinstance(access, str) or not access:
+            raise TransientError(
+                "unreadable token answer from LinkedIn", provider=NAME, http_status=200
+            )
+        now = datetime.now(UTC)
+        refresh = b.get("refresh_token")
+        refresh_in = b.get("refresh_token_expires_in")
+        scope = b.get("scope")
+        return TokenSet(
+            access_token=access,
+            refresh_token=refresh
+            if isinstance(refresh, str) and refresh
+            else (previous.refresh_token if previous else None),
+            expires_at=_after(now, b.get("expires_in")),
+            refresh_expires_at=_after(now, refresh_in)
+            or (previous.refresh_expires_at if previous else None),
+            scopes=tuple(scope.replace(",", " ").split())
+            if isinstance(scope, str)
+            else (previous.scopes if previous else ()),
+        )
+
+    def _token_call(self, form: dict[str, str], *, idempotent: bool) -> httpx.Response:
+        """Refreshing is repeatable (the refresh token does not rotate); a code is single use."""
+        form |= {"client_id": self._client_id, "client_secret": self._client_secret}
+        return self._http.request(
+            "POST", f"{self._oauth}/oauth/v2/accessToken", data=form, idempotent=idempotent
+        )
+
+    def refresh(self, account: Account, tokens: TokenSet) -> TokenSet:
+        if not tokens.refresh_token:
+            raise ReauthRequired(
+                "no refresh token: LinkedIn issues them to partners only", provider=NAME
+            )
+        form = {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token}
+        return self._token_set(self._token_call(form, idempotent=True), tokens)
+
+    def find_post(
+        self, draft: PostDraft, account: Account, tokens: TokenSet, since: datetime
+    ) -> RemotePost | None:
+        """Always None: reading a member's posts needs scopes Herald does not hold."""
+        return None
+
+    def fetch_metrics(self, external_id: str, account: Account, tokens: TokenSet) -> PostMetrics:
+        response = self._http.request(
+            "GET",
+            f"/v2/socialActions/{quote(external_id, safe='')}",
+            headers=self._headers(tokens),
+            request_id_header=REQUEST_ID_HEADER,
+        )
+        if response.status_code != 200:
+            raise _error(response, idempotent=True)
+        body = json_body(response)
+        b = body if isinstance(body, dict) else {}
+        likes, comments = _dict(b.get("likesSummary")), _dict(b.get("commentsSummary"))
+        return PostMetrics(
+            likes=_count(likes.get("totalLikes")),
+            replies=_count(comments.get("aggregatedTotalComments")),
+            impressions=None,
+            raw={"likesSummary": likes, "commentsSummary": comments},
+        )
+
+    def authorize(
+        self, redirect_uri: str, state: str, scopes: tuple[str, ...] = ()
+    ) -> AuthorizeRequest:
+        query = urlencode(
+            {
+                "response_type": "code",
+                "client_id": self._client_id,
+                "redirect_uri": redirect_uri,
+                "state": state,
+                "scope": " ".join(scopes or DEFAULT_SCOPES),
+            }
+        )
+        return AuthorizeRequest(f"{self._oauth}/oauth/v2/authorization?{query}", state, None)
+
+    def exchange_code(
+        self, code: str, redirect_uri: str, code_verifier: str | None
+    ) -> tuple[TokenSet, Account]:
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        tokens = self._token_set(self._token_call(form, idempotent=False), None)
+        response = self._http.request("GET", "/v2/userinfo", headers=self._headers(tokens))
+        if response.status_code != 200:
+            raise _error(response, idempotent=True)
+        body = json_body(response)
+        sub = body.get("sub") if isinstance(body, dict) else None
+        if not isinstance(sub, str) or not sub:
+            raise TransientError(
+                "LinkedIn did not say who the member is", provider=NAME, http_status=200
+            )
+        assert isinstance(body, dict)
+        name = body.get("name")
+        return tokens, Account(external_id=sub, handle=name if isinstance(name, str) else None)
+
+
+def _after(now: datetime, seconds: Any) -> datetime | None:
+    if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds > 0:
+        return now + timedelta(seconds=seconds)
+    return None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0

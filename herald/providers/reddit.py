@@ -1,0 +1,372 @@
+"""Reddit adapter.
+
+API calls go to ``oauth.reddit.com`` with ``Authorization: bearer``; token calls go to
+``www.reddit.com`` with HTTP Basic ``client_id:client_secret`` (with the sandbox, both are
+``<sandbox>/reddit``). ``Account.external_id`` is the username; ``Account.settings
+["subreddit"]`` the default subreddit, overridden by ``draft.settings["subreddit"]``. The
+title is ``draft.settings["title"]``, or else the text's first line.
+
+Reddit reports submission errors inside an HTTP 200 (``json.errors`` triples) — including
+its per-account posting throttle, ``RATELIMIT`` "… take a break for N minutes …".
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+from urllib.parse import urlencode
+
+import httpx
+
+from herald.providers.base import (
+    Account,
+    AmbiguousOutcome,
+    AuthExpired,
+    AuthorizeRequest,
+    ContentInvalid,
+    Idempotency,
+    PermanentError,
+    PostDraft,
+    PostMetrics,
+    ProviderError,
+    PublishResult,
+    RateLimited,
+    ReauthRequired,
+    RemotePost,
+    TokenSet,
+    TransientError,
+)
+from herald.providers.http import ProviderHTTP, json_body, server_error
+from herald.settings import Settings
+
+NAME = "reddit"
+MAX_TITLE = 300
+MAX_TEXT = 40_000
+WWW_HOST = "https://www.reddit.com"  # token and authorize endpoints
+DEFAULT_SCOPES = ("identity", "submit", "read")
+DEFAULT_BACKOFF_S = 600
+# A post appears in the listing with the server's clock; allow for skew against ours.
+CLOCK_SKEW = timedelta(minutes=2)
+_WAIT = re.compile(r"(\d+)\s*(millisecond|second|minute|hour)s?", re.IGNORECASE)
+_UNIT_S = {"millisecond": 0.001, "second": 1, "minute": 60, "hour": 3600}
+_SUBREDDIT = re.compile(r"[A-Za-z0-9_]{2,21}")
+
+
+def wait_seconds(message: str) -> float:
+    """Seconds to wait named in a Reddit throttle message ("… for 7 minutes …")."""
+    match = _WAIT.search(message)
+    if not match:
+        return DEFAULT_BACKOFF_S
+    return min(int(match.group(1)) * _UNIT_S[match.group(2).lower()], 86_400.0)
+
+
+def classify(response: httpx.Response, *, now: datetime | None = None) -> ProviderError:
+    """Translate a non-2xx Reddit answer into one taxonomy error."""
+    now = now or datetime.now(UTC)
+    status = response.status_code
+    challenge = response.headers.get("www-authenticate", "")
+    body = json_body(response)
+    body = body if isinstance(body, dict) else {}
+    raw = body.get("message") or body.get("error")
+    message = raw if isinstance(raw, str) and raw else f"HTTP {status}"
+    kw: dict[str, Any] = {"provider": NAME, "http_status": status}
+    if status == 429:
+        try:
+            seconds = float(response.headers.get("x-ratelimit-reset", DEFAULT_BACKOFF_S))
+        except ValueError:
+            seconds = DEFAULT_BACKOFF_S
+        seconds = min(max(seconds, 0.0), 86_400.0)
+        return RateLimited(message, reset_at=now + timedelta(seconds=seconds), **kw)
+    if status == 401:
+        return AuthExpired("Reddit refused the access token", provider_code="invalid_token", **kw)
+    if status == 403 and "insufficient_scope" in challenge:
+        return ReauthRequired(
+            "the Reddit grant lacks a needed scope", provider_code="insufficient_scope", **kw
+        )
+    if status >= 500:
+        return server_error(NAME, response, idempotent=False, message=message)
+    return PermanentError(message[:300], **kw)
+
+
+def submission_error(errors: list[Any], *, now: datetime | None = None) -> ProviderError:
+    """Translate ``json.errors`` (``[[CODE, message, field], …]``) from a 200 answer."""
+    now = now or datetime.now(UTC)
+    first = errors[0] if errors else None
+    triple = first if isinstance(first, list) else []
+    code = triple[0] if triple and isinstance(triple[0], str) else "UNKNOWN"
+    message = triple[1] if len(triple) > 1 and isinstance(triple[1], str) else code
+    field = triple[2] if len(triple) > 2 and isinstance(triple[2], str) else None
+    text = f"{code}: {message}" + (f" (field {field})" if field else "")
+    if code == "RATELIMIT":
+        reset_at = now + timedelta(seconds=wait_seconds(message))
+        return RateLimited(
+            text[:300], reset_at=reset_at, provider=NAME, http_status=200, provider_code=code
+        )
+    return PermanentError(text[:300], provider=NAME, http_status=200, provider_code=code)
+
+
+def _title(draft: PostDraft) -> str:
+    title = draft.settings.get("title")
+    if isinstance(title, str):
+        return title.strip()
+    return next((line.strip() for line in draft.text.splitlines() if line.strip()), "")
+
+
+def _subreddit(draft: PostDraft, account: Account) -> str:
+    raw = draft.settings.get("subreddit") or account.settings.get("subreddit") or ""
+    name = str(raw).strip()
+    return name[3:] if name.lower().startswith("r/") else name
+
+
+class RedditProvider:
+    name: ClassVar[str] = NAME
+    idempotency: ClassVar[Idempotency] = "none"
+    refreshes_tokens: ClassVar[bool] = True
+    reconciles: ClassVar[bool] = True  # /user/<name>/submitted lists what the account posted
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client_id: str = "",
+        client_secret: str = "",
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        base = settings.provider_base_url(NAME)
+        self._token_host = (
+            base
+            if settings.sandbox_url
+            else settings.provider_base_urls.get("reddit_auth", WWW_HOST)
+        ).rstrip("/")
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._http = ProviderHTTP(NAME, base, settings, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _auth(self, tokens: TokenSet) -> dict[str, str]:
+        return {"Authorization": f"bearer {tokens.access_token}"}
+
+    # ------------------------------------------------------------------ publishing
+
+    def validate(self, draft: PostDraft, account: Account) -> None:
+        if not _SUBREDDIT.fullmatch(_subreddit(draft, account)):
+            raise ContentInvalid(
+                "no valid subreddit (settings.subreddit)", rule="reddit.subreddit", provider=NAME
+            )
+        title = _title(draft)
+        if not title:
+            raise ContentInvalid(
+                "a Reddit post needs a title", rule="reddit.title_required", provider=NAME
+            )
+        if len(title) > MAX_TITLE:
+            raise ContentInvalid(
+                f"title is {len(title)} characters; Reddit allows {MAX_TITLE}",
+                rule="reddit.max_title_length",
+                provider=NAME,
+            )
+        if len(draft.text) > MAX_TEXT:
+            raise ContentInvalid(
+                f"text is {len(draft.text)} characters; Reddit allows {MAX_TEXT}",
+                rule="reddit.max_length",
+                provider=NAME,
+            )
+        if len(draft.media) > 1 or (draft.media and draft.settings.get("kind") != "link"):
+            raise ContentInvalid(
+                "Herald posts Reddit media as a single link post (settings.kind = 'link')",
+                rule="reddit.media",
+                provider=NAME,
+            )
+
+    def publish(self, draft: PostDraft, account: Account, tokens: TokenSet) -> PublishResult:
+        self.validate(draft, account)
+        form: dict[str, str] = {
+            "api_type": "json",
+            "sr": _subreddit(draft, account),
+            "title": _title(draft),
+            "resubmit": "true",
+            "sendreplies": "true",
+        }
+        if draft.media:
+            form.update(kind="link", url=draft.media[0].url)
+        else:
+            form.update(kind="self", text=draft.text)
+        for flag in ("nsfw", "spoiler"):
+            if draft.settings.get(flag):
+                form[flag] = "true"
+        if isinstance(draft.settings.get("flair_id"), str):
+            form["flair_id"] = draft.settings["flair_id"]
+        response = self._http.request("POST", "/api/submit", data=form, headers=self._auth(tokens))
+        if not response.is_success:
+            raise classify(response)
+        body = json_body(response)
+        inner = body.get("json") if isinstance(body, dict) else None
+        inner = inner if isinstance(inner, dict) else {}
+        errors = inner.get("errors")
+        if isinstance(errors, list) and errors:
+            raise submission_error(errors)
+        data = inner.get("data")
+        data = data if isinstance(data, dict) else {}
+        post_id = data.get("id")
+        if not isinstance(post_id, str) or not post_id:
+            raise AmbiguousOutcome(
+                "Reddit answered 200 without the submission's id",
+                provider=NAME,
+                http_status=response.status_code,
+            )
+        url = data.get("url")
+        return PublishResult(post_id, url if isinstance(url, str) else None)
+
+    # ------------------------------------------------------------------ tokens
+
+    def _token_call(self, form: dict[str, str]) -> dict[str, Any]:
+        response = self._http.request(
+            "POST",
+            f"{self._token_host}/api/v1/access_token",
+            data=form,
+            auth=(self._client_id, self._client_secret),
+            idempotent=True,  # Reddit's refresh tokens do not rotate: asking again is safe
+        )
+        body = json_body(response)
+        body = body if isinstance(body, dict) else {}
+        error = body.get("error")
+        if error == "invalid_grant" or response.status_code == 400:
+            raise ReauthRequired(
+                "Reddit refused the refresh token",
+                provider=NAME,
+                http_status=response.status_code,
+                provider_code="invalid_grant",
+            )
+        if response.status_code == 401 or error == "invalid_client":
+            raise PermanentError(
+                "Reddit refused Herald's client credentials",
+                provider=NAME,
+                http_status=response.status_code,
+                provider_code="invalid_client",
+            )
+        if not response.is_success:
+            raise classify(response)
+        if not isinstance(body.get("access_token"), str):
+            raise TransientError(
+                "Reddit's token answer had no access token",
+                provider=NAME,
+                http_status=response.status_code,
+            )
+        return body
+
+    @staticmethod
+    def _token_set(body: dict[str, Any], refresh_token: str | None) -> TokenSet:
+        seconds = body.get("expires_in")
+        expires = (
+            datetime.now(UTC) + timedelta(seconds=seconds)
+            if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds > 0
+            else None
+        )
+        new_refresh = body.get("refresh_token")
+        scope = body.get("scope")
+        return TokenSet(
+            access_token=body["access_token"],
+            refresh_token=new_refresh if isinstance(new_refresh, str) else refresh_token,
+            expires_at=expires,
+            scopes=tuple(scope.split()) if isinstance(scope, str) else DEFAULT_SCOPES,
+        )
+
+    def refresh(self, account: Account, tokens: TokenSet) -> TokenSet:
+        if not tokens.refresh_token:
+            raise ReauthRequired("this Reddit connection has no refresh token", provider=NAME)
+        body = self._token_call(
+            {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token}
+        )
+        return self._token_set(body, tokens.refresh_token)
+
+    def authorize(
+        self, redirect_uri: str, state: str, scopes: tuple[str, ...] = ()
+    ) -> AuthorizeRequest:
+        query = urlencode(
+            {
+                "client_id": self._client_id,
+                "response_type": "code",
+                "state": state,
+                "redirect_uri": redirect_uri,
+                "duration": "permanent",
+                "scope": " ".join(scopes or DEFAULT_SCOPES),
+            }
+        )
+        return AuthorizeRequest(url=f"{self._token_host}/api/v1/authorize?{query}", state=state)
+
+    def exchange_code(
+        self, code: str, redirect_uri: str, code_verifier: str | None
+    ) -> tuple[TokenSet, Account]:
+        body = self._token_call(
+            {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        )
+        tokens = self._token_set(body, None)
+        me = self._read("/api/v1/me", tokens)
+        name = me.get("name") if isinstance(me, dict) else None
+        if not isinstance(name, str) or not name:
+            raise TransientError("Reddit did not say who the user is", provider=NAME)
+        return tokens, Account(external_id=name, handle=name)
+
+    # ------------------------------------------------------------------ reading back
+
+    def _read(self, path: str, tokens: TokenSet, **params: Any) -> Any:
+        response = self._http.request("GET", path, params=params, headers=self._auth(tokens))
+        if not response.is_success:
+            raise classify(response)  # 5xx on a read is already a TransientError
+        return json_body(response)
+
+    @staticmethod
+    def _children(listing: Any) -> list[dict[str, Any]]:
+        data = listing.get("data") if isinstance(listing, dict) else None
+        children = data.get("children") if isinstance(data, dict) else None
+        out: list[dict[str, Any]] = []
+        for child in children if isinstance(children, list) else []:
+            inner = child.get("data") if isinstance(child, dict) else None
+            if isinstance(inner, dict):
+                out.append(inner)
+        return out
+
+    def find_post(
+        self, draft: PostDraft, account: Account, tokens: TokenSet, since: datetime
+    ) -> RemotePost | None:
+        listing = self._read(f"/user/{account.external_id}/submitted", tokens, sort="new", limit=25)
+        subreddit, title = _subreddit(draft, account).lower(), _title(draft)
+        for post in self._children(listing):
+            created_raw = post.get("created_utc")
+            created = (
+                datetime.fromtimestamp(float(created_raw), UTC)
+                if isinstance(created_raw, int | float) and not isinstance(created_raw, bool)
+                else None
+            )
+            if created is not None and created < since - CLOCK_SKEW:
+                continue
+            if str(post.get("subreddit", "")).lower() != subreddit or post.get("title") != title:
+                continue
+            post_id = post.get("id")
+            if not isinstance(post_id, str):
+                continue
+            permalink = post.get("permalink")
+            url = f"https://www.reddit.com{permalink}" if isinstance(permalink, str) else None
+            selftext = post.get("selftext")
+            return RemotePost(post_id, url, selftext if isinstance(selftext, str) else "", created)
+        return None
+
+    def fetch_metrics(self, external_id: str, account: Account, tokens: TokenSet) -> PostMetrics:
+        posts = self._children(self._read("/api/info", tokens, id=f"t3_{external_id}"))
+        if not posts:
+            raise PermanentError(f"submission {external_id} not found", provider=NAME)
+        post = posts[0]
+
+        def count(key: str) -> int:
+            value = post.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+        return PostMetrics(
+            likes=count("score"),
+            reposts=count("num_crossposts"),
+            replies=count("num_comments"),
+            impressions=None,
+            raw={k: post.get(k) for k in ("score", "ups", "upvote_ratio", "num_comments")},
+        )

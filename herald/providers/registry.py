@@ -1,0 +1,90 @@
+"""Resolve a provider adapter by network name.
+
+Adding a network is one module plus one line in :data:`PROVIDERS`. An adapter class takes
+``(settings, *, transport=None)`` and, when the network uses OAuth client credentials,
+``client_id`` and ``client_secret`` keyword arguments; the registry passes only the keywords
+the class accepts.
+
+Client credentials come from the settings object, first match wins:
+
+1. ``settings.provider_credentials[name]`` — a mapping with ``client_id`` / ``client_secret``
+2. ``settings.<name>_client_id`` / ``settings.<name>_client_secret``
+
+Values may be plain strings or pydantic ``SecretStr``. Missing credentials are empty strings:
+publishing and refreshing work on the sandbox without them; the real networks refuse.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from herald.providers.base import Provider
+from herald.settings import Settings
+
+#: network name → "module:Class". One line per network.
+PROVIDERS: dict[str, str] = {
+    "x": "herald.providers.x:XProvider",
+    "linkedin": "herald.providers.linkedin:LinkedInProvider",
+    "mastodon": "herald.providers.mastodon:MastodonProvider",
+    "bluesky": "herald.providers.bluesky:BlueskyProvider",
+    "telegram": "herald.providers.telegram:TelegramProvider",
+    "discord": "herald.providers.discord:DiscordProvider",
+    "threads": "herald.providers.threads:ThreadsProvider",
+    "reddit": "herald.providers.reddit:RedditProvider",
+}
+
+
+class UnknownProvider(LookupError):
+    """No adapter is registered under that name."""
+
+
+def provider_names() -> tuple[str, ...]:
+    return tuple(sorted(PROVIDERS))
+
+
+def provider_class(name: str) -> type[Any]:
+    """The adapter class registered for ``name`` (imported on first use)."""
+    try:
+        target = PROVIDERS[name]
+    except KeyError:
+        raise UnknownProvider(f"no provider registered as {name!r}") from None
+    module_name, _, class_name = target.partition(":")
+    cls: type[Any] = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return "" if value is None else str(value)
+
+
+def client_credentials(settings: Settings, name: str) -> dict[str, str]:
+    """``client_id`` and ``client_secret`` for ``name`` from the settings (see module doc)."""
+    configured = getattr(settings, "provider_credentials", None)
+    entry = configured.get(name) if isinstance(configured, Mapping) else None
+    out: dict[str, str] = {}
+    for field in ("client_id", "client_secret"):
+        value = entry.get(field) if isinstance(entry, Mapping) else None
+        if value is None:
+            value = getattr(settings, f"{name}_{field}", None)
+        out[field] = _plain(value)
+    return out
+
+
+def get_provider(
+    name: str, settings: Settings, *, transport: httpx.BaseTransport | None = None
+) -> Provider:
+    """Build the adapter for ``name``, pointed at ``settings.provider_base_url(name)``."""
+    cls = provider_class(name)
+    accepted = inspect.signature(cls).parameters
+    kwargs: dict[str, Any] = {"transport": transport}
+    kwargs |= {k: v for k, v in client_credentials(settings, name).items() if k in accepted}
+    provider: Provider = cls(settings, **kwargs)
+    return provider

@@ -1,0 +1,273 @@
+"""Bluesky (AT Protocol PDS) emulation: app-password sessions with rotating refresh JWTs
+(2 h grace), createRecord with client-chosen TID rkeys, getRecord, listRecords, getPosts.
+Errors are XRPC ``{"error": <Name>, "message"}``; an expired access token is a 400
+``ExpiredToken``; rate limits use ``RateLimit-*`` headers with an epoch reset."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any, ClassVar
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from herald.providers.sandbox.core import (
+    NetworkError,
+    RefreshRefused,
+    Sandbox,
+    SandboxAccount,
+    SandboxNetwork,
+    SandboxPost,
+    TokenStatus,
+    read_json,
+    request_auth,
+)
+from herald.providers.sandbox.faults import RateLimit, RateWindow
+from herald.providers.text import grapheme_count, utf8_length
+
+COLLECTION = "app.bsky.feed.post"
+_TID = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
+_NAMES = {
+    400: "InvalidRequest",
+    401: "AuthMissing",
+    403: "Forbidden",
+    404: "NotFound",
+    413: "PayloadTooLarge",
+    500: "InternalServerError",
+    502: "UpstreamFailure",
+    503: "NotEnoughResources",
+    504: "UpstreamTimeout",
+}
+
+
+class BlueskyNetwork(SandboxNetwork):
+    name = "bluesky"
+    access_ttl_s = 7200.0
+    refresh_ttl_s = 90 * 86400.0
+    rotates_refresh = True
+    reuse_revokes_family = False
+    refresh_grace_s = 7200.0
+    default_rate_limit = RateLimit(limit=3000, window_s=300)
+    default_options: ClassVar[dict[str, Any]] = {
+        "max_graphemes": 300,
+        "max_bytes": 3000,
+        "rkey_conflict_status": 400,  # ⚠ the PDS's status for a taken rkey is unconfirmed
+    }
+
+    def new_account_id(self, seq: int) -> str:
+        digest = hashlib.sha256(str(seq).encode()).hexdigest()
+        return "did:plc:" + "".join(c if c.isalpha() else "abcdefghij"[int(c)] for c in digest[:24])
+
+    def error_response(self, err: NetworkError) -> Response:
+        name = err.code if err.code and err.code != "invalid_request" else None
+        body = {
+            "error": name or _NAMES.get(err.status, "InternalServerError"),
+            "message": err.message,
+        }
+        return JSONResponse(body, err.status, headers=err.headers)
+
+    def rate_limit_headers(self, window: RateWindow) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(window.limit),
+            "RateLimit-Remaining": str(window.remaining),
+            "RateLimit-Reset": str(window.reset_epoch),
+            "RateLimit-Policy": f"{window.limit};w={window.window_s}",
+        }
+
+    def rate_limited_response(self, window: RateWindow) -> Response:
+        err = NetworkError(
+            429,
+            "Rate Limit Exceeded",
+            code="RateLimitExceeded",
+            headers=self.rate_limit_headers(window),
+        )
+        return self.error_response(err)
+
+    def routes(self, sb: Sandbox) -> APIRouter:
+        router = APIRouter(prefix="/xrpc")
+        self._session_routes(router, sb)
+        self._repo_routes(router, sb)
+        return router
+
+    def _session_routes(self, router: APIRouter, sb: Sandbox) -> None:
+        net = self.name
+
+        @router.post("/com.atproto.server.createSession")
+        async def create_session(request: Request) -> dict[str, Any]:
+            body = await read_json(request)
+            ident, password = body.get("identifier"), body.get("password")
+            if not isinstance(ident, str) or not isinstance(password, str):
+                raise NetworkError(400, "Input must have the properties identifier and password")
+            account = sb.find_account(net, handle=ident) or sb.account(net, ident)
+            if account is None or account.password is None or account.password != password:
+                raise NetworkError(
+                    401, "Invalid identifier or password", code="AuthenticationRequired"
+                )
+            return _session(sb, account, sb.issue_tokens(net, account.account_id).view(sb.now()))
+
+        @router.post("/com.atproto.server.refreshSession")
+        async def refresh_session(request: Request) -> dict[str, Any]:
+            token = self.credential(request)
+            if token is None:
+                raise NetworkError(401, "Authentication Required", code="AuthMissing")
+            try:
+                pair = sb.refresh(net, token)
+            except RefreshRefused as refused:
+                if refused.reason == "unknown":
+                    raise NetworkError(
+                        400, "Token could not be verified", code="InvalidToken"
+                    ) from None
+                message = (
+                    "Token has expired"
+                    if refused.reason == "expired"
+                    else ("Token has been revoked")
+                )
+                raise NetworkError(400, message, code="ExpiredToken") from None
+            account = sb.account(net, pair.access.account_id)
+            assert account is not None
+            return _session(sb, account, pair.view(sb.now()))
+
+    def _repo_routes(self, router: APIRouter, sb: Sandbox) -> None:
+        net = self.name
+
+        @router.post("/com.atproto.repo.createRecord")
+        async def create_record(request: Request) -> dict[str, Any]:
+            account = _me(request)
+            body = await read_json(request)
+            if body.get("repo") not in (account.account_id, account.handle):
+                raise NetworkError(400, "Could not find repo", code="InvalidRequest")
+            if body.get("collection") != COLLECTION:
+                raise NetworkError(400, "Unsupported collection", code="InvalidRequest")
+            record = body.get("record")
+            text = _checked_record(sb, net, record)
+            rkey = body.get("rkey")
+            if rkey is None:
+                rkey = _tid(sb.next_id())
+            if not isinstance(rkey, str) or not _TID.match(rkey):
+                raise NetworkError(400, "Invalid record key", code="InvalidRequest")
+            uri = f"at://{account.account_id}/{COLLECTION}/{rkey}"
+            if sb.find_post(net, uri) is not None:
+                status = int(sb.option(net, "rkey_conflict_status"))
+                raise NetworkError(status, "Record already exists at that key")
+            assert isinstance(record, dict)
+            url = f"https://bsky.app/profile/{account.handle}/post/{rkey}"
+            post, _ = sb.create_post(
+                net,
+                account.account_id,
+                text,
+                post_id=uri,
+                url=url,
+                data={"record": record, "rkey": rkey},
+            )
+            cid = _cid(post.id)
+            return {
+                "uri": post.id,
+                "cid": cid,
+                "commit": {"cid": cid, "rev": rkey},
+                "validationStatus": "valid",
+            }
+
+        @router.get("/com.atproto.repo.getRecord")
+        async def get_record(request: Request, repo: str, collection: str, rkey: str) -> Any:
+            _me(request)
+            account = sb.account(net, repo) or sb.find_account(net, handle=repo)
+            uri = f"at://{account.account_id if account else repo}/{collection}/{rkey}"
+            post = sb.find_post(net, uri)
+            if post is None:
+                raise NetworkError(400, f"Could not locate record: {uri}", code="RecordNotFound")
+            return _record_view(post)
+
+        @router.get("/com.atproto.repo.listRecords")
+        async def list_records(
+            request: Request, repo: str, collection: str, limit: int = 50
+        ) -> dict[str, Any]:
+            _me(request)
+            account = sb.account(net, repo) or sb.find_account(net, handle=repo)
+            if account is None or not 1 <= limit <= 100:
+                raise NetworkError(400, "Could not find repo or bad limit", code="InvalidRequest")
+            posts = [
+                p for p in sb.posts_of(net, account.account_id) if p.id.split("/")[-2] == collection
+            ]
+            return {"records": [_record_view(p) for p in posts[:limit]]}
+
+        @router.get("/app.bsky.feed.getPosts")
+        async def get_posts(request: Request) -> dict[str, Any]:
+            _me(request)
+            found = [sb.find_post(net, uri) for uri in request.query_params.getlist("uris")]
+            return {"posts": [_post_view(sb, p) for p in found if p is not None]}
+
+
+def _me(request: Request) -> SandboxAccount:
+    auth = request_auth(request)
+    if auth.status is TokenStatus.VALID and auth.account is not None:
+        return auth.account
+    if auth.status is TokenStatus.MISSING:
+        raise NetworkError(401, "Authentication Required", code="AuthMissing")
+    if auth.status is TokenStatus.EXPIRED:
+        raise NetworkError(400, "Token has expired", code="ExpiredToken")
+    if auth.status is TokenStatus.REVOKED:
+        raise NetworkError(400, "Token has been revoked", code="ExpiredToken")
+    raise NetworkError(400, "Token could not be verified", code="InvalidToken")
+
+
+def _checked_record(sb: Sandbox, net: str, record: Any) -> str:
+    prefix = f"Invalid {COLLECTION} record: "
+    if not isinstance(record, dict) or record.get("$type") != COLLECTION:
+        raise NetworkError(400, prefix + "Record/$type must be " + COLLECTION)
+    text = record.get("text")
+    if not isinstance(text, str):
+        raise NetworkError(400, prefix + 'Record must have the property "text"')
+    if not isinstance(record.get("createdAt"), str):
+        raise NetworkError(400, prefix + 'Record must have the property "createdAt"')
+    if grapheme_count(text) > int(sb.option(net, "max_graphemes")):
+        raise NetworkError(400, prefix + "Record/text must not be longer than 300 graphemes")
+    size = utf8_length(text)
+    if size > int(sb.option(net, "max_bytes")):
+        raise NetworkError(400, prefix + "Record/text must not be longer than 3000 characters")
+    for facet in record.get("facets") or []:
+        index = facet.get("index") if isinstance(facet, dict) else None
+        start = index.get("byteStart") if isinstance(index, dict) else None
+        end = index.get("byteEnd") if isinstance(index, dict) else None
+        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= size):
+            raise NetworkError(400, prefix + "Record/facets has an invalid byte range")
+    return text
+
+
+def _tid(seq: int) -> str:
+    alphabet = "234567abcdefghijklmnopqrstuvwxyz"
+    value = (1_750_000_000_000_000 + seq) << 10
+    return "".join(alphabet[(value >> (5 * i)) & 31] for i in range(12, -1, -1))
+
+
+def _cid(uri: str) -> str:
+    return "bafyrei" + hashlib.sha256(uri.encode()).hexdigest()[:52]
+
+
+def _session(sb: Sandbox, account: SandboxAccount, tokens: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "accessJwt": tokens["access_token"],
+        "refreshJwt": tokens.get("refresh_token"),
+        "handle": account.handle,
+        "did": account.account_id,
+        "active": True,
+    }
+
+
+def _record_view(post: SandboxPost) -> dict[str, Any]:
+    return {"uri": post.id, "cid": _cid(post.id), "value": post.data.get("record", {})}
+
+
+def _post_view(sb: Sandbox, post: SandboxPost) -> dict[str, Any]:
+    account = sb.account(post.network, post.account_id)
+    return {
+        "uri": post.id,
+        "cid": _cid(post.id),
+        "author": {"did": post.account_id, "handle": account.handle if account else ""},
+        "record": post.data.get("record", {}),
+        "likeCount": 4,
+        "repostCount": 2,
+        "replyCount": 1,
+        "quoteCount": 0,
+        "indexedAt": post.created_at.isoformat().replace("+00:00", "Z"),
+    }

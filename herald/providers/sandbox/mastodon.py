@@ -1,0 +1,248 @@
+"""Mastodon emulation: statuses with ``Idempotency-Key`` (kept one hour), instance limits,
+account timeline, OAuth with PKCE, tokens that never expire. Errors are ``{"error": ...}``;
+rate limits use ``X-RateLimit-*`` with an ISO 8601 reset."""
+
+from __future__ import annotations
+
+import html
+from typing import Any, ClassVar
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from herald.providers.sandbox.core import (
+    NetworkError,
+    RefreshRefused,
+    Sandbox,
+    SandboxAccount,
+    SandboxNetwork,
+    SandboxPost,
+    TokenStatus,
+    read_form,
+    read_json,
+    request_auth,
+)
+from herald.providers.sandbox.faults import RateLimit, RateWindow
+from herald.providers.text import find_urls
+
+INSTANCE = "https://mastodon.sandbox"
+
+
+class MastodonNetwork(SandboxNetwork):
+    name = "mastodon"
+    access_ttl_s = None
+    issues_refresh = False
+    default_rate_limit = RateLimit(limit=300, window_s=300)
+    default_options: ClassVar[dict[str, Any]] = {
+        "max_characters": 500,
+        "characters_reserved_per_url": 23,
+        "max_media_attachments": 4,
+        "idempotency_ttl_s": 3600,
+    }
+
+    def new_account_id(self, seq: int) -> str:
+        return str(110_000_000_000_000_000 + seq)
+
+    def error_response(self, err: NetworkError) -> Response:
+        body: dict[str, Any] = {"error": err.message}
+        if err.extra.get("oauth"):
+            body = {"error": err.code or "invalid_request", "error_description": err.message}
+        return JSONResponse(body, err.status, headers=err.headers)
+
+    def rate_limit_headers(self, window: RateWindow) -> dict[str, str]:
+        reset = window.reset_at.strftime("%Y-%m-%dT%H:%M:%S.") + (
+            f"{window.reset_at.microsecond // 1000:03d}Z"
+        )
+        return {
+            "X-RateLimit-Limit": str(window.limit),
+            "X-RateLimit-Remaining": str(window.remaining),
+            "X-RateLimit-Reset": reset,
+        }
+
+    def rate_limited_response(self, window: RateWindow) -> Response:
+        headers = self.rate_limit_headers(window)
+        return self.error_response(NetworkError(429, "Too many requests", headers=headers))
+
+    def routes(self, sb: Sandbox) -> APIRouter:
+        router = APIRouter()
+        self._content_routes(router, sb)
+        self._oauth_routes(router, sb)
+        return router
+
+    def _content_routes(self, router: APIRouter, sb: Sandbox) -> None:
+        net = self.name
+
+        @router.get("/api/v2/instance")
+        async def instance() -> dict[str, Any]:
+            return {
+                "domain": "mastodon.sandbox",
+                "title": "Herald sandbox",
+                "version": "4.3.0",
+                "configuration": {
+                    "urls": {"streaming": "wss://mastodon.sandbox"},
+                    "statuses": {
+                        "max_characters": sb.option(net, "max_characters"),
+                        "max_media_attachments": sb.option(net, "max_media_attachments"),
+                        "characters_reserved_per_url": sb.option(
+                            net, "characters_reserved_per_url"
+                        ),
+                    },
+                    "media_attachments": {
+                        "image_size_limit": 16_777_216,
+                        "video_size_limit": 103_809_024,
+                        "description_limit": 1500,
+                    },
+                },
+            }
+
+        @router.get("/api/v1/accounts/verify_credentials")
+        async def verify(request: Request) -> dict[str, Any]:
+            return _account_view(_me(request))
+
+        @router.post("/api/v1/statuses")
+        async def create(request: Request) -> dict[str, Any]:
+            account = _me(request)
+            if request.headers.get("content-type", "").startswith("application/json"):
+                body: dict[str, Any] = await read_json(request)
+            else:
+                body = dict(await read_form(request))
+            text = body.get("status")
+            if not isinstance(text, str) or not text.strip():
+                raise NetworkError(422, "Validation failed: Text can't be blank")
+            limit = int(sb.option(net, "max_characters"))
+            if _length(text, int(sb.option(net, "characters_reserved_per_url"))) > limit:
+                raise NetworkError(
+                    422, f"Validation failed: Text character limit of {limit} exceeded"
+                )
+            post, _ = sb.create_post(
+                net,
+                account.account_id,
+                text,
+                idempotency_key=request.headers.get("idempotency-key"),
+                key_ttl_s=float(sb.option(net, "idempotency_ttl_s")),
+                data={"visibility": body.get("visibility") or "public"},
+            )
+            post.url = f"{INSTANCE}/@{account.handle}/{post.id}"
+            return _status_view(post, account)
+
+        @router.get("/api/v1/accounts/{account_id}/statuses")
+        async def timeline(request: Request, account_id: str) -> list[dict[str, Any]]:
+            _me(request)
+            account = sb.account(net, account_id)
+            if account is None:
+                raise NetworkError(404, "Record not found")
+            raw = request.query_params.get("limit", "20")
+            limit = min(int(raw), 40) if raw.isdigit() and int(raw) > 0 else 20
+            return [_status_view(p, account) for p in sb.posts_of(net, account_id)[:limit]]
+
+        @router.get("/api/v1/statuses/{status_id}")
+        async def status(request: Request, status_id: str) -> dict[str, Any]:
+            _me(request)
+            post = sb.find_post(net, status_id)
+            account = sb.account(net, post.account_id) if post else None
+            if post is None or account is None:
+                raise NetworkError(404, "Record not found")
+            return _status_view(post, account)
+
+    def _oauth_routes(self, router: APIRouter, sb: Sandbox) -> None:
+        net = self.name
+
+        @router.get("/oauth/authorize")
+        async def authorize(request: Request) -> Response:
+            q = request.query_params
+            redirect_uri = q.get("redirect_uri")
+            if not redirect_uri or not q.get("client_id") or q.get("response_type") != "code":
+                raise NetworkError(
+                    400, "invalid_request", code="invalid_request", extra={"oauth": True}
+                )
+            if q.get("code_challenge") and q.get("code_challenge_method") != "S256":
+                raise NetworkError(
+                    400, "only S256 is supported", code="invalid_request", extra={"oauth": True}
+                )
+            account = sb.pick_account(net, q.get("sandbox_account"))
+            code = sb.issue_code(
+                net,
+                account.account_id,
+                redirect_uri=redirect_uri,
+                challenge=q.get("code_challenge"),
+                scopes=tuple(q.get("scope", "read").split()),
+            )
+            query = urlencode({"code": code, "state": q.get("state", "")})
+            return RedirectResponse(f"{redirect_uri}?{query}", status_code=302)
+
+        @router.post("/oauth/token")
+        async def token(request: Request) -> dict[str, Any]:
+            form = await read_form(request)
+            if not form.get("client_id"):
+                raise NetworkError(
+                    401,
+                    "Client authentication failed",
+                    code="invalid_client",
+                    extra={"oauth": True},
+                )
+            if form.get("grant_type") != "authorization_code":
+                raise NetworkError(
+                    400, "unsupported grant", code="unsupported_grant_type", extra={"oauth": True}
+                )
+            try:
+                pair, _ = sb.redeem_code(
+                    net,
+                    form.get("code", ""),
+                    redirect_uri=form.get("redirect_uri"),
+                    verifier=form.get("code_verifier"),
+                )
+            except RefreshRefused:
+                raise NetworkError(
+                    400,
+                    "The provided authorization grant is invalid",
+                    code="invalid_grant",
+                    extra={"oauth": True},
+                ) from None
+            return {
+                "access_token": pair.access.value,
+                "token_type": "Bearer",
+                "scope": " ".join(pair.access.scopes),
+                "created_at": int(sb.now().timestamp()),
+            }
+
+
+def _me(request: Request) -> SandboxAccount:
+    auth = request_auth(request)
+    if auth.status is not TokenStatus.VALID or auth.account is None:
+        raise NetworkError(401, "The access token is invalid")
+    return auth.account
+
+
+def _length(text: str, per_url: int) -> int:
+    total, cursor = 0, 0
+    for span in find_urls(text):
+        total += len(text[cursor : span.start]) + per_url
+        cursor = span.end
+    return total + len(text[cursor:])
+
+
+def _account_view(account: SandboxAccount) -> dict[str, Any]:
+    return {
+        "id": account.account_id,
+        "username": account.handle,
+        "acct": account.handle,
+        "display_name": account.handle,
+        "url": f"{INSTANCE}/@{account.handle}",
+    }
+
+
+def _status_view(post: SandboxPost, account: SandboxAccount) -> dict[str, Any]:
+    content = "<p>" + html.escape(post.text).replace("\n", "<br />") + "</p>"
+    return {
+        "id": post.id,
+        "created_at": post.created_at.isoformat().replace("+00:00", "Z"),
+        "uri": f"{INSTANCE}/users/{account.handle}/statuses/{post.id}",
+        "url": post.url,
+        "content": content,
+        "visibility": post.data.get("visibility", "public"),
+        "account": _account_view(account),
+        "favourites_count": post.data.get("favourites_count", 3),
+        "reblogs_count": post.data.get("reblogs_count", 1),
+        "replies_count": post.data.get("replies_count", 0),
+    }

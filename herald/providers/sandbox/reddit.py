@@ -1,0 +1,289 @@
+"""Reddit emulation: ``/api/submit`` with its errors inside an HTTP 200, the user's submitted
+listing, ``/api/info``, ``/api/v1/me``, and the token endpoint with HTTP Basic client auth
+and refresh tokens that do not rotate. API and token host are both ``<sandbox>/reddit``.
+
+A 401 carries ``WWW-Authenticate: Bearer realm="reddit", error="invalid_token"``; every
+answer to a valid token carries ``X-Ratelimit-Used/-Remaining/-Reset`` (seconds to reset).
+Options: ``subreddits`` (None = every name exists), ``post_interval_s`` (the per-account
+posting throttle answered with ``RATELIMIT`` … "Take a break for N minutes").
+"""
+
+from __future__ import annotations
+
+import re
+from math import ceil
+from typing import Any, ClassVar
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from herald.providers.sandbox.core import (
+    NetworkError,
+    RefreshRefused,
+    Sandbox,
+    SandboxAccount,
+    SandboxNetwork,
+    SandboxPost,
+    TokenStatus,
+    read_form,
+    request_auth,
+)
+from herald.providers.sandbox.faults import RateLimit, RateWindow
+
+_CHALLENGE = 'Bearer realm="reddit", error="invalid_token"'
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _base36(number: int) -> str:
+    out = ""
+    while number:
+        number, rem = divmod(number, 36)
+        out = _BASE36[rem] + out
+    return out or "0"
+
+
+def _slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")[:50] or "post"
+
+
+def _errors(*triples: tuple[str, str, str]) -> dict[str, Any]:
+    return {"json": {"errors": [list(t) for t in triples]}}
+
+
+def _basic(request: Request) -> bool:
+    """Whether the request authenticates its client with HTTP Basic (the sandbox accepts any
+    client, including an unconfigured empty one)."""
+    return request.headers.get("authorization", "").lower().startswith("basic ")
+
+
+class RedditNetwork(SandboxNetwork):
+    name = "reddit"
+    access_ttl_s = 86_400.0  # read expires_in; it was 3,600 s historically
+    issues_refresh = True
+    rotates_refresh = False
+    reuse_revokes_family = False
+    default_rate_limit = RateLimit(limit=1000, window_s=600)
+    default_options: ClassVar[dict[str, Any]] = {
+        "subreddits": None,
+        "post_interval_s": 0,
+        "max_title_length": 300,
+        "max_text_length": 40_000,
+    }
+
+    def new_account_id(self, seq: int) -> str:
+        return f"sandbox_user{seq}"
+
+    def error_response(self, err: NetworkError) -> Response:
+        if err.extra.get("oauth"):
+            return JSONResponse({"error": err.code}, err.status, headers=err.headers)
+        headers = dict(err.headers)
+        if err.status == 401:
+            headers.setdefault("WWW-Authenticate", _CHALLENGE)
+        if err.code == "insufficient_scope":
+            headers["WWW-Authenticate"] = 'Bearer realm="reddit", error="insufficient_scope"'
+        return JSONResponse(
+            {"message": err.message, "error": err.status}, err.status, headers=headers
+        )
+
+    def rate_limit_headers(self, window: RateWindow) -> dict[str, str]:
+        return {
+            "X-Ratelimit-Used": str(window.limit - window.remaining),
+            "X-Ratelimit-Remaining": f"{float(window.remaining):.1f}",
+            "X-Ratelimit-Reset": str(ceil(window.window_s)),
+        }
+
+    def rate_limited_response(self, window: RateWindow) -> Response:
+        return self.error_response(
+            NetworkError(429, "Too Many Requests", headers=self.rate_limit_headers(window))
+        )
+
+    def routes(self, sb: Sandbox) -> APIRouter:  # noqa: PLR0915 - one closure per endpoint
+        router = APIRouter()
+        net = self.name
+
+        def user(request: Request) -> SandboxAccount:
+            auth = request_auth(request)
+            if auth.status is not TokenStatus.VALID or auth.account is None:
+                raise NetworkError(401, "Unauthorized")
+            return auth.account
+
+        def thing(post: SandboxPost) -> dict[str, Any]:
+            return {
+                "kind": "t3",
+                "data": {
+                    "id": post.id,
+                    "name": f"t3_{post.id}",
+                    "title": post.data["title"],
+                    "subreddit": post.data["subreddit"],
+                    "selftext": post.text,
+                    "url": post.data.get("link") or post.url,
+                    "permalink": post.data["permalink"],
+                    "created_utc": post.created_at.timestamp(),
+                    "author": post.data["author"],
+                    "score": 1,
+                    "ups": 1,
+                    "upvote_ratio": 1.0,
+                    "num_comments": 0,
+                    "num_crossposts": 0,
+                    "view_count": None,
+                },
+            }
+
+        def listing(posts: list[SandboxPost]) -> dict[str, Any]:
+            return {
+                "kind": "Listing",
+                "data": {
+                    "after": None,
+                    "before": None,
+                    "dist": len(posts),
+                    "children": [thing(p) for p in posts],
+                },
+            }
+
+        def throttled(account: SandboxAccount) -> int | None:
+            interval = float(sb.option(net, "post_interval_s"))
+            mine = sb.posts_of(net, account.account_id)
+            if not interval or not mine:
+                return None
+            left = interval - (sb.now() - mine[0].created_at).total_seconds()
+            return ceil(left / 60) if left > 0 else None
+
+        @router.post("/api/submit")
+        async def submit(request: Request) -> dict[str, Any]:  # noqa: PLR0911 - one per error
+            account = user(request)
+            form = await read_form(request)
+            sr, title = form.get("sr", "").strip(), form.get("title", "")
+            kind, text = form.get("kind", "self"), form.get("text", "")
+            known = sb.option(net, "subreddits")
+            if not sr or (known is not None and sr.lower() not in {s.lower() for s in known}):
+                return _errors(("SUBREDDIT_NOEXIST", "that subreddit doesn't exist", "sr"))
+            if not title.strip():
+                return _errors(("NO_TEXT", "we need something here", "title"))
+            if len(title) > int(sb.option(net, "max_title_length")):
+                return _errors(("TOO_LONG", "this is too long (max: 300)", "title"))
+            if len(text) > int(sb.option(net, "max_text_length")):
+                return _errors(("TOO_LONG", "this is too long (max: 40000)", "text"))
+            if kind == "link" and not form.get("url"):
+                return _errors(("NO_URL", "a url is required", "url"))
+            if kind not in ("self", "link"):
+                return _errors(("INVALID_OPTION", "that option is not valid", "kind"))
+            minutes = throttled(account)
+            if minutes is not None:
+                unit = "minute" if minutes == 1 else "minutes"
+                return _errors(
+                    (
+                        "RATELIMIT",
+                        f"Looks like you've been doing that a lot. Take a break for {minutes} "
+                        f"{unit} before trying again.",
+                        "ratelimit",
+                    )
+                )
+            post_id = _base36(1_900_000_000 + sb.next_id())
+            permalink = f"/r/{sr}/comments/{post_id}/{_slug(title)}/"
+            post, _ = sb.create_post(
+                net,
+                account.account_id,
+                text,
+                post_id=post_id,
+                url=f"https://www.reddit.com{permalink}",
+                data={
+                    "title": title,
+                    "subreddit": sr,
+                    "permalink": permalink,
+                    "author": account.handle,
+                    "link": form.get("url"),
+                },
+            )
+            return {
+                "json": {
+                    "errors": [],
+                    "data": {
+                        "url": post.url,
+                        "id": post.id,
+                        "name": f"t3_{post.id}",
+                        "drafts_count": 0,
+                    },
+                }
+            }
+
+        @router.get("/user/{username}/submitted")
+        async def submitted(request: Request, username: str) -> dict[str, Any]:
+            user(request)
+            owner = sb.find_account(net, handle=username) or sb.account(net, username)
+            if owner is None:
+                raise NetworkError(404, "Not Found")
+            raw = request.query_params.get("limit", "25")
+            limit = min(int(raw), 100) if raw.isdigit() and int(raw) > 0 else 25
+            return listing(sb.posts_of(net, owner.account_id)[:limit])
+
+        @router.get("/api/info")
+        async def info(request: Request) -> dict[str, Any]:
+            user(request)
+            wanted = [i.removeprefix("t3_") for i in request.query_params.get("id", "").split(",")]
+            found = [p for p in (sb.find_post(net, i) for i in wanted if i) if p is not None]
+            return listing(found)
+
+        @router.get("/api/v1/me")
+        async def me(request: Request) -> dict[str, Any]:
+            account = user(request)
+            return {"name": account.handle, "id": account.account_id}
+
+        @router.get("/api/v1/authorize")
+        async def authorize(request: Request) -> Response:
+            q = request.query_params
+            redirect_uri = q.get("redirect_uri")
+            if not redirect_uri or not q.get("client_id") or q.get("response_type") != "code":
+                raise NetworkError(400, "invalid request")
+            account = sb.pick_account(net, q.get("sandbox_account"))
+            code = sb.issue_code(
+                net,
+                account.account_id,
+                redirect_uri=redirect_uri,
+                scopes=tuple(q.get("scope", "").split()),
+            )
+            return RedirectResponse(
+                f"{redirect_uri}?{urlencode({'code': code, 'state': q.get('state', '')})}", 302
+            )
+
+        @router.post("/api/v1/access_token")
+        async def access_token(request: Request) -> dict[str, Any]:
+            if not _basic(request):
+                raise NetworkError(401, "Unauthorized")
+            form = await read_form(request)
+            grant = form.get("grant_type")
+            try:
+                if grant == "refresh_token":
+                    pair = sb.refresh(net, form.get("refresh_token", ""))
+                    refresh = None  # Reddit's refresh tokens do not rotate
+                elif grant == "authorization_code":
+                    pair, _ = sb.redeem_code(
+                        net,
+                        form.get("code", ""),
+                        redirect_uri=form.get("redirect_uri"),
+                        verifier=None,
+                    )
+                    refresh = pair.refresh.value if pair.refresh else None
+                else:
+                    raise NetworkError(
+                        400,
+                        "unsupported_grant_type",
+                        code="unsupported_grant_type",
+                        extra={"oauth": True},
+                    )
+            except RefreshRefused:
+                raise NetworkError(
+                    400, "invalid_grant", code="invalid_grant", extra={"oauth": True}
+                ) from None
+            view = pair.view(sb.now())
+            out: dict[str, Any] = {
+                "access_token": view["access_token"],
+                "token_type": "bearer",
+                "expires_in": view.get("expires_in", 86_400),
+                "scope": view["scope"] or "identity submit read",
+            }
+            if refresh:
+                out["refresh_token"] = refresh
+            return out
+
+        return router

@@ -1,0 +1,266 @@
+"""X API v2 emulation: tweets, users/me, user timeline, OAuth 2.0 with PKCE and single-use
+refresh tokens (reuse revokes the family). Errors are problem-details JSON; the token
+endpoint answers in OAuth's ``{error, error_description}`` shape."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from herald.providers.sandbox.core import (
+    NetworkError,
+    RefreshRefused,
+    Sandbox,
+    SandboxAccount,
+    SandboxNetwork,
+    TokenStatus,
+    basic_client_id,
+    read_form,
+    read_json,
+    request_auth,
+)
+from herald.providers.sandbox.faults import RateLimit, RateWindow
+from herald.providers.text import x_weighted_length
+
+PROBLEMS = "https://api.x.com/2/problems/"
+_DUPLICATE = "You are not allowed to create a Tweet with duplicate content."
+
+
+class XNetwork(SandboxNetwork):
+    name = "x"
+    access_ttl_s = 7200.0
+    refresh_ttl_s = None  # undocumented; never expires here
+    rotates_refresh = True
+    reuse_revokes_family = True
+    default_rate_limit = RateLimit(limit=100, window_s=900)
+    default_options: ClassVar[dict[str, Any]] = {
+        "max_weighted_length": 280,
+        "too_long_status": 400,  # ⚠ 400 or 403
+        "reject_duplicates": True,
+    }
+
+    def new_account_id(self, seq: int) -> str:
+        return str(1_400_000_000_000_000_000 + seq)
+
+    def error_response(self, err: NetworkError) -> Response:
+        if err.extra.get("oauth"):
+            body: dict[str, Any] = {"error": err.code or "invalid_request"}
+            body["error_description"] = err.message
+            return JSONResponse(body, err.status, headers=err.headers)
+        problem = "invalid-request" if err.code == "InvalidRequest" else err.code or "about:blank"
+        body = {
+            "title": err.extra.get("title", _title(err.status)),
+            "detail": err.message,
+            "type": problem if problem.startswith(("about:", "http")) else PROBLEMS + problem,
+            "status": err.status,
+        }
+        return JSONResponse(
+            body, err.status, headers=err.headers, media_type="application/problem+json"
+        )
+
+    def rate_limit_headers(self, window: RateWindow) -> dict[str, str]:
+        return {
+            "x-rate-limit-limit": str(window.limit),
+            "x-rate-limit-remaining": str(window.remaining),
+            "x-rate-limit-reset": str(window.reset_epoch),
+        }
+
+    def rate_limited_response(self, window: RateWindow) -> Response:
+        err = NetworkError(
+            429,
+            "Too Many Requests",
+            code="about:blank",
+            headers=self.rate_limit_headers(window),
+            extra={"title": "Too Many Requests"},
+        )
+        return self.error_response(err)
+
+    def routes(self, sb: Sandbox) -> APIRouter:
+        router = APIRouter()
+        self._content_routes(router, sb)
+        self._oauth_routes(router, sb)
+        return router
+
+    def _content_routes(self, router: APIRouter, sb: Sandbox) -> None:
+        net = self.name
+
+        def me(request: Request) -> SandboxAccount:
+            auth = request_auth(request)
+            if auth.status is not TokenStatus.VALID or auth.account is None:
+                raise NetworkError(401, "Unauthorized", extra={"title": "Unauthorized"})
+            return auth.account
+
+        @router.post("/2/tweets", status_code=201)
+        async def create_tweet(request: Request) -> dict[str, Any]:
+            account = me(request)
+            body = await read_json(request)
+            text = body.get("text")
+            if not isinstance(text, str) or not text.strip():
+                raise NetworkError(400, "text is required", code="invalid-request")
+            if x_weighted_length(text) > int(sb.option(net, "max_weighted_length")):
+                status = int(sb.option(net, "too_long_status"))
+                raise NetworkError(status, "Your Tweet text is too long.", code="invalid-request")
+            if sb.option(net, "reject_duplicates") and any(
+                p.text == text for p in sb.posts_of(net, account.account_id)
+            ):
+                raise NetworkError(403, _DUPLICATE, extra={"title": "Forbidden"})
+            post, _ = sb.create_post(net, account.account_id, text)
+            post.url = f"https://x.com/{account.handle}/status/{post.id}"
+            return {"data": {"id": post.id, "text": post.text, "edit_history_tweet_ids": [post.id]}}
+
+        @router.get("/2/users/me")
+        async def users_me(request: Request) -> dict[str, Any]:
+            account = me(request)
+            return {
+                "data": {
+                    "id": account.account_id,
+                    "name": account.handle,
+                    "username": account.handle,
+                }
+            }
+
+        @router.get("/2/users/{user_id}/tweets")
+        async def timeline(request: Request, user_id: str) -> dict[str, Any]:
+            me(request)
+            limit = _int_param(request, "max_results", 10, 5, 100)
+            posts = sb.posts_of(net, user_id)
+            start = request.query_params.get("start_time")
+            if start:
+                since = _since(start)
+                posts = [p for p in posts if p.created_at >= since]
+            data = [
+                {"id": p.id, "text": p.text, "created_at": _z(p.created_at.isoformat())}
+                for p in posts[:limit]
+            ]
+            meta: dict[str, Any] = {"result_count": len(data)}
+            if data:
+                meta |= {"newest_id": data[0]["id"], "oldest_id": data[-1]["id"]}
+                return {"data": data, "meta": meta}
+            return {"meta": meta}
+
+        @router.get("/2/tweets/{tweet_id}")
+        async def get_tweet(request: Request, tweet_id: str) -> dict[str, Any]:
+            me(request)
+            post = sb.find_post(net, tweet_id)
+            if post is None:
+                return {
+                    "errors": [
+                        {
+                            "value": tweet_id,
+                            "detail": f"Could not find tweet with id: [{tweet_id}].",
+                            "title": "Not Found Error",
+                            "resource_type": "tweet",
+                            "parameter": "id",
+                            "resource_id": tweet_id,
+                            "type": PROBLEMS + "resource-not-found",
+                        }
+                    ]
+                }
+            metrics = post.data.setdefault(
+                "public_metrics",
+                {
+                    "retweet_count": 2,
+                    "reply_count": 1,
+                    "like_count": 5,
+                    "quote_count": 0,
+                    "bookmark_count": 0,
+                    "impression_count": 120,
+                },
+            )
+            return {"data": {"id": post.id, "text": post.text, "public_metrics": metrics}}
+
+    def _oauth_routes(self, router: APIRouter, sb: Sandbox) -> None:
+        net = self.name
+
+        @router.get("/i/oauth2/authorize")
+        async def authorize(request: Request) -> Response:
+            q = request.query_params
+            redirect_uri = q.get("redirect_uri")
+            if not redirect_uri or not q.get("client_id") or q.get("response_type") != "code":
+                raise NetworkError(400, "invalid authorization request", code="invalid-request")
+            account = sb.pick_account(net, q.get("sandbox_account"))
+            code = sb.issue_code(
+                net,
+                account.account_id,
+                redirect_uri=redirect_uri,
+                challenge=q.get("code_challenge"),
+                method=q.get("code_challenge_method", "plain"),
+                scopes=tuple(q.get("scope", "").split()),
+            )
+            query = urlencode({"code": code, "state": q.get("state", "")})
+            return RedirectResponse(f"{redirect_uri}?{query}", status_code=302)
+
+        @router.post("/2/oauth2/token")
+        async def token(request: Request) -> dict[str, Any]:
+            form = await read_form(request)
+            if not (form.get("client_id") or basic_client_id(request)):
+                raise _oauth(401, "unauthorized_client", "Missing valid authorization header")
+            grant = form.get("grant_type")
+            try:
+                if grant == "authorization_code":
+                    pair, _ = sb.redeem_code(
+                        net,
+                        form.get("code", ""),
+                        redirect_uri=form.get("redirect_uri"),
+                        verifier=form.get("code_verifier"),
+                    )
+                elif grant == "refresh_token":
+                    pair = sb.refresh(net, form.get("refresh_token", ""))
+                else:
+                    raise _oauth(400, "unsupported_grant_type", "Unsupported grant type")
+            except RefreshRefused:
+                raise _oauth(
+                    400, "invalid_request", "Value passed for the token was invalid."
+                ) from None
+            view = pair.view(sb.now())
+            return {
+                k: view[k]
+                for k in ("token_type", "access_token", "expires_in", "scope", "refresh_token")
+                if k in view
+            }
+
+        @router.post("/2/oauth2/revoke")
+        async def revoke(request: Request) -> dict[str, bool]:
+            form = await read_form(request)
+            sb.revoke(form.get("token", ""))
+            return {"revoked": True}
+
+
+def _title(status: int) -> str:
+    return {
+        400: "Invalid Request",
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "Not Found",
+        429: "Too Many Requests",
+    }.get(status, "Service Unavailable" if status >= 500 else "Error")
+
+
+def _oauth(status: int, code: str, description: str) -> NetworkError:
+    return NetworkError(status, description, code=code, extra={"oauth": True})
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise NetworkError(
+            400, f"The `{name}` query parameter value [{raw}] is not valid", code="invalid-request"
+        )
+    return int(raw)
+
+
+def _since(value: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise NetworkError(400, f"Invalid start_time [{value}]", code="invalid-request") from None
+
+
+def _z(value: str) -> str:
+    return value.replace("+00:00", "Z")

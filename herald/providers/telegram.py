@@ -1,0 +1,249 @@
+"""Telegram Bot API adapter.
+
+The connection is a bot token (``TokenSet.access_token``) and a chat (``Account.external_id``:
+a numeric chat id or ``@channelusername``). The token travels in the URL path
+(``/bot<token>/sendMessage``); :func:`herald.providers.http.redact_path` keeps it out of logs
+and nothing here puts a URL into a message.
+
+Telegram has no OAuth, no token expiry and no way to read messages back: ``refresh`` raises
+:class:`ReauthRequired`, ``find_post`` returns None, and a publish whose answer was lost is
+ambiguous for good (``needs_review``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import httpx
+
+from herald.providers.base import (
+    Account,
+    AmbiguousOutcome,
+    AuthorizeRequest,
+    ContentInvalid,
+    Idempotency,
+    PermanentError,
+    PostDraft,
+    PostMetrics,
+    ProviderError,
+    PublishResult,
+    RateLimited,
+    ReauthRequired,
+    RemotePost,
+    TokenSet,
+)
+from herald.providers.http import ProviderHTTP, json_body, server_error
+from herald.providers.text import utf16_length
+from herald.settings import Settings
+
+NAME = "telegram"
+MAX_TEXT = 4096
+MAX_CAPTION = 1024
+PARSE_MODES = frozenset({"HTML", "MarkdownV2"})
+# Telegram's 429 always carries retry_after; this covers a body that lost it.
+DEFAULT_RETRY_AFTER_S = 30
+_SEND_METHOD = {"image": "sendPhoto", "gif": "sendAnimation", "video": "sendVideo"}
+_MEDIA_FIELD = {"image": "photo", "gif": "animation", "video": "video"}
+_NUMERIC_CHAT = re.compile(r"-?\d{1,20}")
+
+
+def classify(response: httpx.Response, *, now: datetime | None = None) -> ProviderError:
+    """Translate a failed Bot API answer into exactly one taxonomy error.
+
+    The body is ``{"ok":false,"error_code","description","parameters"?}``; anything else
+    (garbage, HTML from a proxy, a truncated body) is classified by the HTTP status alone.
+    """
+    now = now or datetime.now(UTC)
+    body = json_body(response)
+    body = body if isinstance(body, dict) else {}
+    status = response.status_code
+    description = body.get("description")
+    message = description if isinstance(description, str) and description else f"HTTP {status}"
+    message = message[:300]
+    params = body.get("parameters")
+    params = params if isinstance(params, dict) else {}
+    code = body.get("error_code")
+    provider_code = str(code) if isinstance(code, int) and not isinstance(code, bool) else None
+    kw: dict[str, Any] = {"provider": NAME, "http_status": status, "provider_code": provider_code}
+
+    if status == 429:
+        retry_after = params.get("retry_after")
+        seconds = (
+            float(retry_after)
+            if isinstance(retry_after, int | float) and not isinstance(retry_after, bool)
+            else DEFAULT_RETRY_AFTER_S
+        )
+        seconds = min(max(seconds, 0.0), 86_400.0)
+        return RateLimited(message, reset_at=now + timedelta(seconds=seconds), **kw)
+    if status in (401, 404):
+        # 401: the token was revoked or is wrong; 404: the token is malformed. A bot token
+        # cannot be refreshed, only replaced by the user.
+        return ReauthRequired(f"bot token refused: {message}", **kw)
+    if status >= 500:
+        return server_error(NAME, response, idempotent=False, message=message)
+    migrate_to = params.get("migrate_to_chat_id")
+    if isinstance(migrate_to, int) and not isinstance(migrate_to, bool):
+        return PermanentError(f"{message} (the group is now chat {migrate_to})", **kw)
+    return PermanentError(message, **kw)
+
+
+def public_url(chat: Any, message_id: int) -> str | None:
+    """``t.me`` link for a message: by username when public, ``/c/`` for private
+    supergroups and channels, None for private chats and basic groups."""
+    if not isinstance(chat, dict):
+        return None
+    username = chat.get("username")
+    if isinstance(username, str) and username:
+        return f"https://t.me/{username}/{message_id}"
+    chat_id = chat.get("id")
+    if chat.get("type") in ("supergroup", "channel") and isinstance(chat_id, int):
+        digits = str(chat_id)
+        if digits.startswith("-100"):
+            return f"https://t.me/c/{digits[4:]}/{message_id}"
+    return None
+
+
+def _chat_id(account: Account) -> int | str:
+    raw = account.external_id.strip()
+    return int(raw) if _NUMERIC_CHAT.fullmatch(raw) else raw
+
+
+class TelegramProvider:
+    """Posts to one chat through the Bot API."""
+
+    name: ClassVar[str] = NAME
+    idempotency: ClassVar[Idempotency] = "none"
+    refreshes_tokens: ClassVar[bool] = False
+    reconciles: ClassVar[bool] = False  # the Bot API cannot read a chat back
+
+    def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
+        self._http = ProviderHTTP(
+            NAME, settings.provider_base_url(NAME), settings, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self, draft: PostDraft, account: Account) -> None:
+        chat = account.external_id.strip()
+        if not chat or not (_NUMERIC_CHAT.fullmatch(chat) or chat.startswith("@")):
+            raise ContentInvalid(
+                "the connection has no chat id or @channel", rule="telegram.chat_id", provider=NAME
+            )
+        parse_mode = draft.settings.get("parse_mode")
+        if parse_mode is not None and parse_mode not in PARSE_MODES:
+            raise ContentInvalid(
+                f"parse_mode must be one of {sorted(PARSE_MODES)}",
+                rule="telegram.parse_mode",
+                provider=NAME,
+            )
+        if len(draft.media) > 1:
+            raise ContentInvalid(
+                "Herald sends at most one media item per Telegram message",
+                rule="telegram.max_media",
+                provider=NAME,
+            )
+        # The limits apply after entity parsing; counting the raw text is the safe side.
+        length = utf16_length(draft.text)
+        if draft.media:
+            if length > MAX_CAPTION:
+                raise ContentInvalid(
+                    f"caption is {length} UTF-16 units; Telegram allows {MAX_CAPTION}",
+                    rule="telegram.max_caption_length",
+                    provider=NAME,
+                )
+            return
+        if not draft.text.strip():
+            raise ContentInvalid("message text is empty", rule="telegram.empty", provider=NAME)
+        if length > MAX_TEXT:
+            raise ContentInvalid(
+                f"message is {length} UTF-16 units; Telegram allows {MAX_TEXT}",
+                rule="telegram.max_length",
+                provider=NAME,
+            )
+
+    # ------------------------------------------------------------------ publishing
+
+    def publish(self, draft: PostDraft, account: Account, tokens: TokenSet) -> PublishResult:
+        self.validate(draft, account)
+        payload: dict[str, Any] = {"chat_id": _chat_id(account)}
+        if draft.media:
+            media = draft.media[0]
+            method = _SEND_METHOD[media.kind]
+            payload[_MEDIA_FIELD[media.kind]] = media.url
+            if draft.text:
+                payload["caption"] = draft.text
+        else:
+            method = "sendMessage"
+            payload["text"] = draft.text
+            if draft.settings.get("disable_link_preview"):
+                payload["link_preview_options"] = {"is_disabled": True}
+        if draft.settings.get("parse_mode") is not None:
+            payload["parse_mode"] = draft.settings["parse_mode"]
+        if draft.settings.get("disable_notification"):
+            payload["disable_notification"] = True
+
+        response = self._http.request("POST", self._path(tokens, method), json=payload)
+        if not response.is_success:
+            raise classify(response)
+        body = json_body(response)
+        result = body.get("result") if isinstance(body, dict) else None
+        message_id = result.get("message_id") if isinstance(result, dict) else None
+        if not isinstance(message_id, int) or isinstance(message_id, bool):
+            # A 2xx means Telegram took the message; without its id we cannot say which.
+            raise AmbiguousOutcome(
+                "Telegram accepted the request but the answer had no message_id",
+                provider=NAME,
+                http_status=response.status_code,
+            )
+        assert isinstance(result, dict)
+        return PublishResult(
+            external_id=str(message_id), url=public_url(result.get("chat"), message_id)
+        )
+
+    def _path(self, tokens: TokenSet, method: str) -> str:
+        token = tokens.access_token.strip()
+        if not token or "/" in token or "?" in token:
+            raise ReauthRequired("the stored bot token is not a token", provider=NAME)
+        return f"/bot{token}/{method}"
+
+    # ------------------------------------------------------------------ tokens
+
+    def refresh(self, account: Account, tokens: TokenSet) -> TokenSet:
+        raise ReauthRequired(
+            "Telegram bot tokens never expire and cannot be refreshed; issue a new token "
+            "with BotFather and reconnect",
+            provider=NAME,
+        )
+
+    def authorize(
+        self, redirect_uri: str, state: str, scopes: tuple[str, ...] = ()
+    ) -> AuthorizeRequest:
+        raise PermanentError(
+            "Telegram has no OAuth: connect by pasting a BotFather token and a chat id",
+            provider=NAME,
+        )
+
+    def exchange_code(
+        self, code: str, redirect_uri: str, code_verifier: str | None
+    ) -> tuple[TokenSet, Account]:
+        raise PermanentError(
+            "Telegram has no OAuth: connect by pasting a BotFather token and a chat id",
+            provider=NAME,
+        )
+
+    # ------------------------------------------------------------------ reading back
+
+    def find_post(
+        self, draft: PostDraft, account: Account, tokens: TokenSet, since: datetime
+    ) -> RemotePost | None:
+        """The Bot API cannot read a chat's history: nothing can be reconciled."""
+        return None
+
+    def fetch_metrics(self, external_id: str, account: Account, tokens: TokenSet) -> PostMetrics:
+        """The Bot API has no per-message statistics; the figures are unknown, not zero."""
+        return PostMetrics(impressions=None, raw={"available": False})

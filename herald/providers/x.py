@@ -1,0 +1,363 @@
+"""X (Twitter API v2) adapter.
+
+Publishes with ``POST /2/tweets``; OAuth 2.0 authorization code with PKCE (S256); refresh
+tokens are single use, so every refresh returns a new one that the caller must store before
+anything else. X has no idempotency key: a lost answer to a publish is ambiguous, and
+:meth:`XProvider.find_post` reconciles by reading the account's timeline
+(``GET /2/users/:id/tweets``) for the same text after the attempt started.
+
+Error mapping (:func:`classify`): 429 → RateLimited at ``x-rate-limit-reset`` (epoch s);
+401 → AuthExpired; other 4xx (403 duplicate, 400 invalid) → PermanentError; 503 →
+TransientError; other 5xx → AmbiguousOutcome on a publish, TransientError on a read. On the
+token endpoint a 400/401 means the grant is dead → ReauthRequired.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import unicodedata
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+from urllib.parse import urlencode
+
+import httpx
+
+from herald.providers.base import (
+    Account,
+    AmbiguousOutcome,
+    AuthExpired,
+    AuthorizeRequest,
+    ContentInvalid,
+    Idempotency,
+    PermanentError,
+    PostDraft,
+    PostMetrics,
+    ProviderError,
+    PublishResult,
+    RateLimited,
+    ReauthRequired,
+    RemotePost,
+    TokenSet,
+    TransientError,
+)
+from herald.providers.http import ProviderHTTP, json_body
+from herald.providers.text import x_weighted_length
+from herald.settings import Settings
+
+NAME = "x"
+AUTHORIZE_URL = "https://x.com/i/oauth2/authorize"
+MAX_WEIGHTED_LENGTH = 280
+DEFAULT_SCOPES = ("tweet.read", "tweet.write", "users.read", "offline.access")
+DEFAULT_RESET = timedelta(minutes=15)
+MAX_IMAGES = 4
+MEDIA_LIMITS = {"image": 5_000_000, "gif": 15_000_000, "video": 512_000_000}
+
+
+def pkce_pair() -> tuple[str, str]:
+    """A fresh (verifier, S256 challenge) pair."""
+    verifier = secrets.token_urlsafe(64)
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _text(value: Any, limit: int = 300) -> str | None:
+    return value[:limit] if isinstance(value, str) and value else None
+
+
+def _message(body: Any, status: int) -> str:
+    if isinstance(body, Mapping):
+        for key in ("detail", "error_description", "title", "error"):
+            if found := _text(body.get(key)):
+                return found
+        errors = body.get("errors")
+        first = errors[0] if isinstance(errors, list) and errors else None
+        if isinstance(first, Mapping) and (
+            found := _text(first.get("message") or first.get("detail"))
+        ):
+            return found
+    return f"HTTP {status} from X"
+
+
+def _reset_at(headers: Mapping[str, str], now: datetime) -> datetime:
+    raw = headers.get("x-rate-limit-reset", "")
+    try:
+        epoch = float(raw)
+        return datetime.fromtimestamp(epoch, UTC) if 0 < epoch < 1e11 else now + DEFAULT_RESET
+    except ValueError:
+        return now + DEFAULT_RESET
+
+
+def classify(
+    status: int,
+    headers: Mapping[str, str],
+    body: Any,
+    *,
+    idempotent: bool,
+    token_endpoint: bool = False,
+    now: datetime | None = None,
+) -> ProviderError:
+    """The one taxonomy error for a non-success answer from X."""
+    now = now or datetime.now(UTC)
+    message = _message(body, status)
+    code = None
+    if isinstance(body, Mapping):
+        code = _text(body.get("type") or body.get("error"), 120)
+    kw: dict[str, Any] = {"provider": NAME, "http_status": status, "provider_code": code}
+    if status == 429:
+        return RateLimited(message, reset_at=_reset_at(headers, now), **kw)
+    if token_endpoint and status in (400, 401):
+        return ReauthRequired(message, **kw)
+    if status == 401:
+        return AuthExpired(message, **kw)
+    if 400 <= status < 500:
+        return PermanentError(message, **kw)
+    if status == 503 or (status >= 500 and idempotent):
+        return TransientError(message, **kw)
+    return AmbiguousOutcome(message, **kw)
+
+
+def _error(response: httpx.Response, *, idempotent: bool, token: bool = False) -> ProviderError:
+    return classify(
+        response.status_code,
+        response.headers,
+        json_body(response),
+        idempotent=idempotent,
+        token_endpoint=token,
+    )
+
+
+def _data(response: httpx.Response, *, idempotent: bool) -> dict[str, Any]:
+    """``data`` of a 2xx answer, or the taxonomy error for a malformed one."""
+    body = json_body(response)
+    data = body.get("data") if isinstance(body, dict) else None
+    if isinstance(data, dict):
+        return data
+    if isinstance(body, dict) and isinstance(body.get("errors"), list):
+        raise PermanentError(
+            _message(body, response.status_code), provider=NAME, http_status=response.status_code
+        )
+    cls = TransientError if idempotent else AmbiguousOutcome
+    raise cls("unreadable answer from X", provider=NAME, http_status=response.status_code)
+
+
+class XProvider:
+    name: ClassVar[str] = NAME
+    idempotency: ClassVar[Idempotency] = "none"
+    reconciles: ClassVar[bool] = True  # the timeline since the attempt began is authoritative
+    refreshes_tokens: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client_id: str = "",
+        client_secret: str = "",
+        transport: httpx.BaseTransport | None = None,
+        max_weighted_length: int = MAX_WEIGHTED_LENGTH,
+    ) -> None:
+        base = settings.provider_base_url(NAME)
+        self._authorize_url = (
+            f"{base}/i/oauth2/authorize" if settings.sandbox_url else AUTHORIZE_URL
+        )
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._max_length = max_weighted_length
+        self._http = ProviderHTTP(NAME, base, settings, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def validate(self, draft: PostDraft, account: Account) -> None:
+        if not draft.text.strip() and not draft.media:
+            raise ContentInvalid("a post needs text or media", rule="x.empty", provider=NAME)
+        length = x_weighted_length(draft.text)
+        if length > self._max_length:
+            raise ContentInvalid(
+                f"text weighs {length} of {self._max_length} characters",
+                rule="x.max_weighted_length",
+                provider=NAME,
+            )
+        kinds = [m.kind for m in draft.media]
+        if len(kinds) > MAX_IMAGES or (len(kinds) > 1 and set(kinds) != {"image"}):
+            raise ContentInvalid(
+                "up to 4 images, or one GIF, or one video", rule="x.media_count", provider=NAME
+            )
+        for media in draft.media:
+            if media.size_bytes is not None and media.size_bytes > MEDIA_LIMITS[media.kind]:
+                raise ContentInvalid(f"{media.kind} too large", rule="x.media_size", provider=NAME)
+        if draft.media:
+            raise ContentInvalid(
+                "media upload to X is not supported yet", rule="x.media_unsupported", provider=NAME
+            )
+
+    def _auth(self, tokens: TokenSet) -> dict[str, str]:
+        return {"Authorization": f"Bearer {tokens.access_token}"}
+
+    def publish(self, draft: PostDraft, account: Account, tokens: TokenSet) -> PublishResult:
+        self.validate(draft, account)
+        body: dict[str, Any] = {"text": draft.text}
+        reply_to = draft.settings.get("reply_to_id")
+        if isinstance(reply_to, str) and reply_to:
+            body["reply"] = {"in_reply_to_tweet_id": reply_to}
+        response = self._http.request("POST", "/2/tweets", json=body, headers=self._auth(tokens))
+        if response.status_code not in (200, 201):
+            raise _error(response, idempotent=False)
+        tweet_id = _data(response, idempotent=False).get("id")
+        if not isinstance(tweet_id, str) or not tweet_id:
+            raise AmbiguousOutcome(
+                "X answered without a post id", provider=NAME, http_status=response.status_code
+            )
+        return PublishResult(external_id=tweet_id, url=self._url(account, tweet_id))
+
+    def _url(self, account: Account, tweet_id: str) -> str:
+        return f"https://x.com/{account.handle or 'i/web'}/status/{tweet_id}"
+
+    def _token_call(self, form: dict[str, str]) -> httpx.Response:
+        headers: dict[str, str] = {}
+        if self._client_secret:
+            pair = f"{self._client_id}:{self._client_secret}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        else:
+            form["client_id"] = self._client_id
+        return self._http.request("POST", "/2/oauth2/token", data=form, headers=headers)
+
+    def _token_set(self, response: httpx.Response, previous: TokenSet | None) -> TokenSet:
+        if response.status_code != 200:
+            # A spent single-use refresh token cannot be asked again: not idempotent.
+            raise _error(response, idempotent=False, token=True)
+        body = json_body(response)
+        access = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(access, str) or not access:
+            raise AmbiguousOutcome(
+                "unreadable token answer from X", provider=NAME, http_status=response.status_code
+            )
+        assert isinstance(body, dict)
+        expires_in = body.get("expires_in")
+        refresh = body.get("refresh_token")
+        scope = body.get("scope")
+        return TokenSet(
+            access_token=access,
+            refresh_token=refresh if isinstance(refresh, str) and refresh else None,
+            expires_at=datetime.now(UTC) + timedelta(seconds=expires_in)
+            if isinstance(expires_in, int) and not isinstance(expires_in, bool)
+            else None,
+            scopes=tuple(scope.split())
+            if isinstance(scope, str)
+            else (previous.scopes if previous else ()),
+        )
+
+    def refresh(self, account: Account, tokens: TokenSet) -> TokenSet:
+        if not tokens.refresh_token:
+            raise ReauthRequired("no refresh token (offline.access not granted)", provider=NAME)
+        form = {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token}
+        return self._token_set(self._token_call(form), tokens)
+
+    def find_post(
+        self, draft: PostDraft, account: Account, tokens: TokenSet, since: datetime
+    ) -> RemotePost | None:
+        params = {
+            "max_results": "100",
+            "start_time": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "tweet.fields": "created_at",
+        }
+        response = self._http.request(
+            "GET",
+            f"/2/users/{account.external_id}/tweets",
+            params=params,
+            headers=self._auth(tokens),
+        )
+        if response.status_code != 200:
+            raise _error(response, idempotent=True)
+        body = json_body(response)
+        if not isinstance(body, dict):
+            raise TransientError("unreadable timeline from X", provider=NAME, http_status=200)
+        wanted = unicodedata.normalize("NFC", draft.text).strip()
+        for item in body.get("data") or []:
+            if not isinstance(item, dict):
+                continue
+            text, tweet_id = item.get("text"), item.get("id")
+            if not isinstance(text, str) or not isinstance(tweet_id, str):
+                continue
+            if unicodedata.normalize("NFC", text).strip() == wanted:
+                return RemotePost(
+                    tweet_id,
+                    self._url(account, tweet_id),
+                    text,
+                    _parse_time(item.get("created_at")),
+                )
+        return None
+
+    def fetch_metrics(self, external_id: str, account: Account, tokens: TokenSet) -> PostMetrics:
+        response = self._http.request(
+            "GET",
+            f"/2/tweets/{external_id}",
+            params={"tweet.fields": "public_metrics"},
+            headers=self._auth(tokens),
+        )
+        if response.status_code != 200:
+            raise _error(response, idempotent=True)
+        metrics = _data(response, idempotent=True).get("public_metrics")
+        m = metrics if isinstance(metrics, dict) else {}
+        return PostMetrics(
+            likes=_count(m.get("like_count")),
+            reposts=_count(m.get("retweet_count")),
+            replies=_count(m.get("reply_count")),
+            quotes=_count(m.get("quote_count")),
+            impressions=_count(m.get("impression_count")) if "impression_count" in m else None,
+            raw=m,
+        )
+
+    def authorize(
+        self, redirect_uri: str, state: str, scopes: tuple[str, ...] = ()
+    ) -> AuthorizeRequest:
+        verifier, challenge = pkce_pair()
+        query = urlencode(
+            {
+                "response_type": "code",
+                "client_id": self._client_id,
+                "redirect_uri": redirect_uri,
+                "scope": " ".join(scopes or DEFAULT_SCOPES),
+                "state": state,
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            }
+        )
+        return AuthorizeRequest(
+            url=f"{self._authorize_url}?{query}", state=state, code_verifier=verifier
+        )
+
+    def exchange_code(
+        self, code: str, redirect_uri: str, code_verifier: str | None
+    ) -> tuple[TokenSet, Account]:
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": code_verifier or "",
+        }
+        tokens = self._token_set(self._token_call(form), None)
+        response = self._http.request("GET", "/2/users/me", headers=self._auth(tokens))
+        if response.status_code != 200:
+            raise _error(response, idempotent=True)
+        me = _data(response, idempotent=True)
+        user_id, username = me.get("id"), me.get("username")
+        if not isinstance(user_id, str):
+            raise TransientError("X did not say who the user is", provider=NAME, http_status=200)
+        handle = username if isinstance(username, str) else None
+        return tokens, Account(external_id=user_id, handle=handle)
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None

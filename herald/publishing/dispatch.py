@@ -1,0 +1,87 @@
+"""Claim the posts that are due and mark them queued (beat's ``dispatch_due`` tick).
+
+Candidates are locked with ``FOR UPDATE SKIP LOCKED`` (Postgres), so two dispatchers at once
+take disjoint sets; the claim itself is a conditional UPDATE, so even without row locks
+(SQLite) a post is queued by exactly one of them. The caller enqueues ``publish`` for the
+returned ids only after this transaction commits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from herald.db import service_scope
+from herald.models import Integration, Post, PostStatus, utcnow
+from herald.settings import Settings
+
+IN_FLIGHT = (PostStatus.QUEUED, PostStatus.PUBLISHING)
+DUE_FROM = (PostStatus.SCHEDULED, PostStatus.RETRYING)
+
+
+def claim_due_posts(
+    session: Session, settings: Settings, *, limit: int | None = None
+) -> list[uuid.UUID]:
+    service_scope(session, "dispatch_due")
+    now = utcnow()
+    due_at = func.coalesce(Post.next_attempt_at, Post.scheduled_at)
+    candidates = session.execute(
+        select(Post.id, Integration.provider)
+        .join(Integration, Integration.id == Post.integration_id)
+        .where(
+            or_(
+                and_(Post.status == PostStatus.SCHEDULED, Post.scheduled_at <= now),
+                and_(Post.status == PostStatus.RETRYING, Post.next_attempt_at <= now),
+            ),
+            or_(Integration.rate_limited_until.is_(None), Integration.rate_limited_until <= now),
+        )
+        .order_by(due_at)
+        .limit(limit or settings.dispatch_batch_size)
+        .with_for_update(of=Post, skip_locked=True, key_share=True)
+    ).all()
+    if not candidates:
+        return []
+    chosen = _within_caps(session, settings, [(row[0], row[1]) for row in candidates])
+    if not chosen:
+        return []
+    claimed = session.scalars(
+        update(Post)
+        .where(Post.id.in_(chosen), Post.status.in_(DUE_FROM))
+        .values(status=PostStatus.QUEUED, queued_at=now, updated_at=now)
+        .returning(Post.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return list(claimed)
+
+
+def _within_caps(
+    session: Session, settings: Settings, candidates: list[tuple[uuid.UUID, str]]
+) -> list[uuid.UUID]:
+    """Keep each provider under ``provider_concurrency`` posts queued or publishing at once."""
+    caps = settings.provider_concurrency
+    if not caps:
+        return [post_id for post_id, _ in candidates]
+    in_flight: Counter[str] = Counter(
+        dict(
+            session.execute(
+                select(Integration.provider, func.count())
+                .select_from(Post)
+                .join(Integration, Integration.id == Post.integration_id)
+                .where(Post.status.in_(IN_FLIGHT), Integration.provider.in_(list(caps)))
+                .group_by(Integration.provider)
+            )
+            .tuples()
+            .all()
+        )
+    )
+    chosen = []
+    for post_id, provider in candidates:
+        cap = caps.get(provider)
+        if cap is not None and in_flight[provider] >= cap:
+            continue
+        in_flight[provider] += 1
+        chosen.append(post_id)
+    return chosen

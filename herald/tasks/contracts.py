@@ -1,0 +1,75 @@
+"""Public task payloads: the JSON other services send. A contract — change it compatibly.
+
+Every model forbids unknown fields: a misspelt field is an error the sender hears about, not
+data silently lost. New optional fields get defaults so old senders keep working.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
+_KEY = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,200}$")
+_MAX_SETTINGS_BYTES = 16_384
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class MediaIn(Contract):
+    url: HttpUrl
+    kind: Literal["image", "gif", "video"] = "image"
+    size_bytes: int | None = Field(default=None, ge=0, le=5 * 1024**3)
+    alt_text: str | None = Field(default=None, max_length=5000)
+
+
+class SchedulePost(Contract):
+    """``herald.posts.schedule``: store a post to publish at ``scheduled_at``.
+
+    The same ``idempotency_key`` in the same workspace always means the same post: sending it
+    again (a retry by the caller) creates nothing new.
+    """
+
+    workspace_id: uuid.UUID
+    integration_id: uuid.UUID
+    content: str = Field(max_length=100_000)
+    media: list[MediaIn] = Field(default_factory=list, max_length=20)
+    provider_settings: dict[str, Any] = Field(default_factory=dict)
+    scheduled_at: AwareDatetime
+    idempotency_key: str
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _key_shape(cls, value: str) -> str:
+        if not _KEY.match(value):
+            raise ValueError("must be 1-200 characters of letters, digits and ._:@/+=-")
+        return value
+
+    @field_validator("provider_settings")
+    @classmethod
+    def _settings_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(repr(value)) > _MAX_SETTINGS_BYTES:
+            raise ValueError(f"must be under {_MAX_SETTINGS_BYTES} bytes")
+        return value
+
+
+class PublishPost(Contract):
+    """``herald.posts.publish``: publish one post now (sent by the dispatcher)."""
+
+    post_id: uuid.UUID
+
+
+class RefreshIntegration(Contract):
+    """``herald.tokens.refresh``: refresh one integration's tokens, then optionally publish."""
+
+    integration_id: uuid.UUID
+    then_publish: uuid.UUID | None = None
+    seen_token_version: int | None = None
+
+
+class NoArguments(Contract):
+    """Periodic jobs take no arguments."""

@@ -1,0 +1,79 @@
+"""Token tasks: refresh one integration (single-flight), and beat's sweep of expiring tokens.
+
+| task                            | queue  | payload                     |
+| ------------------------------- | ------ | --------------------------- |
+| ``herald.tokens.refresh``       | tokens | :class:`RefreshIntegration` |
+| ``herald.tokens.refresh_expiring`` | tokens | none (beat)              |
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from herald.celery_app import app
+from herald.db import service_scope
+from herald.models import Integration, IntegrationStatus, PostStatus, transition, utcnow
+from herald.providers.registry import provider_class
+from herald.security.crypto import KeyRing
+from herald.settings import get_settings
+from herald.tasks.base import HeraldTask, RetryPolicy
+from herald.tasks.contracts import NoArguments, RefreshIntegration
+from herald.tokens.refresh import RefreshFailed, refresh_integration
+
+
+@app.task(
+    bind=True,
+    base=HeraldTask,
+    name="herald.tokens.refresh",
+    payload_model=RefreshIntegration,
+    retry_policy=RetryPolicy(retry_on=(RefreshFailed,), max_retries=4, backoff_s=5.0),
+)
+def refresh(self: HeraldTask, payload: RefreshIntegration) -> str:
+    settings = get_settings()
+    outcome = refresh_integration(
+        self.session,
+        payload.integration_id,
+        settings,
+        KeyRing.from_settings(settings),
+        seen_version=payload.seen_token_version,
+        task_id=self.request.id,
+    )
+    if payload.then_publish is not None and transition(
+        self.session,
+        payload.then_publish,
+        from_=PostStatus.RETRYING,
+        to=PostStatus.QUEUED,
+        queued_at=utcnow(),
+    ):
+        # Publish again now, refreshed or not: without a usable token the publish run fails
+        # the post with the reason, which is what the user needs to see.
+        from herald.tasks.publishing import publish
+
+        self.enqueue(publish.s(post_id=str(payload.then_publish)))
+    return outcome.reason
+
+
+@app.task(
+    bind=True, base=HeraldTask, name="herald.tokens.refresh_expiring", payload_model=NoArguments
+)
+def refresh_expiring(self: HeraldTask, payload: NoArguments) -> int:
+    """Refresh every active token that expires within the safety margin."""
+    settings = get_settings()
+    service_scope(self.session, "refresh_expiring")
+    horizon = utcnow() + timedelta(seconds=settings.token_refresh_margin_s)
+    rows = self.session.execute(
+        select(Integration.id, Integration.provider, Integration.token_version).where(
+            Integration.status.in_((IntegrationStatus.ACTIVE, IntegrationStatus.REFRESH_NEEDED)),
+            Integration.token_expires_at.is_not(None),
+            Integration.token_expires_at < horizon,
+        )
+    ).all()
+    count = 0
+    for integration_id, provider, version in rows:
+        if not provider_class(provider).refreshes_tokens:
+            continue
+        self.enqueue(refresh.s(integration_id=str(integration_id), seen_token_version=version))
+        count += 1
+    return count

@@ -1,0 +1,1 @@
+"""Provider credentials: opening them for a call, storing rotated ones, refreshing them."""

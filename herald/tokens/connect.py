@@ -1,0 +1,78 @@
+"""Create or update an integration from freshly obtained credentials.
+
+Called when a user connects an account (OAuth callback, app password, bot token) and by the
+demo; the tokens are sealed before they touch the row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from herald.models import Integration, IntegrationStatus
+from herald.providers.base import Account, TokenSet
+from herald.security.crypto import KeyRing
+from herald.tokens.credentials import store_tokens
+
+
+def connect_integration(
+    session: Session,
+    *,
+    workspace_id: uuid.UUID,
+    provider: str,
+    account: Account,
+    tokens: TokenSet,
+    keys: KeyRing,
+    display_name: str | None = None,
+) -> Integration:
+    """The integration for (workspace, provider, account), created or re-authorised."""
+    integration = session.scalar(
+        select(Integration).where(
+            Integration.workspace_id == workspace_id,
+            Integration.provider == provider,
+            Integration.external_account_id == account.external_id,
+        )
+    )
+    if integration is None:
+        integration = Integration(
+            id=uuid.uuid4(),
+            workspace_id=workspace_id,
+            provider=provider,
+            external_account_id=account.external_id,
+            token_version=0,
+            access_token_ciphertext="",
+            token_key_id=keys.active,
+        )
+        session.add(integration)
+    integration.handle = account.handle
+    integration.display_name = display_name or account.handle
+    integration.base_url = account.base_url
+    integration.settings = dict(account.settings)
+    integration.status = IntegrationStatus.ACTIVE
+    integration.refresh_failure_count = 0
+    integration.rate_limited_until = None
+    integration.refresh_token_ciphertext = None
+    store_tokens(integration, tokens, keys)
+    session.flush()
+    return integration
+
+
+def tokens_from(values: dict[str, Any]) -> TokenSet:
+    """A TokenSet from an OAuth-style token answer (``access_token``, ``expires_at``…)."""
+    from datetime import datetime
+
+    def when(key: str) -> datetime | None:
+        raw = values.get(key)
+        return datetime.fromisoformat(raw) if isinstance(raw, str) else None
+
+    scope = values.get("scope") or ""
+    return TokenSet(
+        access_token=str(values["access_token"]),
+        refresh_token=values.get("refresh_token"),
+        expires_at=when("expires_at"),
+        refresh_expires_at=when("refresh_expires_at"),
+        scopes=tuple(scope.split()) if isinstance(scope, str) else (),
+    )

@@ -1,0 +1,208 @@
+"""The whole pipeline on real worker processes, real Redis and Postgres, and the sandbox.
+
+Every test counts deliveries at the sandbox: "published exactly once" means one post there.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import func, select
+
+from herald import db
+from herald.models import Integration, Post, PostStatus, utcnow
+from herald.providers.sandbox import SandboxClient
+from herald.publishing.dispatch import claim_due_posts
+from herald.publishing.sweep import requeue_lost, resolve_dead_workers
+from herald.security.crypto import KeyRing
+from herald.settings import Settings
+from herald.tasks.publishing import publish
+from tests.fixtures.processes import StartWorker
+from tests.fixtures.publishing import ConnectFn
+
+
+def statuses() -> Counter[str]:
+    with db.session_scope() as s:
+        rows = s.execute(select(Post.status, func.count()).group_by(Post.status)).all()
+    return Counter({status.value: count for status, count in rows})
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; statuses: {dict(statuses())}")
+
+
+def dispatch_once(settings: Settings) -> int:
+    """One dispatcher tick: claim, commit, then enqueue (the task body, without Celery)."""
+    with db.session_scope() as s:
+        ids = claim_due_posts(s, settings)
+    for post_id in ids:
+        publish.apply_async(kwargs={"post_id": str(post_id)})
+    return len(ids)
+
+
+def many_posts(integrations: list[Integration], count: int) -> None:
+    now = utcnow()
+    with db.session_scope() as s:
+        s.execute(
+            Post.__table__.insert(),
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "workspace_id": integrations[i % len(integrations)].workspace_id,
+                    "integration_id": integrations[i % len(integrations)].id,
+                    "content": f"post number {i}",
+                    "media": [],
+                    "provider_settings": {},
+                    "scheduled_at": now,
+                    "status": "scheduled",
+                    "idempotency_key": f"bulk-{i}",
+                    "attempts": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for i in range(count)
+            ],
+        )
+
+
+@pytest.mark.slow
+def test_thousand_due_posts_with_two_dispatchers_and_two_workers_publish_exactly_once(
+    connect: ConnectFn,
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    start_worker_process: StartWorker,
+) -> None:
+    networks = ["mastodon", "x", "bluesky", "telegram"]
+    for network in networks:
+        sandbox.set_rate_limit(network, limit=100_000, window_s=60)
+    integrations = [connect(network) for network in networks]
+    many_posts(integrations, 1000)
+    start_worker_process(pub_settings, name="w1")
+    start_worker_process(pub_settings, name="w2")
+
+    claimed: list[int] = []
+
+    def dispatcher() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and statuses()["scheduled"]:
+            claimed.append(dispatch_once(pub_settings))
+            time.sleep(0.05)
+
+    racers = [threading.Thread(target=dispatcher) for _ in range(2)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+
+    assert sum(claimed) == 1000  # each post claimed by exactly one dispatcher
+    wait_until(lambda: statuses()["published"] == 1000, 180, "1,000 posts published")
+    remote = sandbox.posts()
+    assert len(remote) == 1000
+    texts = Counter(p["text"] for p in remote)
+    assert len(texts) == 1000
+    assert max(texts.values()) == 1
+    with db.session_scope() as s:
+        assert s.scalar(select(func.max(Post.attempts))) == 1
+
+
+def _kill_mid_call(
+    network: str,
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    settings: Settings,
+    start_worker_process: StartWorker,
+) -> Post:
+    """Publish one post and SIGKILL its worker after the network applied it, before the
+    outcome was recorded."""
+    post = new_post(connect(network), content=f"in flight on {network} when the worker died")
+    # The network applies the post, then takes 20 s to answer: the worker is caught mid-call.
+    sandbox.inject(network, "timeout", applied=True, ms=20_000, method="POST", times=1)
+    worker = start_worker_process(settings, name=f"doomed-{network}")
+    dispatch_once(settings)
+    wait_until(lambda: len(sandbox.posts(network)) == 1, 30, "the network to receive the post")
+    worker.kill()
+    with db.session_scope() as s:
+        stuck = s.get(Post, post.id)
+        assert stuck is not None
+        assert stuck.status is PostStatus.PUBLISHING
+    return post
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("network", "expected"),
+    [
+        ("mastodon", PostStatus.PUBLISHED),
+        ("x", PostStatus.PUBLISHED),
+        ("telegram", PostStatus.NEEDS_REVIEW),
+        ("linkedin", PostStatus.NEEDS_REVIEW),
+    ],
+)
+def test_worker_killed_after_the_network_received_the_post_never_publishes_twice(
+    network: str,
+    expected: PostStatus,
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+    start_worker_process: StartWorker,
+) -> None:
+    settings = pub_settings.model_copy(update={"provider_timeout_s": 30.0})
+    post = _kill_mid_call(network, connect, new_post, sandbox, settings, start_worker_process)
+
+    sweep_settings = pub_settings.model_copy(
+        update={"publishing_timeout_s": 2.5, "provider_timeout_s": 1.0}
+    )
+    time.sleep(2.6)
+    with db.session_scope() as s:
+        result = resolve_dead_workers(s, sweep_settings, keys)
+    assert sum(result.values()) == 1
+    with db.session_scope() as s:
+        swept = s.get(Post, post.id)
+        assert swept is not None
+        assert swept.status is expected
+        if expected is PostStatus.PUBLISHED:
+            assert swept.external_id == str(sandbox.posts(network)[0]["id"])
+        else:
+            assert "worker lost" in (swept.last_error_message or "")
+    # A second sweep, or the redelivered message, changes nothing: one post at the network.
+    with db.session_scope() as s:
+        assert sum(resolve_dead_workers(s, sweep_settings, keys).values()) == 0
+    assert len(sandbox.posts(network)) == 1
+
+
+@pytest.mark.slow
+def test_redis_restart_while_posts_are_queued_loses_nothing(
+    connect: ConnectFn,
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    start_worker_process: StartWorker,
+    restart_redis: Callable[[], None],
+) -> None:
+    many_posts([connect("mastodon"), connect("bluesky")], 40)
+    assert dispatch_once(pub_settings) == 40  # 40 publish messages now wait in Redis
+    restart_redis()  # Redis keeps nothing on disk here: every queued message is gone
+    start_worker_process(pub_settings, name="after-restart")
+    time.sleep(1.0)
+    assert statuses()["queued"] == 40  # nobody will publish them by message any more
+
+    sweep_settings = pub_settings.model_copy(update={"queued_timeout_s": 0.5})
+    with db.session_scope() as s:
+        requeued = requeue_lost(s, sweep_settings)
+    for post_id in requeued:
+        publish.apply_async(kwargs={"post_id": str(post_id)})
+    assert len(requeued) == 40
+    wait_until(lambda: statuses()["published"] == 40, 60, "40 posts published")
+    assert len(sandbox.posts()) == 40

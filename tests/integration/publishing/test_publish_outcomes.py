@@ -1,0 +1,248 @@
+"""Each provider outcome drives the post's status machine as DESIGN.md §3 says.
+
+The publish run is called directly (the task body), against the sandbox over real HTTP and
+the real Postgres; the worker-level behaviour is covered in test_pipeline.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from herald import db
+from herald.models import (
+    Integration,
+    IntegrationStatus,
+    Post,
+    PostStatus,
+    PublishAttempt,
+    utcnow,
+)
+from herald.providers.sandbox import SandboxClient
+from herald.publishing.dispatch import claim_due_posts
+from herald.publishing.publisher import publish_post
+from herald.security.crypto import KeyRing
+from herald.settings import Settings
+from tests.fixtures.publishing import ConnectFn, fresh
+
+
+def run_publish(post: Post, settings: Settings, keys: KeyRing) -> Any:
+    """Queue the post (as the dispatcher would) and run one publish attempt."""
+    with db.session_scope() as s:
+        s.execute(
+            Post.__table__.update()
+            .where(Post.id == post.id, Post.status.in_(["scheduled", "retrying"]))
+            .values(status="queued", queued_at=utcnow())
+        )
+    with db.session_scope() as s:
+        return publish_post(s, post.id, settings, keys)
+
+
+def attempts_of(post: Post) -> list[PublishAttempt]:
+    with db.session_scope() as s:
+        return list(
+            s.scalars(
+                select(PublishAttempt)
+                .where(PublishAttempt.post_id == post.id)
+                .order_by(PublishAttempt.attempt_number)
+            )
+        )
+
+
+def test_success_publishes_once_with_the_network_id_and_url(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    post = new_post(connect("mastodon"), content="Hello, fediverse")
+    outcome = run_publish(post, pub_settings, keys)
+    stored = fresh(Post, post.id)
+    assert outcome.status is PostStatus.PUBLISHED
+    assert stored.status is PostStatus.PUBLISHED
+    remote = sandbox.posts("mastodon")
+    assert [p["text"] for p in remote] == ["Hello, fediverse"]
+    assert stored.external_id == str(remote[0]["id"])
+    assert stored.external_url
+    (attempt,) = attempts_of(post)
+    assert (attempt.outcome, attempt.attempt_number) == ("published", 1)
+    assert attempt.finished_at is not None
+    assert attempt.latency_ms is not None
+
+
+def test_rate_limit_waits_for_the_reset_and_pauses_the_integrations_other_posts(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    integration = connect("x")
+    first = new_post(integration, content="first")
+    second = new_post(integration, content="second")
+    sandbox.inject("x", "rate_limit", times=1)
+
+    outcome = run_publish(first, pub_settings, keys)
+    assert outcome.status is PostStatus.RETRYING
+    stored = fresh(Post, first.id)
+    paused = fresh(Integration, integration.id)
+    assert stored.last_error_code == "rate_limited"
+    assert paused.rate_limited_until is not None
+    assert paused.rate_limited_until > utcnow()
+    assert stored.next_attempt_at == paused.rate_limited_until
+
+    # The other post of the paused integration is not dispatched until the reset.
+    with db.session_scope() as s:
+        claimed = claim_due_posts(s, pub_settings)
+    assert second.id not in claimed
+    assert first.id not in claimed
+    assert sandbox.posts("x") == []
+
+
+def test_transient_errors_back_off_then_fail_with_the_last_error_at_the_bound(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    post = new_post(connect("mastodon"))
+    sandbox.inject("mastodon", "error", status=503, message="try later", path="statuses")
+    statuses = []
+    for _ in range(pub_settings.publish_max_attempts):
+        statuses.append(run_publish(post, pub_settings, keys).status)
+        stored = fresh(Post, post.id)
+        if stored.status is PostStatus.RETRYING:
+            assert stored.next_attempt_at > utcnow() - timedelta(seconds=1)
+    assert statuses == [PostStatus.RETRYING, PostStatus.RETRYING, PostStatus.FAILED]
+    stored = fresh(Post, post.id)
+    assert stored.attempts == 3
+    assert stored.last_error_code == "transient"
+    assert [a.outcome for a in attempts_of(post)] == ["transient"] * 3
+    assert sandbox.posts("mastodon") == []
+
+
+def test_permanent_refusal_fails_with_the_networks_message(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    post = new_post(connect("mastodon"))
+    sandbox.inject(
+        "mastodon", "error", status=403, message="This action is outside the authorized scopes"
+    )
+    assert run_publish(post, pub_settings, keys).status is PostStatus.FAILED
+    stored = fresh(Post, post.id)
+    assert "outside the authorized scopes" in stored.last_error_message
+
+
+def test_content_over_the_networks_limit_fails_naming_the_rule_without_a_call(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    post = new_post(connect("bluesky"), content="é" * 301)
+    assert run_publish(post, pub_settings, keys).status is PostStatus.FAILED
+    stored = fresh(Post, post.id)
+    assert stored.last_error_code == "content_invalid"
+    assert "300" in stored.last_error_message
+    assert sandbox.posts("bluesky") == []
+
+
+def test_expired_token_is_refreshed_then_the_post_publishes_with_the_rotated_token(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    from herald.tokens.refresh import refresh_integration
+
+    integration = connect("x")
+    post = new_post(integration, content="after a refresh")
+    sandbox.expire_tokens("x", integration.external_account_id)
+
+    outcome = run_publish(post, pub_settings, keys)
+    assert outcome.status is PostStatus.RETRYING
+    assert outcome.refresh == integration.id
+    assert fresh(Integration, integration.id).status is IntegrationStatus.REFRESH_NEEDED
+
+    with db.session_scope() as s:
+        refreshed = refresh_integration(s, integration.id, pub_settings, keys)
+    assert refreshed.refreshed
+    after = fresh(Integration, integration.id)
+    assert after.token_version == integration.token_version + 1
+    assert after.status is IntegrationStatus.ACTIVE
+
+    assert run_publish(post, pub_settings, keys).status is PostStatus.PUBLISHED
+    assert [p["text"] for p in sandbox.posts("x")] == ["after a refresh"]
+    assert [a.outcome for a in attempts_of(post)] == ["auth_expired", "published"]
+
+
+def test_lost_answer_is_recovered_by_the_idempotency_key_without_a_duplicate(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    post = new_post(connect("mastodon"), content="applied, then the line dropped")
+    sandbox.inject("mastodon", "drop", applied=True, method="POST", path="statuses", times=1)
+    assert run_publish(post, pub_settings, keys).status is PostStatus.PUBLISHED
+    assert len(sandbox.posts("mastodon")) == 1
+    (attempt,) = attempts_of(post)
+    assert attempt.outcome == "published"
+
+
+def test_ambiguous_answer_is_reconciled_by_lookup_where_the_network_has_no_key(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    post = new_post(connect("x"), content="applied, then a 500")
+    sandbox.inject("x", "error", status=500, applied=True, method="POST", path="tweets", times=1)
+    assert run_publish(post, pub_settings, keys).status is PostStatus.PUBLISHED
+    remote = sandbox.posts("x")
+    assert len(remote) == 1
+    (attempt,) = attempts_of(post)
+    assert attempt.outcome == "reconciled"
+    assert fresh(Post, post.id).external_id == str(remote[0]["id"])
+
+
+def test_ambiguous_answer_goes_to_review_where_the_network_cannot_confirm(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    post = new_post(connect("telegram"), content="did it arrive?")
+    sandbox.inject("telegram", "drop", applied=True, method="POST", times=1)
+    assert run_publish(post, pub_settings, keys).status is PostStatus.NEEDS_REVIEW
+    stored = fresh(Post, post.id)
+    assert "no way to confirm" in stored.last_error_message
+    assert len(sandbox.posts("telegram")) == 1  # sent once, never twice
+
+
+def test_a_post_claimed_elsewhere_is_left_alone(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    post = new_post(connect("mastodon"), status="publishing")
+    with db.session_scope() as s:
+        outcome = publish_post(s, post.id, pub_settings, keys)
+    assert outcome.status is None
+    assert sandbox.posts("mastodon") == []
