@@ -96,8 +96,12 @@ def _init_worker_process(**_: Any) -> None:
 
 
 @signals.worker_init.connect
-def _init_worker(**_: Any) -> None:
-    # Solo and thread pools run tasks in this process: set telemetry up here too (idempotent).
+def _init_worker(sender: Any = None, **_: Any) -> None:
+    # Solo and thread pools run tasks in this process, so telemetry starts here. A prefork
+    # parent must not start it: its children would inherit exporter threads and locks across
+    # fork; each child sets up its own in worker_process_init instead.
+    if "prefork" in str(getattr(sender, "pool_cls", "")).lower():
+        return
     setup_telemetry(get_settings(), engine=db.get_engine())
 
 

@@ -140,6 +140,28 @@ def sandbox(host: str, port: int) -> None:
     serve(host, port)
 
 
+# -- the HTTP API -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+def api(host: str, port: int) -> None:
+    """Serve the HTTP API under /api/postiz/ with uvicorn (docs at /api/postiz/docs)."""
+    import uvicorn
+
+    from herald import db
+    from herald.api import create_app
+    from herald.telemetry.logging import configure_logging
+    from herald.telemetry.tracing import setup_telemetry
+
+    settings = get_settings()
+    configure_logging(settings)
+    setup_telemetry(settings, engine=db.get_engine(settings), component="api")
+    # Requests are logged by the API's middleware (with correlation ids): no access log.
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+
+
 # -- keys ------------------------------------------------------------------------------------------
 
 

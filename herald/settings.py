@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
 
     # Telemetry
+    telemetry_enabled: bool = Field(
+        default=True, description="Tracing, metrics and instrumentation (logs are separate)."
+    )
     log_format: Literal["json", "console"] = "console"
     log_level: str = "INFO"
     otlp_endpoint: str | None = None

@@ -20,6 +20,7 @@ from herald.models.post import (
     PostMetric,
     PostStatus,
     PublishAttempt,
+    attempts_since_reschedule,
     transition,
 )
 from herald.models.workspace import Membership, Role, Workspace
@@ -47,6 +48,7 @@ __all__ = [
     "Silence",
     "TokenRefreshAttempt",
     "Workspace",
+    "attempts_since_reschedule",
     "transition",
     "utcnow",
 ]

@@ -91,6 +91,9 @@ class Post(UUIDPrimaryKey, Timestamps, Base):
     external_id: Mapped[str | None] = mapped_column(String(200))
     external_url: Mapped[str | None] = mapped_column(String(1000))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Attempts made before the last deliberate retry: each retry gets a fresh budget, while
+    # attempt numbers stay unique for the post's whole life.
+    attempts_at_reschedule: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at: Mapped[datetime | None]
     queued_at: Mapped[datetime | None]
     publishing_started_at: Mapped[datetime | None]
@@ -146,6 +149,13 @@ class PostMetric(UUIDPrimaryKey, Base):
     quotes: Mapped[int] = mapped_column(Integer, default=0)
     impressions: Mapped[int | None] = mapped_column(Integer)
     raw: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+def attempts_since_reschedule(post: Post, attempt_number: int | None = None) -> int:
+    """How many attempts count against the retry budget (those since the last reschedule)."""
+    return (attempt_number if attempt_number is not None else post.attempts) - (
+        post.attempts_at_reschedule or 0
+    )
 
 
 class IllegalTransition(ValueError):

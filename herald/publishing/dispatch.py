@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -22,9 +23,18 @@ IN_FLIGHT = (PostStatus.QUEUED, PostStatus.PUBLISHING)
 DUE_FROM = (PostStatus.SCHEDULED, PostStatus.RETRYING)
 
 
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A post to publish, with the correlation it was scheduled under (continued by publish)."""
+
+    post_id: uuid.UUID
+    correlation_id: str | None
+    workspace_id: uuid.UUID
+
+
 def claim_due_posts(
     session: Session, settings: Settings, *, limit: int | None = None
-) -> list[uuid.UUID]:
+) -> list[Claimed]:
     service_scope(session, "dispatch_due")
     now = utcnow()
     due_at = func.coalesce(Post.next_attempt_at, Post.scheduled_at)
@@ -47,14 +57,14 @@ def claim_due_posts(
     chosen = _within_caps(session, settings, [(row[0], row[1]) for row in candidates])
     if not chosen:
         return []
-    claimed = session.scalars(
+    claimed = session.execute(
         update(Post)
         .where(Post.id.in_(chosen), Post.status.in_(DUE_FROM))
         .values(status=PostStatus.QUEUED, queued_at=now, updated_at=now)
-        .returning(Post.id)
+        .returning(Post.id, Post.correlation_id, Post.workspace_id)
         .execution_options(synchronize_session=False)
     ).all()
-    return list(claimed)
+    return [Claimed(*row) for row in claimed]
 
 
 def _within_caps(

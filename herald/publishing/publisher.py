@@ -27,6 +27,7 @@ from herald.models import (
     Post,
     PostStatus,
     PublishAttempt,
+    attempts_since_reschedule,
     transition,
     utcnow,
 )
@@ -262,7 +263,9 @@ class _Run:
         self.attempt.outcome = "rate_limited"
         _pause_integration(self.session, self.integration, error.reset_at)
         # Waiting for a reset is not a failure, but a post cannot wait for ever.
-        if self.attempt.attempt_number >= self.settings.publish_max_attempts * 2:
+        if attempts_since_reschedule(self.post, self.attempt.attempt_number) >= (
+            self.settings.publish_max_attempts * 2
+        ):
             return self._fail(error.code, error.message)
         return self._retry_at(max(error.reset_at, utcnow()), error)
 
@@ -280,7 +283,8 @@ class _Run:
 
     def _out_of_attempts(self) -> bool:
         # The attempt row is authoritative: ``post.attempts`` was read before the claim.
-        return self.attempt.attempt_number >= self.settings.publish_max_attempts
+        used = attempts_since_reschedule(self.post, self.attempt.attempt_number)
+        return used >= self.settings.publish_max_attempts
 
     def _note(self, error: ProviderError) -> None:
         self.attempt.error_code = error.code
@@ -290,7 +294,8 @@ class _Run:
 
     def _retry_later(self, error: ProviderError) -> Outcome:
         """Retry after the backoff for this attempt (exponential, with jitter)."""
-        return self._retry_at(utcnow() + backoff(self.attempt.attempt_number, self.settings), error)
+        used = attempts_since_reschedule(self.post, self.attempt.attempt_number)
+        return self._retry_at(utcnow() + backoff(used, self.settings), error)
 
     def _retry_at(self, when: datetime, error: ProviderError) -> Outcome:
         transition(

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from datetime import timedelta
 
@@ -18,7 +17,15 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from herald.db import service_scope
-from herald.models import Integration, Post, PostStatus, transition, utcnow
+from herald.models import (
+    Integration,
+    Post,
+    PostStatus,
+    attempts_since_reschedule,
+    transition,
+    utcnow,
+)
+from herald.publishing.dispatch import Claimed
 from herald.publishing.providers import provider_for
 from herald.publishing.publisher import open_attempt
 from herald.publishing.reconcile import reconcile
@@ -28,21 +35,21 @@ from herald.settings import Settings
 log = structlog.get_logger("herald.publishing")
 
 
-def requeue_lost(session: Session, settings: Settings) -> list[uuid.UUID]:
-    """Ids of queued posts whose message is presumed lost; the caller enqueues after commit."""
+def requeue_lost(session: Session, settings: Settings) -> list[Claimed]:
+    """Queued posts whose message is presumed lost; the caller enqueues after commit."""
     service_scope(session, "sweep_stuck")
     now = utcnow()
     cutoff = now - timedelta(seconds=settings.queued_timeout_s)
-    ids = session.scalars(
+    rows = session.execute(
         update(Post)
         .where(Post.status == PostStatus.QUEUED, Post.queued_at < cutoff)
         .values(queued_at=now, updated_at=now)
-        .returning(Post.id)
+        .returning(Post.id, Post.correlation_id, Post.workspace_id)
         .execution_options(synchronize_session=False)
     ).all()
-    if ids:
-        log.warning("sweep.requeued", count=len(ids))
-    return list(ids)
+    if rows:
+        log.warning("sweep.requeued", count=len(rows))
+    return [Claimed(*row) for row in rows]
 
 
 def resolve_dead_workers(
@@ -90,7 +97,7 @@ def _resolve(session: Session, post: Post, settings: Settings, keys: KeyRing) ->
             published_at=now,
         )
         outcome = "reconciled"
-    elif verdict.safe_to_retry and post.attempts < settings.publish_max_attempts:
+    elif verdict.safe_to_retry and attempts_since_reschedule(post) < settings.publish_max_attempts:
         won = transition(
             session,
             post.id,

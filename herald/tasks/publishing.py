@@ -13,10 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
+from celery.canvas import Signature
 from sqlalchemy.exc import OperationalError
 
 from herald.celery_app import app
-from herald.publishing.dispatch import claim_due_posts
+from herald.publishing.dispatch import Claimed, claim_due_posts
 from herald.publishing.publisher import publish_post
 from herald.publishing.scheduling import SchedulingError, schedule_post
 from herald.publishing.sweep import requeue_lost, resolve_dead_workers
@@ -55,14 +56,23 @@ def schedule(self: HeraldTask, payload: SchedulePost) -> dict[str, Any]:
     return {"post_id": str(post.id), "created": created}
 
 
+def publish_signature(post: Claimed) -> Signature[Any]:
+    """``publish`` for one claimed post, continuing the correlation the post was scheduled
+    under (the request or the other service that created it), not the beat tick's."""
+    headers = {context.WORKSPACE_HEADER: str(post.workspace_id)}
+    if post.correlation_id:
+        headers[context.CORRELATION_HEADER] = post.correlation_id
+    return publish.signature(kwargs={"post_id": str(post.post_id)}, headers=headers)
+
+
 @app.task(bind=True, base=HeraldTask, name="herald.posts.dispatch_due", payload_model=NoArguments)
 def dispatch_due(self: HeraldTask, payload: NoArguments) -> int:
-    ids = claim_due_posts(self.session, get_settings())
-    for post_id in ids:
-        self.enqueue(publish.s(post_id=str(post_id)))
-    if ids:
-        log.info("dispatch.claimed", count=len(ids))
-    return len(ids)
+    claimed = claim_due_posts(self.session, get_settings())
+    for post in claimed:
+        self.enqueue(publish_signature(post))
+    if claimed:
+        log.info("dispatch.claimed", count=len(claimed))
+    return len(claimed)
 
 
 @app.task(
@@ -89,8 +99,8 @@ def publish(self: HeraldTask, payload: PublishPost) -> str | None:
 def sweep_stuck(self: HeraldTask, payload: NoArguments) -> dict[str, int]:
     settings = get_settings()
     requeued = requeue_lost(self.session, settings)
-    for post_id in requeued:
-        self.enqueue(publish.s(post_id=str(post_id)))
+    for post in requeued:
+        self.enqueue(publish_signature(post))
     self.session.commit()
     resolved = resolve_dead_workers(self.session, settings, _keys())
     return {"requeued": len(requeued), **resolved}

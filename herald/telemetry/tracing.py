@@ -90,6 +90,8 @@ def setup_telemetry(
     ``exporter`` and ``metric_readers`` are for tests (in-memory) and override the settings.
     """
     global _configured  # noqa: PLW0603 - one set-up per process is the point
+    if not settings.telemetry_enabled and exporter is None:
+        return
     with _lock:
         if _configured:
             if engine is not None:

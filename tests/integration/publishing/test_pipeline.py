@@ -10,18 +10,19 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from herald import db
-from herald.models import Integration, Post, PostStatus, utcnow
+from herald.models import Integration, Post, PostStatus, PublishAttempt, utcnow
 from herald.providers.sandbox import SandboxClient
 from herald.publishing.dispatch import claim_due_posts
 from herald.publishing.sweep import requeue_lost, resolve_dead_workers
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
-from herald.tasks.publishing import publish
+from herald.tasks.publishing import publish_signature
 from tests.fixtures.processes import StartWorker
 from tests.fixtures.publishing import ConnectFn
 
@@ -44,10 +45,10 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 def dispatch_once(settings: Settings) -> int:
     """One dispatcher tick: claim, commit, then enqueue (the task body, without Celery)."""
     with db.session_scope() as s:
-        ids = claim_due_posts(s, settings)
-    for post_id in ids:
-        publish.apply_async(kwargs={"post_id": str(post_id)})
-    return len(ids)
+        claimed = claim_due_posts(s, settings)
+    for post in claimed:
+        publish_signature(post).apply_async()
+    return len(claimed)
 
 
 def many_posts(integrations: list[Integration], count: int) -> None:
@@ -201,8 +202,43 @@ def test_redis_restart_while_posts_are_queued_loses_nothing(
     sweep_settings = pub_settings.model_copy(update={"queued_timeout_s": 0.5})
     with db.session_scope() as s:
         requeued = requeue_lost(s, sweep_settings)
-    for post_id in requeued:
-        publish.apply_async(kwargs={"post_id": str(post_id)})
+    for post in requeued:
+        publish_signature(post).apply_async()
     assert len(requeued) == 40
     wait_until(lambda: statuses()["published"] == 40, 60, "40 posts published")
     assert len(sandbox.posts()) == 40
+
+
+@pytest.mark.slow
+def test_a_post_sent_by_another_service_is_published_under_its_own_correlation(
+    connect: ConnectFn,
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    start_worker_process: StartWorker,
+    celery_app: Any,
+) -> None:
+    """Nothing but send_task and the broker, as another service would; then beat's tick."""
+    integration = connect("mastodon")
+    start_worker_process(pub_settings, name="e2e")
+    celery_app.send_task(
+        "herald.posts.schedule",
+        kwargs={
+            "workspace_id": str(integration.workspace_id),
+            "integration_id": str(integration.id),
+            "content": "sent by another service",
+            "scheduled_at": utcnow().isoformat(),
+            "idempotency_key": "svc-1",
+        },
+        headers={"x_correlation_id": "caller-corr-42"},
+    )
+    wait_until(lambda: statuses()["scheduled"] == 1, 30, "the post to be stored")
+    celery_app.send_task("herald.posts.dispatch_due")  # what beat sends every tick
+    wait_until(lambda: statuses()["published"] == 1, 30, "the post to be published")
+
+    with db.session_scope() as s:
+        post = s.scalars(select(Post)).one()
+        attempt = s.scalars(select(PublishAttempt)).one()
+        assert post.correlation_id == "caller-corr-42"
+        assert attempt.correlation_id == "caller-corr-42"
+        assert attempt.task_id
+    assert [p["text"] for p in sandbox.posts("mastodon")] == ["sent by another service"]

@@ -97,7 +97,7 @@ def test_rate_limit_waits_for_the_reset_and_pauses_the_integrations_other_posts(
 
     # The other post of the paused integration is not dispatched until the reset.
     with db.session_scope() as s:
-        claimed = claim_due_posts(s, pub_settings)
+        claimed = {c.post_id for c in claim_due_posts(s, pub_settings)}
     assert second.id not in claimed
     assert first.id not in claimed
     assert sandbox.posts("x") == []
@@ -246,3 +246,20 @@ def test_a_post_claimed_elsewhere_is_left_alone(
         outcome = publish_post(s, post.id, pub_settings, keys)
     assert outcome.status is None
     assert sandbox.posts("mastodon") == []
+
+
+def test_a_deliberate_retry_gets_a_fresh_attempt_budget(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    # Three attempts used before an operator retried it: the budget counts from there.
+    post = new_post(connect("mastodon"), attempts=3, attempts_at_reschedule=3)
+    sandbox.inject("mastodon", "error", status=503, path="statuses")
+    assert run_publish(post, pub_settings, keys).status is PostStatus.RETRYING
+    stored = fresh(Post, post.id)
+    assert stored.attempts == 4
+    (attempt,) = attempts_of(post)
+    assert attempt.attempt_number == 4

@@ -1,0 +1,171 @@
+"""The one error format of the API, and the handlers that map every failure into it.
+
+Every error answers ``{"error": {"code", "message", "details", "correlation_id"}}`` with the
+right status: validation, authentication, workspace denial, not found, conflicts, scheduling
+refusals and unexpected failures alike. Inputs are never echoed and stack traces never leave
+the process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from herald.publishing.scheduling import SchedulingError
+from herald.security.auth import AuthError, WorkspaceDenied, WorkspaceRequired
+from herald.telemetry import context
+
+
+class ApiError(Exception):
+    """An error the API answers deliberately: status, stable code, human message."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = dict(details or {})
+        self.headers = dict(headers or {})
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any]
+    correlation_id: str | None
+
+
+class ErrorEnvelope(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": jsonable_encoder(dict(details or {})),
+            "correlation_id": context.correlation_id(),
+        }
+    }
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def _field(loc: Sequence[Any]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def validation_details(errors: Sequence[Any]) -> list[dict[str, str]]:
+    """Per-field messages from pydantic errors, without the offending input."""
+    return [
+        {
+            "field": _field(err.get("loc", ())),
+            "message": str(err.get("msg", "")),
+            "type": err["type"],
+        }
+        for err in errors
+    ]
+
+
+_HTTP_CODES = {
+    404: ("not_found", "no such endpoint"),
+    405: ("method_not_allowed", "method not allowed on this endpoint"),
+    413: ("payload_too_large", "the request body is too large"),
+    415: ("unsupported_media_type", "send the body as application/json"),
+}
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(
+        exc.status, exc.code, exc.message, details=exc.details, headers=exc.headers
+    )
+
+
+async def _scheduling_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SchedulingError)
+    return error_response(exc.status, exc.code, exc.message, details=exc.details)
+
+
+async def _auth_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AuthError)
+    challenge = "Bearer" if exc.reason == "missing" else 'Bearer error="invalid_token"'
+    return error_response(
+        exc.status, exc.code, exc.message, headers={"WWW-Authenticate": challenge}
+    )
+
+
+async def _workspace_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, WorkspaceDenied | WorkspaceRequired)
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    malformed = [err for err in errors if err.get("type") == "json_invalid"]
+    if malformed:
+        position = malformed[0].get("loc", ("body", None))[-1]
+        return error_response(
+            400,
+            "malformed_json",
+            "the request body is not valid JSON",
+            details={"position": position},
+        )
+    return error_response(
+        422,
+        "validation_failed",
+        "the request is not valid",
+        details={"fields": validation_details(errors)},
+    )
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code, message = _HTTP_CODES.get(exc.status_code, ("http_error", str(exc.detail)))
+    return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error type the API knows into the one format (the middleware answers
+    anything else with a 500 in the same format)."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(SchedulingError, _scheduling_error)
+    app.add_exception_handler(AuthError, _auth_error)
+    app.add_exception_handler(WorkspaceDenied, _workspace_error)
+    app.add_exception_handler(WorkspaceRequired, _workspace_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+
+
+# The error responses every authenticated endpoint may give, for the OpenAPI document.
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorEnvelope, "description": "Malformed request or workspace not named"},
+    401: {"model": ErrorEnvelope, "description": "Missing, invalid or expired token"},
+    404: {"model": ErrorEnvelope, "description": "Not found in this workspace"},
+    422: {"model": ErrorEnvelope, "description": "Validation failed"},
+}

@@ -1,0 +1,3 @@
+"""Where the API lives: every path is under the Postiz integration's prefix (DESIGN.md)."""
+
+PREFIX = "/api/postiz"

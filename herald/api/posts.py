@@ -1,0 +1,243 @@
+"""``/api/postiz/posts``: schedule, read, list, cancel and retry posts of one workspace.
+
+Scheduling goes through :func:`herald.publishing.scheduling.schedule_post`, the same code the
+``herald.posts.schedule`` task runs. Status changes go through :func:`herald.models.transition`:
+a conditional UPDATE, so a request racing a worker either wins or answers 409.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import AwareDatetime
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.orm import Session
+
+from herald.api.deps import Caller, CurrentCaller, report_if_foreign, settings_of, tenant_session
+from herald.api.errors import COMMON_RESPONSES, ApiError, ErrorEnvelope
+from herald.api.paths import PREFIX
+from herald.api.schemas import AttemptOut, PostDetail, PostOut, PostPage, ScheduleRequest
+from herald.models import Integration, Post, PostStatus, PublishAttempt, transition, utcnow
+from herald.publishing.scheduling import IntegrationNotFound, schedule_post
+from herald.security import audit
+from herald.security.audit import EventType, Severity
+from herald.telemetry import context
+
+router = APIRouter(prefix=f"{PREFIX}/posts", tags=["posts"], responses=COMMON_RESPONSES)
+
+CANCELLABLE = frozenset(
+    {PostStatus.DRAFT, PostStatus.SCHEDULED, PostStatus.QUEUED, PostStatus.RETRYING}
+)
+RETRYABLE = frozenset({PostStatus.FAILED, PostStatus.NEEDS_REVIEW})
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorEnvelope, "description": "Not possible in the post's status"}
+}
+
+
+def _with_provider(caller: Caller) -> Select[tuple[Post, str]]:
+    return (
+        select(Post, Integration.provider)
+        .join(Integration, Integration.id == Post.integration_id)
+        .where(Post.workspace_id == caller.workspace_id)
+    )
+
+
+def _load(session: Session, caller: Caller, post_id: uuid.UUID) -> tuple[Post, str]:
+    row = session.execute(_with_provider(caller).where(Post.id == post_id)).first()
+    if row is None:
+        report_if_foreign(caller, Post, post_id)
+        raise ApiError(404, "post_not_found", "no such post in this workspace")
+    return row[0], row[1]
+
+
+def _present(session: Session, post: Post, provider: str) -> PostOut:
+    session.refresh(post)  # ``transition`` updates the row, not the loaded object
+    return PostOut.of(post, provider)
+
+
+@router.post(
+    "",
+    status_code=201,
+    responses={
+        200: {"model": PostOut, "description": "This idempotency key already made this post"},
+        409: {"model": ErrorEnvelope, "description": "Idempotency key used for another post"},
+    },
+)
+def create_post(
+    body: ScheduleRequest, caller: CurrentCaller, request: Request, response: Response
+) -> PostOut:
+    """Schedule a post. Sending the same request again returns the post it made (200)."""
+    contract = body.to_contract(caller.workspace_id)
+    try:
+        with tenant_session(caller) as session:
+            post, created = schedule_post(
+                session,
+                contract,
+                settings_of(request),
+                correlation_id=context.correlation_id(),
+            )
+            provider = session.scalar(
+                select(Integration.provider).where(Integration.id == post.integration_id)
+            )
+            assert provider is not None
+            out = PostOut.of(post, provider)
+    except IntegrationNotFound:
+        report_if_foreign(caller, Integration, contract.integration_id)
+        raise
+    if not created:
+        response.status_code = 200
+    return out
+
+
+@router.get("/{post_id}")
+def get_post(post_id: uuid.UUID, caller: CurrentCaller) -> PostDetail:
+    """One post with its status, result, last error and every publish attempt."""
+    with tenant_session(caller) as session:
+        post, provider = _load(session, caller, post_id)
+        attempts = session.scalars(
+            select(PublishAttempt)
+            .where(
+                PublishAttempt.post_id == post.id,
+                PublishAttempt.workspace_id == caller.workspace_id,
+            )
+            .order_by(PublishAttempt.attempt_number)
+        ).all()
+        return PostDetail(
+            **dict(PostOut.of(post, provider)),
+            attempts=[AttemptOut.of(a) for a in attempts],
+        )
+
+
+def _encode_cursor(post: Post) -> str:
+    raw = json.dumps({"s": post.scheduled_at.isoformat(), "i": str(post.id)})
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        when = datetime.fromisoformat(raw["s"])
+        if when.tzinfo is None:
+            raise ValueError("naive")
+        return when, uuid.UUID(raw["i"])
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise ApiError(400, "invalid_cursor", "the cursor is not one this API issued") from None
+
+
+@router.get("")
+def list_posts(
+    *,
+    caller: CurrentCaller,
+    status: Annotated[list[PostStatus] | None, Query(description="Repeat for several")] = None,
+    integration_id: uuid.UUID | None = None,
+    scheduled_from: Annotated[AwareDatetime | None, Query(description="Inclusive")] = None,
+    scheduled_to: Annotated[AwareDatetime | None, Query(description="Exclusive")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> PostPage:
+    """The workspace's posts in ``scheduled_at`` order, filtered, a page at a time."""
+    query = _with_provider(caller)
+    if status:
+        query = query.where(Post.status.in_(status))
+    if scheduled_from is not None:
+        query = query.where(Post.scheduled_at >= scheduled_from)
+    if scheduled_to is not None:
+        query = query.where(Post.scheduled_at < scheduled_to)
+    if cursor is not None:
+        after_at, after_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(
+                Post.scheduled_at > after_at,
+                and_(Post.scheduled_at == after_at, Post.id > after_id),
+            )
+        )
+    with tenant_session(caller) as session:
+        if integration_id is not None:
+            owned = session.scalar(
+                select(Integration.id).where(
+                    Integration.id == integration_id,
+                    Integration.workspace_id == caller.workspace_id,
+                )
+            )
+            if owned is None:
+                report_if_foreign(caller, Integration, integration_id)
+                raise ApiError(
+                    404, "integration_not_found", "no such integration in this workspace"
+                )
+            query = query.where(Post.integration_id == integration_id)
+        rows = session.execute(query.order_by(Post.scheduled_at, Post.id).limit(limit + 1)).all()
+        page = rows[:limit]
+        return PostPage(
+            items=[PostOut.of(post, provider) for post, provider in page],
+            next_cursor=_encode_cursor(page[-1][0]) if len(rows) > limit else None,
+        )
+
+
+@router.delete("/{post_id}", responses=CONFLICT)
+def cancel_post(post_id: uuid.UUID, caller: CurrentCaller) -> PostOut:
+    """Cancel a post that has not started publishing. Cancelling it again changes nothing."""
+    with tenant_session(caller) as session:
+        post, provider = _load(session, caller, post_id)
+        if post.status != PostStatus.CANCELLED:
+            cancellable = CANCELLABLE & {post.status}
+            if not cancellable or not transition(
+                session, post.id, from_=cancellable, to=PostStatus.CANCELLED
+            ):
+                session.refresh(post)
+                raise ApiError(
+                    409,
+                    "post_not_cancellable",
+                    f"a {post.status.value} post cannot be cancelled",
+                    details={"status": post.status.value},
+                )
+        return _present(session, post, provider)
+
+
+@router.post("/{post_id}/retry", responses=CONFLICT)
+def retry_post(post_id: uuid.UUID, caller: CurrentCaller) -> PostOut:
+    """Send a ``failed`` or ``needs_review`` post back to ``scheduled``, due now.
+
+    For ``needs_review``, first check the network: the post may already be there.
+    """
+    with tenant_session(caller) as session:
+        post, provider = _load(session, caller, post_id)
+        previous, previous_correlation = post.status, post.correlation_id
+        if previous not in RETRYABLE or not transition(
+            session,
+            post.id,
+            from_=previous,
+            to=PostStatus.SCHEDULED,
+            scheduled_at=utcnow(),
+            next_attempt_at=None,
+            attempts_at_reschedule=post.attempts,  # a fresh attempt budget
+            correlation_id=context.correlation_id(),
+        ):
+            session.refresh(post)
+            raise ApiError(
+                409,
+                "post_not_retryable",
+                f"a {post.status.value} post cannot be retried",
+                details={"status": post.status.value},
+            )
+        audit.record(
+            session,
+            EventType.ADMIN_ACTION,
+            actor=caller.actor,
+            severity=Severity.MEDIUM,
+            workspace_id=caller.workspace_id,
+            resource_type="post",
+            resource_id=str(post.id),
+            message="post sent back to scheduled for another try",
+            details={
+                "action": "post.retry",
+                "from_status": previous.value,
+                "previous_correlation_id": previous_correlation,
+            },
+        )
+        return _present(session, post, provider)

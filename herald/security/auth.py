@@ -1,0 +1,184 @@
+"""API authentication: bearer JWTs signed by the host application (DESIGN.md §6).
+
+Tokens carry the claims Supabase issues: ``sub`` is the user id and ``role`` is
+``authenticated`` for a signed-in user or ``service_role`` for the project's service key.
+The configured key decides the algorithm, never the token's header: with
+``HERALD_JWT_PUBLIC_KEY`` set only RS256 is accepted, otherwise only HS256 with
+``HERALD_JWT_SECRET``. ``exp`` is required; ``aud`` is checked when ``HERALD_JWT_AUDIENCE`` is
+set.
+
+Membership decides the workspace. A user names it with ``X-Workspace-ID`` (optional when the
+user belongs to exactly one); the service role may name any existing workspace and must name
+one. Errors::
+
+    AuthError               401, the request carries no usable identity
+    ├── MissingCredentials  no ``Authorization: Bearer`` header at all
+    └── InvalidToken        malformed, badly signed, expired, wrong audience or algorithm
+    WorkspaceRequired       400, several workspaces are possible and none was named
+    WorkspaceDenied         404, the named workspace is not one of the caller's
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import jwt
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from herald.models import Membership, Role, Workspace
+from herald.settings import Settings
+
+SERVICE_ROLE = "service_role"
+ANON_ROLE = "anon"
+LEEWAY_S = 5  # clock skew tolerated between the host application and Herald
+
+
+class AuthError(Exception):
+    code = "unauthorized"
+    status = 401
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+
+
+class MissingCredentials(AuthError):
+    code = "missing_credentials"
+
+
+class InvalidToken(AuthError):
+    code = "invalid_token"
+
+
+class WorkspaceRequired(Exception):
+    code = "workspace_required"
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class WorkspaceDenied(Exception):
+    """The named workspace is not the caller's. ``exists`` tells the audit log whether this
+    was a reach into another tenant; the caller never learns it."""
+
+    code = "workspace_not_found"
+    status = 404
+    message = "no such workspace"
+
+    def __init__(self, workspace_id: uuid.UUID | None, *, exists: bool) -> None:
+        super().__init__(self.message)
+        self.workspace_id = workspace_id
+        self.exists = exists
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a verified token speaks for."""
+
+    subject: str | None  # the user id; None for the service role
+    role: str
+
+    @property
+    def is_service(self) -> bool:
+        return self.role == SERVICE_ROLE
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An identity acting in one workspace."""
+
+    identity: Identity
+    workspace_id: uuid.UUID
+    membership_role: Role | None  # None for the service role
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header."""
+    if authorization is None or not authorization.strip():
+        raise MissingCredentials("an Authorization: Bearer token is required", reason="missing")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken("the Authorization header must be 'Bearer <token>'", reason="scheme")
+    return token.strip()
+
+
+def _verification_key(settings: Settings) -> tuple[str, str]:
+    if settings.jwt_public_key:
+        return settings.jwt_public_key, "RS256"
+    if settings.jwt_secret is not None and settings.jwt_secret.get_secret_value():
+        return settings.jwt_secret.get_secret_value(), "HS256"
+    raise RuntimeError("set HERALD_JWT_SECRET or HERALD_JWT_PUBLIC_KEY to authenticate requests")
+
+
+def check_configured(settings: Settings) -> None:
+    """Refuse to start an API that could not verify any token."""
+    _verification_key(settings)
+
+
+def verify_token(token: str, settings: Settings) -> Identity:
+    """The identity a token carries, or :class:`InvalidToken`."""
+    key, algorithm = _verification_key(settings)
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[algorithm],
+            audience=settings.jwt_audience,
+            leeway=LEEWAY_S,
+            options={"require": ["exp"], "verify_aud": settings.jwt_audience is not None},
+        )
+    except jwt.ExpiredSignatureError:
+        raise InvalidToken("the token has expired", reason="expired") from None
+    except jwt.InvalidAudienceError:
+        raise InvalidToken("the token is not for this audience", reason="audience") from None
+    except jwt.InvalidAlgorithmError:
+        raise InvalidToken("the token's algorithm is not accepted", reason="algorithm") from None
+    except jwt.InvalidTokenError as exc:
+        raise InvalidToken("the token is not valid", reason=type(exc).__name__) from None
+    role, subject = claims.get("role"), claims.get("sub")
+    if role == SERVICE_ROLE:
+        return Identity(subject=None, role=SERVICE_ROLE)
+    if not isinstance(role, str) or role == ANON_ROLE:
+        raise InvalidToken("the token does not name a signed-in user", reason="role")
+    if not isinstance(subject, str) or not subject.strip():
+        raise InvalidToken("the token has no subject", reason="subject")
+    return Identity(subject=subject, role=role)
+
+
+def _workspace_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value.strip())
+    except ValueError:
+        return None
+
+
+def resolve_workspace(session: Session, identity: Identity, requested: str | None) -> Principal:
+    """The workspace this request acts in, chosen by ``X-Workspace-ID`` and membership."""
+    wanted = _workspace_uuid(requested) if requested is not None else None
+    if requested is not None and wanted is None:
+        raise WorkspaceDenied(None, exists=False)
+    if identity.is_service:
+        if wanted is None:
+            raise WorkspaceRequired("the service role must name a workspace in X-Workspace-ID")
+        if session.get(Workspace, wanted) is None:
+            raise WorkspaceDenied(wanted, exists=False)
+        return Principal(identity, wanted, None)
+
+    memberships = session.scalars(
+        select(Membership).where(Membership.user_id == identity.subject)
+    ).all()
+    if wanted is None:
+        if len(memberships) == 1:
+            return Principal(identity, memberships[0].workspace_id, memberships[0].role)
+        if not memberships:
+            raise WorkspaceDenied(None, exists=False)
+        raise WorkspaceRequired("you belong to several workspaces: name one in X-Workspace-ID")
+    for membership in memberships:
+        if membership.workspace_id == wanted:
+            return Principal(identity, wanted, membership.role)
+    raise WorkspaceDenied(wanted, exists=session.get(Workspace, wanted) is not None)

@@ -1,0 +1,137 @@
+"""Scheduling and dispatch rules: idempotency, refusals that create nothing, pacing caps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from herald import db
+from herald.models import DeadLetter, Post, PostStatus, utcnow
+from herald.publishing.dispatch import claim_due_posts
+from herald.settings import Settings
+from tests.fixtures.factories import make_integration, make_workspace
+from tests.fixtures.publishing import ConnectFn
+
+
+def count_posts() -> int:
+    with db.session_scope() as s:
+        return s.scalar(select(func.count()).select_from(Post)) or 0
+
+
+def test_per_provider_cap_limits_posts_in_flight(
+    connect: ConnectFn, new_post: Callable[..., Post], pub_settings: Settings
+) -> None:
+    x, mastodon = connect("x"), connect("mastodon")
+    for _ in range(5):
+        new_post(x)
+        new_post(mastodon)
+    capped = pub_settings.model_copy(update={"provider_concurrency": {"x": 2}})
+    with db.session_scope() as s:
+        first = claim_due_posts(s, capped)
+    with db.session_scope() as s:
+        second = claim_due_posts(s, capped)  # x is at its cap until those two finish
+    with db.session_scope() as s:
+        queued_x = s.scalar(
+            select(func.count())
+            .select_from(Post)
+            .where(Post.integration_id == x.id, Post.status == PostStatus.QUEUED)
+        )
+        queued_mastodon = s.scalar(
+            select(func.count())
+            .select_from(Post)
+            .where(Post.integration_id == mastodon.id, Post.status == PostStatus.QUEUED)
+        )
+    assert len(first) == 7
+    assert second == []
+    assert (queued_x, queued_mastodon) == (2, 5)
+
+
+def wait_for_dead_letters(timeout: float = 20) -> list[DeadLetter]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with db.session_scope() as s:
+            letters = list(s.scalars(select(DeadLetter)))
+        if letters:
+            return letters
+        time.sleep(0.1)
+    return []
+
+
+def _schedule_payload(integration: Any, **overrides: Any) -> dict[str, Any]:
+    payload = {
+        "workspace_id": str(integration.workspace_id),
+        "integration_id": str(integration.id),
+        "content": "hello",
+        "scheduled_at": (utcnow() + timedelta(minutes=5)).isoformat(),
+        "idempotency_key": "k-1",
+    }
+    payload.update(overrides)
+    return payload
+
+
+def test_the_same_idempotency_key_twice_creates_one_post(
+    process_settings: Settings, worker: Any, connect: ConnectFn, celery_app: Any
+) -> None:
+    integration = connect("mastodon")
+    for _ in range(2):
+        celery_app.send_task("herald.posts.schedule", kwargs=_schedule_payload(integration))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and count_posts() < 1:
+        time.sleep(0.1)
+    time.sleep(1.0)  # give a duplicate the chance to appear
+    assert count_posts() == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"content": 42}, "content: Input should be a valid string"),
+        ({"integration_id": "not-a-uuid"}, "integration_id"),
+        ({"scheduled_at": "2026-13-45"}, "scheduled_at"),
+        ({"scheduled_at": "2026-12-01T09:00:00"}, "timezone"),
+        ({"sneaky": "field"}, "sneaky: Extra inputs are not permitted"),
+        ({"idempotency_key": "has spaces; DROP TABLE"}, "idempotency_key"),
+        ({"content": "x" * 100_001}, "content"),
+        ({"integration_id": "00000000-0000-4000-8000-000000000000"}, "integration_not_found"),
+        ({"scheduled_at": "2000-01-01T00:00:00Z"}, "scheduled_at_out_of_range"),
+        ({"scheduled_at": "2999-01-01T00:00:00Z"}, "scheduled_at_out_of_range"),
+        ({"content": "é" * 501}, "content_invalid"),
+    ],
+)
+def test_bad_schedule_payloads_are_refused_recorded_and_create_nothing(
+    process_settings: Settings,
+    worker: Any,
+    connect: ConnectFn,
+    celery_app: Any,
+    log_lines: list[dict[str, Any]],
+    overrides: dict[str, Any],
+    reason: str,
+) -> None:
+    integration = connect("mastodon")
+    bad = celery_app.send_task(
+        "herald.posts.schedule", kwargs=_schedule_payload(integration, **overrides)
+    )
+    letters = wait_for_dead_letters()
+    assert [(d.task_name, d.task_id) for d in letters] == [("herald.posts.schedule", bad.id)]
+    assert reason in letters[0].reason
+    assert count_posts() == 0
+    assert not [line for line in log_lines if line.get("event") == "task.retrying"]
+
+
+def test_another_workspaces_integration_is_refused_like_a_missing_one(
+    process_settings: Settings, worker: Any, connect: ConnectFn, celery_app: Any
+) -> None:
+    mine = connect("mastodon")
+    with db.session_scope() as s:
+        other_ws = make_workspace(s)
+        theirs = make_integration(s, other_ws, provider="mastodon")
+    payload = _schedule_payload(mine, integration_id=str(theirs.id))
+    celery_app.send_task("herald.posts.schedule", kwargs=payload)
+    letters = wait_for_dead_letters()
+    assert "integration_not_found" in letters[0].reason
+    assert count_posts() == 0
