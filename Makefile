@@ -43,7 +43,7 @@ demo: install  ## run the end-to-end demo on embedded defaults (no servers neede
 	$(BIN)/herald demo
 
 bench: install  ## pipeline throughput, latency and memory (needs Postgres and Redis)
-	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -u -m bench.pipeline
 
 fmt: install
 	$(BIN)/ruff format .

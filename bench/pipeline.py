@@ -64,7 +64,7 @@ class Bench:
 
     # -- environment ---------------------------------------------------------------------------
 
-    def env(self, *, telemetry: bool) -> dict[str, str]:
+    def env(self, *, telemetry: bool, sample_ratio: float = 1.0) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
         env.update(
             {
@@ -80,6 +80,7 @@ class Bench:
                 "HERALD_LOG_FORMAT": "json",
                 "HERALD_LOG_LEVEL": "INFO" if telemetry else "WARNING",
                 "HERALD_TELEMETRY_ENABLED": "true" if telemetry else "false",
+                "HERALD_TRACE_SAMPLE_RATIO": str(sample_ratio),
                 "BENCH_BROKER_URL": REDIS_URL,
                 "BENCH_KEY_PREFIX": KEY_PREFIX,
                 "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
@@ -89,7 +90,7 @@ class Bench:
             env["HERALD_TRACE_FILE"] = str(self.workdir / "spans.jsonl")
         return env
 
-    def herald_worker(self, name: str, *, telemetry: bool) -> Process:
+    def herald_worker(self, name: str, *, telemetry: bool, sample_ratio: float = 1.0) -> Process:
         from herald.celery_app import app
 
         return Process.celery(
@@ -97,7 +98,7 @@ class Bench:
             name,
             "publish,default",
             self.concurrency,
-            self.env(telemetry=telemetry),
+            self.env(telemetry=telemetry, sample_ratio=sample_ratio),
             self.workdir,
         ).wait_ready(app)
 
@@ -285,25 +286,32 @@ def report(
     integration, account_id, token = bench.account(sandbox, keys, ws)
     bare_s = run_bare(bench, sandbox, token, account_id, n)
     bare_rate = n / bare_s
-    print(f"bare celery task        {bare_rate:8.1f} posts/s  ({n} in {bare_s:.1f} s)")
+    print(f"{'bare celery task':34} {bare_rate:8.1f} posts/s  ({n} in {bare_s:.1f} s)")
 
-    rates = {}
-    for label, telemetry in (("herald, telemetry on ", True), ("herald, telemetry off", False)):
+    runs = (
+        ("on", "herald, telemetry on (every trace)", True, 1.0),
+        ("sampled", "herald, telemetry on (10% traces)", True, 0.1),
+        ("off", "herald, telemetry off", False, 1.0),
+    )
+    rates: dict[str, float] = {}
+    for key, label, telemetry, ratio in runs:
         integration, _, _ = bench.account(sandbox, keys, ws)
-        tag = f"tput-{telemetry}-{RUN}"
+        tag = f"tput-{key}-{RUN}"
         bench.insert_posts(ws, integration, n, tag)
-        worker = bench.herald_worker(f"tput-{telemetry}", telemetry=telemetry)
+        worker = bench.herald_worker(f"tput-{key}", telemetry=telemetry, sample_ratio=ratio)
         try:
             took = dispatch_until(bench.settings, tag, n, 0.2, 900)
         finally:
             worker.stop()
-        rates[telemetry] = n / took
-        print(f"{label}   {rates[telemetry]:8.1f} posts/s  ({n} in {took:.1f} s)")
+        rates[key] = n / took
+        print(f"{label:34} {rates[key]:8.1f} posts/s  ({n} in {took:.1f} s)")
 
-    print(f"\nratio herald/bare                 {rates[True] / bare_rate:5.2f}   (goal >= 0.5)")
-    print(f"ratio telemetry on/off            {rates[True] / rates[False]:5.2f}   (goal >= 0.9)\n")
+    on, off, sampled = rates["on"], rates["off"], rates["sampled"]
+    print(f"\nratio herald (telemetry on)/bare        {on / bare_rate:5.2f}  (goal >= 0.5)")
+    print(f"ratio telemetry on/off (every trace)   {on / off:5.2f}  (goal >= 0.9)")
+    print(f"ratio telemetry on/off (10% of traces) {sampled / off:5.2f}\n")
 
-    latency(bench, sandbox, keys, ws, rates[True])
+    latency(bench, sandbox, keys, ws, rates["on"])
     memory(bench, sandbox, keys, ws, args.memory_posts)
 
 

@@ -59,8 +59,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": ROUTES,
         "task_create_missing_queues": False,
         "worker_hijack_root_logger": False,
-        "worker_send_task_events": True,  # Flower
-        "task_send_sent_event": True,
+        # Events cost a Redis publish per task state; Flower turns them on while it watches.
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
         "enable_utc": True,
         "timezone": "UTC",
         "beat_schedule": beat_schedule(settings),

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     telemetry_enabled: bool = Field(
         default=True, description="Tracing, metrics and instrumentation (logs are separate)."
     )
+    task_events: bool = Field(
+        default=False,
+        description="Send Celery task events from the start. Flower enables them while it runs.",
+    )
     log_format: Literal["json", "console"] = "console"
     log_level: str = "INFO"
     otlp_endpoint: str | None = None
@@ -75,10 +79,21 @@ class Settings(BaseSettings):
         default=None, description="Write spans as JSON lines here when no OTLP endpoint is set."
     )
     trace_console: bool = False
+    trace_sample_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of traces recorded (parent-based: a flow is kept or dropped whole).",
+    )
 
     # Publishing
     dispatch_interval_s: float = Field(default=2.0, gt=0, description="Beat tick of dispatch_due.")
     dispatch_batch_size: int = Field(default=200, ge=1, le=5000)
+    dispatch_max_queued: int = Field(
+        default=2000,
+        ge=1,
+        description="Backpressure: no more posts are queued while this many wait for a worker.",
+    )
     publish_max_attempts: int = Field(default=5, ge=1, le=50)
     publish_backoff_s: float = Field(default=5.0, gt=0)
     publish_backoff_max_s: float = Field(default=600.0, gt=0)

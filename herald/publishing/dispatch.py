@@ -36,6 +36,12 @@ def claim_due_posts(
     session: Session, settings: Settings, *, limit: int | None = None
 ) -> list[Claimed]:
     service_scope(session, "dispatch_due")
+    # Backpressure: while workers are behind, due posts wait here, visibly, rather than pile up
+    # as messages (where the sweep would mistake a long wait for a lost message).
+    waiting = session.scalar(select(func.count()).where(Post.status == PostStatus.QUEUED)) or 0
+    room = settings.dispatch_max_queued - waiting
+    if room <= 0:
+        return []
     now = utcnow()
     due_at = func.coalesce(Post.next_attempt_at, Post.scheduled_at)
     candidates = session.execute(
@@ -49,7 +55,7 @@ def claim_due_posts(
             or_(Integration.rate_limited_until.is_(None), Integration.rate_limited_until <= now),
         )
         .order_by(due_at)
-        .limit(limit or settings.dispatch_batch_size)
+        .limit(min(limit or settings.dispatch_batch_size, room))
         .with_for_update(of=Post, skip_locked=True, key_share=True)
     ).all()
     if not candidates:

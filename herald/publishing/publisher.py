@@ -82,12 +82,15 @@ def publish_post(
     task_id: str | None = None,
 ) -> Outcome:
     """Run one publish attempt of ``post_id``. Commits as it goes; see the module docstring."""
-    post = session.get(Post, post_id)
-    if post is None:
+    row = session.execute(
+        select(Post, Integration)
+        .join(Integration, Integration.id == Post.integration_id)
+        .where(Post.id == post_id)
+    ).first()
+    if row is None:
         log.warning("publish.unknown_post", post_id=str(post_id))
         return NOT_MINE
-    integration = session.get(Integration, post.integration_id)
-    assert integration is not None  # FK
+    post, integration = row[0], row[1]
     now = utcnow()
 
     if integration.status in (IntegrationStatus.NEEDS_REAUTH, IntegrationStatus.DISABLED):

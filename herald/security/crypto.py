@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import os
 import re
 import uuid
@@ -90,7 +91,7 @@ class KeyRing:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyRing:
-        return cls.parse(settings.token_keys.get_secret_value())
+        return _ring_for(settings.token_keys.get_secret_value())
 
     @property
     def key_ids(self) -> frozenset[str]:
@@ -129,6 +130,11 @@ class KeyRing:
             return parts[1], _b64d(parts[2]), _b64d(parts[3])
         except (binascii.Error, ValueError):
             raise DecryptionError("token ciphertext is not valid base64") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _ring_for(spec: str) -> KeyRing:
+    return KeyRing.parse(spec)
 
 
 def key_id_of(ciphertext: str) -> str:

@@ -45,17 +45,20 @@ _SECRET_KEYS = frozenset(
     }
 )
 _SECRET_SUFFIXES = ("_token", "_secret", "_password", "_key_material", "_ciphertext")
-# Secrets embedded in free text: bearer/basic credentials, and key=value pairs in URLs or bodies.
+# Secrets embedded in free text: bearer/basic credentials, key=value pairs in URLs or bodies,
+# and Telegram's bot token in a path. Each pattern runs only if its trigger is in the text
+# (most values are ids and words with none), which keeps redaction cheap on the hot path.
 _TEXT_PATTERNS = (
-    (re.compile(r"(?i)\b(bearer|basic|bot)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + REDACTED),
+    (" ", re.compile(r"(?i)\b(bearer|basic|bot)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + REDACTED),
     (
+        "=",
         re.compile(
             r"(?i)\b(access_token|refresh_token|client_secret|code|code_verifier|password|token)"
             r"=[^&\s\"']+"
         ),
         r"\1=" + REDACTED,
     ),
-    (re.compile(r"(/bot)\d+:[A-Za-z0-9_-]+"), r"\1" + REDACTED),
+    ("/bot", re.compile(r"(/bot)\d+:[A-Za-z0-9_-]+"), r"\1" + REDACTED),
 )
 
 
@@ -65,8 +68,9 @@ def is_secret_key(key: str) -> bool:
 
 
 def redact_text(text: str) -> str:
-    for pattern, replacement in _TEXT_PATTERNS:
-        text = pattern.sub(replacement, text)
+    for trigger, pattern, replacement in _TEXT_PATTERNS:
+        if trigger in text:
+            text = pattern.sub(replacement, text)
     return text
 
 
@@ -149,8 +153,17 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
             root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
-    # Chatty libraries stay at WARNING unless debugging.
-    for noisy in ("httpx", "httpcore", "amqp", "kombu", "urllib3"):
+    # Chatty libraries stay at WARNING unless debugging. Celery's "received" and "succeeded"
+    # lines are replaced by Herald's task.* lines, which carry the correlation context.
+    for noisy in (
+        "httpx",
+        "httpcore",
+        "amqp",
+        "kombu",
+        "urllib3",
+        "celery.app.trace",
+        "celery.worker.strategy",
+    ):
         logging.getLogger(noisy).setLevel(
             logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING
         )

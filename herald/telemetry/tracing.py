@@ -11,7 +11,6 @@ Export goes by OTLP/HTTP when ``HERALD_OTLP_ENDPOINT`` is set, else to a JSON-li
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from sqlalchemy.engine import Engine
 
 from herald.settings import Settings
@@ -45,7 +45,7 @@ class JsonLinesSpanExporter(SpanExporter):
         self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        lines = [json.dumps(json.loads(span.to_json()), separators=(",", ":")) for span in spans]
+        lines = [span.to_json(indent=None) for span in spans]
         with self._lock, self._path.open("a", encoding="utf-8") as out:
             out.write("\n".join(lines) + "\n")
         return SpanExportResult.SUCCESS
@@ -105,7 +105,9 @@ def setup_telemetry(
                 "deployment.environment": settings.env,
             }
         )
-        provider = TracerProvider(resource=resource)
+        # Parent-based: a trace started elsewhere keeps its decision across every hop.
+        ratio = 1.0 if exporter is not None else settings.trace_sample_ratio
+        provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(ratio)))
         chosen, batched = (exporter, False) if exporter is not None else _exporter(settings)
         if chosen is not None:
             processor: Any = BatchSpanProcessor(chosen) if batched else SimpleSpanProcessor(chosen)

@@ -61,6 +61,7 @@ Time is :meth:`Sandbox.now`, which the control API can advance to expire tokens.
 from __future__ import annotations
 
 import base64
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any, ClassVar
@@ -139,7 +140,7 @@ def _phrase(status: int) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-class SandboxNetwork:
+class SandboxNetwork(ABC):
     """Base class of an emulated network. Override ``routes`` and ``error_response``."""
 
     name: ClassVar[str]
@@ -155,8 +156,9 @@ class SandboxNetwork:
     #: Switches for facts PROVIDERS.md marks unconfirmed; set with PUT /_sandbox/options/<net>.
     default_options: ClassVar[Mapping[str, Any]] = {}
 
+    @abstractmethod
     def routes(self, sb: Sandbox) -> APIRouter:
-        raise NotImplementedError
+        """The network's endpoints, with paths relative to ``/<network>``."""
 
     def error_response(self, err: NetworkError) -> Response:
         body: dict[str, Any] = {"error": err.code or err.message, "message": err.message}

@@ -135,3 +135,24 @@ def test_another_workspaces_integration_is_refused_like_a_missing_one(
     letters = wait_for_dead_letters()
     assert "integration_not_found" in letters[0].reason
     assert count_posts() == 0
+
+
+def test_dispatch_applies_backpressure_while_workers_are_behind(
+    connect: ConnectFn, new_post: Callable[..., Post], pub_settings: Settings
+) -> None:
+    integration = connect("mastodon")
+    for _ in range(6):
+        new_post(integration)
+    settings = pub_settings.model_copy(update={"dispatch_max_queued": 4})
+    with db.session_scope() as s:
+        assert len(claim_due_posts(s, settings)) == 4
+    with db.session_scope() as s:
+        assert claim_due_posts(s, settings) == []  # four still wait for a worker
+    with db.session_scope() as s:
+        s.execute(
+            Post.__table__.update()
+            .where(Post.status == PostStatus.QUEUED)
+            .values(status=PostStatus.PUBLISHED.value)
+        )
+    with db.session_scope() as s:
+        assert len(claim_due_posts(s, settings)) == 2
