@@ -164,27 +164,32 @@ class _Run:
 
     def call_and_record(self) -> Outcome:
         started = time.perf_counter()
+        result: PublishResult | None = None
+        error: ProviderError | DecryptionError | None = None
         try:
             draft = draft_of(self.post)
             account = account_of(self.integration)
             tokens = open_tokens(self.integration, self.keys)
             self.provider.validate(draft, account)
             result = self.provider.publish(draft, account, tokens)
-        except AmbiguousOutcome as exc:
-            outcome = self._ambiguous(exc)
-        except ProviderError as exc:
-            outcome = self._refused(exc)
-        except DecryptionError as exc:
-            self.attempt.outcome, self.attempt.error_code = "failed", "token_unreadable"
-            self.attempt.error_message = str(exc)
-            outcome = self._fail("token_unreadable", str(exc))
-        else:
+        except (ProviderError, DecryptionError) as exc:
+            error = exc
+        latency = time.perf_counter() - started
+        # Timing first: the outcome below then reaches the attempt row in a single UPDATE.
+        self.attempt.finished_at = utcnow()
+        self.attempt.latency_ms = round(latency * 1000)
+        if result is not None:
             self.attempt.outcome = "published"
             self.attempt.provider_request_id = result.request_id
             outcome = self._published(result)
-        latency = time.perf_counter() - started
-        self.attempt.finished_at = utcnow()
-        self.attempt.latency_ms = round(latency * 1000)
+        elif isinstance(error, AmbiguousOutcome):
+            outcome = self._ambiguous(error)
+        elif isinstance(error, ProviderError):
+            outcome = self._refused(error)
+        else:
+            self.attempt.outcome, self.attempt.error_code = "failed", "token_unreadable"
+            self.attempt.error_message = str(error)
+            outcome = self._fail("token_unreadable", str(error))
         self.session.commit()
         self._observe(outcome, latency)
         return outcome
