@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -23,7 +24,15 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from herald.providers.base import AmbiguousOutcome, ProviderError, TransientError
+from herald.providers.base import (
+    AmbiguousOutcome,
+    AuthExpired,
+    PermanentError,
+    ProviderError,
+    RateLimited,
+    ReauthRequired,
+    TransientError,
+)
 from herald.settings import Settings
 from herald.telemetry import metrics
 
@@ -179,6 +188,38 @@ def json_body(response: httpx.Response) -> Any:
         return None
 
 
+def error_for_status(
+    status: int,
+    message: str,
+    *,
+    provider: str,
+    idempotent: bool,
+    reset_at: datetime,
+    token_endpoint: bool = False,
+    **details: Any,
+) -> ProviderError:
+    """The plain-HTTP ladder most networks follow, once their message and code are read:
+    429 → rate limited until ``reset_at``; on the token endpoint 400/401 → the grant is dead;
+    401 → access token refused; other 4xx → permanent; 5xx → see :func:`server_status_error`."""
+    kw: dict[str, Any] = {"provider": provider, "http_status": status, **details}
+    if status == 429:
+        return RateLimited(message, reset_at=reset_at, **kw)
+    if token_endpoint and status in (400, 401):
+        return ReauthRequired(message, **kw)
+    if status == 401:
+        return AuthExpired(message, **kw)
+    if 400 <= status < 500:
+        return PermanentError(message, **kw)
+    return server_status_error(status, message, idempotent=idempotent, **kw)
+
+
+def server_status_error(status: int, message: str, *, idempotent: bool, **kw: Any) -> ProviderError:
+    """Classify a 5xx answer. 503 means the server did not take the request; for any other
+    5xx to a write the network cannot de-duplicate, the post may exist: that is ambiguous."""
+    cls: type[ProviderError] = TransientError if idempotent or status == 503 else AmbiguousOutcome
+    return cls(message, **kw)
+
+
 def server_error(
     provider: str,
     response: httpx.Response,
@@ -187,9 +228,13 @@ def server_error(
     message: str | None = None,
     request_id: str | None = None,
 ) -> ProviderError:
-    """Classify a 5xx answer. 503 means the server did not take the request; for any other
-    5xx to a write the network cannot de-duplicate, the post may exist: that is ambiguous."""
+    """:func:`server_status_error` for a response."""
     status = response.status_code
-    text = message or f"HTTP {status} from {provider}"
-    cls: type[ProviderError] = TransientError if idempotent or status == 503 else AmbiguousOutcome
-    return cls(text, provider=provider, http_status=status, request_id=request_id)
+    return server_status_error(
+        status,
+        message or f"HTTP {status} from {provider}",
+        idempotent=idempotent,
+        provider=provider,
+        http_status=status,
+        request_id=request_id,
+    )

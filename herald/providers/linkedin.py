@@ -29,22 +29,19 @@ import httpx
 from herald.providers.base import (
     Account,
     AmbiguousOutcome,
-    AuthExpired,
     AuthorizeRequest,
     ContentInvalid,
     Idempotency,
-    PermanentError,
     PostDraft,
     PostMetrics,
     ProviderError,
     PublishResult,
-    RateLimited,
     ReauthRequired,
     RemotePost,
     TokenSet,
     TransientError,
 )
-from herald.providers.http import ProviderHTTP, json_body
+from herald.providers.http import ProviderHTTP, error_for_status, json_body
 from herald.settings import Settings
 
 NAME = "linkedin"
@@ -88,23 +85,17 @@ def classify(
         raw_code = body.get("code") or body.get("error") or body.get("serviceErrorCode")
         if isinstance(raw_code, str | int) and not isinstance(raw_code, bool):
             code = str(raw_code)[:120]
-    kw: dict[str, Any] = {
-        "provider": NAME,
-        "http_status": status,
-        "provider_code": code,
-        "request_id": headers.get(REQUEST_ID_HEADER),
-    }
-    if status == 429:
-        return RateLimited(message, reset_at=next_midnight_utc(now), **kw)
-    if token_endpoint and status in (400, 401):
-        return ReauthRequired(message, **kw)
-    if status == 401:
-        return AuthExpired(message, **kw)
-    if 400 <= status < 500:
-        return PermanentError(message, **kw)
-    if status == 503 or (status >= 500 and idempotent):
-        return TransientError(message, **kw)
-    return AmbiguousOutcome(message, **kw)
+    # LinkedIn's 429 carries no reset header: its quotas reset at midnight UTC.
+    return error_for_status(
+        status,
+        message,
+        provider=NAME,
+        idempotent=idempotent,
+        reset_at=next_midnight_utc(now),
+        token_endpoint=token_endpoint,
+        provider_code=code,
+        request_id=headers.get(REQUEST_ID_HEADER),
+    )
 
 
 def _error(response: httpx.Response, *, idempotent: bool, token: bool = False) -> ProviderError:

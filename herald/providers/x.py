@@ -28,7 +28,6 @@ import httpx
 from herald.providers.base import (
     Account,
     AmbiguousOutcome,
-    AuthExpired,
     AuthorizeRequest,
     ContentInvalid,
     Idempotency,
@@ -37,13 +36,12 @@ from herald.providers.base import (
     PostMetrics,
     ProviderError,
     PublishResult,
-    RateLimited,
     ReauthRequired,
     RemotePost,
     TokenSet,
     TransientError,
 )
-from herald.providers.http import ProviderHTTP, json_body
+from herald.providers.http import ProviderHTTP, error_for_status, json_body
 from herald.providers.text import x_weighted_length
 from herald.settings import Settings
 
@@ -105,18 +103,15 @@ def classify(
     code = None
     if isinstance(body, Mapping):
         code = _text(body.get("type") or body.get("error"), 120)
-    kw: dict[str, Any] = {"provider": NAME, "http_status": status, "provider_code": code}
-    if status == 429:
-        return RateLimited(message, reset_at=_reset_at(headers, now), **kw)
-    if token_endpoint and status in (400, 401):
-        return ReauthRequired(message, **kw)
-    if status == 401:
-        return AuthExpired(message, **kw)
-    if 400 <= status < 500:
-        return PermanentError(message, **kw)
-    if status == 503 or (status >= 500 and idempotent):
-        return TransientError(message, **kw)
-    return AmbiguousOutcome(message, **kw)
+    return error_for_status(
+        status,
+        message,
+        provider=NAME,
+        idempotent=idempotent,
+        reset_at=_reset_at(headers, now),
+        token_endpoint=token_endpoint,
+        provider_code=code,
+    )
 
 
 def _error(response: httpx.Response, *, idempotent: bool, token: bool = False) -> ProviderError:
