@@ -41,6 +41,7 @@ from herald.providers.base import (
     ReauthRequired,
     TransientError,
 )
+from herald.providers.registry import UnknownProvider
 from herald.publishing.providers import provider_for
 from herald.publishing.reconcile import reconcile
 from herald.publishing.scheduling import draft_of
@@ -115,6 +116,20 @@ def publish_post(
         )
         session.commit()
         return Outcome(PostStatus.RETRYING, "paused") if won else NOT_MINE
+
+    try:
+        provider_for(integration.provider, settings)
+    except UnknownProvider:
+        won = transition(
+            session,
+            post.id,
+            from_=(PostStatus.QUEUED, PostStatus.RETRYING),
+            to=PostStatus.FAILED,
+            last_error_code="provider_unsupported",
+            last_error_message=f"no adapter for provider {integration.provider!r}",
+        )
+        session.commit()
+        return Outcome(PostStatus.FAILED, "provider_unsupported") if won else NOT_MINE
 
     attempt_number = post.attempts + 1
     if not transition(

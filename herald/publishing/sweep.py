@@ -66,8 +66,14 @@ def resolve_dead_workers(
     ).all()
     results: Counter[str] = Counter()
     for post in stuck:
-        results[_resolve(session, post, settings, keys)] += 1
-        session.commit()
+        try:
+            results[_resolve(session, post, settings, keys)] += 1
+            session.commit()
+        except Exception:
+            # One post that cannot be resolved must not stop the sweep for the others.
+            session.rollback()
+            log.exception("sweep.resolve_failed", post_id=str(post.id))
+            results["error"] += 1
         service_scope(session, "sweep_stuck")
     if results:
         log.warning("sweep.resolved", **results)

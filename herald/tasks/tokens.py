@@ -10,17 +10,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import structlog
 from sqlalchemy import select
 
 from herald.celery_app import app
 from herald.db import service_scope
 from herald.models import Integration, IntegrationStatus, PostStatus, transition, utcnow
-from herald.providers.registry import provider_class
+from herald.providers.registry import UnknownProvider, provider_class
 from herald.security.crypto import KeyRing
 from herald.settings import get_settings
 from herald.tasks.base import HeraldTask, RetryPolicy
 from herald.tasks.contracts import NoArguments, RefreshIntegration
 from herald.tokens.refresh import RefreshFailed, refresh_integration
+
+log = structlog.get_logger("herald.tasks")
 
 
 @app.task(
@@ -72,7 +75,14 @@ def refresh_expiring(self: HeraldTask, payload: NoArguments) -> int:
     ).all()
     count = 0
     for integration_id, provider, version in rows:
-        if not provider_class(provider).refreshes_tokens:
+        try:
+            refreshes = provider_class(provider).refreshes_tokens
+        except UnknownProvider:
+            log.warning(
+                "token.refresh_skipped", integration_id=str(integration_id), provider=provider
+            )
+            continue
+        if not refreshes:
             continue
         self.enqueue(refresh.s(integration_id=str(integration_id), seen_token_version=version))
         count += 1

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from herald.db import session_scope
 from herald.models import Integration, IntegrationStatus, TokenRefreshAttempt, utcnow
 from herald.providers.base import AuthExpired, ProviderError, ReauthRequired
+from herald.providers.registry import UnknownProvider
 from herald.publishing.providers import provider_for
 from herald.security.crypto import DecryptionError, KeyRing
 from herald.settings import Settings
@@ -60,8 +61,11 @@ def refresh_integration(
     if seen_version is not None and integration.token_version > seen_version:
         return RefreshOutcome(True, integration.status, "already refreshed by another worker")
 
+    try:
+        provider = provider_for(integration.provider, settings)
+    except UnknownProvider:
+        return RefreshOutcome(False, integration.status, "no adapter for this provider")
     attempt_id = _open_attempt(integration, task_id)
-    provider = provider_for(integration.provider, settings)
     started = time.perf_counter()
     outcome = "refreshed"
     error: Exception | None = None

@@ -263,3 +263,50 @@ def test_a_deliberate_retry_gets_a_fresh_attempt_budget(
     assert stored.attempts == 4
     (attempt,) = attempts_of(post)
     assert attempt.attempt_number == 4
+
+
+def test_an_integration_without_an_adapter_fails_its_post_with_a_clear_reason(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    integration = connect("mastodon")
+    with db.session_scope() as s:
+        s.execute(
+            Integration.__table__.update()
+            .where(Integration.id == integration.id)
+            .values(provider="myspace")
+        )
+    post = new_post(integration)
+    assert run_publish(post, pub_settings, keys).status is PostStatus.FAILED
+    stored = fresh(Post, post.id)
+    assert stored.last_error_code == "provider_unsupported"
+    assert "myspace" in stored.last_error_message
+    assert attempts_of(post) == []
+
+
+def test_the_sweep_goes_on_past_a_post_it_cannot_resolve(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    from herald.publishing.sweep import resolve_dead_workers
+
+    long_ago = utcnow() - timedelta(hours=1)
+    broken = connect("telegram")
+    with db.session_scope() as s:
+        s.execute(
+            Integration.__table__.update()
+            .where(Integration.id == broken.id)
+            .values(provider="myspace")
+        )
+    new_post(broken, status="publishing", publishing_started_at=long_ago - timedelta(minutes=1))
+    fine = new_post(connect("telegram"), status="publishing", publishing_started_at=long_ago)
+    with db.session_scope() as s:
+        results = resolve_dead_workers(s, pub_settings, keys)
+    assert results == {"error": 1, "needs_review": 1}
+    assert fresh(Post, fine.id).status is PostStatus.NEEDS_REVIEW
