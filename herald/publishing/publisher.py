@@ -118,7 +118,7 @@ def publish_post(
         return Outcome(PostStatus.RETRYING, "paused") if won else NOT_MINE
 
     try:
-        provider_for(integration.provider, settings)
+        provider = provider_for(integration.provider, settings)
     except UnknownProvider:
         won = transition(
             session,
@@ -158,7 +158,7 @@ def publish_post(
     session.add(attempt)
     session.commit()  # the claim and the attempt are durable before the network sees anything
 
-    run = _Run(session, post, integration, attempt, settings, keys)
+    run = _Run(session, post, integration, attempt, provider, settings, keys)
     return run.call_and_record()
 
 
@@ -170,12 +170,9 @@ class _Run:
     post: Post
     integration: Integration
     attempt: PublishAttempt
+    provider: Provider
     settings: Settings
     keys: KeyRing
-
-    @property
-    def provider(self) -> Provider:
-        return provider_for(self.integration.provider, self.settings)
 
     def call_and_record(self) -> Outcome:
         started = time.perf_counter()

@@ -7,6 +7,7 @@ demo; the tokens are sealed before they touch the row.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -62,7 +63,6 @@ def connect_integration(
 
 def tokens_from(values: dict[str, Any]) -> TokenSet:
     """A TokenSet from an OAuth-style token answer (``access_token``, ``expires_at``…)."""
-    from datetime import datetime
 
     def when(key: str) -> datetime | None:
         raw = values.get(key)
