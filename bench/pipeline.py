@@ -38,9 +38,9 @@ from herald import db
 from herald.migrations import runner
 from herald.models import Post, PostStatus, Workspace, utcnow
 from herald.providers.base import Account
-from herald.providers.sandbox import SandboxClient
 from herald.publishing.dispatch import claim_due_posts
 from herald.publishing.sweep import requeue_lost
+from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
 from herald.tokens.connect import connect_integration, tokens_from

@@ -135,7 +135,7 @@ def sandbox(host: str, port: int) -> None:
 
     Point Herald at it with HERALD_SANDBOX_URL=http://HOST:PORT.
     """
-    from herald.providers.sandbox.server import main as serve
+    from herald.sandbox.server import main as serve
 
     serve(host, port)
 

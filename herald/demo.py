@@ -21,13 +21,13 @@ from rich.table import Table
 from sqlalchemy import select
 
 from herald import db
+from herald.contracts import SchedulePost
 from herald.models import Integration, Post, PostStatus, Workspace, utcnow
 from herald.providers.base import Account
-from herald.providers.sandbox import SandboxClient, run_in_thread
 from herald.publishing.scheduling import SchedulingError, schedule_post
+from herald.sandbox import SandboxClient, run_in_thread
 from herald.security.crypto import KeyRing
 from herald.settings import Settings, use_settings
-from herald.tasks.contracts import SchedulePost
 from herald.tokens.connect import connect_integration, tokens_from
 
 P = PostStatus

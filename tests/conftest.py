@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import uuid
 
+from hypothesis import settings
+
 RUN_ID = uuid.uuid4().hex[:10]
 ADMIN_DATABASE_URL = os.environ.get(
     "HERALD_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -32,6 +34,10 @@ os.environ.update(
         "HERALD_TOKEN_KEYS": "test1:" + "A" * 43 + ",old:" + "B" * 43,
     }
 )
+
+# Property tests are reproducible: a fixed seed per test, no example database between runs.
+settings.register_profile("herald", derandomize=True, database=None, deadline=None)
+settings.load_profile("herald")
 
 pytest_plugins = [
     "tests.fixtures.database",

@@ -9,8 +9,8 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from herald.contracts import MediaIn, SchedulePost
 from herald.models import Post, PostStatus, PublishAttempt
-from herald.tasks.contracts import MediaIn, SchedulePost
 
 
 class ScheduleRequest(BaseModel):

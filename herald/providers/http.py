@@ -147,6 +147,13 @@ class ProviderHTTP:
             if safe:
                 raise _RetryableRead(TransientError(what, provider=self.provider)) from exc
             raise AmbiguousOutcome(what, provider=self.provider) from exc
+        except httpx.InvalidURL as exc:
+            # Built from a malformed value in an earlier answer (an id with control characters):
+            # nothing was sent, and the next attempt may get a usable answer.
+            raise TransientError(
+                f"cannot call {self.provider}: a value in its answer made an unusable URL",
+                provider=self.provider,
+            ) from exc
         except httpx.HTTPError as exc:
             raise TransientError(
                 f"{type(exc).__name__} calling {self.provider}", provider=self.provider

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,3 +89,25 @@ def get_provider(
     kwargs |= {k: v for k, v in client_credentials(settings, name).items() if k in accepted}
     provider: Provider = cls(settings, **kwargs)
     return provider
+
+
+# One adapter per network per settings object, per process: adapters hold an httpx client and
+# its pooled connections, which are worth reusing across posts (and are thread-safe).
+_cache_lock = threading.Lock()
+_adapters: dict[tuple[str, int], tuple[Settings, Provider]] = {}
+
+
+def provider_for(name: str, settings: Settings) -> Provider:
+    """The process's shared adapter for ``name`` under ``settings`` (built on first use)."""
+    key = (name, id(settings))
+    with _cache_lock:
+        cached = _adapters.get(key)
+        if cached is None or cached[0] is not settings:
+            cached = _adapters[key] = (settings, get_provider(name, settings))
+        return cached[1]
+
+
+def forget_adapters() -> None:
+    """Drop every cached adapter (after a fork, or when the settings change in tests)."""
+    with _cache_lock:
+        _adapters.clear()

@@ -41,14 +41,13 @@ from herald.providers.base import (
     ReauthRequired,
     TransientError,
 )
-from herald.providers.registry import UnknownProvider
-from herald.publishing.providers import provider_for
+from herald.providers.registry import UnknownProvider, provider_for
 from herald.publishing.reconcile import reconcile
 from herald.publishing.scheduling import draft_of
+from herald.security.credentials import account_of, open_tokens
 from herald.security.crypto import DecryptionError, KeyRing
 from herald.settings import Settings
 from herald.telemetry import context, metrics
-from herald.tokens.credentials import account_of, open_tokens
 
 log = structlog.get_logger("herald.publishing")
 WORKER = socket.gethostname()
@@ -66,6 +65,7 @@ class Outcome:
 
 
 NOT_MINE = Outcome(None, "not_claimed")
+DUE_OR_QUEUED = (PostStatus.QUEUED, PostStatus.RETRYING)
 
 
 def backoff(attempt: int, settings: Settings) -> timedelta:
@@ -82,7 +82,7 @@ def publish_post(
     *,
     task_id: str | None = None,
 ) -> Outcome:
-    """Run one publish attempt of ``post_id``. Commits as it goes; see the module docstring."""
+    """Run one publish attempt of ``post_id``: preflight, claim, run. Commits as it goes."""
     row = session.execute(
         select(Post, Integration)
         .join(Integration, Integration.id == Post.integration_id)
@@ -92,58 +92,79 @@ def publish_post(
         log.warning("publish.unknown_post", post_id=str(post_id))
         return NOT_MINE
     post, integration = row[0], row[1]
-    now = utcnow()
+    ready = preflight(session, post, integration, settings)
+    if isinstance(ready, Outcome):
+        return ready
+    attempt = claim(session, post, integration, task_id=task_id)
+    if attempt is None:
+        log.info("publish.not_claimed", post_id=str(post_id))
+        return NOT_MINE
+    return _Run(session, post, integration, attempt, ready, settings, keys).call_and_record()
 
+
+def preflight(
+    session: Session, post: Post, integration: Integration, settings: Settings
+) -> Provider | Outcome:
+    """The adapter to publish with, or the outcome for a post that cannot be tried now
+    (its integration needs the user, is paused by a rate limit, or has no adapter)."""
     if integration.status in (IntegrationStatus.NEEDS_REAUTH, IntegrationStatus.DISABLED):
-        won = transition(
+        return _settle_unclaimed(
             session,
-            post.id,
-            from_=(PostStatus.QUEUED, PostStatus.RETRYING),
+            post,
             to=PostStatus.FAILED,
+            kind="integration_unavailable",
             last_error_code="integration_" + integration.status.value,
             last_error_message=f"the integration is {integration.status.value}; reconnect it",
         )
-        session.commit()
-        return Outcome(PostStatus.FAILED, "integration_unavailable") if won else NOT_MINE
-    if integration.rate_limited_until and integration.rate_limited_until > now:
+    if integration.rate_limited_until and integration.rate_limited_until > utcnow():
         # Paced: wait for the provider's reset without spending an attempt.
-        won = transition(
+        return _settle_unclaimed(
             session,
-            post.id,
-            from_=PostStatus.QUEUED,
+            post,
             to=PostStatus.RETRYING,
+            kind="paused",
             next_attempt_at=integration.rate_limited_until,
         )
-        session.commit()
-        return Outcome(PostStatus.RETRYING, "paused") if won else NOT_MINE
-
     try:
-        provider = provider_for(integration.provider, settings)
+        return provider_for(integration.provider, settings)
     except UnknownProvider:
-        won = transition(
+        return _settle_unclaimed(
             session,
-            post.id,
-            from_=(PostStatus.QUEUED, PostStatus.RETRYING),
+            post,
             to=PostStatus.FAILED,
+            kind="provider_unsupported",
             last_error_code="provider_unsupported",
             last_error_message=f"no adapter for provider {integration.provider!r}",
         )
-        session.commit()
-        return Outcome(PostStatus.FAILED, "provider_unsupported") if won else NOT_MINE
 
+
+def _settle_unclaimed(
+    session: Session, post: Post, *, to: PostStatus, kind: str, **values: object
+) -> Outcome:
+    sources = (PostStatus.QUEUED,) if to is PostStatus.RETRYING else DUE_OR_QUEUED
+    won = transition(session, post.id, from_=sources, to=to, **values)
+    session.commit()
+    return Outcome(to, kind) if won else NOT_MINE
+
+
+def claim(
+    session: Session, post: Post, integration: Integration, *, task_id: str | None
+) -> PublishAttempt | None:
+    """Move the post to ``publishing`` and write its attempt row, durably, before any call to
+    the network; None if another run claimed it first."""
+    now = utcnow()
     attempt_number = post.attempts + 1
     if not transition(
         session,
         post.id,
-        from_=(PostStatus.QUEUED, PostStatus.RETRYING),
+        from_=DUE_OR_QUEUED,
         to=PostStatus.PUBLISHING,
         attempts=attempt_number,
         publishing_started_at=now,
         next_attempt_at=None,
     ):
         session.rollback()
-        log.info("publish.not_claimed", post_id=str(post_id))
-        return NOT_MINE
+        return None
     attempt = PublishAttempt(
         workspace_id=post.workspace_id,
         post_id=post.id,
@@ -156,10 +177,8 @@ def publish_post(
         worker=WORKER,
     )
     session.add(attempt)
-    session.commit()  # the claim and the attempt are durable before the network sees anything
-
-    run = _Run(session, post, integration, attempt, provider, settings, keys)
-    return run.call_and_record()
+    session.commit()
+    return attempt
 
 
 @dataclass(slots=True)

@@ -17,8 +17,8 @@ import structlog
 from herald.models import Integration, Post
 from herald.providers.base import Provider, ProviderError, PublishResult
 from herald.publishing.scheduling import draft_of
+from herald.security.credentials import account_of, open_tokens
 from herald.security.crypto import DecryptionError, KeyRing
-from herald.tokens.credentials import account_of, open_tokens
 
 log = structlog.get_logger("herald.publishing")
 # Clocks differ: look a little before the attempt started.

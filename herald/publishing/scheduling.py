@@ -9,12 +9,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from herald.contracts import SchedulePost
 from herald.models import Integration, IntegrationStatus, Post, PostStatus, utcnow
 from herald.providers.base import ContentInvalid, Media, PostDraft, ProviderError
 from herald.providers.registry import UnknownProvider, get_provider
+from herald.security.credentials import account_of
 from herald.settings import Settings
-from herald.tasks.contracts import SchedulePost
-from herald.tokens.credentials import account_of
 
 log = structlog.get_logger("herald.publishing")
 

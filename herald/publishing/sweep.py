@@ -25,8 +25,8 @@ from herald.models import (
     transition,
     utcnow,
 )
+from herald.providers.registry import provider_for
 from herald.publishing.dispatch import Claimed
-from herald.publishing.providers import provider_for
 from herald.publishing.publisher import open_attempt
 from herald.publishing.reconcile import reconcile
 from herald.security.crypto import KeyRing

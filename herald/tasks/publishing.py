@@ -17,6 +17,7 @@ from celery.canvas import Signature
 from sqlalchemy.exc import OperationalError
 
 from herald.celery_app import app
+from herald.contracts import NoArguments, PublishPost, SchedulePost
 from herald.publishing.dispatch import Claimed, claim_due_posts
 from herald.publishing.publisher import publish_post
 from herald.publishing.scheduling import SchedulingError, schedule_post
@@ -24,7 +25,6 @@ from herald.publishing.sweep import requeue_lost, resolve_dead_workers
 from herald.security.crypto import KeyRing
 from herald.settings import get_settings
 from herald.tasks.base import HeraldTask, RetryPolicy
-from herald.tasks.contracts import NoArguments, PublishPost, SchedulePost
 from herald.telemetry import context
 
 log = structlog.get_logger("herald.tasks")
@@ -87,10 +87,14 @@ def publish(self: HeraldTask, payload: PublishPost) -> str | None:
         self.session, payload.post_id, get_settings(), _keys(), task_id=self.request.id
     )
     if outcome.refresh is not None:
-        from herald.tasks.tokens import refresh
-
         self.enqueue(
-            refresh.s(integration_id=str(outcome.refresh), then_publish=str(payload.post_id))
+            app.signature(
+                "herald.tokens.refresh",
+                kwargs={
+                    "integration_id": str(outcome.refresh),
+                    "then_publish": str(payload.post_id),
+                },
+            )
         )
     return outcome.status.value if outcome.status else None
 

@@ -14,13 +14,13 @@ import structlog
 from sqlalchemy import select
 
 from herald.celery_app import app
+from herald.contracts import NoArguments, RefreshIntegration
 from herald.db import service_scope
 from herald.models import Integration, IntegrationStatus, PostStatus, transition, utcnow
 from herald.providers.registry import UnknownProvider, provider_class
 from herald.security.crypto import KeyRing
 from herald.settings import get_settings
 from herald.tasks.base import HeraldTask, RetryPolicy
-from herald.tasks.contracts import NoArguments, RefreshIntegration
 from herald.tokens.refresh import RefreshFailed, refresh_integration
 
 log = structlog.get_logger("herald.tasks")
@@ -52,9 +52,9 @@ def refresh(self: HeraldTask, payload: RefreshIntegration) -> str:
     ):
         # Publish again now, refreshed or not: without a usable token the publish run fails
         # the post with the reason, which is what the user needs to see.
-        from herald.tasks.publishing import publish
-
-        self.enqueue(publish.s(post_id=str(payload.then_publish)))
+        self.enqueue(
+            app.signature("herald.posts.publish", kwargs={"post_id": str(payload.then_publish)})
+        )
     return outcome.reason
 
 

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from herald.models import Integration, IntegrationStatus
 from herald.providers.base import Account, TokenSet
+from herald.security.credentials import store_tokens
 from herald.security.crypto import KeyRing
-from herald.tokens.credentials import store_tokens
 
 
 def connect_integration(

@@ -20,12 +20,11 @@ from sqlalchemy.orm import Session
 from herald.db import session_scope
 from herald.models import Integration, IntegrationStatus, TokenRefreshAttempt, utcnow
 from herald.providers.base import AuthExpired, ProviderError, ReauthRequired
-from herald.providers.registry import UnknownProvider
-from herald.publishing.providers import provider_for
+from herald.providers.registry import UnknownProvider, provider_for
+from herald.security.credentials import account_of, open_tokens, store_tokens
 from herald.security.crypto import DecryptionError, KeyRing
 from herald.settings import Settings
 from herald.telemetry import context, metrics
-from herald.tokens.credentials import account_of, open_tokens, store_tokens
 
 log = structlog.get_logger("herald.tokens")
 

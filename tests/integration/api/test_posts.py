@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from herald import db
 from herald.api.schemas import ScheduleRequest
+from herald.contracts import SchedulePost
 from herald.models import Post, PostStatus, PublishAttempt, utcnow
-from herald.tasks.contracts import SchedulePost
 from tests.integration.api.conftest import (
     AuditOf,
     Tenant,

@@ -26,7 +26,7 @@ from herald.providers.base import (
     TransientError,
 )
 from herald.providers.bluesky import BlueskyProvider, tid_for
-from herald.providers.sandbox import SandboxClient
+from herald.sandbox import SandboxClient
 from herald.settings import Settings
 
 HANDLE = "carol.bsky.sandbox"

@@ -26,7 +26,7 @@ from herald.providers.base import (
     TransientError,
 )
 from herald.providers.discord import DiscordProvider
-from herald.providers.sandbox import SandboxClient
+from herald.sandbox import SandboxClient
 from herald.settings import Settings
 
 SINCE = datetime.now(UTC) - timedelta(hours=1)

@@ -28,7 +28,7 @@ from herald.providers.base import (
     TransientError,
 )
 from herald.providers.linkedin import LinkedInProvider
-from herald.providers.sandbox import SandboxClient
+from herald.sandbox import SandboxClient
 from herald.settings import Settings
 
 

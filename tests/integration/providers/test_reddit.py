@@ -27,7 +27,7 @@ from herald.providers.base import (
     TransientError,
 )
 from herald.providers.reddit import RedditProvider
-from herald.providers.sandbox import SandboxClient
+from herald.sandbox import SandboxClient
 from herald.settings import Settings
 
 SINCE = datetime.now(UTC) - timedelta(hours=1)

@@ -26,8 +26,8 @@ from herald.providers.base import (
     TokenSet,
     TransientError,
 )
-from herald.providers.sandbox import SandboxClient
 from herald.providers.telegram import TelegramProvider
+from herald.sandbox import SandboxClient
 from herald.settings import Settings
 
 

@@ -29,8 +29,8 @@ from herald.providers.base import (
     TokenSet,
     TransientError,
 )
-from herald.providers.sandbox import SandboxClient, SandboxServer
 from herald.providers.threads import ThreadsProvider
+from herald.sandbox import SandboxClient, SandboxServer
 from herald.settings import Settings
 
 SINCE = datetime.now(UTC) - timedelta(hours=1)

@@ -28,8 +28,8 @@ from herald.providers.base import (
     TransientError,
 )
 from herald.providers.registry import get_provider
-from herald.providers.sandbox import SandboxClient
 from herald.providers.x import XProvider
+from herald.sandbox import SandboxClient
 from herald.settings import Settings
 
 

@@ -17,9 +17,9 @@ from sqlalchemy import func, select
 
 from herald import db
 from herald.models import Integration, Post, PostStatus, PublishAttempt, utcnow
-from herald.providers.sandbox import SandboxClient
 from herald.publishing.dispatch import claim_due_posts
 from herald.publishing.sweep import requeue_lost, resolve_dead_workers
+from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
 from herald.tasks.publishing import publish_signature

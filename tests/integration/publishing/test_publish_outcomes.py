@@ -21,9 +21,9 @@ from herald.models import (
     PublishAttempt,
     utcnow,
 )
-from herald.providers.sandbox import SandboxClient
 from herald.publishing.dispatch import claim_due_posts
 from herald.publishing.publisher import publish_post
+from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
 from tests.fixtures.publishing import ConnectFn, fresh

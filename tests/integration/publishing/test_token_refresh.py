@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from herald import db
 from herald.models import Integration, TokenRefreshAttempt, utcnow
-from herald.providers.sandbox import SandboxClient
+from herald.sandbox import SandboxClient
 from herald.settings import Settings
 from tests.fixtures.publishing import ConnectFn, fresh
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from herald.providers.sandbox.core import (
+from herald.sandbox.core import (
     NetworkError,
     Sandbox,
     SandboxAccount,
@@ -29,8 +29,8 @@ from herald.providers.sandbox.core import (
     read_json,
     request_auth,
 )
-from herald.providers.sandbox.faults import RateLimit, RateWindow
-from herald.providers.text import utf16_length
+from herald.sandbox.counting import utf16_units
+from herald.sandbox.faults import RateLimit, RateWindow
 
 _TOKEN_IN_PATH = re.compile(r"/bot([^/]+)/")
 _MEDIA = {"sendPhoto": "photo", "sendVideo": "video", "sendAnimation": "animation"}
@@ -137,13 +137,13 @@ class TelegramNetwork(SandboxNetwork):
                 text = params.get("text")
                 if not isinstance(text, str) or not text.strip():
                     raise NetworkError(400, "message text is empty")
-                if utf16_length(text) > int(sb.option(net, "max_text_length")):
+                if utf16_units(text) > int(sb.option(net, "max_text_length")):
                     raise NetworkError(400, "message is too long")
             else:
                 if not params.get(media_field):
                     raise NetworkError(400, f"there is no {media_field} in the request")
                 text = str(params.get("caption") or "")
-                if utf16_length(text) > int(sb.option(net, "max_caption_length")):
+                if utf16_units(text) > int(sb.option(net, "max_caption_length")):
                     raise NetworkError(400, "message caption is too long")
             post, _ = sb.create_post(
                 net,

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from herald.providers.sandbox.core import (
+from herald.sandbox.core import (
     NetworkError,
     RefreshRefused,
     Sandbox,
@@ -31,7 +31,7 @@ from herald.providers.sandbox.core import (
     read_json,
     request_auth,
 )
-from herald.providers.sandbox.faults import RateLimit, RateWindow
+from herald.sandbox.faults import RateLimit, RateWindow
 
 OAUTH_ACCESS_TTL_S = 604_800
 _WEBHOOK_PATH = re.compile(r"/webhooks/[^/]+/([^/?]+)")

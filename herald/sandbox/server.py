@@ -16,8 +16,8 @@ from typing import Any
 
 import uvicorn
 
-from herald.providers.sandbox.app import SandboxApp, create_app
-from herald.providers.sandbox.core import Sandbox, SandboxNetwork
+from herald.sandbox.app import SandboxApp, create_app
+from herald.sandbox.core import Sandbox, SandboxNetwork
 
 
 def _drop_hook(server: uvicorn.Server) -> Any:

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from herald.providers.sandbox.core import (
+from herald.sandbox.core import (
     NetworkError,
     RefreshRefused,
     Sandbox,
@@ -23,8 +23,8 @@ from herald.providers.sandbox.core import (
     read_json,
     request_auth,
 )
-from herald.providers.sandbox.faults import RateLimit, RateWindow
-from herald.providers.text import find_urls
+from herald.sandbox.counting import mastodon_length
+from herald.sandbox.faults import RateLimit, RateWindow
 
 INSTANCE = "https://mastodon.sandbox"
 
@@ -111,7 +111,7 @@ class MastodonNetwork(SandboxNetwork):
             if not isinstance(text, str) or not text.strip():
                 raise NetworkError(422, "Validation failed: Text can't be blank")
             limit = int(sb.option(net, "max_characters"))
-            if _length(text, int(sb.option(net, "characters_reserved_per_url"))) > limit:
+            if mastodon_length(text, int(sb.option(net, "characters_reserved_per_url"))) > limit:
                 raise NetworkError(
                     422, f"Validation failed: Text character limit of {limit} exceeded"
                 )
@@ -212,14 +212,6 @@ def _me(request: Request) -> SandboxAccount:
     if auth.status is not TokenStatus.VALID or auth.account is None:
         raise NetworkError(401, "The access token is invalid")
     return auth.account
-
-
-def _length(text: str, per_url: int) -> int:
-    total, cursor = 0, 0
-    for span in find_urls(text):
-        total += len(text[cursor : span.start]) + per_url
-        cursor = span.end
-    return total + len(text[cursor:])
 
 
 def _account_view(account: SandboxAccount) -> dict[str, Any]:

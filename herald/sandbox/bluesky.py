@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from herald.providers.sandbox.core import (
+from herald.sandbox.core import (
     NetworkError,
     RefreshRefused,
     Sandbox,
@@ -23,8 +23,8 @@ from herald.providers.sandbox.core import (
     read_json,
     request_auth,
 )
-from herald.providers.sandbox.faults import RateLimit, RateWindow
-from herald.providers.text import grapheme_count, utf8_length
+from herald.sandbox.counting import graphemes, utf8_bytes
+from herald.sandbox.faults import RateLimit, RateWindow
 
 COLLECTION = "app.bsky.feed.post"
 _TID = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
@@ -220,9 +220,9 @@ def _checked_record(sb: Sandbox, net: str, record: Any) -> str:
         raise NetworkError(400, prefix + 'Record must have the property "text"')
     if not isinstance(record.get("createdAt"), str):
         raise NetworkError(400, prefix + 'Record must have the property "createdAt"')
-    if grapheme_count(text) > int(sb.option(net, "max_graphemes")):
+    if graphemes(text) > int(sb.option(net, "max_graphemes")):
         raise NetworkError(400, prefix + "Record/text must not be longer than 300 graphemes")
-    size = utf8_length(text)
+    size = utf8_bytes(text)
     if size > int(sb.option(net, "max_bytes")):
         raise NetworkError(400, prefix + "Record/text must not be longer than 3000 characters")
     for facet in record.get("facets") or []:

@@ -1,12 +1,12 @@
 """The sandbox's core: state, token lifecycle, and the contract a network module plugs into.
 
-The sandbox is one ASGI app (:mod:`herald.providers.sandbox.app`) that serves every emulated
+The sandbox is one ASGI app (:mod:`herald.sandbox.app`) that serves every emulated
 network under ``/<network>/...`` and a control API under ``/_sandbox/``. This module holds
 what every network shares; each network lives in its own module and only describes itself.
 
 How a network module plugs in
 -----------------------------
-1. Subclass :class:`SandboxNetwork` in ``herald/providers/sandbox/<network>.py``::
+1. Subclass :class:`SandboxNetwork` in ``herald/sandbox/<network>.py``::
 
        class Mastodon(SandboxNetwork):
            name = "mastodon"
@@ -35,7 +35,7 @@ How a network module plugs in
    Paths in the router are relative to ``/<network>``. Raise :class:`NetworkError` anywhere
    in a handler: the core renders it with your ``error_response``. Malformed requests,
    unknown paths, wrong methods and crashes are rendered the same way, never as a bare 500.
-2. Add one line to ``NETWORKS`` in :mod:`herald.providers.sandbox.app`.
+2. Add one line to ``NETWORKS`` in :mod:`herald.sandbox.app`.
 
 What the core does around every network request, so modules need not:
 
@@ -47,10 +47,10 @@ What the core does around every network request, so modules need not:
 * counts the request against the token's rate-limit window and answers 429 with
   :meth:`SandboxNetwork.rate_limited_response` once it is exceeded; adds
   :meth:`SandboxNetwork.rate_limit_headers` to every answer to a valid token;
-* applies injected faults (see :mod:`herald.providers.sandbox.faults`).
+* applies injected faults (see :mod:`herald.sandbox.faults`).
 
 State lives in :class:`~.store.Sandbox` (records in :mod:`.records`); this module re-exports
-everything a network module needs, so ``from herald.providers.sandbox.core import ...`` is
+everything a network module needs, so ``from herald.sandbox.core import ...`` is
 the one import. Tokens: :meth:`Sandbox.issue_tokens` creates an access/refresh pair in a new family;
 :meth:`Sandbox.refresh` rotates (or not, per the network's class attributes) and, on reuse of
 a spent refresh token, revokes the whole family. :meth:`Sandbox.issue_code` /
@@ -61,6 +61,7 @@ Time is :meth:`Sandbox.now`, which the control API can advance to expire tokens.
 from __future__ import annotations
 
 import base64
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -69,9 +70,8 @@ from typing import Any, ClassVar
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from herald.providers.http import redact_path
-from herald.providers.sandbox.faults import RateLimit, RateWindow
-from herald.providers.sandbox.records import (
+from herald.sandbox.faults import RateLimit, RateWindow
+from herald.sandbox.records import (
     AuthContext,
     IssuedToken,
     JournalEntry,
@@ -81,7 +81,10 @@ from herald.providers.sandbox.records import (
     TokenPair,
     TokenStatus,
 )
-from herald.providers.sandbox.store import Sandbox, pkce_s256
+from herald.sandbox.store import Sandbox, pkce_s256
+
+# Path segments that are secrets: Telegram's /bot<token>/, a Discord webhook's token.
+_SECRET_SEGMENT = re.compile(r"^(/bot)[^/]+|(/webhooks/[^/]+/)[^/]+")
 
 __all__ = [
     "AuthContext",
@@ -179,7 +182,8 @@ class SandboxNetwork(ABC):
 
     def redact(self, path: str) -> str:
         """The path as the journal shows it: no secrets, no query."""
-        return redact_path(path)
+        path = path.split("?", 1)[0]
+        return _SECRET_SEGMENT.sub(lambda m: (m.group(1) or m.group(2)) + "***", path)
 
     def new_account_id(self, seq: int) -> str:
         return str(1_000_000 + seq)

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from herald.providers.sandbox.core import (
+from herald.sandbox.core import (
     NetworkError,
     RefreshRefused,
     Sandbox,
@@ -23,8 +23,8 @@ from herald.providers.sandbox.core import (
     read_json,
     request_auth,
 )
-from herald.providers.sandbox.faults import RateLimit, RateWindow
-from herald.providers.text import x_weighted_length
+from herald.sandbox.counting import x_length
+from herald.sandbox.faults import RateLimit, RateWindow
 
 PROBLEMS = "https://api.x.com/2/problems/"
 _DUPLICATE = "You are not allowed to create a Tweet with duplicate content."
@@ -101,7 +101,7 @@ class XNetwork(SandboxNetwork):
             text = body.get("text")
             if not isinstance(text, str) or not text.strip():
                 raise NetworkError(400, "text is required", code="invalid-request")
-            if x_weighted_length(text) > int(sb.option(net, "max_weighted_length")):
+            if x_length(text) > int(sb.option(net, "max_weighted_length")):
                 status = int(sb.option(net, "too_long_status"))
                 raise NetworkError(status, "Your Tweet text is too long.", code="invalid-request")
             if sb.option(net, "reject_duplicates") and any(

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from herald.providers.sandbox.faults import FaultInjector, RateLimiter
-from herald.providers.sandbox.records import (
+from herald.sandbox.faults import FaultInjector, RateLimiter
+from herald.sandbox.records import (
     AuthCode,
     AuthContext,
     IssuedToken,
@@ -28,7 +28,7 @@ from herald.providers.sandbox.records import (
 )
 
 if TYPE_CHECKING:
-    from herald.providers.sandbox.core import SandboxNetwork
+    from herald.sandbox.core import SandboxNetwork
 
 #: The journal keeps the newest entries only; ``seq`` keeps counting.
 JOURNAL_LIMIT = 50_000

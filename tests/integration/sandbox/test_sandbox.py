@@ -9,8 +9,8 @@ import httpx
 import pytest
 from fastapi import APIRouter
 
-from herald.providers.sandbox import SandboxClient, SandboxServer, run_in_thread
-from herald.providers.sandbox.core import Sandbox, SandboxNetwork
+from herald.sandbox import SandboxClient, SandboxServer, run_in_thread
+from herald.sandbox.core import Sandbox, SandboxNetwork
 
 MY_NETWORKS = ("x", "linkedin", "mastodon", "bluesky")
 

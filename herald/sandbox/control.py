@@ -13,8 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from herald.providers.sandbox.core import Sandbox, TokenPair
-from herald.providers.sandbox.faults import FaultSpec, RateLimit
+from herald.sandbox.core import Sandbox, TokenPair
+from herald.sandbox.faults import FaultSpec, RateLimit
 
 
 class AccountIn(BaseModel):

@@ -50,7 +50,7 @@ class SandboxClient:
         return str(self._call("POST", "/authorizations", json=body)["code"])
 
     def inject(self, network: str, kind: str, **fields: Any) -> dict[str, Any]:
-        """Add a fault rule (see :mod:`herald.providers.sandbox.faults` for the fields)."""
+        """Add a fault rule (see :mod:`herald.sandbox.faults` for the fields)."""
         result: dict[str, Any] = self._call(
             "POST", "/faults", json={"network": network, "kind": kind, **fields}
         )

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from herald.providers.sandbox.core import (
+from herald.sandbox.core import (
     NetworkError,
     RefreshRefused,
     Sandbox,
@@ -31,8 +31,8 @@ from herald.providers.sandbox.core import (
     read_form,
     request_auth,
 )
-from herald.providers.sandbox.faults import RateWindow
-from herald.providers.text import threads_length
+from herald.sandbox.counting import threads_length
+from herald.sandbox.faults import RateWindow
 
 VERSION = "v1.0"
 LONG_LIVED_S = 5_184_000

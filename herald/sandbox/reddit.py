@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from herald.providers.sandbox.core import (
+from herald.sandbox.core import (
     NetworkError,
     RefreshRefused,
     Sandbox,
@@ -29,7 +29,7 @@ from herald.providers.sandbox.core import (
     read_form,
     request_auth,
 )
-from herald.providers.sandbox.faults import RateLimit, RateWindow
+from herald.sandbox.faults import RateLimit, RateWindow
 
 _CHALLENGE = 'Bearer realm="reddit", error="invalid_token"'
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"

@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from herald.providers.sandbox.core import (
+from herald.sandbox.core import (
     NetworkError,
     RefreshRefused,
     Sandbox,
@@ -24,7 +24,7 @@ from herald.providers.sandbox.core import (
     read_json,
     request_auth,
 )
-from herald.providers.sandbox.faults import RateLimit, RateWindow
+from herald.sandbox.faults import RateLimit, RateWindow
 
 _ESCAPED = re.compile(r"\\(.)")
 _SERVICE_CODES = {400: 100, 401: 65600, 403: 100, 404: 100, 422: 100, 426: 100, 429: 101}

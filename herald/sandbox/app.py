@@ -1,7 +1,7 @@
 """The sandbox ASGI app: a dispatcher that wraps every network with auth resolution,
 journal, rate limits and faults, plus the control API under ``/_sandbox/``.
 
-Adding a network: write ``herald/providers/sandbox/<name>.py`` (see :mod:`.core`) and add
+Adding a network: write ``herald/sandbox/<name>.py`` (see :mod:`.core`) and add
 one line to :data:`NETWORKS`.
 """
 
@@ -19,26 +19,26 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from herald.providers.sandbox.control import control_api
-from herald.providers.sandbox.core import (
+from herald.sandbox.control import control_api
+from herald.sandbox.core import (
     JournalEntry,
     NetworkError,
     Sandbox,
     SandboxNetwork,
     TokenStatus,
 )
-from herald.providers.sandbox.faults import FaultSpec, RateWindow
+from herald.sandbox.faults import FaultSpec, RateWindow
 
 #: module path → class name of every emulated network. One line per network.
 NETWORKS: tuple[tuple[str, str], ...] = (
-    ("herald.providers.sandbox.x", "XNetwork"),
-    ("herald.providers.sandbox.linkedin", "LinkedInNetwork"),
-    ("herald.providers.sandbox.mastodon", "MastodonNetwork"),
-    ("herald.providers.sandbox.bluesky", "BlueskyNetwork"),
-    ("herald.providers.sandbox.threads", "ThreadsNetwork"),
-    ("herald.providers.sandbox.telegram", "TelegramNetwork"),
-    ("herald.providers.sandbox.discord", "DiscordNetwork"),
-    ("herald.providers.sandbox.reddit", "RedditNetwork"),
+    ("herald.sandbox.x", "XNetwork"),
+    ("herald.sandbox.linkedin", "LinkedInNetwork"),
+    ("herald.sandbox.mastodon", "MastodonNetwork"),
+    ("herald.sandbox.bluesky", "BlueskyNetwork"),
+    ("herald.sandbox.threads", "ThreadsNetwork"),
+    ("herald.sandbox.telegram", "TelegramNetwork"),
+    ("herald.sandbox.discord", "DiscordNetwork"),
+    ("herald.sandbox.reddit", "RedditNetwork"),
 )
 
 #: Called with the request's ASGI scope to abort its TCP connection; True when it did.
