@@ -19,6 +19,7 @@ from herald.settings import Settings, get_settings
 from herald.telemetry import context
 from herald.telemetry.logging import configure_logging
 from herald.telemetry.tracing import setup_telemetry, shutdown_telemetry
+from herald.tokens.clients import check_at_start
 
 QUEUES = ("default", "publish", "tokens", "alerts")
 
@@ -104,6 +105,13 @@ def _init_worker(sender: Any = None, **_: Any) -> None:
     if "prefork" in str(getattr(sender, "pool_cls", "")).lower():
         return
     setup_telemetry(get_settings(), engine=db.get_engine())
+
+
+@signals.worker_init.connect
+def _check_provider_clients(**_: Any) -> None:
+    # Loud at start (any worker: CLI, embedded, tests): a provider in use without Herald's
+    # OAuth client cannot refresh tokens.
+    check_at_start(get_settings())
 
 
 @signals.worker_process_shutdown.connect

@@ -64,11 +64,18 @@ class PublishPost(Contract):
 
 
 class RefreshIntegration(Contract):
-    """``herald.tokens.refresh``: refresh one integration's tokens, then optionally publish."""
+    """``herald.tokens.refresh``: refresh one integration's tokens, single-flight.
+
+    ``seen_token_version`` is the token version the sender saw (the tokens a network refused):
+    when the integration has moved past it, another refresh won and this one uses its tokens
+    instead of rotating again. Without it the tokens are refreshed whatever their version.
+    ``then_publish`` names a post to make due once the refresh is decided (the posts waiting
+    for the token are made due anyway); the dispatcher publishes it, never the refresh.
+    """
 
     integration_id: uuid.UUID
     then_publish: uuid.UUID | None = None
-    seen_token_version: int | None = None
+    seen_token_version: int | None = Field(default=None, ge=0)
 
 
 class NoArguments(Contract):

@@ -119,6 +119,23 @@ class Settings(BaseSettings):
         default=900, ge=60, description="Refresh access tokens this long before they expire."
     )
     token_refresh_interval_s: float = Field(default=60.0, gt=0)
+    token_refresh_lease_s: int = Field(
+        default=180,
+        ge=10,
+        description=(
+            "How long one refresh may hold its integration (whose posts wait meanwhile). Must "
+            "exceed HERALD_TASK_TIME_LIMIT_S, so a running refresh never loses it; a dead "
+            "refresh worker holds the integration at most this long."
+        ),
+    )
+    token_client_error_hold_s: int = Field(
+        default=600,
+        ge=10,
+        description=(
+            "After the network refused Herald's own OAuth client credentials, how long the "
+            "integration's posts wait before its refresh is tried again."
+        ),
+    )
 
     # Providers
     sandbox_url: str | None = Field(
@@ -143,6 +160,14 @@ class Settings(BaseSettings):
         return value.upper()
 
     @model_validator(mode="after")
+    def _sandbox_clients(self) -> Settings:
+        # The sandbox checks that a token request names an OAuth client, as the networks do;
+        # pointing Herald at it is enough to get one for every network not configured.
+        if self.sandbox_url:
+            self.provider_credentials = sandbox_clients() | self.provider_credentials
+        return self
+
+    @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
             raise ValueError("HERALD_TASK_SOFT_TIME_LIMIT_S must be below HERALD_TASK_TIME_LIMIT_S")
@@ -150,6 +175,8 @@ class Settings(BaseSettings):
             raise ValueError("HERALD_VISIBILITY_TIMEOUT_S must exceed HERALD_TASK_TIME_LIMIT_S")
         if self.publishing_timeout_s <= self.provider_timeout_s * 2:
             raise ValueError("HERALD_PUBLISHING_TIMEOUT_S must exceed twice the provider timeout")
+        if self.token_refresh_lease_s <= self.task_time_limit_s:
+            raise ValueError("HERALD_TOKEN_REFRESH_LEASE_S must exceed HERALD_TASK_TIME_LIMIT_S")
         if self.env == "development":
             return self
         secrets = {
@@ -174,19 +201,27 @@ class Settings(BaseSettings):
             raise ValueError(f"no base URL configured for provider {network!r}") from None
 
     def with_sandbox(self, url: str) -> Settings:
-        """These settings pointed at a sandbox, with a placeholder OAuth client per network
-        (the sandbox checks a client is named, as the networks do, not which)."""
-        clients = {
-            name: {"client_id": SecretStr(f"herald-{name}"), "client_secret": SecretStr("sandbox")}
-            for name in REAL_BASE_URLS
-        }
+        """These settings pointed at a sandbox, with a placeholder OAuth client for every
+        network not configured (what setting ``HERALD_SANDBOX_URL`` alone gives)."""
         return self.model_copy(
-            update={"sandbox_url": url, "provider_credentials": clients | self.provider_credentials}
+            update={
+                "sandbox_url": url,
+                "provider_credentials": sandbox_clients() | self.provider_credentials,
+            }
         )
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def sandbox_clients() -> dict[str, dict[str, SecretStr]]:
+    """A placeholder OAuth client per network, for the sandbox (which accepts any named client
+    unless one was registered with it)."""
+    return {
+        name: {"client_id": SecretStr(f"herald-{name}"), "client_secret": SecretStr("sandbox")}
+        for name in REAL_BASE_URLS
+    }
 
 
 _current: Settings | None = None

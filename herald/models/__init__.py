@@ -12,7 +12,13 @@ from herald.models.alert import (
 from herald.models.audit import AuditEvent
 from herald.models.base import Base, utcnow
 from herald.models.dead_letter import DeadLetter
-from herald.models.integration import Integration, IntegrationStatus, TokenRefreshAttempt
+from herald.models.integration import (
+    Integration,
+    IntegrationStatus,
+    TokenRefreshAttempt,
+    request_refresh,
+    set_status,
+)
 from herald.models.oauth import OAuthState
 from herald.models.post import (
     IllegalTransition,
@@ -49,6 +55,8 @@ __all__ = [
     "TokenRefreshAttempt",
     "Workspace",
     "attempts_since_reschedule",
+    "request_refresh",
+    "set_status",
     "transition",
     "utcnow",
 ]

@@ -2,6 +2,15 @@
 
 Tokens are stored only as ciphertext (``herald.security.crypto``); ``token_key_id`` names the
 key that sealed them so a key rotation can find the rows still on an old key.
+
+``token_version`` moves on with every new token set. Every write of an integration's status
+names the version it was decided on (:func:`set_status`), so a decision taken on old tokens
+never overwrites what a refresh or a reconnect wrote since.
+
+``refresh_lease_until`` / ``refresh_lease_owner`` are the refresh lease: while it is live the
+dispatcher leaves the integration's posts alone, and only its owner refreshes. A lease with
+no owner is *pending*: asked for (by a publish whose token was refused) and claimable by the
+refresh that was sent for it. Claiming and releasing live in :mod:`herald.tokens.lease`.
 """
 
 from __future__ import annotations
@@ -11,8 +20,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, or_, update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from herald.models.base import Base, Timestamps, UUIDPrimaryKey, str_enum, utcnow
 
@@ -50,6 +60,64 @@ class Integration(UUIDPrimaryKey, Timestamps, Base):
     rate_limited_until: Mapped[datetime | None]
     refresh_failure_count: Mapped[int] = mapped_column(Integer, default=0)
     last_refreshed_at: Mapped[datetime | None]
+    refresh_lease_until: Mapped[datetime | None]
+    refresh_lease_owner: Mapped[str | None] = mapped_column(String(64))
+
+
+#: Statuses a token decision may move an integration out of (the user's own, never).
+HEALTHY = (IntegrationStatus.ACTIVE, IntegrationStatus.REFRESH_NEEDED)
+
+
+def set_status(
+    session: Session,
+    integration_id: uuid.UUID,
+    to: IntegrationStatus,
+    *,
+    token_version: int,
+    from_: tuple[IntegrationStatus, ...] = HEALTHY,
+) -> bool:
+    """Move the integration to ``to`` if it still holds the tokens of ``token_version`` and
+    is in one of ``from_``; whether it did. A decision taken on tokens that were replaced
+    since (a refresh, a reconnect) changes nothing."""
+    result = session.execute(
+        update(Integration)
+        .where(
+            Integration.id == integration_id,
+            Integration.token_version == token_version,
+            Integration.status.in_(from_),
+        )
+        .values(status=to, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    assert isinstance(result, CursorResult)
+    return result.rowcount == 1
+
+
+def request_refresh(
+    session: Session, integration_id: uuid.UUID, *, token_version: int, until: datetime
+) -> None:
+    """Record that the tokens of ``token_version`` were refused: the integration needs a
+    refresh, and its posts wait (a pending lease until ``until``) for the refresh that the
+    caller sends. Nothing changes when the tokens were replaced meanwhile, and a live lease
+    is left to its owner."""
+    set_status(
+        session,
+        integration_id,
+        IntegrationStatus.REFRESH_NEEDED,
+        token_version=token_version,
+        from_=(IntegrationStatus.ACTIVE,),
+    )
+    now = utcnow()
+    session.execute(
+        update(Integration)
+        .where(
+            Integration.id == integration_id,
+            Integration.token_version == token_version,
+            or_(Integration.refresh_lease_until.is_(None), Integration.refresh_lease_until <= now),
+        )
+        .values(refresh_lease_until=until, refresh_lease_owner=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 class TokenRefreshAttempt(UUIDPrimaryKey, Base):

@@ -7,6 +7,9 @@ Everything a network can say is translated, inside its own module, into one of t
     ├── AuthExpired                the access token is no longer accepted: refresh, then try again
     ├── ReauthRequired             the grant itself is dead (refresh token revoked, app removed):
     │                              only the user can fix it by connecting again
+    ├── ConfigurationError         Herald's own OAuth client credentials are missing or were
+    │                              refused (``invalid_client``): the operator's to fix, never
+    │                              the user's; integrations stay as they are, posts wait
     ├── PermanentError             refused for good (bad content, forbidden, duplicate)
     │   └── ContentInvalid         our own validation said no before any call; ``rule`` names it
     ├── TransientError             5xx, connection refused: the request did not take effect
@@ -78,6 +81,14 @@ class ReauthRequired(ProviderError):
     code = "reauth_required"
 
 
+class ConfigurationError(ProviderError):
+    """Herald's configuration, not the user's grant, is at fault: the OAuth client credentials
+    a token call needs are missing, or the network refused them (``invalid_client``,
+    ``unauthorized_client``, a 401 from the token endpoint)."""
+
+    code = "configuration_error"
+
+
 class PermanentError(ProviderError):
     """The network refused the request for good; repeating it cannot help."""
 
@@ -110,6 +121,7 @@ ERROR_CLASSES: tuple[type[ProviderError], ...] = (
     RateLimited,
     AuthExpired,
     ReauthRequired,
+    ConfigurationError,
     ContentInvalid,
     PermanentError,
     TransientError,
@@ -226,6 +238,9 @@ class Provider(Protocol):
     idempotency: ClassVar[Idempotency]
     #: Whether access tokens expire and can be refreshed.
     refreshes_tokens: ClassVar[bool]
+    #: The OAuth client credentials (``client_id``, ``client_secret``) a refresh sends; a
+    #: refresh without them is refused as a :class:`ConfigurationError` before any call.
+    refresh_client_fields: ClassVar[tuple[str, ...]]
     #: Whether :meth:`find_post` answering None means, with authority, "not there" (so a post
     #: whose outcome was ambiguous can safely be sent again). False where the network offers no
     #: way to read back what the account posted.

@@ -145,6 +145,8 @@ class BlueskyProvider:
     idempotency: ClassVar[Idempotency] = "rkey"
     reconciles: ClassVar[bool] = True  # the record at the derived rkey is authoritative
     refreshes_tokens: ClassVar[bool] = True
+    # refreshSession authenticates with the refresh JWT alone.
+    refresh_client_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
         self._base = settings.provider_base_url(NAME).rstrip("/")

@@ -31,6 +31,7 @@ from herald.providers.base import (
     Account,
     AmbiguousOutcome,
     AuthorizeRequest,
+    ConfigurationError,
     ContentInvalid,
     Idempotency,
     PermanentError,
@@ -43,7 +44,7 @@ from herald.providers.base import (
     RemotePost,
     TokenSet,
 )
-from herald.providers.http import ProviderHTTP, json_body, server_error
+from herald.providers.http import ProviderHTTP, client_refused, json_body, server_error
 from herald.settings import Settings
 
 NAME = "discord"
@@ -146,8 +147,8 @@ def classify_token_error(response: httpx.Response) -> ProviderError:
             http_status=status,
             provider_code=error,
         )
-    if status == 401 or error == "invalid_client":
-        return PermanentError(
+    if client_refused(status, error):
+        return ConfigurationError(
             "Discord refused Herald's OAuth client credentials",
             provider=NAME,
             http_status=status,
@@ -176,6 +177,7 @@ class DiscordProvider:
     idempotency: ClassVar[Idempotency] = "none"
     reconciles: ClassVar[bool] = True
     refreshes_tokens: ClassVar[bool] = True
+    refresh_client_fields: ClassVar[tuple[str, ...]] = ("client_id", "client_secret")
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ from tenacity import (
 from herald.providers.base import (
     AmbiguousOutcome,
     AuthExpired,
+    ConfigurationError,
     PermanentError,
     ProviderError,
     RateLimited,
@@ -206,18 +207,32 @@ def error_for_status(
     **details: Any,
 ) -> ProviderError:
     """The plain-HTTP ladder most networks follow, once their message and code are read:
-    429 → rate limited until ``reset_at``; on the token endpoint 400/401 → the grant is dead;
+    429 → rate limited until ``reset_at``; on the token endpoint a refused client (see
+    :func:`client_refused`) → Herald's configuration error, another 400 → the grant is dead;
     401 → access token refused; other 4xx → permanent; 5xx → see :func:`server_status_error`."""
     kw: dict[str, Any] = {"provider": provider, "http_status": status, **details}
     if status == 429:
         return RateLimited(message, reset_at=reset_at, **kw)
-    if token_endpoint and status in (400, 401):
+    if token_endpoint and client_refused(status, details.get("provider_code")):
+        return ConfigurationError(f"{provider} refused Herald's OAuth client: {message}", **kw)
+    if token_endpoint and status == 400:
         return ReauthRequired(message, **kw)
     if status == 401:
         return AuthExpired(message, **kw)
     if 400 <= status < 500:
         return PermanentError(message, **kw)
     return server_status_error(status, message, idempotent=idempotent, **kw)
+
+
+#: OAuth error codes (RFC 6749 §5.2) that blame the client, not the grant.
+CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
+
+
+def client_refused(status: int, oauth_error: object) -> bool:
+    """Whether a token endpoint's answer refuses Herald's OAuth client rather than the user's
+    grant: ``invalid_client`` / ``unauthorized_client``, or a 401 (which RFC 6749 reserves for
+    failed client authentication; a dead grant is a 400)."""
+    return status == 401 or oauth_error in CLIENT_ERRORS
 
 
 def server_status_error(status: int, message: str, *, idempotent: bool, **kw: Any) -> ProviderError:

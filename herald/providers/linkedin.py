@@ -113,6 +113,7 @@ class LinkedInProvider:
     idempotency: ClassVar[Idempotency] = "none"
     reconciles: ClassVar[bool] = False  # a member's own posts cannot be read back
     refreshes_tokens: ClassVar[bool] = True
+    refresh_client_fields: ClassVar[tuple[str, ...]] = ("client_id", "client_secret")
 
     def __init__(
         self,

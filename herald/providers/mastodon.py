@@ -31,6 +31,7 @@ import httpx
 from herald.providers.base import (
     Account,
     AuthorizeRequest,
+    ConfigurationError,
     ContentInvalid,
     Idempotency,
     PermanentError,
@@ -44,7 +45,7 @@ from herald.providers.base import (
     TokenSet,
     TransientError,
 )
-from herald.providers.http import ProviderHTTP, json_body
+from herald.providers.http import ProviderHTTP, client_refused, json_body
 from herald.providers.text import find_urls
 from herald.providers.x import pkce_pair
 from herald.settings import Settings
@@ -143,6 +144,8 @@ class MastodonProvider:
     idempotency: ClassVar[Idempotency] = "key"
     reconciles: ClassVar[bool] = True  # the account's statuses are authoritative
     refreshes_tokens: ClassVar[bool] = False
+    # Tokens never expire: nothing to refresh.
+    refresh_client_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -328,7 +331,14 @@ class MastodonProvider:
         response = self._http.request("POST", f"{self._base}/oauth/token", data=form)
         if response.status_code != 200:
             error = _error(response)
-            if response.status_code in (400, 401):
+            if client_refused(response.status_code, error.provider_code):
+                raise ConfigurationError(
+                    f"the instance refused Herald's OAuth client: {error.message}",
+                    provider=NAME,
+                    http_status=response.status_code,
+                    provider_code=error.provider_code,
+                )
+            if response.status_code == 400:
                 raise ReauthRequired(
                     error.message,
                     provider=NAME,

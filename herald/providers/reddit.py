@@ -24,6 +24,7 @@ from herald.providers.base import (
     AmbiguousOutcome,
     AuthExpired,
     AuthorizeRequest,
+    ConfigurationError,
     ContentInvalid,
     Idempotency,
     PermanentError,
@@ -37,7 +38,7 @@ from herald.providers.base import (
     TokenSet,
     TransientError,
 )
-from herald.providers.http import ProviderHTTP, json_body, server_error
+from herald.providers.http import ProviderHTTP, client_refused, json_body, server_error
 from herald.settings import Settings
 
 NAME = "reddit"
@@ -123,6 +124,7 @@ class RedditProvider:
     name: ClassVar[str] = NAME
     idempotency: ClassVar[Idempotency] = "none"
     refreshes_tokens: ClassVar[bool] = True
+    refresh_client_fields: ClassVar[tuple[str, ...]] = ("client_id", "client_secret")
     reconciles: ClassVar[bool] = True  # /user/<name>/submitted lists what the account posted
 
     def __init__(
@@ -232,19 +234,20 @@ class RedditProvider:
         body = json_body(response)
         body = body if isinstance(body, dict) else {}
         error = body.get("error")
+        # Checked first: Reddit answers a bad Basic client with 401, a dead grant with 400.
+        if client_refused(response.status_code, error):
+            raise ConfigurationError(
+                "Reddit refused Herald's client credentials",
+                provider=NAME,
+                http_status=response.status_code,
+                provider_code="invalid_client",
+            )
         if error == "invalid_grant" or response.status_code == 400:
             raise ReauthRequired(
                 "Reddit refused the refresh token",
                 provider=NAME,
                 http_status=response.status_code,
                 provider_code="invalid_grant",
-            )
-        if response.status_code == 401 or error == "invalid_client":
-            raise PermanentError(
-                "Reddit refused Herald's client credentials",
-                provider=NAME,
-                http_status=response.status_code,
-                provider_code="invalid_client",
             )
         if not response.is_success:
             raise classify(response)

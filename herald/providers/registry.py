@@ -10,8 +10,9 @@ Client credentials come from the settings object, first match wins:
 1. ``settings.provider_credentials[name]`` — a mapping with ``client_id`` / ``client_secret``
 2. ``settings.<name>_client_id`` / ``settings.<name>_client_secret``
 
-Values may be plain strings or pydantic ``SecretStr``. Missing credentials are empty strings:
-publishing and refreshing work on the sandbox without them; the real networks refuse.
+Values may be plain strings or pydantic ``SecretStr``. Missing credentials are empty strings;
+:func:`missing_client_credentials` names the ones a network's refresh cannot do without
+(``HERALD_SANDBOX_URL`` fills placeholders for the sandbox, see ``herald.settings``).
 """
 
 from __future__ import annotations
@@ -77,6 +78,14 @@ def client_credentials(settings: Settings, name: str) -> dict[str, str]:
             value = getattr(settings, f"{name}_{field}", None)
         out[field] = _plain(value)
     return out
+
+
+def missing_client_credentials(settings: Settings, name: str) -> tuple[str, ...]:
+    """The OAuth client fields ``name``'s refresh needs (``refresh_client_fields``) that the
+    settings leave empty: a refresh without them is Herald's configuration error."""
+    needed: tuple[str, ...] = provider_class(name).refresh_client_fields
+    have = client_credentials(settings, name)
+    return tuple(field for field in needed if not have.get(field))
 
 
 def get_provider(

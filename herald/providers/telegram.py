@@ -116,6 +116,8 @@ class TelegramProvider:
     name: ClassVar[str] = NAME
     idempotency: ClassVar[Idempotency] = "none"
     refreshes_tokens: ClassVar[bool] = False
+    # Tokens never expire: nothing to refresh.
+    refresh_client_fields: ClassVar[tuple[str, ...]] = ()
     reconciles: ClassVar[bool] = False  # the Bot API cannot read a chat back
 
     def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:

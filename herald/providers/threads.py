@@ -26,6 +26,7 @@ from herald.providers.base import (
     AmbiguousOutcome,
     AuthExpired,
     AuthorizeRequest,
+    ConfigurationError,
     ContentInvalid,
     Idempotency,
     PermanentError,
@@ -66,6 +67,12 @@ def _backoff(headers: httpx.Headers) -> float:
         return DEFAULT_BACKOFF_S
 
 
+def _client_refused(code: int | None, message: str) -> bool:
+    """Graph's answers to a missing or wrong app id or secret on its token endpoints: code
+    101 (app id), or code 1 naming the client secret (Meta gives it no code of its own)."""
+    return code == 101 or (code == 1 and "client secret" in message.lower())
+
+
 def classify(  # noqa: PLR0911 - one return per taxonomy class reads clearest
     response: httpx.Response,
     *,
@@ -91,6 +98,8 @@ def classify(  # noqa: PLR0911 - one return per taxonomy class reads clearest
         "provider_code": str(code) if code is not None else None,
         "request_id": trace if isinstance(trace, str) else response.headers.get("x-fb-trace-id"),
     }
+    if refreshing and _client_refused(code, message):
+        return ConfigurationError(f"Threads refused Herald's app credentials: {message}", **kw)
     if code == 190 or (code is None and status == 401):
         if refreshing:
             return ReauthRequired(f"the Threads token can no longer be refreshed: {message}", **kw)
@@ -122,6 +131,8 @@ class ThreadsProvider:
     name: ClassVar[str] = NAME
     idempotency: ClassVar[Idempotency] = "container"
     refreshes_tokens: ClassVar[bool] = True
+    # th_refresh_token needs only the long-lived token itself.
+    refresh_client_fields: ClassVar[tuple[str, ...]] = ()
     reconciles: ClassVar[bool] = True  # /{user-id}/threads lists what the account posted
 
     def __init__(

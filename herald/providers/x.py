@@ -143,6 +143,8 @@ class XProvider:
     idempotency: ClassVar[Idempotency] = "none"
     reconciles: ClassVar[bool] = True  # the timeline since the attempt began is authoritative
     refreshes_tokens: ClassVar[bool] = True
+    # A public client sends only its id; a confidential one adds Basic.
+    refresh_client_fields: ClassVar[tuple[str, ...]] = ("client_id",)
 
     def __init__(
         self,

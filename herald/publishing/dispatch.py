@@ -53,6 +53,8 @@ def claim_due_posts(
                 and_(Post.status == PostStatus.RETRYING, Post.next_attempt_at <= now),
             ),
             or_(Integration.rate_limited_until.is_(None), Integration.rate_limited_until <= now),
+            # Mid-refresh (herald.tokens.lease): its posts wait for the new token.
+            or_(Integration.refresh_lease_until.is_(None), Integration.refresh_lease_until <= now),
         )
         .order_by(due_at)
         .limit(min(limit or settings.dispatch_batch_size, room))

@@ -28,6 +28,8 @@ from herald.models import (
     PostStatus,
     PublishAttempt,
     attempts_since_reschedule,
+    request_refresh,
+    set_status,
     transition,
     utcnow,
 )
@@ -56,12 +58,14 @@ _rng = random.Random()  # noqa: S311 - jitter, not cryptography
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What one publish run did. ``refresh`` asks the caller to refresh that integration and
-    then publish the post again (the access token was refused)."""
+    """What one publish run did. ``refresh`` asks the caller to send a refresh of that
+    integration, naming ``seen_token_version`` (the tokens the network refused); the post waits
+    in ``retrying`` until the refresh makes it due."""
 
     status: PostStatus | None
     kind: str
     refresh: uuid.UUID | None = None
+    seen_token_version: int | None = None
 
 
 NOT_MINE = Outcome(None, "not_claimed")
@@ -192,6 +196,8 @@ class _Run:
     provider: Provider
     settings: Settings
     keys: KeyRing
+    #: The token version of the tokens this attempt sent (what a refusal is about).
+    token_version: int = 0
 
     def call_and_record(self) -> Outcome:
         started = time.perf_counter()
@@ -200,6 +206,7 @@ class _Run:
         try:
             draft = draft_of(self.post)
             account = account_of(self.integration)
+            self.token_version = self.integration.token_version
             tokens = open_tokens(self.integration, self.keys)
             self.provider.validate(draft, account)
             result = self.provider.publish(draft, account, tokens)
@@ -291,7 +298,12 @@ class _Run:
             self.attempt.outcome = "transient"
             return self._retry_later(error)
         if isinstance(error, ReauthRequired):
-            self.integration.status = IntegrationStatus.NEEDS_REAUTH
+            set_status(
+                self.session,
+                self.integration.id,
+                IntegrationStatus.NEEDS_REAUTH,
+                token_version=self.token_version,
+            )
         self.attempt.outcome = {
             ReauthRequired: "reauth_required",
             TransientError: "transient",
@@ -309,14 +321,35 @@ class _Run:
         return self._retry_at(max(error.reset_at, utcnow()), error)
 
     def _auth_expired(self, error: AuthExpired) -> Outcome:
+        """The access token was refused. Only a refresh can tell an expired token from a dead
+        grant, so the integration is never marked dead here: the post waits for a refresh of
+        the tokens it used, and the refresh makes it due (the dispatcher publishes it)."""
         self.attempt.outcome = "auth_expired"
-        if self._out_of_attempts() or not self.provider.refreshes_tokens:
-            self.integration.status = IntegrationStatus.NEEDS_REAUTH
+        if not self.provider.refreshes_tokens:
+            set_status(
+                self.session,
+                self.integration.id,
+                IntegrationStatus.NEEDS_REAUTH,
+                token_version=self.token_version,
+            )
             return self._fail(error.code, error.message)
-        self.integration.status = IntegrationStatus.REFRESH_NEEDED
-        # The refresh task publishes it again; the fallback time covers a lost refresh.
-        retry = self._retry_later(error)
-        return Outcome(retry.status, "auth_expired", refresh=self.integration.id)
+        # Waiting for a refresh is not a failure, but a post cannot wait for ever.
+        if attempts_since_reschedule(self.post, self.attempt.attempt_number) >= (
+            self.settings.publish_max_attempts * 2
+        ):
+            return self._fail(error.code, error.message)
+        # The lease fallback covers a refresh that was lost; a refresh makes the post due.
+        wait_until = utcnow() + timedelta(seconds=self.settings.token_refresh_lease_s)
+        request_refresh(
+            self.session, self.integration.id, token_version=self.token_version, until=wait_until
+        )
+        retry = self._retry_at(wait_until, error)
+        return Outcome(
+            retry.status,
+            "auth_expired",
+            refresh=self.integration.id,
+            seen_token_version=self.token_version,
+        )
 
     # -- helpers ----------------------------------------------------------------------------------
 

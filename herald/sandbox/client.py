@@ -40,6 +40,10 @@ class SandboxClient:
         body = {"network": network, "account_id": account_id}
         return int(self._call("POST", "/tokens/expire", json=body)["expired"])
 
+    def revoke_token(self, token: str) -> bool:
+        """Revoke one issued token (as a user removing the app would)."""
+        return bool(self._call("POST", "/tokens/revoke", json={"token": token})["revoked"])
+
     def tokens(self, network: str, account_id: str | None = None) -> list[dict[str, Any]]:
         params = {"network": network} | ({"account_id": account_id} if account_id else {})
         result: list[dict[str, Any]] = self._call("GET", "/tokens", params=params)
@@ -48,6 +52,11 @@ class SandboxClient:
     def authorization_code(self, network: str, account_id: str, **fields: Any) -> str:
         body = {"network": network, "account_id": account_id, **fields}
         return str(self._call("POST", "/authorizations", json=body)["code"])
+
+    def register_client(self, network: str, client_id: str, client_secret: str | None) -> None:
+        """Make the network's token endpoints accept this OAuth client only."""
+        body = {"client_id": client_id, "client_secret": client_secret}
+        self._call("PUT", f"/clients/{network}", json=body)
 
     def inject(self, network: str, kind: str, **fields: Any) -> dict[str, Any]:
         """Add a fault rule (see :mod:`herald.sandbox.faults` for the fields)."""

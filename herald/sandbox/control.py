@@ -1,5 +1,6 @@
-"""The control API under ``/_sandbox/``: seed accounts and tokens, inject faults, set rate
-limits and switches, move the clock, and read back every request and post.
+"""The control API under ``/_sandbox/``: seed accounts and tokens, register OAuth clients,
+inject faults, set rate limits and switches, move the clock, and read back every request and
+post.
 
 Token values appear only in the answers that issue them; listings never show them.
 """
@@ -47,6 +48,11 @@ class TokenRef(BaseModel):
 
 class ClockIn(BaseModel):
     advance_s: float
+
+
+class ClientIn(BaseModel):
+    client_id: str = Field(min_length=1)
+    client_secret: str | None = Field(default=None, description="none for a public client")
 
 
 class AuthorizationIn(BaseModel):
@@ -169,6 +175,23 @@ def control_api(sb: Sandbox) -> FastAPI:  # noqa: PLR0915 - one flat list of sma
             scopes=tuple(body.scopes),
         )
         return {"code": code}
+
+    @r.get("/clients")
+    def list_clients() -> dict[str, str]:
+        """The registered client id per network (secrets are never shown). A network without
+        one accepts any named client."""
+        with sb._lock:
+            return {network: client[0] for network, client in sb.clients.items()}
+
+    @r.put("/clients/{network}")
+    def register_client(network: str, body: ClientIn) -> dict[str, str]:
+        sb.register_client(network_or_404(network), body.client_id, body.client_secret)
+        return {"network": network, "client_id": body.client_id}
+
+    @r.delete("/clients/{network}")
+    def forget_client(network: str) -> dict[str, bool]:
+        sb.forget_client(network_or_404(network))
+        return {"deleted": True}
 
     @r.post("/faults", status_code=201)
     def add_fault(spec: FaultSpec) -> dict[str, object]:

@@ -55,6 +55,9 @@ the one import. Tokens: :meth:`Sandbox.issue_tokens` creates an access/refresh p
 :meth:`Sandbox.refresh` rotates (or not, per the network's class attributes) and, on reuse of
 a spent refresh token, revokes the whole family. :meth:`Sandbox.issue_code` /
 :meth:`Sandbox.redeem_code` implement authorization codes with PKCE (S256 and plain).
+Token endpoints check the OAuth client a request authenticates as (:func:`token_client`)
+with :meth:`Sandbox.client_accepted` — any named client, or exactly the one registered through
+the control API — and refuse a missing or wrong one in their network's own shape.
 Time is :meth:`Sandbox.now`, which the control API can advance to expire tokens.
 """
 
@@ -98,11 +101,12 @@ __all__ = [
     "SandboxPost",
     "TokenPair",
     "TokenStatus",
-    "basic_client_id",
+    "basic_client",
     "pkce_s256",
     "read_form",
     "read_json",
     "request_auth",
+    "token_client",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -215,14 +219,24 @@ async def read_form(request: Request) -> dict[str, str]:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
-def basic_client_id(request: Request) -> str | None:
-    """The client id of an ``Authorization: Basic`` header, if the request has one."""
+def basic_client(request: Request) -> tuple[str, str] | None:
+    """The (client id, secret) of an ``Authorization: Basic`` header, if it has a usable one."""
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "basic":
         return None
     try:
-        decoded = base64.b64decode(value, validate=True).decode()
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
     except ValueError:
         return None
-    client_id, sep, _ = decoded.partition(":")
-    return client_id if sep and client_id else None
+    client_id, sep, secret = decoded.partition(":")
+    return (client_id, secret) if sep and client_id else None
+
+
+def token_client(request: Request, form: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The OAuth client a token request authenticates as: HTTP Basic
+    (``client_secret_basic``), else ``client_id`` / ``client_secret`` in the form
+    (``client_secret_post``), as RFC 6749 §2.3.1 allows."""
+    basic = basic_client(request)
+    if basic is not None:
+        return basic
+    return form.get("client_id") or None, form.get("client_secret") or None

@@ -30,6 +30,7 @@ from herald.sandbox.core import (
     read_form,
     read_json,
     request_auth,
+    token_client,
 )
 from herald.sandbox.faults import RateLimit, RateWindow
 
@@ -56,12 +57,6 @@ def _max_length_error(limit: int) -> NetworkError:
             }
         },
     )
-
-
-def _basic(request: Request) -> bool:
-    """Whether the request authenticates its client with HTTP Basic (the sandbox accepts any
-    client, including an unconfigured empty one)."""
-    return request.headers.get("authorization", "").lower().startswith("basic ")
 
 
 class DiscordNetwork(SandboxNetwork):
@@ -311,7 +306,8 @@ class DiscordNetwork(SandboxNetwork):
         @router.post("/oauth2/token")
         async def token(request: Request) -> dict[str, Any]:
             form = await read_form(request)
-            if not (_basic(request) or form.get("client_id")):
+            client_id, secret = token_client(request, form)
+            if not sb.client_accepted(net, client_id, secret, secret=True):
                 raise NetworkError(
                     401, "invalid client", code="invalid_client", extra={"oauth": True}
                 )

@@ -184,7 +184,9 @@ class LinkedInNetwork(SandboxNetwork):
         @router.post("/oauth/v2/accessToken")
         async def token(request: Request) -> dict[str, Any]:
             form = await read_form(request)
-            if not form.get("client_id") or not form.get("client_secret"):
+            # LinkedIn takes the client in the form only (client_secret_post).
+            client = (form.get("client_id"), form.get("client_secret"))
+            if not sb.client_accepted(net, *client, secret=True):
                 raise NetworkError(
                     401,
                     "Client authentication failed",

@@ -22,6 +22,7 @@ from herald.sandbox.core import (
     read_form,
     read_json,
     request_auth,
+    token_client,
 )
 from herald.sandbox.counting import mastodon_length
 from herald.sandbox.faults import RateLimit, RateWindow
@@ -174,10 +175,12 @@ class MastodonNetwork(SandboxNetwork):
         @router.post("/oauth/token")
         async def token(request: Request) -> dict[str, Any]:
             form = await read_form(request)
-            if not form.get("client_id"):
+            client_id, secret = token_client(request, form)
+            if not sb.client_accepted(net, client_id, secret, secret=True):
                 raise NetworkError(
                     401,
-                    "Client authentication failed",
+                    "Client authentication failed due to unknown client, no client "
+                    "authentication included, or unsupported authentication method.",
                     code="invalid_client",
                     extra={"oauth": True},
                 )

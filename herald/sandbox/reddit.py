@@ -26,6 +26,7 @@ from herald.sandbox.core import (
     SandboxNetwork,
     SandboxPost,
     TokenStatus,
+    basic_client,
     read_form,
     request_auth,
 )
@@ -49,12 +50,6 @@ def _slug(title: str) -> str:
 
 def _errors(*triples: tuple[str, str, str]) -> dict[str, Any]:
     return {"json": {"errors": [list(t) for t in triples]}}
-
-
-def _basic(request: Request) -> bool:
-    """Whether the request authenticates its client with HTTP Basic (the sandbox accepts any
-    client, including an unconfigured empty one)."""
-    return request.headers.get("authorization", "").lower().startswith("basic ")
 
 
 class RedditNetwork(SandboxNetwork):
@@ -248,7 +243,9 @@ class RedditNetwork(SandboxNetwork):
 
         @router.post("/api/v1/access_token")
         async def access_token(request: Request) -> dict[str, Any]:
-            if not _basic(request):
+            # HTTP Basic only; a missing or wrong client is a bare 401 (no OAuth error body).
+            client = basic_client(request)
+            if client is None or not sb.client_accepted(net, *client, secret=True):
                 raise NetworkError(401, "Unauthorized")
             form = await read_form(request)
             grant = form.get("grant_type")

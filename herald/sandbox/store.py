@@ -62,6 +62,7 @@ class Sandbox:
             self.options: dict[str, dict[str, Any]] = {n: {} for n in self.networks}
             self._idempotency: dict[tuple[str, str, str], tuple[str, datetime]] = {}
             self._codes: dict[str, AuthCode] = {}
+            self.clients: dict[str, tuple[str, str | None]] = {}
             self._journal_seq = itertools.count(1)
             self.faults.clear()
             self.rate_limiter.clear()
@@ -88,6 +89,38 @@ class Sandbox:
             if key in opts:
                 return opts[key]
         return self.networks[network].default_options[key]
+
+    # -- OAuth clients -------------------------------------------------------------------------
+
+    def register_client(self, network: str, client_id: str, client_secret: str | None) -> None:
+        """From now on the network's token endpoints accept this client only."""
+        with self._lock:
+            self.clients[network] = (client_id, client_secret)
+
+    def forget_client(self, network: str) -> None:
+        with self._lock:
+            self.clients.pop(network, None)
+
+    def client_accepted(
+        self, network: str, client_id: str | None, client_secret: str | None, *, secret: bool
+    ) -> bool:
+        """Whether a token request's client authenticates: the registered client exactly,
+        or, when none is registered, any non-empty id (and secret, where ``secret``)."""
+        if not client_id or (secret and not client_secret):
+            return False
+        with self._lock:
+            registered = self.clients.get(network)
+        if registered is None:
+            return True
+        return (client_id, client_secret or None) == (registered[0], registered[1] or None)
+
+    def client_secret_accepted(self, network: str, client_secret: str | None) -> bool:
+        """For endpoints that take only a secret (the app is implied by the token)."""
+        with self._lock:
+            registered = self.clients.get(network)
+        if not client_secret:
+            return False
+        return registered is None or client_secret == registered[1]
 
     # -- accounts and tokens -------------------------------------------------------------------
 

@@ -319,8 +319,12 @@ class ThreadsNetwork(SandboxNetwork):
         @router.post("/oauth/access_token")
         async def code_for_token(request: Request) -> dict[str, Any]:
             form = await params(request)
-            if "client_id" not in form or "client_secret" not in form:
-                raise NetworkError(400, "Missing client_id or client_secret", code="101")
+            client_id, secret = _str(form.get("client_id")), _str(form.get("client_secret"))
+            if client_id is None or secret is None:
+                missing = "client_id" if client_id is None else "client_secret"
+                raise NetworkError(400, f"Missing {missing} parameter.", code="101")
+            if not sb.client_accepted(net, client_id, secret, secret=True):
+                raise NetworkError(400, "Error validating client secret.", code="1")
             try:
                 pair, account = sb.redeem_code(
                     net,
@@ -337,8 +341,10 @@ class ThreadsNetwork(SandboxNetwork):
         async def long_lived(request: Request) -> dict[str, Any]:
             auth = request_auth(request)
             q = request.query_params
-            if q.get("grant_type") != "th_exchange_token" or "client_secret" not in q:
+            if q.get("grant_type") != "th_exchange_token":
                 raise NetworkError(400, "Invalid exchange request", code="100")
+            if not sb.client_secret_accepted(net, q.get("client_secret")):
+                raise NetworkError(400, "Error validating client secret.", code="1")
             if auth.status is not TokenStatus.VALID or auth.token is None:
                 raise NetworkError(401, "Error validating access token", code="190")
             pair = sb.issue_tokens(
@@ -355,3 +361,7 @@ class ThreadsNetwork(SandboxNetwork):
             }
 
         return router
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -18,10 +18,10 @@ from herald.sandbox.core import (
     SandboxAccount,
     SandboxNetwork,
     TokenStatus,
-    basic_client_id,
     read_form,
     read_json,
     request_auth,
+    token_client,
 )
 from herald.sandbox.counting import x_length
 from herald.sandbox.faults import RateLimit, RateWindow
@@ -197,7 +197,10 @@ class XNetwork(SandboxNetwork):
         @router.post("/2/oauth2/token")
         async def token(request: Request) -> dict[str, Any]:
             form = await read_form(request)
-            if not (form.get("client_id") or basic_client_id(request)):
+            # A public client names itself in the form; a confidential one must use Basic.
+            # X answers both a missing and a wrong client the same way.
+            client_id, secret = token_client(request, form)
+            if not sb.client_accepted(net, client_id, secret, secret=False):
                 raise _oauth(401, "unauthorized_client", "Missing valid authorization header")
             grant = form.get("grant_type")
             try:

@@ -6,6 +6,8 @@ plaintext never lands in a log, a span or an error message.
 
 from __future__ import annotations
 
+from typing import Any
+
 from herald.models import Integration, utcnow
 from herald.providers.base import Account, TokenSet
 from herald.security.crypto import KeyRing, TokenBinding
@@ -36,24 +38,33 @@ def open_tokens(integration: Integration, keys: KeyRing) -> TokenSet:
     )
 
 
-def store_tokens(integration: Integration, tokens: TokenSet, keys: KeyRing) -> None:
-    """Seal ``tokens`` into the row (under the active key) and bump its token version.
-
-    A network that does not rotate the refresh token returns none: the old one is kept.
-    """
+def sealed_values(integration: Integration, tokens: TokenSet, keys: KeyRing) -> dict[str, Any]:
+    """The column values that store ``tokens`` on ``integration``, sealed under the active key,
+    with the next token version. A network that does not rotate the refresh token returns none:
+    the old one is kept (resealed)."""
     binding = binding_of(integration)
-    integration.access_token_ciphertext = keys.seal(tokens.access_token, binding)
+    values: dict[str, Any] = {
+        "access_token_ciphertext": keys.seal(tokens.access_token, binding),
+        "token_key_id": keys.active,
+        "token_expires_at": tokens.expires_at,
+        "token_version": integration.token_version + 1,
+        "last_refreshed_at": utcnow(),
+    }
     if tokens.refresh_token is not None:
-        integration.refresh_token_ciphertext = keys.seal(tokens.refresh_token, binding)
+        values["refresh_token_ciphertext"] = keys.seal(tokens.refresh_token, binding)
     elif integration.refresh_token_ciphertext:
-        integration.refresh_token_ciphertext = keys.reseal(
+        values["refresh_token_ciphertext"] = keys.reseal(
             integration.refresh_token_ciphertext, binding
         )
-    integration.token_key_id = keys.active
-    integration.token_expires_at = tokens.expires_at
     if tokens.refresh_expires_at is not None:
-        integration.refresh_expires_at = tokens.refresh_expires_at
+        values["refresh_expires_at"] = tokens.refresh_expires_at
     if tokens.scopes:
-        integration.scopes = list(tokens.scopes)
-    integration.token_version += 1
-    integration.last_refreshed_at = utcnow()
+        values["scopes"] = list(tokens.scopes)
+    return values
+
+
+def store_tokens(integration: Integration, tokens: TokenSet, keys: KeyRing) -> None:
+    """Seal ``tokens`` into the row object and bump its token version (see
+    :func:`sealed_values`; a refresh writes the same values with a conditional UPDATE)."""
+    for column, value in sealed_values(integration, tokens, keys).items():
+        setattr(integration, column, value)

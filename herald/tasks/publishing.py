@@ -92,6 +92,7 @@ def publish(self: HeraldTask, payload: PublishPost) -> str | None:
                 "herald.tokens.refresh",
                 kwargs={
                     "integration_id": str(outcome.refresh),
+                    "seen_token_version": outcome.seen_token_version,
                     "then_publish": str(payload.post_id),
                 },
             )

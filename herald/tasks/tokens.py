@@ -1,9 +1,12 @@
 """Token tasks: refresh one integration (single-flight), and beat's sweep of expiring tokens.
 
-| task                            | queue  | payload                     |
-| ------------------------------- | ------ | --------------------------- |
-| ``herald.tokens.refresh``       | tokens | :class:`RefreshIntegration` |
-| ``herald.tokens.refresh_expiring`` | tokens | none (beat)              |
+| task                               | queue  | payload                     |
+| ---------------------------------- | ------ | --------------------------- |
+| ``herald.tokens.refresh``          | tokens | :class:`RefreshIntegration` |
+| ``herald.tokens.refresh_expiring`` | tokens | none (beat)                 |
+
+Neither sends ``publish``: a refresh makes the posts waiting for it due, and the dispatcher
+(the only way into ``publish``) takes them on its next tick.
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from herald.celery_app import app
 from herald.contracts import NoArguments, RefreshIntegration
 from herald.db import service_scope
-from herald.models import Integration, IntegrationStatus, PostStatus, transition, utcnow
+from herald.models import Integration, IntegrationStatus, utcnow
+from herald.models.integration import HEALTHY
 from herald.providers.registry import UnknownProvider, provider_class
 from herald.security.crypto import KeyRing
 from herald.settings import get_settings
@@ -41,36 +45,30 @@ def refresh(self: HeraldTask, payload: RefreshIntegration) -> str:
         settings,
         KeyRing.from_settings(settings),
         seen_version=payload.seen_token_version,
+        then_publish=payload.then_publish,
         task_id=self.request.id,
     )
-    if payload.then_publish is not None and transition(
-        self.session,
-        payload.then_publish,
-        from_=PostStatus.RETRYING,
-        to=PostStatus.QUEUED,
-        queued_at=utcnow(),
-    ):
-        # Publish again now, refreshed or not: without a usable token the publish run fails
-        # the post with the reason, which is what the user needs to see.
-        self.enqueue(
-            app.signature("herald.posts.publish", kwargs={"post_id": str(payload.then_publish)})
-        )
-    return outcome.reason
+    return outcome.outcome
 
 
 @app.task(
     bind=True, base=HeraldTask, name="herald.tokens.refresh_expiring", payload_model=NoArguments
 )
 def refresh_expiring(self: HeraldTask, payload: NoArguments) -> int:
-    """Refresh every active token that expires within the safety margin."""
+    """Refresh every healthy token that expires within the safety margin, and every one a
+    publish found refused whose refresh was lost; skip integrations a refresh holds."""
     settings = get_settings()
     service_scope(self.session, "refresh_expiring")
-    horizon = utcnow() + timedelta(seconds=settings.token_refresh_margin_s)
+    now = utcnow()
+    horizon = now + timedelta(seconds=settings.token_refresh_margin_s)
     rows = self.session.execute(
         select(Integration.id, Integration.provider, Integration.token_version).where(
-            Integration.status.in_((IntegrationStatus.ACTIVE, IntegrationStatus.REFRESH_NEEDED)),
-            Integration.token_expires_at.is_not(None),
-            Integration.token_expires_at < horizon,
+            Integration.status.in_(HEALTHY),
+            or_(
+                Integration.status == IntegrationStatus.REFRESH_NEEDED,
+                Integration.token_expires_at < horizon,
+            ),
+            or_(Integration.refresh_lease_until.is_(None), Integration.refresh_lease_until <= now),
         )
     ).all()
     count = 0
@@ -84,6 +82,11 @@ def refresh_expiring(self: HeraldTask, payload: NoArguments) -> int:
             continue
         if not refreshes:
             continue
-        self.enqueue(refresh.s(integration_id=str(integration_id), seen_token_version=version))
+        self.enqueue(
+            app.signature(
+                "herald.tokens.refresh",
+                kwargs={"integration_id": str(integration_id), "seen_token_version": version},
+            )
+        )
         count += 1
     return count

@@ -36,3 +36,8 @@ publish_errors = _meter.create_counter(
 token_refreshes = _meter.create_counter(
     "herald.token.refreshes", description="Token refreshes by provider and outcome."
 )
+provider_configuration_errors = _meter.create_counter(
+    "herald.provider.configuration_errors",
+    description="Herald's own provider configuration refused or missing (OAuth client "
+    "credentials), by provider and code: the operator's to fix, never the user's.",
+)

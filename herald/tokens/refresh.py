@@ -1,9 +1,34 @@
-"""Refresh one integration's tokens, single-flight.
+"""Refresh one integration's tokens: single-flight, and never stranding a healthy connection.
 
-The integration row is locked (``SELECT … FOR UPDATE``) for the refresh, so two workers that
-both saw an expired token make one call to the network: the second finds the token version
-moved on and uses the new token. That matters because X, Discord and Bluesky rotate refresh
-tokens and treat reuse of a spent one as theft (revoking the whole grant).
+X, Discord and Bluesky rotate refresh tokens and treat a second use of a spent one as theft
+(revoking the whole grant), so two refreshes of one integration must never both call the
+network, and a refresh must never mistake someone else's win for a dead grant. The flow, each
+step a short transaction of its own (none is open during the network call):
+
+1. Claim the refresh lease (:mod:`herald.tokens.lease`). A refresh that does not get it stops:
+   the holder's result serves everyone.
+2. Re-read the integration. If its ``token_version`` moved past the version the caller saw
+   (``seen_version``: the tokens a publish had refused, or the beat read), another refresh
+   already won: use its tokens, do not rotate again.
+3. Refuse before any call when Herald lacks the provider's OAuth client credentials.
+4. Call the network and record the outcome:
+
+   =================== ================================= ================== =================
+   outcome             integration                       its waiting posts  lease
+   =================== ================================= ================== =================
+   refreshed           new tokens, ``active``            due now            released
+   lost_race           untouched: the winner's tokens    due now            released
+   invalid_grant       ``needs_reauth``, confirmed on     due now            released
+                       the version read
+   configuration_error untouched (Herald's fault)        wait               held
+   transient           untouched (failure count + 1)     wait               pending (retry)
+   token_unreadable    ``needs_reauth``, as invalid_grant due now            released
+   =================== ================================= ================== =================
+
+Every write of tokens or status names the token version it was decided on, so it never
+overwrites a newer one. "Due now" is the only way a refresh leads to a publish: the waiting
+posts' ``next_attempt_at`` becomes now, and the dispatcher takes them on its next tick.
+Each refresh leaves a ``token_refresh_attempts`` row with its outcome.
 """
 
 from __future__ import annotations
@@ -11,20 +36,39 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from opentelemetry import trace
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from herald.db import session_scope
-from herald.models import Integration, IntegrationStatus, TokenRefreshAttempt, utcnow
-from herald.providers.base import AuthExpired, ProviderError, ReauthRequired
-from herald.providers.registry import UnknownProvider, provider_for
-from herald.security.credentials import account_of, open_tokens, store_tokens
+from herald.models import (
+    Integration,
+    IntegrationStatus,
+    Post,
+    PostStatus,
+    TokenRefreshAttempt,
+    set_status,
+    utcnow,
+)
+from herald.models.integration import HEALTHY
+from herald.providers.base import (
+    AuthExpired,
+    ConfigurationError,
+    Provider,
+    ProviderError,
+    ReauthRequired,
+    TokenSet,
+)
+from herald.providers.registry import UnknownProvider, missing_client_credentials, provider_for
+from herald.security.credentials import account_of, open_tokens, sealed_values
 from herald.security.crypto import DecryptionError, KeyRing
 from herald.settings import Settings
 from herald.telemetry import context, metrics
+from herald.tokens import lease
 
 log = structlog.get_logger("herald.tokens")
 
@@ -35,9 +79,14 @@ class RefreshFailed(Exception):
 
 @dataclass(frozen=True, slots=True)
 class RefreshOutcome:
-    refreshed: bool
-    status: IntegrationStatus
+    outcome: str
+    status: IntegrationStatus | None
     reason: str
+    error_code: str | None = None
+
+    @property
+    def refreshed(self) -> bool:
+        return self.outcome == "refreshed"
 
 
 def refresh_integration(
@@ -47,74 +96,264 @@ def refresh_integration(
     keys: KeyRing,
     *,
     seen_version: int | None = None,
+    then_publish: uuid.UUID | None = None,
     task_id: str | None = None,
 ) -> RefreshOutcome:
-    integration = session.scalar(
-        # FOR NO KEY UPDATE: the attempt row (another connection) may still reference this row.
-        select(Integration).where(Integration.id == integration_id).with_for_update(key_share=True)
-    )
-    if integration is None:
-        return RefreshOutcome(False, IntegrationStatus.DISABLED, "no such integration")
-    if integration.status in (IntegrationStatus.NEEDS_REAUTH, IntegrationStatus.DISABLED):
-        return RefreshOutcome(False, integration.status, "integration needs the user")
-    if seen_version is not None and integration.token_version > seen_version:
-        return RefreshOutcome(True, integration.status, "already refreshed by another worker")
-
-    try:
-        provider = provider_for(integration.provider, settings)
-    except UnknownProvider:
-        return RefreshOutcome(False, integration.status, "no adapter for this provider")
-    attempt_id = _open_attempt(integration, task_id)
-    started = time.perf_counter()
-    outcome = "refreshed"
-    error: Exception | None = None
-    try:
-        tokens = provider.refresh(account_of(integration), open_tokens(integration, keys))
-        store_tokens(integration, tokens, keys)
-        integration.status = IntegrationStatus.ACTIVE
-        integration.refresh_failure_count = 0
-    except (ReauthRequired, AuthExpired, DecryptionError) as exc:
-        outcome, error = "reauth_required", exc
-        integration.status = IntegrationStatus.NEEDS_REAUTH
-        integration.refresh_failure_count += 1
-    except ProviderError as exc:
-        outcome, error = "failed", exc
-        integration.refresh_failure_count += 1
-    latency_ms = round((time.perf_counter() - started) * 1000)
-
-    attempt = session.get(TokenRefreshAttempt, attempt_id)
-    assert attempt is not None
-    attempt.finished_at = utcnow()
-    attempt.latency_ms = latency_ms
-    attempt.outcome = outcome
-    attempt.token_version_after = integration.token_version
-    if error is not None:
-        attempt.error_code = getattr(error, "code", "token_unreadable")
-        attempt.error_message = str(error)[:2000]
-    metrics.token_refreshes.add(1, {"provider": integration.provider, "outcome": outcome})
-    log.info(
-        "token.refresh",
-        integration_id=str(integration.id),
-        provider=integration.provider,
-        outcome=outcome,
-        token_version=integration.token_version,
-        latency_ms=latency_ms,
-    )
-    status = integration.status
+    """Refresh ``integration_id`` once, whoever else is trying (see the module docstring).
+    Raises :class:`RefreshFailed` after recording a transient failure."""
+    owner = f"{task_id or 'direct'}:{uuid.uuid4().hex[:12]}"
+    claimed = lease.claim(session, integration_id, owner, lease_s=settings.token_refresh_lease_s)
+    integration = session.execute(
+        select(Integration)
+        .where(Integration.id == integration_id)
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
     session.commit()
-    if outcome == "failed":
-        raise RefreshFailed(str(error))
-    return RefreshOutcome(outcome == "refreshed", status, outcome)
+    if integration is None:
+        return RefreshOutcome("skipped", None, "no such integration")
+    if integration.status not in HEALTHY:
+        if claimed:
+            lease.release(session, integration_id, owner)
+            session.commit()
+        return RefreshOutcome("skipped", integration.status, "the integration needs the user")
+    run = _Refresh(session, integration, settings, keys, owner, then_publish, task_id)
+    if seen_version is not None and integration.token_version > seen_version:
+        return run.lost_race(seen_version, "already refreshed by another worker")
+    if not claimed:  # the holder makes the posts due when it is done
+        return run.lost_race(seen_version, "another refresh holds the lease", make_due=False)
+    return run.call_and_record()
 
 
-def _open_attempt(integration: Integration, task_id: str | None) -> uuid.UUID:
+@dataclass(slots=True)
+class _Refresh:
+    """One refresh that holds the lease (or lost it): the call, then its recorded outcome."""
+
+    session: Session
+    integration: Integration
+    settings: Settings
+    keys: KeyRing
+    owner: str
+    then_publish: uuid.UUID | None
+    task_id: str | None
+
+    def call_and_record(self) -> RefreshOutcome:
+        try:
+            provider = provider_for(self.integration.provider, self.settings)
+        except UnknownProvider as exc:
+            lease.release(self.session, self.integration.id, self.owner)
+            self.session.commit()
+            return RefreshOutcome("skipped", self.integration.status, str(exc))
+        read_version = self.integration.token_version
+        attempt_id = _open_attempt(self.integration, read_version, self.task_id)
+        started = time.perf_counter()
+        try:
+            tokens = self._call(provider)
+        except ConfigurationError as exc:
+            outcome = self._client_refused(exc)
+        except (ReauthRequired, AuthExpired, DecryptionError) as exc:
+            outcome = self._grant_refused(exc, read_version)
+        except ProviderError as exc:
+            outcome = self._transient(exc)
+        else:
+            outcome = self._store(tokens, read_version)
+        self._finish(attempt_id, outcome, latency_ms=round((time.perf_counter() - started) * 1000))
+        if outcome.outcome == "transient":
+            raise RefreshFailed(outcome.reason)
+        return outcome
+
+    def _call(self, provider: Provider) -> TokenSet:
+        name = self.integration.provider
+        missing = missing_client_credentials(self.settings, name)
+        if missing:
+            raise ConfigurationError(
+                f"no OAuth client {' or '.join(missing)} configured for {name}: set it in "
+                "HERALD_PROVIDER_CREDENTIALS",
+                provider=name,
+                provider_code="missing_client_credentials",
+            )
+        tokens = open_tokens(self.integration, self.keys)
+        return provider.refresh(account_of(self.integration), tokens)
+
+    # -- outcomes (each writes in the session; _finish commits) -------------------------------
+
+    def _store(self, tokens: TokenSet, read_version: int) -> RefreshOutcome:
+        values = sealed_values(self.integration, tokens, self.keys)
+        stored = _rowcount(
+            self.session.execute(
+                update(Integration)
+                .where(
+                    Integration.id == self.integration.id,
+                    Integration.token_version == read_version,
+                )
+                .values(**values, refresh_failure_count=0)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        if not stored:
+            # Only after the lease expired under a refresh slower than any task may run, or a
+            # reconnect in between: the newer tokens stay, these are dropped.
+            log.error("token.refresh_superseded", integration_id=str(self.integration.id))
+            return self._after_lost_race("the tokens were replaced during this refresh")
+        set_status(
+            self.session,
+            self.integration.id,
+            IntegrationStatus.ACTIVE,
+            token_version=read_version + 1,
+            from_=(IntegrationStatus.REFRESH_NEEDED,),
+        )
+        self._release_and_make_due()
+        return RefreshOutcome("refreshed", IntegrationStatus.ACTIVE, "refreshed")
+
+    def _grant_refused(self, error: Exception, read_version: int) -> RefreshOutcome:
+        """The network (or our own ciphertext) says the grant is dead. Confirm it on a fresh
+        read under the lease: tokens replaced meanwhile are someone else's win, not a death."""
+        current = self.session.execute(
+            select(Integration.token_version).where(Integration.id == self.integration.id)
+        ).scalar_one_or_none()
+        if current != read_version:
+            return self._after_lost_race("the tokens were replaced during this refresh")
+        outcome = "token_unreadable" if isinstance(error, DecryptionError) else "invalid_grant"
+        set_status(
+            self.session,
+            self.integration.id,
+            IntegrationStatus.NEEDS_REAUTH,
+            token_version=read_version,
+        )
+        self._count_failure()
+        self._release_and_make_due()
+        log.warning(
+            "token.refresh_refused",
+            integration_id=str(self.integration.id),
+            provider=self.integration.provider,
+            outcome=outcome,
+        )
+        code = error.code if isinstance(error, ProviderError) else outcome
+        return RefreshOutcome(outcome, IntegrationStatus.NEEDS_REAUTH, _message(error), code)
+
+    def _client_refused(self, error: ConfigurationError) -> RefreshOutcome:
+        """Herald's own client credentials are missing or refused: the operator must act. The
+        integration keeps its status and its posts wait (the lease is held) until then."""
+        until = utcnow() + timedelta(seconds=self.settings.token_client_error_hold_s)
+        lease.hold(self.session, self.integration.id, self.owner, until=until)
+        metrics.provider_configuration_errors.add(
+            1, {"provider": self.integration.provider, "code": error.provider_code or "refused"}
+        )
+        log.error(
+            "token.refresh_configuration_error",
+            integration_id=str(self.integration.id),
+            provider=self.integration.provider,
+            reason=error.message,
+            http_status=error.http_status,
+            posts_wait_until=until.isoformat(),
+        )
+        return RefreshOutcome(
+            "configuration_error", self.integration.status, error.message, error.code
+        )
+
+    def _transient(self, error: ProviderError) -> RefreshOutcome:
+        """Network trouble says nothing about the grant: status untouched, posts keep waiting,
+        and the task's retry may claim the lease again."""
+        self._count_failure()
+        until = utcnow() + timedelta(seconds=self.settings.token_refresh_lease_s)
+        lease.leave_pending(self.session, self.integration.id, self.owner, until=until)
+        return RefreshOutcome("transient", self.integration.status, error.message, error.code)
+
+    def lost_race(
+        self, seen_version: int | None, reason: str, *, make_due: bool = True
+    ) -> RefreshOutcome:
+        """Another refresh won (or is winning): record it, and use its tokens."""
+        version = self.integration.token_version
+        attempt_id = _open_attempt(self.integration, seen_version or version, self.task_id)
+        outcome = (
+            self._after_lost_race(reason)
+            if make_due
+            else RefreshOutcome("lost_race", self.integration.status, reason)
+        )
+        self._finish(attempt_id, outcome, latency_ms=0)
+        return outcome
+
+    def _after_lost_race(self, reason: str) -> RefreshOutcome:
+        self._release_and_make_due()
+        return RefreshOutcome("lost_race", self.integration.status, reason)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _release_and_make_due(self) -> None:
+        lease.release(self.session, self.integration.id, self.owner)
+        make_due(self.session, self.integration.id, also=self.then_publish)
+
+    def _count_failure(self) -> None:
+        self.session.execute(
+            update(Integration)
+            .where(Integration.id == self.integration.id)
+            .values(refresh_failure_count=Integration.refresh_failure_count + 1)
+            .execution_options(synchronize_session=False)
+        )
+
+    def _finish(self, attempt_id: uuid.UUID, outcome: RefreshOutcome, *, latency_ms: int) -> None:
+        attempt = self.session.get(TokenRefreshAttempt, attempt_id)
+        assert attempt is not None
+        attempt.finished_at = utcnow()
+        attempt.latency_ms = latency_ms
+        attempt.outcome = outcome.outcome
+        if outcome.error_code is not None:
+            attempt.error_code = outcome.error_code
+            attempt.error_message = outcome.reason[:2000]
+        version = self.session.execute(
+            select(Integration.token_version).where(Integration.id == self.integration.id)
+        ).scalar_one_or_none()
+        attempt.token_version_after = version
+        self.session.commit()
+        provider = self.integration.provider
+        metrics.token_refreshes.add(1, {"provider": provider, "outcome": outcome.outcome})
+        log.info(
+            "token.refresh",
+            integration_id=str(self.integration.id),
+            provider=provider,
+            outcome=outcome.outcome,
+            token_version=version,
+            latency_ms=latency_ms,
+        )
+
+
+def make_due(session: Session, integration_id: uuid.UUID, *, also: uuid.UUID | None = None) -> int:
+    """Make the posts that wait for this integration's token due now (``retrying`` after an
+    ``auth_expired`` attempt, plus ``also``); the dispatcher publishes them on its next tick."""
+    waiting = Post.last_error_code == AuthExpired.code
+    if also is not None:
+        waiting = or_(waiting, Post.id == also)
+    now = utcnow()
+    return _rowcount(
+        session.execute(
+            update(Post)
+            .where(
+                Post.integration_id == integration_id,
+                Post.status == PostStatus.RETRYING,
+                waiting,
+            )
+            .values(next_attempt_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    )
+
+
+def _rowcount(result: object) -> int:
+    assert isinstance(result, CursorResult)
+    return result.rowcount
+
+
+def _message(error: Exception) -> str:
+    return error.message if isinstance(error, ProviderError) else str(error)
+
+
+def _open_attempt(integration: Integration, version_before: int, task_id: str | None) -> uuid.UUID:
     """The attempt row, committed on its own before the network is called."""
     span = trace.get_current_span().get_span_context()
     attempt = TokenRefreshAttempt(
         workspace_id=integration.workspace_id,
         integration_id=integration.id,
         provider=integration.provider,
-        token_version_before=integration.token_version,
+        token_version_before=version_before,
         correlation_id=context.correlation_id(),
         trace_id=format(span.trace_id, "032x") if span.is_valid else None,
         task_id=task_id,
