@@ -133,6 +133,15 @@ class Settings(BaseSettings):
             '{"x": {"client_id": "…", "client_secret": "…"}, …}'
         ),
     )
+    reconcile_max_pages: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description=(
+            "Pages of an account's posts a reconciliation lookup reads at most; a window it "
+            "cannot cover sends the post to review instead of sending it again."
+        ),
+    )
     provider_timeout_s: float = Field(default=15.0, gt=0)
     provider_connect_timeout_s: float = Field(default=5.0, gt=0)
     user_agent: str = "Herald/0.1 (+https://github.com/herald-social/herald)"

@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 
 from herald.providers.base import (
     ERROR_CLASSES,
+    Absent,
     Account,
     AmbiguousOutcome,
     AuthExpired,
     ContentInvalid,
+    Found,
     PermanentError,
     PostDraft,
     ProviderError,
@@ -145,9 +147,9 @@ def test_ambiguous_publish_is_reconciled_from_the_timeline(
     with pytest.raises(AmbiguousOutcome):
         x.publish(draft(), account, tokens)
     found = x.find_post(draft(), account, tokens, since)
-    assert found is not None
-    assert found.external_id == sandbox.posts("x")[0]["id"]
-    assert x.find_post(draft("never sent"), account, tokens, since) is None
+    assert isinstance(found, Found)
+    assert found.post.external_id == sandbox.posts("x")[0]["id"]
+    assert isinstance(x.find_post(draft("never sent"), account, tokens, since), Absent)
 
 
 def test_refresh_rotates_and_reuse_revokes_the_family(
