@@ -306,7 +306,7 @@ class BlueskyProvider:
     def _session(
         self, response: httpx.Response, previous: TokenSet | None
     ) -> tuple[TokenSet, Account]:
-        if response.status_code != 200:
+        if not response.is_success:
             raise _error(response, session=True)
         body = json_body(response)
         b = body if isinstance(body, dict) else {}

@@ -198,15 +198,17 @@ class LinkedInProvider:
         )
 
     def _token_set(self, response: httpx.Response, previous: TokenSet | None) -> TokenSet:
-        if response.status_code != 200:
+        """``previous`` None: the answer to a code exchange, which cannot be repeated (the
+        code is single use), so an unreadable answer is ambiguous; a refresh can be asked
+        again (the refresh token does not rotate)."""
+        if not response.is_success:
             raise _error(response, idempotent=True, token=True)
         body = json_body(response)
         b = body if isinstance(body, dict) else {}
         access = b.get("access_token")
         if not isinstance(access, str) or not access:
-            raise TransientError(
-                "unreadable token answer from LinkedIn", provider=NAME, http_status=200
-            )
+            cls = TransientError if previous is not None else AmbiguousOutcome
+            raise cls("unreadable token answer from LinkedIn", provider=NAME, http_status=200)
         now = datetime.now(UTC)
         refresh = b.get("refresh_token")
         refresh_in = b.get("refresh_token_expires_in")

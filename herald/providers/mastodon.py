@@ -34,6 +34,7 @@ import httpx
 
 from herald.providers.base import (
     Account,
+    AmbiguousOutcome,
     AuthorizeRequest,
     ContentInvalid,
     Idempotency,
@@ -322,7 +323,7 @@ class MastodonProvider:
             "code_verifier": code_verifier or "",
         }
         response = self._http.request("POST", f"{self._base}/oauth/token", data=form)
-        if response.status_code != 200:
+        if not response.is_success:
             error = _error(response)
             if response.status_code in (400, 401):
                 raise ReauthRequired(
@@ -335,7 +336,8 @@ class MastodonProvider:
         body = json_body(response)
         access = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(access, str) or not access:
-            raise TransientError(
+            # The code is spent whether or not the token was issued: asking again must fail.
+            raise AmbiguousOutcome(
                 "unreadable token answer from Mastodon", provider=NAME, http_status=200
             )
         assert isinstance(body, dict)

@@ -253,13 +253,15 @@ class RedditProvider:
 
     # ------------------------------------------------------------------ tokens
 
-    def _token_call(self, form: dict[str, str]) -> dict[str, Any]:
+    def _token_call(self, form: dict[str, str], *, repeatable: bool) -> dict[str, Any]:
+        """``repeatable``: a refresh (Reddit's refresh tokens do not rotate, so asking again is
+        safe); a code exchange is not (the code is single use)."""
         response = self._http.request(
             "POST",
             f"{self._token_host}/api/v1/access_token",
             data=form,
             auth=(self._client_id, self._client_secret),
-            idempotent=True,  # Reddit's refresh tokens do not rotate: asking again is safe
+            idempotent=repeatable,
         )
         body = json_body(response)
         body = body if isinstance(body, dict) else {}
@@ -281,7 +283,8 @@ class RedditProvider:
         if not response.is_success:
             raise classify(response)
         if not isinstance(body.get("access_token"), str):
-            raise TransientError(
+            cls = TransientError if repeatable else AmbiguousOutcome
+            raise cls(
                 "Reddit's token answer had no access token",
                 provider=NAME,
                 http_status=response.status_code,
@@ -309,7 +312,8 @@ class RedditProvider:
         if not tokens.refresh_token:
             raise ReauthRequired("this Reddit connection has no refresh token", provider=NAME)
         body = self._token_call(
-            {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token}
+            {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token},
+            repeatable=True,
         )
         return self._token_set(body, tokens.refresh_token)
 
@@ -332,7 +336,8 @@ class RedditProvider:
         self, code: str, redirect_uri: str, code_verifier: str | None
     ) -> tuple[TokenSet, Account]:
         body = self._token_call(
-            {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+            {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri},
+            repeatable=False,
         )
         tokens = self._token_set(body, None)
         me = self._read("/api/v1/me", tokens)

@@ -407,7 +407,8 @@ class ThreadsProvider:
         user_id = short.get("user_id")
         short_token = short.get("access_token")
         if not isinstance(short_token, str) or not isinstance(user_id, str | int):
-            raise PermanentError("Threads' code exchange returned no token", provider=NAME)
+            # A 2xx to a single-use code: the token may well exist, unread.
+            raise AmbiguousOutcome("Threads' code exchange returned no token", provider=NAME)
         long = self._call(
             "GET",
             "/access_token",

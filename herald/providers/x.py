@@ -136,7 +136,9 @@ def _data(response: httpx.Response, *, idempotent: bool) -> dict[str, Any]:
     data = body.get("data") if isinstance(body, dict) else None
     if isinstance(data, dict):
         return data
-    if isinstance(body, dict) and isinstance(body.get("errors"), list):
+    if idempotent and isinstance(body, dict) and isinstance(body.get("errors"), list):
+        # A read answered with errors only (the post does not exist). A write answered 2xx
+        # without its data may still have been applied: that is ambiguous, below.
         raise PermanentError(
             _message(body, response.status_code), provider=NAME, http_status=response.status_code
         )
