@@ -5,8 +5,8 @@ tokens are single use, so every refresh returns a new one that the caller must s
 anything else. X has no idempotency key: a lost answer to a publish is ambiguous, and
 :meth:`XProvider.find_post` reconciles by reading the account's timeline
 (``GET /2/users/:id/tweets`` with ``start_time``, 100 per page, ``pagination_token`` =
-``meta.next_token``) for the same text. X serves only an account's newest 3,200 posts, so a
-window holding more proves nothing.
+``meta.next_token``) for the same text, links compared as links (X shows them as ``t.co``).
+X serves only an account's newest 3,200 posts, so a window holding more proves nothing.
 
 Error mapping (:func:`classify`): 429 → RateLimited at ``x-rate-limit-reset`` (epoch s);
 401 → AuthExpired; other 4xx (403 duplicate, 400 invalid) → PermanentError; 503 →
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 import unicodedata
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from urllib.parse import urlencode
 import httpx
 
 from herald.providers.base import (
+    Absent,
     Account,
     AmbiguousOutcome,
     AuthorizeRequest,
@@ -43,10 +45,11 @@ from herald.providers.base import (
     RemotePost,
     TokenSet,
     TransientError,
+    Unknown,
 )
 from herald.providers.http import ProviderHTTP, error_for_status, json_body
 from herald.providers.lookup import Page, Seen, search_window
-from herald.providers.text import x_weighted_length
+from herald.providers.text import find_urls, x_weighted_length
 from herald.settings import Settings
 
 NAME = "x"
@@ -57,7 +60,23 @@ DEFAULT_RESET = timedelta(minutes=15)
 MAX_IMAGES = 4
 TIMELINE_PAGE = 100  # the most max_results allows
 TIMELINE_CAP = 3200  # the user timeline serves no older posts
+# Something X may auto-link although it has no scheme or "www." (``example.com``).
+_BARE_DOMAIN = re.compile(r"(?i)\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}\b")
 MEDIA_LIMITS = {"image": 5_000_000, "gif": 15_000_000, "video": 512_000_000}
+
+
+def comparable(text: str) -> str:
+    """The text as reconciliation compares it: NFC, trimmed, every link reduced to a marker,
+    since X shows each link back wrapped as ``https://t.co/…``."""
+    return _without_links(unicodedata.normalize("NFC", text).strip())
+
+
+def _without_links(text: str) -> str:
+    out, cursor = [], 0
+    for span in find_urls(text):
+        out += [text[cursor : span.start], "\x00link"]
+        cursor = span.end
+    return "".join([*out, text[cursor:]])
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -261,7 +280,7 @@ class XProvider:
     def find_post(
         self, draft: PostDraft, account: Account, tokens: TokenSet, since: datetime
     ) -> Lookup:
-        wanted = unicodedata.normalize("NFC", draft.text).strip()
+        wanted = comparable(draft.text)
         start = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
         def page(cursor: str | None) -> Page:
@@ -286,13 +305,17 @@ class XProvider:
             seen = [self._seen(item, account, wanted) for item in items]
             return Page(seen, token if isinstance(token, str) and token else None)
 
-        return search_window(
+        found = search_window(
             page,
             since=since,
             max_pages=self._max_pages,
             network="X",
             serves_at_most=TIMELINE_CAP,
         )
+        if isinstance(found, Absent) and _BARE_DOMAIN.search(_without_links(draft.text)):
+            # X links bare domains too and shows them as t.co: the text may not have matched.
+            return Unknown(f"the text holds a bare domain X may show as a link; {found.evidence}")
+        return found
 
     def _seen(self, item: Any, account: Account, wanted: str) -> Seen:
         if not isinstance(item, dict):
@@ -301,7 +324,7 @@ class XProvider:
         created = _parse_time(item.get("created_at"))
         if not isinstance(text, str) or not isinstance(tweet_id, str) or not tweet_id:
             return Seen(created)
-        if unicodedata.normalize("NFC", text).strip() != wanted:
+        if comparable(text) != wanted:
             return Seen(created)
         return Seen(created, RemotePost(tweet_id, self._url(account, tweet_id), text, created))
 

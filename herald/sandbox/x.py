@@ -1,6 +1,7 @@
 """X API v2 emulation: tweets, users/me, user timeline, OAuth 2.0 with PKCE and single-use
 refresh tokens (reuse revokes the family). Errors are problem-details JSON; the token
-endpoint answers in OAuth's ``{error, error_description}`` shape.
+endpoint answers in OAuth's ``{error, error_description}`` shape. Tweets are shown back as X
+shows them: every link wrapped as a ``t.co`` link.
 
 The user timeline pages as X documents: ``max_results`` 5 to 100 (default 10), ``start_time`` /
 ``end_time``, ``since_id`` / ``until_id``, ``pagination_token`` = the previous page's
@@ -9,6 +10,7 @@ account are served at all."""
 
 from __future__ import annotations
 
+import hashlib
 import operator
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -31,7 +33,7 @@ from herald.sandbox.core import (
     read_json,
     request_auth,
 )
-from herald.sandbox.counting import x_length
+from herald.sandbox.counting import urls, x_length
 from herald.sandbox.faults import RateLimit, RateWindow
 from herald.sandbox.paging import decode_cursor, encode_cursor, older_than
 
@@ -125,7 +127,8 @@ class XNetwork(SandboxNetwork):
             ):
                 raise NetworkError(403, _DUPLICATE, extra={"title": "Forbidden"})
             post = _store_tweet(sb, net, account, text)
-            return {"data": {"id": post.id, "text": post.text, "edit_history_tweet_ids": [post.id]}}
+            shown = _shown(post.text)
+            return {"data": {"id": post.id, "text": shown, "edit_history_tweet_ids": [post.id]}}
 
         @router.get("/2/users/me")
         async def users_me(request: Request) -> dict[str, Any]:
@@ -154,7 +157,7 @@ class XNetwork(SandboxNetwork):
                 posts = rest
             page = posts[:limit]
             data = [
-                {"id": p.id, "text": p.text, "created_at": _z(p.created_at.isoformat())}
+                {"id": p.id, "text": _shown(p.text), "created_at": _z(p.created_at.isoformat())}
                 for p in page
             ]
             meta: dict[str, Any] = {"result_count": len(data)}
@@ -194,7 +197,8 @@ class XNetwork(SandboxNetwork):
                     "impression_count": 120,
                 },
             )
-            return {"data": {"id": post.id, "text": post.text, "public_metrics": metrics}}
+            shown = _shown(post.text)
+            return {"data": {"id": post.id, "text": shown, "public_metrics": metrics}}
 
     def _oauth_routes(self, router: APIRouter, sb: Sandbox) -> None:
         net = self.name
@@ -251,6 +255,16 @@ class XNetwork(SandboxNetwork):
             form = await read_form(request)
             sb.revoke(form.get("token", ""))
             return {"revoked": True}
+
+
+def _shown(text: str) -> str:
+    """The text as X shows it back: every link wrapped as ``https://t.co/<10 characters>``."""
+    out, cursor = [], 0
+    for start, end in urls(text):
+        digest = hashlib.sha256(text[start:end].encode()).hexdigest()[:10]
+        out += [text[cursor:start], f"https://t.co/{digest}"]
+        cursor = end
+    return "".join([*out, text[cursor:]])
 
 
 def _store_tweet(sb: Sandbox, net: str, account: SandboxAccount, text: str) -> SandboxPost:
