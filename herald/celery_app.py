@@ -25,6 +25,7 @@ QUEUES = ("default", "publish", "tokens", "alerts")
 
 ROUTES: dict[str, dict[str, str]] = {
     "herald.posts.publish": {"queue": "publish"},
+    "herald.posts.record_outcome": {"queue": "publish"},
     "herald.posts.*": {"queue": "default"},
     "herald.tokens.*": {"queue": "tokens"},
     "herald.alerts.*": {"queue": "alerts"},

@@ -10,7 +10,15 @@ import re
 import uuid
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    field_validator,
+    model_validator,
+)
 
 _KEY = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,200}$")
 _MAX_SETTINGS_BYTES = 16_384
@@ -61,6 +69,55 @@ class PublishPost(Contract):
     """``herald.posts.publish``: publish one post now (sent by the dispatcher)."""
 
     post_id: uuid.UUID
+
+
+class PublishedAnswer(Contract):
+    """The network created the post."""
+
+    external_id: str = Field(min_length=1, max_length=500)
+    url: str | None = Field(default=None, max_length=2000)
+    request_id: str | None = Field(default=None, max_length=200)
+
+
+class RefusedAnswer(Contract):
+    """The network (or Herald before the call) said no, or left the outcome open: the error,
+    as the taxonomy names it (``code``) with its details."""
+
+    code: str = Field(min_length=1, max_length=64)
+    message: str = Field(max_length=2000)
+    http_status: int | None = None
+    request_id: str | None = Field(default=None, max_length=200)
+    provider_code: str | None = Field(default=None, max_length=200)
+    reset_at: AwareDatetime | None = None
+    rule: str | None = Field(default=None, max_length=200)
+
+
+class NetworkAnswer(Contract):
+    """What the network answered to one publish attempt (exactly one of ``published`` and
+    ``refused``), kept so that it can be recorded after the database comes back."""
+
+    post_id: uuid.UUID
+    attempt_id: uuid.UUID
+    #: The ``herald.posts.publish`` task that made the call: only its own answer is recorded.
+    task_id: str | None = Field(default=None, max_length=200)
+    finished_at: AwareDatetime
+    latency_ms: int = Field(ge=0)
+    published: PublishedAnswer | None = None
+    refused: RefusedAnswer | None = None
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> NetworkAnswer:
+        if (self.published is None) == (self.refused is None):
+            raise ValueError("exactly one of 'published' and 'refused'")
+        return self
+
+
+class RecordOutcome(Contract):
+    """``herald.posts.record_outcome``: internal to Herald. Sent by ``publish`` when the
+    network answered but the database would not take the outcome; records that answer (never
+    publishes). Not for other services."""
+
+    answer: NetworkAnswer
 
 
 class RefreshIntegration(Contract):

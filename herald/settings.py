@@ -101,6 +101,15 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Cap on posts queued or publishing at once, per provider (unset = no cap).",
     )
+    publish_record_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=20,
+        description=(
+            "Tries at writing a publish outcome while the database is away (bounded backoff, "
+            "about 4 s for 5); then the answer goes to herald.posts.record_outcome."
+        ),
+    )
     sweep_interval_s: float = Field(default=30.0, gt=0)
     queued_timeout_s: float = Field(
         default=300.0, gt=0, description="A post queued this long lost its message: re-enqueue."
@@ -148,6 +157,15 @@ class Settings(BaseSettings):
         description=(
             "OAuth client credentials per network, as JSON: "
             '{"x": {"client_id": "…", "client_secret": "…"}, …}'
+        ),
+    )
+    reconcile_max_pages: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description=(
+            "Pages of an account's posts a reconciliation lookup reads at most; a window it "
+            "cannot cover sends the post to review instead of sending it again."
         ),
     )
     provider_timeout_s: float = Field(default=15.0, gt=0)

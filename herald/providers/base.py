@@ -204,6 +204,34 @@ class RemotePost:
 
 
 @dataclass(frozen=True, slots=True)
+class Found:
+    """The lookup found the post at the network."""
+
+    post: RemotePost
+
+
+@dataclass(frozen=True, slots=True)
+class Absent:
+    """The network proved the post is not there: the lookup read everything the account
+    published since the attempt began, or the network's own key lookup says so. Only this
+    makes a second send safe."""
+
+    evidence: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """The lookup could not prove absence (no way to read the account back, the page budget
+    ran out, the network stops serving older posts). The post must go to a person."""
+
+    reason: str
+
+
+#: What :meth:`Provider.find_post` answers. Match on the class; there is no fourth case.
+Lookup = Found | Absent | Unknown
+
+
+@dataclass(frozen=True, slots=True)
 class PostMetrics:
     likes: int = 0
     reposts: int = 0
@@ -241,10 +269,6 @@ class Provider(Protocol):
     #: The OAuth client credentials (``client_id``, ``client_secret``) a refresh sends; a
     #: refresh without them is refused as a :class:`ConfigurationError` before any call.
     refresh_client_fields: ClassVar[tuple[str, ...]]
-    #: Whether :meth:`find_post` answering None means, with authority, "not there" (so a post
-    #: whose outcome was ambiguous can safely be sent again). False where the network offers no
-    #: way to read back what the account posted.
-    reconciles: ClassVar[bool]
 
     def validate(self, draft: PostDraft, account: Account) -> None:
         """Raise :class:`ContentInvalid` naming the rule if the draft cannot be published."""
@@ -257,8 +281,10 @@ class Provider(Protocol):
 
     def find_post(
         self, draft: PostDraft, account: Account, tokens: TokenSet, since: datetime
-    ) -> RemotePost | None:
-        """Look for a post matching ``draft`` created after ``since``, for reconciliation."""
+    ) -> Lookup:
+        """Look for the post of ``draft`` created at or after ``since``, for reconciliation:
+        :class:`Found`, :class:`Absent` only with proof, otherwise :class:`Unknown`. A failed
+        call raises, like every method; the caller treats that as unknown too."""
 
     def fetch_metrics(self, external_id: str, account: Account, tokens: TokenSet) -> PostMetrics:
         """The post's engagement figures as the network reports them."""

@@ -10,7 +10,9 @@ Idempotency: each post is written at a client-chosen record key, a TID derived f
 draft's idempotency key (:func:`tid_for`). A repeat of the same post hits the same key, which
 the repository refuses, and the adapter then reads that record back
 (``com.atproto.repo.getRecord``): the post is never written twice and a lost answer is
-recovered inside the call. :meth:`find_post` is the same lookup.
+recovered inside the call. :meth:`find_post` is the same lookup: a record at the key is the
+post; the repository answering ``RecordNotFound`` proves it was never written, however busy
+the account has been since.
 
 Links become facets with UTF-8 byte offsets; text is limited to 300 graphemes and 3,000 bytes.
 
@@ -32,12 +34,15 @@ from typing import Any, ClassVar
 import httpx
 
 from herald.providers.base import (
+    Absent,
     Account,
     AmbiguousOutcome,
     AuthExpired,
     AuthorizeRequest,
     ContentInvalid,
+    Found,
     Idempotency,
+    Lookup,
     PermanentError,
     PostDraft,
     PostMetrics,
@@ -143,7 +148,6 @@ def _jwt_expiry(token: str) -> datetime | None:
 class BlueskyProvider:
     name: ClassVar[str] = NAME
     idempotency: ClassVar[Idempotency] = "rkey"
-    reconciles: ClassVar[bool] = True  # the record at the derived rkey is authoritative
     refreshes_tokens: ClassVar[bool] = True
     # refreshSession authenticates with the refresh JWT alone.
     refresh_client_fields: ClassVar[tuple[str, ...]] = ()
@@ -294,13 +298,17 @@ class BlueskyProvider:
 
     def find_post(
         self, draft: PostDraft, account: Account, tokens: TokenSet, since: datetime
-    ) -> RemotePost | None:
-        return self._get_record(account, tokens, tid_for(draft.idempotency_key))
+    ) -> Lookup:
+        rkey = tid_for(draft.idempotency_key)
+        record = self._get_record(account, tokens, rkey)
+        if record is None:
+            return Absent(f"the repository has nothing at the post's record key {rkey}")
+        return Found(record)
 
     def _session(
         self, response: httpx.Response, previous: TokenSet | None
     ) -> tuple[TokenSet, Account]:
-        if response.status_code != 200:
+        if not response.is_success:
             raise _error(response, session=True)
         body = json_body(response)
         b = body if isinstance(body, dict) else {}

@@ -14,6 +14,10 @@
                        so Discord answers a repeat with the message it already created.
 
 ``settings["guild_id"]`` makes public URLs; ``settings["thread_id"]`` posts into a thread.
+
+Reconciliation: a bot reads the channel's history (``GET /channels/{id}/messages``, 100 per
+page, older pages by ``before=<oldest id>``) back to the attempt's start. A webhook cannot
+list messages, so a webhook post's absence can never be proven.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from herald.providers.base import (
     AuthorizeRequest,
     ConfigurationError,
     ContentInvalid,
+    Found,
     Idempotency,
+    Lookup,
     PermanentError,
     PostDraft,
     PostMetrics,
@@ -43,8 +49,11 @@ from herald.providers.base import (
     ReauthRequired,
     RemotePost,
     TokenSet,
+    TransientError,
+    Unknown,
 )
 from herald.providers.http import ProviderHTTP, client_refused, json_body, server_error
+from herald.providers.lookup import Page, Seen, search_window
 from herald.settings import Settings
 
 NAME = "discord"
@@ -53,7 +62,7 @@ NONCE_LENGTH = 25
 USER_AGENT = "DiscordBot (https://github.com/herald-social/herald, 0.1)"
 AUTHORIZE_URL = "https://discord.com/oauth2/authorize"
 DEFAULT_RETRY_AFTER_S = 5.0
-HISTORY_LIMIT = 50
+HISTORY_PAGE = 100  # the most ``limit`` allows
 Mode = Literal["webhook", "bot"]
 
 
@@ -171,11 +180,8 @@ class DiscordProvider:
     name: ClassVar[str] = NAME
     # Bot messages always carry a nonce, so a bot repeat inside Discord's window is harmless
     # (and publish repeats it itself when an answer is lost). The class cannot promise that
-    # for webhook connections, which have no nonce: so "none". find_post answers None only
-    # when it truly looked (bot history reaching back far enough, or a known webhook message
-    # id); where it cannot look it raises, so an ambiguous webhook publish goes to review.
+    # for webhook connections, which have no nonce: so "none".
     idempotency: ClassVar[Idempotency] = "none"
-    reconciles: ClassVar[bool] = True
     refreshes_tokens: ClassVar[bool] = True
     refresh_client_fields: ClassVar[tuple[str, ...]] = ("client_id", "client_secret")
 
@@ -192,6 +198,7 @@ class DiscordProvider:
         self._authorize_url = f"{self._base}/oauth2/authorize" if sandboxed else AUTHORIZE_URL
         self._client_id = client_id
         self._client_secret = client_secret
+        self._max_pages = settings.reconcile_max_pages
         self._http = ProviderHTTP(NAME, self._base, settings, transport=transport)
 
     def close(self) -> None:
@@ -407,38 +414,42 @@ class DiscordProvider:
 
     def find_post(
         self, draft: PostDraft, account: Account, tokens: TokenSet, since: datetime
-    ) -> RemotePost | None:
-        """Bot: the channel's recent history, by nonce or content. Webhook: a webhook cannot
-        list messages, so only a known candidate (``draft.settings["message_id"]``) is
-        checked. Raises where no authoritative answer is possible."""
+    ) -> Lookup:
+        """Bot: the channel's history since ``since``, by nonce or content. Webhook: only a
+        known candidate (``draft.settings["message_id"]``) can be found; absence is never
+        proven, because a webhook cannot list what it posted."""
         if self.mode(account) == "webhook":
             candidate = draft.settings.get("message_id")
-            if not candidate:
-                # Without a known id nothing can be confirmed either way: say so, rather
-                # than answer "not there" and invite a duplicate.
-                raise PermanentError("a Discord webhook cannot list its messages", provider=NAME)
-            found = self._message(str(candidate), account, tokens)
-            return self._remote(found, account) if isinstance(found, dict) else None
-        history = self._get(
-            f"/channels/{self._channel(account)}/messages", account, tokens, limit=HISTORY_LIMIT
-        )
+            found = self._message(str(candidate), account, tokens) if candidate else None
+            remote = self._remote(found, account) if isinstance(found, dict) else None
+            if remote is not None:
+                return Found(remote)
+            return Unknown("a Discord webhook cannot list the messages it posted")
         nonce = nonce_for(draft.idempotency_key)
-        items = [i for i in history if isinstance(i, dict)] if isinstance(history, list) else []
-        oldest: datetime | None = None
-        for item in items:
-            created = _parse_time(item.get("timestamp"))
-            oldest = created if oldest is None or (created and created < oldest) else oldest
-            if created is not None and created < since:
-                continue
-            if item.get("nonce") == nonce or item.get("content") == draft.text:
-                return self._remote(item, account)
-        if len(items) >= HISTORY_LIMIT and (oldest is None or oldest >= since):
-            # A busy channel: the page ends before the attempt began, so "not found" would
-            # not be authoritative.
-            raise PermanentError(
-                "the channel history does not reach back far enough", provider=NAME
-            )
-        return None
+        path = f"/channels/{self._channel(account)}/messages"
+
+        def page(before: str | None) -> Page:
+            params: dict[str, Any] = {"limit": HISTORY_PAGE}
+            if before is not None:
+                params["before"] = before
+            history = self._get(path, account, tokens, **params)
+            if history is None:
+                raise PermanentError("Discord does not know the channel", provider=NAME)
+            if not isinstance(history, list):
+                raise TransientError("unreadable channel history from Discord", provider=NAME)
+            items = [i for i in history if isinstance(i, dict)]
+            seen = [self._seen(item, account, nonce, draft.text) for item in items]
+            oldest = items[-1].get("id") if items else None
+            full = len(history) >= HISTORY_PAGE and isinstance(oldest, str | int)
+            return Page(seen, str(oldest) if full else None)
+
+        return search_window(page, since=since, max_pages=self._max_pages, network="Discord")
+
+    def _seen(self, item: dict[str, Any], account: Account, nonce: str, text: str) -> Seen:
+        created = _parse_time(item.get("timestamp"))
+        if item.get("nonce") != nonce and item.get("content") != text:
+            return Seen(created)
+        return Seen(created, self._remote(item, account))
 
     def _remote(self, item: dict[str, Any], account: Account) -> RemotePost | None:
         message_id = item.get("id")

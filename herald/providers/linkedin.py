@@ -4,8 +4,8 @@ Publishes as the member (``urn:li:person:<id>``) or, when ``Account.settings`` n
 ``organization_id``, as that page. The answer is 201 with an empty body and the post's URN
 in ``x-restli-id``. Commentary is written in the "little" text format, so reserved
 characters are escaped. LinkedIn has no idempotency key and reading a member's own posts
-needs restricted scopes: :meth:`LinkedInProvider.find_post` returns None and the caller marks
-an ambiguous post ``needs_review``.
+needs restricted scopes: :meth:`LinkedInProvider.find_post` answers Unknown and the caller
+marks an ambiguous post ``needs_review``.
 
 Tokens: 60-day access tokens; refresh tokens only for approved partners, and they do not
 rotate (the same refresh token comes back, its expiry keeps counting down).
@@ -32,14 +32,15 @@ from herald.providers.base import (
     AuthorizeRequest,
     ContentInvalid,
     Idempotency,
+    Lookup,
     PostDraft,
     PostMetrics,
     ProviderError,
     PublishResult,
     ReauthRequired,
-    RemotePost,
     TokenSet,
     TransientError,
+    Unknown,
 )
 from herald.providers.http import ProviderHTTP, error_for_status, json_body
 from herald.settings import Settings
@@ -111,7 +112,6 @@ def _error(response: httpx.Response, *, idempotent: bool, token: bool = False) -
 class LinkedInProvider:
     name: ClassVar[str] = NAME
     idempotency: ClassVar[Idempotency] = "none"
-    reconciles: ClassVar[bool] = False  # a member's own posts cannot be read back
     refreshes_tokens: ClassVar[bool] = True
     refresh_client_fields: ClassVar[tuple[str, ...]] = ("client_id", "client_secret")
 
@@ -199,15 +199,17 @@ class LinkedInProvider:
         )
 
     def _token_set(self, response: httpx.Response, previous: TokenSet | None) -> TokenSet:
-        if response.status_code != 200:
+        """``previous`` None: the answer to a code exchange, which cannot be repeated (the
+        code is single use), so an unreadable answer is ambiguous; a refresh can be asked
+        again (the refresh token does not rotate)."""
+        if not response.is_success:
             raise _error(response, idempotent=True, token=True)
         body = json_body(response)
         b = body if isinstance(body, dict) else {}
         access = b.get("access_token")
         if not isinstance(access, str) or not access:
-            raise TransientError(
-                "unreadable token answer from LinkedIn", provider=NAME, http_status=200
-            )
+            cls = TransientError if previous is not None else AmbiguousOutcome
+            raise cls("unreadable token answer from LinkedIn", provider=NAME, http_status=200)
         now = datetime.now(UTC)
         refresh = b.get("refresh_token")
         refresh_in = b.get("refresh_token_expires_in")
@@ -242,9 +244,9 @@ class LinkedInProvider:
 
     def find_post(
         self, draft: PostDraft, account: Account, tokens: TokenSet, since: datetime
-    ) -> RemotePost | None:
-        """Always None: reading a member's posts needs scopes Herald does not hold."""
-        return None
+    ) -> Lookup:
+        """Reading a member's own posts needs scopes Herald does not hold."""
+        return Unknown("LinkedIn does not let Herald read a member's posts back")
 
     def fetch_metrics(self, external_id: str, account: Account, tokens: TokenSet) -> PostMetrics:
         response = self._http.request(

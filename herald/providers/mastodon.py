@@ -9,6 +9,10 @@ counting ``characters_reserved_per_url``, and ``max_media_attachments``.
 Tokens never expire and there is no refresh token: a refused token (401) means the user
 must reconnect (ReauthRequired). OAuth uses PKCE S256 (Mastodon ≥ 4.3).
 
+Reconciliation reads the account's statuses (``GET /api/v1/accounts/:id/statuses``, 40 per
+page, older pages by the ``max_id`` of the ``Link: rel="next"`` header) until it passes the
+start of the attempt's window or the account's history ends (an empty page).
+
 Error mapping (:func:`classify`): 429 → RateLimited at ``X-RateLimit-Reset`` (ISO 8601);
 401 → ReauthRequired; other 4xx (403 scope, 404, 422 validation) → PermanentError; 5xx →
 TransientError (the key makes a repeat harmless).
@@ -24,16 +28,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 
 from herald.providers.base import (
     Account,
+    AmbiguousOutcome,
     AuthorizeRequest,
     ConfigurationError,
     ContentInvalid,
     Idempotency,
+    Lookup,
     PermanentError,
     PostDraft,
     PostMetrics,
@@ -46,6 +52,7 @@ from herald.providers.base import (
     TransientError,
 )
 from herald.providers.http import ProviderHTTP, client_refused, json_body
+from herald.providers.lookup import Page, Seen, search_window
 from herald.providers.text import find_urls
 from herald.providers.x import pkce_pair
 from herald.settings import Settings
@@ -53,7 +60,7 @@ from herald.settings import Settings
 NAME = "mastodon"
 DEFAULT_SCOPES = ("write:statuses", "write:media", "read:accounts", "read:statuses")
 DEFAULT_RESET = timedelta(minutes=5)
-LOOKBACK = 40
+STATUSES_PAGE = 40  # the most an account's statuses page holds
 _TAG = re.compile(r"<[^>]+>")
 _BREAK = re.compile(r"<br\s*/?>|</p>\s*<p>", re.IGNORECASE)
 
@@ -142,7 +149,6 @@ def _error(response: httpx.Response) -> ProviderError:
 class MastodonProvider:
     name: ClassVar[str] = NAME
     idempotency: ClassVar[Idempotency] = "key"
-    reconciles: ClassVar[bool] = True  # the account's statuses are authoritative
     refreshes_tokens: ClassVar[bool] = False
     # Tokens never expire: nothing to refresh.
     refresh_client_fields: ClassVar[tuple[str, ...]] = ()
@@ -160,6 +166,7 @@ class MastodonProvider:
         self._sandboxed = bool(settings.sandbox_url)
         self._client_id = client_id
         self._client_secret = client_secret
+        self._max_pages = settings.reconcile_max_pages
         self._http = ProviderHTTP(NAME, self._base, settings, transport=transport)
         self._limits: dict[str, InstanceLimits] = {}
         self._limits_lock = threading.Lock()
@@ -250,36 +257,26 @@ class MastodonProvider:
 
     def find_post(
         self, draft: PostDraft, account: Account, tokens: TokenSet, since: datetime
-    ) -> RemotePost | None:
-        response = self._http.request(
-            "GET",
-            f"{self._instance(account)}/api/v1/accounts/{account.external_id}/statuses",
-            params={"limit": str(LOOKBACK), "exclude_reblogs": "true"},
-            headers=self._auth(tokens),
-        )
-        if response.status_code != 200:
-            raise _error(response)
-        statuses = json_body(response)
-        if not isinstance(statuses, list):
-            raise TransientError(
-                "unreadable status list from Mastodon", provider=NAME, http_status=200
-            )
+    ) -> Lookup:
         wanted = unicodedata.normalize("NFC", draft.text).strip()
-        for item in statuses:
-            if not isinstance(item, dict):
-                continue
-            content, status_id = item.get("content"), item.get("id")
-            created = _parse_time(item.get("created_at"))
-            if not isinstance(content, str) or not isinstance(status_id, str):
-                continue
-            if created is not None and created < since:
-                continue
-            if unicodedata.normalize("NFC", plain_text(content)) == wanted:
-                url = item.get("url")
-                return RemotePost(
-                    status_id, url if isinstance(url, str) else None, plain_text(content), created
+        path = f"{self._instance(account)}/api/v1/accounts/{account.external_id}/statuses"
+
+        def page(max_id: str | None) -> Page:
+            params = {"limit": str(STATUSES_PAGE), "exclude_reblogs": "true"}
+            if max_id is not None:
+                params["max_id"] = max_id
+            response = self._http.request("GET", path, params=params, headers=self._auth(tokens))
+            if response.status_code != 200:
+                raise _error(response)
+            statuses = json_body(response)
+            if not isinstance(statuses, list):
+                raise TransientError(
+                    "unreadable status list from Mastodon", provider=NAME, http_status=200
                 )
-        return None
+            seen = [_seen(item, wanted) for item in statuses]
+            return Page(seen, next_max_id(response) if statuses else None)
+
+        return search_window(page, since=since, max_pages=self._max_pages, network="Mastodon")
 
     def fetch_metrics(self, external_id: str, account: Account, tokens: TokenSet) -> PostMetrics:
         response = self._http.request(
@@ -329,7 +326,7 @@ class MastodonProvider:
             "code_verifier": code_verifier or "",
         }
         response = self._http.request("POST", f"{self._base}/oauth/token", data=form)
-        if response.status_code != 200:
+        if not response.is_success:
             error = _error(response)
             if client_refused(response.status_code, error.provider_code):
                 raise ConfigurationError(
@@ -349,7 +346,8 @@ class MastodonProvider:
         body = json_body(response)
         access = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(access, str) or not access:
-            raise TransientError(
+            # The code is spent whether or not the token was issued: asking again must fail.
+            raise AmbiguousOutcome(
                 "unreadable token answer from Mastodon", provider=NAME, http_status=200
             )
         assert isinstance(body, dict)
@@ -370,6 +368,30 @@ class MastodonProvider:
         handle = who.get("acct") if isinstance(who.get("acct"), str) else None
         base_url = None if self._sandboxed else self._base
         return tokens, Account(external_id=account_id, handle=handle, base_url=base_url)
+
+
+def next_max_id(response: httpx.Response) -> str | None:
+    """The ``max_id`` of the older page named by the ``Link: <…>; rel="next"`` header.
+    Only the id is taken from it: the request stays on the account's own instance."""
+    link = response.links.get("next", {}).get("url", "")
+    values = parse_qs(urlsplit(link).query).get("max_id", [])
+    return values[0] if values and values[0] else None
+
+
+def _seen(item: Any, wanted: str) -> Seen:
+    if not isinstance(item, dict):
+        return Seen(None)
+    content, status_id = item.get("content"), item.get("id")
+    created = _parse_time(item.get("created_at"))
+    if not isinstance(content, str) or not isinstance(status_id, str) or not status_id:
+        return Seen(created)
+    text = plain_text(content)
+    if unicodedata.normalize("NFC", text) != wanted:
+        return Seen(created)
+    url = item.get("url")
+    return Seen(
+        created, RemotePost(status_id, url if isinstance(url, str) else None, text, created)
+    )
 
 
 def _count(value: Any) -> int:

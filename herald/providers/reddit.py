@@ -8,6 +8,10 @@ title is ``draft.settings["title"]``, or else the text's first line.
 
 Reddit reports submission errors inside an HTTP 200 (``json.errors`` triples) — including
 its per-account posting throttle, ``RATELIMIT`` "… take a break for N minutes …".
+
+Reconciliation reads ``/user/<name>/submitted?sort=new&limit=100``, older pages by
+``after=<data.after>``, for the subreddit and title; a listing reaches back 1,000 posts at
+most, so a window holding more proves nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from herald.providers.base import (
     ConfigurationError,
     ContentInvalid,
     Idempotency,
+    Lookup,
     PermanentError,
     PostDraft,
     PostMetrics,
@@ -39,6 +44,7 @@ from herald.providers.base import (
     TransientError,
 )
 from herald.providers.http import ProviderHTTP, client_refused, json_body, server_error
+from herald.providers.lookup import Page, Seen, search_window
 from herald.settings import Settings
 
 NAME = "reddit"
@@ -47,8 +53,8 @@ MAX_TEXT = 40_000
 WWW_HOST = "https://www.reddit.com"  # token and authorize endpoints
 DEFAULT_SCOPES = ("identity", "submit", "read")
 DEFAULT_BACKOFF_S = 600
-# A post appears in the listing with the server's clock; allow for skew against ours.
-CLOCK_SKEW = timedelta(minutes=2)
+LISTING_PAGE = 100  # the most ``limit`` allows
+LISTING_CAP = 1000  # no listing reaches further back
 _WAIT = re.compile(r"(\d+)\s*(millisecond|second|minute|hour)s?", re.IGNORECASE)
 _UNIT_S = {"millisecond": 0.001, "second": 1, "minute": 60, "hour": 3600}
 _SUBREDDIT = re.compile(r"[A-Za-z0-9_]{2,21}")
@@ -120,12 +126,37 @@ def _subreddit(draft: PostDraft, account: Account) -> str:
     return name[3:] if name.lower().startswith("r/") else name
 
 
+def _created(raw: Any) -> datetime | None:
+    if not isinstance(raw, int | float) or isinstance(raw, bool):
+        return None
+    try:
+        return datetime.fromtimestamp(float(raw), UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _seen(post: dict[str, Any], subreddit: str, title: str) -> Seen:
+    created = _created(post.get("created_utc"))
+    post_id = post.get("id")
+    if (
+        str(post.get("subreddit", "")).lower() != subreddit
+        or post.get("title") != title
+        or not isinstance(post_id, str)
+    ):
+        return Seen(created)
+    permalink = post.get("permalink")
+    url = f"https://www.reddit.com{permalink}" if isinstance(permalink, str) else None
+    selftext = post.get("selftext")
+    return Seen(
+        created, RemotePost(post_id, url, selftext if isinstance(selftext, str) else "", created)
+    )
+
+
 class RedditProvider:
     name: ClassVar[str] = NAME
     idempotency: ClassVar[Idempotency] = "none"
     refreshes_tokens: ClassVar[bool] = True
     refresh_client_fields: ClassVar[tuple[str, ...]] = ("client_id", "client_secret")
-    reconciles: ClassVar[bool] = True  # /user/<name>/submitted lists what the account posted
 
     def __init__(
         self,
@@ -143,6 +174,7 @@ class RedditProvider:
         ).rstrip("/")
         self._client_id = client_id
         self._client_secret = client_secret
+        self._max_pages = settings.reconcile_max_pages
         self._http = ProviderHTTP(NAME, base, settings, transport=transport)
 
     def close(self) -> None:
@@ -223,13 +255,15 @@ class RedditProvider:
 
     # ------------------------------------------------------------------ tokens
 
-    def _token_call(self, form: dict[str, str]) -> dict[str, Any]:
+    def _token_call(self, form: dict[str, str], *, repeatable: bool) -> dict[str, Any]:
+        """``repeatable``: a refresh (Reddit's refresh tokens do not rotate, so asking again is
+        safe); a code exchange is not (the code is single use)."""
         response = self._http.request(
             "POST",
             f"{self._token_host}/api/v1/access_token",
             data=form,
             auth=(self._client_id, self._client_secret),
-            idempotent=True,  # Reddit's refresh tokens do not rotate: asking again is safe
+            idempotent=repeatable,
         )
         body = json_body(response)
         body = body if isinstance(body, dict) else {}
@@ -252,7 +286,8 @@ class RedditProvider:
         if not response.is_success:
             raise classify(response)
         if not isinstance(body.get("access_token"), str):
-            raise TransientError(
+            cls = TransientError if repeatable else AmbiguousOutcome
+            raise cls(
                 "Reddit's token answer had no access token",
                 provider=NAME,
                 http_status=response.status_code,
@@ -280,7 +315,8 @@ class RedditProvider:
         if not tokens.refresh_token:
             raise ReauthRequired("this Reddit connection has no refresh token", provider=NAME)
         body = self._token_call(
-            {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token}
+            {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token},
+            repeatable=True,
         )
         return self._token_set(body, tokens.refresh_token)
 
@@ -303,7 +339,8 @@ class RedditProvider:
         self, code: str, redirect_uri: str, code_verifier: str | None
     ) -> tuple[TokenSet, Account]:
         body = self._token_call(
-            {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+            {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri},
+            repeatable=False,
         )
         tokens = self._token_set(body, None)
         me = self._read("/api/v1/me", tokens)
@@ -333,28 +370,28 @@ class RedditProvider:
 
     def find_post(
         self, draft: PostDraft, account: Account, tokens: TokenSet, since: datetime
-    ) -> RemotePost | None:
-        listing = self._read(f"/user/{account.external_id}/submitted", tokens, sort="new", limit=25)
+    ) -> Lookup:
         subreddit, title = _subreddit(draft, account).lower(), _title(draft)
-        for post in self._children(listing):
-            created_raw = post.get("created_utc")
-            created = (
-                datetime.fromtimestamp(float(created_raw), UTC)
-                if isinstance(created_raw, int | float) and not isinstance(created_raw, bool)
-                else None
-            )
-            if created is not None and created < since - CLOCK_SKEW:
-                continue
-            if str(post.get("subreddit", "")).lower() != subreddit or post.get("title") != title:
-                continue
-            post_id = post.get("id")
-            if not isinstance(post_id, str):
-                continue
-            permalink = post.get("permalink")
-            url = f"https://www.reddit.com{permalink}" if isinstance(permalink, str) else None
-            selftext = post.get("selftext")
-            return RemotePost(post_id, url, selftext if isinstance(selftext, str) else "", created)
-        return None
+
+        def page(after: str | None) -> Page:
+            params: dict[str, Any] = {"sort": "new", "limit": LISTING_PAGE}
+            if after is not None:
+                params["after"] = after
+            listing = self._read(f"/user/{account.external_id}/submitted", tokens, **params)
+            data = listing.get("data") if isinstance(listing, dict) else None
+            if not isinstance(data, dict) or not isinstance(data.get("children"), list):
+                raise TransientError("unreadable listing from Reddit", provider=NAME)
+            older = data.get("after")
+            seen = [_seen(post, subreddit, title) for post in self._children(listing)]
+            return Page(seen, older if isinstance(older, str) and older else None)
+
+        return search_window(
+            page,
+            since=since,
+            max_pages=self._max_pages,
+            network="Reddit",
+            serves_at_most=LISTING_CAP,
+        )
 
     def fetch_metrics(self, external_id: str, account: Account, tokens: TokenSet) -> PostMetrics:
         posts = self._children(self._read("/api/info", tokens, id=f"t3_{external_id}"))

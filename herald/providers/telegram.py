@@ -6,7 +6,7 @@ a numeric chat id or ``@channelusername``). The token travels in the URL path
 and nothing here puts a URL into a message.
 
 Telegram has no OAuth, no token expiry and no way to read messages back: ``refresh`` raises
-:class:`ReauthRequired`, ``find_post`` returns None, and a publish whose answer was lost is
+:class:`ReauthRequired`, ``find_post`` answers Unknown, and a publish whose answer was lost is
 ambiguous for good (``needs_review``).
 """
 
@@ -24,6 +24,7 @@ from herald.providers.base import (
     AuthorizeRequest,
     ContentInvalid,
     Idempotency,
+    Lookup,
     PermanentError,
     PostDraft,
     PostMetrics,
@@ -31,8 +32,8 @@ from herald.providers.base import (
     PublishResult,
     RateLimited,
     ReauthRequired,
-    RemotePost,
     TokenSet,
+    Unknown,
 )
 from herald.providers.http import ProviderHTTP, json_body, server_error
 from herald.providers.text import utf16_length
@@ -118,7 +119,6 @@ class TelegramProvider:
     refreshes_tokens: ClassVar[bool] = False
     # Tokens never expire: nothing to refresh.
     refresh_client_fields: ClassVar[tuple[str, ...]] = ()
-    reconciles: ClassVar[bool] = False  # the Bot API cannot read a chat back
 
     def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> None:
         self._http = ProviderHTTP(
@@ -242,9 +242,9 @@ class TelegramProvider:
 
     def find_post(
         self, draft: PostDraft, account: Account, tokens: TokenSet, since: datetime
-    ) -> RemotePost | None:
+    ) -> Lookup:
         """The Bot API cannot read a chat's history: nothing can be reconciled."""
-        return None
+        return Unknown("the Telegram Bot API cannot read a chat back")
 
     def fetch_metrics(self, external_id: str, account: Account, tokens: TokenSet) -> PostMetrics:
         """The Bot API has no per-message statistics; the figures are unknown, not zero."""

@@ -10,6 +10,9 @@ container expires on its own (24 h), so creating one is always safe.
 token, sent as the ``access_token`` parameter as Meta documents; a refresh replaces the token
 itself (there is no refresh token). ``draft.settings["threads_container_id"]`` may name a
 container created by an earlier attempt: it is checked first.
+
+Reconciliation reads ``GET /{user-id}/threads?since=<attempt start>&limit=100``, following
+``paging.cursors.after`` while ``paging.next`` says older posts remain.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from herald.providers.base import (
     AuthorizeRequest,
     ConfigurationError,
     ContentInvalid,
+    Found,
     Idempotency,
+    Lookup,
     PermanentError,
     PostDraft,
     PostMetrics,
@@ -41,12 +46,14 @@ from herald.providers.base import (
     TransientError,
 )
 from herald.providers.http import ProviderHTTP, json_body, server_error
+from herald.providers.lookup import Page, Seen, search_window
 from herald.providers.text import threads_length
 from herald.settings import Settings
 
 NAME = "threads"
 VERSION = "v1.0"
 MAX_TEXT = 500
+LIST_PAGE = 100  # the most ``limit`` allows on /{user-id}/threads
 AUTHORIZE_URL = "https://threads.net/oauth/authorize"
 DEFAULT_SCOPES = ("threads_basic", "threads_content_publish", "threads_manage_insights")
 THROTTLE_CODES = frozenset({4, 17, 32, 341, 613})
@@ -127,13 +134,24 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _seen(item: Any, text: str) -> Seen:
+    if not isinstance(item, dict):
+        return Seen(None)
+    created = _parse_time(item.get("timestamp"))
+    media_id = item.get("id")
+    if item.get("text") != text or not isinstance(media_id, str | int):
+        return Seen(created)
+    link = item.get("permalink")
+    url = link if isinstance(link, str) else None
+    return Seen(created, RemotePost(str(media_id), url, text, created))
+
+
 class ThreadsProvider:
     name: ClassVar[str] = NAME
     idempotency: ClassVar[Idempotency] = "container"
     refreshes_tokens: ClassVar[bool] = True
     # th_refresh_token needs only the long-lived token itself.
     refresh_client_fields: ClassVar[tuple[str, ...]] = ()
-    reconciles: ClassVar[bool] = True  # /{user-id}/threads lists what the account posted
 
     def __init__(
         self,
@@ -151,6 +169,7 @@ class ThreadsProvider:
         self._client_secret = client_secret
         self._polls = processing_polls
         self._poll_s = processing_poll_s
+        self._max_pages = settings.reconcile_max_pages
         self._http = ProviderHTTP(NAME, base, settings, transport=transport)
 
     def close(self) -> None:
@@ -331,11 +350,11 @@ class ThreadsProvider:
                 provider=NAME,
                 http_status=exc.http_status,
             ) from exc
-        if found is None:
+        if not isinstance(found, Found):
             raise AmbiguousOutcome(
                 "the container is PUBLISHED but the post is not listed yet", provider=NAME
             )
-        return PublishResult(found.external_id, found.url)
+        return PublishResult(found.post.external_id, found.post.url)
 
     def _permalink(self, media_id: str, tokens: TokenSet) -> str | None:
         try:
@@ -399,7 +418,8 @@ class ThreadsProvider:
         user_id = short.get("user_id")
         short_token = short.get("access_token")
         if not isinstance(short_token, str) or not isinstance(user_id, str | int):
-            raise PermanentError("Threads' code exchange returned no token", provider=NAME)
+            # A 2xx to a single-use code: the token may well exist, unread.
+            raise AmbiguousOutcome("Threads' code exchange returned no token", provider=NAME)
         long = self._call(
             "GET",
             "/access_token",
@@ -422,29 +442,26 @@ class ThreadsProvider:
 
     def find_post(
         self, draft: PostDraft, account: Account, tokens: TokenSet, since: datetime
-    ) -> RemotePost | None:
-        body = self._call(
-            "GET",
-            f"/{VERSION}/{account.external_id}/threads",
-            tokens,
-            {"fields": "id,text,timestamp,permalink", "since": int(since.timestamp()), "limit": 25},
-        )
-        items = body.get("data")
-        for item in items if isinstance(items, list) else []:
-            if not isinstance(item, dict) or item.get("text") != draft.text:
-                continue
-            media_id = item.get("id")
-            created = _parse_time(item.get("timestamp"))
-            if not isinstance(media_id, str | int) or (created is not None and created < since):
-                continue
-            link = item.get("permalink")
-            return RemotePost(
-                external_id=str(media_id),
-                url=link if isinstance(link, str) else None,
-                text=draft.text,
-                created_at=created,
-            )
-        return None
+    ) -> Lookup:
+        path = f"/{VERSION}/{account.external_id}/threads"
+        query = {
+            "fields": "id,text,timestamp,permalink",
+            "since": int(since.timestamp()),
+            "limit": LIST_PAGE,
+        }
+
+        def page(cursor: str | None) -> Page:
+            body = self._call("GET", path, tokens, query | ({"after": cursor} if cursor else {}))
+            items, paging = body.get("data"), body.get("paging")
+            if not isinstance(items, list):
+                raise TransientError("unreadable thread list from Threads", provider=NAME)
+            paging = paging if isinstance(paging, dict) else {}
+            cursors = paging.get("cursors")
+            after = cursors.get("after") if isinstance(cursors, dict) else None
+            older = after if paging.get("next") and isinstance(after, str) and after else None
+            return Page([_seen(item, draft.text) for item in items], older)
+
+        return search_window(page, since=since, max_pages=self._max_pages, network="Threads")
 
     def fetch_metrics(self, external_id: str, account: Account, tokens: TokenSet) -> PostMetrics:
         body = self._call(

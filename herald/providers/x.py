@@ -4,7 +4,9 @@ Publishes with ``POST /2/tweets``; OAuth 2.0 authorization code with PKCE (S256)
 tokens are single use, so every refresh returns a new one that the caller must store before
 anything else. X has no idempotency key: a lost answer to a publish is ambiguous, and
 :meth:`XProvider.find_post` reconciles by reading the account's timeline
-(``GET /2/users/:id/tweets``) for the same text after the attempt started.
+(``GET /2/users/:id/tweets`` with ``start_time``, 100 per page, ``pagination_token`` =
+``meta.next_token``) for the same text, links compared as links (X shows them as ``t.co``).
+X serves only an account's newest 3,200 posts, so a window holding more proves nothing.
 
 Error mapping (:func:`classify`): 429 → RateLimited at ``x-rate-limit-reset`` (epoch s);
 401 → AuthExpired; other 4xx (403 duplicate, 400 invalid) → PermanentError; 503 →
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 import unicodedata
 from collections.abc import Mapping
@@ -26,11 +29,13 @@ from urllib.parse import urlencode
 import httpx
 
 from herald.providers.base import (
+    Absent,
     Account,
     AmbiguousOutcome,
     AuthorizeRequest,
     ContentInvalid,
     Idempotency,
+    Lookup,
     PermanentError,
     PostDraft,
     PostMetrics,
@@ -40,9 +45,11 @@ from herald.providers.base import (
     RemotePost,
     TokenSet,
     TransientError,
+    Unknown,
 )
 from herald.providers.http import ProviderHTTP, error_for_status, json_body
-from herald.providers.text import x_weighted_length
+from herald.providers.lookup import Page, Seen, search_window
+from herald.providers.text import find_urls, x_weighted_length
 from herald.settings import Settings
 
 NAME = "x"
@@ -51,7 +58,25 @@ MAX_WEIGHTED_LENGTH = 280
 DEFAULT_SCOPES = ("tweet.read", "tweet.write", "users.read", "offline.access")
 DEFAULT_RESET = timedelta(minutes=15)
 MAX_IMAGES = 4
+TIMELINE_PAGE = 100  # the most max_results allows
+TIMELINE_CAP = 3200  # the user timeline serves no older posts
+# Something X may auto-link although it has no scheme or "www." (``example.com``).
+_BARE_DOMAIN = re.compile(r"(?i)\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}\b")
 MEDIA_LIMITS = {"image": 5_000_000, "gif": 15_000_000, "video": 512_000_000}
+
+
+def comparable(text: str) -> str:
+    """The text as reconciliation compares it: NFC, trimmed, every link reduced to a marker,
+    since X shows each link back wrapped as ``https://t.co/…``."""
+    return _without_links(unicodedata.normalize("NFC", text).strip())
+
+
+def _without_links(text: str) -> str:
+    out, cursor = [], 0
+    for span in find_urls(text):
+        out += [text[cursor : span.start], "\x00link"]
+        cursor = span.end
+    return "".join([*out, text[cursor:]])
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -130,7 +155,9 @@ def _data(response: httpx.Response, *, idempotent: bool) -> dict[str, Any]:
     data = body.get("data") if isinstance(body, dict) else None
     if isinstance(data, dict):
         return data
-    if isinstance(body, dict) and isinstance(body.get("errors"), list):
+    if idempotent and isinstance(body, dict) and isinstance(body.get("errors"), list):
+        # A read answered with errors only (the post does not exist). A write answered 2xx
+        # without its data may still have been applied: that is ambiguous, below.
         raise PermanentError(
             _message(body, response.status_code), provider=NAME, http_status=response.status_code
         )
@@ -141,7 +168,6 @@ def _data(response: httpx.Response, *, idempotent: bool) -> dict[str, Any]:
 class XProvider:
     name: ClassVar[str] = NAME
     idempotency: ClassVar[Idempotency] = "none"
-    reconciles: ClassVar[bool] = True  # the timeline since the attempt began is authoritative
     refreshes_tokens: ClassVar[bool] = True
     # A public client sends only its id; a confidential one adds Basic.
     refresh_client_fields: ClassVar[tuple[str, ...]] = ("client_id",)
@@ -162,6 +188,7 @@ class XProvider:
         self._client_id = client_id
         self._client_secret = client_secret
         self._max_length = max_weighted_length
+        self._max_pages = settings.reconcile_max_pages
         self._http = ProviderHTTP(NAME, base, settings, transport=transport)
 
     def close(self) -> None:
@@ -254,38 +281,54 @@ class XProvider:
 
     def find_post(
         self, draft: PostDraft, account: Account, tokens: TokenSet, since: datetime
-    ) -> RemotePost | None:
-        params = {
-            "max_results": "100",
-            "start_time": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "tweet.fields": "created_at",
-        }
-        response = self._http.request(
-            "GET",
-            f"/2/users/{account.external_id}/tweets",
-            params=params,
-            headers=self._auth(tokens),
+    ) -> Lookup:
+        wanted = comparable(draft.text)
+        start = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        def page(cursor: str | None) -> Page:
+            params = {"max_results": str(TIMELINE_PAGE), "start_time": start}
+            params["tweet.fields"] = "created_at"
+            if cursor is not None:
+                params["pagination_token"] = cursor
+            response = self._http.request(
+                "GET",
+                f"/2/users/{account.external_id}/tweets",
+                params=params,
+                headers=self._auth(tokens),
+            )
+            if response.status_code != 200:
+                raise _error(response, idempotent=True)
+            body = json_body(response)
+            meta = body.get("meta") if isinstance(body, dict) else None
+            items = body.get("data", []) if isinstance(body, dict) else None
+            if not isinstance(meta, dict) or not isinstance(items, list):
+                raise TransientError("unreadable timeline from X", provider=NAME, http_status=200)
+            token = meta.get("next_token")
+            seen = [self._seen(item, account, wanted) for item in items]
+            return Page(seen, token if isinstance(token, str) and token else None)
+
+        found = search_window(
+            page,
+            since=since,
+            max_pages=self._max_pages,
+            network="X",
+            serves_at_most=TIMELINE_CAP,
         )
-        if response.status_code != 200:
-            raise _error(response, idempotent=True)
-        body = json_body(response)
-        if not isinstance(body, dict):
-            raise TransientError("unreadable timeline from X", provider=NAME, http_status=200)
-        wanted = unicodedata.normalize("NFC", draft.text).strip()
-        for item in body.get("data") or []:
-            if not isinstance(item, dict):
-                continue
-            text, tweet_id = item.get("text"), item.get("id")
-            if not isinstance(text, str) or not isinstance(tweet_id, str):
-                continue
-            if unicodedata.normalize("NFC", text).strip() == wanted:
-                return RemotePost(
-                    tweet_id,
-                    self._url(account, tweet_id),
-                    text,
-                    _parse_time(item.get("created_at")),
-                )
-        return None
+        if isinstance(found, Absent) and _BARE_DOMAIN.search(_without_links(draft.text)):
+            # X links bare domains too and shows them as t.co: the text may not have matched.
+            return Unknown(f"the text holds a bare domain X may show as a link; {found.evidence}")
+        return found
+
+    def _seen(self, item: Any, account: Account, wanted: str) -> Seen:
+        if not isinstance(item, dict):
+            return Seen(None)
+        text, tweet_id = item.get("text"), item.get("id")
+        created = _parse_time(item.get("created_at"))
+        if not isinstance(text, str) or not isinstance(tweet_id, str) or not tweet_id:
+            return Seen(created)
+        if comparable(text) != wanted:
+            return Seen(created)
+        return Seen(created, RemotePost(tweet_id, self._url(account, tweet_id), text, created))
 
     def fetch_metrics(self, external_id: str, account: Account, tokens: TokenSet) -> PostMetrics:
         response = self._http.request(

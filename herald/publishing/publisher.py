@@ -2,9 +2,11 @@
 
 The claim (``queued|retrying → publishing``) and the attempt row are committed before the
 network is called, so a crash afterwards leaves evidence the sweep can act on. The outcome is
-recorded after the call, whatever it was. Nothing here retries in a loop: a post that should
-be tried again goes to ``retrying`` with ``next_attempt_at``, and the dispatcher picks it up
-then — no ETA messages held by workers, nothing lost if the broker restarts.
+recorded after the call, whatever it was, and the network's answer is kept until it is: a
+database blip is retried on the write, never on the publish (:mod:`.recording`). Nothing
+here retries a publish in a loop: a post that should be tried again goes to ``retrying`` with
+``next_attempt_at``, and the dispatcher picks it up then — no ETA messages held by workers,
+nothing lost if the broker restarts.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from opentelemetry import trace
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from herald.contracts import NetworkAnswer
 from herald.models import (
     Integration,
     IntegrationStatus,
@@ -44,7 +47,16 @@ from herald.providers.base import (
     TransientError,
 )
 from herald.providers.registry import UnknownProvider, provider_for
-from herald.publishing.reconcile import reconcile
+from herald.publishing.reconcile import Verdict, reconcile
+from herald.publishing.recording import (
+    TOKEN_UNREADABLE,
+    Answer,
+    OutcomeNotRecorded,
+    carried,
+    lost_connection,
+    record_durably,
+    restored,
+)
 from herald.publishing.scheduling import draft_of
 from herald.security.credentials import account_of, open_tokens
 from herald.security.crypto import DecryptionError, KeyRing
@@ -200,6 +212,10 @@ class _Run:
     token_version: int = 0
 
     def call_and_record(self) -> Outcome:
+        """Publish, then record the answer (which outlives a database blip)."""
+        return self.record(self._call())
+
+    def _call(self) -> Answer:
         started = time.perf_counter()
         result: PublishResult | None = None
         error: ProviderError | DecryptionError | None = None
@@ -212,24 +228,56 @@ class _Run:
             result = self.provider.publish(draft, account, tokens)
         except (ProviderError, DecryptionError) as exc:
             error = exc
-        latency = time.perf_counter() - started
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        return Answer(result, error, utcnow(), latency_ms)
+
+    def record(self, answer: Answer, *, from_: PostStatus | None = None) -> Outcome:
+        """Write ``answer`` on the post and its attempt, reconciling an ambiguous one first.
+        The write is retried on a fresh connection while the database is away, the publish
+        never; past the retries the answer leaves in :class:`OutcomeNotRecorded`. ``from_``
+        (a published answer only) is the status the post left ``publishing`` for meanwhile."""
+        verdict = None
+        if isinstance(answer.error, AmbiguousOutcome):
+            verdict = reconcile(
+                self.provider, self.post, self.integration, self.keys, since=self.attempt.started_at
+            )
+        # Read before a rollback can expire them: the answer must be able to leave without
+        # the database.
+        post_id, attempt_id, task_id = self.post.id, self.attempt.id, self.attempt.task_id
+        try:
+            outcome = record_durably(
+                self.session,
+                lambda: self._write(answer, verdict, from_ or PostStatus.PUBLISHING),
+                attempts=self.settings.publish_record_attempts,
+            )
+        except Exception as exc:
+            if not lost_connection(exc):
+                raise
+            carry = carried(answer, post_id=post_id, attempt_id=attempt_id, task_id=task_id)
+            raise OutcomeNotRecorded(carry) from exc
+        self._observe(outcome, answer.latency_ms / 1000)
+        return outcome
+
+    def _write(self, answer: Answer, verdict: Verdict | None, from_: PostStatus) -> Outcome:
         # Timing first: the outcome below then reaches the attempt row in a single UPDATE.
-        self.attempt.finished_at = utcnow()
-        self.attempt.latency_ms = round(latency * 1000)
+        self.attempt.finished_at = answer.finished_at
+        self.attempt.latency_ms = answer.latency_ms
+        result, error = answer.result, answer.error
         if result is not None:
             self.attempt.outcome = "published"
             self.attempt.provider_request_id = result.request_id
-            outcome = self._published(result)
+            self.attempt.error_code = self.attempt.error_message = None
+            outcome = self._published(result, from_)
         elif isinstance(error, AmbiguousOutcome):
-            outcome = self._ambiguous(error)
+            assert verdict is not None
+            outcome = self._ambiguous(error, verdict)
         elif isinstance(error, ProviderError):
             outcome = self._refused(error)
         else:
-            self.attempt.outcome, self.attempt.error_code = "failed", "token_unreadable"
+            self.attempt.outcome, self.attempt.error_code = "failed", TOKEN_UNREADABLE
             self.attempt.error_message = str(error)
-            outcome = self._fail("token_unreadable", str(error))
+            outcome = self._fail(TOKEN_UNREADABLE, str(error))
         self.session.commit()
-        self._observe(outcome, latency)
         return outcome
 
     def _observe(self, outcome: Outcome, latency: float) -> None:
@@ -251,11 +299,13 @@ class _Run:
 
     # -- outcomes -------------------------------------------------------------------------------
 
-    def _published(self, result: PublishResult) -> Outcome:
+    def _published(
+        self, result: PublishResult, from_: PostStatus = PostStatus.PUBLISHING
+    ) -> Outcome:
         transition(
             self.session,
             self.post.id,
-            from_=PostStatus.PUBLISHING,
+            from_=from_,
             to=PostStatus.PUBLISHED,
             external_id=result.external_id,
             external_url=result.url,
@@ -265,11 +315,8 @@ class _Run:
         )
         return Outcome(PostStatus.PUBLISHED, "published")
 
-    def _ambiguous(self, error: AmbiguousOutcome) -> Outcome:
+    def _ambiguous(self, error: AmbiguousOutcome, verdict: Verdict) -> Outcome:
         self._note(error)
-        verdict = reconcile(
-            self.provider, self.post, self.integration, self.keys, since=self.attempt.started_at
-        )
         if verdict.found is not None:
             self.attempt.outcome = "reconciled"
             return self._published(verdict.found)
@@ -391,6 +438,33 @@ class _Run:
             last_error_message=message[:2000],
         )
         return Outcome(PostStatus.FAILED, code)
+
+
+def record_answer(
+    session: Session, answer: NetworkAnswer, settings: Settings, keys: KeyRing
+) -> Outcome:
+    """Record the answer a publish run could not (``herald.posts.record_outcome``); never
+    publishes. Only the answer of the attempt it belongs to is taken (same attempt, same task),
+    and only while that attempt's outcome is still open, or the sweep gave the post to review
+    before a published answer could arrive."""
+    row = session.execute(
+        select(Post, Integration, PublishAttempt)
+        .join(Integration, Integration.id == Post.integration_id)
+        .join(PublishAttempt, PublishAttempt.post_id == Post.id)
+        .where(Post.id == answer.post_id, PublishAttempt.id == answer.attempt_id)
+    ).first()
+    if row is None or row[2].task_id != answer.task_id:
+        log.warning("publish.answer_refused", post_id=str(answer.post_id))
+        return NOT_MINE
+    post, integration, attempt = row[0], row[1], row[2]
+    network_answer = restored(answer, integration.provider)
+    late = network_answer.result is not None and post.status is PostStatus.NEEDS_REVIEW
+    if not late and (post.status is not PostStatus.PUBLISHING or attempt.finished_at is not None):
+        log.info("publish.answer_settled", post_id=str(post.id), status=post.status.value)
+        return Outcome(post.status, "already_settled")
+    provider = provider_for(integration.provider, settings)
+    run = _Run(session, post, integration, attempt, provider, settings, keys)
+    return run.record(network_answer, from_=PostStatus.NEEDS_REVIEW if late else None)
 
 
 def _pause_integration(session: Session, integration: Integration, until: datetime) -> None:

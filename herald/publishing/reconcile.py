@@ -1,10 +1,15 @@
 """Decide what happened to a post whose outcome at the network is unknown.
 
 Used after an ambiguous answer (timeout after sending, connection reset, 5xx to a write) and
-by the sweep for posts whose worker died mid-call. The rule: never post twice. Found at the
-network → published. Not found, and the network can say so with authority (it lets us read
-back what the account posted) or de-duplicates repeats itself (idempotency key, nonce,
-client-chosen record key) → safe to send again. Otherwise → a person must look.
+by the sweep for posts whose worker died mid-call. The rule: never post twice. The adapter's
+lookup (:meth:`~herald.providers.base.Provider.find_post`) answers one of three things:
+
+- :class:`~herald.providers.base.Found` → the post is published;
+- :class:`~herald.providers.base.Absent` → the network proved it is not there (the whole
+  window since the attempt began was read, or the client-chosen key is free): safe to send
+  again;
+- :class:`~herald.providers.base.Unknown`, or a lookup that failed → a person must look
+  (``needs_review``). Nothing short of proof of absence ever leads to a second send.
 """
 
 from __future__ import annotations
@@ -15,7 +20,15 @@ from datetime import datetime, timedelta
 import structlog
 
 from herald.models import Integration, Post
-from herald.providers.base import Provider, ProviderError, PublishResult
+from herald.providers.base import (
+    Absent,
+    Found,
+    Lookup,
+    Provider,
+    ProviderError,
+    PublishResult,
+    Unknown,
+)
 from herald.publishing.scheduling import draft_of
 from herald.security.credentials import account_of, open_tokens
 from herald.security.crypto import DecryptionError, KeyRing
@@ -27,6 +40,9 @@ _CLOCK_SKEW = timedelta(minutes=2)
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """``found`` when the post is at the network; else ``safe_to_retry`` only when its absence
+    was proven. ``reason`` says why, for the post's last error and the operator."""
+
     found: PublishResult | None
     safe_to_retry: bool
     reason: str
@@ -35,21 +51,26 @@ class Verdict:
 def reconcile(
     provider: Provider, post: Post, integration: Integration, keys: KeyRing, *, since: datetime
 ) -> Verdict:
+    lookup = _look_up(provider, post, integration, keys, since - _CLOCK_SKEW)
+    network = integration.provider
+    match lookup:
+        case Found(remote):
+            log.info("reconcile.found", post_id=str(post.id), external_id=remote.external_id)
+            return Verdict(PublishResult(remote.external_id, remote.url), False, "found")
+        case Absent(evidence):
+            log.info("reconcile.absent", post_id=str(post.id), evidence=evidence)
+            return Verdict(None, True, f"not at {network}: {evidence}")
+        case Unknown(reason):
+            log.warning("reconcile.unknown", post_id=str(post.id), reason=reason)
+            return Verdict(None, False, f"absence at {network} cannot be proven: {reason}")
+
+
+def _look_up(
+    provider: Provider, post: Post, integration: Integration, keys: KeyRing, since: datetime
+) -> Lookup:
     try:
-        remote = provider.find_post(
-            draft_of(post),
-            account_of(integration),
-            open_tokens(integration, keys),
-            since - _CLOCK_SKEW,
+        return provider.find_post(
+            draft_of(post), account_of(integration), open_tokens(integration, keys), since
         )
     except (ProviderError, DecryptionError) as exc:
-        log.warning("reconcile.lookup_failed", post_id=str(post.id), error=str(exc))
-        return Verdict(None, False, f"the lookup at {integration.provider} failed ({exc})")
-    if remote is not None:
-        log.info("reconcile.found", post_id=str(post.id), external_id=remote.external_id)
-        return Verdict(PublishResult(remote.external_id, remote.url), False, "found")
-    if provider.reconciles:
-        return Verdict(None, True, "not found at the network")
-    if provider.idempotency != "none":
-        return Verdict(None, True, f"the network de-duplicates by {provider.idempotency}")
-    return Verdict(None, False, f"{integration.provider} offers no way to confirm the outcome")
+        return Unknown(f"the lookup failed ({exc})")

@@ -201,7 +201,11 @@ class SandboxApp:
             )
             await self._send(network.rate_limited_response(w), entry, scope, send)
             return
-        err = NetworkError(fault.status, fault.message, code=fault.code)
+        if fault.kind == "garble":
+            garbled = Response(fault.body, fault.status or 200, media_type="application/json")
+            await self._send(garbled, entry, scope, send)
+            return
+        err = NetworkError(fault.status or 500, fault.message, code=fault.code)
         await self._send(network.error_response(err), entry, scope, send)
 
     async def _drop(self, scope: Scope, send: Send) -> None:

@@ -1,12 +1,17 @@
 """Bluesky (AT Protocol PDS) emulation: app-password sessions with rotating refresh JWTs
 (2 h grace), createRecord with client-chosen TID rkeys, getRecord, listRecords, getPosts.
 Errors are XRPC ``{"error": <Name>, "message"}``; an expired access token is a 400
-``ExpiredToken``; rate limits use ``RateLimit-*`` headers with an epoch reset."""
+``ExpiredToken``; rate limits use ``RateLimit-*`` headers with an epoch reset.
+
+``listRecords`` pages as the PDS does: ``limit`` 1 to 100 (default 50), records in record-key
+order (descending; ascending with ``reverse=true``), and a ``cursor`` (the last record key)
+with every non-empty page."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from fastapi import APIRouter, Request
@@ -58,6 +63,14 @@ class BlueskyNetwork(SandboxNetwork):
     def new_account_id(self, seq: int) -> str:
         digest = hashlib.sha256(str(seq).encode()).hexdigest()
         return "did:plc:" + "".join(c if c.isalpha() else "abcdefghij"[int(c)] for c in digest[:24])
+
+    def seed_post(
+        self, sb: Sandbox, account: SandboxAccount, text: str, options: Mapping[str, Any]
+    ) -> SandboxPost:
+        record = {"$type": COLLECTION, "text": text, "createdAt": _z(sb.now().isoformat())}
+        return _store_record(
+            sb, self.name, account, rkey=_tid(sb.next_id()), record=record, text=text
+        )
 
     def error_response(self, err: NetworkError) -> Response:
         name = err.code if err.code and err.code != "invalid_request" else None
@@ -151,15 +164,7 @@ class BlueskyNetwork(SandboxNetwork):
                 status = int(sb.option(net, "rkey_conflict_status"))
                 raise NetworkError(status, "Record already exists at that key")
             assert isinstance(record, dict)
-            url = f"https://bsky.app/profile/{account.handle}/post/{rkey}"
-            post, _ = sb.create_post(
-                net,
-                account.account_id,
-                text,
-                post_id=uri,
-                url=url,
-                data={"record": record, "rkey": rkey},
-            )
+            post = _store_record(sb, net, account, rkey=rkey, record=record, text=text)
             cid = _cid(post.id)
             return {
                 "uri": post.id,
@@ -180,7 +185,13 @@ class BlueskyNetwork(SandboxNetwork):
 
         @router.get("/com.atproto.repo.listRecords")
         async def list_records(
-            request: Request, repo: str, collection: str, limit: int = 50
+            request: Request,
+            *,
+            repo: str,
+            collection: str,
+            limit: int = 50,
+            cursor: str | None = None,
+            reverse: bool = False,
         ) -> dict[str, Any]:
             _me(request)
             account = sb.account(net, repo) or sb.find_account(net, handle=repo)
@@ -189,7 +200,14 @@ class BlueskyNetwork(SandboxNetwork):
             posts = [
                 p for p in sb.posts_of(net, account.account_id) if p.id.split("/")[-2] == collection
             ]
-            return {"records": [_record_view(p) for p in posts[:limit]]}
+            posts.sort(key=_rkey, reverse=not reverse)
+            if cursor is not None:  # the page after the cursor's key, in the listing's order
+                posts = [p for p in posts if (_rkey(p) > cursor if reverse else _rkey(p) < cursor)]
+            page = posts[:limit]
+            out: dict[str, Any] = {"records": [_record_view(p) for p in page]}
+            if page:
+                out["cursor"] = _rkey(page[-1])
+            return out
 
         @router.get("/app.bsky.feed.getPosts")
         async def get_posts(request: Request) -> dict[str, Any]:
@@ -232,6 +250,34 @@ def _checked_record(sb: Sandbox, net: str, record: Any) -> str:
         if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= size):
             raise NetworkError(400, prefix + "Record/facets has an invalid byte range")
     return text
+
+
+def _store_record(
+    sb: Sandbox,
+    net: str,
+    account: SandboxAccount,
+    *,
+    rkey: str,
+    record: dict[str, Any],
+    text: str,
+) -> SandboxPost:
+    post, _ = sb.create_post(
+        net,
+        account.account_id,
+        text,
+        post_id=f"at://{account.account_id}/{COLLECTION}/{rkey}",
+        url=f"https://bsky.app/profile/{account.handle}/post/{rkey}",
+        data={"record": record, "rkey": rkey},
+    )
+    return post
+
+
+def _rkey(post: SandboxPost) -> str:
+    return str(post.data.get("rkey", ""))
+
+
+def _z(value: str) -> str:
+    return value.replace("+00:00", "Z")
 
 
 def _tid(seq: int) -> str:

@@ -77,6 +77,13 @@ class SandboxClient:
         result: dict[str, Any] = self._call("PUT", f"/options/{network}", json=values)
         return result
 
+    def seed_posts(
+        self, network: str, account_id: str, texts: list[str], **settings: Any
+    ) -> list[str]:
+        """Posts the account made by other means (newest last); returns their ids."""
+        body = {"network": network, "account_id": account_id, "texts": texts, "settings": settings}
+        return [str(i) for i in self._call("POST", "/posts", json=body)["ids"]]
+
     def advance_clock(self, seconds: float) -> None:
         self._call("POST", "/clock", json={"advance_s": seconds})
 

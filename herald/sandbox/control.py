@@ -46,6 +46,18 @@ class TokenRef(BaseModel):
     token: str
 
 
+class SeedIn(BaseModel):
+    """Posts the account published by other means (its owner, another app): a busy account
+    in one call. Each network stores them as its own publishing endpoint would."""
+
+    network: str
+    account_id: str
+    texts: list[str] = Field(min_length=1, max_length=5000)
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="per network: Discord channel_id, Reddit subreddit"
+    )
+
+
 class ClockIn(BaseModel):
     advance_s: float
 
@@ -268,6 +280,15 @@ def control_api(sb: Sandbox) -> FastAPI:  # noqa: PLR0915 - one flat list of sma
             if (network is None or p.network == network)
             and (account_id is None or p.account_id == account_id)
         ]
+
+    @r.post("/posts", status_code=201)
+    def seed_posts(body: SeedIn) -> dict[str, Any]:
+        network = sb.networks[network_or_404(body.network)]
+        account = sb.account(body.network, body.account_id)
+        if account is None:
+            raise HTTPException(404, "unknown account")
+        ids = [network.seed_post(sb, account, text, body.settings).id for text in body.texts]
+        return {"created": len(ids), "ids": ids}
 
     @r.get("/clock")
     def clock() -> dict[str, str]:

@@ -192,6 +192,15 @@ class SandboxNetwork(ABC):
     def new_account_id(self, seq: int) -> str:
         return str(1_000_000 + seq)
 
+    def seed_post(
+        self, sb: Sandbox, account: SandboxAccount, text: str, options: Mapping[str, Any]
+    ) -> SandboxPost:
+        """Store ``text`` as if the account had published it through this network's own
+        endpoint (the control API's ``POST /_sandbox/posts``: a busy account in one call).
+        Networks whose posts carry more than text override this with their endpoint's code."""
+        post, _ = sb.create_post(self.name, account.account_id, text)
+        return post
+
 
 def request_auth(request: Request) -> AuthContext:
     """The credential the core resolved for this request."""

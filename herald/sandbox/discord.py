@@ -7,11 +7,16 @@ A sandbox account is either a webhook (``account_id`` = webhook id, ``settings``
 (``settings["mode"] = "bot"``; ``settings["channels"]`` lists the channels it may post in,
 absent = any). Errors are ``{code, message, errors?}``; 429s carry ``retry_after`` (float
 seconds), ``global``, ``Retry-After`` and the ``X-RateLimit-*`` headers.
+
+Channel history pages as Discord documents: ``limit`` 1 to 100 (default 50; anything else is a
+400 ``Invalid Form Body``), and one of ``before`` / ``after`` / ``around`` (a message id).
+Messages come newest first; a page shorter than ``limit`` is the channel's beginning.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from math import ceil
 from typing import Any, ClassVar
 from urllib.parse import urlencode
@@ -39,24 +44,42 @@ _WEBHOOK_PATH = re.compile(r"/webhooks/[^/]+/([^/?]+)")
 _STATUS_CODES = {401: 0, 403: 50013, 404: 0, 413: 40005, 429: 0}
 
 
+def _form_error(field: str, code: str, message: str) -> NetworkError:
+    errors = {field: {"_errors": [{"code": code, "message": message}]}}
+    return NetworkError(400, "Invalid Form Body", code="50035", extra={"errors": errors})
+
+
 def _max_length_error(limit: int) -> NetworkError:
-    return NetworkError(
-        400,
-        "Invalid Form Body",
-        code="50035",
-        extra={
-            "errors": {
-                "content": {
-                    "_errors": [
-                        {
-                            "code": "BASE_TYPE_MAX_LENGTH",
-                            "message": f"Must be {limit} or fewer in length.",
-                        }
-                    ]
-                }
-            }
-        },
+    return _form_error("content", "BASE_TYPE_MAX_LENGTH", f"Must be {limit} or fewer in length.")
+
+
+def _store_message(
+    sb: Sandbox,
+    net: str,
+    account: SandboxAccount,
+    content: str,
+    channel_id: str,
+    *,
+    webhook: bool = False,
+    key: str | None = None,
+    key_ttl_s: float = 0.0,
+) -> SandboxPost:
+    data: dict[str, Any] = {
+        "channel_id": channel_id,
+        "author": {"id": account.account_id, "username": account.handle, "bot": True},
+    }
+    if webhook:
+        data["webhook_id"] = account.account_id
+    post, _ = sb.create_post(
+        net,
+        account.account_id,
+        content,
+        post_id=str(1_300_000_000_000_000_000 + sb.next_id()),
+        idempotency_key=key,
+        key_ttl_s=key_ttl_s,
+        data=data,
     )
+    return post
 
 
 class DiscordNetwork(SandboxNetwork):
@@ -73,6 +96,19 @@ class DiscordNetwork(SandboxNetwork):
 
     def new_account_id(self, seq: int) -> str:
         return str(1_200_000_000_000_000_000 + seq)
+
+    def seed_post(
+        self, sb: Sandbox, account: SandboxAccount, text: str, options: Mapping[str, Any]
+    ) -> SandboxPost:
+        channels = account.settings.get("channels") or [None]
+        channel = options.get("channel_id") or account.settings.get("channel_id") or channels[0]
+        return _store_message(
+            sb, self.name, account, text, str(channel or "0"), webhook=self._is_webhook(account)
+        )
+
+    @staticmethod
+    def _is_webhook(account: SandboxAccount) -> bool:
+        return account.settings.get("mode") != "bot"
 
     def credential(self, request: Request) -> str | None:
         match = _WEBHOOK_PATH.search(request.url.path)
@@ -144,20 +180,7 @@ class DiscordNetwork(SandboxNetwork):
         def checked_body(body: dict[str, Any]) -> str:
             content = body.get("content", "")
             if not isinstance(content, str):
-                raise NetworkError(
-                    400,
-                    "Invalid Form Body",
-                    code="50035",
-                    extra={
-                        "errors": {
-                            "content": {
-                                "_errors": [
-                                    {"code": "BASE_TYPE_BAD_STRING", "message": "Must be a string."}
-                                ]
-                            }
-                        }
-                    },
-                )
+                raise _form_error("content", "BASE_TYPE_BAD_STRING", "Must be a string.")
             limit = int(sb.option(net, "max_content_length"))
             if len(content) > limit:
                 raise _max_length_error(limit)
@@ -194,17 +217,7 @@ class DiscordNetwork(SandboxNetwork):
             channel = request.query_params.get("thread_id") or account.settings.get(
                 "channel_id", "0"
             )
-            post, _ = sb.create_post(
-                net,
-                account.account_id,
-                content,
-                post_id=str(1_300_000_000_000_000_000 + sb.next_id()),
-                data={
-                    "channel_id": str(channel),
-                    "webhook_id": account.account_id,
-                    "author": {"id": account.account_id, "username": account.handle, "bot": True},
-                },
-            )
+            post = _store_message(sb, net, account, content, str(channel), webhook=True)
             if request.query_params.get("wait", "").lower() != "true":
                 return Response(status_code=204)
             return JSONResponse(message_view(post))
@@ -226,35 +239,16 @@ class DiscordNetwork(SandboxNetwork):
             content = checked_body(body)
             nonce = body.get("nonce")
             if nonce is not None and (not isinstance(nonce, str | int) or len(str(nonce)) > 25):
-                raise NetworkError(
-                    400,
-                    "Invalid Form Body",
-                    code="50035",
-                    extra={
-                        "errors": {
-                            "nonce": {
-                                "_errors": [
-                                    {
-                                        "code": "BASE_TYPE_MAX_LENGTH",
-                                        "message": "Must be 25 or fewer in length.",
-                                    }
-                                ]
-                            }
-                        }
-                    },
-                )
+                raise _form_error("nonce", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
             enforce = body.get("enforce_nonce") is True and nonce is not None
-            post, _ = sb.create_post(
+            post = _store_message(
+                sb,
                 net,
-                account.account_id,
+                account,
                 content,
-                post_id=str(1_300_000_000_000_000_000 + sb.next_id()),
-                idempotency_key=f"{channel_id}:{nonce}" if enforce else None,
+                channel_id,
+                key=f"{channel_id}:{nonce}" if enforce else None,
                 key_ttl_s=float(sb.option(net, "nonce_window_s")),
-                data={
-                    "channel_id": channel_id,
-                    "author": {"id": account.account_id, "username": account.handle, "bot": True},
-                },
             )
             view = message_view(post)
             if nonce is not None:
@@ -264,15 +258,29 @@ class DiscordNetwork(SandboxNetwork):
         @router.get("/channels/{channel_id}/messages")
         async def history(request: Request, channel_id: str) -> list[dict[str, Any]]:
             bot(request, channel_id)
-            raw = request.query_params.get("limit", "50")
-            limit = min(int(raw), 100) if raw.isdigit() and int(raw) > 0 else 50
+            q = request.query_params
+            raw = q.get("limit", "50")
+            if not raw.isdigit() or not 1 <= int(raw) <= 100:
+                raise _form_error("limit", "NUMBER_TYPE_MAX", "int value must be between 1 and 100")
+            limit = int(raw)
+            anchors = [k for k in ("before", "after", "around") if k in q]
+            if len(anchors) > 1 or any(not q[k].isdigit() for k in anchors):
+                raise _form_error(anchors[0], "SNOWFLAKE_TYPE", "Value is not snowflake.")
             with sb._lock:
                 posts = [
                     p
                     for p in sb.posts
                     if p.network == net and p.data.get("channel_id") == channel_id
                 ]
-            posts.sort(key=lambda p: p.created_at, reverse=True)
+            posts.sort(key=lambda p: int(p.id), reverse=True)  # ids are time-ordered snowflakes
+            if "before" in q:
+                posts = [p for p in posts if int(p.id) < int(q["before"])]
+            elif "after" in q:
+                posts = [p for p in posts if int(p.id) > int(q["after"])][-limit:]
+            elif "around" in q:
+                pivot = int(q["around"])
+                newer = [p for p in posts if int(p.id) >= pivot][-(limit - limit // 2) :]
+                posts = newer + [p for p in posts if int(p.id) < pivot][: limit // 2]
             return [message_view(p) for p in posts[:limit]]
 
         @router.get("/channels/{channel_id}/messages/{message_id}")

@@ -13,6 +13,8 @@ Kinds:
 ``rate_limit``   answer 429 with the network's own headers and body
 ``timeout``      sleep ``ms`` (past the client's timeout), then answer 504
 ``drop``         close the connection without answering
+``garble``       answer ``status`` (a 2xx by default) with ``body`` verbatim instead of the
+                 network's answer: empty, not JSON, or JSON of the wrong shape
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-FaultKind = Literal["latency", "error", "rate_limit", "timeout", "drop"]
+FaultKind = Literal["latency", "error", "rate_limit", "timeout", "drop", "garble"]
 
 
 class FaultSpec(BaseModel):
@@ -36,8 +38,9 @@ class FaultSpec(BaseModel):
     account_id: str | None = None
     method: str | None = None
     path: str | None = Field(default=None, description="substring of the path under /<network>")
-    status: int = Field(default=500, ge=400, le=599)
+    status: int | None = Field(default=None, ge=200, le=599, description="default 500; garble 200")
     message: str | None = None
+    body: str = Field(default="", max_length=100_000, description="garble: the body sent")
     code: str | None = None
     ms: int = Field(default=0, ge=0, le=600_000)
     applied: bool = False
@@ -51,6 +54,12 @@ class FaultSpec(BaseModel):
             raise ValueError(f"a {self.kind} fault cannot be 'applied'")
         if self.kind == "timeout" and self.ms == 0:
             self.ms = 30_000
+        if self.status is None:
+            self.status = 200 if self.kind == "garble" else 500
+        if self.kind == "garble" and not 200 <= self.status < 300:
+            raise ValueError("a garble fault answers a 2xx status")
+        if self.kind != "garble" and self.status < 400:
+            raise ValueError(f"a {self.kind} fault answers a 4xx or 5xx status")
         return self
 
 

@@ -1,10 +1,16 @@
 """Mastodon emulation: statuses with ``Idempotency-Key`` (kept one hour), instance limits,
 account timeline, OAuth with PKCE, tokens that never expire. Errors are ``{"error": ...}``;
-rate limits use ``X-RateLimit-*`` with an ISO 8601 reset."""
+rate limits use ``X-RateLimit-*`` with an ISO 8601 reset.
+
+The account timeline pages as Mastodon documents: ``limit`` (default 20, at most 40),
+``max_id`` / ``since_id`` / ``min_id``, and a ``Link`` header whose ``rel="next"`` URL carries
+the ``max_id`` of the next (older) page. The header comes with every non-empty page, the last
+one included: a client learns it has reached the end from an empty page."""
 
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
@@ -44,6 +50,11 @@ class MastodonNetwork(SandboxNetwork):
 
     def new_account_id(self, seq: int) -> str:
         return str(110_000_000_000_000_000 + seq)
+
+    def seed_post(
+        self, sb: Sandbox, account: SandboxAccount, text: str, options: Mapping[str, Any]
+    ) -> SandboxPost:
+        return _store_status(sb, self.name, account, text, key=None, key_ttl_s=0.0)
 
     def error_response(self, err: NetworkError) -> Response:
         body: dict[str, Any] = {"error": err.message}
@@ -116,26 +127,34 @@ class MastodonNetwork(SandboxNetwork):
                 raise NetworkError(
                     422, f"Validation failed: Text character limit of {limit} exceeded"
                 )
-            post, _ = sb.create_post(
+            post = _store_status(
+                sb,
                 net,
-                account.account_id,
+                account,
                 text,
-                idempotency_key=request.headers.get("idempotency-key"),
+                key=request.headers.get("idempotency-key"),
                 key_ttl_s=float(sb.option(net, "idempotency_ttl_s")),
-                data={"visibility": body.get("visibility") or "public"},
+                visibility=body.get("visibility") or "public",
             )
-            post.url = f"{INSTANCE}/@{account.handle}/{post.id}"
             return _status_view(post, account)
 
         @router.get("/api/v1/accounts/{account_id}/statuses")
-        async def timeline(request: Request, account_id: str) -> list[dict[str, Any]]:
+        async def timeline(request: Request, account_id: str) -> Response:
             _me(request)
             account = sb.account(net, account_id)
             if account is None:
                 raise NetworkError(404, "Record not found")
-            raw = request.query_params.get("limit", "20")
+            q = request.query_params
+            raw = q.get("limit", "20")
             limit = min(int(raw), 40) if raw.isdigit() and int(raw) > 0 else 20
-            return [_status_view(p, account) for p in sb.posts_of(net, account_id)[:limit]]
+            page = _page(sb.posts_of(net, account_id), q, limit)
+            headers: dict[str, str] = {}
+            if page:
+                base = f"{str(request.base_url).rstrip('/')}/{net}{request.url.path}"
+                older = urlencode({"limit": limit, "max_id": page[-1].id})
+                newer = urlencode({"limit": limit, "min_id": page[0].id})
+                headers["Link"] = f'<{base}?{older}>; rel="next", <{base}?{newer}>; rel="prev"'
+            return JSONResponse([_status_view(p, account) for p in page], headers=headers)
 
         @router.get("/api/v1/statuses/{status_id}")
         async def status(request: Request, status_id: str) -> dict[str, Any]:
@@ -208,6 +227,47 @@ class MastodonNetwork(SandboxNetwork):
                 "scope": " ".join(pair.access.scopes),
                 "created_at": int(sb.now().timestamp()),
             }
+
+
+def _store_status(
+    sb: Sandbox,
+    net: str,
+    account: SandboxAccount,
+    text: str,
+    *,
+    key: str | None,
+    key_ttl_s: float,
+    visibility: str = "public",
+) -> SandboxPost:
+    post, _ = sb.create_post(
+        net,
+        account.account_id,
+        text,
+        idempotency_key=key,
+        key_ttl_s=key_ttl_s,
+        data={"visibility": visibility},
+    )
+    post.url = f"{INSTANCE}/@{account.handle}/{post.id}"
+    return post
+
+
+def _page(posts: list[SandboxPost], q: Mapping[str, str], limit: int) -> list[SandboxPost]:
+    """One page of a timeline (newest first): ``max_id`` older than, ``since_id`` newer
+    than, ``min_id`` the page immediately newer than the given id."""
+    bounds: dict[str, int] = {}
+    for name in ("max_id", "since_id", "min_id"):
+        raw = q.get(name)
+        if raw is not None:
+            if not raw.isdigit():
+                raise NetworkError(404, "Record not found")
+            bounds[name] = int(raw)
+    if "max_id" in bounds:
+        posts = [p for p in posts if int(p.id) < bounds["max_id"]]
+    if "since_id" in bounds:
+        posts = [p for p in posts if int(p.id) > bounds["since_id"]]
+    if "min_id" in bounds:
+        return [p for p in posts if int(p.id) > bounds["min_id"]][-limit:]
+    return posts[:limit]
 
 
 def _me(request: Request) -> SandboxAccount:

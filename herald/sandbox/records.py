@@ -87,6 +87,8 @@ class SandboxPost:
     created_at: datetime
     idempotency_key: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    #: Creation order, so posts made within one clock tick still list newest first.
+    seq: int = 0
 
     def view(self) -> dict[str, Any]:
         return {

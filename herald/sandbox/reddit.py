@@ -6,11 +6,16 @@ A 401 carries ``WWW-Authenticate: Bearer realm="reddit", error="invalid_token"``
 answer to a valid token carries ``X-Ratelimit-Used/-Remaining/-Reset`` (seconds to reset).
 Options: ``subreddits`` (None = every name exists), ``post_interval_s`` (the per-account
 posting throttle answered with ``RATELIMIT`` … "Take a break for N minutes").
+
+Listings page as Reddit's do: ``limit`` (default 25, at most 100), ``after`` / ``before`` the
+fullname (``t3_<id>``) an earlier page gave in ``data.after`` / ``data.before``; ``data.after``
+is null on the last page, and a listing reaches back 1,000 items at most.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from math import ceil
 from typing import Any, ClassVar
 from urllib.parse import urlencode
@@ -31,7 +36,10 @@ from herald.sandbox.core import (
     request_auth,
 )
 from herald.sandbox.faults import RateLimit, RateWindow
+from herald.sandbox.paging import newer_than, older_than
 
+#: How far back any listing reaches.
+LISTING_CAP = 1000
 _CHALLENGE = 'Bearer realm="reddit", error="invalid_token"'
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -52,6 +60,35 @@ def _errors(*triples: tuple[str, str, str]) -> dict[str, Any]:
     return {"json": {"errors": [list(t) for t in triples]}}
 
 
+def _store_submission(
+    sb: Sandbox,
+    net: str,
+    account: SandboxAccount,
+    *,
+    sr: str,
+    title: str,
+    text: str,
+    link: str | None = None,
+) -> SandboxPost:
+    post_id = _base36(1_900_000_000 + sb.next_id())
+    permalink = f"/r/{sr}/comments/{post_id}/{_slug(title)}/"
+    post, _ = sb.create_post(
+        net,
+        account.account_id,
+        text,
+        post_id=post_id,
+        url=f"https://www.reddit.com{permalink}",
+        data={
+            "title": title,
+            "subreddit": sr,
+            "permalink": permalink,
+            "author": account.handle,
+            "link": link,
+        },
+    )
+    return post
+
+
 class RedditNetwork(SandboxNetwork):
     name = "reddit"
     access_ttl_s = 86_400.0  # read expires_in; it was 3,600 s historically
@@ -68,6 +105,13 @@ class RedditNetwork(SandboxNetwork):
 
     def new_account_id(self, seq: int) -> str:
         return f"sandbox_user{seq}"
+
+    def seed_post(
+        self, sb: Sandbox, account: SandboxAccount, text: str, options: Mapping[str, Any]
+    ) -> SandboxPost:
+        subreddit = str(options.get("subreddit") or "sandbox")
+        title = text[:300] or "post"
+        return _store_submission(sb, self.name, account, sr=subreddit, title=title, text=text)
 
     def error_response(self, err: NetworkError) -> Response:
         if err.extra.get("oauth"):
@@ -125,12 +169,14 @@ class RedditNetwork(SandboxNetwork):
                 },
             }
 
-        def listing(posts: list[SandboxPost]) -> dict[str, Any]:
+        def listing(
+            posts: list[SandboxPost], *, after: str | None = None, before: str | None = None
+        ) -> dict[str, Any]:
             return {
                 "kind": "Listing",
                 "data": {
-                    "after": None,
-                    "before": None,
+                    "after": after,
+                    "before": before,
                     "dist": len(posts),
                     "children": [thing(p) for p in posts],
                 },
@@ -174,21 +220,8 @@ class RedditNetwork(SandboxNetwork):
                         "ratelimit",
                     )
                 )
-            post_id = _base36(1_900_000_000 + sb.next_id())
-            permalink = f"/r/{sr}/comments/{post_id}/{_slug(title)}/"
-            post, _ = sb.create_post(
-                net,
-                account.account_id,
-                text,
-                post_id=post_id,
-                url=f"https://www.reddit.com{permalink}",
-                data={
-                    "title": title,
-                    "subreddit": sr,
-                    "permalink": permalink,
-                    "author": account.handle,
-                    "link": form.get("url"),
-                },
+            post = _store_submission(
+                sb, net, account, sr=sr, title=title, text=text, link=form.get("url")
             )
             return {
                 "json": {
@@ -208,9 +241,24 @@ class RedditNetwork(SandboxNetwork):
             owner = sb.find_account(net, handle=username) or sb.account(net, username)
             if owner is None:
                 raise NetworkError(404, "Not Found")
-            raw = request.query_params.get("limit", "25")
+            q = request.query_params
+            raw = q.get("limit", "25")
             limit = min(int(raw), 100) if raw.isdigit() and int(raw) > 0 else 25
-            return listing(sb.posts_of(net, owner.account_id)[:limit])
+            posts = sb.posts_of(net, owner.account_id)[:LISTING_CAP]
+            first = True
+            if q.get("after") or q.get("before"):
+                older = bool(q.get("after"))
+                anchor = (q.get("after") or q.get("before") or "").removeprefix("t3_")
+                # Reddit answers an unknown anchor with an empty listing, not an error.
+                rest = (older_than if older else newer_than)(posts, anchor) or []
+                posts = rest if older else rest[-limit:]
+                first = False
+            page = posts[:limit]
+            return listing(
+                page,
+                after=f"t3_{page[-1].id}" if len(posts) > limit else None,
+                before=f"t3_{page[0].id}" if page and not first else None,
+            )
 
         @router.get("/api/info")
         async def info(request: Request) -> dict[str, Any]:

@@ -371,6 +371,7 @@ class Sandbox:
                 created_at=now,
                 idempotency_key=idempotency_key,
                 data=dict(data or {}),
+                seq=self.next_id(),
             )
             self.posts.append(post)
             if idempotency_key is not None:
@@ -388,7 +389,7 @@ class Sandbox:
         """Newest first, as the networks list them."""
         with self._lock:
             mine = [p for p in self.posts if p.network == network and p.account_id == account_id]
-        return sorted(mine, key=lambda p: p.created_at, reverse=True)
+        return sorted(mine, key=lambda p: (p.created_at, p.seq), reverse=True)
 
     # -- journal -------------------------------------------------------------------------------
 

@@ -6,12 +6,18 @@ Containers live here with their status (``IN_PROGRESS`` for videos until
 ``container_ttl_s`` passes unpublished). Errors are Graph's
 ``{"error":{message,type,code,error_subcode?,fbtrace_id}}``; a fault's ``code`` may set the
 Graph code, otherwise it follows the HTTP status (401 → 190, 429 → 4, 503 → 2, 5xx → 1).
+
+``GET /{user-id}/threads`` pages as Meta documents: ``since`` / ``until`` (Unix seconds),
+``limit`` (default 25, at most 100: larger values are cut to 100 here ⚠), and the cursors
+``before`` / ``after`` (never both) from ``paging.cursors``; ``paging.next`` is present only
+while older posts remain.
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -33,9 +39,11 @@ from herald.sandbox.core import (
 )
 from herald.sandbox.counting import threads_length
 from herald.sandbox.faults import RateWindow
+from herald.sandbox.paging import decode_cursor, encode_cursor, newer_than, older_than
 
 VERSION = "v1.0"
 LONG_LIVED_S = 5_184_000
+MAX_LIST_LIMIT = 100
 _CODE_FOR_STATUS = {400: 100, 401: 190, 403: 10, 404: 100, 429: 4, 503: 2}
 
 
@@ -111,6 +119,50 @@ class ThreadsNetwork(SandboxNetwork):
             return None  # from before a reset
         return found
 
+    def new_container(
+        self,
+        sb: Sandbox,
+        account: SandboxAccount,
+        media_type: str,
+        text: str,
+        media_url: str | None = None,
+    ) -> Container:
+        container = Container(
+            id=str(18_000_000_000_000_000 + sb.next_id()),
+            account_id=account.account_id,
+            media_type=media_type,
+            text=text,
+            created_at=sb.now(),
+            media_url=media_url,
+        )
+        with self._lock:
+            self._containers[container.id] = container
+        return container
+
+    def publish_container(
+        self, sb: Sandbox, account: SandboxAccount, container: Container
+    ) -> SandboxPost:
+        shortcode = secrets.token_urlsafe(8)
+        post, _ = sb.create_post(
+            self.name,
+            account.account_id,
+            container.text,
+            post_id=str(17_900_000_000_000_000 + sb.next_id()),
+            url=f"https://www.threads.net/@{account.handle}/post/{shortcode}",
+            data={
+                "container_id": container.id,
+                "shortcode": shortcode,
+                "media_type": f"{container.media_type}_POST",
+            },
+        )
+        container.media_id = post.id
+        return post
+
+    def seed_post(
+        self, sb: Sandbox, account: SandboxAccount, text: str, options: Mapping[str, Any]
+    ) -> SandboxPost:
+        return self.publish_container(sb, account, self.new_container(sb, account, "TEXT", text))
+
     def routes(self, sb: Sandbox) -> APIRouter:  # noqa: PLR0915 - one closure per endpoint
         router = APIRouter()
         net = self.name
@@ -162,16 +214,9 @@ class ThreadsNetwork(SandboxNetwork):
                 raise NetworkError(400, f"Param {url_field} is required", code="100")
             if media_type == "TEXT" and not text.strip():
                 raise NetworkError(400, "Param text is required for TEXT posts", code="100")
-            container = Container(
-                id=str(18_000_000_000_000_000 + sb.next_id()),
-                account_id=account.account_id,
-                media_type=media_type,
-                text=text,
-                created_at=sb.now(),
-                media_url=str(p[url_field]) if url_field else None,
+            container = self.new_container(
+                sb, account, media_type, text, str(p[url_field]) if url_field else None
             )
-            with self._lock:
-                self._containers[container.id] = container
             return {"id": container.id}
 
         @router.post(f"/{VERSION}/{{user_id}}/threads_publish")
@@ -200,34 +245,40 @@ class ThreadsNetwork(SandboxNetwork):
                 if sb.option(net, "reject_republish"):
                     raise NetworkError(400, "The media has already been published", code="100")
                 return {"id": container.media_id}
-            shortcode = secrets.token_urlsafe(8)
-            post, _ = sb.create_post(
-                net,
-                account.account_id,
-                container.text,
-                post_id=str(17_900_000_000_000_000 + sb.next_id()),
-                url=f"https://www.threads.net/@{account.handle}/post/{shortcode}",
-                data={
-                    "container_id": container.id,
-                    "shortcode": shortcode,
-                    "media_type": f"{container.media_type}_POST",
-                },
-            )
-            container.media_id = post.id
-            return {"id": post.id}
+            return {"id": self.publish_container(sb, account, container).id}
 
         @router.get(f"/{VERSION}/{{user_id}}/threads")
         async def list_threads(request: Request, user_id: str) -> dict[str, Any]:
             account = user(request, user_id)
             q = request.query_params
-            posts = sb.posts_of(net, account.account_id)
-            since = q.get("since")
-            if since is not None:
-                if not since.isdigit():
-                    raise NetworkError(400, "Invalid parameter: since", code="100")
-                posts = [p for p in posts if p.created_at.timestamp() >= int(since)]
-            limit = int(q["limit"]) if q.get("limit", "").isdigit() else 25
-            return {"data": [media_view(p, q.get("fields")) for p in posts[:limit]]}
+            posts = _between(sb.posts_of(net, account.account_id), q)
+            raw = q.get("limit", "25")
+            if not raw.isdigit():
+                raise NetworkError(400, "Invalid parameter: limit", code="100")
+            limit = min(int(raw), MAX_LIST_LIMIT) or 25
+            if "before" in q and "after" in q:
+                raise NetworkError(400, "Cannot specify both before and after cursors", code="100")
+            if "after" in q or "before" in q:
+                cursor = decode_cursor(q.get("after") or q.get("before") or "") or ""
+                after = "after" in q
+                rest = older_than(posts, cursor) if after else newer_than(posts, cursor)
+                if rest is None:
+                    raise NetworkError(400, "Invalid parameter: cursor", code="100")
+                posts = rest if after else rest[-limit:]
+            page, more = posts[:limit], len(posts) > limit
+            body: dict[str, Any] = {"data": [media_view(p, q.get("fields")) for p in page]}
+            if page:
+                base = f"{str(request.base_url).rstrip('/')}/{net}{request.url.path}"
+                keep = {k: v for k, v in q.items() if k not in ("after", "before")}
+                cursors = {"before": encode_cursor(page[0].id), "after": encode_cursor(page[-1].id)}
+                paging: dict[str, Any] = {"cursors": cursors}
+                if more:
+                    paging["next"] = f"{base}?{urlencode(keep | {'after': cursors['after']})}"
+                if "after" in q or "before" in q:
+                    back = keep | {"before": cursors["before"]}
+                    paging["previous"] = f"{base}?{urlencode(back)}"
+                body["paging"] = paging
+            return body
 
         @router.get(f"/{VERSION}/{{object_id}}/insights")
         async def insights(request: Request, object_id: str) -> dict[str, Any]:
@@ -365,3 +416,25 @@ class ThreadsNetwork(SandboxNetwork):
 
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _between(posts: list[SandboxPost], q: Mapping[str, str]) -> list[SandboxPost]:
+    """Posts from ``since`` up to ``until`` (Unix seconds; the docs also allow anything
+    ``strtotime()`` reads, which the sandbox does not)."""
+    for name in ("since", "until"):
+        raw = q.get(name)
+        if raw is None:
+            continue
+        if not raw.isdigit():
+            raise NetworkError(400, f"Invalid parameter: {name}", code="100")
+        bound = int(raw)
+        posts = [
+            p
+            for p in posts
+            if (
+                p.created_at.timestamp() >= bound
+                if name == "since"
+                else p.created_at.timestamp() <= bound
+            )
+        ]
+    return posts

@@ -1,10 +1,19 @@
 """X API v2 emulation: tweets, users/me, user timeline, OAuth 2.0 with PKCE and single-use
 refresh tokens (reuse revokes the family). Errors are problem-details JSON; the token
-endpoint answers in OAuth's ``{error, error_description}`` shape."""
+endpoint answers in OAuth's ``{error, error_description}`` shape. Tweets are shown back as X
+shows them: every link wrapped as a ``t.co`` link.
+
+The user timeline pages as X documents: ``max_results`` 5 to 100 (default 10), ``start_time`` /
+``end_time``, ``since_id`` / ``until_id``, ``pagination_token`` = the previous page's
+``meta.next_token``, which is absent on the last page; only the newest 3,200 posts of an
+account are served at all."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import hashlib
+import operator
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
@@ -17,15 +26,19 @@ from herald.sandbox.core import (
     Sandbox,
     SandboxAccount,
     SandboxNetwork,
+    SandboxPost,
     TokenStatus,
     read_form,
     read_json,
     request_auth,
     token_client,
 )
-from herald.sandbox.counting import x_length
+from herald.sandbox.counting import urls, x_length
 from herald.sandbox.faults import RateLimit, RateWindow
+from herald.sandbox.paging import decode_cursor, encode_cursor, older_than
 
+#: The user timeline serves an account's newest 3,200 posts and no more.
+TIMELINE_CAP = 3200
 PROBLEMS = "https://api.x.com/2/problems/"
 _DUPLICATE = "You are not allowed to create a Tweet with duplicate content."
 
@@ -45,6 +58,11 @@ class XNetwork(SandboxNetwork):
 
     def new_account_id(self, seq: int) -> str:
         return str(1_400_000_000_000_000_000 + seq)
+
+    def seed_post(
+        self, sb: Sandbox, account: SandboxAccount, text: str, options: Mapping[str, Any]
+    ) -> SandboxPost:
+        return _store_tweet(sb, self.name, account, text)
 
     def error_response(self, err: NetworkError) -> Response:
         if err.extra.get("oauth"):
@@ -108,9 +126,9 @@ class XNetwork(SandboxNetwork):
                 p.text == text for p in sb.posts_of(net, account.account_id)
             ):
                 raise NetworkError(403, _DUPLICATE, extra={"title": "Forbidden"})
-            post, _ = sb.create_post(net, account.account_id, text)
-            post.url = f"https://x.com/{account.handle}/status/{post.id}"
-            return {"data": {"id": post.id, "text": post.text, "edit_history_tweet_ids": [post.id]}}
+            post = _store_tweet(sb, net, account, text)
+            shown = _shown(post.text)
+            return {"data": {"id": post.id, "text": shown, "edit_history_tweet_ids": [post.id]}}
 
         @router.get("/2/users/me")
         async def users_me(request: Request) -> dict[str, Any]:
@@ -126,17 +144,25 @@ class XNetwork(SandboxNetwork):
         @router.get("/2/users/{user_id}/tweets")
         async def timeline(request: Request, user_id: str) -> dict[str, Any]:
             me(request)
+            q = request.query_params
             limit = _int_param(request, "max_results", 10, 5, 100)
-            posts = sb.posts_of(net, user_id)
-            start = request.query_params.get("start_time")
-            if start:
-                since = _since(start)
-                posts = [p for p in posts if p.created_at >= since]
+            posts = _window(sb.posts_of(net, user_id)[:TIMELINE_CAP], q)
+            token = q.get("pagination_token")
+            if token is not None:
+                rest = older_than(posts, decode_cursor(token) or "")
+                if rest is None:
+                    raise NetworkError(
+                        400, f"Invalid pagination_token [{token}]", code="invalid-request"
+                    )
+                posts = rest
+            page = posts[:limit]
             data = [
-                {"id": p.id, "text": p.text, "created_at": _z(p.created_at.isoformat())}
-                for p in posts[:limit]
+                {"id": p.id, "text": _shown(p.text), "created_at": _z(p.created_at.isoformat())}
+                for p in page
             ]
             meta: dict[str, Any] = {"result_count": len(data)}
+            if len(posts) > limit:
+                meta["next_token"] = encode_cursor(page[-1].id)
             if data:
                 meta |= {"newest_id": data[0]["id"], "oldest_id": data[-1]["id"]}
                 return {"data": data, "meta": meta}
@@ -171,7 +197,8 @@ class XNetwork(SandboxNetwork):
                     "impression_count": 120,
                 },
             )
-            return {"data": {"id": post.id, "text": post.text, "public_metrics": metrics}}
+            shown = _shown(post.text)
+            return {"data": {"id": post.id, "text": shown, "public_metrics": metrics}}
 
     def _oauth_routes(self, router: APIRouter, sb: Sandbox) -> None:
         net = self.name
@@ -233,6 +260,41 @@ class XNetwork(SandboxNetwork):
             return {"revoked": True}
 
 
+def _shown(text: str) -> str:
+    """The text as X shows it back: every link wrapped as ``https://t.co/<10 characters>``."""
+    out, cursor = [], 0
+    for start, end in urls(text):
+        digest = hashlib.sha256(text[start:end].encode()).hexdigest()[:10]
+        out += [text[cursor:start], f"https://t.co/{digest}"]
+        cursor = end
+    return "".join([*out, text[cursor:]])
+
+
+def _store_tweet(sb: Sandbox, net: str, account: SandboxAccount, text: str) -> SandboxPost:
+    post, _ = sb.create_post(net, account.account_id, text)
+    post.url = f"https://x.com/{account.handle}/status/{post.id}"
+    return post
+
+
+def _window(posts: list[SandboxPost], q: Mapping[str, str]) -> list[SandboxPost]:
+    """The timeline narrowed by ``start_time``/``end_time`` (inclusive, RFC 3339) and
+    ``since_id``/``until_id`` (exclusive)."""
+    if start := q.get("start_time"):
+        since = _since(start)
+        posts = [p for p in posts if p.created_at >= since]
+    if end := q.get("end_time"):
+        until = _since(end, "end_time")
+        posts = [p for p in posts if p.created_at <= until]
+    for name, keep in (("since_id", operator.gt), ("until_id", operator.lt)):
+        raw = q.get(name)
+        if raw is None:
+            continue
+        if not raw.isdigit():
+            raise NetworkError(400, f"Invalid {name} [{raw}]", code="invalid-request")
+        posts = [p for p in posts if p.id.isdigit() and keep(int(p.id), int(raw))]
+    return posts
+
+
 def _title(status: int) -> str:
     return {
         400: "Invalid Request",
@@ -258,11 +320,12 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     return int(raw)
 
 
-def _since(value: str) -> datetime:
+def _since(value: str, name: str = "start_time") -> datetime:
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise NetworkError(400, f"Invalid start_time [{value}]", code="invalid-request") from None
+        raise NetworkError(400, f"Invalid {name} [{value}]", code="invalid-request") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _z(value: str) -> str:

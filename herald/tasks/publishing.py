@@ -5,11 +5,13 @@
 | ``herald.posts.schedule``   | default | :class:`SchedulePost`           |
 | ``herald.posts.dispatch_due`` | default | none (beat)                   |
 | ``herald.posts.publish``    | publish | :class:`PublishPost`            |
+| ``herald.posts.record_outcome`` | publish | :class:`RecordOutcome` (internal) |
 | ``herald.posts.sweep_stuck`` | default | none (beat)                    |
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import structlog
@@ -17,9 +19,10 @@ from celery.canvas import Signature
 from sqlalchemy.exc import OperationalError
 
 from herald.celery_app import app
-from herald.contracts import NoArguments, PublishPost, SchedulePost
+from herald.contracts import NoArguments, PublishPost, RecordOutcome, SchedulePost
 from herald.publishing.dispatch import Claimed, claim_due_posts
-from herald.publishing.publisher import publish_post
+from herald.publishing.publisher import Outcome, publish_post, record_answer
+from herald.publishing.recording import OutcomeNotRecorded
 from herald.publishing.scheduling import SchedulingError, schedule_post
 from herald.publishing.sweep import requeue_lost, resolve_dead_workers
 from herald.security.crypto import KeyRing
@@ -32,6 +35,14 @@ log = structlog.get_logger("herald.tasks")
 # A database that is briefly away is worth waiting for; everything else is decided in the
 # body and recorded on the post.
 DB_BLIPS = RetryPolicy(retry_on=(OperationalError,), max_retries=5, backoff_s=1.0)
+# Recording an answer the network already gave waits for the database much longer (about ten
+# minutes): the answer exists nowhere else.
+RECORDING = RetryPolicy(
+    retry_on=(OperationalError, OutcomeNotRecorded),
+    max_retries=20,
+    backoff_s=2.0,
+    backoff_max_s=60.0,
+)
 
 
 def _keys() -> KeyRing:
@@ -83,17 +94,44 @@ def dispatch_due(self: HeraldTask, payload: NoArguments) -> int:
     retry_policy=DB_BLIPS,
 )
 def publish(self: HeraldTask, payload: PublishPost) -> str | None:
-    outcome = publish_post(
-        self.session, payload.post_id, get_settings(), _keys(), task_id=self.request.id
-    )
+    try:
+        outcome = publish_post(
+            self.session, payload.post_id, get_settings(), _keys(), task_id=self.request.id
+        )
+    except OutcomeNotRecorded as exc:
+        # The network answered and the database is away: hand the answer on, to be recorded
+        # when it is back. Never publish again. (Sent now: no commit is coming to wait for.)
+        log.error("publish.outcome_deferred", post_id=str(payload.post_id), reason=str(exc))
+        answer = exc.answer.model_dump(mode="json")
+        app.signature("herald.posts.record_outcome", kwargs={"answer": answer}).apply_async(
+            countdown=RECORDING.countdown(0)
+        )
+        return None
+    return _settled(self, outcome, payload.post_id)
+
+
+@app.task(
+    bind=True,
+    base=HeraldTask,
+    name="herald.posts.record_outcome",
+    payload_model=RecordOutcome,
+    retry_policy=RECORDING,
+)
+def record_outcome(self: HeraldTask, payload: RecordOutcome) -> str | None:
+    outcome = record_answer(self.session, payload.answer, get_settings(), _keys())
+    return _settled(self, outcome, payload.answer.post_id)
+
+
+def _settled(task: HeraldTask, outcome: Outcome, post_id: uuid.UUID) -> str | None:
+    """Follow up a recorded outcome: a refused access token refreshes, then publishes."""
     if outcome.refresh is not None:
-        self.enqueue(
+        task.enqueue(
             app.signature(
                 "herald.tokens.refresh",
                 kwargs={
                     "integration_id": str(outcome.refresh),
                     "seen_token_version": outcome.seen_token_version,
-                    "then_publish": str(payload.post_id),
+                    "then_publish": str(post_id),
                 },
             )
         )

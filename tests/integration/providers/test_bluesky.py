@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 
 from herald.providers.base import (
     ERROR_CLASSES,
+    Absent,
     Account,
     AuthExpired,
     ContentInvalid,
+    Found,
     PermanentError,
     PostDraft,
     ProviderError,
@@ -144,11 +146,11 @@ def test_reconcile_reads_the_record_at_the_derived_key(
 ) -> None:
     account, tokens = seeded
     since = datetime.now(UTC)
-    assert bsky.find_post(draft(), account, tokens, since) is None
+    assert isinstance(bsky.find_post(draft(), account, tokens, since), Absent)
     result = bsky.publish(draft(), account, tokens)
     found = bsky.find_post(draft(), account, tokens, since)
-    assert found is not None
-    assert found.external_id == result.external_id
+    assert isinstance(found, Found)
+    assert found.post.external_id == result.external_id
     metrics = bsky.fetch_metrics(result.external_id, account, tokens)
     assert (metrics.likes, metrics.reposts) == (4, 2)
 

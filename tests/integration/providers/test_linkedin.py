@@ -26,6 +26,7 @@ from herald.providers.base import (
     ReauthRequired,
     TokenSet,
     TransientError,
+    Unknown,
 )
 from herald.providers.linkedin import LinkedInProvider
 from herald.sandbox import SandboxClient
@@ -125,7 +126,7 @@ def test_ambiguous_outcome_cannot_be_reconciled(
     li: LinkedInProvider, seeded: tuple[Account, TokenSet]
 ) -> None:
     account, tokens = seeded
-    assert li.find_post(draft(), account, tokens, datetime.now(UTC)) is None
+    assert isinstance(li.find_post(draft(), account, tokens, datetime.now(UTC)), Unknown)
 
 
 def test_expired_token_then_refresh_keeps_the_same_refresh_token(

@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 
 from herald.providers.base import (
     ERROR_CLASSES,
+    Absent,
     Account,
     ContentInvalid,
+    Found,
     PermanentError,
     PostDraft,
     ProviderError,
@@ -140,9 +142,9 @@ def test_reconcile_finds_the_status_by_its_text(
     text = "Tom & Jerry <3\nsecond line"
     result = masto.publish(draft(text), account, tokens)
     found = masto.find_post(draft(text), account, tokens, since)
-    assert found is not None
-    assert found.external_id == result.external_id
-    assert masto.find_post(draft("other"), account, tokens, since) is None
+    assert isinstance(found, Found)
+    assert found.post.external_id == result.external_id
+    assert isinstance(masto.find_post(draft("other"), account, tokens, since), Absent)
     metrics = masto.fetch_metrics(result.external_id, account, tokens)
     assert (metrics.likes, metrics.reposts, metrics.impressions) == (3, 1, None)
 

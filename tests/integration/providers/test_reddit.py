@@ -14,10 +14,12 @@ from hypothesis import strategies as st
 
 from herald.providers.base import (
     ERROR_CLASSES,
+    Absent,
     Account,
     AmbiguousOutcome,
     AuthExpired,
     ContentInvalid,
+    Found,
     PermanentError,
     PostDraft,
     ProviderError,
@@ -188,11 +190,13 @@ def test_ambiguous_submit_is_reconciled_from_the_users_submissions(
     with pytest.raises(AmbiguousOutcome):
         reddit.publish(draft(), account, tokens)
     found = reddit.find_post(draft(), account, tokens, SINCE)
-    assert found is not None
+    assert isinstance(found, Found)
     (lost,) = [p for p in sandbox.posts("reddit") if p["data"]["title"] == "A title"]
-    assert found.external_id == lost["id"]
-    assert reddit.find_post(draft(subreddit="elsewhere"), account, tokens, SINCE) is None
-    assert reddit.find_post(draft(title="never posted"), account, tokens, SINCE) is None
+    assert found.post.external_id == lost["id"]
+    elsewhere = reddit.find_post(draft(subreddit="elsewhere"), account, tokens, SINCE)
+    assert isinstance(elsewhere, Absent)
+    never = reddit.find_post(draft(title="never posted"), account, tokens, SINCE)
+    assert isinstance(never, Absent)
 
 
 def test_metrics_come_from_api_info(

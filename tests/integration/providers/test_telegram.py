@@ -25,6 +25,7 @@ from herald.providers.base import (
     ReauthRequired,
     TokenSet,
     TransientError,
+    Unknown,
 )
 from herald.providers.telegram import TelegramProvider
 from herald.sandbox import SandboxClient
@@ -186,7 +187,7 @@ def test_applied_then_lost_is_ambiguous_and_cannot_be_looked_up(
         telegram.publish(draft(), Account("@news"), tokens)
     assert len(sandbox.posts("telegram")) == 1
     since = datetime.now(UTC) - timedelta(minutes=5)
-    assert telegram.find_post(draft(), Account("@news"), tokens, since) is None
+    assert isinstance(telegram.find_post(draft(), Account("@news"), tokens, since), Unknown)
 
 
 def test_refresh_is_impossible_and_says_why(

@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 
 from herald.providers.base import (
     ERROR_CLASSES,
+    Absent,
     Account,
     AmbiguousOutcome,
     AuthExpired,
     ContentInvalid,
+    Found,
     Media,
     PermanentError,
     PostDraft,
@@ -274,9 +276,9 @@ def test_find_post_and_metrics(threads: ThreadsProvider, seeded: tuple[Account, 
     account, tokens = seeded
     result = threads.publish(draft("findable"), account, tokens)
     found = threads.find_post(draft("findable"), account, tokens, SINCE)
-    assert found is not None
-    assert found.external_id == result.external_id
-    assert threads.find_post(draft("other"), account, tokens, SINCE) is None
+    assert isinstance(found, Found)
+    assert found.post.external_id == result.external_id
+    assert isinstance(threads.find_post(draft("other"), account, tokens, SINCE), Absent)
     metrics = threads.fetch_metrics(result.external_id, account, tokens)
     assert metrics.impressions == 140
     assert metrics.likes == 9

@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 
 from herald.providers.base import (
     ERROR_CLASSES,
+    Absent,
     Account,
     AmbiguousOutcome,
     AuthExpired,
     ContentInvalid,
+    Found,
     PermanentError,
     PostDraft,
     ProviderError,
@@ -26,6 +28,7 @@ from herald.providers.base import (
     ReauthRequired,
     TokenSet,
     TransientError,
+    Unknown,
 )
 from herald.providers.registry import get_provider
 from herald.providers.x import XProvider
@@ -145,9 +148,27 @@ def test_ambiguous_publish_is_reconciled_from_the_timeline(
     with pytest.raises(AmbiguousOutcome):
         x.publish(draft(), account, tokens)
     found = x.find_post(draft(), account, tokens, since)
-    assert found is not None
-    assert found.external_id == sandbox.posts("x")[0]["id"]
-    assert x.find_post(draft("never sent"), account, tokens, since) is None
+    assert isinstance(found, Found)
+    assert found.post.external_id == sandbox.posts("x")[0]["id"]
+    assert isinstance(x.find_post(draft("never sent"), account, tokens, since), Absent)
+
+
+def test_a_post_with_links_is_found_although_x_shows_them_shortened(
+    x: XProvider, seeded: tuple[Account, TokenSet], sandbox: SandboxClient
+) -> None:
+    account, tokens = seeded
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    text = "Read https://example.com/a-long/path?x=1 and www.example.org now"
+    sent = x.publish(draft(text), account, tokens)
+    found = x.find_post(draft(text), account, tokens, since)
+    assert isinstance(found, Found)
+    assert found.post.external_id == sent.external_id
+    assert "t.co/" in found.post.text  # as X shows it
+    other = "Read https://example.com/another and www.example.org later"
+    assert isinstance(x.find_post(draft(other), account, tokens, since), Absent)
+    # X links a bare domain too, and Herald cannot tell: not finding it proves nothing.
+    bare = x.find_post(draft("Read example.com today"), account, tokens, since)
+    assert isinstance(bare, Unknown)
 
 
 def test_refresh_rotates_and_reuse_revokes_the_family(

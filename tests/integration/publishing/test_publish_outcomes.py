@@ -230,8 +230,32 @@ def test_ambiguous_answer_goes_to_review_where_the_network_cannot_confirm(
     sandbox.inject("telegram", "drop", applied=True, method="POST", times=1)
     assert run_publish(post, pub_settings, keys).status is PostStatus.NEEDS_REVIEW
     stored = fresh(Post, post.id)
-    assert "no way to confirm" in stored.last_error_message
+    assert "cannot read a chat back" in stored.last_error_message
     assert len(sandbox.posts("telegram")) == 1  # sent once, never twice
+
+
+def test_a_failed_reconcile_lookup_sends_the_post_to_review_never_again(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    post = new_post(connect("x"), content="applied, the line dropped, then the timeline failed")
+    sandbox.inject("x", "drop", applied=True, method="POST", path="/2/tweets", times=1)
+    sandbox.inject("x", "error", status=503, method="GET", path="/tweets")
+
+    assert run_publish(post, pub_settings, keys).status is PostStatus.NEEDS_REVIEW
+
+    stored = fresh(Post, post.id)
+    assert "the lookup failed" in stored.last_error_message
+    (attempt,) = attempts_of(post)
+    assert attempt.outcome == "needs_review"
+    publishes = [
+        e for e in sandbox.requests("x") if e["method"] == "POST" and e["path"] == "/2/tweets"
+    ]
+    assert len(publishes) == 1
+    assert len(sandbox.posts("x")) == 1
 
 
 def test_a_post_claimed_elsewhere_is_left_alone(

@@ -1,0 +1,177 @@
+"""Keep a network's answer until the database has it.
+
+The answer to a publish call is the one thing Herald cannot ask for again: a post the network
+created stays created, and Telegram or LinkedIn cannot be asked which. So an attempt's outcome
+is written through :func:`record_durably`: an error that lost the database connection (an
+``OperationalError`` or any disconnect) rolls the session back and writes again on a fresh
+connection, with bounded backoff (``HERALD_PUBLISH_RECORD_ATTEMPTS`` tries). The publish is
+never repeated, only the write; and the write is safe to repeat, because every move of a post
+is a conditional UPDATE: a commit that landed before its reply was lost is not applied twice.
+
+When the tries are spent, :class:`OutcomeNotRecorded` carries the answer out of the worker as
+a :class:`~herald.contracts.NetworkAnswer`; the publish task hands it to
+``herald.posts.record_outcome``, which records it when the database is back and never
+publishes (docs/decisions.md).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from herald.contracts import NetworkAnswer, PublishedAnswer, RefusedAnswer
+from herald.models import utcnow
+from herald.providers.base import (
+    ERROR_CLASSES,
+    AmbiguousOutcome,
+    ContentInvalid,
+    ProviderError,
+    PublishResult,
+    RateLimited,
+)
+from herald.security.crypto import DecryptionError
+
+log = structlog.get_logger("herald.publishing")
+T = TypeVar("T")
+TOKEN_UNREADABLE = "token_unreadable"  # noqa: S105 - an error code, not a secret
+_BY_CODE: dict[str, type[ProviderError]] = {cls.code: cls for cls in ERROR_CLASSES}
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one publish call came back with: a result, or the error that ended it."""
+
+    result: PublishResult | None
+    error: ProviderError | DecryptionError | None
+    finished_at: datetime
+    latency_ms: int
+
+
+class OutcomeNotRecorded(Exception):
+    """The network answered, and the database would not take the outcome in time."""
+
+    def __init__(self, answer: NetworkAnswer) -> None:
+        what = (
+            f"published as {answer.published.external_id} ({answer.published.url})"
+            if answer.published
+            else f"refused: {answer.refused.code if answer.refused else '?'}"
+        )
+        super().__init__(f"post {answer.post_id}: {what}; not recorded yet")
+        self.answer = answer
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` is a database error that a fresh connection may not repeat."""
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+def record_durably(session: Session, write: Callable[[], T], *, attempts: int) -> T:
+    """Run ``write`` (which commits) until it succeeds, rolling back between tries; re-raise
+    the last database error after ``attempts`` tries. Other errors are not retried."""
+
+    def start_over(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "publish.record_retry", attempt=state.attempt_number, error=type(error).__name__
+        )
+
+    retrying = Retrying(
+        retry=retry_if_exception(lost_connection),
+        stop=stop_after_attempt(attempts),
+        wait=wait_random_exponential(multiplier=0.2, max=2.0),
+        before_sleep=start_over,
+        reraise=True,
+    )
+    for attempt in retrying:
+        with attempt:
+            try:
+                return write()
+            except BaseException:
+                _roll_back(session)
+                raise
+    raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
+
+
+def _roll_back(session: Session) -> None:
+    try:
+        session.rollback()
+    except SQLAlchemyError:
+        # The connection is gone; the session still forgets the transaction and checks out a
+        # new connection on its next use.
+        log.debug("publish.rollback_failed")
+
+
+def carried(
+    answer: Answer, *, post_id: uuid.UUID, attempt_id: uuid.UUID, task_id: str | None
+) -> NetworkAnswer:
+    """``answer`` as the payload of ``herald.posts.record_outcome``."""
+    published = refused = None
+    if answer.result is not None:
+        r = answer.result
+        published = PublishedAnswer(external_id=r.external_id, url=r.url, request_id=r.request_id)
+    elif isinstance(answer.error, ProviderError):
+        e = answer.error
+        refused = RefusedAnswer(
+            code=e.code,
+            message=e.message[:2000],
+            http_status=e.http_status,
+            request_id=e.request_id[:200] if e.request_id else None,
+            provider_code=e.provider_code[:200] if e.provider_code else None,
+            reset_at=e.reset_at if isinstance(e, RateLimited) else None,
+            rule=e.rule if isinstance(e, ContentInvalid) else None,
+        )
+    else:
+        refused = RefusedAnswer(code=TOKEN_UNREADABLE, message=str(answer.error)[:2000])
+    return NetworkAnswer(
+        post_id=post_id,
+        attempt_id=attempt_id,
+        task_id=task_id,
+        finished_at=answer.finished_at,
+        latency_ms=answer.latency_ms,
+        published=published,
+        refused=refused,
+    )
+
+
+def restored(answer: NetworkAnswer, provider: str) -> Answer:
+    """The :class:`Answer` a carried one stands for."""
+    if answer.published is not None:
+        p = answer.published
+        result = PublishResult(p.external_id, p.url, p.request_id)
+        return Answer(result, None, answer.finished_at, answer.latency_ms)
+    assert answer.refused is not None
+    return Answer(None, _error(answer.refused, provider), answer.finished_at, answer.latency_ms)
+
+
+def _error(refused: RefusedAnswer, provider: str) -> ProviderError | DecryptionError:
+    if refused.code == TOKEN_UNREADABLE:
+        return DecryptionError(refused.message)
+    # A code this version does not know is read the safe way: the outcome is open.
+    cls = _BY_CODE.get(refused.code, AmbiguousOutcome)
+    kw: dict[str, Any] = {
+        "provider": provider,
+        "http_status": refused.http_status,
+        "request_id": refused.request_id,
+        "provider_code": refused.provider_code,
+    }
+    if cls is RateLimited:
+        return RateLimited(refused.message, reset_at=refused.reset_at or utcnow(), **kw)
+    if cls is ContentInvalid:
+        return ContentInvalid(refused.message, rule=refused.rule or "unknown", **kw)
+    return cls(refused.message, **kw)
