@@ -20,10 +20,12 @@ from herald.telemetry import context
 from herald.telemetry.logging import configure_logging
 from herald.telemetry.tracing import setup_telemetry, shutdown_telemetry
 
-QUEUES = ("default", "publish", "tokens", "alerts")
+QUEUES = ("default", "publish", "sweep", "tokens", "alerts")
 
 ROUTES: dict[str, dict[str, str]] = {
     "herald.posts.publish": {"queue": "publish"},
+    # Its lookups wait on the networks; on its own queue they never delay dispatch_due.
+    "herald.posts.sweep_stuck": {"queue": "sweep"},
     "herald.posts.*": {"queue": "default"},
     "herald.tokens.*": {"queue": "tokens"},
     "herald.alerts.*": {"queue": "alerts"},

@@ -30,6 +30,9 @@ class Verdict:
     found: PublishResult | None
     safe_to_retry: bool
     reason: str
+    # The lookup itself failed (the network did not answer it): asking again later may settle
+    # what this verdict could not. The sweep does; a publish run has no later.
+    lookup_failed: bool = False
 
 
 def reconcile(
@@ -44,7 +47,9 @@ def reconcile(
         )
     except (ProviderError, DecryptionError) as exc:
         log.warning("reconcile.lookup_failed", post_id=str(post.id), error=str(exc))
-        return Verdict(None, False, f"the lookup at {integration.provider} failed ({exc})")
+        return Verdict(
+            None, False, f"the lookup at {integration.provider} failed ({exc})", lookup_failed=True
+        )
     if remote is not None:
         log.info("reconcile.found", post_id=str(post.id), external_id=remote.external_id)
         return Verdict(PublishResult(remote.external_id, remote.url), False, "found")

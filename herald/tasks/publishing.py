@@ -5,7 +5,7 @@
 | ``herald.posts.schedule``   | default | :class:`SchedulePost`           |
 | ``herald.posts.dispatch_due`` | default | none (beat)                   |
 | ``herald.posts.publish``    | publish | :class:`PublishPost`            |
-| ``herald.posts.sweep_stuck`` | default | none (beat)                    |
+| ``herald.posts.sweep_stuck`` | sweep | none (beat)                      |
 """
 
 from __future__ import annotations
