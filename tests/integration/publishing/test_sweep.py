@@ -231,29 +231,35 @@ def test_the_sweep_does_not_swallow_its_soft_time_limit(
     tmp_path: Path,
 ) -> None:
     post = stuck_post(new_post, connect("mastodon"), hours_ago(1))
-    # Every lookup try times out (1 s each, tried three times): longer than the soft limit.
+    # Every lookup try times out after 2 s, three tries: twice the soft limit of 3 s.
     sandbox.inject("mastodon", "latency", ms=30_000, method="GET")
     start_worker_process(
         pub_settings,
         name="sweeper",
         queues="sweep",
         concurrency=1,
+        HERALD_PROVIDER_TIMEOUT_S="2",
+        HERALD_PROVIDER_CONNECT_TIMEOUT_S="0.5",
         HERALD_TASK_SOFT_TIME_LIMIT_S="3",
         HERALD_TASK_TIME_LIMIT_S="5",
         HERALD_PUBLISHING_TIMEOUT_S="60",
     )
     celery_app.send_task("herald.posts.sweep_stuck")
+    log = tmp_path / "sweeper.log"
 
     def sweep_failed() -> dict[str, Any] | None:
-        for line in (tmp_path / "sweeper.log").read_text().splitlines():
+        for line in log.read_text().splitlines():
             if line.startswith("{") and '"task.failed"' in line:
                 return dict(json.loads(line))
         return None
 
-    failed = eventually(sweep_failed, timeout=30, what="the sweep task to fail")
+    try:
+        failed = eventually(sweep_failed, timeout=30, what="the sweep task to fail")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the worker said:\n{log.read_text()[-3000:]}") from None
     assert failed["task"] == "herald.posts.sweep_stuck"
     assert failed["error_type"] == "SoftTimeLimitExceeded"
-    assert "sweep.resolve_failed" not in (tmp_path / "sweeper.log").read_text()
+    assert "sweep.resolve_failed" not in log.read_text()
     leased = fresh(Post, post.id)
     assert leased.status is PostStatus.PUBLISHING
     assert leased.resolve_attempts == 1  # counted: a post that always times out is bounded
