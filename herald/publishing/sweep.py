@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -51,7 +50,6 @@ from herald.models import (
     attempts_since_reschedule,
     utcnow,
 )
-from herald.providers.base import Provider
 from herald.providers.registry import UnknownProvider, provider_for
 from herald.publishing import circuit
 from herald.publishing.dispatch import Claimed
@@ -63,8 +61,6 @@ from herald.telemetry import metrics
 
 log = structlog.get_logger("herald.publishing")
 
-#: How the sweep finds the adapter for a network (the registry's cache, unless a test injects).
-Adapters = Callable[[str, Settings], Provider]
 _MAX_RESOLVE_BACKOFF_S = 3600.0
 
 
@@ -101,7 +97,6 @@ def resolve_dead_workers(
     keys: KeyRing,
     *,
     limit: int | None = None,
-    adapters: Adapters = provider_for,
 ) -> Counter[str]:
     """Resolve posts stuck in ``publishing``, one at a time (see the module docstring).
 
@@ -116,7 +111,7 @@ def resolve_dead_workers(
         stuck = _take_next(session, settings)
         if stuck is None:
             break
-        result = _resolve(session, stuck, settings, keys, adapters)
+        result = _resolve(session, stuck, settings, keys)
         results[result] += 1
         metrics.sweep_resolutions.add(1, {"provider": stuck.integration.provider, "result": result})
     if results:
@@ -173,16 +168,14 @@ def _next_stuck(session: Session, settings: Settings) -> Select[tuple[Post, Inte
     return query.where(Integration.provider.not_in(held)) if held else query
 
 
-def _resolve(
-    session: Session, stuck: _Stuck, settings: Settings, keys: KeyRing, adapters: Adapters
-) -> str:
+def _resolve(session: Session, stuck: _Stuck, settings: Settings, keys: KeyRing) -> str:
     post, integration = stuck.post, stuck.integration
     if stuck.resolution > settings.sweep_max_resolve_attempts:
         # Earlier sweeps died or timed out on this post: stop spending work on it.
         return _give_up(session, stuck, "earlier resolutions did not finish")
     assert post.publishing_started_at is not None
     try:
-        provider = adapters(integration.provider, settings)
+        provider = provider_for(integration.provider, settings)
         verdict = reconcile(provider, post, integration, keys, since=post.publishing_started_at)
     except SoftTimeLimitExceeded:
         raise  # the task's own deadline: the lease and the count already hold the post
