@@ -244,7 +244,8 @@ def test_the_sweep_does_not_swallow_its_soft_time_limit(
         HERALD_TASK_TIME_LIMIT_S="5",
         HERALD_PUBLISHING_TIMEOUT_S="60",
     )
-    celery_app.send_task("herald.posts.sweep_stuck")
+    # A message carries its sender's time limits (beat's, in production: the same settings).
+    celery_app.send_task("herald.posts.sweep_stuck", soft_time_limit=3, time_limit=5)
     log = tmp_path / "sweeper.log"
 
     def sweep_failed() -> dict[str, Any] | None:
