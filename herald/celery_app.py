@@ -21,11 +21,13 @@ from herald.telemetry.logging import configure_logging
 from herald.telemetry.tracing import setup_telemetry, shutdown_telemetry
 from herald.tokens.clients import check_at_start
 
-QUEUES = ("default", "publish", "tokens", "alerts")
+QUEUES = ("default", "publish", "sweep", "tokens", "alerts")
 
 ROUTES: dict[str, dict[str, str]] = {
     "herald.posts.publish": {"queue": "publish"},
     "herald.posts.record_outcome": {"queue": "publish"},
+    # Its lookups wait on the networks; on its own queue they never delay dispatch_due.
+    "herald.posts.sweep_stuck": {"queue": "sweep"},
     "herald.posts.*": {"queue": "default"},
     "herald.tokens.*": {"queue": "tokens"},
     "herald.alerts.*": {"queue": "alerts"},

@@ -71,7 +71,7 @@ def db_revision(message: str) -> None:
 @click.option(
     "-Q",
     "--queues",
-    default="default,publish,tokens,alerts",
+    default="default,publish,sweep,tokens,alerts",
     show_default=True,
     help="Comma-separated queues to consume (run separate workers per workload to scale each).",
 )

@@ -122,7 +122,6 @@ def demo_settings(database: Path, sandbox_url: str) -> Settings:
         publish_backoff_max_s=3.0,
         provider_timeout_s=3.0,
         provider_connect_timeout_s=2.0,
-        publishing_timeout_s=8.0,
         queued_timeout_s=15.0,
         log_level="WARNING",
     )

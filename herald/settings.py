@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,52 @@ REAL_BASE_URLS: dict[str, str] = {
     "discord": "https://discord.com/api/v10",
     "reddit": "https://oauth.reddit.com",
 }
+
+
+# Clocks of the hosts that claim a post and of the host that sweeps it may differ this much.
+CLOCK_SKEW_ALLOWANCE_S = 30.0
+
+
+class ProviderNotConfigured(ValueError):
+    """Herald's configuration lacks what a network's adapter needs (an operator's problem)."""
+
+
+def timing_problems(s: Settings) -> list[str]:
+    """Every combination of time settings that can publish a post twice or never (see
+    docs/configuration.md, "Timing relations"); each names the variables involved."""
+    problems = []
+    if s.task_soft_time_limit_s >= s.task_time_limit_s:
+        problems.append(
+            f"HERALD_TASK_SOFT_TIME_LIMIT_S ({s.task_soft_time_limit_s}) must be below "
+            f"HERALD_TASK_TIME_LIMIT_S ({s.task_time_limit_s})"
+        )
+    if s.visibility_timeout_s <= s.task_time_limit_s:
+        problems.append(
+            f"HERALD_VISIBILITY_TIMEOUT_S ({s.visibility_timeout_s}) must exceed "
+            f"HERALD_TASK_TIME_LIMIT_S ({s.task_time_limit_s}): Redis would hand a running "
+            "task's message to a second worker"
+        )
+    if s.publishing_timeout_s <= s.task_time_limit_s + CLOCK_SKEW_ALLOWANCE_S:
+        problems.append(
+            f"HERALD_PUBLISHING_TIMEOUT_S ({s.publishing_timeout_s}) must exceed "
+            f"HERALD_TASK_TIME_LIMIT_S ({s.task_time_limit_s}) by more than "
+            f"{CLOCK_SKEW_ALLOWANCE_S:g} s: the sweep would reconcile a publish that is still "
+            "running and could send the post a second time"
+        )
+    one_call = s.provider_connect_timeout_s + s.provider_timeout_s
+    if s.task_soft_time_limit_s <= one_call:
+        problems.append(
+            f"HERALD_TASK_SOFT_TIME_LIMIT_S ({s.task_soft_time_limit_s}) must exceed "
+            f"HERALD_PROVIDER_CONNECT_TIMEOUT_S + HERALD_PROVIDER_TIMEOUT_S ({one_call:g}): "
+            "every slow answer would kill the task mid-call and strand its post in publishing"
+        )
+    if s.token_refresh_lease_s <= s.task_time_limit_s:
+        problems.append(
+            f"HERALD_TOKEN_REFRESH_LEASE_S ({s.token_refresh_lease_s}) must exceed "
+            f"HERALD_TASK_TIME_LIMIT_S ({s.task_time_limit_s}): a refresh still running could "
+            "lose its lease to a second one and spend a rotating refresh token twice"
+        )
+    return problems
 
 
 class Settings(BaseSettings):
@@ -117,6 +164,45 @@ class Settings(BaseSettings):
     publishing_timeout_s: float = Field(
         default=600.0, gt=0, description="A post publishing this long lost its worker: reconcile."
     )
+    sweep_batch_size: int = Field(
+        default=100, ge=1, description="Stuck posts one sweep run resolves at most."
+    )
+    sweep_max_resolve_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Failed resolutions of a stuck post (lookup failed or raised) before the "
+        "sweep gives up and marks it needs_review.",
+    )
+    sweep_resolve_backoff_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Wait before the sweep tries a post again after a failed resolution "
+        "(doubles each time).",
+    )
+
+    # The per-provider circuit breaker (herald/publishing/circuit.py)
+    circuit_enabled: bool = True
+    circuit_window_s: float = Field(
+        default=120.0, gt=0, description="Window of publish attempts the failure share covers."
+    )
+    circuit_min_attempts: int = Field(
+        default=10, ge=1, description="Attempts in the window before the share counts."
+    )
+    circuit_min_integrations: int = Field(
+        default=3,
+        ge=1,
+        description="Distinct integrations that must have failed: one broken account never "
+        "opens its network's circuit.",
+    )
+    circuit_failure_ratio: float = Field(
+        default=0.5, gt=0, le=1, description="Share of 5xx/timeouts that opens the circuit."
+    )
+    circuit_open_s: float = Field(
+        default=60.0, gt=0, description="How long an open circuit holds posts before probing."
+    )
+    circuit_probe_posts: int = Field(
+        default=3, ge=1, description="Posts let through per half-open probe round."
+    )
     schedule_max_past_s: int = Field(
         default=86_400, ge=0, description="How far in the past scheduled_at may be (then: now)."
     )
@@ -151,7 +237,11 @@ class Settings(BaseSettings):
         default=None,
         description="Point every provider at this sandbox (e.g. http://127.0.0.1:8765).",
     )
-    provider_base_urls: dict[str, str] = Field(default_factory=lambda: dict(REAL_BASE_URLS))
+    provider_base_urls: dict[str, str] = Field(
+        default_factory=lambda: dict(REAL_BASE_URLS),
+        description="Base URL per network, as JSON; the networks it names are overridden, the "
+        "others keep their real API.",
+    )
     provider_credentials: dict[str, dict[str, SecretStr]] = Field(
         default_factory=dict,
         description=(
@@ -177,6 +267,25 @@ class Settings(BaseSettings):
     def _upper(cls, value: str) -> str:
         return value.upper()
 
+    @field_validator("provider_base_urls", mode="after")
+    @classmethod
+    def _override_named_networks(cls, value: dict[str, str]) -> dict[str, str]:
+        """The map overrides the networks it names; the others keep their real API."""
+        for network, url in value.items():
+            parsed = urlsplit(url)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise ValueError(
+                    f"HERALD_PROVIDER_BASE_URLS[{network!r}] is not an http(s) URL: {url!r}"
+                )
+        return REAL_BASE_URLS | value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_timing(self) -> Settings:
+        problems = timing_problems(self)
+        if problems:
+            raise ValueError("unsafe timing settings: " + "; ".join(problems))
+        return self
+
     @model_validator(mode="after")
     def _sandbox_clients(self) -> Settings:
         # The sandbox checks that a token request names an OAuth client, as the networks do;
@@ -187,14 +296,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:
-        if self.task_soft_time_limit_s >= self.task_time_limit_s:
-            raise ValueError("HERALD_TASK_SOFT_TIME_LIMIT_S must be below HERALD_TASK_TIME_LIMIT_S")
-        if self.visibility_timeout_s <= self.task_time_limit_s:
-            raise ValueError("HERALD_VISIBILITY_TIMEOUT_S must exceed HERALD_TASK_TIME_LIMIT_S")
-        if self.publishing_timeout_s <= self.provider_timeout_s * 2:
-            raise ValueError("HERALD_PUBLISHING_TIMEOUT_S must exceed twice the provider timeout")
-        if self.token_refresh_lease_s <= self.task_time_limit_s:
-            raise ValueError("HERALD_TOKEN_REFRESH_LEASE_S must exceed HERALD_TASK_TIME_LIMIT_S")
         if self.env == "development":
             return self
         secrets = {
@@ -216,7 +317,9 @@ class Settings(BaseSettings):
         try:
             return self.provider_base_urls[network]
         except KeyError:
-            raise ValueError(f"no base URL configured for provider {network!r}") from None
+            raise ProviderNotConfigured(
+                f"no base URL configured for provider {network!r} (HERALD_PROVIDER_BASE_URLS)"
+            ) from None
 
     def with_sandbox(self, url: str) -> Settings:
         """These settings pointed at a sandbox, with a placeholder OAuth client for every

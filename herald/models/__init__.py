@@ -11,6 +11,7 @@ from herald.models.alert import (
 )
 from herald.models.audit import AuditEvent
 from herald.models.base import Base, utcnow
+from herald.models.circuit import CircuitState, ProviderCircuit
 from herald.models.dead_letter import DeadLetter
 from herald.models.integration import (
     Integration,
@@ -38,6 +39,7 @@ __all__ = [
     "AlertStatus",
     "AuditEvent",
     "Base",
+    "CircuitState",
     "DeadLetter",
     "IllegalTransition",
     "Integration",
@@ -48,6 +50,7 @@ __all__ = [
     "Post",
     "PostMetric",
     "PostStatus",
+    "ProviderCircuit",
     "PublishAttempt",
     "Role",
     "Severity",

@@ -34,6 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from herald.models.base import Base, Timestamps, UUIDPrimaryKey, str_enum, utcnow
 
@@ -101,6 +102,10 @@ class Post(UUIDPrimaryKey, Timestamps, Base):
     last_error_code: Mapped[str | None] = mapped_column(String(64))
     last_error_message: Mapped[str | None] = mapped_column(Text)
     correlation_id: Mapped[str | None] = mapped_column(String(128))
+    # The sweep's work on a post stuck in ``publishing`` (reset by every claim): resolutions
+    # started, and the time before which no sweep takes it (a lease, then a backoff).
+    resolve_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    resolve_after: Mapped[datetime | None]
 
 
 class PublishAttempt(UUIDPrimaryKey, Base):
@@ -168,11 +173,13 @@ def transition(
     *,
     from_: PostStatus | Iterable[PostStatus],
     to: PostStatus,
+    only_if: Iterable[ColumnElement[bool]] = (),
     **values: Any,
 ) -> bool:
     """Move one post from one of ``from_`` to ``to`` if, and only if, it is still there.
 
-    Returns whether this caller won. ``values`` are further columns to set in the same UPDATE.
+    Returns whether this caller won. ``only_if`` adds conditions the row must still meet (the
+    attempt the caller saw, say); ``values`` are further columns to set in the same UPDATE.
     """
     sources = frozenset([from_] if isinstance(from_, PostStatus) else from_)
     for source in sources:
@@ -180,7 +187,7 @@ def transition(
             raise IllegalTransition(f"{source} → {to} is not a post transition")
     stmt = (
         update(Post)
-        .where(Post.id == post_id, Post.status.in_(sources))
+        .where(Post.id == post_id, Post.status.in_(sources), *only_if)
         .values(status=to, updated_at=utcnow(), **values)
         .execution_options(synchronize_session=False)
     )

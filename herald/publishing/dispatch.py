@@ -3,7 +3,8 @@
 Candidates are locked with ``FOR UPDATE SKIP LOCKED`` (Postgres), so two dispatchers at once
 take disjoint sets; the claim itself is a conditional UPDATE, so even without row locks
 (SQLite) a post is queued by exactly one of them. The caller enqueues ``publish`` for the
-returned ids only after this transaction commits.
+returned ids only after this transaction commits. Posts of a provider whose circuit is open
+stay where they are, but for a few probes (:mod:`herald.publishing.circuit`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from herald.db import service_scope
 from herald.models import Integration, Post, PostStatus, utcnow
+from herald.publishing import circuit
 from herald.settings import Settings
 
 IN_FLIGHT = (PostStatus.QUEUED, PostStatus.PUBLISHING)
@@ -43,23 +46,17 @@ def claim_due_posts(
     if room <= 0:
         return []
     now = utcnow()
-    due_at = func.coalesce(Post.next_attempt_at, Post.scheduled_at)
-    candidates = session.execute(
-        select(Post.id, Integration.provider)
-        .join(Integration, Integration.id == Post.integration_id)
-        .where(
-            or_(
-                and_(Post.status == PostStatus.SCHEDULED, Post.scheduled_at <= now),
-                and_(Post.status == PostStatus.RETRYING, Post.next_attempt_at <= now),
-            ),
-            or_(Integration.rate_limited_until.is_(None), Integration.rate_limited_until <= now),
-            # Mid-refresh (herald.tokens.lease): its posts wait for the new token.
-            or_(Integration.refresh_lease_until.is_(None), Integration.refresh_lease_until <= now),
-        )
-        .order_by(due_at)
-        .limit(min(limit or settings.dispatch_batch_size, room))
-        .with_for_update(of=Post, skip_locked=True, key_share=True)
-    ).all()
+    batch = min(limit or settings.dispatch_batch_size, room)
+    circuits = circuit.gate(session, settings, now)
+    due = _due(now).limit(batch)
+    if circuits.held:
+        due = due.where(Integration.provider.not_in(circuits.held))
+    candidates = list(session.execute(due).all())
+    # A provider whose circuit is open sends only probes (at most its bound; see circuit.py).
+    for provider, probes in circuits.probes.items():
+        candidates += session.execute(
+            _due(now).where(Integration.provider == provider).limit(min(probes, batch))
+        ).all()
     if not candidates:
         return []
     chosen = _within_caps(session, settings, [(row[0], row[1]) for row in candidates])
@@ -73,6 +70,26 @@ def claim_due_posts(
         .execution_options(synchronize_session=False)
     ).all()
     return [Claimed(*row) for row in claimed]
+
+
+def _due(now: datetime) -> Select[tuple[uuid.UUID, str]]:
+    """Due posts of unpaused integrations not mid-refresh, oldest first, locked for this
+    dispatcher."""
+    return (
+        select(Post.id, Integration.provider)
+        .join(Integration, Integration.id == Post.integration_id)
+        .where(
+            or_(
+                and_(Post.status == PostStatus.SCHEDULED, Post.scheduled_at <= now),
+                and_(Post.status == PostStatus.RETRYING, Post.next_attempt_at <= now),
+            ),
+            or_(Integration.rate_limited_until.is_(None), Integration.rate_limited_until <= now),
+            # Mid-refresh (herald.tokens.lease): its posts wait for the new token.
+            or_(Integration.refresh_lease_until.is_(None), Integration.refresh_lease_until <= now),
+        )
+        .order_by(func.coalesce(Post.next_attempt_at, Post.scheduled_at))
+        .with_for_update(of=Post, skip_locked=True, key_share=True)
+    )
 
 
 def _within_caps(

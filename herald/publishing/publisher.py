@@ -17,6 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from opentelemetry import trace
@@ -33,7 +34,6 @@ from herald.models import (
     attempts_since_reschedule,
     request_refresh,
     set_status,
-    transition,
     utcnow,
 )
 from herald.providers.base import (
@@ -47,6 +47,7 @@ from herald.providers.base import (
     TransientError,
 )
 from herald.providers.registry import UnknownProvider, provider_for
+from herald.publishing import circuit
 from herald.publishing.reconcile import Verdict, reconcile
 from herald.publishing.recording import (
     TOKEN_UNREADABLE,
@@ -58,9 +59,10 @@ from herald.publishing.recording import (
     restored,
 )
 from herald.publishing.scheduling import draft_of
+from herald.publishing.transitions import move
 from herald.security.credentials import account_of, open_tokens
 from herald.security.crypto import DecryptionError, KeyRing
-from herald.settings import Settings
+from herald.settings import ProviderNotConfigured, Settings
 from herald.telemetry import context, metrics
 
 log = structlog.get_logger("herald.publishing")
@@ -81,6 +83,8 @@ class Outcome:
 
 
 NOT_MINE = Outcome(None, "not_claimed")
+# The run recorded its attempt but lost the post's move to something else (logged, counted).
+LOST = Outcome(None, "lost_transition")
 DUE_OR_QUEUED = (PostStatus.QUEUED, PostStatus.RETRYING)
 
 
@@ -122,7 +126,8 @@ def preflight(
     session: Session, post: Post, integration: Integration, settings: Settings
 ) -> Provider | Outcome:
     """The adapter to publish with, or the outcome for a post that cannot be tried now
-    (its integration needs the user, is paused by a rate limit, or has no adapter)."""
+    (its integration needs the user, is paused by a rate limit, has no adapter or no
+    configuration, or its network is failing for everyone)."""
     if integration.status in (IntegrationStatus.NEEDS_REAUTH, IntegrationStatus.DISABLED):
         return _settle_unclaimed(
             session,
@@ -142,7 +147,7 @@ def preflight(
             next_attempt_at=integration.rate_limited_until,
         )
     try:
-        return provider_for(integration.provider, settings)
+        provider = provider_for(integration.provider, settings)
     except UnknownProvider:
         return _settle_unclaimed(
             session,
@@ -152,13 +157,37 @@ def preflight(
             last_error_code="provider_unsupported",
             last_error_message=f"no adapter for provider {integration.provider!r}",
         )
+    except ProviderNotConfigured as exc:
+        # Herald's configuration, not the post: fail it with the reason rather than loop.
+        return _settle_unclaimed(
+            session,
+            post,
+            to=PostStatus.FAILED,
+            kind="provider_misconfigured",
+            last_error_code="provider_misconfigured",
+            last_error_message=str(exc),
+        )
+    wait_until = circuit.admit(session, integration.provider, settings, utcnow())
+    if wait_until is not None:
+        # The network fails for everyone: wait for its probe without spending an attempt.
+        return _settle_unclaimed(
+            session,
+            post,
+            to=PostStatus.RETRYING,
+            kind="circuit_open",
+            next_attempt_at=wait_until,
+            last_error_code=circuit.WAITING_CODE,
+            last_error_message=f"{integration.provider} is failing for every account; "
+            f"waiting for its circuit to close (next probe {wait_until.isoformat()})",
+        )
+    return provider
 
 
 def _settle_unclaimed(
-    session: Session, post: Post, *, to: PostStatus, kind: str, **values: object
+    session: Session, post: Post, *, to: PostStatus, kind: str, **values: Any
 ) -> Outcome:
     sources = (PostStatus.QUEUED,) if to is PostStatus.RETRYING else DUE_OR_QUEUED
-    won = transition(session, post.id, from_=sources, to=to, **values)
+    won = move(session, post.id, from_=sources, to=to, site="preflight", **values)
     session.commit()
     return Outcome(to, kind) if won else NOT_MINE
 
@@ -170,14 +199,17 @@ def claim(
     the network; None if another run claimed it first."""
     now = utcnow()
     attempt_number = post.attempts + 1
-    if not transition(
+    if not move(
         session,
         post.id,
         from_=DUE_OR_QUEUED,
         to=PostStatus.PUBLISHING,
+        site="claim",
         attempts=attempt_number,
         publishing_started_at=now,
         next_attempt_at=None,
+        resolve_attempts=0,
+        resolve_after=None,
     ):
         session.rollback()
         return None
@@ -277,6 +309,8 @@ class _Run:
             self.attempt.outcome, self.attempt.error_code = "failed", TOKEN_UNREADABLE
             self.attempt.error_message = str(error)
             outcome = self._fail(TOKEN_UNREADABLE, str(error))
+        health = circuit.network_health(None if result is not None else error)
+        circuit.observe(self.session, self.integration.provider, health, self.settings, utcnow())
         self.session.commit()
         return outcome
 
@@ -302,18 +336,16 @@ class _Run:
     def _published(
         self, result: PublishResult, from_: PostStatus = PostStatus.PUBLISHING
     ) -> Outcome:
-        transition(
-            self.session,
-            self.post.id,
+        return self._settle(
+            PostStatus.PUBLISHED,
+            "published",
             from_=from_,
-            to=PostStatus.PUBLISHED,
             external_id=result.external_id,
             external_url=result.url,
             published_at=utcnow(),
             last_error_code=None,
             last_error_message=None,
         )
-        return Outcome(PostStatus.PUBLISHED, "published")
 
     def _ambiguous(self, error: AmbiguousOutcome, verdict: Verdict) -> Outcome:
         self._note(error)
@@ -324,15 +356,12 @@ class _Run:
             self.attempt.outcome = "ambiguous_retry"
             return self._retry_later(error)
         self.attempt.outcome = "needs_review"
-        transition(
-            self.session,
-            self.post.id,
-            from_=PostStatus.PUBLISHING,
-            to=PostStatus.NEEDS_REVIEW,
+        return self._settle(
+            PostStatus.NEEDS_REVIEW,
+            "needs_review",
             last_error_code=error.code,
             last_error_message=f"{error.message}; {verdict.reason}: check before retrying",
         )
-        return Outcome(PostStatus.NEEDS_REVIEW, "needs_review")
 
     def _refused(self, error: ProviderError) -> Outcome:
         """Every answer that proves the post was not created, by class (DESIGN.md §3)."""
@@ -391,6 +420,8 @@ class _Run:
             self.session, self.integration.id, token_version=self.token_version, until=wait_until
         )
         retry = self._retry_at(wait_until, error)
+        if retry.status is None:
+            return retry
         return Outcome(
             retry.status,
             "auth_expired",
@@ -417,27 +448,40 @@ class _Run:
         return self._retry_at(utcnow() + backoff(used, self.settings), error)
 
     def _retry_at(self, when: datetime, error: ProviderError) -> Outcome:
-        transition(
-            self.session,
-            self.post.id,
-            from_=PostStatus.PUBLISHING,
-            to=PostStatus.RETRYING,
+        return self._settle(
+            PostStatus.RETRYING,
+            error.code,
             next_attempt_at=when,
             last_error_code=error.code,
             last_error_message=error.message[:2000],
         )
-        return Outcome(PostStatus.RETRYING, error.code)
 
     def _fail(self, code: str, message: str) -> Outcome:
-        transition(
+        return self._settle(
+            PostStatus.FAILED, code, last_error_code=code, last_error_message=message[:2000]
+        )
+
+    def _settle(
+        self,
+        to: PostStatus,
+        kind: str,
+        *,
+        from_: PostStatus = PostStatus.PUBLISHING,
+        **values: Any,
+    ) -> Outcome:
+        """Move the post this run claimed out of ``publishing`` (or, for a late published
+        answer, out of ``from_``); a loss is logged and counted (something moved a post in
+        flight) and reported as :data:`LOST`."""
+        won = move(
             self.session,
             self.post.id,
-            from_=PostStatus.PUBLISHING,
-            to=PostStatus.FAILED,
-            last_error_code=code,
-            last_error_message=message[:2000],
+            from_=from_,
+            to=to,
+            site="publish",
+            owned=True,
+            **values,
         )
-        return Outcome(PostStatus.FAILED, code)
+        return Outcome(to, kind) if won else LOST
 
 
 def record_answer(
@@ -483,13 +527,3 @@ def _pause_integration(session: Session, integration: Integration, until: dateti
 def _trace_id() -> str | None:
     ctx = trace.get_current_span().get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
-
-
-def open_attempt(session: Session, post: Post) -> PublishAttempt | None:
-    """The latest attempt of ``post`` that has no outcome yet (its worker died mid-call)."""
-    return session.scalar(
-        select(PublishAttempt)
-        .where(PublishAttempt.post_id == post.id, PublishAttempt.finished_at.is_(None))
-        .order_by(PublishAttempt.attempt_number.desc())
-        .limit(1)
-    )

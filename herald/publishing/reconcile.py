@@ -23,7 +23,6 @@ from herald.models import Integration, Post
 from herald.providers.base import (
     Absent,
     Found,
-    Lookup,
     Provider,
     ProviderError,
     PublishResult,
@@ -46,13 +45,24 @@ class Verdict:
     found: PublishResult | None
     safe_to_retry: bool
     reason: str
+    # The lookup itself failed (the network did not answer it): asking again later may settle
+    # what this verdict could not. The sweep does; a publish run has no later.
+    lookup_failed: bool = False
 
 
 def reconcile(
     provider: Provider, post: Post, integration: Integration, keys: KeyRing, *, since: datetime
 ) -> Verdict:
-    lookup = _look_up(provider, post, integration, keys, since - _CLOCK_SKEW)
+    since = since - _CLOCK_SKEW
     network = integration.provider
+    try:
+        lookup = provider.find_post(
+            draft_of(post), account_of(integration), open_tokens(integration, keys), since
+        )
+    except (ProviderError, DecryptionError) as exc:
+        log.warning("reconcile.lookup_failed", post_id=str(post.id), error=str(exc))
+        reason = f"absence at {network} cannot be proven: the lookup failed ({exc})"
+        return Verdict(None, False, reason, lookup_failed=True)
     match lookup:
         case Found(remote):
             log.info("reconcile.found", post_id=str(post.id), external_id=remote.external_id)
@@ -63,14 +73,3 @@ def reconcile(
         case Unknown(reason):
             log.warning("reconcile.unknown", post_id=str(post.id), reason=reason)
             return Verdict(None, False, f"absence at {network} cannot be proven: {reason}")
-
-
-def _look_up(
-    provider: Provider, post: Post, integration: Integration, keys: KeyRing, since: datetime
-) -> Lookup:
-    try:
-        return provider.find_post(
-            draft_of(post), account_of(integration), open_tokens(integration, keys), since
-        )
-    except (ProviderError, DecryptionError) as exc:
-        return Unknown(f"the lookup failed ({exc})")

@@ -1,38 +1,67 @@
-"""Make crashes harmless (beat's ``sweep_stuck``).
+"""Make crashes harmless (beat's ``sweep_stuck``, on its own ``sweep`` queue).
 
 - A post ``queued`` for longer than ``queued_timeout_s`` lost its message (a broker restart,
   a purge): it is enqueued again. A duplicate message is harmless — only one run can claim it.
 - A post ``publishing`` for longer than ``publishing_timeout_s`` lost its worker mid-call: the
   network may or may not have it. It is reconciled (:mod:`herald.publishing.reconcile`):
   published if found, sent again if that is provably safe, else ``needs_review``.
+
+Resolving one stuck post is three steps, so no database transaction stays open while the
+network is asked:
+
+1. **take** (a short transaction): the next stuck post not leased by another sweep, fewest
+   failed resolutions first, then oldest; lease it for the task's hard time limit and count the
+   resolution; commit.
+2. **look it up** at the network, no transaction open.
+3. **record** (a short transaction): a conditional UPDATE that moves the post only if it is
+   still ``publishing`` in the attempt the sweep saw (the worker may have finished meanwhile,
+   or a retry may have claimed it again).
+
+A resolution that fails — the lookup got no answer, or raised — leaves the post
+``publishing`` and out of reach until a backoff passes; after
+``sweep_max_resolve_attempts`` of them it goes to ``needs_review`` with the last reason. A
+resolution whose sweep died is counted too (the count is taken before the lookup). So one post
+costs a bounded amount of work, and a post that keeps failing sorts after those that have not:
+it cannot hold the others back. Posts of a provider whose circuit is open wait
+(:mod:`herald.publishing.circuit`): a lookup would fail for the same reason.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import Select, or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from herald.db import service_scope
 from herald.models import (
     Integration,
     Post,
     PostStatus,
+    PublishAttempt,
     attempts_since_reschedule,
-    transition,
     utcnow,
 )
-from herald.providers.registry import provider_for
+from herald.providers.registry import UnknownProvider, provider_for
+from herald.publishing import circuit
 from herald.publishing.dispatch import Claimed
-from herald.publishing.publisher import open_attempt
-from herald.publishing.reconcile import reconcile
+from herald.publishing.reconcile import Verdict, reconcile
+from herald.publishing.transitions import move
 from herald.security.crypto import KeyRing
-from herald.settings import Settings
+from herald.settings import ProviderNotConfigured, Settings
+from herald.telemetry import metrics
 
 log = structlog.get_logger("herald.publishing")
+
+_MAX_RESOLVE_BACKOFF_S = 3600.0
 
 
 def requeue_lost(session: Session, settings: Settings) -> list[Claimed]:
@@ -52,81 +81,228 @@ def requeue_lost(session: Session, settings: Settings) -> list[Claimed]:
     return [Claimed(*row) for row in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class _Stuck:
+    """A stuck post taken by this sweep: detached rows, and what the verdict is guarded by."""
+
+    post: Post
+    integration: Integration
+    attempt_number: int  # the publish attempt whose worker was lost
+    resolution: int  # this resolution's number (1 = the first)
+
+
 def resolve_dead_workers(
-    session: Session, settings: Settings, keys: KeyRing, *, limit: int = 100
+    session: Session,
+    settings: Settings,
+    keys: KeyRing,
+    *,
+    limit: int | None = None,
 ) -> Counter[str]:
-    """Reconcile posts stuck in ``publishing``; commits after each. Returns counts by verdict."""
-    service_scope(session, "sweep_stuck")
-    cutoff = utcnow() - timedelta(seconds=settings.publishing_timeout_s)
-    stuck = session.scalars(
-        select(Post)
-        .where(Post.status == PostStatus.PUBLISHING, Post.publishing_started_at < cutoff)
-        .order_by(Post.publishing_started_at)
-        .limit(limit)
-    ).all()
+    """Resolve posts stuck in ``publishing``, one at a time (see the module docstring).
+
+    Stops after ``limit`` posts (``sweep_batch_size``) or half the task's soft time limit, so
+    the run ends cleanly and the next tick goes on. Returns counts by result.
+    """
+    budget_ends = time.monotonic() + settings.task_soft_time_limit_s / 2
     results: Counter[str] = Counter()
-    for post in stuck:
-        try:
-            results[_resolve(session, post, settings, keys)] += 1
-            session.commit()
-        except Exception:
-            # One post that cannot be resolved must not stop the sweep for the others.
-            session.rollback()
-            log.exception("sweep.resolve_failed", post_id=str(post.id))
-            results["error"] += 1
-        service_scope(session, "sweep_stuck")
+    for _ in range(limit or settings.sweep_batch_size):
+        if time.monotonic() > budget_ends:
+            break
+        stuck = _take_next(session, settings)
+        if stuck is None:
+            break
+        result = _resolve(session, stuck, settings, keys)
+        results[result] += 1
+        metrics.sweep_resolutions.add(1, {"provider": stuck.integration.provider, "result": result})
     if results:
         log.warning("sweep.resolved", **results)
     return results
 
 
-def _resolve(session: Session, post: Post, settings: Settings, keys: KeyRing) -> str:
-    integration = session.get(Integration, post.integration_id)
-    assert integration is not None
-    assert post.publishing_started_at is not None
-    provider = provider_for(integration.provider, settings)
-    verdict = reconcile(provider, post, integration, keys, since=post.publishing_started_at)
+def _take_next(session: Session, settings: Settings) -> _Stuck | None:
+    while True:
+        service_scope(session, "sweep_stuck")
+        row = session.execute(_next_stuck(session, settings)).first()
+        if row is None:
+            session.commit()
+            return None
+        post, integration = row[0], row[1]
+        stuck = _Stuck(post, integration, post.attempts, post.resolve_attempts + 1)
+        # The lease outlives this sweep's task (hard time limit), so no other sweep takes the
+        # post while this one may still be asking; the count is taken now, so a sweep that
+        # dies counts too.
+        leased = session.execute(
+            update(Post)
+            .where(Post.id == post.id, Post.resolve_attempts == post.resolve_attempts)
+            .values(
+                resolve_attempts=stuck.resolution,
+                resolve_after=utcnow() + timedelta(seconds=settings.task_time_limit_s),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        assert isinstance(leased, CursorResult)
+        session.expunge(post)
+        session.expunge(integration)
+        session.commit()
+        if leased.rowcount == 1:
+            return stuck
+        # Another sweep took it first (SQLite has no row locks): take the next one.
+
+
+def _next_stuck(session: Session, settings: Settings) -> Select[tuple[Post, Integration]]:
     now = utcnow()
-    attempt = open_attempt(session, post)
-    if attempt is not None:
-        attempt.finished_at = now
-        attempt.error_code = "worker_lost"
-        attempt.error_message = "the worker stopped before recording the outcome"
+    query = (
+        select(Post, Integration)
+        .join(Integration, Integration.id == Post.integration_id)
+        .where(
+            Post.status == PostStatus.PUBLISHING,
+            Post.publishing_started_at < now - timedelta(seconds=settings.publishing_timeout_s),
+            or_(Post.resolve_after.is_(None), Post.resolve_after <= now),
+        )
+        # Fewest failed resolutions first: a post that keeps failing never holds others back.
+        .order_by(Post.resolve_attempts, Post.publishing_started_at)
+        .limit(1)
+        .with_for_update(of=Post, skip_locked=True)
+    )
+    held = circuit.held_providers(session, settings)
+    return query.where(Integration.provider.not_in(held)) if held else query
+
+
+def _resolve(session: Session, stuck: _Stuck, settings: Settings, keys: KeyRing) -> str:
+    post, integration = stuck.post, stuck.integration
+    if stuck.resolution > settings.sweep_max_resolve_attempts:
+        # Earlier sweeps died or timed out on this post: stop spending work on it.
+        return _give_up(session, stuck, "earlier resolutions did not finish")
+    assert post.publishing_started_at is not None
+    try:
+        provider = provider_for(integration.provider, settings)
+        verdict = reconcile(provider, post, integration, keys, since=post.publishing_started_at)
+    except SoftTimeLimitExceeded:
+        raise  # the task's own deadline: the lease and the count already hold the post
+    except (UnknownProvider, ProviderNotConfigured) as exc:
+        return _failed(session, stuck, settings, str(exc))
+    except Exception as exc:
+        # One post that cannot be resolved must not stop the sweep for the others. Only the
+        # type is stored: an unexpected error's text may carry what a row must not.
+        log.exception("sweep.resolve_failed", post_id=str(post.id))
+        return _failed(session, stuck, settings, f"the resolution raised {type(exc).__name__}")
+    if verdict.lookup_failed:
+        return _failed(session, stuck, settings, verdict.reason)
+    return _record(session, stuck, verdict, settings)
+
+
+def _failed(session: Session, stuck: _Stuck, settings: Settings, reason: str) -> str:
+    """A resolution that settled nothing: back off, or give up after the bound."""
+    if stuck.resolution >= settings.sweep_max_resolve_attempts:
+        return _give_up(session, stuck, reason)
+    service_scope(session, "sweep_stuck")
+    backoff = min(
+        settings.sweep_resolve_backoff_s * 2 ** (stuck.resolution - 1), _MAX_RESOLVE_BACKOFF_S
+    )
+    session.execute(
+        update(Post)
+        .where(*_unchanged(stuck))
+        .values(
+            resolve_after=utcnow() + timedelta(seconds=backoff),
+            last_error_code="resolve_failed",
+            last_error_message=(
+                f"worker lost mid-publish; resolution {stuck.resolution} of "
+                f"{settings.sweep_max_resolve_attempts} failed: {reason}"
+            ),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    log.warning(
+        "sweep.resolution_failed",
+        post_id=str(stuck.post.id),
+        resolution=stuck.resolution,
+        reason=reason,
+        retry_in_s=backoff,
+    )
+    return "resolve_failed"
+
+
+def _give_up(session: Session, stuck: _Stuck, reason: str) -> str:
+    return _to_review(session, stuck, f"gave up after {stuck.resolution} resolutions ({reason})")
+
+
+def _to_review(session: Session, stuck: _Stuck, why: str) -> str:
+    return _settle(
+        session,
+        stuck,
+        PostStatus.NEEDS_REVIEW,
+        "needs_review",
+        last_error_code="worker_lost",
+        last_error_message=f"worker lost mid-publish; {why}: check the account before retrying",
+    )
+
+
+def _record(session: Session, stuck: _Stuck, verdict: Verdict, settings: Settings) -> str:
     if verdict.found is not None:
-        won = transition(
+        return _settle(
             session,
-            post.id,
-            from_=PostStatus.PUBLISHING,
-            to=PostStatus.PUBLISHED,
+            stuck,
+            PostStatus.PUBLISHED,
+            "reconciled",
             external_id=verdict.found.external_id,
             external_url=verdict.found.url,
-            published_at=now,
+            published_at=utcnow(),
         )
-        outcome = "reconciled"
-    elif verdict.safe_to_retry and attempts_since_reschedule(post) < settings.publish_max_attempts:
-        won = transition(
+    budget_left = attempts_since_reschedule(stuck.post) < settings.publish_max_attempts
+    if verdict.safe_to_retry and budget_left:
+        return _settle(
             session,
-            post.id,
-            from_=PostStatus.PUBLISHING,
-            to=PostStatus.RETRYING,
-            next_attempt_at=now,
+            stuck,
+            PostStatus.RETRYING,
+            "retry",
+            next_attempt_at=utcnow(),
             last_error_code="worker_lost",
             last_error_message=f"worker lost mid-publish; {verdict.reason}",
         )
-        outcome = "retry"
-    else:
-        won = transition(
-            session,
-            post.id,
-            from_=PostStatus.PUBLISHING,
-            to=PostStatus.NEEDS_REVIEW,
-            last_error_code="worker_lost",
-            last_error_message=(
-                f"worker lost mid-publish; {verdict.reason}: check the account before retrying"
-            ),
+    return _to_review(session, stuck, verdict.reason)
+
+
+def _settle(session: Session, stuck: _Stuck, to: PostStatus, outcome: str, **values: Any) -> str:
+    """Move the post out of ``publishing`` if it is still in the attempt the sweep saw, and
+    close that attempt as ``worker_lost``."""
+    service_scope(session, "sweep_stuck")
+    now = utcnow()
+    won = move(
+        session,
+        stuck.post.id,
+        from_=PostStatus.PUBLISHING,
+        to=to,
+        site="sweep",
+        only_if=[Post.attempts == stuck.attempt_number],
+        resolve_after=None,
+        **values,
+    )
+    if won:
+        session.execute(
+            update(PublishAttempt)
+            .where(
+                PublishAttempt.post_id == stuck.post.id,
+                PublishAttempt.attempt_number == stuck.attempt_number,
+                PublishAttempt.finished_at.is_(None),
+            )
+            .values(
+                finished_at=now,
+                outcome=outcome,
+                error_code="worker_lost",
+                error_message="the worker stopped before recording the outcome",
+            )
+            .execution_options(synchronize_session=False)
         )
-        outcome = "needs_review"
-    if attempt is not None:
-        attempt.outcome = outcome if won else "superseded"
-    log.info("sweep.post", post_id=str(post.id), verdict=outcome, won=won)
+    session.commit()
+    log.info("sweep.post", post_id=str(stuck.post.id), verdict=outcome, won=won)
     return outcome if won else "superseded"
+
+
+def _unchanged(stuck: _Stuck) -> tuple[ColumnElement[bool], ...]:
+    """Conditions that hold while the post is still stuck in the attempt the sweep took."""
+    return (
+        Post.id == stuck.post.id,
+        Post.status == PostStatus.PUBLISHING,
+        Post.attempts == stuck.attempt_number,
+    )

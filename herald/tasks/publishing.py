@@ -6,7 +6,7 @@
 | ``herald.posts.dispatch_due`` | default | none (beat)                   |
 | ``herald.posts.publish``    | publish | :class:`PublishPost`            |
 | ``herald.posts.record_outcome`` | publish | :class:`RecordOutcome` (internal) |
-| ``herald.posts.sweep_stuck`` | default | none (beat)                    |
+| ``herald.posts.sweep_stuck`` | sweep | none (beat)                      |
 """
 
 from __future__ import annotations

@@ -41,3 +41,18 @@ provider_configuration_errors = _meter.create_counter(
     description="Herald's own provider configuration refused or missing (OAuth client "
     "credentials), by provider and code: the operator's to fix, never the user's.",
 )
+publish_lost_transitions = _meter.create_counter(
+    "herald.publish.lost_transitions",
+    description="Post status moves on the publish path whose conditional UPDATE matched no row "
+    "(the post had moved on), by from, to and site. From 'publishing' means a run lost a post "
+    "it owned: investigate.",
+)
+provider_circuit_transitions = _meter.create_counter(
+    "herald.provider.circuit.transitions",
+    description="Per-provider circuit breaker moves, by provider and the state entered "
+    "(open, half_open, closed).",
+)
+sweep_resolutions = _meter.create_counter(
+    "herald.sweep.resolutions",
+    description="Posts stuck in publishing that the sweep handled, by provider and result.",
+)

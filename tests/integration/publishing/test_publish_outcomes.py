@@ -332,5 +332,5 @@ def test_the_sweep_goes_on_past_a_post_it_cannot_resolve(
     fine = new_post(connect("telegram"), status="publishing", publishing_started_at=long_ago)
     with db.session_scope() as s:
         results = resolve_dead_workers(s, pub_settings, keys)
-    assert results == {"error": 1, "needs_review": 1}
+    assert results == {"resolve_failed": 1, "needs_review": 1}
     assert fresh(Post, fine.id).status is PostStatus.NEEDS_REVIEW
