@@ -14,9 +14,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from herald.publishing.scheduling import SchedulingError
 from herald.security.auth import AuthError, WorkspaceDenied, WorkspaceRequired
@@ -92,11 +93,31 @@ def validation_details(errors: Sequence[Any]) -> list[dict[str, str]]:
 
 
 _HTTP_CODES = {
+    # FastAPI answers 400 only when the body cannot be parsed at all (a JSON syntax error is
+    # a validation error with a position, handled below).
+    400: ("malformed_json", "the request body could not be parsed as JSON"),
     404: ("not_found", "no such endpoint"),
     405: ("method_not_allowed", "method not allowed on this endpoint"),
     413: ("payload_too_large", "the request body is too large"),
     415: ("unsupported_media_type", "send the body as application/json"),
 }
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers on this path, plus OPTIONS: each method is
+    tried against the app's routes as the router itself would match it."""
+    routes = request.app.router.routes
+    allowed = {
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    }
+    return sorted(allowed | {"OPTIONS"})
 
 
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
@@ -113,7 +134,12 @@ async def _scheduling_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _auth_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AuthError)
-    challenge = "Bearer" if exc.reason == "missing" else 'Bearer error="invalid_token"'
+    if exc.reason == "missing":
+        challenge = "Bearer"
+    elif exc.status == 403:
+        challenge = 'Bearer error="insufficient_scope"'  # RFC 6750: a genuine token, not enough
+    else:
+        challenge = 'Bearer error="invalid_token"'
     return error_response(
         exc.status, exc.code, exc.message, headers={"WWW-Authenticate": challenge}
     )
@@ -144,10 +170,18 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names only the methods of the first route that matched the path.
+        headers["Allow"] = ", ".join(allowed_methods(request))
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers=headers)
     code, message = _HTTP_CODES.get(exc.status_code, ("http_error", str(exc.detail)))
-    return error_response(exc.status_code, code, message, headers=exc.headers)
+    if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+        message = "the request body is nested too deeply to parse"
+    return error_response(exc.status_code, code, message, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -166,6 +200,7 @@ def install_error_handlers(app: FastAPI) -> None:
 COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorEnvelope, "description": "Malformed request or workspace not named"},
     401: {"model": ErrorEnvelope, "description": "Missing, invalid or expired token"},
+    403: {"model": ErrorEnvelope, "description": "The token's role is not accepted"},
     404: {"model": ErrorEnvelope, "description": "Not found in this workspace"},
     422: {"model": ErrorEnvelope, "description": "Validation failed"},
 }

@@ -175,6 +175,43 @@ def test_unknown_paths_and_methods_use_the_error_format(client: TestClient, tena
     )
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/api/postiz/posts", "GET, OPTIONS, POST"),
+        ("PATCH", "/api/postiz/posts/00000000-0000-4000-8000-000000000000", "DELETE, GET, OPTIONS"),
+        ("DELETE", "/api/postiz/health", "GET, OPTIONS"),
+    ],
+)
+def test_a_wrong_method_is_405_naming_every_method_of_the_path(
+    client: TestClient, tenant: Tenant, method: str, path: str, allowed: str
+) -> None:
+    response = client.request(method, path, headers=tenant.headers)
+
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["Allow"] == allowed
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/api/postiz/posts", "GET, OPTIONS, POST"),
+        ("/api/postiz/posts/00000000-0000-4000-8000-000000000000/retry", "OPTIONS, POST"),
+    ],
+)
+def test_options_answers_the_allowed_methods(client: TestClient, path: str, allowed: str) -> None:
+    response = client.options(path)
+
+    assert response.status_code == 204
+    assert response.headers["Allow"] == allowed
+    assert response.headers["X-Correlation-ID"]
+    assert response.content == b""
+
+
+def test_options_on_an_unknown_path_is_404_in_the_format(client: TestClient) -> None:
+    assert_error(client.options("/api/postiz/nothing-here"), 404, "not_found")
+
+
 @pytest.fixture
 def failing_client(committed: Engine) -> Iterator[TestClient]:
     app = create_app(get_settings())
