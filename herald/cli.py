@@ -152,14 +152,14 @@ def api(host: str, port: int) -> None:
 
     from herald import db
     from herald.api import create_app
+    from herald.api.server import server_config
     from herald.telemetry.logging import configure_logging
     from herald.telemetry.tracing import setup_telemetry
 
     settings = get_settings()
     configure_logging(settings)
     setup_telemetry(settings, engine=db.get_engine(settings), component="api")
-    # Requests are logged by the API's middleware (with correlation ids): no access log.
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    uvicorn.Server(server_config(create_app(settings), host, port)).run()
 
 
 # -- keys ------------------------------------------------------------------------------------------

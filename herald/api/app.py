@@ -21,6 +21,7 @@ from herald.security.auth import check_configured
 from herald.settings import Settings
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_HEADER_BYTES = 16 * 1024  # the request's headers together (uvicorn's parser shares it)
 
 
 class Health(BaseModel):
@@ -63,5 +64,7 @@ def create_app(settings: Settings, *, max_body_bytes: int = MAX_BODY_BYTES) -> F
     app.include_router(health_router)
     app.include_router(posts.router)
     install_error_handlers(app)
-    app.add_middleware(RequestMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(
+        RequestMiddleware, max_body_bytes=max_body_bytes, max_header_bytes=MAX_HEADER_BYTES
+    )
     return app

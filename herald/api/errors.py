@@ -57,6 +57,20 @@ class ErrorEnvelope(BaseModel):
     error: ErrorDetail
 
 
+def error_body(
+    code: str, message: str, details: Mapping[str, Any], correlation_id: str | None
+) -> dict[str, Any]:
+    """The one error shape, as JSON-ready data."""
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": jsonable_encoder(dict(details)),
+            "correlation_id": correlation_id,
+        }
+    }
+
+
 def error_response(
     status: int,
     code: str,
@@ -65,14 +79,7 @@ def error_response(
     details: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    body = {
-        "error": {
-            "code": code,
-            "message": message,
-            "details": jsonable_encoder(dict(details or {})),
-            "correlation_id": context.correlation_id(),
-        }
-    }
+    body = error_body(code, message, details or {}, context.correlation_id())
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
