@@ -14,7 +14,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from herald import db
 from herald.api import posts
-from herald.api.errors import ApiError, ErrorEnvelope, install_error_handlers
+from herald.api.errors import (
+    ApiError,
+    ErrorEnvelope,
+    document_edge_responses,
+    install_error_handlers,
+)
 from herald.api.middleware import RequestMiddleware
 from herald.api.paths import PREFIX
 from herald.security.auth import check_configured
@@ -64,6 +69,7 @@ def create_app(settings: Settings, *, max_body_bytes: int = MAX_BODY_BYTES) -> F
     app.include_router(health_router)
     app.include_router(posts.router)
     install_error_handlers(app)
+    document_edge_responses(app)
     app.add_middleware(
         RequestMiddleware, max_body_bytes=max_body_bytes, max_header_bytes=MAX_HEADER_BYTES
     )

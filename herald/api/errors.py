@@ -22,6 +22,7 @@ from starlette.routing import Match
 from herald.publishing.scheduling import SchedulingError
 from herald.security.auth import AuthError, WorkspaceDenied, WorkspaceRequired
 from herald.telemetry import context
+from herald.telemetry.context import HTTP_CORRELATION_HEADER
 
 
 class ApiError(Exception):
@@ -211,3 +212,49 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorEnvelope, "description": "Not found in this workspace"},
     422: {"model": ErrorEnvelope, "description": "Validation failed"},
 }
+
+
+_ENVELOPE_REF = {"$ref": "#/components/schemas/ErrorEnvelope"}
+_CORRELATION_HEADER = {
+    "description": "The request's correlation id (the one sent, when well formed, or a new one)",
+    "required": True,
+    # The shape herald.telemetry.context.clean_id accepts; a fresh id is a UUID, which fits.
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+}
+# Answered by the middleware before any route runs, so no route declares them itself.
+_EDGE_RESPONSES: dict[str, tuple[str, frozenset[str]]] = {
+    "413": ("The request body is over the size limit", frozenset({"post", "put", "patch"})),
+    "415": ("The request body is not JSON", frozenset({"post", "put", "patch"})),
+    "431": ("The request headers are over the size limit", frozenset({"*"})),
+}
+
+
+def document_edge_responses(app: FastAPI) -> None:
+    """Complete the app's OpenAPI document with what the middleware answers for every route
+    (body and header limits) and the ``X-Correlation-ID`` header every response carries."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        for operations in document.get("paths", {}).values():
+            for method, operation in operations.items():
+                responses = operation.setdefault("responses", {})
+                for status, (description, methods) in _EDGE_RESPONSES.items():
+                    if "*" in methods or method in methods:
+                        responses.setdefault(
+                            status,
+                            {
+                                "description": description,
+                                "content": {"application/json": {"schema": _ENVELOPE_REF}},
+                            },
+                        )
+                for response in responses.values():
+                    response.setdefault("headers", {})[HTTP_CORRELATION_HEADER] = (
+                        _CORRELATION_HEADER
+                    )
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

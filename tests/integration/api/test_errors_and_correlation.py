@@ -253,6 +253,24 @@ def test_the_openapi_document_lists_the_endpoints(client: TestClient) -> None:
     } <= set(paths)
 
 
+def test_the_openapi_document_declares_what_the_edge_answers(client: TestClient) -> None:
+    document = client.get("/api/postiz/openapi.json").json()
+
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert "431" in responses, (method, path)
+            if method == "post":
+                assert {"413", "415"} <= set(responses), path
+            if operation.get("security"):
+                assert {"401", "403"} <= set(responses), (method, path)
+            for response in responses.values():
+                assert response["headers"]["X-Correlation-ID"]["required"] is True
+    schedule = document["components"]["schemas"]["ScheduleRequest"]["properties"]
+    assert schedule["idempotency_key"]["pattern"] == "^[A-Za-z0-9._:@/+=-]{1,200}$"
+    assert schedule["content"]["pattern"] == "^[^\\u0000]*$"
+
+
 def test_every_request_is_one_log_line_and_one_server_span(
     client: TestClient,
     tenant: Tenant,
