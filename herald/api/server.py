@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -70,7 +71,9 @@ class JsonErrorsH11Protocol(H11Protocol):
             status, code, message = 400, "bad_request", "the request is not valid HTTP"
             details = {}
         correlation_id = context.new_correlation_id()
-        body = json.dumps(error_body(code, message, details, correlation_id)).encode()
+        body = json.dumps(
+            error_body(code, message, details, correlation_id), separators=(",", ":")
+        ).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
@@ -78,7 +81,7 @@ class JsonErrorsH11Protocol(H11Protocol):
             (b"connection", b"close"),
         ]
         for event in (
-            h11.Response(status_code=status, headers=headers),
+            h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase),
             h11.Data(data=body),
             h11.EndOfMessage(),
         ):

@@ -79,6 +79,7 @@ def test_a_request_head_over_the_limit_is_431_in_the_error_format(
 
     error = assert_error_body(response, 431, "headers_too_large")
     assert error["details"] == {"max_bytes": MAX_HEADER_BYTES}
+    assert response.reason_phrase == "Request Header Fields Too Large"
 
 
 def test_a_malformed_request_line_is_400_in_the_error_format(served_api: str) -> None:
