@@ -101,13 +101,33 @@ def beat(celery_args: tuple[str, ...]) -> None:
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--address",
+    default=None,
+    help="Interface to listen on  [default: HERALD_FLOWER_ADDRESS, else 127.0.0.1]",
+)
 @click.option("--port", type=int, default=5555, show_default=True)
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
-def flower(port: int, flower_args: tuple[str, ...]) -> None:
-    """Run Flower, the Celery monitoring UI, against Herald's broker."""
-    from herald.celery_app import app
+def flower(address: str | None, port: int, flower_args: tuple[str, ...]) -> None:
+    """Run Flower, the Celery monitoring UI, against Herald's broker.
 
-    app.start(["flower", f"--port={port}", *flower_args])
+    Requires HERALD_FLOWER_BASIC_AUTH (user:password) outside development. Task events are
+    on while Flower runs and switched off when it stops. Extra arguments go to Flower.
+    """
+    from herald.celery_app import app
+    from herald.flower import FlowerNotSecured, run_flower
+
+    settings = get_settings()
+    try:
+        run_flower(
+            app,
+            settings,
+            address=address or settings.flower_address,
+            port=port,
+            extra=flower_args,
+        )
+    except FlowerNotSecured as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 # -- the demo and the sandbox ------------------------------------------------------------------
@@ -152,14 +172,14 @@ def api(host: str, port: int) -> None:
 
     from herald import db
     from herald.api import create_app
+    from herald.api.server import server_config
     from herald.telemetry.logging import configure_logging
     from herald.telemetry.tracing import setup_telemetry
 
     settings = get_settings()
     configure_logging(settings)
     setup_telemetry(settings, engine=db.get_engine(settings), component="api")
-    # Requests are logged by the API's middleware (with correlation ids): no access log.
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    uvicorn.Server(server_config(create_app(settings), host, port)).run()
 
 
 # -- keys ------------------------------------------------------------------------------------------

@@ -2,26 +2,201 @@
 
 Every model forbids unknown fields: a misspelt field is an error the sender hears about, not
 data silently lost. New optional fields get defaults so old senders keep working.
+
+What a payload carries must be storable as it is, so that neither the API nor a task meets
+bad input as a database error: text holds no NUL (U+0000, which Postgres text and JSONB
+refuse) and no unpaired surrogate (which UTF-8 cannot encode); ``provider_settings`` is plain
+JSON of bounded depth and size with finite numbers; an instant is an RFC 3339 date-time with a
+zone that stays inside the calendar in UTC (a number is not a date). Each refusal names the
+field and never echoes the input. The field types carry the same constraints into the
+OpenAPI document, so what the schema allows the server accepts.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import uuid
-from typing import Any, Literal
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     HttpUrl,
+    PlainValidator,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypeAliasType
 
-_KEY = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,200}$")
-_MAX_SETTINGS_BYTES = 16_384
+# -- text Postgres can store -------------------------------------------------------------------
+
+# The schema names NUL only: an unpaired surrogate cannot be written in a JSON Schema pattern
+# that every engine compiles (Rust's regex refuses surrogates), and JSON text carries one only
+# as a deliberate \uDXXX escape; it is refused all the same.
+STORABLE_TEXT_PATTERN = r"^[^\u0000]*$"
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_UNSTORABLE_MESSAGE = "must not contain NUL (U+0000) or unpaired surrogate characters"
+
+
+def has_unstorable_text(text: str) -> bool:
+    """Whether ``text`` holds a character Postgres text or JSONB cannot store."""
+    return _UNSTORABLE.search(text) is not None
+
+
+def scrub_unstorable(value: Any, _depth: int = 0) -> Any:
+    """A copy of ``value`` that Postgres text and JSONB can store: unstorable characters
+    become U+FFFD (in keys too), non-finite numbers their name, and anything nested deeper
+    than 64 levels a marker. For keeping what was *refused* (dead letters), never for
+    accepting input."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict | list | tuple) and _depth >= 64:
+        return "(nested too deep to keep)"
+    if isinstance(value, dict):
+        return {scrub_unstorable(str(k)): scrub_unstorable(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub_unstorable(item, _depth + 1) for item in value]
+    return value
+
+
+def _storable_text(value: str) -> str:
+    if has_unstorable_text(value):
+        raise PydanticCustomError("text_unstorable", _UNSTORABLE_MESSAGE)
+    return value
+
+
+StorableText = Annotated[
+    str, AfterValidator(_storable_text), Field(json_schema_extra={"pattern": STORABLE_TEXT_PATTERN})
+]
+
+# -- instants ------------------------------------------------------------------------------------
+
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def _rfc3339_text(value: object) -> object:
+    # pydantic would also take a number (or a numeric string) as seconds since the epoch,
+    # a date alone, or a time without seconds: none of those is what the schema promises.
+    if isinstance(value, datetime) or (isinstance(value, str) and _RFC3339.fullmatch(value)):
+        return value
+    raise PydanticCustomError(
+        "datetime_format",
+        "must be an RFC 3339 date-time with a zone, such as 2030-01-01T09:00:00Z",
+    )
+
+
+def in_utc(value: datetime) -> datetime:
+    """``value`` in UTC, or a validation error when that falls outside years 1-9999."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_range", "is out of range: it must fall in years 0001-9999 in UTC"
+        ) from None
+
+
+Instant = Annotated[
+    AwareDatetime,
+    BeforeValidator(_rfc3339_text),
+    AfterValidator(in_utc),
+    Field(description="An RFC 3339 date-time with a zone, in years 0001-9999 once in UTC."),
+]
+
+# -- provider settings: plain JSON, bounded ------------------------------------------------------
+
+SETTINGS_MAX_BYTES = 16_384
+SETTINGS_MAX_DEPTH = 16
+_MAX_FLOAT = 1.7976931348623157e308
+
+
+def _names_are_storable(schema: dict[str, Any]) -> None:
+    """pydantic writes a constrained key type as ``patternProperties``, which leaves every
+    other key allowed; the server refuses them, so say so with ``propertyNames``."""
+    pattern_properties = schema.pop("patternProperties", None)
+    if pattern_properties:
+        [(pattern, value_schema)] = pattern_properties.items()
+        schema["propertyNames"] = {"pattern": pattern}
+        schema["additionalProperties"] = value_schema
+
+
+_JsonNumber = Annotated[
+    float, Field(json_schema_extra={"minimum": -_MAX_FLOAT, "maximum": _MAX_FLOAT})
+]
+# The shape the OpenAPI document gives a setting's value; :func:`_valid_settings` enforces it.
+SettingValue = TypeAliasType(
+    "SettingValue",
+    "Union[bool, int, _JsonNumber, StorableText, list[SettingValue],"
+    " Annotated[dict[StorableText, SettingValue], Field(json_schema_extra=_names_are_storable)],"
+    " None]",
+)
+
+
+def _settings_problems(value: Any, depth: int = 1) -> Iterator[str]:
+    """Everything that makes ``value`` unfit for storing as provider settings, lazily."""
+    if depth > SETTINGS_MAX_DEPTH:
+        yield f"must not be nested more than {SETTINGS_MAX_DEPTH} levels deep"
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield "numbers must be finite"
+    elif isinstance(value, str) and has_unstorable_text(value):
+        yield f"text {_UNSTORABLE_MESSAGE}"
+    elif isinstance(value, list):
+        for item in value:
+            yield from _settings_problems(item, depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or has_unstorable_text(key):
+                yield f"names must be text and {_UNSTORABLE_MESSAGE}"
+            yield from _settings_problems(item, depth + 1)
+    elif not (value is None or isinstance(value, bool | int | float | str)):
+        yield "values must be JSON: null, booleans, numbers, text, arrays or objects"
+
+
+def _valid_settings(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PydanticCustomError("dict_type", "must be a JSON object")
+    problem = next(_settings_problems(value), None)
+    if problem is not None:
+        raise PydanticCustomError("provider_settings_invalid", problem)
+    if len(json.dumps(value, ensure_ascii=False).encode()) > SETTINGS_MAX_BYTES:
+        raise PydanticCustomError(
+            "provider_settings_too_large", f"must be under {SETTINGS_MAX_BYTES} bytes as JSON"
+        )
+    return value
+
+
+ProviderSettings = Annotated[
+    dict[str, Any],
+    PlainValidator(
+        _valid_settings,
+        json_schema_input_type=Annotated[
+            dict[StorableText, SettingValue], Field(json_schema_extra=_names_are_storable)
+        ],
+    ),
+    Field(
+        description=(
+            "Network-specific options as plain JSON: at most "
+            f"{SETTINGS_MAX_DEPTH} levels deep and {SETTINGS_MAX_BYTES} bytes."
+        )
+    ),
+]
+
+# -- the payloads --------------------------------------------------------------------------------
+
+_KEY_PATTERN = r"^[A-Za-z0-9._:@/+=-]{1,200}$"
+_KEY = re.compile(_KEY_PATTERN)
 
 
 class Contract(BaseModel):
@@ -29,13 +204,37 @@ class Contract(BaseModel):
 
 
 class MediaIn(Contract):
-    url: HttpUrl
+    url: Annotated[HttpUrl, Field(json_schema_extra={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]"})]
     kind: Literal["image", "gif", "video"] = "image"
     size_bytes: int | None = Field(default=None, ge=0, le=5 * 1024**3)
-    alt_text: str | None = Field(default=None, max_length=5000)
+    alt_text: StorableText | None = Field(default=None, max_length=5000)
 
 
-class SchedulePost(Contract):
+class PostRequest(Contract):
+    """A post to schedule, as a workspace's caller sends it (the body of ``POST
+    /api/postiz/posts``); :class:`SchedulePost` adds the workspace for the task."""
+
+    integration_id: uuid.UUID
+    content: StorableText = Field(max_length=100_000)
+    media: list[MediaIn] = Field(default_factory=list, max_length=20)
+    provider_settings: ProviderSettings = Field(default_factory=dict)
+    scheduled_at: Instant
+    idempotency_key: str = Field(
+        min_length=1,
+        max_length=200,
+        json_schema_extra={"pattern": _KEY_PATTERN},
+        description="The same key in the same workspace always means the same post.",
+    )
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _key_shape(cls, value: str) -> str:
+        if not _KEY.fullmatch(value):
+            raise ValueError("must be 1-200 characters of letters, digits and ._:@/+=-")
+        return value
+
+
+class SchedulePost(PostRequest):
     """``herald.posts.schedule``: store a post to publish at ``scheduled_at``.
 
     The same ``idempotency_key`` in the same workspace always means the same post: sending it
@@ -43,26 +242,6 @@ class SchedulePost(Contract):
     """
 
     workspace_id: uuid.UUID
-    integration_id: uuid.UUID
-    content: str = Field(max_length=100_000)
-    media: list[MediaIn] = Field(default_factory=list, max_length=20)
-    provider_settings: dict[str, Any] = Field(default_factory=dict)
-    scheduled_at: AwareDatetime
-    idempotency_key: str
-
-    @field_validator("idempotency_key")
-    @classmethod
-    def _key_shape(cls, value: str) -> str:
-        if not _KEY.match(value):
-            raise ValueError("must be 1-200 characters of letters, digits and ._:@/+=-")
-        return value
-
-    @field_validator("provider_settings")
-    @classmethod
-    def _settings_size(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if len(repr(value)) > _MAX_SETTINGS_BYTES:
-            raise ValueError(f"must be under {_MAX_SETTINGS_BYTES} bytes")
-        return value
 
 
 class PublishPost(Contract):

@@ -8,11 +8,11 @@ They run a demo on a laptop; outside ``HERALD_ENV=development`` the secrets must
 from __future__ import annotations
 
 import base64
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Development-only values. Anything that still carries one of these outside development is
 # refused at start-up, naming the variable.
@@ -110,6 +110,25 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = SecretStr(DEV_JWT_SECRET)
     jwt_public_key: str | None = None
     jwt_audience: str | None = None
+    jwt_accepted_roles: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["authenticated", "service_role"],
+        description=(
+            "Comma-separated JWT `role` claims the API accepts; any other role is refused "
+            "(403). `anon` (the public key) can never be accepted."
+        ),
+    )
+
+    # Flower
+    flower_basic_auth: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Comma-separated user:password pairs Flower requires (HTTP basic auth). "
+            "Required outside development."
+        ),
+    )
+    flower_address: str = Field(
+        default="127.0.0.1", description="Where `herald flower` listens (`--address`)."
+    )
 
     # Telemetry
     telemetry_enabled: bool = Field(
@@ -293,6 +312,35 @@ class Settings(BaseSettings):
         if self.sandbox_url:
             self.provider_credentials = sandbox_clients() | self.provider_credentials
         return self
+    @field_validator("jwt_accepted_roles", mode="before")
+    @classmethod
+    def _role_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [role.strip() for role in value.split(",") if role.strip()]
+        return value
+
+    @field_validator("jwt_accepted_roles")
+    @classmethod
+    def _roles_the_host_issues(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("HERALD_JWT_ACCEPTED_ROLES must name at least one role")
+        if "anon" in value:
+            raise ValueError(
+                "HERALD_JWT_ACCEPTED_ROLES must not include anon: the anon key is public"
+            )
+        return value
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _user_password_pairs(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        for pair in value.get_secret_value().split(","):
+            user, _, password = pair.partition(":")
+            if not user.strip() or not password:
+                # The value is a secret: name the shape, never the content.
+                raise ValueError("HERALD_FLOWER_BASIC_AUTH must be user:password[,user:password]")
+        return value
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:

@@ -14,13 +14,19 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from herald import db
 from herald.api import posts
-from herald.api.errors import ApiError, ErrorEnvelope, install_error_handlers
+from herald.api.errors import (
+    ApiError,
+    ErrorEnvelope,
+    document_edge_responses,
+    install_error_handlers,
+)
 from herald.api.middleware import RequestMiddleware
 from herald.api.paths import PREFIX
 from herald.security.auth import check_configured
 from herald.settings import Settings
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_HEADER_BYTES = 16 * 1024  # the request's headers together (uvicorn's parser shares it)
 
 
 class Health(BaseModel):
@@ -63,5 +69,8 @@ def create_app(settings: Settings, *, max_body_bytes: int = MAX_BODY_BYTES) -> F
     app.include_router(health_router)
     app.include_router(posts.router)
     install_error_handlers(app)
-    app.add_middleware(RequestMiddleware, max_body_bytes=max_body_bytes)
+    document_edge_responses(app)
+    app.add_middleware(
+        RequestMiddleware, max_body_bytes=max_body_bytes, max_header_bytes=MAX_HEADER_BYTES
+    )
     return app

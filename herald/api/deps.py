@@ -74,7 +74,11 @@ def authenticate(
         str | None,
         Header(
             alias="X-Workspace-ID",
-            description="The workspace to act in (optional for a member of exactly one)",
+            description=(
+                "The workspace to act in (optional for a member of exactly one). Any value "
+                "that is not one of the caller's workspaces answers 404."
+            ),
+            json_schema_extra={"format": "uuid"},
         ),
     ] = None,
 ) -> Caller:

@@ -14,13 +14,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from herald.publishing.scheduling import SchedulingError
 from herald.security.auth import AuthError, WorkspaceDenied, WorkspaceRequired
 from herald.telemetry import context
+from herald.telemetry.context import HTTP_CORRELATION_HEADER
 
 
 class ApiError(Exception):
@@ -56,6 +58,20 @@ class ErrorEnvelope(BaseModel):
     error: ErrorDetail
 
 
+def error_body(
+    code: str, message: str, details: Mapping[str, Any], correlation_id: str | None
+) -> dict[str, Any]:
+    """The one error shape, as JSON-ready data."""
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": jsonable_encoder(dict(details)),
+            "correlation_id": correlation_id,
+        }
+    }
+
+
 def error_response(
     status: int,
     code: str,
@@ -64,14 +80,7 @@ def error_response(
     details: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    body = {
-        "error": {
-            "code": code,
-            "message": message,
-            "details": jsonable_encoder(dict(details or {})),
-            "correlation_id": context.correlation_id(),
-        }
-    }
+    body = error_body(code, message, details or {}, context.correlation_id())
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
@@ -92,11 +101,31 @@ def validation_details(errors: Sequence[Any]) -> list[dict[str, str]]:
 
 
 _HTTP_CODES = {
+    # FastAPI answers 400 only when the body cannot be parsed at all (a JSON syntax error is
+    # a validation error with a position, handled below).
+    400: ("malformed_json", "the request body could not be parsed as JSON"),
     404: ("not_found", "no such endpoint"),
     405: ("method_not_allowed", "method not allowed on this endpoint"),
     413: ("payload_too_large", "the request body is too large"),
     415: ("unsupported_media_type", "send the body as application/json"),
 }
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers on this path, plus OPTIONS: each method is
+    tried against the app's routes as the router itself would match it."""
+    routes = request.app.router.routes
+    allowed = {
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    }
+    return sorted(allowed | {"OPTIONS"})
 
 
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
@@ -113,7 +142,12 @@ async def _scheduling_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _auth_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AuthError)
-    challenge = "Bearer" if exc.reason == "missing" else 'Bearer error="invalid_token"'
+    if exc.reason == "missing":
+        challenge = "Bearer"
+    elif exc.status == 403:
+        challenge = 'Bearer error="insufficient_scope"'  # RFC 6750: a genuine token, not enough
+    else:
+        challenge = 'Bearer error="invalid_token"'
     return error_response(
         exc.status, exc.code, exc.message, headers={"WWW-Authenticate": challenge}
     )
@@ -144,10 +178,18 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names only the methods of the first route that matched the path.
+        headers["Allow"] = ", ".join(allowed_methods(request))
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers=headers)
     code, message = _HTTP_CODES.get(exc.status_code, ("http_error", str(exc.detail)))
-    return error_response(exc.status_code, code, message, headers=exc.headers)
+    if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+        message = "the request body is nested too deeply to parse"
+    return error_response(exc.status_code, code, message, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -166,6 +208,53 @@ def install_error_handlers(app: FastAPI) -> None:
 COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorEnvelope, "description": "Malformed request or workspace not named"},
     401: {"model": ErrorEnvelope, "description": "Missing, invalid or expired token"},
+    403: {"model": ErrorEnvelope, "description": "The token's role is not accepted"},
     404: {"model": ErrorEnvelope, "description": "Not found in this workspace"},
     422: {"model": ErrorEnvelope, "description": "Validation failed"},
 }
+
+
+_ENVELOPE_REF = {"$ref": "#/components/schemas/ErrorEnvelope"}
+_CORRELATION_HEADER = {
+    "description": "The request's correlation id (the one sent, when well formed, or a new one)",
+    "required": True,
+    # The shape herald.telemetry.context.clean_id accepts; a fresh id is a UUID, which fits.
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+}
+# Answered by the middleware before any route runs, so no route declares them itself.
+_EDGE_RESPONSES: dict[str, tuple[str, frozenset[str]]] = {
+    "413": ("The request body is over the size limit", frozenset({"post", "put", "patch"})),
+    "415": ("The request body is not JSON", frozenset({"post", "put", "patch"})),
+    "431": ("The request headers are over the size limit", frozenset({"*"})),
+}
+
+
+def document_edge_responses(app: FastAPI) -> None:
+    """Complete the app's OpenAPI document with what the middleware answers for every route
+    (body and header limits) and the ``X-Correlation-ID`` header every response carries."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        for operations in document.get("paths", {}).values():
+            for method, operation in operations.items():
+                responses = operation.setdefault("responses", {})
+                for status, (description, methods) in _EDGE_RESPONSES.items():
+                    if "*" in methods or method in methods:
+                        responses.setdefault(
+                            status,
+                            {
+                                "description": description,
+                                "content": {"application/json": {"schema": _ENVELOPE_REF}},
+                            },
+                        )
+                for response in responses.values():
+                    response.setdefault("headers", {})[HTTP_CORRELATION_HEADER] = (
+                        _CORRELATION_HEADER
+                    )
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

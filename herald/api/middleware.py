@@ -1,5 +1,5 @@
-"""The edge of every request: correlation, a server span, one log line, body limits, and the
-last-resort 500.
+"""The edge of every request: correlation, a server span, one log line, header and body
+limits, and the last-resort 500.
 
 A pure ASGI middleware (not ``BaseHTTPMiddleware``) so the correlation contextvars it sets are
 the ones the endpoint, its thread and the audit log see.
@@ -43,9 +43,10 @@ def _is_json(content_type: str) -> bool:
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_header_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,7 +85,7 @@ class RequestMiddleware:
             },
         ) as span:
             try:
-                rejection = self._reject(method, headers)
+                rejection = self._reject_head(scope) or self._reject(method, headers)
                 if rejection is not None:
                     await rejection(scope, receive, send_with_correlation)
                 else:
@@ -112,6 +113,20 @@ class RequestMiddleware:
                     status=status,
                     latency_ms=round((time.perf_counter() - started) * 1000, 2),
                 )
+
+    def _reject_head(self, scope: Scope) -> Any:
+        """An early answer for headers over the limit, else None. uvicorn's parser refuses
+        a head over the limit only while it arrives in pieces; one that came whole is
+        refused here, with the same answer."""
+        size = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+        if size <= self.max_header_bytes:
+            return None
+        return error_response(
+            431,
+            "headers_too_large",
+            "the request headers are too large",
+            details={"max_bytes": self.max_header_bytes},
+        )
 
     def _reject(self, method: str, headers: Headers) -> Any:
         """An early answer for a body that is too large or not JSON, else None."""

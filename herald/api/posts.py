@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import AwareDatetime
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
@@ -23,6 +22,7 @@ from herald.api.deps import Caller, CurrentCaller, report_if_foreign, settings_o
 from herald.api.errors import COMMON_RESPONSES, ApiError, ErrorEnvelope
 from herald.api.paths import PREFIX
 from herald.api.schemas import AttemptOut, PostDetail, PostOut, PostPage, ScheduleRequest
+from herald.contracts import Instant, in_utc
 from herald.models import Integration, Post, PostStatus, PublishAttempt, transition, utcnow
 from herald.publishing.scheduling import IntegrationNotFound, schedule_post
 from herald.security import audit
@@ -125,8 +125,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         when = datetime.fromisoformat(raw["s"])
         if when.tzinfo is None:
             raise ValueError("naive")
-        return when, uuid.UUID(raw["i"])
+        return in_utc(when), uuid.UUID(raw["i"])
     except (binascii.Error, ValueError, KeyError, TypeError):
+        # A PydanticCustomError from in_utc is a ValueError too: out of the calendar in UTC.
         raise ApiError(400, "invalid_cursor", "the cursor is not one this API issued") from None
 
 
@@ -136,8 +137,8 @@ def list_posts(
     caller: CurrentCaller,
     status: Annotated[list[PostStatus] | None, Query(description="Repeat for several")] = None,
     integration_id: uuid.UUID | None = None,
-    scheduled_from: Annotated[AwareDatetime | None, Query(description="Inclusive")] = None,
-    scheduled_to: Annotated[AwareDatetime | None, Query(description="Exclusive")] = None,
+    scheduled_from: Annotated[Instant | None, Query(description="Inclusive")] = None,
+    scheduled_to: Annotated[Instant | None, Query(description="Exclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> PostPage:

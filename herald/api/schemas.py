@@ -6,40 +6,19 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from fastapi.exceptions import RequestValidationError
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from herald.contracts import MediaIn, SchedulePost
+from herald.contracts import PostRequest, SchedulePost
 from herald.models import Post, PostStatus, PublishAttempt
 
 
-class ScheduleRequest(BaseModel):
-    """``SchedulePost`` without ``workspace_id``, which comes from authentication.
-
-    The fields mirror the task contract (a unit test keeps them in step); :meth:`to_contract`
-    runs the contract's own validators, so the API and the task refuse the same payloads.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    integration_id: uuid.UUID
-    content: str = Field(max_length=100_000)
-    media: list[MediaIn] = Field(default_factory=list, max_length=20)
-    provider_settings: dict[str, Any] = Field(default_factory=dict)
-    scheduled_at: AwareDatetime
-    idempotency_key: str = Field(
-        min_length=1,
-        max_length=200,
-        description="The same key in the same workspace always means the same post.",
-    )
+class ScheduleRequest(PostRequest):
+    """The body of ``POST /api/postiz/posts``: the ``herald.posts.schedule`` payload without
+    ``workspace_id``, which comes from authentication. The fields and their validators are the
+    contract's own, so the API and the task refuse the same payloads."""
 
     def to_contract(self, workspace_id: uuid.UUID) -> SchedulePost:
-        try:
-            return SchedulePost(workspace_id=workspace_id, **dict(self))
-        except ValidationError as exc:
-            raise RequestValidationError(
-                [{**err, "loc": ("body", *err["loc"])} for err in exc.errors()]
-            ) from None
+        return SchedulePost(workspace_id=workspace_id, **dict(self))
 
 
 class LastError(BaseModel):

@@ -1,4 +1,9 @@
-"""Messages Herald refused (a malformed payload, an unknown field), kept so none is lost."""
+"""Messages Herald refused (a malformed payload, an unknown field), kept so none is lost.
+
+A refused message may hold exactly what the database cannot store (a NUL, an unpaired
+surrogate, a non-finite number): every field is made storable as it is set, whoever writes
+the row, so recording a refusal cannot fail on its content.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, validates
 
+from herald.contracts import scrub_unstorable
 from herald.models.base import Base, UUIDPrimaryKey, utcnow
 
 
@@ -23,3 +29,7 @@ class DeadLetter(UUIDPrimaryKey, Base):
     reason: Mapped[str] = mapped_column(Text)
     # The payload as received, secrets redacted and size capped.
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    @validates("task_name", "task_id", "correlation_id", "reason", "payload")
+    def _storable(self, _: str, value: Any) -> Any:
+        return scrub_unstorable(value)

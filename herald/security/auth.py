@@ -2,6 +2,8 @@
 
 Tokens carry the claims Supabase issues: ``sub`` is the user id and ``role`` is
 ``authenticated`` for a signed-in user or ``service_role`` for the project's service key.
+Only the roles in ``HERALD_JWT_ACCEPTED_ROLES`` (by default those two) are accepted: the
+public ``anon`` key, or any role the host application invents later (``admin``…), is refused.
 The configured key decides the algorithm, never the token's header: with
 ``HERALD_JWT_PUBLIC_KEY`` set only RS256 is accepted, otherwise only HS256 with
 ``HERALD_JWT_SECRET``. ``exp`` is required; ``aud`` is checked when ``HERALD_JWT_AUDIENCE`` is
@@ -14,6 +16,7 @@ one. Errors::
     AuthError               401, the request carries no usable identity
     ├── MissingCredentials  no ``Authorization: Bearer`` header at all
     └── InvalidToken        malformed, badly signed, expired, wrong audience or algorithm
+        └── RoleNotAccepted 403, a valid token whose role is not an accepted one
     WorkspaceRequired       400, several workspaces are possible and none was named
     WorkspaceDenied         404, the named workspace is not one of the caller's
 """
@@ -31,7 +34,6 @@ from herald.models import Membership, Role, Workspace
 from herald.settings import Settings
 
 SERVICE_ROLE = "service_role"
-ANON_ROLE = "anon"
 LEEWAY_S = 5  # clock skew tolerated between the host application and Herald
 
 
@@ -51,6 +53,13 @@ class MissingCredentials(AuthError):
 
 class InvalidToken(AuthError):
     code = "invalid_token"
+
+
+class RoleNotAccepted(InvalidToken):
+    """The token is genuine but speaks for a role this API does not serve."""
+
+    code = "role_not_accepted"
+    status = 403
 
 
 class WorkspaceRequired(Exception):
@@ -141,10 +150,12 @@ def verify_token(token: str, settings: Settings) -> Identity:
     except jwt.InvalidTokenError as exc:
         raise InvalidToken("the token is not valid", reason=type(exc).__name__) from None
     role, subject = claims.get("role"), claims.get("sub")
+    if not isinstance(role, str):
+        raise InvalidToken("the token names no role", reason="role")
+    if role not in settings.jwt_accepted_roles:
+        raise RoleNotAccepted("the token's role is not accepted here", reason="role")
     if role == SERVICE_ROLE:
         return Identity(subject=None, role=SERVICE_ROLE)
-    if not isinstance(role, str) or role == ANON_ROLE:
-        raise InvalidToken("the token does not name a signed-in user", reason="role")
     if not isinstance(subject, str) or not subject.strip():
         raise InvalidToken("the token has no subject", reason="subject")
     return Identity(subject=subject, role=role)

@@ -53,7 +53,6 @@ def test_a_missing_token_is_401_with_a_challenge_and_no_audit_row(
             "Bearer "
             + jwt.encode({"sub": "u", "role": "authenticated", "exp": 2**32}, "", algorithm="none"),
         ),
-        ("anon key", "Bearer " + mint(sub=None, role="anon")),
         ("no subject", "Bearer " + mint(sub=None)),
     ],
 )
@@ -71,6 +70,21 @@ def test_a_bad_token_is_401_and_recorded(
     assert event.outcome == "denied"
     assert event.correlation_id == response.headers["X-Correlation-ID"]
     token = authorization.partition(" ")[2]
+    assert token not in str(event.details) + event.message
+
+
+@pytest.mark.parametrize("role", ["anon", "admin"])
+def test_a_genuine_token_of_a_role_not_accepted_is_403_and_recorded(
+    client: TestClient, tenant: Tenant, audit_of: AuditOf, role: str
+) -> None:
+    token = mint(tenant.user_id, role=role)
+
+    response = client.get("/api/postiz/posts", headers=bearer(token, tenant.workspace.id))
+
+    assert_error(response, 403, "role_not_accepted")
+    assert response.headers["WWW-Authenticate"] == 'Bearer error="insufficient_scope"'
+    [event] = audit_of("access.denied")
+    assert event.details["reason"] == "role"
     assert token not in str(event.details) + event.message
 
 

@@ -175,6 +175,43 @@ def test_unknown_paths_and_methods_use_the_error_format(client: TestClient, tena
     )
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/api/postiz/posts", "GET, OPTIONS, POST"),
+        ("PATCH", "/api/postiz/posts/00000000-0000-4000-8000-000000000000", "DELETE, GET, OPTIONS"),
+        ("DELETE", "/api/postiz/health", "GET, OPTIONS"),
+    ],
+)
+def test_a_wrong_method_is_405_naming_every_method_of_the_path(
+    client: TestClient, tenant: Tenant, method: str, path: str, allowed: str
+) -> None:
+    response = client.request(method, path, headers=tenant.headers)
+
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["Allow"] == allowed
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/api/postiz/posts", "GET, OPTIONS, POST"),
+        ("/api/postiz/posts/00000000-0000-4000-8000-000000000000/retry", "OPTIONS, POST"),
+    ],
+)
+def test_options_answers_the_allowed_methods(client: TestClient, path: str, allowed: str) -> None:
+    response = client.options(path)
+
+    assert response.status_code == 204
+    assert response.headers["Allow"] == allowed
+    assert response.headers["X-Correlation-ID"]
+    assert response.content == b""
+
+
+def test_options_on_an_unknown_path_is_404_in_the_format(client: TestClient) -> None:
+    assert_error(client.options("/api/postiz/nothing-here"), 404, "not_found")
+
+
 @pytest.fixture
 def failing_client(committed: Engine) -> Iterator[TestClient]:
     app = create_app(get_settings())
@@ -214,6 +251,24 @@ def test_the_openapi_document_lists_the_endpoints(client: TestClient) -> None:
         "/api/postiz/posts/{post_id}",
         "/api/postiz/posts/{post_id}/retry",
     } <= set(paths)
+
+
+def test_the_openapi_document_declares_what_the_edge_answers(client: TestClient) -> None:
+    document = client.get("/api/postiz/openapi.json").json()
+
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert "431" in responses, (method, path)
+            if method == "post":
+                assert {"413", "415"} <= set(responses), path
+            if operation.get("security"):
+                assert {"401", "403"} <= set(responses), (method, path)
+            for response in responses.values():
+                assert response["headers"]["X-Correlation-ID"]["required"] is True
+    schedule = document["components"]["schemas"]["ScheduleRequest"]["properties"]
+    assert schedule["idempotency_key"]["pattern"] == "^[A-Za-z0-9._:@/+=-]{1,200}$"
+    assert schedule["content"]["pattern"] == "^[^\\u0000]*$"
 
 
 def test_every_request_is_one_log_line_and_one_server_span(

@@ -93,7 +93,14 @@ def test_the_same_idempotency_key_twice_creates_one_post(
         ({"content": 42}, "content: Input should be a valid string"),
         ({"integration_id": "not-a-uuid"}, "integration_id"),
         ({"scheduled_at": "2026-13-45"}, "scheduled_at"),
-        ({"scheduled_at": "2026-12-01T09:00:00"}, "timezone"),
+        ({"scheduled_at": "2026-12-01T09:00:00"}, "scheduled_at: must be an RFC 3339 date-time"),
+        ({"scheduled_at": 1_790_000_000.5}, "scheduled_at: must be an RFC 3339 date-time"),
+        ({"scheduled_at": "0001-01-01T00:00:00+14:00"}, "scheduled_at: is out of range"),
+        ({"content": "hello\x00world"}, "content: must not contain NUL"),
+        ({"provider_settings": {"t": "lone \ud800"}}, "provider_settings: text must not contain"),
+        ({"provider_settings": {"ti\x00tle": "x"}}, "provider_settings: names must be text"),
+        ({"provider_settings": {"t": ["x\x00"]}}, "provider_settings: text must not contain NUL"),
+        ({"provider_settings": {"n": float("nan")}}, "provider_settings: numbers must be finite"),
         ({"sneaky": "field"}, "sneaky: Extra inputs are not permitted"),
         ({"idempotency_key": "has spaces; DROP TABLE"}, "idempotency_key"),
         ({"content": "x" * 100_001}, "content"),
@@ -121,6 +128,23 @@ def test_bad_schedule_payloads_are_refused_recorded_and_create_nothing(
     assert reason in letters[0].reason
     assert count_posts() == 0
     assert not [line for line in log_lines if line.get("event") == "task.retrying"]
+
+
+def test_a_payload_holding_nul_is_dead_lettered_with_what_could_be_kept(
+    process_settings: Settings, worker: Any, connect: ConnectFn, celery_app: Any
+) -> None:
+    integration = connect("mastodon")
+    payload = _schedule_payload(
+        integration, content="a\x00b", provider_settings={"k\x00": ["v\x00", float("inf")]}
+    )
+
+    celery_app.send_task("herald.posts.schedule", kwargs=payload)
+
+    [letter] = wait_for_dead_letters()
+    assert letter.payload["content"] == "a\ufffdb"
+    assert letter.payload["provider_settings"] == {"k\ufffd": ["v\ufffd", "inf"]}
+    assert letter.payload["idempotency_key"] == payload["idempotency_key"]
+    assert count_posts() == 0
 
 
 def test_another_workspaces_integration_is_refused_like_a_missing_one(

@@ -17,6 +17,7 @@ from herald.security.auth import (
     Identity,
     InvalidToken,
     MissingCredentials,
+    RoleNotAccepted,
     bearer_token,
     check_configured,
     verify_token,
@@ -62,7 +63,6 @@ def test_the_service_key_gives_the_service_role_without_a_subject() -> None:
     [
         ({"exp": utcnow() - timedelta(minutes=1)}, "expired"),
         ({"exp": None}, "MissingRequiredClaimError"),
-        ({"role": "anon"}, "role"),
         ({"role": None}, "role"),
         ({"sub": None}, "subject"),
         ({"sub": "  "}, "subject"),
@@ -73,6 +73,38 @@ def test_tokens_without_a_usable_identity_are_refused(claims: dict[str, Any], re
         verify_token(token(**claims), HS256)
 
     assert refused.value.reason == reason
+
+
+@pytest.mark.parametrize("role", ["anon", "admin", "supabase_admin", "Authenticated", ""])
+def test_a_genuine_token_of_a_role_not_accepted_is_refused_as_forbidden(role: str) -> None:
+    with pytest.raises(RoleNotAccepted) as refused:
+        verify_token(token(role=role), HS256)
+
+    assert refused.value.status == 403
+    assert refused.value.reason == "role"
+
+
+def test_the_accepted_roles_are_configurable() -> None:
+    users_only = HS256.model_copy(update={"jwt_accepted_roles": ["authenticated"]})
+    editors = HS256.model_copy(update={"jwt_accepted_roles": ["authenticated", "editor"]})
+
+    with pytest.raises(RoleNotAccepted):
+        verify_token(token(sub=None, role=SERVICE_ROLE), users_only)
+    assert verify_token(token(role="editor"), editors) == Identity(subject="user-1", role="editor")
+
+
+@pytest.mark.parametrize("roles", ["", "authenticated,anon", " , "])
+def test_settings_refuse_no_roles_or_the_public_anon_role(roles: str) -> None:
+    with pytest.raises(ValueError, match="HERALD_JWT_ACCEPTED_ROLES"):
+        Settings(env="development", jwt_accepted_roles=roles)
+
+
+def test_accepted_roles_read_from_a_comma_separated_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HERALD_JWT_ACCEPTED_ROLES", "authenticated, editor")
+
+    assert Settings(env="development").jwt_accepted_roles == ["authenticated", "editor"]
 
 
 def test_a_token_signed_with_another_secret_is_refused() -> None:

@@ -1,0 +1,112 @@
+"""The API as `herald api` serves it: a real uvicorn server on a free port. What uvicorn refuses
+before the application sees the request answers in the documented error format too."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy.engine import Engine
+
+from herald.api import create_app
+from herald.api.app import MAX_HEADER_BYTES
+from herald.api.server import server_config
+from herald.settings import get_settings
+
+
+@pytest.fixture
+def served_api(committed: Engine) -> Iterator[str]:
+    """``http://127.0.0.1:<port>``: the API served by uvicorn in a thread, as `herald api` does."""
+    server = uvicorn.Server(server_config(create_app(get_settings()), "127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive(), "uvicorn stopped while starting"
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=20)
+
+
+def assert_error_body(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert set(error) == {"code", "message", "details", "correlation_id"}
+    assert error["code"] == code
+    assert error["message"]
+    assert error["correlation_id"] == response.headers["X-Correlation-ID"]
+    return dict(error)
+
+
+def raw_exchange(base_url: str, request: bytes) -> httpx.Response:
+    """Send bytes no HTTP client would, and parse the server's answer."""
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = [tuple(line.split(": ", 1)) for line in header_lines]
+    return httpx.Response(int(status_line.split()[1]), headers=headers, content=body)
+
+
+@pytest.mark.parametrize(
+    "padding",
+    [
+        pytest.param(MAX_HEADER_BYTES + 1, id="just over: the head arrives whole"),
+        pytest.param(MAX_HEADER_BYTES * 8, id="far over: uvicorn's parser refuses it"),
+    ],
+)
+def test_a_request_head_over_the_limit_is_431_in_the_error_format(
+    served_api: str, padding: int
+) -> None:
+    big = {"X-Padding": "p" * padding}
+
+    response = httpx.get(f"{served_api}/api/postiz/health", headers=big)
+
+    error = assert_error_body(response, 431, "headers_too_large")
+    assert error["details"] == {"max_bytes": MAX_HEADER_BYTES}
+    assert response.reason_phrase == "Request Header Fields Too Large"
+
+
+def test_a_malformed_request_line_is_400_in_the_error_format(served_api: str) -> None:
+    response = raw_exchange(served_api, b"NOT AN HTTP REQUEST\r\n\r\n")
+
+    assert_error_body(response, 400, "bad_request")
+    json.loads(response.content)
+
+
+def test_headers_under_the_limit_reach_the_application(served_api: str) -> None:
+    padding = {"X-Padding": "p" * (MAX_HEADER_BYTES // 2)}
+
+    response = httpx.get(f"{served_api}/api/postiz/health", headers=padding)
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok"}
+
+
+def test_options_over_the_wire_answers_allow(served_api: str) -> None:
+    response = httpx.options(f"{served_api}/api/postiz/posts")
+
+    assert response.status_code == 204
+    assert response.headers["Allow"] == "GET, OPTIONS, POST"
+
+
+def test_a_wrong_method_over_the_wire_is_405_with_allow(served_api: str) -> None:
+    response = httpx.put(f"{served_api}/api/postiz/health")
+
+    assert_error_body(response, 405, "method_not_allowed")
+    assert response.headers["Allow"] == "GET, OPTIONS"
