@@ -6,10 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, Text
+from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from herald.models.base import Base, UUIDPrimaryKey, utcnow
+from herald.models.base import Base, RedactedJSON, RedactedText, UUIDPrimaryKey, utcnow
 
 
 class DeadLetter(UUIDPrimaryKey, Base):
@@ -20,6 +20,6 @@ class DeadLetter(UUIDPrimaryKey, Base):
     task_id: Mapped[str | None] = mapped_column(String(64))
     correlation_id: Mapped[str | None] = mapped_column(String(128))
     workspace_id: Mapped[uuid.UUID | None]
-    reason: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(RedactedText)
     # The payload as received, secrets redacted and size capped.
-    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    payload: Mapped[dict[str, Any]] = mapped_column(RedactedJSON, default=dict)

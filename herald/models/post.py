@@ -35,7 +35,14 @@ from sqlalchemy import (
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from herald.models.base import Base, Timestamps, UUIDPrimaryKey, str_enum, utcnow
+from herald.models.base import (
+    Base,
+    RedactedText,
+    Timestamps,
+    UUIDPrimaryKey,
+    str_enum,
+    utcnow,
+)
 
 
 class PostStatus(enum.StrEnum):
@@ -99,7 +106,7 @@ class Post(UUIDPrimaryKey, Timestamps, Base):
     publishing_started_at: Mapped[datetime | None]
     published_at: Mapped[datetime | None]
     last_error_code: Mapped[str | None] = mapped_column(String(64))
-    last_error_message: Mapped[str | None] = mapped_column(Text)
+    last_error_message: Mapped[str | None] = mapped_column(RedactedText)
     correlation_id: Mapped[str | None] = mapped_column(String(128))
 
 
@@ -122,7 +129,7 @@ class PublishAttempt(UUIDPrimaryKey, Base):
     latency_ms: Mapped[int | None]
     outcome: Mapped[str | None] = mapped_column(String(32))
     error_code: Mapped[str | None] = mapped_column(String(64))
-    error_message: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(RedactedText)
     http_status: Mapped[int | None]
     provider_request_id: Mapped[str | None] = mapped_column(String(200))
     correlation_id: Mapped[str | None] = mapped_column(String(128))

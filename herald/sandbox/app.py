@@ -153,6 +153,9 @@ class SandboxApp:
             fault = plan.fault
             if fault is not None:
                 entry.fault, entry.applied = fault.kind, fault.applied
+                if fault.echo:
+                    echoed = await _echo(fault, Request(scope, receive))
+                    fault = fault.model_copy(update={"message": echoed})
                 if not fault.applied:
                     await self._fault(network, fault, entry, scope, send)
                     return
@@ -239,6 +242,18 @@ class SandboxApp:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _echo(fault: FaultSpec, request: Request) -> str:
+    """The fault's message followed by the request quoted back: what a careless network's
+    error body does, and what Herald must never store or log as it came."""
+    query = request.url.query
+    body = (await request.body()).decode("utf-8", "replace")[:1000]
+    return (
+        f"{fault.message or 'Request refused'}: {request.method} {request.url.path}"
+        f"{'?' + query if query else ''} Authorization: {request.headers.get('authorization')}"
+        f" body: {body}"
+    )
 
 
 async def _no_receive() -> Message:
