@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -70,6 +71,13 @@ _SECRET_ENDINGS = (
 
 _NOT_REDACTED = r"(?!\[REDACTED\])"
 _PATH_SEGMENT = r"[^/\s?#\"'<>]"
+
+
+@lru_cache(maxsize=2048)  # field names repeat (log keys, span attribute keys)
+def is_secret_key(key: str) -> bool:
+    """Whether a field of this name holds a secret (its value is replaced whatever it is)."""
+    lowered = key.lower()
+    return lowered in _SECRET_NAMES or lowered.endswith(_SECRET_ENDINGS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,14 +168,17 @@ _RULES = (
         ("/webhooks/",),
     ),
 )
-# Every rule's words, in one tuple: text with none of them is returned untouched at once.
-_ANY_WORD = tuple(dict.fromkeys(word for rule in _RULES for word in rule.words))
+# Every rule's words, in one tuple, without those that contain another ("/bot" has "bot"):
+# text with none of them is returned untouched at once.
+_WORDS = {word for rule in _RULES for word in rule.words}
+_ANY_WORD = tuple(sorted(w for w in _WORDS if not any(o != w and o in w for o in _WORDS)))
 
-
-def is_secret_key(key: str) -> bool:
-    """Whether a field of this name holds a secret (its value is replaced whatever it is)."""
-    lowered = key.lower()
-    return lowered in _SECRET_NAMES or lowered.endswith(_SECRET_ENDINGS)
+# Text that had a trigger word but held no secret (a SQL statement with ``token_version``, a
+# URL without credentials), remembered so a value that repeats is scanned once per process.
+# Text that held a secret is never remembered. Bounded: emptied when full.
+_CLEAN: dict[str, None] = {}
+_CLEAN_MAX_ENTRIES = 4096
+_CLEAN_MAX_CHARS = 4096
 
 
 def redact_text(text: str) -> str:
@@ -178,10 +189,17 @@ def redact_text(text: str) -> str:
             break
     else:
         return text
+    if text in _CLEAN:
+        return text
+    redacted = text
     for rule in _RULES:
         if any(word in lowered for word in rule.words) and all(c in text for c in rule.chars):
-            text = rule.pattern.sub(rule.replacement, text)
-    return text
+            redacted = rule.pattern.sub(rule.replacement, redacted)
+    if redacted == text and len(text) <= _CLEAN_MAX_CHARS:
+        if len(_CLEAN) >= _CLEAN_MAX_ENTRIES:
+            _CLEAN.clear()
+        _CLEAN[text] = None
+    return redacted
 
 
 def redact_value(value: Any, depth: int = 0) -> Any:

@@ -108,6 +108,10 @@ class Post(UUIDPrimaryKey, Timestamps, Base):
     last_error_code: Mapped[str | None] = mapped_column(String(64))
     last_error_message: Mapped[str | None] = mapped_column(RedactedText)
     correlation_id: Mapped[str | None] = mapped_column(String(128))
+    # The W3C trace context the post was scheduled (or deliberately retried) under: every
+    # attempt, refresh and reconcile of the post continues that trace.
+    traceparent: Mapped[str | None] = mapped_column(String(64))
+    tracestate: Mapped[str | None] = mapped_column(String(512))
 
 
 class PublishAttempt(UUIDPrimaryKey, Base):

@@ -26,11 +26,12 @@ from herald.models import (
     utcnow,
 )
 from herald.providers.registry import provider_for
-from herald.publishing.dispatch import Claimed
+from herald.publishing.dispatch import CLAIMED_COLUMNS, Claimed
 from herald.publishing.publisher import open_attempt
 from herald.publishing.reconcile import reconcile
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
+from herald.telemetry.tracing import TraceContext, in_post_trace
 
 log = structlog.get_logger("herald.publishing")
 
@@ -44,12 +45,12 @@ def requeue_lost(session: Session, settings: Settings) -> list[Claimed]:
         update(Post)
         .where(Post.status == PostStatus.QUEUED, Post.queued_at < cutoff)
         .values(queued_at=now, updated_at=now)
-        .returning(Post.id, Post.correlation_id, Post.workspace_id)
+        .returning(*CLAIMED_COLUMNS)
         .execution_options(synchronize_session=False)
     ).all()
     if rows:
         log.warning("sweep.requeued", count=len(rows))
-    return [Claimed(*row) for row in rows]
+    return [Claimed.of(row) for row in rows]
 
 
 def resolve_dead_workers(
@@ -67,8 +68,15 @@ def resolve_dead_workers(
     results: Counter[str] = Counter()
     for post in stuck:
         try:
-            results[_resolve(session, post, settings, keys)] += 1
-            session.commit()
+            with in_post_trace(
+                "herald.reconcile_post",
+                post_id=str(post.id),
+                correlation_id=post.correlation_id,
+                workspace_id=str(post.workspace_id),
+                stored=TraceContext.stored(post.traceparent, post.tracestate),
+            ):
+                results[_resolve(session, post, settings, keys)] += 1
+                session.commit()
         except Exception:
             # One post that cannot be resolved must not stop the sweep for the others.
             session.rollback()

@@ -63,7 +63,9 @@ def load_networks(
 
 
 def _network_app(network: SandboxNetwork, sb: Sandbox) -> FastAPI:
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    # No native tracing: a fake network's spans are not Herald's (in tests and the demo the
+    # sandbox shares Herald's process and tracer provider).
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, telemetry={"tracing": False})
     app.include_router(network.routes(sb))
 
     async def on_network_error(_: Request, exc: Exception) -> Response:

@@ -76,6 +76,7 @@ def control_api(sb: Sandbox) -> FastAPI:  # noqa: PLR0915 - one flat list of sma
         openapi_url="/_sandbox/openapi.json",
         docs_url="/_sandbox/docs",
         redoc_url=None,
+        telemetry={"tracing": False},  # the test harness's calls are not Herald's spans
     )
     r = APIRouter(prefix="/_sandbox")
 

@@ -7,7 +7,6 @@ does exactly that; nothing of it may reach a row or an API answer.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 
 from fastapi.testclient import TestClient
@@ -18,11 +17,9 @@ from herald.api import create_app
 from herald.models import (
     Base,
     DeadLetter,
-    Membership,
     Post,
     PostStatus,
     PublishAttempt,
-    Role,
     TokenRefreshAttempt,
     transition,
 )
@@ -34,7 +31,7 @@ from herald.settings import Settings
 from herald.tokens.refresh import refresh_integration
 from tests.fixtures.publishing import ConnectFn, fresh
 from tests.fixtures.sandbox import issued_tokens
-from tests.integration.api.conftest import bearer, mint
+from tests.integration.api.conftest import member_headers
 from tests.integration.publishing.test_publish_outcomes import attempts_of, run_publish
 
 
@@ -63,12 +60,9 @@ def test_a_networks_error_quoting_the_token_is_stored_and_served_redacted(
         assert token not in message
         assert f"Authorization: {REDACTED}" in message
 
-    user = f"user-{uuid.uuid4().hex[:8]}"
-    with db.session_scope() as s:
-        s.add(Membership(workspace_id=integration.workspace_id, user_id=user, role=Role.OWNER))
     with TestClient(create_app(pub_settings)) as client:
         answer = client.get(
-            f"/api/postiz/posts/{post.id}", headers=bearer(mint(user), integration.workspace_id)
+            f"/api/postiz/posts/{post.id}", headers=member_headers(integration.workspace_id)
         )
     assert answer.status_code == 200
     detail = answer.json()
