@@ -9,8 +9,11 @@ same span costs to make, so the ratio is what to read on a busy machine.
 
 from __future__ import annotations
 
+import itertools
 import timeit
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import structlog
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -88,25 +91,39 @@ def _per_op(work: Callable[[], object], number: int = 20_000) -> float:
     return min(timeit.repeat(work, number=number, repeat=5)) / number * 1e6
 
 
+def _fresh_lines(count: int) -> Iterator[dict[str, object]]:
+    """Log lines as production writes them: ids and timestamps differ on every line."""
+    lines = []
+    for _ in range(count):
+        line: dict[str, object] = dict(LOG_LINE)
+        for key in ("post_id", "task_id", "causation_id", "span_id"):
+            line[key] = uuid.uuid4().hex
+        line["timestamp"] = datetime.now(UTC).isoformat()
+        lines.append(line)
+    return itertools.cycle(lines)
+
+
 def main() -> None:
     spans = _spans()
     column = RedactedText()
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     render = structlog.processors.JSONRenderer()
     tracer = TracerProvider().get_tracer("bench")
+    lines = _fresh_lines(5_000)
+    messages = itertools.cycle([f"{ERROR_MESSAGE} [{uuid.uuid4()}]" for _ in range(5_000)])
 
     def one_span() -> None:
         with tracer.start_as_current_span("POST") as span:
             span.set_attributes(dict(spans[2].attributes or {}))
 
     rows = [
-        ("log line: redaction processor", lambda: redact(None, "", dict(LOG_LINE))),
-        ("log line: JSON rendering (for scale)", lambda: render(None, "", dict(LOG_LINE))),
+        ("log line: redaction processor", lambda: redact(None, "", dict(next(lines)))),
+        ("log line: JSON rendering (for scale)", lambda: render(None, "", dict(next(lines)))),
         ("span: redacted on export (mean of 3)", lambda: [redact_span(s) for s in spans]),
         ("span: made and ended (for scale)", one_span),
         (
             "error message bound to RedactedText",
-            lambda: column.process_bind_param(ERROR_MESSAGE, dialect),
+            lambda: column.process_bind_param(next(messages), dialect),
         ),
     ]
     for name, work in rows:
