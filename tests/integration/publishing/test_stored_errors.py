@@ -118,9 +118,18 @@ def test_every_error_text_column_redacts_whatever_code_path_writes_it(
             s, post.id, from_=PostStatus.QUEUED, to=PostStatus.FAILED, last_error_message=secret
         )
         s.execute(insert(DeadLetter).values(task_name="t", reason=secret, payload={"note": secret}))
-    assert fresh(Post, post.id).last_error_message == f"Authorization: {REDACTED}"
+        s.execute(
+            insert(PublishAttempt).values(
+                workspace_id=post.workspace_id,
+                post_id=post.id,
+                provider="mastodon",
+                attempt_number=1,
+                error_message=secret,
+            )
+        )
+    redacted = f"Authorization: {REDACTED}"
+    assert fresh(Post, post.id).last_error_message == redacted
     with db.session_scope() as s:
         letter = s.scalars(select(DeadLetter)).one()
-        assert letter.reason == f"Authorization: {REDACTED}"
-        assert letter.payload == {"note": f"Authorization: {REDACTED}"}
-        assert not s.scalars(select(PublishAttempt)).all()
+        assert (letter.reason, letter.payload) == (redacted, {"note": redacted})
+        assert s.scalars(select(PublishAttempt.error_message)).all() == [redacted]
