@@ -312,6 +312,7 @@ class Settings(BaseSettings):
         if self.sandbox_url:
             self.provider_credentials = sandbox_clients() | self.provider_credentials
         return self
+
     @field_validator("jwt_accepted_roles", mode="before")
     @classmethod
     def _role_list(cls, value: object) -> object:

@@ -28,6 +28,7 @@ from herald.publishing.scheduling import IntegrationNotFound, schedule_post
 from herald.security import audit
 from herald.security.audit import EventType, Severity
 from herald.telemetry import context
+from herald.telemetry.tracing import current_trace_context, trace_columns
 
 router = APIRouter(prefix=f"{PREFIX}/posts", tags=["posts"], responses=COMMON_RESPONSES)
 
@@ -218,6 +219,7 @@ def retry_post(post_id: uuid.UUID, caller: CurrentCaller) -> PostOut:
             next_attempt_at=None,
             attempts_at_reschedule=post.attempts,  # a fresh attempt budget
             correlation_id=context.correlation_id(),
+            **trace_columns(current_trace_context()),  # its attempts join this request's trace
         ):
             session.refresh(post)
             raise ApiError(

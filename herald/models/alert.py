@@ -20,7 +20,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from herald.models.base import Base, Timestamps, UUIDPrimaryKey, str_enum, utcnow
+from herald.models.base import (
+    Base,
+    RedactedText,
+    Timestamps,
+    UUIDPrimaryKey,
+    str_enum,
+    utcnow,
+)
 
 
 class Severity(enum.StrEnum):
@@ -122,7 +129,7 @@ class AlertNotification(UUIDPrimaryKey, Timestamps, Base):
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
-    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(RedactedText)
     sent_at: Mapped[datetime | None]
 
 

@@ -6,10 +6,12 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Enum, MetaData, Uuid, func
+from sqlalchemy import JSON, DateTime, Dialect, Enum, MetaData, Text, Uuid, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from herald.redaction import redact_text, redact_value
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -43,6 +45,33 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class RedactedText(TypeDecorator[str]):
+    """Free text that may quote what a network or another service said (error messages,
+    refusal reasons). Secrets are taken out as the value is bound to a statement, so every
+    way of writing the column (ORM flush, Core ``update().values()``, bulk insert) stores the
+    redacted text; a value without a trigger word costs one substring scan."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else redact_text(value)
+
+
+class RedactedJSON(TypeDecorator[Any]):
+    """A JSON document received from outside (a refused message's payload): secret keys and
+    secrets inside strings are redacted as the value is bound, like :class:`RedactedText`."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return dialect.type_descriptor(JSONB() if dialect.name == "postgresql" else JSON())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else redact_value(value)
 
 
 class Base(DeclarativeBase):

@@ -11,10 +11,10 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Integer, String, Text
+from sqlalchemy import Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from herald.models.base import Base, str_enum, utcnow
+from herald.models.base import Base, RedactedText, str_enum, utcnow
 
 
 class CircuitState(enum.StrEnum):
@@ -41,5 +41,5 @@ class ProviderCircuit(Base):
     window_integrations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Openings since the circuit was last closed (a failed probe reopens it).
     openings: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    reason: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(RedactedText)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -11,11 +11,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, Text
+from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from herald.contracts import scrub_unstorable
-from herald.models.base import Base, UUIDPrimaryKey, utcnow
+from herald.models.base import Base, RedactedJSON, RedactedText, UUIDPrimaryKey, utcnow
 
 
 class DeadLetter(UUIDPrimaryKey, Base):
@@ -26,9 +26,9 @@ class DeadLetter(UUIDPrimaryKey, Base):
     task_id: Mapped[str | None] = mapped_column(String(64))
     correlation_id: Mapped[str | None] = mapped_column(String(128))
     workspace_id: Mapped[uuid.UUID | None]
-    reason: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(RedactedText)
     # The payload as received, secrets redacted and size capped.
-    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    payload: Mapped[dict[str, Any]] = mapped_column(RedactedJSON, default=dict)
 
     @validates("task_name", "task_id", "correlation_id", "reason", "payload")
     def _storable(self, _: str, value: Any) -> Any:

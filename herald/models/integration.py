@@ -24,7 +24,14 @@ from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstrain
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from herald.models.base import Base, Timestamps, UUIDPrimaryKey, str_enum, utcnow
+from herald.models.base import (
+    Base,
+    RedactedText,
+    Timestamps,
+    UUIDPrimaryKey,
+    str_enum,
+    utcnow,
+)
 
 
 class IntegrationStatus(enum.StrEnum):
@@ -139,7 +146,7 @@ class TokenRefreshAttempt(UUIDPrimaryKey, Base):
     latency_ms: Mapped[int | None]
     outcome: Mapped[str | None] = mapped_column(String(32))
     error_code: Mapped[str | None] = mapped_column(String(64))
-    error_message: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(RedactedText)
     token_version_before: Mapped[int] = mapped_column(Integer)
     token_version_after: Mapped[int | None] = mapped_column(Integer)
     correlation_id: Mapped[str | None] = mapped_column(String(128))

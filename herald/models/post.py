@@ -36,7 +36,14 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Mapped, Session, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 
-from herald.models.base import Base, Timestamps, UUIDPrimaryKey, str_enum, utcnow
+from herald.models.base import (
+    Base,
+    RedactedText,
+    Timestamps,
+    UUIDPrimaryKey,
+    str_enum,
+    utcnow,
+)
 
 
 class PostStatus(enum.StrEnum):
@@ -100,12 +107,16 @@ class Post(UUIDPrimaryKey, Timestamps, Base):
     publishing_started_at: Mapped[datetime | None]
     published_at: Mapped[datetime | None]
     last_error_code: Mapped[str | None] = mapped_column(String(64))
-    last_error_message: Mapped[str | None] = mapped_column(Text)
+    last_error_message: Mapped[str | None] = mapped_column(RedactedText)
     correlation_id: Mapped[str | None] = mapped_column(String(128))
     # The sweep's work on a post stuck in ``publishing`` (reset by every claim): resolutions
     # started, and the time before which no sweep takes it (a lease, then a backoff).
     resolve_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     resolve_after: Mapped[datetime | None]
+    # The W3C trace context the post was scheduled (or deliberately retried) under: every
+    # attempt, refresh and reconcile of the post continues that trace.
+    traceparent: Mapped[str | None] = mapped_column(String(64))
+    tracestate: Mapped[str | None] = mapped_column(String(512))
 
 
 class PublishAttempt(UUIDPrimaryKey, Base):
@@ -127,7 +138,7 @@ class PublishAttempt(UUIDPrimaryKey, Base):
     latency_ms: Mapped[int | None]
     outcome: Mapped[str | None] = mapped_column(String(32))
     error_code: Mapped[str | None] = mapped_column(String(64))
-    error_message: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(RedactedText)
     http_status: Mapped[int | None]
     provider_request_id: Mapped[str | None] = mapped_column(String(200))
     correlation_id: Mapped[str | None] = mapped_column(String(128))

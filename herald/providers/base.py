@@ -18,7 +18,7 @@ Everything a network can say is translated, inside its own module, into one of t
 
 Callers branch on these classes only; nobody outside a provider module reads a network's
 error bodies. Every error carries the network's own message and request id when it had one,
-and never a token.
+and never a token: the message is redacted (:mod:`herald.redaction`) when the error is made.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+from herald.redaction import redact_text
 
 # --------------------------------------------------------------------------------------------
 # Errors
@@ -47,6 +49,9 @@ class ProviderError(Exception):
         request_id: str | None = None,
         provider_code: str | None = None,
     ) -> None:
+        # A network's message may quote the request back (its token, its query string):
+        # redacted here, once, so no log, span, row or answer built from it carries a secret.
+        message = redact_text(message)
         super().__init__(message)
         self.message = message
         self.provider = provider

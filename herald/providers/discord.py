@@ -4,7 +4,7 @@
 
 ``webhook`` (default)  ``external_id`` is the webhook id; ``TokenSet.access_token`` is the
                        webhook token (it travels in the URL path, which
-                       :func:`~herald.providers.http.redact_path` hides). The connection comes
+                       :func:`herald.redaction.redact_url` hides). The connection comes
                        from OAuth's ``webhook.incoming`` scope, whose grant rotates a
                        single-use refresh token; ``refresh`` keeps that grant alive and keeps
                        the webhook token. Publishing sends ``?wait=true`` to get the message.

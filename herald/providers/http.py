@@ -10,7 +10,6 @@ Everything else crosses to Celery as a single :class:`TransientError` or
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import datetime
 from typing import Any
@@ -34,20 +33,13 @@ from herald.providers.base import (
     ReauthRequired,
     TransientError,
 )
+from herald.redaction import redact_url
 from herald.settings import Settings
 from herald.telemetry import metrics
 
 log = structlog.get_logger("herald.providers.http")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Path segments that carry a secret (Telegram's /bot<token>/, Discord's webhook token).
-_SECRET_PATH = re.compile(r"(/bot)[^/]+|(/webhooks/[^/]+/)[^/?]+")
-
-
-def redact_path(path: str) -> str:
-    """A path fit for logs and spans: secrets in the path and the whole query removed."""
-    path = path.split("?", 1)[0]
-    return _SECRET_PATH.sub(lambda m: (m.group(1) or m.group(2)) + "***", path)
 
 
 class _NeverArrived(Exception):
@@ -134,7 +126,8 @@ class ProviderHTTP:
         request_id_header: str | None,
         kwargs: dict[str, Any],
     ) -> httpx.Response:
-        path = redact_path(url.replace(self.base_url, "") if url.startswith("http") else url)
+        # Telegram's token and Discord's webhook token live in the path, Threads' in the query.
+        path = redact_url(url.replace(self.base_url, "") if url.startswith("http") else url)
         started = time.perf_counter()
         status: int | str = "error"
         try:

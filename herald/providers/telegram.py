@@ -2,7 +2,7 @@
 
 The connection is a bot token (``TokenSet.access_token``) and a chat (``Account.external_id``:
 a numeric chat id or ``@channelusername``). The token travels in the URL path
-(``/bot<token>/sendMessage``); :func:`herald.providers.http.redact_path` keeps it out of logs
+(``/bot<token>/sendMessage``); :func:`herald.redaction.redact_url` keeps it out of logs
 and nothing here puts a URL into a message.
 
 Telegram has no OAuth, no token expiry and no way to read messages back: ``refresh`` raises

@@ -14,13 +14,14 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Row, Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from herald.db import service_scope
 from herald.models import Integration, Post, PostStatus, utcnow
 from herald.publishing import circuit
 from herald.settings import Settings
+from herald.telemetry.tracing import TraceContext
 
 IN_FLIGHT = (PostStatus.QUEUED, PostStatus.PUBLISHING)
 DUE_FROM = (PostStatus.SCHEDULED, PostStatus.RETRYING)
@@ -28,11 +29,32 @@ DUE_FROM = (PostStatus.SCHEDULED, PostStatus.RETRYING)
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """A post to publish, with the correlation it was scheduled under (continued by publish)."""
+    """A post to publish, with the correlation and trace it was scheduled under (continued by
+    publish)."""
 
     post_id: uuid.UUID
     correlation_id: str | None
     workspace_id: uuid.UUID
+    trace: TraceContext | None
+
+    @classmethod
+    def of(
+        cls, row: Row[tuple[uuid.UUID, str | None, uuid.UUID, str | None, str | None]]
+    ) -> Claimed:
+        post_id, correlation_id, workspace_id, traceparent, tracestate = row
+        return cls(
+            post_id, correlation_id, workspace_id, TraceContext.stored(traceparent, tracestate)
+        )
+
+
+#: What a claiming UPDATE returns for each post: the fields of :class:`Claimed`.
+CLAIMED_COLUMNS = (
+    Post.id,
+    Post.correlation_id,
+    Post.workspace_id,
+    Post.traceparent,
+    Post.tracestate,
+)
 
 
 def claim_due_posts(
@@ -66,10 +88,10 @@ def claim_due_posts(
         update(Post)
         .where(Post.id.in_(chosen), Post.status.in_(DUE_FROM))
         .values(status=PostStatus.QUEUED, queued_at=now, updated_at=now)
-        .returning(Post.id, Post.correlation_id, Post.workspace_id)
+        .returning(*CLAIMED_COLUMNS)
         .execution_options(synchronize_session=False)
     ).all()
-    return [Claimed(*row) for row in claimed]
+    return [Claimed.of(row) for row in claimed]
 
 
 def _due(now: datetime) -> Select[tuple[uuid.UUID, str]]:

@@ -15,6 +15,7 @@ from herald.providers.base import ContentInvalid, Media, PostDraft, ProviderErro
 from herald.providers.registry import UnknownProvider, get_provider
 from herald.security.credentials import account_of
 from herald.settings import Settings
+from herald.telemetry.tracing import current_trace_context, trace_columns, tracer
 
 log = structlog.get_logger("herald.publishing")
 
@@ -73,6 +74,7 @@ def draft_of(post: Post) -> PostDraft:
     )
 
 
+@tracer.start_as_current_span("herald.schedule_post", record_exception=False)
 def schedule_post(
     session: Session,
     request: SchedulePost,
@@ -83,7 +85,9 @@ def schedule_post(
     """Create the post, or return the one this idempotency key already made.
 
     Returns ``(post, created)``. Raises :class:`SchedulingError` subclasses for requests that
-    can never succeed; nothing is written then.
+    can never succeed; nothing is written then. The post keeps the trace context it was
+    scheduled under (this function's span, inside the API request's or the schedule task's
+    trace), which every later attempt continues.
     """
     now = utcnow()
     existing = _by_key(session, request)
@@ -123,6 +127,7 @@ def schedule_post(
         status=PostStatus.SCHEDULED,
         idempotency_key=request.idempotency_key,
         correlation_id=correlation_id,
+        **trace_columns(current_trace_context()),
     )
     _validate_content(post, integration, settings)
     try:

@@ -52,12 +52,13 @@ from herald.models import (
 )
 from herald.providers.registry import UnknownProvider, provider_for
 from herald.publishing import circuit
-from herald.publishing.dispatch import Claimed
+from herald.publishing.dispatch import CLAIMED_COLUMNS, Claimed
 from herald.publishing.reconcile import Verdict, reconcile
 from herald.publishing.transitions import move
 from herald.security.crypto import KeyRing
 from herald.settings import ProviderNotConfigured, Settings
 from herald.telemetry import metrics
+from herald.telemetry.tracing import TraceContext, in_post_trace
 
 log = structlog.get_logger("herald.publishing")
 
@@ -73,12 +74,12 @@ def requeue_lost(session: Session, settings: Settings) -> list[Claimed]:
         update(Post)
         .where(Post.status == PostStatus.QUEUED, Post.queued_at < cutoff)
         .values(queued_at=now, updated_at=now)
-        .returning(Post.id, Post.correlation_id, Post.workspace_id)
+        .returning(*CLAIMED_COLUMNS)
         .execution_options(synchronize_session=False)
     ).all()
     if rows:
         log.warning("sweep.requeued", count=len(rows))
-    return [Claimed(*row) for row in rows]
+    return [Claimed.of(row) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +112,15 @@ def resolve_dead_workers(
         stuck = _take_next(session, settings)
         if stuck is None:
             break
-        result = _resolve(session, stuck, settings, keys)
+        post = stuck.post
+        with in_post_trace(
+            "herald.reconcile_post",
+            post_id=str(post.id),
+            correlation_id=post.correlation_id,
+            workspace_id=str(post.workspace_id),
+            stored=TraceContext.stored(post.traceparent, post.tracestate),
+        ):
+            result = _resolve(session, stuck, settings, keys)
         results[result] += 1
         metrics.sweep_resolutions.add(1, {"provider": stuck.integration.provider, "result": result})
     if results:

@@ -63,7 +63,9 @@ def load_networks(
 
 
 def _network_app(network: SandboxNetwork, sb: Sandbox) -> FastAPI:
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    # No native tracing: a fake network's spans are not Herald's (in tests and the demo the
+    # sandbox shares Herald's process and tracer provider).
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, telemetry={"tracing": False})
     app.include_router(network.routes(sb))
 
     async def on_network_error(_: Request, exc: Exception) -> Response:
@@ -153,6 +155,9 @@ class SandboxApp:
             fault = plan.fault
             if fault is not None:
                 entry.fault, entry.applied = fault.kind, fault.applied
+                if fault.echo:
+                    echoed = await _echo(fault, Request(scope, receive))
+                    fault = fault.model_copy(update={"message": echoed})
                 if not fault.applied:
                     await self._fault(network, fault, entry, scope, send)
                     return
@@ -243,6 +248,18 @@ class SandboxApp:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _echo(fault: FaultSpec, request: Request) -> str:
+    """The fault's message followed by the request quoted back: what a careless network's
+    error body does, and what Herald must never store or log as it came."""
+    query = request.url.query
+    body = (await request.body()).decode("utf-8", "replace")[:1000]
+    return (
+        f"{fault.message or 'Request refused'}: {request.method} {request.url.path}"
+        f"{'?' + query if query else ''} Authorization: {request.headers.get('authorization')}"
+        f" body: {body}"
+    )
 
 
 async def _no_receive() -> Message:

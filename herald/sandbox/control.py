@@ -27,6 +27,11 @@ class AccountIn(BaseModel):
     access_ttl_s: float | None = Field(default=None, description="default: the network's")
     refresh_ttl_s: float | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
+    token_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9_-]{0,32}$",
+        description="starts every token issued to the account, rotations included",
+    )
 
 
 class TokensIn(BaseModel):
@@ -89,6 +94,7 @@ def control_api(sb: Sandbox) -> FastAPI:  # noqa: PLR0915 - one flat list of sma
         openapi_url="/_sandbox/openapi.json",
         docs_url="/_sandbox/docs",
         redoc_url=None,
+        telemetry={"tracing": False},  # the test harness's calls are not Herald's spans
     )
     r = APIRouter(prefix="/_sandbox")
 
@@ -115,6 +121,7 @@ def control_api(sb: Sandbox) -> FastAPI:  # noqa: PLR0915 - one flat list of sma
             handle=body.handle,
             password=body.password,
             settings=body.settings,
+            token_prefix=body.token_prefix,
         )
         pair = sb.issue_tokens(
             body.network,

@@ -9,7 +9,9 @@ ambiguous outcome a publisher has to reconcile.
 Kinds:
 
 ``latency``      sleep ``ms`` then answer normally (several latency rules add up)
-``error``        answer ``status`` with the network's own error body (``message``/``code``)
+``error``        answer ``status`` with the network's own error body (``message``/``code``);
+                 with ``echo`` the message quotes the request back (its URL with the query,
+                 its ``Authorization`` header and body), as some networks' errors do
 ``rate_limit``   answer 429 with the network's own headers and body
 ``timeout``      sleep ``ms`` (past the client's timeout), then answer 504
 ``drop``         close the connection without answering
@@ -44,6 +46,7 @@ class FaultSpec(BaseModel):
     code: str | None = None
     ms: int = Field(default=0, ge=0, le=600_000)
     applied: bool = False
+    echo: bool = Field(default=False, description="quote the request back in the message")
     times: int | None = Field(default=None, ge=1)
     probability: float = Field(default=1.0, ge=0.0, le=1.0)
     seed: int | None = None
@@ -52,6 +55,8 @@ class FaultSpec(BaseModel):
     def _coherent(self) -> FaultSpec:
         if self.kind in ("latency", "rate_limit") and self.applied:
             raise ValueError(f"a {self.kind} fault cannot be 'applied'")
+        if self.echo and (self.kind != "error" or self.applied):
+            raise ValueError("only an 'error' fault that is not 'applied' can echo the request")
         if self.kind == "timeout" and self.ms == 0:
             self.ms = 30_000
         if self.status is None:

@@ -24,6 +24,7 @@ class SandboxAccount:
     created_at: datetime
     password: str | None = None  # Bluesky-style app password, when the network uses one
     settings: dict[str, Any] = field(default_factory=dict)
+    token_prefix: str = ""  # starts every token issued to the account (canary tests)
 
     def view(self) -> dict[str, Any]:
         return {

@@ -132,6 +132,7 @@ class Sandbox:
         handle: str | None = None,
         password: str | None = None,
         settings: Mapping[str, Any] | None = None,
+        token_prefix: str = "",
     ) -> SandboxAccount:
         net = self.networks[network]
         with self._lock:
@@ -144,6 +145,7 @@ class Sandbox:
                 created_at=self.now(),
                 password=password,
                 settings=dict(settings or {}),
+                token_prefix=token_prefix,
             )
             self.accounts[(network, account_id)] = account
             return account
@@ -191,8 +193,10 @@ class Sandbox:
         r_ttl = refresh_ttl_s if refresh_ttl_s is not None else net.refresh_ttl_s
         family = family or secrets.token_hex(8)
         with self._lock:
+            holder = self.accounts.get((network, account_id))
+            prefix = f"{holder.token_prefix if holder else ''}{network}"
             access = IssuedToken(
-                value=f"{network}-at-{secrets.token_urlsafe(24)}",
+                value=f"{prefix}-at-{secrets.token_urlsafe(24)}",
                 kind="access",
                 network=network,
                 account_id=account_id,
@@ -207,7 +211,7 @@ class Sandbox:
                 if refresh_expires_at is None and r_ttl is not None:
                     refresh_expires_at = now + timedelta(seconds=r_ttl)
                 refresh = IssuedToken(
-                    value=f"{network}-rt-{secrets.token_urlsafe(24)}",
+                    value=f"{prefix}-rt-{secrets.token_urlsafe(24)}",
                     kind="refresh",
                     network=network,
                     account_id=account_id,

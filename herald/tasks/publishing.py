@@ -12,12 +12,14 @@
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Any
 
 import structlog
 from celery.canvas import Signature
 from sqlalchemy.exc import OperationalError
 
+from herald import db
 from herald.celery_app import app
 from herald.contracts import NoArguments, PublishPost, RecordOutcome, SchedulePost
 from herald.publishing.dispatch import Claimed, claim_due_posts
@@ -29,6 +31,7 @@ from herald.security.crypto import KeyRing
 from herald.settings import get_settings
 from herald.tasks.base import HeraldTask, RetryPolicy
 from herald.telemetry import context
+from herald.telemetry.tracing import in_post_trace
 
 log = structlog.get_logger("herald.tasks")
 
@@ -76,11 +79,33 @@ def publish_signature(post: Claimed) -> Signature[Any]:
     return publish.signature(kwargs={"post_id": str(post.post_id)}, headers=headers)
 
 
+def send_publish(post: Claimed) -> None:
+    """Send ``publish`` for one claimed post inside the post's own trace and correlation.
+
+    The span running now (the dispatcher's tick, the sweep) serves many posts: it becomes a
+    link of the post's ``herald.dispatch_post`` span, not the parent of its publish. The Celery
+    instrumentation carries that span's context in the message, so the attempt, its database
+    and HTTP calls, and any refresh it causes land in the post's trace.
+    """
+    with in_post_trace(
+        "herald.dispatch_post",
+        post_id=str(post.post_id),
+        correlation_id=post.correlation_id,
+        workspace_id=str(post.workspace_id),
+        stored=post.trace,
+    ):
+        publish_signature(post).apply_async()
+
+
+def _send_after_commit(task: HeraldTask, posts: list[Claimed]) -> None:
+    for post in posts:
+        db.after_commit(task.session, partial(send_publish, post))
+
+
 @app.task(bind=True, base=HeraldTask, name="herald.posts.dispatch_due", payload_model=NoArguments)
 def dispatch_due(self: HeraldTask, payload: NoArguments) -> int:
     claimed = claim_due_posts(self.session, get_settings())
-    for post in claimed:
-        self.enqueue(publish_signature(post))
+    _send_after_commit(self, claimed)
     if claimed:
         log.info("dispatch.claimed", count=len(claimed))
     return len(claimed)
@@ -142,8 +167,7 @@ def _settled(task: HeraldTask, outcome: Outcome, post_id: uuid.UUID) -> str | No
 def sweep_stuck(self: HeraldTask, payload: NoArguments) -> dict[str, int]:
     settings = get_settings()
     requeued = requeue_lost(self.session, settings)
-    for post in requeued:
-        self.enqueue(publish_signature(post))
+    _send_after_commit(self, requeued)
     self.session.commit()
     resolved = resolve_dead_workers(self.session, settings, _keys())
     return {"requeued": len(requeued), **resolved}

@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
 import structlog
@@ -116,6 +116,27 @@ def correlated(
                 workspace_id=previous.workspace_id,
                 task_id=previous.task_id,
             )
+
+
+@contextmanager
+def acting_for(correlation_id: str | None, workspace_id: str | None) -> Iterator[None]:
+    """Run a block on behalf of another flow, keeping this run's task and causation: the
+    dispatcher sending one post's publish under the correlation the post was scheduled with.
+    A None leaves that part of the context as it is."""
+    tokens: list[tuple[ContextVar[str | None], Token[str | None]]] = []
+    fields: dict[str, str] = {}
+    if correlation_id:
+        tokens.append((_correlation_id, _correlation_id.set(correlation_id)))
+        fields["correlation_id"] = correlation_id
+    if workspace_id:
+        tokens.append((_workspace_id, _workspace_id.set(workspace_id)))
+        fields["workspace_id"] = workspace_id
+    try:
+        with structlog.contextvars.bound_contextvars(**fields):
+            yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
 
 
 def outgoing_headers(publishing_task_id: str | None) -> dict[str, str]:

@@ -1,93 +1,36 @@
 """Structured logging: structlog for our lines, the stdlib bridge for Celery's and kombu's.
 
 Every line carries the correlation context (bound by :mod:`herald.telemetry.context`) and the
-active span's trace and span ids, then passes through :func:`redact` before it is rendered, so
-a token that slips into an event dict never reaches the output.
+active span's trace and span ids, then passes through :func:`redact` (the rules of
+:mod:`herald.redaction`) before it is rendered, so a token that slips into an event dict or a
+library's message never reaches the output, at any level.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
 from opentelemetry import trace
 
+from herald.redaction import REDACTED, is_secret_key, redact_text, redact_value
 from herald.settings import Settings
 
-REDACTED = "[REDACTED]"
-
-# Keys whose value is a secret wherever they appear (compared lower-case).
-_SECRET_KEYS = frozenset(
-    {
-        "access_token",
-        "refresh_token",
-        "id_token",
-        "token",
-        "password",
-        "app_password",
-        "secret",
-        "client_secret",
-        "cron_secret",
-        "authorization",
-        "cookie",
-        "set-cookie",
-        "code",
-        "code_verifier",
-        "api_key",
-        "apikey",
-        "private_key",
-        "accessjwt",
-        "refreshjwt",
-    }
-)
-_SECRET_SUFFIXES = ("_token", "_secret", "_password", "_key_material", "_ciphertext")
-# Secrets embedded in free text: bearer/basic credentials, key=value pairs in URLs or bodies,
-# and Telegram's bot token in a path. Each pattern runs only if its trigger is in the text
-# (most values are ids and words with none), which keeps redaction cheap on the hot path.
-_TEXT_PATTERNS = (
-    (" ", re.compile(r"(?i)\b(bearer|basic|bot)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + REDACTED),
-    (
-        "=",
-        re.compile(
-            r"(?i)\b(access_token|refresh_token|client_secret|code|code_verifier|password|token)"
-            r"=[^&\s\"']+"
-        ),
-        r"\1=" + REDACTED,
-    ),
-    ("/bot", re.compile(r"(/bot)\d+:[A-Za-z0-9_-]+"), r"\1" + REDACTED),
-)
-
-
-def is_secret_key(key: str) -> bool:
-    lowered = key.lower()
-    return lowered in _SECRET_KEYS or lowered.endswith(_SECRET_SUFFIXES)
-
-
-def redact_text(text: str) -> str:
-    for trigger, pattern, replacement in _TEXT_PATTERNS:
-        if trigger in text:
-            text = pattern.sub(replacement, text)
-    return text
-
-
-def redact_value(value: Any, depth: int = 0) -> Any:
-    """Redact secrets inside any JSON-like value (dicts by key, strings by pattern)."""
-    if depth > 8:
-        return value
-    if isinstance(value, str):
-        return redact_text(value)
-    if isinstance(value, Mapping):
-        return {
-            k: (REDACTED if isinstance(k, str) and is_secret_key(k) else redact_value(v, depth + 1))
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [redact_value(v, depth + 1) for v in value]
-    return value
+# The redaction rules live in herald.redaction (shared with spans and stored errors); these
+# names stay importable from here.
+__all__ = [
+    "REDACTED",
+    "add_trace_ids",
+    "build_formatter",
+    "configure_logging",
+    "is_secret_key",
+    "redact",
+    "redact_text",
+    "redact_value",
+]
 
 
 def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -1,22 +1,33 @@
-"""OpenTelemetry tracing and metrics set-up.
+"""OpenTelemetry tracing and metrics set-up, and the trace a post lives in.
 
-Called once per process after any fork (Celery's ``worker_process_init``, the API's start-up,
-the CLI's commands): the SDK's exporter threads do not survive ``fork``. Celery, SQLAlchemy
-and httpx are instrumented, so one trace runs from an HTTP request or another service's
-enqueue through every task hop to the provider's HTTP call.
+Set-up is called once per process after any fork (Celery's ``worker_process_init``, the API's
+start-up, the CLI's commands): the SDK's exporter threads do not survive ``fork``. Celery,
+SQLAlchemy and httpx are instrumented; every span gets the correlation id when it starts and
+is redacted on export (:mod:`herald.telemetry.spans`), whichever exporter is configured.
 
 Export goes by OTLP/HTTP when ``HERALD_OTLP_ENDPOINT`` is set, else to a JSON-lines file
 (``HERALD_TRACE_FILE``) or the console (``HERALD_TRACE_CONSOLE``), else nowhere.
+
+One trace per post: :func:`current_trace_context` is what scheduling stores on the post (the
+W3C ``traceparent``/``tracestate`` of the API request, or of the Celery message another
+service sent, which the Celery instrumentation continues). :func:`continued_trace` runs later
+work of that post (the dispatcher's send of each publish attempt, the sweep's reconcile) as a
+span of the stored trace, with the span that found the work (a beat tick, which serves many
+posts) as a link rather than the parent. Everything the publish task does then follows by
+ordinary parenthood: the Celery instrumentation carries the context in the message headers.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -29,9 +40,17 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
 from sqlalchemy.engine import Engine
 
 from herald.settings import Settings
+from herald.telemetry import context
+from herald.telemetry.spans import (
+    CorrelationSpanProcessor,
+    RedactingSpanExporter,
+    redact_http_request,
+)
 
 _lock = threading.Lock()
 _configured = False
@@ -108,9 +127,13 @@ def setup_telemetry(
         # Parent-based: a trace started elsewhere keeps its decision across every hop.
         ratio = 1.0 if exporter is not None else settings.trace_sample_ratio
         provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(ratio)))
+        provider.add_span_processor(CorrelationSpanProcessor())
         chosen, batched = (exporter, False) if exporter is not None else _exporter(settings)
         if chosen is not None:
-            processor: Any = BatchSpanProcessor(chosen) if batched else SimpleSpanProcessor(chosen)
+            redacting = RedactingSpanExporter(chosen)
+            processor: Any = (
+                BatchSpanProcessor(redacting) if batched else SimpleSpanProcessor(redacting)
+            )
             provider.add_span_processor(processor)
         trace.set_tracer_provider(provider)
         readers = list(metric_readers) or _metric_readers(settings)
@@ -126,7 +149,7 @@ def _instrument_libraries() -> None:
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
     CeleryInstrumentor().instrument()  # type: ignore[no-untyped-call]
-    HTTPXClientInstrumentor().instrument()
+    HTTPXClientInstrumentor().instrument(request_hook=redact_http_request)
 
 
 _instrumented_engines: set[int] = set()
@@ -152,3 +175,89 @@ def shutdown_telemetry() -> None:
 
 
 tracer = trace.get_tracer("herald")
+
+
+# ----------------------------------------------------------------------------------------------
+# One trace per post
+# ----------------------------------------------------------------------------------------------
+
+_W3C = TraceContextTextMapPropagator()
+# W3C asks carriers to keep at least 512 characters of tracestate; a longer one is dropped
+# whole (entries may be dropped, never cut).
+TRACESTATE_MAX = 512
+
+
+@dataclass(frozen=True, slots=True)
+class TraceContext:
+    """A W3C trace context as stored on a post."""
+
+    traceparent: str
+    tracestate: str | None = None
+
+    @classmethod
+    def stored(cls, traceparent: str | None, tracestate: str | None) -> TraceContext | None:
+        return cls(traceparent, tracestate) if traceparent else None
+
+
+def trace_columns(context: TraceContext | None) -> dict[str, Any]:
+    """The post's ``traceparent`` and ``tracestate`` column values for ``context``."""
+    if context is None:
+        return {"traceparent": None, "tracestate": None}
+    return {"traceparent": context.traceparent, "tracestate": context.tracestate}
+
+
+def current_trace_context() -> TraceContext | None:
+    """The W3C context of the span running now (None when there is none to continue)."""
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier)
+    traceparent = carrier.get("traceparent")
+    if not traceparent:
+        return None
+    tracestate = carrier.get("tracestate") or None
+    if tracestate is not None and len(tracestate) > TRACESTATE_MAX:
+        tracestate = None
+    return TraceContext(traceparent, tracestate)
+
+
+@contextmanager
+def continued_trace(
+    stored: TraceContext | None, name: str, attributes: Mapping[str, AttributeValue] | None = None
+) -> Iterator[trace.Span]:
+    """Run the block as a span of ``stored``'s trace, linked to the span current now.
+
+    The current span is what found the work (a beat tick or a sweep serving many posts): it
+    becomes a link, not the parent. Without a stored context the block starts a trace of
+    its own, still linked.
+    """
+    trigger = trace.get_current_span().get_span_context()
+    links = [trace.Link(trigger)] if trigger.is_valid else []
+    carrier: dict[str, str] = {}
+    if stored is not None:
+        carrier["traceparent"] = stored.traceparent
+        if stored.tracestate:
+            carrier["tracestate"] = stored.tracestate
+    # An empty (or unreadable) carrier extracts to an empty context: a new trace, never the
+    # trigger's.
+    parent = _W3C.extract(carrier, context=Context())
+    with tracer.start_as_current_span(
+        name, context=parent, links=links, attributes=attributes
+    ) as span:
+        yield span
+
+
+@contextmanager
+def in_post_trace(
+    name: str,
+    *,
+    post_id: str,
+    correlation_id: str | None,
+    workspace_id: str | None,
+    stored: TraceContext | None,
+) -> Iterator[trace.Span]:
+    """Work on one post found by a job that serves many (the dispatcher, the sweep): under the
+    post's correlation, as a span of the post's trace linked to the job's span."""
+    with (
+        context.acting_for(correlation_id, workspace_id),
+        continued_trace(stored, name, {"herald.post_id": post_id}) as span,
+    ):
+        yield span

@@ -142,3 +142,11 @@ def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     assert error["correlation_id"] == response.headers["X-Correlation-ID"]
     assert "Traceback" not in response.text
     return dict(error)
+
+
+def member_headers(workspace_id: uuid.UUID) -> dict[str, str]:
+    """Authorization headers of a new owner of ``workspace_id`` (committed)."""
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    with db.session_scope() as session:
+        session.add(Membership(workspace_id=workspace_id, user_id=user, role=Role.OWNER))
+    return bearer(mint(user), workspace_id)

@@ -161,7 +161,7 @@ def test_an_answer_the_database_would_not_take_is_recorded_later_and_never_publi
         )
     blips.arm(2)  # both tries of the publish run fail; the handed-over answer then lands
 
-    publish_signature(Claimed(post.id, None, integration.workspace_id)).apply_async()
+    publish_signature(Claimed(post.id, None, integration.workspace_id, None)).apply_async()
 
     wait_until(lambda: fresh(Post, post.id).status is PostStatus.PUBLISHED, 30, "publication")
     assert blips.fired == 2

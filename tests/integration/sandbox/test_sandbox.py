@@ -79,6 +79,41 @@ def test_faults_for_the_next_n_calls_then_stop(
     assert statuses == [502, 502, 200]
 
 
+def test_an_echo_fault_quotes_the_request_back_in_the_networks_error_shape(
+    sandbox: SandboxClient, sandbox_server: SandboxServer
+) -> None:
+    seed = sandbox.create_account("mastodon")
+    sandbox.inject("mastodon", "error", status=401, echo=True, message="bad token", times=1)
+    response = httpx.post(
+        f"{sandbox_server.url}/mastodon/api/v1/statuses?access_token=in-the-query",
+        headers=bearer(seed["access_token"]),
+        data={"status": "hello"},
+    )
+    assert response.status_code == 401
+    message = response.json()["error"]
+    assert message.startswith("bad token: POST /mastodon/api/v1/statuses?access_token=in-the-query")
+    assert f"Authorization: Bearer {seed['access_token']}" in message
+    assert "status=hello" in message
+    with pytest.raises(httpx.HTTPStatusError):
+        sandbox.inject("mastodon", "error", echo=True, applied=True)
+
+
+def test_a_token_prefix_starts_every_token_of_the_account_rotations_included(
+    sandbox: SandboxClient, sandbox_server: SandboxServer
+) -> None:
+    seed = sandbox.create_account("x", token_prefix="CANARY-")
+    assert seed["access_token"].startswith("CANARY-x-at-")
+    assert seed["refresh_token"].startswith("CANARY-x-rt-")
+    rotated = httpx.post(
+        f"{sandbox_server.url}/x/2/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": seed["refresh_token"]},
+        auth=("sandbox-x-client", "sandbox-x-secret"),
+    ).json()
+    assert rotated["access_token"].startswith("CANARY-x-at-")
+    assert rotated["refresh_token"].startswith("CANARY-x-rt-")
+    assert not sandbox.create_account("x")["access_token"].startswith("CANARY")
+
+
 def test_a_share_of_calls_fails_reproducibly_with_a_seed(
     sandbox: SandboxClient, sandbox_server: SandboxServer
 ) -> None:
