@@ -86,6 +86,48 @@ class Settings(BaseSettings):
         description="Share of traces recorded (parent-based: a flow is kept or dropped whole).",
     )
 
+    # Monitoring
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port on which `herald worker` and `herald beat` serve Prometheus metrics "
+        "(0 or unset: not served).",
+    )
+    metrics_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - Prometheus scrapes from another container
+        description="Address the worker's and beat's metrics server listens on.",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, every metrics endpoint requires 'Authorization: Bearer <token>'.",
+    )
+    metrics_dir: str | None = Field(
+        default=None,
+        description="Where worker nodes keep their multiprocess metric files (default: a "
+        "herald-metrics folder in the system's temporary directory).",
+    )
+    metrics_finished_window_s: int = Field(
+        default=86_400,
+        ge=60,
+        description="herald_posts counts posts in a final status (published, failed, "
+        "cancelled) scheduled within this window; open statuses are counted whole.",
+    )
+    heartbeat_interval_s: float = Field(
+        default=30.0, gt=0, description="Beat sends a heartbeat to every queue this often."
+    )
+    heartbeat_max_age_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A queue whose last heartbeat round trip is older than this is not consumed.",
+    )
+    job_overdue_intervals: float = Field(
+        default=3.0,
+        ge=1.0,
+        description="A periodic job is overdue when its last success is older than this many "
+        "of its intervals.",
+    )
+
     # Publishing
     dispatch_interval_s: float = Field(default=2.0, gt=0, description="Beat tick of dispatch_due.")
     dispatch_batch_size: int = Field(default=200, ge=1, le=5000)
@@ -150,6 +192,8 @@ class Settings(BaseSettings):
             raise ValueError("HERALD_VISIBILITY_TIMEOUT_S must exceed HERALD_TASK_TIME_LIMIT_S")
         if self.publishing_timeout_s <= self.provider_timeout_s * 2:
             raise ValueError("HERALD_PUBLISHING_TIMEOUT_S must exceed twice the provider timeout")
+        if self.heartbeat_max_age_s <= self.heartbeat_interval_s:
+            raise ValueError("HERALD_HEARTBEAT_MAX_AGE_S must exceed HERALD_HEARTBEAT_INTERVAL_S")
         if self.env == "development":
             return self
         secrets = {

@@ -13,6 +13,7 @@ from herald.models.audit import AuditEvent
 from herald.models.base import Base, utcnow
 from herald.models.dead_letter import DeadLetter
 from herald.models.integration import Integration, IntegrationStatus, TokenRefreshAttempt
+from herald.models.monitoring import Heartbeat, JobRun
 from herald.models.oauth import OAuthState
 from herald.models.post import (
     IllegalTransition,
@@ -33,9 +34,11 @@ __all__ = [
     "AuditEvent",
     "Base",
     "DeadLetter",
+    "Heartbeat",
     "IllegalTransition",
     "Integration",
     "IntegrationStatus",
+    "JobRun",
     "Membership",
     "NotificationStatus",
     "OAuthState",

@@ -31,6 +31,7 @@ from herald.publishing.publisher import open_attempt
 from herald.publishing.reconcile import reconcile
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
+from herald.telemetry import metrics
 
 log = structlog.get_logger("herald.publishing")
 
@@ -128,5 +129,7 @@ def _resolve(session: Session, post: Post, settings: Settings, keys: KeyRing) ->
         outcome = "needs_review"
     if attempt is not None:
         attempt.outcome = outcome if won else "superseded"
+    if won and verdict.found is not None:
+        metrics.observe_published(integration.provider, post.scheduled_at, now)
     log.info("sweep.post", post_id=str(post.id), verdict=outcome, won=won)
     return outcome if won else "superseded"

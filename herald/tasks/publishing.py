@@ -65,7 +65,13 @@ def publish_signature(post: Claimed) -> Signature[Any]:
     return publish.signature(kwargs={"post_id": str(post.post_id)}, headers=headers)
 
 
-@app.task(bind=True, base=HeraldTask, name="herald.posts.dispatch_due", payload_model=NoArguments)
+@app.task(
+    bind=True,
+    base=HeraldTask,
+    name="herald.posts.dispatch_due",
+    payload_model=NoArguments,
+    periodic=True,
+)
 def dispatch_due(self: HeraldTask, payload: NoArguments) -> int:
     claimed = claim_due_posts(self.session, get_settings())
     for post in claimed:
@@ -99,7 +105,13 @@ def publish(self: HeraldTask, payload: PublishPost) -> str | None:
     return outcome.status.value if outcome.status else None
 
 
-@app.task(bind=True, base=HeraldTask, name="herald.posts.sweep_stuck", payload_model=NoArguments)
+@app.task(
+    bind=True,
+    base=HeraldTask,
+    name="herald.posts.sweep_stuck",
+    payload_model=NoArguments,
+    periodic=True,
+)
 def sweep_stuck(self: HeraldTask, payload: NoArguments) -> dict[str, int]:
     settings = get_settings()
     requeued = requeue_lost(self.session, settings)
