@@ -16,7 +16,7 @@ from celery import Celery, signals
 from kombu import Connection, Queue
 
 from herald import db
-from herald.beat_schedule import beat_schedule
+from herald.beat_schedule import HEARTBEAT_TASK, beat_schedule
 from herald.settings import Settings, get_settings
 from herald.telemetry import context, metrics, prometheus
 from herald.telemetry.logging import configure_logging
@@ -107,6 +107,14 @@ def _init_worker_process(**_: Any) -> None:
     db.dispose_engine()
     setup_telemetry(get_settings(), engine=db.get_engine())
     prometheus.pool_process_started()
+
+
+@signals.worker_ready.connect
+def _zero_task_series(sender: Any = None, **_: Any) -> None:
+    tasks = [name for name in app.tasks if name.startswith("herald.")]
+    pairs = [(name, app.amqp.router.route({}, name)["queue"].name) for name in tasks]
+    # The heartbeat is routed to every queue by beat, not by the routes.
+    metrics.zero_task_series([*pairs, *((HEARTBEAT_TASK, queue) for queue in QUEUES)])
 
 
 @signals.worker_process_shutdown.connect

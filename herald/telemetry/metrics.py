@@ -24,7 +24,7 @@ these instruments are for rates and latency distributions.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,6 +66,10 @@ class _Instrument:
         self._labels = labels
         self._prometheus = prometheus
         self._children: dict[tuple[str, ...], Any] = {}
+
+    def prime(self, attributes: Attributes) -> None:
+        """Make the series of these labels exist (at 0) before anything is recorded."""
+        self._child(attributes)
 
     def _child(self, attributes: Attributes) -> Any:
         key = tuple([str(attributes.get(label, "")) for label in self._labels])
@@ -174,6 +178,14 @@ publish_delay = Histogram(
     ("provider",),
     _DELAY_BUCKETS,
 )
+
+
+def zero_task_series(pairs: Iterable[tuple[str, str]]) -> None:
+    """Create every task event series of these (task, queue) pairs at 0, as Prometheus advises:
+    a series that exists before its first event makes that event visible to ``rate()``."""
+    for task, queue in pairs:
+        for counter in task_events.values():
+            counter.prime({"task": task, "queue": queue})
 
 
 def observe_published(provider: str, scheduled_at: datetime, published_at: datetime) -> None:
