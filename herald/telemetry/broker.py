@@ -1,10 +1,11 @@
 """What the broker knows: whether it answers, how fast, and how many messages wait per queue.
 
-One passive ``queue_declare`` per queue, through kombu, on a connection made like Celery's
-own (same URL, same key prefix): on Redis that is an ``LLEN`` of each priority list under the
-deployment's key prefix, on RabbitMQ the message count of a passive declare. A queue the
-broker does not know yet holds no messages (Redis drops an empty list; RabbitMQ answers 404
-to a passive declare of a queue nobody declared), so it counts as 0.
+Through kombu, on a connection made like Celery's own (same URL, same key prefix). On Redis
+a queue is a list per priority step, counted with ``LLEN`` under the deployment's key prefix
+(kombu's own passive declare on Redis checks existence without the prefix, so it would always
+answer 0 under one); on RabbitMQ and the other transports, the message count of a passive
+``queue_declare``. A queue the broker does not know yet holds no messages (Redis drops an
+empty list; RabbitMQ answers 404 to a passive declare of a queue nobody declared): 0.
 """
 
 from __future__ import annotations
@@ -28,9 +29,20 @@ class BrokerProbe:
     error: str | None = None
 
 
+def _redis_length(channel: Any, queue: str) -> int:
+    """``LLEN`` of the queue's list at every priority step (Celery's names for them)."""
+    names = [f"{queue}{channel.sep}{step}" if step else queue for step in channel.priority_steps]
+    with channel.client.pipeline() as pipe:  # the prefixing client: keys get the prefix
+        for name in names:
+            pipe.llen(name)
+        return sum(int(n) for n in pipe.execute())
+
+
 def _length(connection: Connection, channel: Any, queue: str) -> tuple[int, Any]:
     """The queue's message count, and the channel to use next (a refused declare closes an
     AMQP channel)."""
+    if connection.transport.driver_type == "redis":
+        return _redis_length(channel, queue), channel
     try:
         return int(channel.queue_declare(queue=queue, passive=True).message_count), channel
     except connection.channel_errors as exc:
