@@ -32,7 +32,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from herald import db
-from tests.conftest import ADMIN_DATABASE_URL, REDIS_URL
+from tests.conftest import ADMIN_DATABASE_URL, REDIS_URL, RUN_ID
 from tests.fixtures.monitoring import (
     HERALD,
     ROOT,
@@ -153,6 +153,7 @@ def _healthcheck(
 
 def test_every_herald_service_of_compose_runs_here_and_passes_its_healthcheck(
     compose_database: str,
+    redis_client: Any,
     otlp_sink: OtlpSink,
     services: Callable[..., Service],
     tmp_path: Path,
@@ -165,9 +166,11 @@ def test_every_herald_service_of_compose_runs_here_and_passes_its_healthcheck(
     base = {
         "PATH": f"{Path(HERALD).parent}:{os.environ['PATH']}",
         "HOME": str(tmp_path),
+        "TMPDIR": str(tmp_path),  # the workers' metrics directories land in the test's folder
         "PYTHONPATH": str(ROOT),
-        # Isolation from other test runs on the shared Redis: a test value, like the secrets.
-        "HERALD_BROKER_KEY_PREFIX": f"herald-compose-{uuid.uuid4().hex[:8]}:",
+        # Isolation on the shared Redis: a test value, like the secrets, under the run's prefix
+        # (so the run's clean-up removes its keys).
+        "HERALD_BROKER_KEY_PREFIX": f"herald-test-{RUN_ID}:compose:",
     }
 
     def environment(name: str, service: dict[str, Any]) -> dict[str, str]:
