@@ -39,7 +39,7 @@ from herald.models import Role, utcnow
 from herald.security.audit import Actor
 from herald.settings import Settings
 from herald.telemetry import metrics as instruments
-from herald.telemetry.health import HealthReport, Reachability, check_health
+from herald.telemetry.health import HealthReport, Reachability, check_health, dependencies
 from herald.telemetry.prometheus import authorized
 from herald.telemetry.scrape import StateCollector
 from herald.telemetry.state import job_intervals, take_reading
@@ -125,17 +125,7 @@ def healthz() -> Liveness:
 def readyz(request: Request, response: Response) -> Readiness:
     """Readiness: the database and the broker answer. No authentication."""
     settings = settings_of(request)
-    reading = take_reading(settings, lambda: broker_connection(settings), ())
-    database = Reachability(
-        reachable=reading.state is not None,
-        latency_ms=reading.database_latency_s and reading.database_latency_s * 1000,
-        error=reading.database_error,
-    )
-    broker = Reachability(
-        reachable=reading.broker.reachable,
-        latency_ms=reading.broker.latency_s and reading.broker.latency_s * 1000,
-        error=reading.broker.error,
-    )
+    database, broker = dependencies(take_reading(settings, lambda: broker_connection(settings), ()))
     ready = database.reachable and broker.reachable
     response.status_code = 200 if ready else 503
     return Readiness(status="ready" if ready else "not_ready", database=database, broker=broker)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from herald import db
-from herald.models import JobRun, Severity, utcnow
+from herald.models import AlertStatus, JobRun, Severity, utcnow
 from herald.settings import Settings
 from herald.telemetry.broker import Connect
 from herald.telemetry.state import Reading, State, sorted_queues, take_reading
@@ -106,6 +106,21 @@ def _ms(seconds: float | None) -> float | None:
     return round(seconds * 1000, 3) if seconds is not None else None
 
 
+def dependencies(reading: Reading) -> tuple[Reachability, Reachability]:
+    """The database's and the broker's reachability, as one reading found them."""
+    database = Reachability(
+        reachable=reading.state is not None,
+        latency_ms=_ms(reading.database_latency_s),
+        error=reading.database_error,
+    )
+    broker = Reachability(
+        reachable=reading.broker.reachable,
+        latency_ms=_ms(reading.broker.latency_s),
+        error=reading.broker.error,
+    )
+    return database, broker
+
+
 def _queues(reading: Reading, queues: Sequence[str], max_age_s: float) -> list[QueueHealth]:
     state = reading.state
     names = sorted_queues(queues, state) if state else list(queues)
@@ -156,7 +171,7 @@ def _alerts(state: State) -> AlertsHealth:
     firing = dict(by_severity)
     for (alert_state, severity), count in state.alerts.items():
         by_severity[severity.value] += count
-        if alert_state.value == "firing":
+        if alert_state == AlertStatus.FIRING:
             firing[severity.value] += count
     return AlertsHealth(
         open=sum(by_severity.values()), by_severity=by_severity, firing_by_severity=firing
@@ -217,21 +232,14 @@ def check_health(
                 )
         except SQLAlchemyError:
             summary = None  # the database went away between the two reads: reported below
+    database, broker = dependencies(reading)
     report = HealthReport(
         status="healthy",
         reasons=[],
         checked_at=now,
         workspace_id=workspace_id,
-        database=Reachability(
-            reachable=state is not None,
-            latency_ms=_ms(reading.database_latency_s),
-            error=reading.database_error,
-        ),
-        broker=Reachability(
-            reachable=reading.broker.reachable,
-            latency_ms=_ms(reading.broker.latency_s),
-            error=reading.broker.error,
-        ),
+        database=database,
+        broker=broker,
         queues=_queues(reading, queues, settings.heartbeat_max_age_s),
         posts=PostsHealth(
             by_status={status.value: count for status, count in state.posts.items()},
