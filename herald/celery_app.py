@@ -8,15 +8,17 @@ work still running; one queue per workload.
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Queue
+from kombu import Connection, Queue
 
 from herald import db
-from herald.beat_schedule import beat_schedule
+from herald.beat_schedule import HEARTBEAT_TASK, beat_schedule
 from herald.settings import Settings, get_settings
-from herald.telemetry import context
+from herald.telemetry import context, metrics, prometheus
 from herald.telemetry.logging import configure_logging
 from herald.telemetry.tracing import setup_telemetry, shutdown_telemetry
 from herald.tokens.clients import check_at_start
@@ -36,7 +38,7 @@ ROUTES: dict[str, dict[str, str]] = {
     "herald.analytics.*": {"queue": "default"},
 }
 
-TASK_MODULES = ("herald.tasks.publishing", "herald.tasks.tokens")
+TASK_MODULES = ("herald.tasks.publishing", "herald.tasks.tokens", "herald.tasks.monitoring")
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -68,8 +70,18 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": settings.task_events,
         "enable_utc": True,
         "timezone": "UTC",
-        "beat_schedule": beat_schedule(settings),
+        "beat_schedule": beat_schedule(settings, QUEUES),
     }
+
+
+def broker_connection(settings: Settings, *, timeout_s: int = 3) -> Connection:
+    """A connection to the broker made like the workers' (same URL, same key prefix) with short
+    timeouts: for probes (health, ``/readyz``, queue lengths), never for consuming."""
+    options = celery_config(settings)["broker_transport_options"] | {
+        "socket_connect_timeout": timeout_s,
+        "socket_timeout": timeout_s,
+    }
+    return Connection(settings.broker_url, connect_timeout=timeout_s, transport_options=options)
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -98,6 +110,20 @@ def _init_worker_process(**_: Any) -> None:
     # A forked child must not share its parent's connections or exporter threads.
     db.dispose_engine()
     setup_telemetry(get_settings(), engine=db.get_engine())
+    prometheus.pool_process_started()
+
+
+@signals.worker_ready.connect
+def _zero_task_series(sender: Any = None, **_: Any) -> None:
+    tasks = [name for name in app.tasks if name.startswith("herald.")]
+    pairs = [(name, app.amqp.router.route({}, name)["queue"].name) for name in tasks]
+    # The heartbeat is routed to every queue by beat, not by the routes.
+    metrics.zero_task_series([*pairs, *((HEARTBEAT_TASK, queue) for queue in QUEUES)])
+
+
+@signals.worker_process_shutdown.connect
+def _forget_pool_process(**_: Any) -> None:
+    prometheus.pool_process_exited(os.getpid())
 
 
 @signals.worker_init.connect
@@ -131,6 +157,41 @@ def _propagate_correlation(headers: dict[str, Any] | None = None, **_: Any) -> N
     for key, value in context.outgoing_headers(headers.get("id")).items():
         # A caller (or another service) that set a header explicitly keeps its value.
         headers.setdefault(key, value)
+
+
+@signals.before_task_publish.connect
+def _stamp_sent_at(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Stamp the publication time (a retry is a new publication): queue wait starts here."""
+    if headers is not None:
+        headers[metrics.SENT_AT_HEADER] = time.time()
+
+
+@signals.after_task_publish.connect
+def _count_sent(
+    headers: dict[str, Any] | None = None,
+    routing_key: str | None = None,
+    exchange: str | None = None,
+    **_: Any,
+) -> None:
+    task = (headers or {}).get("task", "")
+    queue = routing_key or exchange or ""
+    metrics.task_events["sent"].add(1, {"task": task, "queue": queue})
+
+
+@signals.task_received.connect
+def _count_received(request: Any = None, **_: Any) -> None:
+    labels = {"task": request.name, "queue": metrics.queue_of(request.delivery_info)}
+    metrics.task_events["received"].add(1, labels)
+
+
+@signals.task_unknown.connect
+@signals.task_rejected.connect
+def _count_refused_message(message: Any = None, name: str | None = None, **_: Any) -> None:
+    # Messages the worker cannot even hand to a task (unknown name, undecodable): acked, counted.
+    headers = getattr(message, "headers", None) or {}
+    delivery_info = getattr(message, "delivery_info", None)
+    task = name or headers.get("task", "")
+    metrics.task_events["rejected"].add(1, {"task": task, "queue": metrics.queue_of(delivery_info)})
 
 
 @signals.task_prerun.connect

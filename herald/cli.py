@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -79,9 +80,22 @@ def db_revision(message: str) -> None:
 @click.option("--pool", default="prefork", show_default=True, help="prefork, threads or solo.")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(queues: str, concurrency: int | None, pool: str, celery_args: tuple[str, ...]) -> None:
-    """Run a Celery worker. Extra arguments go to `celery worker` unchanged."""
-    from herald.celery_app import app
+    """Run a Celery worker. Extra arguments go to `celery worker` unchanged.
 
+    With HERALD_METRICS_PORT set, the worker serves Prometheus metrics on that port: the
+    counts and histograms of the node's every process (multiprocess mode, in a fresh directory
+    of its own under HERALD_METRICS_DIR).
+    """
+    settings = get_settings()
+    if settings.metrics_port:
+        from herald.telemetry.prometheus import use_multiprocess_dir
+
+        # Before anything imports prometheus_client; pool children inherit the variable.
+        use_multiprocess_dir(settings, os.environ)
+    from herald.celery_app import app
+    from herald.telemetry.prometheus import serve
+
+    serve(settings)
     argv = ["worker", "--queues", queues, "--pool", pool, "--loglevel", get_settings().log_level]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
@@ -93,10 +107,13 @@ def worker(queues: str, concurrency: int | None, pool: str, celery_args: tuple[s
 def beat(celery_args: tuple[str, ...]) -> None:
     """Run Celery beat, which enqueues the periodic jobs of herald/beat_schedule.py.
 
-    Run exactly one beat per deployment.
+    Run exactly one beat per deployment. With HERALD_METRICS_PORT set it serves the counts of
+    the tasks it sent on that port.
     """
     from herald.celery_app import app
+    from herald.telemetry.prometheus import serve
 
+    serve(get_settings())
     app.start(["beat", "--loglevel", get_settings().log_level, *celery_args])
 
 
@@ -180,6 +197,36 @@ def api(host: str, port: int) -> None:
     configure_logging(settings)
     setup_telemetry(settings, engine=db.get_engine(settings), component="api")
     uvicorn.Server(server_config(create_app(settings), host, port)).run()
+
+
+# -- health -------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def health(as_json: bool) -> None:
+    """Check Herald's health as GET /api/postiz/monitoring/health does, for every workspace.
+
+    Exits 0 when healthy, 1 when degraded, 2 when unhealthy.
+    """
+    from herald.beat_schedule import beat_schedule
+    from herald.celery_app import QUEUES, broker_connection
+    from herald.telemetry.health import check_health
+    from herald.telemetry.health_view import render
+    from herald.telemetry.state import job_intervals
+
+    settings = get_settings()
+    report = check_health(
+        settings,
+        lambda: broker_connection(settings),
+        QUEUES,
+        job_intervals(beat_schedule(settings, QUEUES)),
+    )
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+    else:
+        render(report)
+    sys.exit({"healthy": 0, "degraded": 1, "unhealthy": 2}[report.status])
 
 
 # -- keys ------------------------------------------------------------------------------------------

@@ -73,6 +73,12 @@ def timing_problems(s: Settings) -> list[str]:
             f"HERALD_PROVIDER_CONNECT_TIMEOUT_S + HERALD_PROVIDER_TIMEOUT_S ({one_call:g}): "
             "every slow answer would kill the task mid-call and strand its post in publishing"
         )
+    if s.heartbeat_max_age_s <= s.heartbeat_interval_s:
+        problems.append(
+            f"HERALD_HEARTBEAT_MAX_AGE_S ({s.heartbeat_max_age_s}) must exceed "
+            f"HERALD_HEARTBEAT_INTERVAL_S ({s.heartbeat_interval_s}): every queue would look "
+            "unconsumed between two heartbeats"
+        )
     if s.token_refresh_lease_s <= s.task_time_limit_s:
         problems.append(
             f"HERALD_TOKEN_REFRESH_LEASE_S ({s.token_refresh_lease_s}) must exceed "
@@ -150,6 +156,48 @@ class Settings(BaseSettings):
         ge=0.0,
         le=1.0,
         description="Share of traces recorded (parent-based: a flow is kept or dropped whole).",
+    )
+
+    # Monitoring
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port on which `herald worker` and `herald beat` serve Prometheus metrics "
+        "(0 or unset: not served).",
+    )
+    metrics_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - Prometheus scrapes from another container
+        description="Address the worker's and beat's metrics server listens on.",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, every metrics endpoint requires 'Authorization: Bearer <token>'.",
+    )
+    metrics_dir: str | None = Field(
+        default=None,
+        description="Where worker nodes keep their multiprocess metric files (default: a "
+        "herald-metrics folder in the system's temporary directory).",
+    )
+    metrics_finished_window_s: int = Field(
+        default=86_400,
+        ge=60,
+        description="herald_posts counts posts in a final status (published, failed, "
+        "cancelled) scheduled within this window; open statuses are counted whole.",
+    )
+    heartbeat_interval_s: float = Field(
+        default=30.0, gt=0, description="Beat sends a heartbeat to every queue this often."
+    )
+    heartbeat_max_age_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A queue whose last heartbeat round trip is older than this is not consumed.",
+    )
+    job_overdue_intervals: float = Field(
+        default=3.0,
+        ge=1.0,
+        description="A periodic job is overdue when its last success is older than this many "
+        "of its intervals.",
     )
 
     # Publishing

@@ -45,4 +45,5 @@ pytest_plugins = [
     "tests.fixtures.sandbox",
     "tests.fixtures.publishing",
     "tests.fixtures.processes",
+    "tests.fixtures.monitoring",
 ]

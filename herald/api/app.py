@@ -7,16 +7,10 @@ interactive docs ``/api/postiz/docs``.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI
-from pydantic import BaseModel
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from fastapi import FastAPI
 
-from herald import db
-from herald.api import posts
+from herald.api import monitoring, posts
 from herald.api.errors import (
-    ApiError,
-    ErrorEnvelope,
     document_edge_responses,
     install_error_handlers,
 )
@@ -27,28 +21,6 @@ from herald.settings import Settings
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_HEADER_BYTES = 16 * 1024  # the request's headers together (uvicorn's parser shares it)
-
-
-class Health(BaseModel):
-    status: str
-    database: str
-
-
-health_router = APIRouter(prefix=PREFIX, tags=["health"])
-
-
-@health_router.get(
-    "/health",
-    responses={503: {"model": ErrorEnvelope, "description": "The database is unreachable"}},
-)
-def health() -> Health:
-    """Liveness: the process answers and the database runs ``SELECT 1``. No authentication."""
-    try:
-        with db.session_scope() as session:
-            session.execute(text("SELECT 1"))
-    except SQLAlchemyError:
-        raise ApiError(503, "database_unavailable", "the database is not reachable") from None
-    return Health(status="ok", database="ok")
 
 
 def create_app(settings: Settings, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
@@ -66,8 +38,10 @@ def create_app(settings: Settings, *, max_body_bytes: int = MAX_BODY_BYTES) -> F
         telemetry={"tracing": False},
     )
     app.state.settings = settings
-    app.include_router(health_router)
     app.include_router(posts.router)
+    app.include_router(monitoring.probes)
+    app.include_router(monitoring.router)
+    app.state.metrics_registry = monitoring.metrics_registry(settings)
     install_error_handlers(app)
     document_edge_responses(app)
     app.add_middleware(

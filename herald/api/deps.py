@@ -22,6 +22,7 @@ from herald.models import Integration, Post
 from herald.security import audit
 from herald.security.audit import Actor, EventType, Outcome, Severity
 from herald.security.auth import (
+    Identity,
     InvalidToken,
     Principal,
     WorkspaceDenied,
@@ -67,6 +68,26 @@ def _request_actor(request: Request, kind: str, actor_id: str | None) -> Actor:
     )
 
 
+def identify(request: Request) -> tuple[Identity, Actor]:
+    """The verified identity of the request's bearer token (a bad one is an audited 401)."""
+    try:
+        identity = verify_token(
+            bearer_token(request.headers.get("authorization")), settings_of(request)
+        )
+    except InvalidToken as exc:
+        audit_now(
+            EventType.ACCESS_DENIED,
+            actor=_request_actor(request, "anonymous", None),
+            outcome=Outcome.DENIED,
+            severity=Severity.MEDIUM,
+            message=exc.message,
+            details={"reason": exc.reason, "method": request.method, "path": request.url.path},
+        )
+        raise
+    kind = "service_role" if identity.is_service else "user"
+    return identity, _request_actor(request, kind, identity.subject)
+
+
 def authenticate(
     request: Request,
     _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer_scheme)],
@@ -83,26 +104,20 @@ def authenticate(
     ] = None,
 ) -> Caller:
     """The verified caller and its workspace, or a 401/400/404 error."""
-    try:
-        identity = verify_token(
-            bearer_token(request.headers.get("authorization")), settings_of(request)
-        )
-    except InvalidToken as exc:
-        audit_now(
-            EventType.ACCESS_DENIED,
-            actor=_request_actor(request, "anonymous", None),
-            outcome=Outcome.DENIED,
-            severity=Severity.MEDIUM,
-            message=exc.message,
-            details={"reason": exc.reason, "method": request.method, "path": request.url.path},
-        )
-        raise
-    actor = _request_actor(
-        request, "service_role" if identity.is_service else "user", identity.subject
-    )
+    identity, actor = identify(request)
+    principal = resolve_audited(request, identity, actor, x_workspace_id)
+    if identity.is_service:
+        audit_service_use(request, actor, principal.workspace_id)
+    return Caller(principal, actor)
+
+
+def resolve_audited(
+    request: Request, identity: Identity, actor: Actor, requested: str | None
+) -> Principal:
+    """The workspace ``requested`` (or the caller's only one); a denial is audited."""
     try:
         with db.session_scope() as session:
-            principal = resolve_workspace(session, identity, x_workspace_id)
+            return resolve_workspace(session, identity, requested)
     except WorkspaceDenied as exc:
         audit_now(
             EventType.CROSS_TENANT_ATTEMPT if exc.exists else EventType.ACCESS_DENIED,
@@ -116,16 +131,17 @@ def authenticate(
             details={"method": request.method, "path": request.url.path},
         )
         raise
-    if identity.is_service:
-        audit_now(
-            EventType.SERVICE_ROLE_USE,
-            actor=actor,
-            severity=Severity.MEDIUM,
-            workspace_id=principal.workspace_id,
-            message="service role used on the API",
-            details={"method": request.method, "path": request.url.path},
-        )
-    return Caller(principal, actor)
+
+
+def audit_service_use(request: Request, actor: Actor, workspace_id: uuid.UUID | None) -> None:
+    audit_now(
+        EventType.SERVICE_ROLE_USE,
+        actor=actor,
+        severity=Severity.MEDIUM,
+        workspace_id=workspace_id,
+        message="service role used on the API",
+        details={"method": request.method, "path": request.url.path},
+    )
 
 
 CurrentCaller = Annotated[Caller, Depends(authenticate)]

@@ -20,6 +20,7 @@ from herald.models.integration import (
     request_refresh,
     set_status,
 )
+from herald.models.monitoring import Heartbeat, JobRun
 from herald.models.oauth import OAuthState
 from herald.models.post import (
     IllegalTransition,
@@ -41,9 +42,11 @@ __all__ = [
     "Base",
     "CircuitState",
     "DeadLetter",
+    "Heartbeat",
     "IllegalTransition",
     "Integration",
     "IntegrationStatus",
+    "JobRun",
     "Membership",
     "NotificationStatus",
     "OAuthState",

@@ -320,6 +320,8 @@ class _Run:
         metrics.publish_latency.record(latency, labels)
         if self.attempt.error_code:
             metrics.publish_errors.add(1, {**labels, "code": self.attempt.error_code})
+        if outcome.status is PostStatus.PUBLISHED:
+            metrics.observe_published(self.integration.provider, self.post.scheduled_at, utcnow())
         log.info(
             "publish.attempt",
             post_id=str(self.post.id),

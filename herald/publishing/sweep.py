@@ -304,6 +304,8 @@ def _settle(session: Session, stuck: _Stuck, to: PostStatus, outcome: str, **val
             .execution_options(synchronize_session=False)
         )
     session.commit()
+    if won and to is PostStatus.PUBLISHED:
+        metrics.observe_published(stuck.integration.provider, stuck.post.scheduled_at, now)
     log.info("sweep.post", post_id=str(stuck.post.id), verdict=outcome, won=won)
     return outcome if won else "superseded"
 

@@ -10,7 +10,11 @@
   only after the transaction that decided them commits, and never if it rolls back;
 - **correlation**: bound by the signal handlers in ``herald.celery_app`` and added here to the
   task's span;
-- **counters and timing**: started / succeeded / retried / failed / rejected per task name;
+- **counters and timing**: started / succeeded / retried / failed / rejected, runtime and
+  queue wait, by task name and queue (``telemetry/metrics.py``; sent and received are counted
+  by the signal handlers in ``herald.celery_app``);
+- **job runs**: a task declared ``periodic=True`` (beat's jobs) records each run's start and
+  outcome in ``job_runs``, in a transaction of its own; other tasks pay nothing for it;
 - **the retry policy**, declared per task as exception classes (:class:`RetryPolicy`): those
   exceptions retry with exponential backoff and jitter, up to a bound; anything else fails.
 """
@@ -33,8 +37,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from herald import db
-from herald.models import DeadLetter
-from herald.telemetry import context, metrics
+from herald.models import DeadLetter, utcnow
+from herald.telemetry import context, metrics, records
 from herald.telemetry.logging import redact_value
 
 log = structlog.get_logger("herald.tasks")
@@ -71,6 +75,7 @@ class HeraldTask(Task):  # type: ignore[type-arg]
     typing = False  # arguments are validated by ``payload_model`` on arrival, not at send time
     payload_model: ClassVar[type[BaseModel] | None] = None
     retry_policy: ClassVar[RetryPolicy] = RetryPolicy()
+    periodic: ClassVar[bool] = False  # a beat job: its runs are recorded in ``job_runs``
     throws = (PayloadRejected,)  # expected: logged without a traceback
 
     # -- the session and after-commit sends --------------------------------------------------
@@ -111,7 +116,13 @@ class HeraldTask(Task):  # type: ignore[type-arg]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         started = time.monotonic()
+        labels = self._labels()
         self._count("started")
+        wait = metrics.queue_wait_s(
+            getattr(self.request, metrics.SENT_AT_HEADER, None), self.request.eta
+        )
+        if wait is not None:
+            metrics.task_queue_wait.record(wait, labels)
         span = trace.get_current_span()
         ctx = context.current()
         span.set_attribute("herald.task", self.name)
@@ -124,7 +135,7 @@ class HeraldTask(Task):  # type: ignore[type-arg]
                 span.set_attribute(key, value)
         try:
             call = self._validated_call(args, kwargs)
-            with self._session_scope():
+            with self._job_run(), self._session_scope():
                 try:
                     return call()
                 except self.retry_policy.retry_on as exc:
@@ -133,7 +144,7 @@ class HeraldTask(Task):  # type: ignore[type-arg]
                         exc=exc, countdown=countdown, max_retries=self.retry_policy.max_retries
                     ) from exc
         finally:
-            metrics.task_duration.record(time.monotonic() - started, {"task": self.name})
+            metrics.task_runtime.record(time.monotonic() - started, labels)
 
     def _validated_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], Any]:
         model = self.payload_model
@@ -177,8 +188,25 @@ class HeraldTask(Task):  # type: ignore[type-arg]
 
     # -- lifecycle hooks (counted once, here) ----------------------------------------------------
 
+    def _labels(self) -> dict[str, str]:
+        return {"task": self.name, "queue": metrics.queue_of(self.request.delivery_info)}
+
     def _count(self, event: str) -> None:
-        metrics.task_events.add(1, {"task": self.name, "event": event})
+        metrics.task_events[event].add(1, self._labels())
+
+    @contextmanager
+    def _job_run(self) -> Iterator[None]:
+        """Record a periodic job's run (start and outcome) in ``job_runs``."""
+        if not self.periodic:
+            yield
+            return
+        started_at = utcnow()
+        try:
+            yield
+        except BaseException as exc:
+            records.record_job_run(self.name, started_at, error=exc)
+            raise
+        records.record_job_run(self.name, started_at)
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         self._count("succeeded")

@@ -102,7 +102,13 @@ def _send_after_commit(task: HeraldTask, posts: list[Claimed]) -> None:
         db.after_commit(task.session, partial(send_publish, post))
 
 
-@app.task(bind=True, base=HeraldTask, name="herald.posts.dispatch_due", payload_model=NoArguments)
+@app.task(
+    bind=True,
+    base=HeraldTask,
+    name="herald.posts.dispatch_due",
+    payload_model=NoArguments,
+    periodic=True,
+)
 def dispatch_due(self: HeraldTask, payload: NoArguments) -> int:
     claimed = claim_due_posts(self.session, get_settings())
     _send_after_commit(self, claimed)
@@ -163,7 +169,13 @@ def _settled(task: HeraldTask, outcome: Outcome, post_id: uuid.UUID) -> str | No
     return outcome.status.value if outcome.status else None
 
 
-@app.task(bind=True, base=HeraldTask, name="herald.posts.sweep_stuck", payload_model=NoArguments)
+@app.task(
+    bind=True,
+    base=HeraldTask,
+    name="herald.posts.sweep_stuck",
+    payload_model=NoArguments,
+    periodic=True,
+)
 def sweep_stuck(self: HeraldTask, payload: NoArguments) -> dict[str, int]:
     settings = get_settings()
     requeued = requeue_lost(self.session, settings)

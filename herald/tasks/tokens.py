@@ -52,7 +52,11 @@ def refresh(self: HeraldTask, payload: RefreshIntegration) -> str:
 
 
 @app.task(
-    bind=True, base=HeraldTask, name="herald.tokens.refresh_expiring", payload_model=NoArguments
+    bind=True,
+    base=HeraldTask,
+    name="herald.tokens.refresh_expiring",
+    payload_model=NoArguments,
+    periodic=True,
 )
 def refresh_expiring(self: HeraldTask, payload: NoArguments) -> int:
     """Refresh every healthy token that expires within the safety margin, and every one a

@@ -1,58 +1,241 @@
-"""OpenTelemetry instruments, defined once.
+"""Herald's metric instruments, defined once; each records to OpenTelemetry and Prometheus.
 
-Workers record here; the OTLP exporter (when configured) ships them. Durable figures for the
-monitoring API and ``/metrics`` are computed in SQL from the attempt tables instead, so they
-survive restarts and need no multiprocess bookkeeping.
+Call sites write ``metrics.publish_attempts.add(1, {"provider": …, "outcome": …})`` or
+``metrics.publish_latency.record(seconds, {"provider": …})`` and the one call lands in two
+places:
+
+- an OpenTelemetry instrument, exported by OTLP when ``HERALD_OTLP_ENDPOINT`` is set
+  (``telemetry/tracing.py`` installs the meter provider);
+- a prometheus_client metric in :data:`REGISTRY`. ``herald worker`` runs prometheus_client in
+  multiprocess mode, so what its prefork children record adds up on its metrics port
+  (``telemetry/prometheus.py``).
+
+Names follow Prometheus' conventions and match on both paths: the OpenTelemetry instrument
+``herald.tasks.sent`` is the Prometheus counter ``herald_tasks_sent_total`` and the histogram
+``herald.task.runtime`` (unit ``s``) is ``herald_task_runtime_seconds``, which is also what
+the collector's Prometheus exporter derives from the OTLP stream. Label names are fixed per
+instrument; an attribute a call site leaves out is recorded as an empty label.
+
+The cost per record is a dictionary lookup of the label values and two increments (measured
+in docs/monitoring.md). Durable, windowed figures come from SQL instead (the attempt tables);
+these instruments are for rates and latency distributions.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import prometheus_client
 from opentelemetry import metrics
 
 _meter = metrics.get_meter("herald")
+_otel = {"on": True}  # off when the meter provider has no reader: nothing would ship it
 
-task_events = _meter.create_counter(
-    "herald.task.events",
-    description="Task lifecycle events by task name and event "
-    "(started/succeeded/retried/failed/rejected).",
+# Counters' ``_created`` samples are one more series each and nothing here reads them.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+#: The registry of Herald's instruments in this process (a worker in multiprocess mode
+#: serves its metric files instead; see ``telemetry/prometheus.py``).
+REGISTRY = prometheus_client.CollectorRegistry(auto_describe=True)
+
+Attributes = Mapping[str, Any]
+
+SENT_AT_HEADER = "x_sent_at"  # unix time at which a message was published (stamped by Herald)
+
+
+def record_to_otel(enabled: bool) -> None:
+    """Whether instruments also record to OpenTelemetry (``setup_telemetry`` decides: only
+    when a metric reader, such as the OTLP exporter, will read them)."""
+    _otel["on"] = enabled
+
+
+def _prometheus_name(name: str) -> str:
+    return name.replace(".", "_")
+
+
+class _Instrument:
+    """The Prometheus side: one child per label-value tuple, looked up without a lock."""
+
+    __slots__ = ("_children", "_labels", "_prometheus", "name")
+
+    def __init__(self, name: str, labels: tuple[str, ...], prometheus: Any) -> None:
+        self.name = name
+        self._labels = labels
+        self._prometheus = prometheus
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def prime(self, attributes: Attributes) -> None:
+        """Make the series of these labels exist (at 0) before anything is recorded."""
+        self._child(attributes)
+
+    def _child(self, attributes: Attributes) -> Any:
+        key = tuple([str(attributes.get(label, "")) for label in self._labels])
+        child = self._children.get(key)
+        if child is None:  # a race here only makes the same child twice: labels() is locked
+            child = self._children[key] = self._prometheus.labels(*key)
+        return child
+
+
+class Counter(_Instrument):
+    """A monotonic count, recorded to OpenTelemetry and to a Prometheus counter."""
+
+    __slots__ = ("_otel",)
+
+    def __init__(self, name: str, description: str, labels: tuple[str, ...]) -> None:
+        prometheus = prometheus_client.Counter(
+            _prometheus_name(name), description, labels, registry=REGISTRY
+        )
+        super().__init__(name, labels, prometheus)
+        self._otel = _meter.create_counter(name, description=description)
+
+    def add(self, amount: float, attributes: Attributes) -> None:
+        if _otel["on"]:
+            self._otel.add(amount, attributes)
+        self._child(attributes).inc(amount)
+
+
+class Histogram(_Instrument):
+    """A distribution in seconds, recorded to OpenTelemetry and to a Prometheus histogram."""
+
+    __slots__ = ("_otel",)
+
+    def __init__(
+        self, name: str, description: str, labels: tuple[str, ...], buckets: tuple[float, ...]
+    ) -> None:
+        prometheus = prometheus_client.Histogram(
+            _prometheus_name(name) + "_seconds",
+            description,
+            labels,
+            registry=REGISTRY,
+            buckets=buckets,
+        )
+        super().__init__(name, labels, prometheus)
+        self._otel = _meter.create_histogram(
+            name, unit="s", description=description, explicit_bucket_boundaries_advisory=buckets
+        )
+
+    def record(self, seconds: float, attributes: Attributes) -> None:
+        if _otel["on"]:
+            self._otel.record(seconds, attributes)
+        self._child(attributes).observe(seconds)
+
+
+# Bucket bounds, in seconds, for what each histogram measures.
+_TASK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
+_CALL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60)
+_DELAY_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+
+#: Task lifecycle events, as celery-exporter counts them: ``task_events["started"].add(…)``.
+TASK_EVENTS = ("sent", "received", "started", "succeeded", "failed", "retried", "rejected")
+task_events: dict[str, Counter] = {
+    event: Counter(
+        f"herald.tasks.{event}", f"Tasks {event}, by task name and queue.", ("task", "queue")
+    )
+    for event in TASK_EVENTS
+}
+task_runtime = Histogram(
+    "herald.task.runtime",
+    "Wall time of one task run, by task name and queue.",
+    ("task", "queue"),
+    _TASK_BUCKETS,
 )
-task_duration = _meter.create_histogram(
-    "herald.task.duration", unit="s", description="Wall time of one task run."
+task_queue_wait = Histogram(
+    "herald.task.queue_wait",
+    "Time from a message's publication (or its ETA) to its task starting, by task and queue.",
+    ("task", "queue"),
+    _WAIT_BUCKETS,
 )
-provider_request_duration = _meter.create_histogram(
+provider_request_duration = Histogram(
     "herald.provider.request.duration",
-    unit="s",
-    description="Latency of one HTTP call to a provider, by provider, method and status.",
+    "Latency of one HTTP call to a provider, by provider, method and status.",
+    ("provider", "method", "status"),
+    _CALL_BUCKETS,
 )
-publish_attempts = _meter.create_counter(
-    "herald.publish.attempts", description="Publish attempts by provider and outcome."
+publish_attempts = Counter(
+    "herald.publish.attempts",
+    "Publish attempts by provider and outcome.",
+    ("provider", "outcome"),
 )
-publish_latency = _meter.create_histogram(
-    "herald.publish.latency", unit="s", description="Provider latency of a publish attempt."
+publish_latency = Histogram(
+    "herald.publish.latency",
+    "Provider latency of one publish attempt, by provider.",
+    ("provider",),
+    _CALL_BUCKETS,
 )
-publish_errors = _meter.create_counter(
-    "herald.publish.errors", description="Publish errors by provider and error code."
+publish_errors = Counter(
+    "herald.publish.errors", "Publish errors by provider and error code.", ("provider", "code")
 )
-token_refreshes = _meter.create_counter(
-    "herald.token.refreshes", description="Token refreshes by provider and outcome."
+token_refreshes = Counter(
+    "herald.token.refreshes", "Token refreshes by provider and outcome.", ("provider", "outcome")
 )
-provider_configuration_errors = _meter.create_counter(
+provider_configuration_errors = Counter(
     "herald.provider.configuration_errors",
-    description="Herald's own provider configuration refused or missing (OAuth client "
-    "credentials), by provider and code: the operator's to fix, never the user's.",
+    "Herald's own provider configuration refused or missing (OAuth client credentials), by "
+    "provider and code: the operator's to fix, never the user's.",
+    ("provider", "code"),
 )
-publish_lost_transitions = _meter.create_counter(
+publish_lost_transitions = Counter(
     "herald.publish.lost_transitions",
-    description="Post status moves on the publish path whose conditional UPDATE matched no row "
-    "(the post had moved on), by from, to and site. From 'publishing' means a run lost a post "
-    "it owned: investigate.",
+    "Post status moves on the publish path whose conditional UPDATE matched no row (the post "
+    "had moved on), by from, to and site. From 'publishing' means a run lost a post it owned: "
+    "investigate.",
+    ("from", "to", "site"),
 )
-provider_circuit_transitions = _meter.create_counter(
+provider_circuit_transitions = Counter(
     "herald.provider.circuit.transitions",
-    description="Per-provider circuit breaker moves, by provider and the state entered "
+    "Per-provider circuit breaker moves, by provider and the state entered "
     "(open, half_open, closed).",
+    ("provider", "state"),
 )
-sweep_resolutions = _meter.create_counter(
+sweep_resolutions = Counter(
     "herald.sweep.resolutions",
-    description="Posts stuck in publishing that the sweep handled, by provider and result.",
+    "Posts stuck in publishing that the sweep handled, by provider and result.",
+    ("provider", "result"),
 )
+publish_delay = Histogram(
+    "herald.publish.delay",
+    "Delay from a post's scheduled_at to its publication, by provider.",
+    ("provider",),
+    _DELAY_BUCKETS,
+)
+
+
+def zero_task_series(pairs: Iterable[tuple[str, str]]) -> None:
+    """Create every task event series of these (task, queue) pairs at 0, as Prometheus advises:
+    a series that exists before its first event makes that event visible to ``rate()``."""
+    for task, queue in pairs:
+        for counter in task_events.values():
+            counter.prime({"task": task, "queue": queue})
+
+
+def observe_published(provider: str, scheduled_at: datetime, published_at: datetime) -> None:
+    """Record how late a post went out (never below zero: a post can go out early by clocks)."""
+    delay = (published_at - scheduled_at).total_seconds()
+    publish_delay.record(max(0.0, delay), {"provider": provider})
+
+
+def queue_of(delivery_info: Mapping[str, Any] | None) -> str:
+    """The queue a message came from (Herald's queues route by their own name)."""
+    if not delivery_info:
+        return ""
+    return str(delivery_info.get("routing_key") or delivery_info.get("exchange") or "")
+
+
+def queue_wait_s(sent_at: object, eta: object = None, now: float | None = None) -> float | None:
+    """Seconds a message waited before its task started: from the later of its publication
+    (the :data:`SENT_AT_HEADER` stamp) and its ETA. None when the message carries no stamp."""
+    try:
+        start = float(sent_at)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if eta:
+        try:
+            when = eta if isinstance(eta, datetime) else datetime.fromisoformat(str(eta))
+            start = max(start, (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
+        except ValueError:
+            pass
+    return max(0.0, (time.time() if now is None else now) - start)

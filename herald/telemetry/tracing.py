@@ -28,7 +28,7 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -46,6 +46,7 @@ from sqlalchemy.engine import Engine
 
 from herald.settings import Settings
 from herald.telemetry import context
+from herald.telemetry import metrics as instruments
 from herald.telemetry.spans import (
     CorrelationSpanProcessor,
     RedactingSpanExporter,
@@ -137,7 +138,15 @@ def setup_telemetry(
             provider.add_span_processor(processor)
         trace.set_tracer_provider(provider)
         readers = list(metric_readers) or _metric_readers(settings)
-        metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+        # No exemplars: they cost a context lookup on every measurement of the hot path.
+        metrics.set_meter_provider(
+            MeterProvider(
+                resource=resource,
+                metric_readers=readers,
+                exemplar_filter=AlwaysOffExemplarFilter(),
+            )
+        )
+        instruments.record_to_otel(bool(readers))
         _instrument_libraries()
         if engine is not None:
             instrument_engine(engine)

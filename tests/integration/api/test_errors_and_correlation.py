@@ -180,7 +180,7 @@ def test_unknown_paths_and_methods_use_the_error_format(client: TestClient, tena
     [
         ("PUT", "/api/postiz/posts", "GET, OPTIONS, POST"),
         ("PATCH", "/api/postiz/posts/00000000-0000-4000-8000-000000000000", "DELETE, GET, OPTIONS"),
-        ("DELETE", "/api/postiz/health", "GET, OPTIONS"),
+        ("DELETE", "/readyz", "GET, OPTIONS"),
     ],
 )
 def test_a_wrong_method_is_405_naming_every_method_of_the_path(
@@ -235,11 +235,11 @@ def test_an_unexpected_failure_is_a_500_in_the_format_without_details(
     assert "RuntimeError" not in response.text
 
 
-def test_health_checks_the_database_without_authentication(client: TestClient) -> None:
-    response = client.get("/api/postiz/health")
+def test_readiness_checks_the_database_without_authentication(client: TestClient) -> None:
+    response = client.get("/readyz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok"}
+    assert response.json()["database"]["reachable"] is True
     assert response.headers["X-Correlation-ID"]
 
 

@@ -1,0 +1,44 @@
+"""What Herald records about itself for monitoring: heartbeat round trips and periodic job runs.
+
+Both tables hold one row per thing watched (a queue, a job), upserted in place, so reading them
+is a primary-key lookup however long Herald has run. They carry no ``workspace_id``: they
+describe the system, not a tenant.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from herald.models.base import Base, RedactedText
+
+
+class Heartbeat(Base):
+    """The last heartbeat consumed from one queue: beat sent it at ``sent_at``, ``worker``
+    ran it at ``received_at``. Its age says whether anyone still consumes the queue."""
+
+    __tablename__ = "heartbeats"
+
+    queue: Mapped[str] = mapped_column(String(200), primary_key=True)
+    sent_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    worker: Mapped[str] = mapped_column(String(200))
+
+    @property
+    def round_trip_s(self) -> float:
+        """From beat's send to the worker's start (clocks of two hosts: never below zero)."""
+        return max(0.0, (self.received_at - self.sent_at).total_seconds())
+
+
+class JobRun(Base):
+    """The last run of one periodic job (named by its task), whatever its outcome."""
+
+    __tablename__ = "job_runs"
+
+    job: Mapped[str] = mapped_column(String(200), primary_key=True)
+    last_started_at: Mapped[datetime | None]
+    last_succeeded_at: Mapped[datetime | None]
+    last_failed_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(RedactedText)

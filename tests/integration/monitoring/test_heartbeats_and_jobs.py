@@ -1,0 +1,106 @@
+"""Heartbeats (beat → every queue → the consuming worker records the round trip) and the
+runs of periodic jobs, recorded by the task base."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from herald import db
+from herald.beat_schedule import HEARTBEAT_TASK, beat_schedule
+from herald.celery_app import QUEUES, app
+from herald.models import Heartbeat, JobRun, Workspace
+from herald.settings import Settings
+from tests.fixtures.monitoring import eventually
+from tests.integration.monitoring import job_tasks
+
+
+def _heartbeats() -> dict[str, Heartbeat]:
+    with db.session_scope() as session:
+        return {row.queue: row for row in session.scalars(select(Heartbeat))}
+
+
+def _run(job: str) -> JobRun | None:
+    with db.session_scope() as session:
+        return session.get(JobRun, job)
+
+
+def test_beat_sends_a_heartbeat_to_every_queue_routed_to_it() -> None:
+    settings = Settings(heartbeat_interval_s=7, heartbeat_max_age_s=30)
+    entries = [e for e in beat_schedule(settings, QUEUES).values() if e["task"] == HEARTBEAT_TASK]
+    assert sorted(e["options"]["queue"] for e in entries) == sorted(QUEUES)
+    for entry in entries:
+        assert entry["kwargs"] == {"queue": entry["options"]["queue"]}
+        assert entry["schedule"] == 7
+        assert entry["options"]["expires"] == 30
+
+
+def test_every_job_beat_runs_is_declared_periodic_so_its_runs_are_recorded() -> None:
+    app.loader.import_default_modules()
+    jobs = {e["task"] for e in app.conf.beat_schedule.values()} - {HEARTBEAT_TASK}
+    assert jobs
+    assert {name for name in jobs if not app.tasks[name].periodic} == set()
+    assert not app.tasks[HEARTBEAT_TASK].periodic
+
+
+def test_the_worker_consuming_each_queue_records_one_heartbeat_row_per_queue(
+    worker: Any, celery_app: Any
+) -> None:
+    for queue in QUEUES:
+        celery_app.send_task(HEARTBEAT_TASK, kwargs={"queue": queue}, queue=queue)
+    first = eventually(
+        _heartbeats, until=lambda beats: set(beats) == set(QUEUES), what="a row for every queue"
+    )
+    for row in first.values():
+        assert row.sent_at <= row.received_at
+        assert row.round_trip_s < 30
+        assert row.worker  # the node that consumed it (the in-thread worker names only its host)
+        assert row.worker in worker.hostname
+
+    celery_app.send_task(HEARTBEAT_TASK, kwargs={"queue": "publish"}, queue="publish")
+    later = eventually(
+        _heartbeats,
+        until=lambda beats: beats["publish"].received_at > first["publish"].received_at,
+        what="the publish queue's heartbeat to be updated",
+    )
+    assert set(later) == set(QUEUES)  # upserted in place: still one row per queue
+    assert later["default"].received_at == first["default"].received_at
+
+
+def test_a_periodic_job_records_its_last_success_and_its_last_failure(
+    worker: Any, committed: Engine
+) -> None:
+    job_tasks.periodic_job.delay()
+    ok = eventually(lambda: _run("tests.monitoring.job"), what="the job's first run")
+    assert ok.last_succeeded_at is not None
+    assert ok.last_started_at is not None
+    assert ok.last_started_at <= ok.last_succeeded_at
+    assert ok.last_failed_at is None
+
+    job_tasks.periodic_job.delay(fail=True)
+    failed = eventually(
+        lambda: _run("tests.monitoring.job"),
+        until=lambda run: run is not None and run.last_failed_at is not None,
+        what="the job's failure to be recorded",
+    )
+    assert failed is not None
+    assert failed.last_succeeded_at == ok.last_succeeded_at
+    assert failed.last_error is not None
+    assert "JobBroke: the job broke" in failed.last_error
+    assert "sekrit-value-123" not in failed.last_error  # redacted like logs
+    with db.session_scope() as session:  # the job's own writes rolled back; its record did not
+        slugs = list(session.scalars(select(Workspace.slug).where(Workspace.slug.like("job-%"))))
+    assert len(slugs) == 1
+
+
+def test_a_task_not_declared_periodic_records_no_job_run(worker: Any, committed: Engine) -> None:
+    job_tasks.plain_task.delay()
+    eventually(_slugs_written, what="the plain task to run")
+    assert _run("tests.monitoring.not_a_job") is None
+
+
+def _slugs_written() -> list[str]:
+    with db.session_scope() as session:
+        return list(session.scalars(select(Workspace.slug).where(Workspace.slug.like("job-%"))))
