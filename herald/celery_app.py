@@ -2,19 +2,22 @@
 
 Defaults follow DESIGN.md §3: JSON only; late acks with reject-on-worker-lost so a crashed
 worker's message is redelivered; prefetch 1 so a slow task does not hold others hostage; time
-limits on every task; a visibility timeout above the longest task so Redis does not redeliver
-work still running; one queue per workload.
+limits on every task; one queue per workload. What depends on the broker (exchange and routing
+keys, Redis' visibility timeout, RabbitMQ's quorum queues, the guarded consumer and transport)
+is :mod:`herald.broker.topology`'s.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Queue
+from celery.exceptions import CPendingDeprecationWarning
 
 from herald import db
 from herald.beat_schedule import beat_schedule
+from herald.broker import topology
 from herald.settings import Settings, get_settings
 from herald.telemetry import context
 from herald.telemetry.logging import configure_logging
@@ -36,12 +39,8 @@ TASK_MODULES = ("herald.tasks.publishing", "herald.tasks.tokens")
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
-    if settings.broker_key_prefix:
-        transport_options["global_keyprefix"] = settings.broker_key_prefix
     return {
-        "broker_url": settings.broker_url,
-        "broker_transport_options": transport_options,
+        **topology.broker_options(settings),
         "broker_connection_retry_on_startup": True,
         "result_backend": None,
         "task_ignore_result": True,
@@ -54,8 +53,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_time_limit_s,
-        "task_default_queue": "default",
-        "task_queues": [Queue(name) for name in QUEUES],
+        "task_queues": topology.declare_queues(QUEUES, settings),
         "task_routes": ROUTES,
         "task_create_missing_queues": False,
         "worker_hijack_root_logger": False,
@@ -68,9 +66,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_app(settings: Settings | None = None) -> Celery:
+def create_app(settings: Settings | None = None, *, set_as_current: bool = True) -> Celery:
     settings = settings or get_settings()
-    celery = Celery("herald", set_as_current=True)
+    celery = Celery("herald", set_as_current=set_as_current)
     celery.conf.update(celery_config(settings))
     celery.conf.include = list(TASK_MODULES)
     return celery
@@ -106,6 +104,19 @@ def _init_worker(sender: Any = None, **_: Any) -> None:
     setup_telemetry(get_settings(), engine=db.get_engine())
 
 
+@signals.worker_ready.connect
+def _quiet_the_connection_loss_reminder(**_: Any) -> None:
+    # Herald sets worker_cancel_long_running_tasks_on_connection_loss deliberately (see
+    # herald/broker/topology.py). Celery's reminder on every lost connection that its default
+    # changes in 6.0 tells an operator nothing; Celery turns its warnings to "always" while
+    # setting up logging, so the filter goes in once the worker is up.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"\s*In Celery 5\.1 we introduced an optional breaking change",
+        category=CPendingDeprecationWarning,
+    )
+
+
 @signals.worker_process_shutdown.connect
 @signals.worker_shutdown.connect
 def _flush_telemetry(**_: Any) -> None:
@@ -129,7 +140,7 @@ def _bind_task_context(task_id: str | None = None, task: Any = None, **_: Any) -
         key: getattr(request, key, None)
         for key in (context.CORRELATION_HEADER, context.CAUSATION_HEADER, context.WORKSPACE_HEADER)
     }
-    correlation_id, causation_id, workspace_id = context.incoming(headers)
+    correlation_id, causation_id, workspace_id = context.incoming(headers, task_id)
     context.bind(
         correlation_id=correlation_id,
         causation_id=causation_id,

@@ -80,8 +80,12 @@ def db_revision(message: str) -> None:
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(queues: str, concurrency: int | None, pool: str, celery_args: tuple[str, ...]) -> None:
     """Run a Celery worker. Extra arguments go to `celery worker` unchanged."""
+    from herald.broker.topology import memory_broker_warning
     from herald.celery_app import app
 
+    warning = memory_broker_warning(get_settings())
+    if warning:
+        click.secho(f"herald worker: WARNING: {warning}", err=True, fg="yellow", bold=True)
     argv = ["worker", "--queues", queues, "--pool", pool, "--loglevel", get_settings().log_level]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]

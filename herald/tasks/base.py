@@ -30,17 +30,17 @@ from celery import Task
 from celery.canvas import Signature
 from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from herald import db
-from herald.models import DeadLetter
+from herald.broker.dead_letters import Identity, record_dead_letter
 from herald.telemetry import context, metrics
-from herald.telemetry.logging import redact_value
+from herald.telemetry.errors import describe_error
 
 log = structlog.get_logger("herald.tasks")
 
 _session: ContextVar[Session | None] = ContextVar("herald_task_session", default=None)
-_MAX_DEAD_LETTER_CHARS = 16_000
 
 
 class PayloadRejected(Exception):
@@ -71,7 +71,9 @@ class HeraldTask(Task):  # type: ignore[type-arg]
     typing = False  # arguments are validated by ``payload_model`` on arrival, not at send time
     payload_model: ClassVar[type[BaseModel] | None] = None
     retry_policy: ClassVar[RetryPolicy] = RetryPolicy()
-    throws = (PayloadRejected,)  # expected: logged without a traceback
+    # Celery logs a failure of these at INFO without a traceback; ``on_failure`` below is the
+    # one place a Herald task's failure is logged, concisely.
+    throws = (Exception,)
 
     # -- the session and after-commit sends --------------------------------------------------
 
@@ -152,27 +154,21 @@ class HeraldTask(Task):  # type: ignore[type-arg]
         return lambda: self.run(payload)
 
     def _reject(self, reason: str, payload: dict[str, Any]) -> NoReturn:
-        """Record the refused message, then raise so Celery acks it without retrying."""
+        """Record the refused payload, then raise so Celery acks it without retrying."""
         ctx = context.current()
-        safe_payload = redact_value(payload)
-        text = repr(safe_payload)
-        if len(text) > _MAX_DEAD_LETTER_CHARS:
-            safe_payload = {"truncated": text[:_MAX_DEAD_LETTER_CHARS]}
-        log.error("task.rejected", task=self.name, reason=reason)
-        try:
-            with db.session_scope() as session:
-                session.add(
-                    DeadLetter(
-                        task_name=self.name,
-                        task_id=self.request.id,
-                        correlation_id=ctx.correlation_id,
-                        reason=reason,
-                        payload=safe_payload if isinstance(safe_payload, dict) else {},
-                    )
-                )
-        except Exception:
-            # The refusal stands even if the database is away; the log line above keeps it.
-            log.exception("task.dead_letter_failed", task=self.name)
+        workspace_id = ctx.workspace_id or payload.get("workspace_id")
+        record_dead_letter(
+            reason,
+            Identity(
+                task_name=self.name,
+                task_id=self.request.id,
+                correlation_id=ctx.correlation_id,
+                workspace_id=workspace_id if isinstance(workspace_id, str) else None,
+            ),
+            payload=payload,
+            source="task",
+            event="task.rejected",
+        )
         raise PayloadRejected(reason)
 
     # -- lifecycle hooks (counted once, here) ----------------------------------------------------
@@ -188,7 +184,16 @@ class HeraldTask(Task):  # type: ignore[type-arg]
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
     ) -> None:
         self._count("retried")
-        log.warning("task.retrying", task=self.name, retries=self.request.retries, error=str(exc))
+        # One line per retry: during a database outage every running task retries, and the
+        # driver's text (the SQL statement, hints, a traceback) would drown everything else.
+        error_type, error = describe_error(exc)
+        log.warning(
+            "task.retrying",
+            task=self.name,
+            retries=self.request.retries,
+            error_type=error_type,
+            error=error,
+        )
 
     def on_failure(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
@@ -197,4 +202,14 @@ class HeraldTask(Task):  # type: ignore[type-arg]
             self._count("rejected")
             return
         self._count("failed")
-        log.error("task.failed", task=self.name, error=str(exc), error_type=type(exc).__name__)
+        error_type, error = describe_error(exc)
+        # A traceback helps only with what nobody expected: not for exhausted retries of a
+        # declared exception, nor for database errors (whose text carries the statement).
+        expected = isinstance(exc, (*self.retry_policy.retry_on, SQLAlchemyError))
+        log.error(
+            "task.failed",
+            task=self.name,
+            error_type=error_type,
+            error=error,
+            exc_info=None if expected else exc,
+        )
