@@ -12,9 +12,10 @@ Redis and RabbitMQ differ underneath (docs/brokers.md):
 - Redis: kombu's transport guarded by :mod:`herald.broker.redis`; a visibility timeout above the
   longest task (an unacked message is redelivered after it); the run's key prefix.
 - RabbitMQ: quorum queues (replicated, and RabbitMQ counts deliveries) with a delivery limit,
-  so a message that kills its worker again and again is dropped by the broker instead of
-  crash-looping every worker; publisher confirms, so a send returns only once RabbitMQ has the
-  message.
+  so a message that kills its worker process again and again is dropped by the broker instead
+  of crash-looping every worker (``HERALD_BROKER_QUEUE_TYPE=classic`` for producers that
+  declare queues without arguments); publisher confirms, so a send returns only once RabbitMQ
+  has the message.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def broker_kind(broker_url: str) -> str:
 def declare_queues(names: Iterable[str], settings: Settings) -> list[Queue]:
     """One queue per name, bound to :data:`EXCHANGE` with its own name as routing key."""
     arguments: dict[str, Any] | None = None
-    if broker_kind(settings.broker_url) == "amqp":
+    if broker_kind(settings.broker_url) == "amqp" and settings.broker_queue_type == "quorum":
         arguments = {
             "x-queue-type": "quorum",
             "x-delivery-limit": settings.broker_delivery_limit,

@@ -31,6 +31,11 @@ def test_rabbitmq_gets_quorum_queues_with_a_delivery_limit_and_publisher_confirm
         assert queue.queue_arguments == {"x-queue-type": "quorum", "x-delivery-limit": 10}
 
 
+def test_rabbitmq_classic_queues_carry_no_quorum_arguments() -> None:
+    settings = Settings(env="development", broker_url="amqp://h//", broker_queue_type="classic")
+    assert all(q.queue_arguments is None for q in celery_config(settings)["task_queues"])
+
+
 @pytest.mark.parametrize("url", ["redis://h/0", "amqp://h//", "memory://localhost/"])
 def test_every_queue_is_bound_with_its_own_name_and_tasks_are_never_cancelled_on_a_lost_broker(
     url: str,
