@@ -9,7 +9,8 @@ already popped, is gone.
 :class:`Channel` checks each popped item where redis-py parses the BRPOP reply (a response
 callback on the channel's consuming client), before kombu sees it. An item kombu cannot make a
 message of is recorded as a dead letter and dropped from the reply, which kombu then treats as
-an empty poll; a good item passes unchanged. Task-level checks (content type, body shape,
+an empty poll; a good item passes unchanged. Messages on Celery's control channel (pub/sub)
+are checked the same way where kombu parses them. Task-level checks (content type, body shape,
 headers) are the consumer's (:mod:`herald.broker.consumer`), the same for every broker.
 
 The channel also survives a lost connection with a task in flight, which kombu's does not (see
@@ -127,6 +128,26 @@ class Channel(kombu_redis.Channel):
         if not reply:
             return None
         key, item = reply
+        if not self._refused(item, key):
+            return key, item
+        return None  # kombu reads an empty poll; the item was popped: acked
+
+    def _handle_message(self, client: Any, reply: Any) -> Any:
+        # A fanout message (Celery's control channel, "celery.pidbox") arrives by pub/sub and
+        # is parsed just as a queue item is: a bad one is dropped here the same way.
+        payload = super()._handle_message(client, reply)  # type: ignore[misc]
+        kind = payload.get("type") if isinstance(payload, dict) else None
+        if (
+            isinstance(kind, bytes | str)
+            and (kind.decode() if isinstance(kind, bytes) else kind).endswith("message")
+            and isinstance(payload.get("data"), bytes)
+            and self._refused(payload["data"], payload.get("channel") or "")
+        ):
+            payload["data"] = None  # kombu skips a message without data
+        return payload
+
+    def _refused(self, item: bytes, key: bytes | str) -> bool:
+        """Whether ``item`` is refused (and then recorded as a dead letter)."""
         try:
             check_envelope(item)
         except EnvelopeRefused as refused:
@@ -137,8 +158,8 @@ class Channel(kombu_redis.Channel):
                 queue=self._queue_of(key),
                 source="transport",
             )
-            return None  # kombu reads an empty poll; the item was popped: acked
-        return key, item
+            return True
+        return False
 
     def _queue_of(self, key: bytes | str) -> str:
         name = key.decode("utf-8", "replace") if isinstance(key, bytes) else key

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 
 from herald import db
 from herald.celery_app import app
@@ -125,3 +126,33 @@ def test_poison_on_every_queue_is_recorded_acked_and_the_worker_keeps_consuming(
         client = redis.Redis.from_url(broker.url)
         assert client.hlen(broker.prefix + "unacked") == 0
         client.close()
+
+
+@pytest.mark.slow
+def test_poison_published_on_the_control_channel_is_recorded_and_the_worker_keeps_running(
+    redis_broker: Broker,
+    pub_settings: Settings,
+    start_worker_process: StartWorker,
+    committed: Engine,
+) -> None:
+    """On Redis, Celery's control messages (ping, revoke…) arrive by pub/sub, parsed like a
+    queue item: garbage PUBLISHed there must not stop the worker either."""
+    worker = start_worker_process(pub_settings, name="controlled", broker=redis_broker)
+    channel = f"{redis_broker.prefix}/0.celery.pidbox"
+    client = redis.Redis.from_url(redis_broker.url)
+    try:
+        assert client.publish(channel, b'["control-array", 1]') == 1  # the worker listens
+        assert client.publish(channel, b"\x00control-garbage") == 1
+    finally:
+        client.close()
+    eventually(
+        lambda: not worker.alive() or len(dead_letters()) == 2, 20, "the control poison refused"
+    )
+    assert worker.alive(), worker.log.read_text()[-3000:]
+    letters = {letter.raw: letter for letter in dead_letters()}
+    array = letters['["control-array", 1]']
+    assert "not a kombu envelope" in array.reason
+    assert array.queue == "/0.celery.pidbox"
+    assert "not JSON" in letters["\\x00control-garbage"].reason
+    # And it still answers control messages.
+    assert any("controlled" in next(iter(reply)) for reply in redis_broker.app.control.ping())
