@@ -20,6 +20,7 @@ Redis and RabbitMQ differ underneath (docs/brokers.md):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlparse
@@ -60,6 +61,21 @@ def declare_queues(names: Iterable[str], settings: Settings) -> list[Queue]:
         Queue(name, EXCHANGE, routing_key=name, durable=True, queue_arguments=arguments)
         for name in names
     ]
+
+
+def deliverable_countdown(countdown: float, queues: Iterable[Queue]) -> float:
+    """``countdown`` as the broker can honour it.
+
+    On quorum queues Celery delays a message through RabbitMQ's native delayed delivery, which
+    counts whole seconds: a countdown under one second makes Celery 5.7 raise while sending the
+    retry, and the task is rejected without requeue (lost). There a countdown is rounded up to
+    whole seconds; elsewhere it is unchanged.
+    """
+    if countdown > 0 and any(
+        (queue.queue_arguments or {}).get("x-queue-type") == "quorum" for queue in queues
+    ):
+        return float(max(1, math.ceil(countdown)))
+    return countdown
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:

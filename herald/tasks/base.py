@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from herald import db
 from herald.broker.dead_letters import Identity, record_dead_letter
+from herald.broker.topology import deliverable_countdown
 from herald.telemetry import context, metrics
 from herald.telemetry.errors import describe_error
 
@@ -130,7 +131,10 @@ class HeraldTask(Task):  # type: ignore[type-arg]
                 try:
                     return call()
                 except self.retry_policy.retry_on as exc:
-                    countdown = self.retry_policy.countdown(self.request.retries or 0)
+                    countdown = deliverable_countdown(
+                        self.retry_policy.countdown(self.request.retries or 0),
+                        self.app.amqp.queues.values(),
+                    )
                     raise self.retry(
                         exc=exc, countdown=countdown, max_retries=self.retry_policy.max_retries
                     ) from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from herald.broker.topology import broker_kind, memory_broker_warning
+from herald.broker.topology import broker_kind, deliverable_countdown, memory_broker_warning
 from herald.celery_app import QUEUES, celery_config
 from herald.settings import Settings
 
@@ -68,3 +68,13 @@ def test_only_the_in_process_broker_is_warned_about() -> None:
     assert "never receive" in warning
     for url in ("redis://h/0", "amqp://h//"):
         assert memory_broker_warning(Settings(env="development", broker_url=url)) is None
+
+
+@pytest.mark.parametrize(("countdown", "on_quorum"), [(0.3, 1.0), (1.2, 2.0), (5.0, 5.0), (0, 0)])
+def test_countdowns_on_quorum_queues_are_whole_seconds_and_elsewhere_unchanged(
+    countdown: float, on_quorum: float
+) -> None:
+    quorum = config_for("amqp://h//")["task_queues"]
+    assert deliverable_countdown(countdown, quorum) == on_quorum  # type: ignore[arg-type]
+    redis_queues = config_for("redis://h/0")["task_queues"]
+    assert deliverable_countdown(countdown, redis_queues) == countdown  # type: ignore[arg-type]
