@@ -4,7 +4,8 @@
 
 - **the payload**: keyword arguments validated against the task's pydantic ``payload_model``
   on arrival. A malformed payload or an unknown field is rejected: logged with the reason,
-  kept in ``dead_letters``, never retried, and the worker goes on to the next message;
+  kept in ``dead_letters`` (by :func:`herald.broker.dead_letters.record_dead_letter`, as the
+  consumer keeps a message no task could be made of), never retried, and the worker goes on;
 - **the database session**: opened on first use of ``self.session``, committed when the body
   returns, rolled back when it raises. Tasks enqueued with :meth:`HeraldTask.enqueue` are sent
   only after the transaction that decided them commits, and never if it rolls back;
@@ -13,6 +14,8 @@
 - **counters and timing**: started / succeeded / retried / failed / rejected per task name;
 - **the retry policy**, declared per task as exception classes (:class:`RetryPolicy`): those
   exceptions retry with exponential backoff and jitter, up to a bound; anything else fails.
+  Each retry and each failure is one log line with the error's class and a short message (a
+  database error's SQL statement left out); a traceback only for the unexpected.
 """
 
 from __future__ import annotations
