@@ -52,18 +52,17 @@ class GuardedConsumer(Consumer):
         broker_errors = (*self.connection_errors, *self.channel_errors)
 
         def on_task_received(message: Message) -> None:
-            refusal = inspect_message(message, registered)
-            if refusal is None:
-                try:
+            try:
+                refusal = inspect_message(message, registered)
+                if refusal is None:
                     handle(message)
-                except broker_errors:
-                    raise
-                except Exception as exc:  # no message may stop the worker
-                    error_type, error = describe_error(exc)
-                    reason = f"the worker could not accept the message: {error_type}: {error}"
-                    refusal = Refusal(reason, identify(message), refused_payload(message))
-                else:
                     return
+            except broker_errors:
+                raise
+            except Exception as exc:  # no message may stop the worker
+                error_type, error = describe_error(exc)
+                reason = f"the worker could not accept the message: {error_type}: {error}"
+                refusal = Refusal(reason, identify(message), refused_payload(message))
             self.refuse(message, refusal)
 
         return on_task_received

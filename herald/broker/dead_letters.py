@@ -60,7 +60,11 @@ def record_dead_letter(
     ``source`` says who refused it (``consumer``, ``transport``, ``task``); ``payload`` is the
     decoded arguments when there were any, ``raw`` the bytes as they arrived.
     """
-    stored_payload = storable_payload(payload)
+    try:
+        stored_payload = storable_payload(payload)
+    except Exception as exc:  # a refusal is recorded whatever the payload holds
+        error_type, error = describe_error(exc)
+        stored_payload = {"unstorable": f"{error_type}: {error}"}
     stored_raw = storable_raw(raw) if raw is not None else None
     task_name = _bounded(identity.task_name, _NAME_CHARS)
     task_id = _bounded(identity.task_id, _TASK_ID_CHARS)
