@@ -2,21 +2,25 @@
 
 Defaults follow DESIGN.md §3: JSON only; late acks with reject-on-worker-lost so a crashed
 worker's message is redelivered; prefetch 1 so a slow task does not hold others hostage; time
-limits on every task; a visibility timeout above the longest task so Redis does not redeliver
-work still running; one queue per workload.
+limits on every task; one queue per workload. What depends on the broker (exchange and routing
+keys, Redis' visibility timeout, RabbitMQ's quorum queues, the guarded consumer and transport)
+is :mod:`herald.broker.topology`'s.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Connection, Queue
+from celery.exceptions import CPendingDeprecationWarning
+from kombu import Connection
 
 from herald import db
 from herald.beat_schedule import HEARTBEAT_TASK, beat_schedule
+from herald.broker import topology
 from herald.settings import Settings, get_settings
 from herald.telemetry import context, metrics, prometheus
 from herald.telemetry.logging import configure_logging
@@ -42,12 +46,8 @@ TASK_MODULES = ("herald.tasks.publishing", "herald.tasks.tokens", "herald.tasks.
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
-    if settings.broker_key_prefix:
-        transport_options["global_keyprefix"] = settings.broker_key_prefix
     return {
-        "broker_url": settings.broker_url,
-        "broker_transport_options": transport_options,
+        **topology.broker_options(settings),
         "broker_connection_retry_on_startup": True,
         "result_backend": None,
         "task_ignore_result": True,
@@ -60,8 +60,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_time_limit_s,
-        "task_default_queue": "default",
-        "task_queues": [Queue(name) for name in QUEUES],
+        "task_queues": topology.declare_queues(QUEUES, settings),
         "task_routes": ROUTES,
         "task_create_missing_queues": False,
         "worker_hijack_root_logger": False,
@@ -84,9 +83,9 @@ def broker_connection(settings: Settings, *, timeout_s: int = 3) -> Connection:
     return Connection(settings.broker_url, connect_timeout=timeout_s, transport_options=options)
 
 
-def create_app(settings: Settings | None = None) -> Celery:
+def create_app(settings: Settings | None = None, *, set_as_current: bool = True) -> Celery:
     settings = settings or get_settings()
-    celery = Celery("herald", set_as_current=True)
+    celery = Celery("herald", set_as_current=set_as_current)
     celery.conf.update(celery_config(settings))
     celery.conf.include = list(TASK_MODULES)
     return celery
@@ -143,6 +142,19 @@ def _check_provider_clients(**_: Any) -> None:
     check_at_start(get_settings())
 
 
+@signals.worker_ready.connect
+def _quiet_the_connection_loss_reminder(**_: Any) -> None:
+    # Herald sets worker_cancel_long_running_tasks_on_connection_loss deliberately (see
+    # herald/broker/topology.py). Celery's reminder on every lost connection that its default
+    # changes in 6.0 tells an operator nothing; Celery turns its warnings to "always" while
+    # setting up logging, so the filter goes in once the worker is up.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"\s*In Celery 5\.1 we introduced an optional breaking change",
+        category=CPendingDeprecationWarning,
+    )
+
+
 @signals.worker_process_shutdown.connect
 @signals.worker_shutdown.connect
 def _flush_telemetry(**_: Any) -> None:
@@ -184,16 +196,6 @@ def _count_received(request: Any = None, **_: Any) -> None:
     metrics.task_events["received"].add(1, labels)
 
 
-@signals.task_unknown.connect
-@signals.task_rejected.connect
-def _count_refused_message(message: Any = None, name: str | None = None, **_: Any) -> None:
-    # Messages the worker cannot even hand to a task (unknown name, undecodable): acked, counted.
-    headers = getattr(message, "headers", None) or {}
-    delivery_info = getattr(message, "delivery_info", None)
-    task = name or headers.get("task", "")
-    metrics.task_events["rejected"].add(1, {"task": task, "queue": metrics.queue_of(delivery_info)})
-
-
 @signals.task_prerun.connect
 def _bind_task_context(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     request = task.request if task is not None else None
@@ -201,7 +203,7 @@ def _bind_task_context(task_id: str | None = None, task: Any = None, **_: Any) -
         key: getattr(request, key, None)
         for key in (context.CORRELATION_HEADER, context.CAUSATION_HEADER, context.WORKSPACE_HEADER)
     }
-    correlation_id, causation_id, workspace_id = context.incoming(headers)
+    correlation_id, causation_id, workspace_id = context.incoming(headers, task_id)
     context.bind(
         correlation_id=correlation_id,
         causation_id=causation_id,

@@ -86,7 +86,12 @@ def worker(queues: str, concurrency: int | None, pool: str, celery_args: tuple[s
     counts and histograms of the node's every process (multiprocess mode, in a fresh directory
     of its own under HERALD_METRICS_DIR).
     """
+    from herald.broker.topology import memory_broker_warning
+
     settings = get_settings()
+    warning = memory_broker_warning(settings)
+    if warning:
+        click.secho(f"herald worker: WARNING: {warning}", err=True, fg="yellow", bold=True)
     if settings.metrics_port:
         from herald.telemetry.prometheus import use_multiprocess_dir
 

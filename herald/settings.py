@@ -103,7 +103,18 @@ class Settings(BaseSettings):
     broker_key_prefix: str = Field(
         default="", description="Prefix for every broker key in Redis (isolates deployments)."
     )
-    visibility_timeout_s: int = Field(default=3600, ge=60)
+    visibility_timeout_s: int = Field(
+        default=3600, ge=60, description="Redis only: an unacked message is redelivered after this."
+    )
+    broker_queue_type: Literal["quorum", "classic"] = Field(
+        default="quorum",
+        description="RabbitMQ only: quorum queues (replicated, delivery limit) or classic ones.",
+    )
+    broker_delivery_limit: int = Field(
+        default=10,
+        ge=2,
+        description="RabbitMQ quorum queues: deliveries of one message before it is dropped.",
+    )
     task_soft_time_limit_s: int = Field(default=120, ge=1)
     task_time_limit_s: int = Field(default=150, ge=1)
 

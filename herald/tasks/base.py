@@ -4,7 +4,8 @@
 
 - **the payload**: keyword arguments validated against the task's pydantic ``payload_model``
   on arrival. A malformed payload or an unknown field is rejected: logged with the reason,
-  kept in ``dead_letters``, never retried, and the worker goes on to the next message;
+  kept in ``dead_letters`` (by :func:`herald.broker.dead_letters.record_dead_letter`, as the
+  consumer keeps a message no task could be made of), never retried, and the worker goes on;
 - **the database session**: opened on first use of ``self.session``, committed when the body
   returns, rolled back when it raises. Tasks enqueued with :meth:`HeraldTask.enqueue` are sent
   only after the transaction that decided them commits, and never if it rolls back;
@@ -17,6 +18,8 @@
   outcome in ``job_runs``, in a transaction of its own; other tasks pay nothing for it;
 - **the retry policy**, declared per task as exception classes (:class:`RetryPolicy`): those
   exceptions retry with exponential backoff and jitter, up to a bound; anything else fails.
+  Each retry and each failure is one log line with the error's class and a short message (a
+  database error's SQL statement left out); a traceback only for the unexpected.
 """
 
 from __future__ import annotations
@@ -34,17 +37,19 @@ from celery import Task
 from celery.canvas import Signature
 from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from herald import db
-from herald.models import DeadLetter, utcnow
+from herald.broker.dead_letters import Identity, record_dead_letter
+from herald.broker.topology import deliverable_countdown
+from herald.models import utcnow
 from herald.telemetry import context, metrics, records
-from herald.telemetry.logging import redact_value
+from herald.telemetry.errors import describe_error
 
 log = structlog.get_logger("herald.tasks")
 
 _session: ContextVar[Session | None] = ContextVar("herald_task_session", default=None)
-_MAX_DEAD_LETTER_CHARS = 16_000
 
 
 class PayloadRejected(Exception):
@@ -76,7 +81,9 @@ class HeraldTask(Task):  # type: ignore[type-arg]
     payload_model: ClassVar[type[BaseModel] | None] = None
     retry_policy: ClassVar[RetryPolicy] = RetryPolicy()
     periodic: ClassVar[bool] = False  # a beat job: its runs are recorded in ``job_runs``
-    throws = (PayloadRejected,)  # expected: logged without a traceback
+    # Celery logs a failure of these at INFO without a traceback; ``on_failure`` below is the
+    # one place a Herald task's failure is logged, concisely.
+    throws = (Exception,)
 
     # -- the session and after-commit sends --------------------------------------------------
 
@@ -123,23 +130,23 @@ class HeraldTask(Task):  # type: ignore[type-arg]
         )
         if wait is not None:
             metrics.task_queue_wait.record(wait, labels)
+        # Correlation and workspace reach the span through the span processor
+        # (telemetry/spans.py); the task's own name and its cause are stamped here.
         span = trace.get_current_span()
-        ctx = context.current()
         span.set_attribute("herald.task", self.name)
-        for key, value in (
-            ("herald.correlation_id", ctx.correlation_id),
-            ("herald.causation_id", ctx.causation_id),
-            ("herald.workspace_id", ctx.workspace_id),
-        ):
-            if value:
-                span.set_attribute(key, value)
+        causation_id = context.current().causation_id
+        if causation_id:
+            span.set_attribute("herald.causation_id", causation_id)
         try:
             call = self._validated_call(args, kwargs)
             with self._job_run(), self._session_scope():
                 try:
                     return call()
                 except self.retry_policy.retry_on as exc:
-                    countdown = self.retry_policy.countdown(self.request.retries or 0)
+                    countdown = deliverable_countdown(
+                        self.retry_policy.countdown(self.request.retries or 0),
+                        self.app.amqp.queues.values(),
+                    )
                     raise self.retry(
                         exc=exc, countdown=countdown, max_retries=self.retry_policy.max_retries
                     ) from exc
@@ -163,27 +170,21 @@ class HeraldTask(Task):  # type: ignore[type-arg]
         return lambda: self.run(payload)
 
     def _reject(self, reason: str, payload: dict[str, Any]) -> NoReturn:
-        """Record the refused message, then raise so Celery acks it without retrying."""
+        """Record the refused payload, then raise so Celery acks it without retrying."""
         ctx = context.current()
-        safe_payload = redact_value(payload)
-        text = repr(safe_payload)
-        if len(text) > _MAX_DEAD_LETTER_CHARS:
-            safe_payload = {"truncated": text[:_MAX_DEAD_LETTER_CHARS]}
-        log.error("task.rejected", task=self.name, reason=reason)
-        try:
-            with db.session_scope() as session:
-                session.add(
-                    DeadLetter(
-                        task_name=self.name,
-                        task_id=self.request.id,
-                        correlation_id=ctx.correlation_id,
-                        reason=reason,
-                        payload=safe_payload if isinstance(safe_payload, dict) else {},
-                    )
-                )
-        except Exception:
-            # The refusal stands even if the database is away; the log line above keeps it.
-            log.exception("task.dead_letter_failed", task=self.name)
+        workspace_id = ctx.workspace_id or payload.get("workspace_id")
+        record_dead_letter(
+            reason,
+            Identity(
+                task_name=self.name,
+                task_id=self.request.id,
+                correlation_id=ctx.correlation_id,
+                workspace_id=workspace_id if isinstance(workspace_id, str) else None,
+            ),
+            payload=payload,
+            source="task",
+            event="task.rejected",
+        )
         raise PayloadRejected(reason)
 
     # -- lifecycle hooks (counted once, here) ----------------------------------------------------
@@ -216,7 +217,16 @@ class HeraldTask(Task):  # type: ignore[type-arg]
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
     ) -> None:
         self._count("retried")
-        log.warning("task.retrying", task=self.name, retries=self.request.retries, error=str(exc))
+        # One line per retry: during a database outage every running task retries, and the
+        # driver's text (the SQL statement, hints, a traceback) would drown everything else.
+        error_type, error = describe_error(exc)
+        log.warning(
+            "task.retrying",
+            task=self.name,
+            retries=self.request.retries,
+            error_type=error_type,
+            error=error,
+        )
 
     def on_failure(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
@@ -225,4 +235,14 @@ class HeraldTask(Task):  # type: ignore[type-arg]
             self._count("rejected")
             return
         self._count("failed")
-        log.error("task.failed", task=self.name, error=str(exc), error_type=type(exc).__name__)
+        error_type, error = describe_error(exc)
+        # A traceback helps only with what nobody expected: not for exhausted retries of a
+        # declared exception, nor for database errors (whose text carries the statement).
+        expected = isinstance(exc, (*self.retry_policy.retry_on, SQLAlchemyError))
+        log.error(
+            "task.failed",
+            task=self.name,
+            error_type=error_type,
+            error=error,
+            exc_info=None if expected else exc,
+        )

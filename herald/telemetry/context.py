@@ -1,7 +1,8 @@
 """Correlation context: which request or flow the running code belongs to.
 
 A correlation id enters at an edge (the ``X-Correlation-ID`` HTTP header, the Celery header
-``x_correlation_id`` set by another service, or a fresh UUID) and lives in contextvars while
+``x_correlation_id`` set by another service, a message's own task id when it has no such header,
+or a fresh UUID) and lives in contextvars while
 the work runs. The causation id names the task whose run caused the current one; the workspace
 id names the tenant. Celery signal handlers (``herald.celery_app``) copy these into every
 message a task publishes and restore them when the message is consumed.
@@ -156,7 +157,14 @@ def outgoing_headers(publishing_task_id: str | None) -> dict[str, str]:
     return headers
 
 
-def incoming(headers: Mapping[str, object]) -> tuple[str, str | None, str | None]:
-    """(correlation id, causation id, workspace id) from a consumed message's headers."""
-    cid = clean_id(headers.get(CORRELATION_HEADER)) or new_correlation_id()
+def incoming(
+    headers: Mapping[str, object], task_id: str | None = None
+) -> tuple[str, str | None, str | None]:
+    """(correlation id, causation id, workspace id) from a consumed message's headers.
+
+    A message sent without a correlation id (celery-node, redis-cli, another language) is
+    correlated by its own task id, which its sender knows, so the caller can find the flow;
+    a fresh UUID only when there is no usable task id either.
+    """
+    cid = clean_id(headers.get(CORRELATION_HEADER)) or clean_id(task_id) or new_correlation_id()
     return cid, clean_id(headers.get(CAUSATION_HEADER)), clean_id(headers.get(WORKSPACE_HEADER))

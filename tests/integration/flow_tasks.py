@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import structlog
@@ -75,3 +76,37 @@ strict_runs: list[StrictPayload] = []
 @app.task(bind=True, base=HeraldTask, name="tests.strict", payload_model=StrictPayload)
 def strict_task(self: HeraldTask, payload: StrictPayload) -> None:
     strict_runs.append(payload)
+
+
+# -- the task base: after-commit sends and the retry policy ------------------------------------
+
+markers: list[str] = []
+
+
+@app.task(bind=True, base=HeraldTask, name="tests.marker")
+def marker_task(self: HeraldTask, marker: str) -> None:
+    markers.append(marker)
+
+
+@app.task(bind=True, base=HeraldTask, name="tests.enqueue_then")
+def enqueue_then(self: HeraldTask, marker: str, fail: bool) -> None:
+    """Enqueue ``tests.marker`` after commit, then fail (the transaction rolls back) or not."""
+    self.enqueue(app.signature("tests.marker", kwargs={"marker": marker}))
+    if fail:
+        raise RuntimeError("the body failed: its transaction rolls back")
+
+
+class AlwaysFlaky(Exception):
+    """Raised by every run of ``tests.always_flaky``."""
+
+
+FLAKY_POLICY = RetryPolicy(
+    retry_on=(AlwaysFlaky,), max_retries=2, backoff_s=0.4, backoff_max_s=0.6, jitter=True
+)
+flaky_runs: list[dict[str, Any]] = []
+
+
+@app.task(bind=True, base=HeraldTask, name="tests.always_flaky", retry_policy=FLAKY_POLICY)
+def always_flaky(self: HeraldTask) -> None:
+    flaky_runs.append({"retries": self.request.retries, "at": time.time(), "eta": self.request.eta})
+    raise AlwaysFlaky(f"run {self.request.retries} fails")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -12,7 +13,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from herald.models import DeadLetter
+from herald.settings import get_settings
 from tests.integration import flow_tasks
+from tests.integration.broker.poison import JSON, envelope
 
 
 def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
@@ -73,6 +76,19 @@ def test_three_hop_flow_shares_one_correlation_causation_chain_and_trace(
     assert {line["trace_id"] for line in flow_lines} == {
         format(flow_spans[0].context.trace_id, "032x")
     }
+
+
+def test_a_raw_message_without_correlation_is_correlated_by_its_task_id(
+    worker: Any, redis_client: Any
+) -> None:
+    """As celery-node or redis-cli send it: a protocol 2 message with no x_correlation_id."""
+    task_id = "raw-" + uuid.uuid4().hex
+    headers = {"lang": "js", "task": "tests.flow.a", "id": task_id, "root_id": task_id}
+    item = envelope(b'[[], {}, {"callbacks": null, "errbacks": null}]', JSON, headers, "default")
+    redis_client.lpush(get_settings().broker_key_prefix + "default", item)
+
+    wait_for(lambda: any(s["hop"] == "c" for s in flow_tasks.seen), what="hop c to run")
+    assert {s["correlation_id"] for s in flow_tasks.seen} == {task_id}
 
 
 def test_message_without_correlation_gets_a_fresh_one(worker: Any) -> None:

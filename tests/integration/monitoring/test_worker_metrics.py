@@ -140,7 +140,7 @@ def test_worker_node_adds_up_its_pool_processes_and_forgets_dead_ones(
         what="two rejected messages",
     )
     assert total(samples, "herald_tasks_rejected_total", task=HEARTBEAT) == 1
-    assert total(samples, "herald_tasks_rejected_total", task="herald.no.such.task") == 1
+    assert total(samples, "herald_tasks_rejected_total", task="unregistered") == 1
 
     with db.session_scope() as session:
         beats = {b.queue: b for b in session.scalars(select(Heartbeat))}

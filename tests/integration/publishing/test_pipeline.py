@@ -1,6 +1,7 @@
-"""The whole pipeline on real worker processes, real Redis and Postgres, and the sandbox.
+"""The whole pipeline on real worker processes, real Postgres, the sandbox, and each broker.
 
 Every test counts deliveries at the sandbox: "published exactly once" means one post there.
+Tests taking ``broker`` run on Redis and on RabbitMQ (tests/fixtures/brokers.py).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
 from herald.tasks.publishing import publish_signature
+from tests.fixtures.brokers import Broker
 from tests.fixtures.processes import StartWorker
 from tests.fixtures.publishing import ConnectFn
+from tests.fixtures.servers import RedisServer
 
 
 def statuses() -> Counter[str]:
@@ -42,12 +45,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
     raise AssertionError(f"timed out waiting for {what}; statuses: {dict(statuses())}")
 
 
-def dispatch_once(settings: Settings) -> int:
+def dispatch_once(settings: Settings, broker: Broker) -> int:
     """One dispatcher tick: claim, commit, then enqueue (the task body, without Celery)."""
     with db.session_scope() as s:
         claimed = claim_due_posts(s, settings)
     for post in claimed:
-        publish_signature(post).apply_async()
+        broker.send(publish_signature(post))
     return len(claimed)
 
 
@@ -82,22 +85,23 @@ def test_thousand_due_posts_with_two_dispatchers_and_two_workers_publish_exactly
     sandbox: SandboxClient,
     pub_settings: Settings,
     start_worker_process: StartWorker,
+    broker: Broker,
 ) -> None:
     networks = ["mastodon", "x", "bluesky", "telegram"]
     for network in networks:
         sandbox.set_rate_limit(network, limit=100_000, window_s=60)
     integrations = [connect(network) for network in networks]
     many_posts(integrations, 1000)
-    start_worker_process(pub_settings, name="w1")
-    start_worker_process(pub_settings, name="w2")
+    start_worker_process(pub_settings, name="w1", broker=broker)
+    start_worker_process(pub_settings, name="w2", broker=broker)
 
     claimed: list[int] = []
 
     def dispatcher() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and statuses()["scheduled"]:
-            claimed.append(dispatch_once(pub_settings))
-            time.sleep(0.05)
+            claimed.append(dispatch_once(pub_settings, broker))
+            time.sleep(0.05)  # the dispatcher's tick
 
     racers = [threading.Thread(target=dispatcher) for _ in range(2)]
     for racer in racers:
@@ -123,14 +127,15 @@ def _kill_mid_call(
     sandbox: SandboxClient,
     settings: Settings,
     start_worker_process: StartWorker,
+    broker: Broker,
 ) -> Post:
     """Publish one post and SIGKILL its worker after the network applied it, before the
     outcome was recorded."""
     post = new_post(connect(network), content=f"in flight on {network} when the worker died")
     # The network applies the post, then takes 20 s to answer: the worker is caught mid-call.
     sandbox.inject(network, "timeout", applied=True, ms=20_000, method="POST", times=1)
-    worker = start_worker_process(settings, name=f"doomed-{network}")
-    dispatch_once(settings)
+    worker = start_worker_process(settings, name=f"doomed-{network}", broker=broker)
+    dispatch_once(settings, broker)
     wait_until(lambda: len(sandbox.posts(network)) == 1, 30, "the network to receive the post")
     worker.kill()
     with db.session_scope() as s:
@@ -159,9 +164,12 @@ def test_worker_killed_after_the_network_received_the_post_never_publishes_twice
     pub_settings: Settings,
     keys: KeyRing,
     start_worker_process: StartWorker,
+    broker: Broker,
 ) -> None:
     settings = pub_settings.model_copy(update={"provider_timeout_s": 30.0})
-    post = _kill_mid_call(network, connect, new_post, sandbox, settings, start_worker_process)
+    post = _kill_mid_call(
+        network, connect, new_post, sandbox, settings, start_worker_process, broker
+    )
 
     sweep_settings = pub_settings.model_copy(
         update={"publishing_timeout_s": 2.5, "provider_timeout_s": 1.0}
@@ -190,20 +198,24 @@ def test_redis_restart_while_posts_are_queued_loses_nothing(
     sandbox: SandboxClient,
     pub_settings: Settings,
     start_worker_process: StartWorker,
-    restart_redis: Callable[[], None],
+    private_redis: RedisServer,
+    private_redis_broker: Broker,
 ) -> None:
+    """On a Redis of this test's own: the shared one is never restarted."""
+    broker = private_redis_broker
     many_posts([connect("mastodon"), connect("bluesky")], 40)
-    assert dispatch_once(pub_settings) == 40  # 40 publish messages now wait in Redis
-    restart_redis()  # Redis keeps nothing on disk here: every queued message is gone
-    start_worker_process(pub_settings, name="after-restart")
-    time.sleep(1.0)
+    assert dispatch_once(pub_settings, broker) == 40  # 40 publish messages now wait in Redis
+    assert broker.queue_sizes()["publish"] == 40
+    private_redis.restart()  # this Redis keeps nothing on disk: every queued message is gone
+    assert broker.queue_sizes()["publish"] == 0
+    start_worker_process(pub_settings, name="after-restart", broker=broker)
     assert statuses()["queued"] == 40  # nobody will publish them by message any more
 
-    sweep_settings = pub_settings.model_copy(update={"queued_timeout_s": 0.5})
+    sweep_settings = pub_settings.model_copy(update={"queued_timeout_s": 0.01})
     with db.session_scope() as s:
         requeued = requeue_lost(s, sweep_settings)
     for post in requeued:
-        publish_signature(post).apply_async()
+        broker.send(publish_signature(post))
     assert len(requeued) == 40
     wait_until(lambda: statuses()["published"] == 40, 60, "40 posts published")
     assert len(sandbox.posts()) == 40

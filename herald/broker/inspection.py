@@ -1,0 +1,255 @@
+"""Reading a consumed message before Celery does, and naming what is wrong with it.
+
+Celery's strategy trusts the shape of a message: a body that is not ``[args, kwargs, embed]``
+or a ``timelimit`` header that is not a pair raises outside every handler and stops the worker
+("Unrecoverable error"); the message goes back to the queue and stops the next worker too.
+:func:`inspect_message` checks, cheaply, everything the strategy and the request rely on (the
+content type, the body's shape, the header types) and returns a :class:`Refusal` naming the
+first problem, or ``None`` for a message Celery can run. It decodes the body through kombu's
+memoised ``message.decode()``, so Celery reuses the result instead of decoding again.
+
+Both task message protocols are read: protocol 2 (task and id in the headers, body
+``[args, kwargs, embed]``) and protocol 1 (everything in a body object), as older clients and
+other languages send it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Container, Mapping
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+from celery.utils.time import maybe_iso8601
+from kombu.exceptions import ContentDisallowed
+from kombu.message import Message
+
+from herald.broker.dead_letters import Identity
+from herald.telemetry import context
+from herald.telemetry.errors import describe_error
+
+JSON = "application/json"
+# Task ids are stored in 64-character columns and written into log lines.
+_TASK_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_MAX_TASK_NAME = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a message cannot run, and what it was (as far as it could be read)."""
+
+    reason: str
+    identity: Identity
+    payload: dict[str, Any]
+
+
+def _optional(*types: type) -> Callable[[object], bool]:
+    return lambda value: value is None or (isinstance(value, types) and not _is_bool(value, types))
+
+
+def _is_bool(value: object, types: tuple[type, ...]) -> bool:
+    # bool is an int to Python; a header that must count must not be ``true``.
+    return isinstance(value, bool) and bool not in types
+
+
+def _time_limit(value: object) -> bool:
+    return _optional(int, float)(value) and (value is None or value >= 0)  # type: ignore[operator]
+
+
+def _time_limits(value: object) -> bool:
+    return value is None or (
+        isinstance(value, list | tuple) and len(value) == 2 and all(map(_time_limit, value))
+    )
+
+
+def _instant(value: object) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        parsed = maybe_iso8601(value)
+        if parsed is not None:
+            aware = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            aware.astimezone(UTC).timestamp()
+    except (ValueError, OverflowError, TypeError):
+        return False
+    return True
+
+
+def _list_of(kind: type) -> Callable[[object], bool]:
+    return lambda value: (
+        value is None
+        or (isinstance(value, list | tuple) and all(isinstance(item, kind) for item in value))
+    )
+
+
+# What Celery's strategy, request and tracer read from the task headers, and the types they
+# assume. Headers not named here (Herald's x_* headers among them) are read defensively.
+_HEADER_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "shadow": (_optional(str), "a string"),
+    "root_id": (_optional(str), "a string"),
+    "parent_id": (_optional(str), "a string"),
+    "group": (_optional(str), "a string"),
+    "group_index": (_optional(int), "an integer"),
+    "lang": (_optional(str), "a string"),
+    "meth": (_optional(str), "a string"),
+    "origin": (_optional(str), "a string"),
+    "argsrepr": (_optional(str), "a string"),
+    "kwargsrepr": (_optional(str), "a string"),
+    "retries": (_optional(int), "an integer"),
+    "replaced_task_nesting": (_optional(int), "an integer"),
+    "ignore_result": (_optional(bool), "true or false"),
+    "timelimit": (_time_limits, "a pair [soft, hard] of seconds or nulls"),
+    "eta": (_instant, "an ISO 8601 time"),
+    "expires": (_instant, "an ISO 8601 time"),
+    "stamped_headers": (_list_of(str), "a list of strings"),
+    "stamps": (_optional(dict), "an object"),
+}
+_EMBED_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "callbacks": (_list_of(Mapping), "a list of signatures"),
+    "errbacks": (_list_of(Mapping), "a list of signatures"),
+    "chain": (_list_of(Mapping), "a list of signatures"),
+    "chord": (_optional(dict), "a signature"),
+}
+
+
+class _Refused(Exception):
+    """Raised inside the inspection with the reason; never leaves this module."""
+
+
+def inspect_message(message: Message, registered: Container[str]) -> Refusal | None:
+    """``None`` if Celery can run ``message`` as a task registered here, else the refusal."""
+    headers = message.headers
+    body: Any = None
+    try:
+        if not isinstance(headers, dict):
+            raise _Refused("the message headers are not a table")
+        if message.content_type != JSON:
+            raise _Refused(
+                f"content type {message.content_type!r} refused: Herald accepts JSON only"
+            )
+        body = _decoded(message)
+        task_headers = _task_headers(headers, body)
+        _check_headers(task_headers, registered)
+        _check_body(body)
+    except _Refused as refused:
+        return Refusal(str(refused), identify(message, body), refused_payload(message, body))
+    return None
+
+
+def identify(message: Message, body: Any = None) -> Identity:
+    """Whatever identity can be read from ``message`` (its decoded ``body`` if known)."""
+    return identity_of(message.headers, body)
+
+
+def identity_of(headers: object, body: Any = None) -> Identity:
+    """Task name, id, correlation and workspace from task headers and a decoded body, as far
+    as they are there and well-formed (the correlation falls back to the task id)."""
+    headers = headers if isinstance(headers, dict) else {}
+    fields = {**body, **headers} if isinstance(body, dict) else headers
+    name = fields.get("task")
+    task_id = context.clean_id(fields.get("id"))
+    kwargs = _kwargs_of(body)
+    workspace = context.clean_id(fields.get(context.WORKSPACE_HEADER)) or kwargs.get("workspace_id")
+    return Identity(
+        task_name=name if isinstance(name, str) else None,
+        task_id=task_id,
+        correlation_id=context.clean_id(fields.get(context.CORRELATION_HEADER)) or task_id,
+        workspace_id=workspace if isinstance(workspace, str) else None,
+    )
+
+
+def refused_payload(message: Message, body: Any = None) -> dict[str, Any]:
+    """What a dead letter keeps of a refused message besides its raw bytes."""
+    return {
+        "headers": message.headers,
+        "content_type": message.content_type,
+        "content_encoding": message.content_encoding,
+        "body": body,
+    }
+
+
+def decode_error_reason(message: Message, exc: BaseException) -> str:
+    if isinstance(exc, ContentDisallowed):
+        return f"content type {message.content_type!r} refused: Herald accepts JSON only"
+    error_type, error = describe_error(exc)
+    return f"the body cannot be decoded as {message.content_type!r}: {error_type}: {error}"
+
+
+def _decoded(message: Message) -> Any:
+    try:
+        return message.decode()
+    except Exception as exc:  # any decoding failure is the sender's
+        raise _Refused(decode_error_reason(message, exc)) from None
+
+
+def _task_headers(headers: dict[str, Any], body: Any) -> Mapping[str, Any]:
+    """The fields Celery will read as task headers (protocol 2, hybrid or protocol 1)."""
+    if "task" in headers and not isinstance(body, dict):
+        return headers  # protocol 2
+    if isinstance(body, dict):
+        if "task" in headers and "args" not in body:
+            raise _Refused("a protocol 2 body must be [args, kwargs, embed], not a JSON object")
+        # Protocol 1 (or Celery's hybrid form): the body's fields, overridden by the headers.
+        return {**body, **headers}
+    raise _Refused("no task name: neither a 'task' header nor a protocol 1 body object")
+
+
+def _check_headers(headers: Mapping[str, Any], registered: Container[str]) -> None:
+    name = headers.get("task")
+    if not isinstance(name, str) or not 0 < len(name) <= _MAX_TASK_NAME:
+        raise _Refused("the task name is missing or not a string of 1-200 characters")
+    if name not in registered:
+        raise _Refused(f"unknown task {name!r}: no such task is registered")
+    task_id = headers.get("id")
+    if not isinstance(task_id, str) or not _TASK_ID.match(task_id):
+        raise _Refused("the task id is missing or not 1-64 characters of letters, digits, ._:-")
+    _check_rules(headers, _HEADER_RULES, "header")
+
+
+def _check_body(body: Any) -> None:
+    if isinstance(body, dict):  # protocol 1 or hybrid
+        args, kwargs, embed = body.get("args", ()), body.get("kwargs", {}), body
+    elif isinstance(body, list | tuple) and len(body) == 3:
+        args, kwargs, embed = body
+    else:
+        raise _Refused(f"the body is a JSON {_json_kind(body)}, not [args, kwargs, embed]")
+    if not isinstance(args, list | tuple):
+        raise _Refused(f"args must be a list, not a JSON {_json_kind(args)}")
+    if not isinstance(kwargs, dict):
+        raise _Refused(f"kwargs must be an object, not a JSON {_json_kind(kwargs)}")
+    if embed is None:
+        return
+    if not isinstance(embed, dict):
+        raise _Refused(f"embed must be an object, not a JSON {_json_kind(embed)}")
+    _check_rules(embed, _EMBED_RULES, "embed field")
+
+
+def _check_rules(
+    values: Mapping[str, Any], rules: Mapping[str, tuple[Callable[[object], bool], str]], what: str
+) -> None:
+    for key, (valid, expected) in rules.items():
+        if not valid(values.get(key)):
+            raise _Refused(f"{what} {key!r} must be {expected}, not {values.get(key)!r:.100}")
+
+
+def _kwargs_of(body: Any) -> Mapping[str, Any]:
+    if isinstance(body, dict):
+        kwargs = body.get("kwargs")
+    elif isinstance(body, list | tuple) and len(body) == 3:
+        kwargs = body[1]
+    else:
+        kwargs = None
+    return kwargs if isinstance(kwargs, dict) else {}
+
+
+def _json_kind(value: object) -> str:
+    kinds = {dict: "object", list: "array", tuple: "array", str: "string", bool: "boolean"}
+    for kind, name in kinds.items():
+        if isinstance(value, kind):
+            return name
+    if value is None:
+        return "null"
+    return "number" if isinstance(value, int | float) else type(value).__name__
