@@ -5,14 +5,17 @@ from herald.models.alert import (
     AlertNotification,
     AlertRule,
     AlertStatus,
+    NotificationGroup,
     NotificationStatus,
     Severity,
     Silence,
+    StateBehaviour,
 )
-from herald.models.audit import AuditEvent
+from herald.models.audit import AuditEvent, AuditVerification
 from herald.models.base import Base, utcnow
 from herald.models.dead_letter import DeadLetter
 from herald.models.integration import Integration, IntegrationStatus, TokenRefreshAttempt
+from herald.models.monitoring import EventCount, Heartbeat, JobRun
 from herald.models.oauth import OAuthState
 from herald.models.post import (
     IllegalTransition,
@@ -31,12 +34,17 @@ __all__ = [
     "AlertRule",
     "AlertStatus",
     "AuditEvent",
+    "AuditVerification",
     "Base",
     "DeadLetter",
+    "EventCount",
+    "Heartbeat",
     "IllegalTransition",
     "Integration",
     "IntegrationStatus",
+    "JobRun",
     "Membership",
+    "NotificationGroup",
     "NotificationStatus",
     "OAuthState",
     "Post",
@@ -46,6 +54,7 @@ __all__ = [
     "Role",
     "Severity",
     "Silence",
+    "StateBehaviour",
     "TokenRefreshAttempt",
     "Workspace",
     "attempts_since_reschedule",
