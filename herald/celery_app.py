@@ -32,7 +32,12 @@ ROUTES: dict[str, dict[str, str]] = {
     "herald.analytics.*": {"queue": "default"},
 }
 
-TASK_MODULES = ("herald.tasks.publishing", "herald.tasks.tokens")
+TASK_MODULES = (
+    "herald.tasks.publishing",
+    "herald.tasks.tokens",
+    "herald.tasks.alerts",
+    "herald.tasks.audit",
+)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

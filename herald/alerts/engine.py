@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from herald import db
 from herald.alerts import outbox
 from herald.alerts.lifecycle import Current, Decision, Verdict, apply_behaviour, decide
 from herald.alerts.rules import COMPARE
@@ -277,3 +278,20 @@ def evaluate_all(
             log.warning("alert.evaluation_failed", rule=outcome.rule, error=outcome.error)
         outcomes.append(outcome)
     return outcomes
+
+
+def service_sessions(reason: str) -> SessionFactory:
+    """Transactions open to every workspace (evaluation and delivery are cross-tenant)."""
+
+    @contextmanager
+    def scope() -> Iterator[Session]:
+        with db.session_scope() as session:
+            db.service_scope(session, reason)
+            yield session
+
+    return scope
+
+
+def check_alerts(settings: Settings, *, now: datetime | None = None) -> list[RuleOutcome]:
+    """Evaluate every enabled rule now: the beat task, the cron endpoint and the CLI."""
+    return evaluate_all(service_sessions("alerts.evaluate"), settings, now=now)

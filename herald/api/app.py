@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from herald import db
-from herald.api import posts
+from herald.api import alerts, posts
 from herald.api.errors import ApiError, ErrorEnvelope, install_error_handlers
 from herald.api.middleware import RequestMiddleware
 from herald.api.paths import PREFIX
@@ -62,6 +62,8 @@ def create_app(settings: Settings, *, max_body_bytes: int = MAX_BODY_BYTES) -> F
     app.state.settings = settings
     app.include_router(health_router)
     app.include_router(posts.router)
+    app.include_router(alerts.router)
+    app.include_router(alerts.cron_router)
     install_error_handlers(app)
     app.add_middleware(RequestMiddleware, max_body_bytes=max_body_bytes)
     return app

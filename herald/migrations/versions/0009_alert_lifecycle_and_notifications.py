@@ -16,6 +16,7 @@ Create Date: 2026-11-27
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -81,7 +82,7 @@ def _open_index(where: str) -> None:
 
 # The default rules as they were when this revision was written (a migration is a snapshot:
 # herald/alerts/defaults.py may move on; a later migration then changes these rows).
-_DEFAULTS = [
+_DEFAULTS: list[tuple[str, str, int, str, float, int, str, dict[str, Any]]] = [
     # name, metric, window, cmp, threshold, min samples, severity, extra
     ("Failed jobs spike", "publish.failure_rate", 3600, ">", 0.2, 11, "error", {}),
     ("Token refresh failures", "tokens.refresh_success_rate", 3600, "<", 0.9, 6, "warning", {}),
