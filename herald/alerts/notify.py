@@ -254,6 +254,7 @@ class GroupDelivery:
                     kind="repeat",
                     group_key=self.group.group_key,
                     payload=payload,
+                    attempts=0,
                     next_attempt_at=self.now,
                 )
             )

@@ -82,6 +82,7 @@ def enqueue(
                 kind=kind,
                 group_key=group_key(alert.labels, grouping),
                 payload=snapshot(alert, rule, kind, now),
+                attempts=0,
                 next_attempt_at=now,
             )
         )

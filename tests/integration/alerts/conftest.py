@@ -116,7 +116,14 @@ def receiver_settings(**receivers: AlertReceiver) -> Settings:
 
 def webhook(url: str, **options: Any) -> AlertReceiver:
     return AlertReceiver.model_validate(
-        {"type": "webhook", "url": url, "secret": WEBHOOK_SECRET, "group_wait_s": 0, **options}
+        {
+            "type": "webhook",
+            "url": url,
+            "secret": WEBHOOK_SECRET,
+            "group_wait_s": 0,
+            "group_interval_s": 0,
+            **options,
+        }
     )
 
 
