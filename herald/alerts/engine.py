@@ -86,8 +86,9 @@ def _summary(rule: AlertRule, sample: Sample | None, verdict: Verdict) -> str:
     if sample is None or sample.value is None or verdict is Verdict.NO_DATA:
         count = sample.count if sample else 0
         return f"{rule.name}: {count} samples, fewer than the {rule.min_samples} required"
-    series = ", ".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-    where = f" ({series})" if series else ""
+    selector = {**rule.filters, **sample.labels}
+    series = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+    where = "{" + series + "}" if series else ""
     return (
         f"{rule.metric}{where} = {sample.value:.4g} {rule.comparison} {rule.threshold:g}"
         f" over {rule.window_s}s"
