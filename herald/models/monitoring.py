@@ -43,7 +43,10 @@ class EventCount(Base):
     """How often a named event happened in one minute, overall (scope "") or per workspace."""
 
     __tablename__ = "event_counts"
-    __table_args__ = (Index("ix_event_counts_name_bucket", "name", "bucket_start"),)
+    __table_args__ = (
+        Index("ix_event_counts_name_bucket", "name", "bucket_start"),
+        Index("ix_event_counts_bucket_start", "bucket_start"),
+    )
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     scope: Mapped[str] = mapped_column(String(36), primary_key=True)

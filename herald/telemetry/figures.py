@@ -370,7 +370,7 @@ def _audit_chain_broken(session: Session, q: Query) -> list[Sample]:
     latest = session.scalars(
         select(AuditVerification)
         .where(AuditVerification.verified_at < q.window.end)
-        .order_by(AuditVerification.id.desc())
+        .order_by(AuditVerification.verified_at.desc())
         .limit(1)
     ).first()
     if latest is None:

@@ -290,6 +290,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name", "scope", "bucket_start", name=op.f("pk_event_counts")),
     )
     op.create_index("ix_event_counts_name_bucket", "event_counts", ["name", "bucket_start"])
+    op.create_index("ix_event_counts_bucket_start", "event_counts", ["bucket_start"])
     op.create_table(
         "audit_verifications",
         sa.Column("id", BIGINT, autoincrement=True, nullable=False),
@@ -329,6 +330,7 @@ def downgrade() -> None:
     op.drop_table("heartbeats")
     op.drop_index(op.f("ix_audit_verifications_verified_at"), table_name="audit_verifications")
     op.drop_table("audit_verifications")
+    op.drop_index("ix_event_counts_bucket_start", table_name="event_counts")
     op.drop_index("ix_event_counts_name_bucket", table_name="event_counts")
     op.drop_table("event_counts")
     op.drop_table("alert_notification_groups")
