@@ -177,6 +177,7 @@ class Alertmanager:
                 "labels": {
                     **{k: str(v) for k, v in item["labels"].items()},
                     "alertname": item["rule"],
+                    "herald_rule": item["rule"],
                     **({"herald_state": "no_data"} if item["status"] == "no_data" else {}),
                 },
                 "annotations": {k: v for k, v in item["annotations"].items() if v},
