@@ -15,12 +15,11 @@ from email import message_from_bytes
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from herald import db
 from herald.alerts import service, signing
 from herald.alerts.matchers import Matcher
-from herald.models import AlertNotification, NotificationStatus
+from herald.models import NotificationStatus
 from herald.security.audit import Actor
 from herald.settings import AlertReceiver
 from herald.telemetry.figures import Window, compute
@@ -141,25 +140,40 @@ def test_a_receiver_that_fails_then_recovers_gets_the_transition_once(
     assert row.status is NotificationStatus.SENT
 
 
-def test_a_receiver_that_never_recovers_is_given_up_counted_and_leaks_no_secret(
+def test_receivers_that_never_recover_are_given_up_counted_and_leak_no_secret(
     receiver: Receiver, log_lines: list[dict[str, Any]]
 ) -> None:
-    canary = "canary-token-" + "7" * 12
+    """Secrets of every kind (a Slack URL, a webhook key, a PagerDuty routing key) reach the
+    receiver and nothing else: no outbox row, no stored error, no log line."""
+    canary = "canary-" + "7" * 12
     receiver.answers = [500] * 10
+    quick = {"group_wait_s": 0, "group_interval_s": 0}
     settings = receiver_settings(
         chat=AlertReceiver.model_validate(
-            {"type": "slack", "url": f"{receiver.url}/services/{canary}", "group_wait_s": 0}
-        )
-    ).model_copy(update={"alert_notify_max_attempts": 2})
+            {"type": "slack", "url": f"{receiver.url}/services/{canary}-url", **quick}
+        ),
+        hook=AlertReceiver.model_validate(
+            {"type": "webhook", "url": receiver.url, "secret": f"{canary}-key", **quick}
+        ),
+        pd=AlertReceiver.model_validate(
+            {"type": "pagerduty", "routing_key": f"{canary}-routing", **quick}
+        ),
+    ).model_copy(
+        update={
+            "alert_notify_max_attempts": 2,
+            "pagerduty_events_url": f"{receiver.url}/v2/enqueue",
+        }
+    )
     rule = add_rule()
     errors_at(0, 5)
     evaluate(settings, 0)
     notify(settings, 0)
     report = notify(settings, 5)
-    assert report.failed == 1
-    [row] = outbox_of(rule)
-    assert row.status is NotificationStatus.FAILED
-    assert row.attempts == 2
+    assert report.failed == 3
+    rows = outbox_of(rule)
+    assert {(r.receiver, r.status, r.attempts) for r in rows} == {
+        (name, NotificationStatus.FAILED, 2) for name in ("chat", "hook", "pd")
+    }
     with db.session_scope() as session:
         [failures] = compute(
             session,
@@ -167,8 +181,8 @@ def test_a_receiver_that_never_recovers_is_given_up_counted_and_leaks_no_secret(
             Window(at(0), at(10)),
             filters={"name": "alerts.notification_failed"},
         )
-        rows = session.scalars(select(AlertNotification)).all()
-    assert failures.value == 1
+    assert failures.value == 3
+    assert any(canary in r.body.decode() or canary in r.path for r in receiver.requests)
     stored = json.dumps([(r.payload, r.last_error) for r in rows], default=str)
     assert canary not in stored
     assert canary not in json.dumps(log_lines, default=str)
