@@ -23,13 +23,13 @@ from herald.alerts import service
 from herald.alerts.engine import check_alerts
 from herald.alerts.matchers import Matcher
 from herald.alerts.rules import RuleInvalid, RuleSpec
-from herald.api.deps import audit_now, settings_of
+from herald.api.deps import audit_now, request_actor, settings_of
 from herald.api.errors import COMMON_RESPONSES, ApiError, ErrorEnvelope
 from herald.api.monitoring_access import Monitoring
 from herald.api.paths import PREFIX
 from herald.db import service_scope, session_scope
 from herald.models import Alert, AlertRule, AlertStatus, Severity, Silence, utcnow
-from herald.security.audit import Actor, EventType, Outcome
+from herald.security.audit import EventType, Outcome
 from herald.security.audit import Severity as AuditSeverity
 from herald.telemetry.figures import CATALOGUE
 
@@ -411,12 +411,7 @@ def check_alerts_now(request: Request) -> CheckAlertsOut:
     if scheme.lower() != "bearer" or not hmac.compare_digest(
         given.strip().encode(), expected.encode()
     ):
-        actor = Actor(
-            "cron",
-            None,
-            ip=request.client.host if request.client else None,
-            user_agent=request.headers.get("user-agent"),
-        )
+        actor = request_actor(request, "cron", None)
         log.warning("security.cron_denied", path=request.url.path, presented=bool(given))
         audit_now(
             EventType.ACCESS_DENIED,

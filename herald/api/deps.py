@@ -22,6 +22,7 @@ from herald.models import Integration, Post
 from herald.security import audit
 from herald.security.audit import Actor, EventType, Outcome, Severity
 from herald.security.auth import (
+    Identity,
     InvalidToken,
     Principal,
     WorkspaceDenied,
@@ -58,13 +59,58 @@ def audit_now(event_type: EventType, **fields: Any) -> None:
         audit.record(session, event_type, **fields)
 
 
-def _request_actor(request: Request, kind: str, actor_id: str | None) -> Actor:
+def request_actor(request: Request, kind: str, actor_id: str | None) -> Actor:
     return Actor(
         kind,
         actor_id,
         ip=request.client.host if request.client else None,
         user_agent=request.headers.get("user-agent"),
     )
+
+
+def identify(request: Request) -> tuple[Identity, Actor]:
+    """The verified identity of the request's bearer token, or 401 (an audited denial when a
+    token was presented and is bad)."""
+    try:
+        identity = verify_token(
+            bearer_token(request.headers.get("authorization")), settings_of(request)
+        )
+    except InvalidToken as exc:
+        audit_now(
+            EventType.ACCESS_DENIED,
+            actor=request_actor(request, "anonymous", None),
+            outcome=Outcome.DENIED,
+            severity=Severity.MEDIUM,
+            message=exc.message,
+            details={"reason": exc.reason, "method": request.method, "path": request.url.path},
+        )
+        raise
+    actor = request_actor(
+        request, "service_role" if identity.is_service else "user", identity.subject
+    )
+    return identity, actor
+
+
+def member_workspace(
+    request: Request, identity: Identity, actor: Actor, requested: str | None
+) -> Principal:
+    """The workspace a member acts in, or 400/404 (a reach into another tenant is audited)."""
+    try:
+        with db.session_scope() as session:
+            return resolve_workspace(session, identity, requested)
+    except WorkspaceDenied as exc:
+        audit_now(
+            EventType.CROSS_TENANT_ATTEMPT if exc.exists else EventType.ACCESS_DENIED,
+            actor=actor,
+            outcome=Outcome.DENIED,
+            severity=Severity.HIGH if exc.exists else Severity.MEDIUM,
+            workspace_id=exc.workspace_id,
+            resource_type="workspace",
+            resource_id=str(exc.workspace_id) if exc.workspace_id else None,
+            message="workspace is not one of the caller's",
+            details={"method": request.method, "path": request.url.path},
+        )
+        raise
 
 
 def authenticate(
@@ -79,39 +125,8 @@ def authenticate(
     ] = None,
 ) -> Caller:
     """The verified caller and its workspace, or a 401/400/404 error."""
-    try:
-        identity = verify_token(
-            bearer_token(request.headers.get("authorization")), settings_of(request)
-        )
-    except InvalidToken as exc:
-        audit_now(
-            EventType.ACCESS_DENIED,
-            actor=_request_actor(request, "anonymous", None),
-            outcome=Outcome.DENIED,
-            severity=Severity.MEDIUM,
-            message=exc.message,
-            details={"reason": exc.reason, "method": request.method, "path": request.url.path},
-        )
-        raise
-    actor = _request_actor(
-        request, "service_role" if identity.is_service else "user", identity.subject
-    )
-    try:
-        with db.session_scope() as session:
-            principal = resolve_workspace(session, identity, x_workspace_id)
-    except WorkspaceDenied as exc:
-        audit_now(
-            EventType.CROSS_TENANT_ATTEMPT if exc.exists else EventType.ACCESS_DENIED,
-            actor=actor,
-            outcome=Outcome.DENIED,
-            severity=Severity.HIGH if exc.exists else Severity.MEDIUM,
-            workspace_id=exc.workspace_id,
-            resource_type="workspace",
-            resource_id=str(exc.workspace_id) if exc.workspace_id else None,
-            message="workspace is not one of the caller's",
-            details={"method": request.method, "path": request.url.path},
-        )
-        raise
+    identity, actor = identify(request)
+    principal = member_workspace(request, identity, actor, x_workspace_id)
     if identity.is_service:
         audit_now(
             EventType.SERVICE_ROLE_USE,

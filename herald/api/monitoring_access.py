@@ -17,17 +17,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from herald import db
 from herald.alerts.service import Scope
-from herald.api.deps import audit_now, settings_of
+from herald.api.deps import audit_now, identify, member_workspace
 from herald.api.errors import ApiError
 from herald.models import Role, Workspace
 from herald.security.audit import Actor, EventType, Outcome, Severity
-from herald.security.auth import (
-    InvalidToken,
-    WorkspaceDenied,
-    bearer_token,
-    resolve_workspace,
-    verify_token,
-)
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT signed by the host application")
 ADMIN_ROLES = (Role.OWNER, Role.ADMIN)
@@ -38,15 +31,6 @@ class MonitoringCaller:
     actor: Actor
     scope: Scope
     is_service: bool
-
-
-def _actor(request: Request, kind: str, actor_id: str | None) -> Actor:
-    return Actor(
-        kind,
-        actor_id,
-        ip=request.client.host if request.client else None,
-        user_agent=request.headers.get("user-agent"),
-    )
 
 
 def _uuid(value: str | None) -> uuid.UUID | None:
@@ -67,27 +51,13 @@ def monitoring_caller(
         Query(description="service_role: one workspace (default all); others: their own"),
     ] = None,
 ) -> MonitoringCaller:
-    try:
-        identity = verify_token(
-            bearer_token(request.headers.get("authorization")), settings_of(request)
-        )
-    except InvalidToken as exc:
-        audit_now(
-            EventType.ACCESS_DENIED,
-            actor=_actor(request, "anonymous", None),
-            outcome=Outcome.DENIED,
-            severity=Severity.MEDIUM,
-            message=exc.message,
-            details={"reason": exc.reason, "method": request.method, "path": request.url.path},
-        )
-        raise
+    identity, actor = identify(request)
     header = _uuid(x_workspace_id)
     if header is not None and workspace_id is not None and header != workspace_id:
         raise ApiError(
             400, "workspace_mismatch", "the workspace_id query disagrees with X-Workspace-ID"
         )
     if identity.is_service:
-        actor = _actor(request, "service_role", None)
         chosen = workspace_id or header
         if chosen is not None:
             with db.session_scope() as session:
@@ -98,25 +68,11 @@ def monitoring_caller(
             actor=actor,
             severity=Severity.MEDIUM,
             workspace_id=chosen,
-            message="service role read monitoring",
+            message="service role used monitoring",
             details={"method": request.method, "path": request.url.path},
         )
         return MonitoringCaller(actor, Scope(chosen), is_service=True)
-    actor = _actor(request, "user", identity.subject)
-    try:
-        with db.session_scope() as session:
-            principal = resolve_workspace(session, identity, x_workspace_id)
-    except WorkspaceDenied as exc:
-        audit_now(
-            EventType.CROSS_TENANT_ATTEMPT if exc.exists else EventType.ACCESS_DENIED,
-            actor=actor,
-            outcome=Outcome.DENIED,
-            severity=Severity.HIGH if exc.exists else Severity.MEDIUM,
-            workspace_id=exc.workspace_id,
-            message="workspace is not one of the caller's",
-            details={"method": request.method, "path": request.url.path},
-        )
-        raise
+    principal = member_workspace(request, identity, actor, x_workspace_id)
     if workspace_id is not None and workspace_id != principal.workspace_id:
         raise ApiError(400, "workspace_mismatch", "the workspace_id query is not your workspace")
     if principal.membership_role not in ADMIN_ROLES:

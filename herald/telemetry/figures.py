@@ -7,25 +7,20 @@ value (an alert rule's "minimum samples"). Windowed figures read only their wind
 ``(started_at)``, ``(provider, started_at)`` and ``(workspace_id, started_at)`` indexes of the
 attempt tables; instant figures (queue backlog, heartbeats, job runs, the audit verifier's
 last result) read the current state of small or indexed sets at ``end``.
-
-Percentiles use ``percentile_cont`` on Postgres; SQLite (embedded) has none, so there the
-window's values are read and interpolated the same way in Python.
+The machinery (windows, samples, aggregates, percentiles on both databases) is in
+:mod:`herald.telemetry.windows`; this module is the catalogue.
 """
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, Select, case, func, literal, or_, select
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import InstrumentedAttribute, QueryableAttribute, Session
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy import ColumnElement, Select, case, func, literal, or_, select
+from sqlalchemy.orm import Session
 
 from herald.models import (
     Alert,
@@ -39,52 +34,39 @@ from herald.models import (
     TokenRefreshAttempt,
 )
 from herald.models.alert import OPEN_ALERT_STATUSES
+from herald.telemetry.windows import (
+    Column,
+    FigureError,
+    Query,
+    Sample,
+    Source,
+    Window,
+    aggregate,
+    gauge,
+    percentile,
+    percentile_cont,
+    seconds_between,
+)
+
+__all__ = [
+    "CATALOGUE",
+    "Figure",
+    "FigureError",
+    "Query",
+    "Sample",
+    "Window",
+    "check_query",
+    "compute",
+    "figure",
+    "percentile_cont",
+    "seconds_between",
+]
 
 # Outcomes of a publish attempt that put the post on the network.
 PUBLISH_SUCCESS = ("published", "reconciled")
 # Outcomes that send the post round again (the attempt failed, the post is not lost).
 PUBLISH_RETRY = ("transient", "rate_limited", "auth_expired", "ambiguous_retry")
 REFRESH_SUCCESS = "refreshed"
-
-
-Column = ColumnElement[Any] | QueryableAttribute[Any]
-
-
-class FigureError(ValueError):
-    """A figure was asked for in a way it cannot answer (unknown name, label, window)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    start: datetime
-    end: datetime
-
-    def __post_init__(self) -> None:
-        if self.start.tzinfo is None or self.end.tzinfo is None:
-            raise FigureError("window bounds must be timezone-aware")
-        if self.start >= self.end:
-            raise FigureError("a window must start before it ends")
-
-    @classmethod
-    def last(cls, seconds: float, end: datetime) -> Window:
-        return cls(end - timedelta(seconds=seconds), end)
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One series of a figure: its labels, its value (None without data) and its count."""
-
-    labels: Mapping[str, str]
-    value: float | None
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class Query:
-    window: Window
-    workspace_id: uuid.UUID | None = None
-    group_by: tuple[str, ...] = ()
-    filters: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,153 +79,9 @@ class Figure:
     compute: Callable[[Session, Query], list[Sample]]
 
 
-# -- SQL helpers -----------------------------------------------------------------------------------
-
-
-class seconds_between(FunctionElement[float]):  # noqa: N801 - reads as a SQL function
-    """``later - earlier`` in seconds, on Postgres and SQLite."""
-
-    type = Float()
-    inherit_cache = True
-
-
-@compiles(seconds_between, "postgresql")
-def _seconds_pg(element: seconds_between, compiler: SQLCompiler, **kw: Any) -> str:
-    later, earlier = (compiler.process(arg, **kw) for arg in element.clauses)
-    return f"EXTRACT(EPOCH FROM ({later} - {earlier}))"
-
-
-@compiles(seconds_between, "sqlite")
-def _seconds_sqlite(element: seconds_between, compiler: SQLCompiler, **kw: Any) -> str:
-    later, earlier = (compiler.process(arg, **kw) for arg in element.clauses)
-    return f"((julianday({later}) - julianday({earlier})) * 86400.0)"
-
-
-def percentile_cont(values: Sequence[float], fraction: float) -> float | None:
-    """Linear interpolation between closest ranks, as Postgres' ``percentile_cont``."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = fraction * (len(ordered) - 1)
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def _label(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _workspace_value(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise FigureError(f"workspace_id filter {value!r} is not a UUID") from None
-
-
-@dataclass(frozen=True, slots=True)
-class _Source:
-    """A table read through its time column, and the columns its labels come from."""
-
-    time: InstrumentedAttribute[datetime]
-    workspace: InstrumentedAttribute[Any]
-    dims: Mapping[str, Column]
-    text_workspace: bool = False  # workspace ids kept as text (the counters' scope)
-
-    def _workspace(self, value: uuid.UUID | str) -> Any:
-        if self.text_workspace:
-            return str(value)
-        return value if isinstance(value, uuid.UUID) else _workspace_value(value)
-
-    def where(self, stmt: Select[Any], q: Query, *, windowed: bool = True) -> Select[Any]:
-        if windowed:
-            stmt = stmt.where(self.time >= q.window.start, self.time < q.window.end)
-        if q.workspace_id is not None:
-            stmt = stmt.where(self.workspace == self._workspace(q.workspace_id))
-        for name, wanted in q.filters.items():
-            value = self._workspace(wanted) if name == "workspace_id" else wanted
-            stmt = stmt.where(self.dims[name] == value)
-        return stmt
-
-    def groups(self, q: Query) -> list[ColumnElement[Any]]:
-        return [self.dims[name].label(f"g_{name}") for name in q.group_by]
-
-
-def _samples(rows: Iterable[Any], q: Query) -> list[Sample]:
-    out = []
-    for row in rows:
-        *keys, value, count = row
-        out.append(
-            Sample(
-                labels={name: _label(key) for name, key in zip(q.group_by, keys, strict=True)},
-                value=None if value is None or not count else float(value),
-                count=int(count or 0),
-            )
-        )
-    return out
-
-
-def _aggregate(
-    source: _Source,
-    value: ColumnElement[Any],
-    count: ColumnElement[Any],
-    *,
-    where: Sequence[ColumnElement[bool]] = (),
-    windowed: bool = True,
-    join: Callable[[Select[Any]], Select[Any]] = lambda stmt: stmt,
-) -> Callable[[Session, Query], list[Sample]]:
-    def compute(session: Session, q: Query) -> list[Sample]:
-        groups = source.groups(q)
-        stmt = source.where(join(select(*groups, value, count)), q, windowed=windowed)
-        stmt = stmt.where(*where)
-        if groups:
-            stmt = stmt.group_by(*groups)
-        samples = _samples(session.execute(stmt).all(), q)
-        if not groups and not samples:
-            samples = [Sample({}, None, 0)]
-        return samples
-
-    return compute
-
-
-def _gauge(
-    source: _Source, counted: Column, where: Sequence[ColumnElement[bool]]
-) -> Callable[[Session, Query], list[Sample]]:
-    """A count of rows as they are now: always known, so one sample per series."""
-    return _aggregate(source, func.count(counted), literal(1), where=where, windowed=False)
-
-
-def _percentile(
-    source: _Source,
-    expr: ColumnElement[Any],
-    fraction: float,
-    *,
-    join: Callable[[Select[Any]], Select[Any]] = lambda stmt: stmt,
-    where: Sequence[ColumnElement[bool]] = (),
-) -> Callable[[Session, Query], list[Sample]]:
-    def compute(session: Session, q: Query) -> list[Sample]:
-        groups = source.groups(q)
-        if session.get_bind().dialect.name == "postgresql":
-            value = func.percentile_cont(fraction).within_group(expr)
-            stmt = source.where(join(select(*groups, value, func.count(expr))), q).where(*where)
-            if groups:
-                stmt = stmt.group_by(*groups)
-            samples = _samples(session.execute(stmt).all(), q)
-        else:
-            stmt = source.where(join(select(*groups, expr)), q).where(*where, expr.is_not(None))
-            series: dict[tuple[Any, ...], list[float]] = {}
-            for *keys, observed in session.execute(stmt).all():
-                series.setdefault(tuple(keys), []).append(float(observed))
-            samples = _samples(
-                ((*k, percentile_cont(v, fraction), len(v)) for k, v in series.items()), q
-            )
-        return samples or ([Sample({}, None, 0)] if not groups else [])
-
-    return compute
-
-
 # -- sources ---------------------------------------------------------------------------------------
 
-_PUBLISH = _Source(
+_PUBLISH = Source(
     PublishAttempt.started_at,
     PublishAttempt.workspace_id,
     {
@@ -253,7 +91,7 @@ _PUBLISH = _Source(
         "code": PublishAttempt.error_code,
     },
 )
-_REFRESH = _Source(
+_REFRESH = Source(
     TokenRefreshAttempt.started_at,
     TokenRefreshAttempt.workspace_id,
     {
@@ -262,16 +100,16 @@ _REFRESH = _Source(
         "outcome": TokenRefreshAttempt.outcome,
     },
 )
-_POSTS = _Source(
+_POSTS = Source(
     Post.scheduled_at, Post.workspace_id, {"workspace_id": Post.workspace_id, "status": Post.status}
 )
-_EVENTS = _Source(
+_EVENTS = Source(
     EventCount.bucket_start,
     EventCount.scope,
     {"name": EventCount.name, "workspace_id": EventCount.scope},
     text_workspace=True,
 )
-_ALERTS = _Source(
+_ALERTS = Source(
     Alert.pending_since,
     Alert.workspace_id,
     {"workspace_id": Alert.workspace_id, "severity": Alert.severity, "state": Alert.status},
@@ -314,11 +152,11 @@ OPEN_POST_STATUSES = (
 
 def _backlog(session: Session, q: Query) -> list[Sample]:
     waiting = _due(q.window.end) | (Post.status == PostStatus.QUEUED)
-    return _gauge(_POSTS, Post.id, [waiting])(session, q)
+    return gauge(_POSTS, Post.id, [waiting])(session, q)
 
 
 def _due_unqueued(session: Session, q: Query) -> list[Sample]:
-    return _gauge(_POSTS, Post.id, [_due(q.window.end)])(session, q)
+    return gauge(_POSTS, Post.id, [_due(q.window.end)])(session, q)
 
 
 def _oldest_due_age(session: Session, q: Query) -> list[Sample]:
@@ -400,49 +238,49 @@ _FIGURES = [
         "Publish attempts started in the window",
         "attempts",
         _PUB,
-        _aggregate(_PUBLISH, func.count(), func.count()),
+        aggregate(_PUBLISH, func.count(), func.count()),
     ),
     _figure(
         "publish.failure_rate",
         "Share of finished publish attempts that did not publish",
         "ratio",
         ("provider",),
-        _aggregate(_PUBLISH, _share(_outcome.notin_(PUBLISH_SUCCESS), _outcome), _finished),
+        aggregate(_PUBLISH, _share(_outcome.notin_(PUBLISH_SUCCESS), _outcome), _finished),
     ),
     _figure(
         "publish.success_rate",
         "Share of finished publish attempts that published",
         "ratio",
         ("provider",),
-        _aggregate(_PUBLISH, _share(_outcome.in_(PUBLISH_SUCCESS), _outcome), _finished),
+        aggregate(_PUBLISH, _share(_outcome.in_(PUBLISH_SUCCESS), _outcome), _finished),
     ),
     _figure(
         "publish.retry_rate",
         "Share of finished publish attempts that sent the post round again",
         "ratio",
         ("provider",),
-        _aggregate(_PUBLISH, _share(_outcome.in_(PUBLISH_RETRY), _outcome), _finished),
+        aggregate(_PUBLISH, _share(_outcome.in_(PUBLISH_RETRY), _outcome), _finished),
     ),
     _figure(
         "publish.latency_avg_s",
         "Average provider latency of publish attempts",
         "seconds",
         ("provider",),
-        _aggregate(_PUBLISH, func.avg(_latency_s), func.count(PublishAttempt.latency_ms)),
+        aggregate(_PUBLISH, func.avg(_latency_s), func.count(PublishAttempt.latency_ms)),
     ),
     _figure(
         "publish.latency_p95_s",
         "95th percentile of provider latency",
         "seconds",
         ("provider",),
-        _percentile(_PUBLISH, _latency_s, 0.95),
+        percentile(_PUBLISH, _latency_s, 0.95),
     ),
     _figure(
         "publish.errors",
         "Publish attempts that ended with an error code",
         "attempts",
         ("provider", "code"),
-        _aggregate(
+        aggregate(
             _PUBLISH,
             func.count(PublishAttempt.error_code),
             func.count(),
@@ -455,7 +293,7 @@ _FIGURES = [
             f"{int(f * 100)}th percentile of the delay from scheduled_at to published",
             "seconds",
             ("provider",),
-            _percentile(
+            percentile(
                 _PUBLISH, _delay_s, f, join=_with_post, where=[_outcome.in_(PUBLISH_SUCCESS)]
             ),
         )
@@ -466,7 +304,7 @@ _FIGURES = [
         "Average wait from a post being due to its first attempt starting",
         "seconds",
         ("provider",),
-        _aggregate(
+        aggregate(
             _PUBLISH,
             func.avg(_wait_s),
             func.count(),
@@ -479,21 +317,21 @@ _FIGURES = [
         "Average time from an attempt starting to its outcome",
         "seconds",
         ("provider",),
-        _aggregate(_PUBLISH, func.avg(_processing_s), func.count(PublishAttempt.finished_at)),
+        aggregate(_PUBLISH, func.avg(_processing_s), func.count(PublishAttempt.finished_at)),
     ),
     _figure(
         "tokens.refresh_attempts",
         "Token refreshes started in the window",
         "refreshes",
         _REF,
-        _aggregate(_REFRESH, func.count(), func.count()),
+        aggregate(_REFRESH, func.count(), func.count()),
     ),
     _figure(
         "tokens.refresh_success_rate",
         "Share of finished token refreshes that refreshed",
         "ratio",
         ("provider",),
-        _aggregate(
+        aggregate(
             _REFRESH,
             _share(TokenRefreshAttempt.outcome == REFRESH_SUCCESS, TokenRefreshAttempt.outcome),
             func.count(TokenRefreshAttempt.outcome),
@@ -512,7 +350,7 @@ _FIGURES = [
         "Posts in each open status (now)",
         "posts",
         ("status",),
-        _gauge(_POSTS, Post.id, [Post.status.in_(OPEN_POST_STATUSES)]),
+        gauge(_POSTS, Post.id, [Post.status.in_(OPEN_POST_STATUSES)]),
     ),
     _figure(
         "queue.oldest_due_age_s",
@@ -558,14 +396,14 @@ _FIGURES = [
         "Custom event counters (herald.telemetry.counters) summed over the window",
         "events",
         ("name",),
-        _aggregate(_EVENTS, func.coalesce(func.sum(EventCount.count), 0), literal(1)),
+        aggregate(_EVENTS, func.coalesce(func.sum(EventCount.count), 0), literal(1)),
     ),
     _figure(
         "alerts.open",
         "Open alerts by state and severity (now)",
         "alerts",
         ("state", "severity"),
-        _gauge(_ALERTS, Alert.id, [Alert.status.in_(OPEN_ALERT_STATUSES)]),
+        gauge(_ALERTS, Alert.id, [Alert.status.in_(OPEN_ALERT_STATUSES)]),
     ),
 ]
 CATALOGUE: dict[str, Figure] = {figure.name: figure for figure in _FIGURES}
