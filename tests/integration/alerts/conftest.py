@@ -19,10 +19,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from herald import db
+from herald.alerts import service
 from herald.alerts.engine import RuleOutcome, SessionFactory, evaluate_all, service_sessions
 from herald.alerts.notify import NotifyReport, deliver
 from herald.alerts.rules import RuleSpec
 from herald.models import Alert, AlertNotification, AlertRule, PublishAttempt, utcnow
+from herald.security.audit import Actor
 from herald.settings import AlertReceiver, Settings, get_settings
 from herald.telemetry import counters
 from tests.fixtures.factories import make_integration, make_post, make_workspace
@@ -235,3 +237,18 @@ def sessions_on(engine: Engine) -> SessionFactory:
 
 def another_engine(engine: Engine) -> Engine:
     return db.make_engine(engine.url.render_as_string(hide_password=False))
+
+
+def acknowledge(
+    alert_id: uuid.UUID, settings: Settings, minute: float, *, by: str, note: str = ""
+) -> None:
+    with db.session_scope() as session:
+        service.acknowledge(
+            session,
+            service.ALL,
+            alert_id,
+            actor=Actor("user", by),
+            note=note,
+            settings=settings,
+            now=at(minute),
+        )

@@ -13,12 +13,11 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from herald import db
-from herald.alerts import service
 from herald.models import AlertRule, AlertStatus
-from herald.security.audit import Actor
 from herald.settings import Settings
 from tests.integration.alerts.conftest import (
     Receiver,
+    acknowledge,
     add_rule,
     alerts_of,
     another_engine,
@@ -224,16 +223,7 @@ def test_acknowledgement_is_recorded_and_cleared_when_the_alert_resolves(
     errors_at(0, 5)
     evaluate(settings, 0)
     [alert] = alerts_of(rule)
-    with db.session_scope() as session:
-        service.acknowledge(
-            session,
-            service.ALL,
-            alert.id,
-            actor=Actor("user", "alice"),
-            note="looking",
-            settings=settings,
-            now=at(0.5),
-        )
+    acknowledge(alert.id, settings, 0.5, by="alice", note="looking")
     [acked] = alerts_of(rule)
     assert (acked.acknowledged_by, acked.ack_note) == ("alice", "looking")
     assert acked.acknowledged_at == at(0.5)

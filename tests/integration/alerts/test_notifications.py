@@ -26,6 +26,7 @@ from herald.telemetry.figures import Window, compute
 from tests.integration.alerts.conftest import (
     WEBHOOK_SECRET,
     Receiver,
+    acknowledge,
     add_rule,
     alerts_of,
     at,
@@ -323,16 +324,7 @@ def test_pagerduty_trigger_acknowledge_resolve_with_the_identity_as_dedup_key(
     evaluate(settings, 0)
     notify(settings, 0)
     [alert] = alerts_of(rule)
-    with db.session_scope() as session:
-        service.acknowledge(
-            session,
-            service.ALL,
-            alert.id,
-            actor=Actor("user", "bob"),
-            note="",
-            settings=settings,
-            now=at(0.25),
-        )
+    acknowledge(alert.id, settings, 0.25, by="bob")
     notify(settings, 0.5)
     evaluate(settings, 1)
     notify(settings, 1)
