@@ -14,16 +14,27 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
+import regex
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from herald.alerts.rules import LABEL_NAME
 
 Operator = Literal["=", "!=", "=~", "!~"]
+# A silence's regular expression is user input run against every alert: a pathological one
+# (catastrophic backtracking) gives up after this long and counts as not matching.
+REGEX_TIMEOUT_S = 0.05
 
 
 @lru_cache(maxsize=512)
-def _anchored(pattern: str) -> re.Pattern[str]:
-    return re.compile(f"^(?:{pattern})$")
+def _anchored(pattern: str) -> Any:
+    return regex.compile(f"(?:{pattern})")
+
+
+def _fullmatch(pattern: str, value: str) -> bool:
+    try:
+        return _anchored(pattern).fullmatch(value, timeout=REGEX_TIMEOUT_S) is not None
+    except TimeoutError:
+        return False
 
 
 class Matcher(BaseModel):
@@ -45,7 +56,7 @@ class Matcher(BaseModel):
         if self.op in ("=~", "!~"):
             try:
                 _anchored(self.value)
-            except re.error as exc:
+            except regex.error as exc:
                 raise ValueError(f"invalid regular expression: {exc}") from None
         return self
 
@@ -55,7 +66,7 @@ class Matcher(BaseModel):
             return actual == self.value
         if self.op == "!=":
             return actual != self.value
-        found = _anchored(self.value).match(actual) is not None
+        found = _fullmatch(self.value, actual)
         return found if self.op == "=~" else not found
 
     def __str__(self) -> str:

@@ -60,3 +60,12 @@ def test_malformed_cli_matchers_are_refused(bad: str) -> None:
 def test_an_invalid_regex_is_refused() -> None:
     with pytest.raises(ValidationError, match="regular expression"):
         Matcher(name="rule", op="=~", value="(")
+
+
+def test_a_pathological_regex_gives_up_instead_of_hanging() -> None:
+    import time
+
+    evil = Matcher(name="rule", op="=~", value="(a+)+$")
+    started = time.monotonic()
+    assert evil.matches({"rule": "a" * 40 + "!"}) is False
+    assert time.monotonic() - started < 2
