@@ -128,24 +128,22 @@ def test_resolves_when_the_condition_clears(settings: Settings) -> None:
     assert second.status is AlertStatus.FIRING
 
 
-@pytest.mark.parametrize(
-    ("behaviour", "expected_states", "expected_kinds"),
-    [
-        ("state", ["no_data"], ["no_data"]),
-        ("alerting", ["firing"], ["firing"]),
-        ("ok", [], []),
-        ("keep_last", [], []),
-    ],
-)
-def test_no_data_follows_the_rules_behaviour(
-    settings: Settings, behaviour: str, expected_states: list[str], expected_kinds: list[str]
-) -> None:
-    rule = add_rule(
-        metric="publish.failure_rate", filters={}, min_samples=5, no_data_state=behaviour
-    )
+def test_no_data_follows_the_rules_behaviour(settings: Settings) -> None:
+    expected = {
+        "state": (["no_data"], ["no_data"]),
+        "alerting": (["firing"], ["firing"]),
+        "ok": ([], []),
+        "keep_last": ([], []),
+    }
+    rules = {
+        behaviour: add_rule(
+            metric="publish.failure_rate", filters={}, min_samples=5, no_data_state=behaviour
+        )
+        for behaviour in expected
+    }
     evaluate(settings, 0)  # no attempts at all: fewer samples than the minimum
-    assert states(rule) == expected_states
-    assert kinds(rule) == expected_kinds
+    for behaviour, rule in rules.items():
+        assert (states(rule), kinds(rule)) == expected[behaviour], behaviour
 
 
 def test_no_data_keep_last_keeps_a_firing_alert_firing(settings: Settings) -> None:
@@ -180,26 +178,24 @@ def test_no_data_alert_resolves_when_data_returns(settings: Settings) -> None:
     assert kinds(rule) == ["no_data", "resolved"]
 
 
-@pytest.mark.parametrize(
-    ("behaviour", "expected"),
-    [("state", ["error"]), ("alerting", ["firing"]), ("ok", []), ("keep_last", [])],
-)
-def test_evaluation_error_follows_the_rules_behaviour(
-    settings: Settings, behaviour: str, expected: list[str]
-) -> None:
+def test_evaluation_error_follows_the_rules_behaviour(settings: Settings) -> None:
+    expected = {"state": ["error"], "alerting": ["firing"], "ok": [], "keep_last": []}
     # A workspace filter that is not a UUID makes the figure refuse to compute.
-    rule = add_rule(
-        metric="publish.attempts", filters={"workspace_id": "nope"}, error_state=behaviour
-    )
-    [outcome] = evaluate(settings, 0)
-    assert outcome.error
-    assert "not a UUID" in outcome.error
-    assert states(rule) == expected
-    with db.session_scope() as session:
-        stored = session.get(AlertRule, rule)
-        assert stored is not None
-        assert stored.last_error
-        assert "not a UUID" in stored.last_error
+    rules = {
+        behaviour: add_rule(
+            metric="publish.attempts", filters={"workspace_id": "nope"}, error_state=behaviour
+        )
+        for behaviour in expected
+    }
+    outcomes = evaluate(settings, 0)
+    assert all(o.error and "not a UUID" in o.error for o in outcomes)
+    for behaviour, rule in rules.items():
+        assert states(rule) == expected[behaviour], behaviour
+        with db.session_scope() as session:
+            stored = session.get(AlertRule, rule)
+            assert stored is not None
+            assert stored.last_error
+            assert "not a UUID" in stored.last_error
 
 
 def test_error_keep_last_keeps_a_firing_alert_firing(settings: Settings) -> None:
