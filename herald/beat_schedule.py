@@ -42,4 +42,9 @@ def beat_schedule(settings: Settings, queues: Iterable[str]) -> dict[str, dict[s
         "refresh-expiring-tokens": every(
             settings.token_refresh_interval_s, "herald.tokens.refresh_expiring"
         ),
+        "evaluate-alerts": every(settings.alert_evaluation_interval_s, "herald.alerts.evaluate"),
+        "deliver-alert-notifications": every(
+            settings.alert_notify_interval_s, "herald.alerts.notify"
+        ),
+        "verify-audit-chain": every(settings.audit_verify_interval_s, "herald.audit.verify_chain"),
     }

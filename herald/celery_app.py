@@ -42,7 +42,13 @@ ROUTES: dict[str, dict[str, str]] = {
     "herald.analytics.*": {"queue": "default"},
 }
 
-TASK_MODULES = ("herald.tasks.publishing", "herald.tasks.tokens", "herald.tasks.monitoring")
+TASK_MODULES = (
+    "herald.tasks.publishing",
+    "herald.tasks.tokens",
+    "herald.tasks.monitoring",
+    "herald.tasks.alerts",
+    "herald.tasks.audit",
+)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

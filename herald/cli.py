@@ -8,6 +8,7 @@ import sys
 import click
 from pydantic import ValidationError
 
+from herald.cli_alerts import alerts
 from herald.settings import get_settings
 
 
@@ -249,6 +250,9 @@ def keys_generate(kid: str) -> None:
     from herald.security.crypto import generate_key
 
     click.echo(f"{kid}:{generate_key()}")
+
+
+cli.add_command(alerts)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import base64
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Development-only values. Anything that still carries one of these outside development is
@@ -22,6 +22,51 @@ DEV_TOKEN_KEYS = "dev:" + base64.urlsafe_b64encode(b"herald-development-key-32by
 PLACEHOLDERS = {DEV_CRON_SECRET, DEV_JWT_SECRET, DEV_TOKEN_KEYS, "", "changeme", "change-me"}
 
 Environment = Literal["development", "test", "production"]
+ReceiverType = Literal["webhook", "slack", "email", "pagerduty", "alertmanager"]
+
+
+class AlertReceiver(BaseModel):
+    """One place alert notifications go (``HERALD_ALERT_RECEIVERS``, JSON keyed by name).
+
+    Secrets (``secret``, ``routing_key``) live here, in the environment, never in a table.
+    Grouping follows Alertmanager's route: alerts with the same ``group_by`` labels travel
+    together; a new group waits ``group_wait_s``, a changed one ``group_interval_s``, and an
+    unchanged firing group is sent again after ``repeat_interval_s``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: ReceiverType
+    url: SecretStr | None = Field(
+        default=None,
+        description="webhook, slack, alertmanager (base URL); secret: such URLs carry tokens",
+    )
+    secret: SecretStr | None = Field(default=None, description="webhook: the HMAC-SHA256 key")
+    routing_key: SecretStr | None = Field(default=None, description="pagerduty integration key")
+    to: list[str] = Field(default_factory=list, description="email: recipients")
+    group_by: list[str] = Field(default_factory=lambda: ["rule"])
+    group_wait_s: float = Field(default=30.0, ge=0)
+    group_interval_s: float = Field(default=300.0, ge=0)
+    repeat_interval_s: float = Field(default=4 * 3600.0, gt=0)
+    send_resolved: bool = True
+    workspaces: bool = Field(
+        default=False, description="Workspace-scoped rules may name this receiver."
+    )
+
+    @model_validator(mode="after")
+    def _needs(self) -> AlertReceiver:
+        required = {
+            "webhook": ("url", "secret"),
+            "slack": ("url",),
+            "alertmanager": ("url",),
+            "pagerduty": ("routing_key",),
+            "email": ("to",),
+        }[self.type]
+        missing = [name for name in required if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"a {self.type} receiver needs {', '.join(missing)}")
+        return self
+
 
 # The real networks. ``HERALD_SANDBOX_URL`` replaces every one with ``<sandbox>/<network>``.
 REAL_BASE_URLS: dict[str, str] = {
@@ -340,6 +385,46 @@ class Settings(BaseSettings):
     provider_connect_timeout_s: float = Field(default=5.0, gt=0)
     user_agent: str = "Herald/0.1 (+https://github.com/herald-social/herald)"
 
+    # Outbound HTTP to addresses users supply (alert receivers, later webhooks and media)
+    outbound_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts the outbound client may reach even on loopback or private addresses.",
+    )
+    outbound_timeout_s: float = Field(default=10.0, gt=0)
+    outbound_max_redirects: int = Field(default=3, ge=0, le=10)
+
+    # Alerts
+    alert_evaluation_interval_s: float = Field(default=60.0, gt=0)
+    alert_notify_interval_s: float = Field(
+        default=10.0, gt=0, description="How often the notification outbox is delivered."
+    )
+    alert_receivers: dict[str, AlertReceiver] = Field(
+        default_factory=dict, description="Named receivers as JSON (see docs/alerts.md)."
+    )
+    alert_default_receivers: list[str] = Field(
+        default_factory=list, description="Receivers of rules that name none."
+    )
+    alert_notify_max_attempts: int = Field(default=8, ge=1, le=100)
+    alert_notify_backoff_s: float = Field(default=30.0, gt=0)
+    alert_notify_backoff_max_s: float = Field(default=1800.0, gt=0)
+    alert_send_tries: int = Field(
+        default=3, ge=1, le=10, description="Tries of one delivery inside one notify run."
+    )
+    alert_send_backoff_s: float = Field(default=0.5, ge=0)
+    alert_link_url: str | None = Field(
+        default=None, description="Base URL of the monitoring API, for links in notifications."
+    )
+    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    smtp_from: str = "herald@localhost"
+    smtp_timeout_s: float = Field(default=10.0, gt=0)
+    audit_verify_interval_s: float = Field(default=3600.0, gt=0)
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:
@@ -404,6 +489,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:
+        unknown = set(self.alert_default_receivers) - set(self.alert_receivers)
+        if unknown:
+            raise ValueError(f"HERALD_ALERT_DEFAULT_RECEIVERS names unknown receivers: {unknown}")
         if self.env == "development":
             return self
         secrets = {

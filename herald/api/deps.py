@@ -59,7 +59,7 @@ def audit_now(event_type: EventType, **fields: Any) -> None:
         audit.record(session, event_type, **fields)
 
 
-def _request_actor(request: Request, kind: str, actor_id: str | None) -> Actor:
+def request_actor(request: Request, kind: str, actor_id: str | None) -> Actor:
     return Actor(
         kind,
         actor_id,
@@ -69,7 +69,8 @@ def _request_actor(request: Request, kind: str, actor_id: str | None) -> Actor:
 
 
 def identify(request: Request) -> tuple[Identity, Actor]:
-    """The verified identity of the request's bearer token (a bad one is an audited 401)."""
+    """The verified identity of the request's bearer token, or 401 (an audited denial when a
+    token was presented and is bad)."""
     try:
         identity = verify_token(
             bearer_token(request.headers.get("authorization")), settings_of(request)
@@ -77,15 +78,39 @@ def identify(request: Request) -> tuple[Identity, Actor]:
     except InvalidToken as exc:
         audit_now(
             EventType.ACCESS_DENIED,
-            actor=_request_actor(request, "anonymous", None),
+            actor=request_actor(request, "anonymous", None),
             outcome=Outcome.DENIED,
             severity=Severity.MEDIUM,
             message=exc.message,
             details={"reason": exc.reason, "method": request.method, "path": request.url.path},
         )
         raise
-    kind = "service_role" if identity.is_service else "user"
-    return identity, _request_actor(request, kind, identity.subject)
+    actor = request_actor(
+        request, "service_role" if identity.is_service else "user", identity.subject
+    )
+    return identity, actor
+
+
+def member_workspace(
+    request: Request, identity: Identity, actor: Actor, requested: str | None
+) -> Principal:
+    """The workspace a member acts in, or 400/404 (a reach into another tenant is audited)."""
+    try:
+        with db.session_scope() as session:
+            return resolve_workspace(session, identity, requested)
+    except WorkspaceDenied as exc:
+        audit_now(
+            EventType.CROSS_TENANT_ATTEMPT if exc.exists else EventType.ACCESS_DENIED,
+            actor=actor,
+            outcome=Outcome.DENIED,
+            severity=Severity.HIGH if exc.exists else Severity.MEDIUM,
+            workspace_id=exc.workspace_id,
+            resource_type="workspace",
+            resource_id=str(exc.workspace_id) if exc.workspace_id else None,
+            message="workspace is not one of the caller's",
+            details={"method": request.method, "path": request.url.path},
+        )
+        raise
 
 
 def authenticate(
@@ -105,43 +130,17 @@ def authenticate(
 ) -> Caller:
     """The verified caller and its workspace, or a 401/400/404 error."""
     identity, actor = identify(request)
-    principal = resolve_audited(request, identity, actor, x_workspace_id)
+    principal = member_workspace(request, identity, actor, x_workspace_id)
     if identity.is_service:
-        audit_service_use(request, actor, principal.workspace_id)
-    return Caller(principal, actor)
-
-
-def resolve_audited(
-    request: Request, identity: Identity, actor: Actor, requested: str | None
-) -> Principal:
-    """The workspace ``requested`` (or the caller's only one); a denial is audited."""
-    try:
-        with db.session_scope() as session:
-            return resolve_workspace(session, identity, requested)
-    except WorkspaceDenied as exc:
         audit_now(
-            EventType.CROSS_TENANT_ATTEMPT if exc.exists else EventType.ACCESS_DENIED,
+            EventType.SERVICE_ROLE_USE,
             actor=actor,
-            outcome=Outcome.DENIED,
-            severity=Severity.HIGH if exc.exists else Severity.MEDIUM,
-            workspace_id=exc.workspace_id,
-            resource_type="workspace",
-            resource_id=str(exc.workspace_id) if exc.workspace_id else None,
-            message="workspace is not one of the caller's",
+            severity=Severity.MEDIUM,
+            workspace_id=principal.workspace_id,
+            message="service role used on the API",
             details={"method": request.method, "path": request.url.path},
         )
-        raise
-
-
-def audit_service_use(request: Request, actor: Actor, workspace_id: uuid.UUID | None) -> None:
-    audit_now(
-        EventType.SERVICE_ROLE_USE,
-        actor=actor,
-        severity=Severity.MEDIUM,
-        workspace_id=workspace_id,
-        message="service role used on the API",
-        details={"method": request.method, "path": request.url.path},
-    )
+    return Caller(principal, actor)
 
 
 CurrentCaller = Annotated[Caller, Depends(authenticate)]

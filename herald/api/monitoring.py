@@ -7,8 +7,8 @@ Without the JWT (for orchestrators and Prometheus):
 - ``GET /metrics``: the database's and broker's state as Prometheus gauges, read at scrape
   time (``telemetry/scrape.py``); ``Authorization: Bearer <HERALD_METRICS_TOKEN>`` when set.
 
-With the JWT, as for posts (:func:`monitoring_scope`): owners and admins of a workspace see it
-(``X-Workspace-ID``); the ``service_role`` sees every workspace or filters with
+With the JWT, as for posts (:mod:`herald.api.monitoring_access`): owners and admins of a
+workspace see it (``X-Workspace-ID``); the ``service_role`` sees every workspace or filters with
 ``?workspace_id=`` (its reads are audited); a ``workspace_id`` query that disagrees with the
 header is a 400.
 
@@ -19,26 +19,24 @@ header is a 400.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.security import HTTPBearer
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel, ConfigDict, Field
 
 from herald import db
-from herald.api.deps import audit_service_use, identify, resolve_audited, settings_of
+from herald.api.deps import settings_of
 from herald.api.errors import COMMON_RESPONSES, ApiError, ErrorEnvelope
+from herald.api.monitoring_access import Monitoring
 from herald.api.paths import PREFIX
 from herald.beat_schedule import beat_schedule
 from herald.celery_app import QUEUES, broker_connection
 from herald.contracts import Instant
 from herald.models import Role, utcnow
-from herald.security.audit import Actor
-from herald.security.auth import Identity
 from herald.settings import Settings
 from herald.telemetry import metrics as instruments
 from herald.telemetry.health import HealthReport, Reachability, check_health, dependencies
@@ -54,63 +52,6 @@ MANAGERS = frozenset({Role.OWNER, Role.ADMIN})
 probes = APIRouter(tags=["probes"])
 router = APIRouter(prefix=f"{PREFIX}/monitoring", tags=["monitoring"], responses=COMMON_RESPONSES)
 _bearer_scheme = HTTPBearer(auto_error=False, description="A JWT signed by the host application")
-
-
-# -- who may look at what ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MonitoringScope:
-    """The caller, and the workspace it looks at (None: every workspace, service role only)."""
-
-    actor: Actor
-    workspace_id: uuid.UUID | None
-
-
-def _identified(
-    request: Request,
-    _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer_scheme)],
-) -> tuple[Identity, Actor]:
-    # A dependency of its own, so the token is checked before any parameter is validated:
-    # a caller without a valid token learns nothing, not even which parameter was wrong.
-    return identify(request)
-
-
-def monitoring_scope(
-    request: Request,
-    identified: Annotated[tuple[Identity, Actor], Depends(_identified)],
-    x_workspace_id: Annotated[
-        str | None,
-        Header(alias="X-Workspace-ID", description="The workspace to look at"),
-    ] = None,
-    workspace_id: Annotated[
-        uuid.UUID | None,
-        Query(description="The service role's filter; must agree with X-Workspace-ID if both"),
-    ] = None,
-) -> MonitoringScope:
-    identity, actor = identified
-    both = x_workspace_id is not None and workspace_id is not None
-    if both and str(x_workspace_id).strip().lower() != str(workspace_id):
-        raise ApiError(
-            400,
-            "workspace_mismatch",
-            "the workspace_id query and the X-Workspace-ID header name different workspaces",
-        )
-    requested = x_workspace_id if x_workspace_id is not None else workspace_id
-    named = None if requested is None else str(requested)
-    if identity.is_service:
-        chosen = None
-        if named is not None:  # it must exist, like any workspace the service role names
-            chosen = resolve_audited(request, identity, actor, named).workspace_id
-        audit_service_use(request, actor, chosen)
-        return MonitoringScope(actor, chosen)
-    principal = resolve_audited(request, identity, actor, named)
-    if principal.membership_role not in MANAGERS:
-        raise ApiError(403, "forbidden", "monitoring is for the workspace's owners and admins")
-    return MonitoringScope(actor, principal.workspace_id)
-
-
-Scope = Annotated[MonitoringScope, Depends(monitoring_scope)]
 
 
 # -- probes and /metrics -------------------------------------------------------------------
@@ -195,7 +136,7 @@ def prometheus_metrics(request: Request) -> Response:
     "/health",
     responses={503: {"model": HealthReport, "description": "Unhealthy: see reasons"}},
 )
-def health(scope: Scope, request: Request, response: Response) -> HealthReport:
+def health(caller: Monitoring, request: Request, response: Response) -> HealthReport:
     """Database and broker reachability, queues and their consumers, posts, the last hour's
     publishing, periodic jobs and open alerts, judged healthy, degraded or unhealthy."""
     settings = settings_of(request)
@@ -204,7 +145,7 @@ def health(scope: Scope, request: Request, response: Response) -> HealthReport:
         lambda: broker_connection(settings),
         QUEUES,
         job_intervals(beat_schedule(settings, QUEUES)),
-        workspace_id=scope.workspace_id,
+        workspace_id=caller.scope.workspace_id,
     )
     response.status_code = 503 if report.status == "unhealthy" else 200
     return report
@@ -227,7 +168,7 @@ class FiguresOut(BaseModel):
 
 @router.get("/metrics")
 def figures(
-    scope: Scope,
+    caller: Monitoring,
     request: Request,
     from_: Annotated[Instant | None, Query(alias="from", description="Inclusive")] = None,
     to: Annotated[Instant | None, Query(description="Exclusive; default now")] = None,
@@ -239,17 +180,18 @@ def figures(
         raise ApiError(400, "invalid_window", "from must be before to")
     if end - start > MAX_WINDOW:
         raise ApiError(400, "invalid_window", f"the window may span at most {MAX_WINDOW.days} days")
+    workspace_id = caller.scope.workspace_id
     with db.session_scope() as session:
-        if scope.workspace_id is None:
+        if workspace_id is None:
             db.service_scope(session, "monitoring")
         else:
-            db.tenant_scope(session, scope.workspace_id)
+            db.tenant_scope(session, workspace_id)
         found = compute_figures(
-            session, settings_of(request), start=start, end=end, workspace_id=scope.workspace_id
+            session, settings_of(request), start=start, end=end, workspace_id=workspace_id
         )
     return FiguresOut.model_validate(
         {
-            "workspace_id": scope.workspace_id,
+            "workspace_id": workspace_id,
             "from": start,
             "to": end,
             "figures": [FigureOut(name=f.name, labels=f.labels, value=f.value) for f in found],

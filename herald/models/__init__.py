@@ -5,11 +5,13 @@ from herald.models.alert import (
     AlertNotification,
     AlertRule,
     AlertStatus,
+    NotificationGroup,
     NotificationStatus,
     Severity,
     Silence,
+    StateBehaviour,
 )
-from herald.models.audit import AuditEvent
+from herald.models.audit import AuditEvent, AuditVerification
 from herald.models.base import Base, utcnow
 from herald.models.circuit import CircuitState, ProviderCircuit
 from herald.models.dead_letter import DeadLetter
@@ -20,7 +22,7 @@ from herald.models.integration import (
     request_refresh,
     set_status,
 )
-from herald.models.monitoring import Heartbeat, JobRun
+from herald.models.monitoring import EventCount, Heartbeat, JobRun
 from herald.models.oauth import OAuthState
 from herald.models.post import (
     IllegalTransition,
@@ -39,15 +41,18 @@ __all__ = [
     "AlertRule",
     "AlertStatus",
     "AuditEvent",
+    "AuditVerification",
     "Base",
     "CircuitState",
     "DeadLetter",
+    "EventCount",
     "Heartbeat",
     "IllegalTransition",
     "Integration",
     "IntegrationStatus",
     "JobRun",
     "Membership",
+    "NotificationGroup",
     "NotificationStatus",
     "OAuthState",
     "Post",
@@ -58,6 +63,7 @@ __all__ = [
     "Role",
     "Severity",
     "Silence",
+    "StateBehaviour",
     "TokenRefreshAttempt",
     "Workspace",
     "attempts_since_reschedule",

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from herald.models.base import Base, utcnow
+from herald.models.base import Base, RedactedText, utcnow
 
 
 class AuditEvent(Base):
@@ -39,3 +39,18 @@ class AuditEvent(Base):
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
     message: Mapped[str] = mapped_column(Text, default="")
+
+
+class AuditVerification(Base):
+    """The result of one run of the chain verifier; the latest is what monitoring reads."""
+
+    __tablename__ = "audit_verifications"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    verified_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    ok: Mapped[bool]
+    checked: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    first_break: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    reason: Mapped[str | None] = mapped_column(RedactedText)

@@ -1,15 +1,18 @@
-"""What Herald records about itself for monitoring: heartbeat round trips and periodic job runs.
+"""What Herald records about itself for monitoring: heartbeat round trips, periodic job runs
+and event counters.
 
-Both tables hold one row per thing watched (a queue, a job), upserted in place, so reading them
-is a primary-key lookup however long Herald has run. They carry no ``workspace_id``: they
-describe the system, not a tenant.
+``heartbeats`` and ``job_runs`` hold one row per thing watched (a queue, a job), upserted in
+place, so reading them is a primary-key lookup however long Herald has run; they carry no
+``workspace_id``: they describe the system, not a tenant. ``event_counts`` holds the custom
+counters any module increments (:mod:`herald.telemetry.counters`), in one-minute buckets, so a
+windowed read touches only its window.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import BigInteger, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from herald.models.base import Base, RedactedText
@@ -42,3 +45,18 @@ class JobRun(Base):
     last_succeeded_at: Mapped[datetime | None]
     last_failed_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(RedactedText)
+
+
+class EventCount(Base):
+    """How often a named event happened in one minute, overall (scope "") or per workspace."""
+
+    __tablename__ = "event_counts"
+    __table_args__ = (
+        Index("ix_event_counts_name_bucket", "name", "bucket_start"),
+        Index("ix_event_counts_bucket_start", "bucket_start"),
+    )
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(36), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -23,7 +23,7 @@ import structlog
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from herald.models import AuditEvent, utcnow
+from herald.models import AuditEvent, AuditVerification, utcnow
 from herald.telemetry import context
 from herald.telemetry.logging import redact_value
 
@@ -186,3 +186,21 @@ def verify_chain(session: Session, *, batch: int = 1000) -> ChainReport:
             prev = event.hash
             checked += 1
             last_id = event.id
+
+
+def verify_and_record(session: Session) -> ChainReport:
+    """Verify the chain and record the result for monitoring (the latest row is what the
+    "Audit chain broken" rule and ``herald_audit_chain_ok`` read)."""
+    report = verify_chain(session)
+    session.add(
+        AuditVerification(
+            ok=report.ok,
+            checked=report.checked,
+            first_break=report.first_break,
+            reason=report.reason,
+        )
+    )
+    session.flush()
+    if not report.ok:
+        log.error("audit.chain_broken", first_break=report.first_break, reason=report.reason)
+    return report

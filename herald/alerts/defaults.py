@@ -1,0 +1,154 @@
+"""The default rules: the seed's five (DESIGN.md §5) and the operational ones.
+
+Migration 0009 installs them (as ``builtin`` rules for all workspaces); :func:`install` puts
+back any that were deleted and resets changed ones (``herald alerts rules reset-defaults``).
+``deploy/prometheus/rules/herald.yml`` holds the same rules in PromQL; docs/alerts.md has a
+runbook for each.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from herald.alerts.rules import RuleSpec
+from herald.models import AlertRule, Severity, StateBehaviour
+
+HOUR = 3600
+
+DEFAULT_RULES: tuple[RuleSpec, ...] = (
+    RuleSpec(
+        name="Failed jobs spike",
+        description="More than 20% of publish attempts failed, over more than 10 attempts.",
+        metric="publish.failure_rate",
+        window_s=HOUR,
+        comparison=">",
+        threshold=0.2,
+        min_samples=11,
+        severity=Severity.ERROR,
+        runbook="docs/alerts.md#failed-jobs-spike",
+    ),
+    RuleSpec(
+        name="Token refresh failures",
+        description="Fewer than 90% of token refreshes succeeded, over more than 5.",
+        metric="tokens.refresh_success_rate",
+        window_s=HOUR,
+        comparison="<",
+        threshold=0.9,
+        min_samples=6,
+        severity=Severity.WARNING,
+        runbook="docs/alerts.md#token-refresh-failures",
+    ),
+    RuleSpec(
+        name="Repeated token failures",
+        description="Fewer than half of token refreshes succeeded, over more than 3.",
+        metric="tokens.refresh_success_rate",
+        window_s=HOUR,
+        comparison="<",
+        threshold=0.5,
+        min_samples=4,
+        severity=Severity.CRITICAL,
+        inhibits=["Token refresh failures"],
+        runbook="docs/alerts.md#repeated-token-failures",
+    ),
+    RuleSpec(
+        name="High publish latency",
+        description="Provider calls of publish attempts took more than 30 s on average.",
+        metric="publish.latency_avg_s",
+        window_s=15 * 60,
+        comparison=">",
+        threshold=30.0,
+        min_samples=1,
+        severity=Severity.WARNING,
+        runbook="docs/alerts.md#high-publish-latency",
+    ),
+    RuleSpec(
+        name="Queue backlog",
+        description="More than 100 posts are due and waiting (not queued yet, or queued).",
+        metric="queue.backlog",
+        window_s=60,
+        comparison=">",
+        threshold=100,
+        severity=Severity.WARNING,
+        runbook="docs/alerts.md#queue-backlog",
+    ),
+    RuleSpec(
+        name="Workers down",
+        description="No worker consumed a heartbeat in the last 3 minutes.",
+        metric="workers.seen",
+        window_s=180,
+        comparison="<",
+        threshold=1,
+        severity=Severity.CRITICAL,
+        inhibits=["Queue not consumed", "Periodic job missed", "Queue backlog"],
+        runbook="docs/alerts.md#workers-down",
+    ),
+    RuleSpec(
+        name="Queue not consumed",
+        description="A queue's last heartbeat was consumed more than 3 minutes ago.",
+        metric="workers.heartbeat_age_s",
+        window_s=60,
+        comparison=">",
+        threshold=180,
+        group_by=["queue"],
+        severity=Severity.ERROR,
+        runbook="docs/alerts.md#queue-not-consumed",
+    ),
+    RuleSpec(
+        name="Periodic job missed",
+        description="dispatch_due has not succeeded for 30 of its intervals: is beat running?",
+        metric="jobs.last_success_age_s",
+        window_s=60,
+        comparison=">",
+        threshold=60,
+        group_by=["job"],
+        filters={"job": "herald.posts.dispatch_due"},
+        no_data_state=StateBehaviour.ALERTING,
+        severity=Severity.ERROR,
+        runbook="docs/alerts.md#periodic-job-missed",
+    ),
+    RuleSpec(
+        name="Audit chain broken",
+        description="The audit log verifier found an edited, deleted or reordered row.",
+        metric="audit.chain_broken",
+        window_s=60,
+        comparison=">",
+        threshold=0,
+        severity=Severity.CRITICAL,
+        runbook="docs/alerts.md#audit-chain-broken",
+    ),
+    RuleSpec(
+        name="Notification failures",
+        description="Alert notifications were given up after every retry.",
+        metric="events.count",
+        window_s=HOUR,
+        comparison=">",
+        threshold=0,
+        filters={"name": "alerts.notification_failed"},
+        severity=Severity.WARNING,
+        runbook="docs/alerts.md#notification-failures",
+    ),
+)
+
+
+def install(session: Session) -> int:
+    """Create the default rules that are missing and reset the ones that changed."""
+    existing = {
+        rule.name: rule
+        for rule in session.scalars(
+            select(AlertRule).where(AlertRule.workspace_id.is_(None), AlertRule.builtin.is_(True))
+        )
+    }
+    changed = 0
+    for spec in DEFAULT_RULES:
+        rule = existing.get(spec.name)
+        if rule is None:
+            session.add(AlertRule(workspace_id=None, builtin=True, **spec.row_values()))
+            changed += 1
+            continue
+        for name, value in spec.row_values().items():
+            if getattr(rule, name) != value:
+                setattr(rule, name, value)
+                changed += 1
+    session.flush()
+    return changed

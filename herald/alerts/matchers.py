@@ -1,0 +1,97 @@
+"""Label matchers with Alertmanager's semantics, for silences.
+
+A matcher is ``name op value`` with ``=`` (equal), ``!=`` (not equal), ``=~`` (the regular
+expression matches the whole value) and ``!~`` (it does not). A label an alert does not carry
+has the empty value, as in Alertmanager, so ``team=""`` matches alerts without a team. A
+silence matches an alert when every one of its matchers does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal
+
+import regex
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from herald.alerts.rules import LABEL_NAME
+
+Operator = Literal["=", "!=", "=~", "!~"]
+# A silence's regular expression is user input run against every alert: a pathological one
+# (catastrophic backtracking) gives up after this long and counts as not matching.
+REGEX_TIMEOUT_S = 0.05
+
+
+@lru_cache(maxsize=512)
+def _anchored(pattern: str) -> Any:
+    return regex.compile(f"(?:{pattern})")
+
+
+def _fullmatch(pattern: str, value: str) -> bool:
+    try:
+        return _anchored(pattern).fullmatch(value, timeout=REGEX_TIMEOUT_S) is not None
+    except TimeoutError:
+        return False
+
+
+class Matcher(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(max_length=100, pattern=LABEL_NAME.pattern)
+    op: Operator = "="
+    value: str = Field(default="", max_length=1000)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not LABEL_NAME.fullmatch(value):
+            raise ValueError(f"label name must match {LABEL_NAME.pattern}")
+        return value
+
+    @model_validator(mode="after")
+    def _regex(self) -> Matcher:
+        if self.op in ("=~", "!~"):
+            try:
+                _anchored(self.value)
+            except regex.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return self
+
+    def matches(self, labels: Mapping[str, Any]) -> bool:
+        actual = str(labels.get(self.name, "") or "")
+        if self.op == "=":
+            return actual == self.value
+        if self.op == "!=":
+            return actual != self.value
+        found = _fullmatch(self.value, actual)
+        return found if self.op == "=~" else not found
+
+    def __str__(self) -> str:
+        return f'{self.name}{self.op}"{self.value}"'
+
+
+@dataclass(frozen=True, slots=True)
+class MatcherSet:
+    matchers: tuple[Matcher, ...]
+
+    @classmethod
+    def parse(cls, raw: Iterable[Any]) -> MatcherSet:
+        return cls(tuple(Matcher.model_validate(item) for item in raw))
+
+    def matches(self, labels: Mapping[str, Any]) -> bool:
+        return all(matcher.matches(labels) for matcher in self.matchers)
+
+
+_TEXT = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"?(.*?)"?\s*$')
+
+
+def parse_text(text: str) -> Matcher:
+    """``severity=warning``, ``rule=~"Token.*"``: the CLI's way of writing a matcher."""
+    found = _TEXT.match(text)
+    if found is None:
+        raise ValueError(f"not a matcher: {text!r} (write name=value, name!=value, name=~regex)")
+    name, op, value = found.groups()
+    return Matcher.model_validate({"name": name, "op": op, "value": value})
