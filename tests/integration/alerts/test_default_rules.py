@@ -179,7 +179,7 @@ def test_periodic_job_missed_when_dispatch_stops_succeeding(defaults: Engine) ->
             session.merge(Heartbeat(queue=queue, sent_at=at(3), received_at=at(3), worker="w"))
     evaluate(None, 3)
     [labels] = firing()["Periodic job missed"]
-    assert labels["job"] == "herald.posts.dispatch_due"
+    assert labels["task"] == "herald.posts.dispatch_due"
 
 
 def test_audit_chain_broken_fires_on_the_recorded_verifier_result(defaults: Engine) -> None:
