@@ -3,7 +3,10 @@
 It starts the provider sandbox, a worker and beat in this process (SQLite file, in-process
 broker), connects accounts on several networks for two workspaces, schedules a few dozen
 posts over about twenty seconds with faults injected at the sandbox, shows progress, and ends
-with a table of every post. It exits non-zero if any post did not end as the scenario says.
+with a table of every post, then Herald's health, the alerts the faults raised (at least the
+failed-jobs spike) and their notifications, delivered to a local signed-webhook receiver the
+demo starts (:mod:`herald.demo_alerts`). It exits non-zero if any post did not end as the
+scenario says or the failed-jobs spike was not raised and delivered.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
-from herald import db
+from herald import db, demo_alerts
 from herald.contracts import SchedulePost
 from herald.models import Integration, Post, PostStatus, Workspace, utcnow
 from herald.providers.base import Account
@@ -81,9 +84,9 @@ SCENARIO: tuple[Connection, ...] = (
         "globex-linkedin-refused",
         "globex",
         "linkedin",
-        1,
+        5,
         expect=P.FAILED,
-        story="refused for good (422)",
+        story="refused for good (422): the failed-jobs spike alert",
         faults=(
             {"kind": "error", "status": 422, "message": "Content is a duplicate", "method": "POST"},
         ),
@@ -111,7 +114,9 @@ SCENARIO: tuple[Connection, ...] = (
 DURATION_S = 20.0
 
 
-def demo_settings(database: Path, sandbox_url: str) -> Settings:
+def demo_settings(database: Path, sandbox_url: str, **overrides: Any) -> Settings:
+    # Beat's ticks are seconds, not minutes, so that a run of half a minute sees heartbeats
+    # consumed and every periodic job run; the demo also evaluates alert rules once at its end.
     base = Settings(
         env="development",
         database_url=f"sqlite:///{database}",
@@ -123,7 +128,13 @@ def demo_settings(database: Path, sandbox_url: str) -> Settings:
         provider_timeout_s=3.0,
         provider_connect_timeout_s=2.0,
         queued_timeout_s=15.0,
+        heartbeat_interval_s=10.0,
+        heartbeat_max_age_s=40.0,
+        token_refresh_interval_s=20.0,
+        audit_verify_interval_s=20.0,
+        alert_evaluation_interval_s=20.0,
         log_level="WARNING",
+        **overrides,
     )
     return base.with_sandbox(sandbox_url)
 
@@ -138,8 +149,8 @@ def run(console: Console | None = None, database: Path | None = None) -> int:
     database = database or Path.cwd() / "herald-demo.sqlite3"
     for leftover in database.parent.glob(database.name + "*"):
         leftover.unlink()
-    with run_in_thread() as server:
-        settings = demo_settings(database, server.url)
+    with run_in_thread() as server, demo_alerts.SignedWebhookReceiver() as receiver:
+        settings = demo_settings(database, server.url, **receiver.settings())
         use_settings(settings)
         configure_logging(settings)
         configure_app(app, settings)
@@ -153,9 +164,10 @@ def run(console: Console | None = None, database: Path | None = None) -> int:
         expected, rejected = _seed(sandbox, settings, console)
         with EmbeddedRuntime(app, concurrency=4):
             _watch(console, expected)
-        ok = _report(console, expected, rejected, sandbox)
+            ok = _report(console, expected, rejected, sandbox)
+            alerted = demo_alerts.report(console, settings, receiver, database)
         sandbox.close()
-    return 0 if ok else 1
+    return 0 if ok and alerted else 1
 
 
 def _seed(
