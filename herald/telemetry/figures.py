@@ -161,6 +161,9 @@ def _due(now: datetime) -> ColumnElement[bool]:
 FINAL_POST_STATUSES = (PostStatus.PUBLISHED, PostStatus.FAILED, PostStatus.CANCELLED)
 # Listed, not NOT IN (finals): an IN list is an index scan on ix_posts_status_scheduled_at.
 OPEN_POST_STATUSES = tuple(s for s in PostStatus if s not in FINAL_POST_STATUSES)
+# Posts are counted by a column of the (status, …) indexes they are read through, so that a
+# count is an index-only scan (a day of finished posts is tens of thousands of entries).
+_COUNTED = Post.status
 
 
 def _merged(*parts: list[Sample]) -> list[Sample]:
@@ -176,20 +179,20 @@ def _merged(*parts: list[Sample]) -> list[Sample]:
 def _posts(session: Session, q: Query) -> list[Sample]:
     """Open posts counted whole (bounded by the work in flight); finished ones only when
     scheduled inside the window (``ix_posts_status_scheduled_at``)."""
-    open_now = gauge(_POSTS, Post.id, [Post.status.in_(OPEN_POST_STATUSES)])
+    open_now = gauge(_POSTS, _COUNTED, [Post.status.in_(OPEN_POST_STATUSES)])
     finished = aggregate(
-        _POSTS, func.count(Post.id), literal(1), where=[Post.status.in_(FINAL_POST_STATUSES)]
+        _POSTS, func.count(_COUNTED), literal(1), where=[Post.status.in_(FINAL_POST_STATUSES)]
     )
     return _merged(open_now(session, q), finished(session, q))
 
 
 def _backlog(session: Session, q: Query) -> list[Sample]:
     waiting = _due(q.window.end) | (Post.status == PostStatus.QUEUED)
-    return gauge(_POSTS, Post.id, [waiting])(session, q)
+    return gauge(_POSTS, _COUNTED, [waiting])(session, q)
 
 
 def _due_unqueued(session: Session, q: Query) -> list[Sample]:
-    return gauge(_POSTS, Post.id, [_due(q.window.end)])(session, q)
+    return gauge(_POSTS, _COUNTED, [_due(q.window.end)])(session, q)
 
 
 def _oldest_due_age(session: Session, q: Query) -> list[Sample]:
