@@ -19,7 +19,7 @@ from herald.settings import get_settings
 
 
 @contextmanager
-def _service_session(reason: str) -> Iterator[Any]:
+def service_session(reason: str) -> Iterator[Any]:
     from herald import db
 
     with db.session_scope() as session:
@@ -44,7 +44,7 @@ def audit_verify() -> None:
     Exits 0 when intact, 1 naming the first broken row otherwise."""
     from herald.security.audit_verify import verify_and_record
 
-    with _service_session("cli.audit.verify") as session:
+    with service_session("cli.audit.verify") as session:
         report = verify_and_record(session, get_settings())
     if report.ok:
         click.echo(f"audit chain intact: {report.checked} rows, {report.checkpoints} checkpoints")
@@ -58,7 +58,7 @@ def audit_checkpoint() -> None:
     from herald.security import checkpoints
 
     try:
-        with _service_session("cli.audit.checkpoint") as session:
+        with service_session("cli.audit.checkpoint") as session:
             written = checkpoints.write(session, get_settings(), reason="on demand")
     except checkpoints.CheckpointError as exc:
         _fail(str(exc), 2)
@@ -91,7 +91,7 @@ def audit_purge(before: datetime, by: str) -> None:
     from herald.security.audit_admin import PurgeRefused, purge
 
     try:
-        with _service_session("cli.audit.purge") as session:
+        with service_session("cli.audit.purge") as session:
             result = purge(session, get_settings(), before.replace(tzinfo=UTC), Actor("cli", by))
     except PurgeRefused as exc:
         _fail(f"purge refused: {exc}")
@@ -110,6 +110,6 @@ def audit_erase(subject: str, by: str) -> None:
     from herald.security.audit import Actor
     from herald.security.audit_admin import erase_subject
 
-    with _service_session("cli.audit.erase") as session:
+    with service_session("cli.audit.erase") as session:
         erased = erase_subject(session, subject, Actor("cli", by))
     click.echo(f"erased personal data of {erased} audit rows; the chain still verifies")
