@@ -22,7 +22,7 @@ import structlog
 from herald.celery_app import app
 from herald.contracts import NoArguments
 from herald.db import service_scope
-from herald.security import checkpoints
+from herald.security import checkpoints, suspicious
 from herald.security.audit_verify import verify_and_record
 from herald.settings import get_settings
 from herald.tasks.base import HeraldTask
@@ -58,3 +58,16 @@ def checkpoint(self: HeraldTask, payload: NoArguments) -> dict[str, Any]:
     service_scope(self.session, "audit.checkpoint")
     written = checkpoints.write(self.session, settings)
     return {"written": written.name, "sequence": written.sequence}
+
+
+@app.task(
+    bind=True,
+    base=HeraldTask,
+    name="herald.security.detect_suspicious",
+    payload_model=NoArguments,
+    periodic=True,
+)
+def detect_suspicious(self: HeraldTask, payload: NoArguments) -> dict[str, Any]:
+    service_scope(self.session, "security.detect_suspicious")
+    found = suspicious.detect(self.session, get_settings())
+    return {"findings": len(found), "kinds": sorted({f.kind for f in found})}
