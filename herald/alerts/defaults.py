@@ -128,6 +128,28 @@ DEFAULT_RULES: tuple[RuleSpec, ...] = (
         severity=Severity.WARNING,
         runbook="docs/alerts.md#notification-failures",
     ),
+    RuleSpec(
+        name="Audit write failures",
+        description="Audit events could not be written (the operations went on).",
+        metric="events.count",
+        window_s=HOUR,
+        comparison=">",
+        threshold=0,
+        filters={"name": "audit.write_failed"},
+        severity=Severity.ERROR,
+        runbook="docs/security.md#audit-write-failures",
+    ),
+    RuleSpec(
+        name="Suspicious activity",
+        description="The suspicious-activity detector recorded a finding.",
+        metric="events.count",
+        window_s=HOUR,
+        comparison=">",
+        threshold=0,
+        filters={"name": "security.suspicious"},
+        severity=Severity.CRITICAL,
+        runbook="docs/security.md#suspicious-activity",
+    ),
 )
 
 
