@@ -23,6 +23,7 @@ from herald.tasks.base import HeraldTask
     bind=True,
     base=HeraldTask,
     name="herald.audit.verify_chain",
+    scope="service",
     payload_model=NoArguments,
     periodic=True,
 )

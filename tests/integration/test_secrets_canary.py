@@ -28,11 +28,11 @@ from pydantic import SecretStr
 from sqlalchemy import MetaData, select
 from sqlalchemy.engine import Engine
 
-from herald import db
 from herald.api import create_app
 from herald.models import Integration, Post, PostStatus, TokenRefreshAttempt
 from herald.sandbox import SandboxClient, SandboxServer
 from herald.settings import Settings, use_settings
+from tests.fixtures.database import service_session
 from tests.fixtures.publishing import ConnectFn, fresh, ticking_until
 from tests.fixtures.sandbox import issued_tokens
 from tests.integration.api.conftest import member_headers
@@ -82,7 +82,7 @@ def _refresh(celery_app: Celery, integration: Integration, done: Callable[[], bo
 
 
 def _refresh_outcomes(integration: Integration) -> list[str | None]:
-    with db.session_scope() as s:
+    with service_session() as s:
         return list(
             s.scalars(
                 select(TokenRefreshAttempt.outcome)

@@ -34,6 +34,7 @@ from herald.models import (
 from herald.settings import get_settings
 from herald.telemetry import records
 from herald.telemetry.state import AUDIT_VERIFY_JOB, job_intervals
+from tests.fixtures.database import service_session
 from tests.fixtures.monitoring import (
     free_port,
     parse_exposition,
@@ -51,7 +52,7 @@ def _app(**overrides: Any) -> TestClient:
 
 def _beats(*, age_s: float = 1.0, queues: tuple[str, ...] = QUEUES) -> None:
     now = utcnow()
-    with db.session_scope() as session:
+    with service_session() as session:
         for queue in queues:
             records.record_heartbeat(
                 session,
@@ -64,13 +65,13 @@ def _beats(*, age_s: float = 1.0, queues: tuple[str, ...] = QUEUES) -> None:
 
 def _jobs_ran(*, ago_s: float = 1.0) -> None:
     when = utcnow() - timedelta(seconds=ago_s)
-    with db.session_scope() as session:
+    with service_session() as session:
         for job in job_intervals(beat_schedule(get_settings(), QUEUES)):
             session.merge(JobRun(job=job, last_started_at=when, last_succeeded_at=when))
 
 
 def _alert(severity: Severity, status: AlertStatus, workspace_id: uuid.UUID | None = None) -> None:
-    with db.session_scope() as session:
+    with service_session() as session:
         rule = AlertRule(
             workspace_id=workspace_id,
             name=f"rule-{uuid.uuid4().hex[:6]}",
@@ -94,7 +95,7 @@ def _alert(severity: Severity, status: AlertStatus, workspace_id: uuid.UUID | No
 
 def _attempt(tenant: Tenant, outcome: str, *, latency_ms: int, started: datetime) -> None:
     post = tenant.post(status=PostStatus.PUBLISHED, published_at=started)
-    with db.session_scope() as session:
+    with service_session() as session:
         session.add(
             PublishAttempt(
                 workspace_id=tenant.workspace.id,
@@ -278,7 +279,7 @@ def test_health_is_unhealthy_503_when_no_worker_consumes_the_publish_queue(
 
 
 def _job_last_succeeded(job: str, ago: timedelta) -> None:
-    with db.session_scope() as session:
+    with service_session() as session:
         session.merge(JobRun(job=job, last_succeeded_at=utcnow() - ago))
 
 
