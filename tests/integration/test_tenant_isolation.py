@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
+from click.testing import CliRunner
 from sqlalchemy import (
     Column,
     Table,
@@ -34,6 +36,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from herald import db
+from herald.cli import cli
+from herald.migrations import runner
 from herald.models import Base
 from tests.conftest import ROLE_NAMES, TEST_DATABASE_URL
 
@@ -115,7 +119,7 @@ def admin(engine: Engine) -> Iterator[Engine]:
 def _catalog(conn: Connection) -> list[tuple[str, bool, bool, bool, int]]:
     """(table, has workspace_id, RLS enabled, RLS forced, policies) for every public table."""
     return [
-        tuple(r)  # type: ignore[misc]
+        tuple(r)
         for r in conn.execute(
             text(
                 """
@@ -290,3 +294,52 @@ def test_sqlite_without_a_workspace_nothing_is_visible(
         db.service_scope(session, "test")
         for cls in _tenant_classes():
             assert len(session.scalars(select(cls)).all()) == 2, cls.__name__
+
+
+# -- the scope mechanism ---------------------------------------------------------------------------
+
+
+def test_a_tenant_scope_is_set_again_in_every_transaction_and_ends_with_each() -> None:
+    setting = text("SELECT current_setting('herald.workspace_id', true)")
+    with db.session_scope() as session:
+        db.tenant_scope(session, A)
+        assert session.scalar(setting) == str(A)
+        session.commit()  # SET LOCAL ended with that transaction; the session sets it again
+        assert session.scalar(setting) == str(A)
+    with db.get_engine().connect() as conn:  # a pooled connection carries no workspace
+        assert conn.execute(setting).scalar() in (None, "")
+
+
+def test_a_scope_is_chosen_before_the_first_statement_of_a_transaction() -> None:
+    with db.session_scope() as session:
+        session.execute(text("SELECT 1"))
+        with pytest.raises(db.TenantScopeError):
+            db.service_scope(session, "too late")
+    with pytest.raises(ValueError):
+        db.tenant_scope(db.new_session(), "A'; SET ROLE postgres; --")
+
+
+def test_migration_0014_downgrades_and_upgrades_on_postgres(admin: Engine) -> None:
+    forced = text("SELECT relforcerowsecurity FROM pg_class WHERE relname = 'posts'")
+    with admin.connect() as conn:
+        transaction = conn.begin()  # Postgres DDL is transactional: rolled back at the end
+        config = runner.alembic_config(connection=conn)
+        command.downgrade(config, "0009")
+        assert conn.execute(forced).scalar() is False
+        command.upgrade(config, "head")
+        assert conn.execute(forced).scalar() is True
+        transaction.rollback()
+
+
+def test_db_roles_prints_the_three_roles_without_passwords() -> None:
+    result = CliRunner().invoke(cli, ["db", "roles"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert f'ALTER ROLE "{ROLE_NAMES["runtime"]}" LOGIN' in out
+    assert "NOBYPASSRLS NOINHERIT" in out
+    assert (
+        f'ALTER ROLE "{ROLE_NAMES["service"]}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE BYPASSRLS'
+        in out
+    )
+    assert "ALTER DEFAULT PRIVILEGES" in out
+    assert "PASSWORD" not in out
