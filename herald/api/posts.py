@@ -18,14 +18,20 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
-from herald.api.deps import Caller, CurrentCaller, report_if_foreign, settings_of, tenant_session
+from herald.api.deps import (
+    Caller,
+    CurrentCaller,
+    audit_now,
+    report_if_foreign,
+    settings_of,
+    tenant_session,
+)
 from herald.api.errors import COMMON_RESPONSES, ApiError, ErrorEnvelope
 from herald.api.paths import PREFIX
 from herald.api.schemas import AttemptOut, PostDetail, PostOut, PostPage, ScheduleRequest
 from herald.contracts import Instant, in_utc
 from herald.models import Integration, Post, PostStatus, PublishAttempt, transition, utcnow
 from herald.publishing.scheduling import IntegrationNotFound, schedule_post
-from herald.security import audit
 from herald.security.audit import EventType, Severity
 from herald.telemetry import context
 from herald.telemetry.tracing import current_trace_context, trace_columns
@@ -228,8 +234,8 @@ def retry_post(post_id: uuid.UUID, caller: CurrentCaller) -> PostOut:
                 f"a {post.status.value} post cannot be retried",
                 details={"status": post.status.value},
             )
-        audit.record(
-            session,
+        # In the service scope: the chain's head is in any workspace, which RLS hides here.
+        audit_now(
             EventType.ADMIN_ACTION,
             actor=caller.actor,
             severity=Severity.MEDIUM,

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from herald.db import make_engine
 
 DML = "SELECT, INSERT, UPDATE, DELETE"
+APPEND_ONLY = ("audit_events",)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,13 @@ def role_statements(
         f"GRANT {DML} ON TABLES TO {rt}, {svc}",
         f"ALTER DEFAULT PRIVILEGES FOR ROLE {mig} IN SCHEMA {sch} "
         f"GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {rt}, {svc}",
+        # Append-only tables: the runtime role may add rows, never change or remove them (the
+        # grant above would otherwise give UPDATE and DELETE back on every run).
+        *(
+            f"DO $$ BEGIN IF to_regclass({_literal(schema + '.' + table)}) IS NOT NULL THEN "
+            f"REVOKE UPDATE, DELETE, TRUNCATE ON {sch}.{_ident(table)} FROM {rt}; END IF; END $$"
+            for table in APPEND_ONLY
+        ),
     ]
 
 
