@@ -14,9 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
 
-from herald import db
 from herald.api import create_app
 from herald.models import AuditEvent, Integration, Membership, Post, Role, Workspace, utcnow
 from herald.settings import get_settings
@@ -96,7 +94,7 @@ def client(committed: Engine) -> Iterator[TestClient]:
 
 
 def query(statement: Any) -> list[Any]:
-    with Session(db.get_service_engine()) as session:
+    with service_session() as session:
         return list(session.scalars(statement).all())
 
 

@@ -122,13 +122,14 @@ def healthy(committed: Engine) -> None:
 
 def test_healthz_answers_without_a_token_even_when_nothing_else_does(committed: Engine) -> None:
     dead = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none"
+    service = db.get_service_engine()
     with _app(broker_url=f"redis://127.0.0.1:{free_port()}/0") as client:
         db.use_engine(db.make_engine(dead))
         try:
             response = client.get("/healthz")
             ready = client.get("/readyz")
         finally:
-            db.use_engine(committed)
+            db.use_engine(committed, service)
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
     assert ready.status_code == 503

@@ -87,7 +87,7 @@ def test_eight_refreshes_at_once_on_postgres_threads_call_the_network_once(
 
 
 @pytest.fixture
-def sqlite_engine(engine: Engine, tmp_path: Path) -> Iterator[Engine]:
+def sqlite_engine(engine: Engine, service_engine: Engine, tmp_path: Path) -> Iterator[Engine]:
     """The embedded default for the duration of a test: a migrated SQLite file as the
     process's database (the run's Postgres engine is put back afterwards)."""
     url = f"sqlite:///{tmp_path / 'herald.sqlite3'}"
@@ -95,7 +95,7 @@ def sqlite_engine(engine: Engine, tmp_path: Path) -> Iterator[Engine]:
     sqlite = db.make_engine(url)
     db.use_engine(sqlite)
     yield sqlite
-    db.use_engine(engine)
+    db.use_engine(engine, service_engine)
     sqlite.dispose()
 
 
