@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install test check lint typecheck compose-check pytest demo bench bench-alerts fmt lock clean
+.PHONY: install test check lint typecheck compose-check pytest demo bench bench-alerts bench-rls fmt lock clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -48,6 +48,9 @@ bench: install  ## pipeline throughput, latency and memory (needs Postgres and R
 
 bench-alerts: install  ## alert rules, health and /metrics over 1 M then 5 M attempts (needs Postgres and Redis)
 	$(BIN)/python -u -m bench.alerts
+
+bench-rls: install  ## the publish path's database cost with and without row-level security
+	$(BIN)/python -u -m bench.rls
 
 fmt: install
 	$(BIN)/ruff format .

@@ -35,10 +35,12 @@ def db() -> None:
 @db.command("upgrade")
 @click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
-    """Migrate the database (HERALD_DATABASE_URL) up to REVISION (default: head)."""
+    """Migrate the database up to REVISION (default: head), as HERALD_MIGRATION_DATABASE_URL
+    (HERALD_DATABASE_URL when unset)."""
     from herald.migrations import runner
 
-    runner.upgrade(get_settings().database_url, revision)
+    settings = get_settings()
+    runner.upgrade(settings.migration_database_url or settings.database_url, revision)
     click.echo(f"database at {revision}")
 
 
@@ -48,7 +50,8 @@ def db_downgrade(revision: str) -> None:
     """Migrate the database down to REVISION ('-1' for one step, 'base' for empty)."""
     from herald.migrations import runner
 
-    runner.downgrade(get_settings().database_url, revision)
+    settings = get_settings()
+    runner.downgrade(settings.migration_database_url or settings.database_url, revision)
 
 
 @db.command("current")
@@ -66,6 +69,45 @@ def db_revision(message: str) -> None:
     from herald.migrations import runner
 
     runner.revision(message, get_settings().database_url)
+
+
+@db.command("roles")
+@click.option(
+    "--apply",
+    "admin_url",
+    metavar="ADMIN_URL",
+    default=None,
+    help="Run the SQL as this Postgres superuser URL instead of printing it.",
+)
+def db_roles(admin_url: str | None) -> None:
+    """Print (or apply) the SQL for the migration, runtime and service roles.
+
+    Role names are the user names of HERALD_MIGRATION_DATABASE_URL, HERALD_DATABASE_URL and
+    HERALD_SERVICE_DATABASE_URL (herald_migration, herald_runtime, herald_service where a URL
+    names none). Printed SQL carries no password; --apply sets those the URLs carry.
+    """
+    from sqlalchemy.engine import make_url
+
+    from herald.migrations import roles
+
+    settings = get_settings()
+    urls = (settings.database_url, settings.service_database_url, settings.migration_database_url)
+    names = roles.roles_from_urls(*urls)
+    database = make_url(settings.database_url).database if "postgresql" in urls[0] else None
+    database = database or "herald"
+    if admin_url is None:
+        for statement in roles.role_statements(database, names):
+            click.echo(statement + ";")
+        return
+    roles.apply(
+        admin_url,
+        database,
+        roles.role_statements(database, names, roles.passwords_from_urls(*urls)),
+    )
+    click.echo(
+        f"roles {names.migration} (migration), {names.runtime} (runtime), "
+        f"{names.service} (service) ready in database {database}"
+    )
 
 
 # -- Celery processes ------------------------------------------------------------------------------

@@ -91,7 +91,9 @@ def audit_purge(before: datetime, by: str) -> None:
     from herald.security.audit_admin import PurgeRefused, purge
 
     try:
-        with service_session("cli.audit.purge") as session:
+        from herald import db
+
+        with db.owner_scope("cli.audit.purge") as session:  # only the owner lifts append-only
             result = purge(session, get_settings(), before.replace(tzinfo=UTC), Actor("cli", by))
     except PurgeRefused as exc:
         _fail(f"purge refused: {exc}")

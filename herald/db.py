@@ -1,10 +1,26 @@
-"""Database access: the engine, sessions, and the tenant and service scopes.
+"""Database access: the engines, sessions, and the tenant and service scopes.
 
-One engine per process, made on first use and dropped after a fork (``dispose_engine`` is
-called from Celery's ``worker_process_init``). Tenant isolation on Postgres is row-level
-security keyed on ``herald.workspace_id``, which :func:`tenant_scope` sets with ``SET LOCAL``
-semantics (``set_config(..., true)``) so it ends with the transaction. SQLite has no RLS: the
-same scoping is applied in queries by the callers.
+Two engines per process, made on first use and dropped after a fork (``dispose_engine`` is
+called from Celery's ``worker_process_init``): the **runtime** engine (``database_url``) and
+the **service** engine (``service_database_url``; the runtime one when unset).
+
+This module is the one place that owns tenant isolation. Every session starts unscoped, and
+an unscoped session sees no tenant row. :func:`tenant_scope` limits a transaction to one
+workspace; :func:`service_scope` opens it to every workspace for cross-tenant system work.
+
+- **Postgres**: row-level security (herald/migrations/rls.py). ``tenant_scope`` binds the
+  session to the runtime engine and sets ``herald.workspace_id`` with ``set_config(..., true)``
+  (``SET LOCAL``: it ends with the transaction; the ``after_begin`` hook below sets it again in
+  each later transaction of the session, one statement per transaction). ``service_scope``
+  binds the session to the service engine, whose role has ``BYPASSRLS``: no setting opens RLS.
+- **SQLite**: no RLS, so the session itself scopes. Every ORM statement gets a
+  ``with_loader_criteria`` on each mapped class with a ``workspace_id`` column (and on
+  ``workspaces`` by ``id``), and a flush refuses a row for another workspace
+  (:class:`TenantScopeError`).
+
+A scope is chosen before the transaction's first statement (a tenant scope may also narrow a
+transaction already under way on the runtime engine): changing engines mid-transaction would
+split it in two, so it raises :class:`TenantScopeError` instead.
 """
 
 from __future__ import annotations
@@ -15,15 +31,33 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+from sqlalchemy import create_engine, event, false, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import (
+    Mapper,
+    ORMExecuteState,
+    Session,
+    SessionTransaction,
+    UOWTransaction,
+    sessionmaker,
+    with_loader_criteria,
+)
 
 from herald.settings import Settings, get_settings
 
 _lock = threading.Lock()
 _engine: Engine | None = None
+_service_engine: Engine | None = None
 _sessions: sessionmaker[Session] | None = None
+
+# Keys of ``Session.info``.
+_WORKSPACE = "workspace_id"
+_SERVICE = "service_scope"
+_ENGINE_IN_USE = "herald_engine_in_use"  # the engine of the current transaction's connection
+
+
+class TenantScopeError(RuntimeError):
+    """A write outside the session's workspace, or a scope changed mid-transaction."""
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -51,26 +85,43 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def get_engine(settings: Settings | None = None) -> Engine:
-    global _engine, _sessions  # noqa: PLW0603 - the process-wide engine
+    """The runtime engine (requests and tenant-scoped work)."""
+    global _engine, _service_engine, _sessions  # noqa: PLW0603 - the process-wide engines
     with _lock:
         if _engine is None:
-            _engine = make_engine((settings or get_settings()).database_url)
+            settings = settings or get_settings()
+            _engine = make_engine(settings.database_url)
+            service_url = settings.service_database_url
+            if service_url and service_url != settings.database_url:
+                _service_engine = make_engine(service_url)
+            else:
+                _service_engine = _engine
             _sessions = sessionmaker(_engine, expire_on_commit=False)
         return _engine
 
 
-def use_engine(engine: Engine) -> None:
-    """Make ``engine`` the process's engine (tests, the demo)."""
-    global _engine, _sessions  # noqa: PLW0603
+def get_service_engine() -> Engine:
+    """The service engine (cross-workspace jobs); the runtime engine when none is configured."""
+    get_engine()
+    assert _service_engine is not None
+    return _service_engine
+
+
+def use_engine(engine: Engine, service: Engine | None = None) -> None:
+    """Make ``engine`` the process's runtime engine and ``service`` (default: the same) its
+    service engine (tests, the demo)."""
+    global _engine, _service_engine, _sessions  # noqa: PLW0603
     with _lock:
         _engine = engine
+        _service_engine = service or engine
         _sessions = sessionmaker(engine, expire_on_commit=False)
 
 
 def dispose_engine() -> None:
     """Forget connections inherited across a fork; the next use reconnects."""
-    if _engine is not None:
-        _engine.dispose(close=False)
+    for engine in {_engine, _service_engine}:
+        if engine is not None:
+            engine.dispose(close=False)
 
 
 def new_session() -> Session:
@@ -93,30 +144,162 @@ def session_scope() -> Iterator[Session]:
         session.close()
 
 
-def _is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
+# ----------------------------------------------------------------------------------------------
+# Scopes
+# ----------------------------------------------------------------------------------------------
+
+
+def _use(session: Session, engine: Engine) -> None:
+    """Bind ``session`` to ``engine`` for its next transaction."""
+    if isinstance(session.bind, Connection):
+        return  # bound to one connection by its creator (tests): that connection is the scope
+    in_use = session.info.get(_ENGINE_IN_USE)
+    if in_use is not None and in_use is not engine:
+        raise TenantScopeError(
+            "a transaction's scope is chosen before its first statement: commit or roll back "
+            "first, or open the scope at the start"
+        )
+    session.bind = engine
 
 
 def tenant_scope(session: Session, workspace_id: uuid.UUID | str) -> None:
-    """Limit the current transaction to one workspace (RLS on Postgres)."""
-    session.info["workspace_id"] = str(workspace_id)
-    session.info.pop("service_scope", None)
-    if _is_postgres(session):
-        session.execute(
-            text("SELECT set_config('herald.workspace_id', :ws, true)"), {"ws": str(workspace_id)}
-        )
+    """Limit the session to one workspace (RLS on Postgres, query criteria on SQLite)."""
+    workspace = str(uuid.UUID(str(workspace_id)))  # a malformed id raises ValueError here
+    _use(session, get_engine())
+    session.info[_WORKSPACE] = workspace
+    session.info.pop(_SERVICE, None)
+    if session.info.get(_ENGINE_IN_USE) is not None:  # the transaction has begun: set it now
+        _set_workspace(session.connection(), workspace)
 
 
 def service_scope(session: Session, reason: str) -> None:
-    """Open the current transaction to every workspace, for cross-tenant system work.
+    """Open the session to every workspace, for cross-tenant system work.
 
     ``reason`` names the job (``dispatch_due``, ``sweep_stuck``…); it is kept on the session so
     the audit log can record each use.
     """
-    session.info["service_scope"] = reason
-    session.info.pop("workspace_id", None)
-    if _is_postgres(session):
-        session.execute(text("SELECT set_config('herald.service', 'on', true)"))
+    _use(session, get_service_engine())
+    session.info[_SERVICE] = reason
+    session.info.pop(_WORKSPACE, None)
+
+
+@contextmanager
+def owner_scope(reason: str) -> Iterator[Session]:
+    """A committed transaction as the tables' owner (``migration_database_url``; the runtime URL
+    when unset), open to every workspace: for the operator commands that do what the runtime and
+    service roles may not, such as the audit log's purge. Its own engine, disposed at the end."""
+    settings = get_settings()
+    engine = make_engine(settings.migration_database_url or settings.database_url)
+    session = Session(engine, expire_on_commit=False)
+    session.info[_SERVICE] = reason
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+        engine.dispose()
+
+
+def current_workspace(session: Session) -> str | None:
+    """The workspace ``session`` is limited to, if any."""
+    workspace = session.info.get(_WORKSPACE)
+    return workspace if isinstance(workspace, str) else None
+
+
+def _set_workspace(connection: Connection, workspace: str) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            text("SELECT set_config('herald.workspace_id', :ws, true)"), {"ws": workspace}
+        )
+
+
+@event.listens_for(Session, "after_begin")
+def _scope_transaction(
+    session: Session, transaction: SessionTransaction, connection: Connection
+) -> None:
+    session.info[_ENGINE_IN_USE] = connection.engine
+    workspace = session.info.get(_WORKSPACE)
+    if workspace is not None:
+        _set_workspace(connection, workspace)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _transaction_ended(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_ENGINE_IN_USE, None)
+
+
+# SQLite: the scope applied to every ORM statement and checked on every flush.
+
+
+def _is_sqlite(session: Session) -> bool:
+    bind = session.bind
+    return bind is not None and bind.dialect.name == "sqlite"
+
+
+_tenant_classes: dict[int, list[tuple[type[Any], str]]] = {}
+
+
+def _tenant_columns(mapper: Mapper[Any]) -> list[tuple[type[Any], str]]:
+    """Every mapped class of ``mapper``'s registry with its workspace key attribute."""
+    registry = mapper.registry
+    found = _tenant_classes.get(id(registry))
+    if found is None:
+        found = []
+        for each in registry.mappers:
+            table = getattr(each.local_table, "name", None)
+            if "workspace_id" in each.columns:
+                found.append((each.class_, "workspace_id"))
+            elif table == "workspaces":
+                found.append((each.class_, "id"))
+        _tenant_classes[id(registry)] = found
+    return found
+
+
+def _criteria(cls: type[Any], key: str, workspace: str | None) -> Any:
+    if workspace is None:
+        return with_loader_criteria(cls, false(), include_aliases=True)
+    value = uuid.UUID(workspace)
+    return with_loader_criteria(cls, getattr(cls, key) == value, include_aliases=True)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _scope_statement(state: ORMExecuteState) -> None:
+    session = state.session
+    if session.info.get(_SERVICE) is not None or not _is_sqlite(session):
+        return
+    if not (state.is_select or state.is_update or state.is_delete):
+        return
+    mapper = state.bind_mapper or next(iter(state.all_mappers), None)
+    if mapper is None:
+        return
+    workspace = current_workspace(session)
+    state.statement = state.statement.options(
+        *(_criteria(cls, key, workspace) for cls, key in _tenant_columns(mapper))
+    )
+
+
+@event.listens_for(Session, "before_flush")
+def _check_writes(session: Session, flush: UOWTransaction, instances: object) -> None:
+    if session.info.get(_SERVICE) is not None or not _is_sqlite(session):
+        return
+    workspace = current_workspace(session)
+    for obj in (*session.new, *session.dirty):
+        table = getattr(type(obj), "__table__", None)
+        key = "id" if getattr(table, "name", None) == "workspaces" else "workspace_id"
+        if table is None or key not in table.c:
+            continue
+        value = getattr(obj, key)
+        if value is None and obj in session.new and getattr(type(obj), "__append_only__", False):
+            continue  # an append-only log takes rows of no workspace from any scope
+        if value is None or str(value) != workspace:
+            raise TenantScopeError(
+                f"a {type(obj).__name__} row of workspace {value} refused: the session is "
+                f"limited to {workspace or 'no workspace'}"
+            )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -190,6 +190,7 @@ def _seed(
     expected: dict[uuid.UUID, Connection] = {}
     rejected: list[str] = []
     with db.session_scope() as session:
+        db.service_scope(session, "demo")
         workspaces = {slug: Workspace(name=slug.title(), slug=slug) for slug in ("acme", "globex")}
         session.add_all(workspaces.values())
         session.flush()
@@ -262,6 +263,7 @@ def _connect(
 
 def _statuses() -> Counter[str]:
     with db.session_scope() as session:
+        db.service_scope(session, "demo")
         return Counter(status.value for status in session.scalars(select(Post.status)))
 
 
@@ -290,6 +292,7 @@ def _report(
         table.add_column(column)
     wrong = 0
     with db.session_scope() as session:
+        db.service_scope(session, "demo")
         posts = session.scalars(select(Post).order_by(Post.scheduled_at)).all()
         for post in posts:
             conn = expected[post.id]

@@ -142,7 +142,25 @@ class Settings(BaseSettings):
     service_name: str = "herald"
 
     # Storage and messaging
-    database_url: str = "sqlite:///herald.sqlite3"
+    database_url: str = Field(
+        default="sqlite:///herald.sqlite3",
+        description=(
+            "The runtime connection: every request and tenant-scoped task. On Postgres, the "
+            "runtime role (NOBYPASSRLS, owns no table; see `herald db roles`)."
+        ),
+    )
+    service_database_url: str | None = Field(
+        default=None,
+        description=(
+            "Cross-workspace jobs (dispatch, sweep, alerts, refresh beat, audit) connect here, "
+            "as the service role (BYPASSRLS). Unset: the runtime URL (SQLite, or a single-role "
+            "Postgres deployment, where RLS then isolates nothing from the service jobs' view)."
+        ),
+    )
+    migration_database_url: str | None = Field(
+        default=None,
+        description="`herald db upgrade` connects here (the tables' owner). Unset: runtime URL.",
+    )
     broker_url: str = "memory://localhost/"
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_key_prefix: str = Field(

@@ -38,12 +38,29 @@ if not answers(REDIS_URL, 6379):
     print(f"tests: no Redis at {REDIS_URL}; using {private_redis.url}", file=sys.stderr)
     REDIS_URL = private_redis.url
 TEST_DATABASE = f"herald_test_{RUN_ID}"
+# The run's database as the administrator (test set-up only) and as each of Herald's roles
+# (tests/fixtures/database.py creates them): the application connects as the runtime role.
 TEST_DATABASE_URL = ADMIN_DATABASE_URL.rsplit("/", 1)[0] + "/" + TEST_DATABASE
+ROLE_NAMES = {kind: f"herald_{kind}_{RUN_ID}" for kind in ("migration", "runtime", "service")}
+
+
+def database_url_as(role: str) -> str:
+    """The run's database URL with ``role`` as the user (the test server trusts local users)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(TEST_DATABASE_URL).set(username=role, password=None).render_as_string(False)
+
+
+RUNTIME_DATABASE_URL = database_url_as(ROLE_NAMES["runtime"])
+SERVICE_DATABASE_URL = database_url_as(ROLE_NAMES["service"])
+MIGRATION_DATABASE_URL = database_url_as(ROLE_NAMES["migration"])
 
 os.environ.update(
     {
         "HERALD_ENV": "test",
-        "HERALD_DATABASE_URL": TEST_DATABASE_URL,
+        "HERALD_DATABASE_URL": RUNTIME_DATABASE_URL,
+        "HERALD_SERVICE_DATABASE_URL": SERVICE_DATABASE_URL,
+        "HERALD_MIGRATION_DATABASE_URL": MIGRATION_DATABASE_URL,
         "HERALD_BROKER_URL": REDIS_URL,
         "HERALD_REDIS_URL": REDIS_URL,
         "HERALD_BROKER_KEY_PREFIX": f"herald-test-{RUN_ID}:",

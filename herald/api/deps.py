@@ -56,6 +56,7 @@ def settings_of(request: Request) -> Settings:
 def audit_now(event_type: EventType, **fields: Any) -> None:
     """Record one audit event in its own transaction, committed now."""
     with db.session_scope() as session:
+        db.service_scope(session, "audit.record")  # the chain spans every workspace
         audit.record(session, event_type, **fields)
 
 
@@ -122,6 +123,8 @@ def member_workspace(
     """The workspace a member acts in, or 400/404 (a reach into another tenant is audited)."""
     try:
         with db.session_scope() as session:
+            # Which workspaces the caller belongs to: read before any workspace is chosen.
+            db.service_scope(session, "api.resolve_workspace")
             return resolve_workspace(session, identity, requested)
     except WorkspaceDenied as exc:
         audit_now(

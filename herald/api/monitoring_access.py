@@ -71,6 +71,7 @@ def monitoring_caller(
         chosen = workspace_id or header
         if chosen is not None:
             with db.session_scope() as session:
+                db.service_scope(session, "api.monitoring_workspace")
                 if session.get(Workspace, chosen) is None:
                     raise ApiError(404, "workspace_not_found", "no such workspace")
         audit_now(

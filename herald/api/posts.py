@@ -22,6 +22,7 @@ from herald.api.deps import (
     Caller,
     CurrentCaller,
     audit_change,
+    audit_now,
     report_if_foreign,
     settings_of,
     tenant_session,
@@ -32,7 +33,6 @@ from herald.api.schemas import AttemptOut, PostDetail, PostOut, PostPage, Schedu
 from herald.contracts import Instant, in_utc
 from herald.models import Integration, Post, PostStatus, PublishAttempt, transition, utcnow
 from herald.publishing.scheduling import IntegrationNotFound, schedule_post
-from herald.security import audit
 from herald.security.audit import EventType, Severity
 from herald.telemetry import context
 from herald.telemetry.tracing import current_trace_context, trace_columns
@@ -253,8 +253,8 @@ def retry_post(post_id: uuid.UUID, caller: CurrentCaller) -> PostOut:
                 f"a {post.status.value} post cannot be retried",
                 details={"status": post.status.value},
             )
-        audit.record(
-            session,
+        # In the service scope: the chain's head is in any workspace, which RLS hides here.
+        audit_now(
             EventType.ADMIN_ACTION,
             actor=caller.actor,
             severity=Severity.MEDIUM,

@@ -83,6 +83,7 @@ def record_dead_letter(
     fields = {key: value for key, value in fields.items() if value is not None}
     try:
         with db.session_scope() as session:
+            db.service_scope(session, "dead_letters")  # a refused message names any workspace
             session.add(
                 DeadLetter(
                     task_name=task_name,

@@ -29,7 +29,12 @@ def run_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
+    settings = get_settings()
+    url = (
+        config.get_main_option("sqlalchemy.url")
+        or settings.migration_database_url
+        or settings.database_url
+    )
     engine = make_engine(url)
     with engine.connect() as conn:
         _run(conn)
@@ -37,7 +42,12 @@ def run_online() -> None:
 
 
 def run_offline() -> None:
-    url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
+    settings = get_settings()
+    url = (
+        config.get_main_option("sqlalchemy.url")
+        or settings.migration_database_url
+        or settings.database_url
+    )
     context.configure(url=url, target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import BigInteger, Index, Integer, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -27,9 +27,15 @@ CHAIN_FORMAT = 2
 
 class AuditEvent(Base):
     __tablename__ = "audit_events"
+    # Rows are appended from any scope, with or without a workspace (herald.db's SQLite checks
+    # and the Postgres policies of herald.migrations.rls both read this).
+    __append_only__: ClassVar[bool] = True
     __table_args__ = (
         Index("ix_audit_events_workspace_occurred", "workspace_id", "occurred_at"),
         Index("ix_audit_events_type_occurred", "event_type", "occurred_at"),
+        # No INSERT … RETURNING: Postgres checks returned rows against the SELECT policy, and a
+        # tenant scope may append a row of no workspace that it may not read back.
+        {"implicit_returning": False},
     )
 
     # Insertion order. BigInteger on Postgres, INTEGER (rowid alias) on SQLite.

@@ -36,6 +36,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from herald.models import (
@@ -192,11 +193,15 @@ def _take_head(session: Session) -> tuple[int, str]:
         tail = session.execute(
             select(AuditEvent.sequence, AuditEvent.hash).order_by(AuditEvent.sequence.desc())
         ).first()
-        session.execute(
-            insert(AuditChainHead).values(
-                id=1, sequence=tail[0] if tail else 0, hash=tail[1] if tail else GENESIS
-            )
-        )
+        try:
+            with session.begin_nested():  # another writer may seed it at the same moment
+                session.execute(
+                    insert(AuditChainHead).values(
+                        id=1, sequence=tail[0] if tail else 0, hash=tail[1] if tail else GENESIS
+                    )
+                )
+        except IntegrityError:
+            pass
         row = session.execute(bump).one()
     return int(row[0]), str(row[1])
 

@@ -34,6 +34,7 @@ log = structlog.get_logger("herald.audit")
     bind=True,
     base=HeraldTask,
     name="herald.audit.verify_chain",
+    scope="service",
     payload_model=NoArguments,
     periodic=True,
 )

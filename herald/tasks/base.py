@@ -7,8 +7,13 @@
   kept in ``dead_letters`` (by :func:`herald.broker.dead_letters.record_dead_letter`, as the
   consumer keeps a message no task could be made of), never retried, and the worker goes on;
 - **the database session**: opened on first use of ``self.session``, committed when the body
-  returns, rolled back when it raises. Tasks enqueued with :meth:`HeraldTask.enqueue` are sent
-  only after the transaction that decided them commits, and never if it rolls back;
+  returns, rolled back when it raises. Its tenant scope too (herald/db.py): a task declared
+  ``scope="service"`` (beat's cross-workspace jobs, and the per-post tasks that load rows by
+  the ids the dispatcher sent) runs as the service role; any other task is limited to the
+  workspace of its payload's ``workspace_id`` or, failing that, of its message's workspace
+  header, and sees no tenant row when it has neither. Tasks enqueued with
+  :meth:`HeraldTask.enqueue` are sent only after the transaction that decided them commits,
+  and never if it rolls back;
 - **correlation**: bound by the signal handlers in ``herald.celery_app`` and added here to the
   task's span;
 - **counters and timing**: started / succeeded / retried / failed / rejected, runtime and
@@ -30,7 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, Literal, NoReturn
 
 import structlog
 from celery import Task
@@ -50,6 +55,7 @@ from herald.telemetry.errors import describe_error
 log = structlog.get_logger("herald.tasks")
 
 _session: ContextVar[Session | None] = ContextVar("herald_task_session", default=None)
+_workspace: ContextVar[str | None] = ContextVar("herald_task_workspace", default=None)
 
 
 class PayloadRejected(Exception):
@@ -81,6 +87,7 @@ class HeraldTask(Task):  # type: ignore[type-arg]
     payload_model: ClassVar[type[BaseModel] | None] = None
     retry_policy: ClassVar[RetryPolicy] = RetryPolicy()
     periodic: ClassVar[bool] = False  # a beat job: its runs are recorded in ``job_runs``
+    scope: ClassVar[Literal["tenant", "service"]] = "tenant"  # see the module docstring
     # Celery logs a failure of these at INFO without a traceback; ``on_failure`` below is the
     # one place a Herald task's failure is logged, concisely.
     throws = (Exception,)
@@ -93,6 +100,10 @@ class HeraldTask(Task):  # type: ignore[type-arg]
         current = _session.get()
         if current is None:
             current = db.new_session()
+            if self.scope == "service":
+                db.service_scope(current, self.name)
+            elif (workspace := _workspace.get() or context.current().workspace_id) is not None:
+                db.tenant_scope(current, workspace)
             _session.set(current)
         return current
 
@@ -167,6 +178,8 @@ class HeraldTask(Task):  # type: ignore[type-arg]
                 for err in exc.errors(include_url=False, include_input=False)
             )
             self._reject(f"invalid payload for {self.name}: {problems}", kwargs)
+        workspace = getattr(payload, "workspace_id", None)
+        _workspace.set(str(workspace) if workspace is not None else None)
         return lambda: self.run(payload)
 
     def _reject(self, reason: str, payload: dict[str, Any]) -> NoReturn:

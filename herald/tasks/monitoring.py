@@ -29,7 +29,11 @@ class HeartbeatPing(BaseModel):
 
 
 @app.task(
-    bind=True, base=HeraldTask, name="herald.monitoring.heartbeat", payload_model=HeartbeatPing
+    bind=True,
+    base=HeraldTask,
+    name="herald.monitoring.heartbeat",
+    scope="service",
+    payload_model=HeartbeatPing,
 )
 def heartbeat(self: HeraldTask, payload: HeartbeatPing) -> None:
     received_at = utcnow()

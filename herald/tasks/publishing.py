@@ -106,6 +106,7 @@ def _send_after_commit(task: HeraldTask, posts: list[Claimed]) -> None:
     bind=True,
     base=HeraldTask,
     name="herald.posts.dispatch_due",
+    scope="service",
     payload_model=NoArguments,
     periodic=True,
 )
@@ -121,6 +122,7 @@ def dispatch_due(self: HeraldTask, payload: NoArguments) -> int:
     bind=True,
     base=HeraldTask,
     name="herald.posts.publish",
+    scope="service",
     payload_model=PublishPost,
     retry_policy=DB_BLIPS,
 )
@@ -145,6 +147,7 @@ def publish(self: HeraldTask, payload: PublishPost) -> str | None:
     bind=True,
     base=HeraldTask,
     name="herald.posts.record_outcome",
+    scope="service",
     payload_model=RecordOutcome,
     retry_policy=RECORDING,
 )
@@ -173,6 +176,7 @@ def _settled(task: HeraldTask, outcome: Outcome, post_id: uuid.UUID) -> str | No
     bind=True,
     base=HeraldTask,
     name="herald.posts.sweep_stuck",
+    scope="service",
     payload_model=NoArguments,
     periodic=True,
 )

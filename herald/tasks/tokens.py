@@ -18,7 +18,6 @@ from sqlalchemy import or_, select
 
 from herald.celery_app import app
 from herald.contracts import NoArguments, RefreshIntegration
-from herald.db import service_scope
 from herald.models import Integration, IntegrationStatus, utcnow
 from herald.models.integration import HEALTHY
 from herald.providers.registry import UnknownProvider, provider_class
@@ -34,6 +33,7 @@ log = structlog.get_logger("herald.tasks")
     bind=True,
     base=HeraldTask,
     name="herald.tokens.refresh",
+    scope="service",
     payload_model=RefreshIntegration,
     retry_policy=RetryPolicy(retry_on=(RefreshFailed,), max_retries=4, backoff_s=5.0),
 )
@@ -55,6 +55,7 @@ def refresh(self: HeraldTask, payload: RefreshIntegration) -> str:
     bind=True,
     base=HeraldTask,
     name="herald.tokens.refresh_expiring",
+    scope="service",
     payload_model=NoArguments,
     periodic=True,
 )
@@ -62,7 +63,7 @@ def refresh_expiring(self: HeraldTask, payload: NoArguments) -> int:
     """Refresh every healthy token that expires within the safety margin, and every one a
     publish found refused whose refresh was lost; skip integrations a refresh holds."""
     settings = get_settings()
-    service_scope(self.session, "refresh_expiring")
+
     now = utcnow()
     horizon = now + timedelta(seconds=settings.token_refresh_margin_s)
     rows = self.session.execute(

@@ -152,10 +152,10 @@ def take_reading(
     state, latency, error = None, None, None
     try:
         with db.session_scope() as session:
+            db.service_scope(session, "monitoring")  # before the first statement: its engine
             started = time.perf_counter()
             session.execute(text("SELECT 1"))
             latency = time.perf_counter() - started
-            db.service_scope(session, "monitoring")
             state = read_state(session, settings, workspace_id=workspace_id)
     except SQLAlchemyError as exc:
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from herald.db import session_scope
+from herald.db import service_scope, session_scope
 from herald.models import Integration, IntegrationStatus
 from herald.providers.registry import UnknownProvider, missing_client_credentials
 from herald.settings import Settings
@@ -54,6 +54,7 @@ def check_at_start(settings: Settings) -> dict[str, tuple[str, ...]]:
     them. A database that is not reachable yet is reported and skipped, not fatal."""
     try:
         with session_scope() as session:
+            service_scope(session, "provider_client_check")
             gaps = missing_clients(session, settings)
     except SQLAlchemyError as exc:
         log.warning("provider.client_check_skipped", error_type=type(exc).__name__)

@@ -44,7 +44,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
-from herald.db import session_scope
+from herald.db import session_scope, tenant_scope
 from herald.models import (
     Integration,
     IntegrationStatus,
@@ -388,5 +388,6 @@ def _open_attempt(integration: Integration, version_before: int, task_id: str | 
         task_id=task_id,
     )
     with session_scope() as own:
+        tenant_scope(own, attempt.workspace_id)
         own.add(attempt)
     return attempt.id

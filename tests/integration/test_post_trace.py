@@ -16,7 +16,6 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import select
 
-from herald import db
 from herald.api import create_app
 from herald.models import Post, PostStatus, PublishAttempt, utcnow
 from herald.publishing.sweep import resolve_dead_workers
@@ -24,6 +23,7 @@ from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
 from herald.telemetry.tracing import tracer
+from tests.fixtures.database import service_session
 from tests.fixtures.publishing import ConnectFn, fresh, ticking_until
 from tests.integration.api.conftest import member_headers
 from tests.integration.test_correlation_flow import wait_for
@@ -109,7 +109,7 @@ def test_a_post_scheduled_over_the_api_is_one_trace_through_a_retry_to_its_publi
         assert format(link.context.trace_id, "032x") != CALLER_TRACE
     assert not [s for s in flow if s.name == "run/herald.posts.dispatch_due"]
 
-    with db.session_scope() as s:
+    with service_session() as s:
         post = s.get(Post, post_id)
         assert post is not None
         assert post.traceparent is not None
@@ -146,7 +146,7 @@ def test_a_post_sent_by_another_service_continues_that_services_trace(
         otel_context.detach(token)
 
     def stored() -> Post | None:
-        with db.session_scope() as s:
+        with service_session() as s:
             return s.scalars(select(Post)).one_or_none()
 
     wait_for(lambda: stored() is not None, what="the post to be stored")
@@ -203,7 +203,7 @@ def test_the_sweeps_reconcile_of_a_post_is_part_of_the_posts_trace(
         traceparent=CALLER_TRACEPARENT,
         correlation_id="corr-reconcile",
     )
-    with tracer.start_as_current_span("sweep tick") as tick, db.session_scope() as s:
+    with tracer.start_as_current_span("sweep tick") as tick, service_session() as s:
         assert resolve_dead_workers(s, pub_settings, keys) == {"retry": 1}
 
     flow = _flow(spans)

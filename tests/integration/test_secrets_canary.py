@@ -38,6 +38,7 @@ from herald.api import create_app
 from herald.models import AlertRule, Integration, Post, PostStatus, TokenRefreshAttempt
 from herald.sandbox import SandboxClient, SandboxServer
 from herald.settings import AlertReceiver, Settings, use_settings
+from tests.fixtures.database import service_session
 from tests.fixtures.publishing import ConnectFn, fresh, ticking_until
 from tests.fixtures.sandbox import issued_tokens
 from tests.integration.api.conftest import bearer, member_headers, mint
@@ -87,7 +88,7 @@ def _refresh(celery_app: Celery, integration: Integration, done: Callable[[], bo
 
 
 def _refresh_outcomes(integration: Integration) -> list[str | None]:
-    with db.session_scope() as s:
+    with service_session() as s:
         return list(
             s.scalars(
                 select(TokenRefreshAttempt.outcome)
@@ -201,7 +202,7 @@ def test_no_token_reaches_a_log_line_a_span_or_a_row(
     places = [
         *((f"log line {line.get('event')!r}", json.dumps(line)) for line in log_lines),
         *((f"span {span.name!r}", span.to_json()) for span in spans.get_finished_spans()),
-        *((f"row of {table}", row) for table, row in _every_row(committed)),
+        *((f"row of {table}", row) for table, row in _every_row(db.get_service_engine())),
         *(("API answer", text) for text in answers),
         *(("alert notification", text) for text in notifications),
     ]
@@ -267,7 +268,7 @@ def _alert_notifications(settings: Settings) -> list[str]:
                 "group_by": ["provider"],
             }
         )
-        with db.session_scope() as session:
+        with service_session() as session:
             session.add(AlertRule(workspace_id=None, **spec.row_values()))
         check_alerts(alerting)
         deliver(service_sessions("canary"), alerting)

@@ -27,6 +27,7 @@ from herald.models import Alert, AlertNotification, AlertRule, PublishAttempt, u
 from herald.security.audit import Actor
 from herald.settings import AlertReceiver, Settings, get_settings
 from herald.telemetry import counters
+from tests.fixtures.database import service_session
 from tests.fixtures.factories import make_integration, make_post, make_workspace
 
 T0 = (utcnow() - timedelta(hours=6)).replace(second=0, microsecond=0)
@@ -132,7 +133,7 @@ def webhook(url: str, **options: Any) -> AlertReceiver:
 @pytest.fixture
 def alerting(committed: Engine) -> Engine:
     """A clean slate: no rules (the migration's defaults are tested on their own)."""
-    with db.session_scope() as session:
+    with service_session() as session:
         session.execute(delete(AlertRule))
     return committed
 
@@ -150,7 +151,7 @@ def add_rule(workspace_id: uuid.UUID | None = None, **values: Any) -> uuid.UUID:
             **values,
         }
     )
-    with db.session_scope() as session:
+    with service_session() as session:
         rule = AlertRule(workspace_id=workspace_id, **spec.row_values())
         session.add(rule)
         session.flush()
@@ -159,7 +160,7 @@ def add_rule(workspace_id: uuid.UUID | None = None, **values: Any) -> uuid.UUID:
 
 def errors_at(minute: float, count: int, name: str = "test.errors") -> None:
     """``count`` events of ``name`` in the minute starting at ``at(minute)``."""
-    with db.session_scope() as session:
+    with service_session() as session:
         counters.increment(session, name, count, at=at(minute))
 
 
@@ -179,7 +180,7 @@ def notify(settings: Settings, minute: float) -> NotifyReport:
 
 
 def alerts_of(rule_id: uuid.UUID) -> list[Alert]:
-    with db.session_scope() as session:
+    with service_session() as session:
         return list(
             session.scalars(
                 select(Alert).where(Alert.rule_id == rule_id).order_by(Alert.pending_since)
@@ -188,7 +189,7 @@ def alerts_of(rule_id: uuid.UUID) -> list[Alert]:
 
 
 def outbox_of(rule_id: uuid.UUID) -> list[AlertNotification]:
-    with db.session_scope() as session:
+    with service_session() as session:
         return list(
             session.scalars(
                 select(AlertNotification)
@@ -204,7 +205,7 @@ def attempts_at(
 ) -> None:
     """Publish attempts with these outcomes, started in the minute before ``at(minute)`` (the
     window an evaluation at ``minute`` reads)."""
-    with db.session_scope() as session:
+    with service_session() as session:
         workspace = make_workspace(session)
         integration = make_integration(session, workspace, provider=provider)
         post = make_post(session, integration, scheduled_at=at(minute) - timedelta(seconds=5))
@@ -235,14 +236,15 @@ def sessions_on(engine: Engine) -> SessionFactory:
     return lambda: _own_sessions(engine)
 
 
-def another_engine(engine: Engine) -> Engine:
-    return db.make_engine(engine.url.render_as_string(hide_password=False))
+def another_engine() -> Engine:
+    """A second service-role engine (evaluators read every workspace)."""
+    return db.make_engine(db.get_service_engine().url.render_as_string(hide_password=False))
 
 
 def acknowledge(
     alert_id: uuid.UUID, settings: Settings, minute: float, *, by: str, note: str = ""
 ) -> None:
-    with db.session_scope() as session:
+    with service_session() as session:
         service.acknowledge(
             session,
             service.ALL,

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from herald import db
 from herald.cli import cli
 from herald.models import Alert, AlertRule, Silence
+from tests.fixtures.database import service_session
 from tests.integration.alerts.conftest import add_rule, errors_at, evaluate
 
 pytestmark = pytest.mark.usefixtures("alerting")
@@ -32,7 +32,7 @@ def test_list_ack_and_silence_from_the_command_line() -> None:
     listed = run("list")
     assert "Disk on fire" in listed
     assert "firing" in listed
-    with db.session_scope() as session:
+    with service_session() as session:
         alert_id = session.scalars(select(Alert.id)).one()
     assert f"acknowledged {alert_id} by carol" in run(
         "ack", str(alert_id), "--by", "carol", "--note", "mine"
@@ -44,7 +44,7 @@ def test_list_ack_and_silence_from_the_command_line() -> None:
     assert re.search(r"silence [0-9a-f-]{36} until", out)
     assert "(silenced)" in run("list")
     assert 'rule=~"Disk.*"' in run("silences")
-    with db.session_scope() as session:
+    with service_session() as session:
         silence_id = session.scalars(select(Silence.id)).one()
     assert "expired" in run("unsilence", str(silence_id))
 
@@ -59,7 +59,7 @@ def test_rules_are_listed_added_disabled_and_refused_when_invalid() -> None:
     }
     assert "added" in run("rules", "add", json.dumps(rule))
     assert "Slow X" in run("rules")
-    with db.session_scope() as session:
+    with service_session() as session:
         rule_id = session.scalars(select(AlertRule.id).where(AlertRule.name == "Slow X")).one()
     assert "disabled" in run("rules", "disable", str(rule_id))
     bad = CliRunner().invoke(

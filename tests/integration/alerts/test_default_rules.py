@@ -34,6 +34,7 @@ from herald.models import (
 from herald.security import audit, audit_verify
 from herald.security.audit_admin import append_only_lifted
 from herald.settings import get_settings, use_settings
+from tests.fixtures.database import owner_session, service_session
 from tests.fixtures.factories import make_integration, make_workspace
 from tests.integration.alerts.conftest import (
     Receiver,
@@ -51,6 +52,7 @@ def test_the_migration_installs_the_default_rules(tmp_path: Path) -> None:
     engine = db.make_engine(url)
     try:
         with Session(engine) as session:
+            session.info["service_scope"] = "tests"  # the global rules belong to no workspace
             rows = session.scalars(select(AlertRule).where(AlertRule.builtin.is_(True))).all()
             installed = {rule.name: RuleSpec.of(rule) for rule in rows}
             assert all(rule.workspace_id is None for rule in rows)
@@ -61,13 +63,13 @@ def test_the_migration_installs_the_default_rules(tmp_path: Path) -> None:
 
 @pytest.fixture
 def defaults(alerting: Engine) -> Engine:
-    with db.session_scope() as session:
+    with service_session() as session:
         install(session)
     return alerting
 
 
 def _healthy(minute: float) -> None:
-    with db.session_scope() as session:
+    with service_session() as session:
         for queue in ("default", "publish", "tokens", "alerts"):
             session.merge(
                 Heartbeat(queue=queue, sent_at=at(minute), received_at=at(minute), worker="w1")
@@ -78,7 +80,7 @@ def _healthy(minute: float) -> None:
 
 def firing() -> dict[str, list[dict[str, Any]]]:
     found: dict[str, list[dict[str, Any]]] = {}
-    with db.session_scope() as session:
+    with service_session() as session:
         rows = session.execute(
             select(AlertRule.name, Alert.labels, Alert.status)
             .join(Alert, Alert.rule_id == AlertRule.id)
@@ -107,7 +109,7 @@ def test_failed_jobs_spike_needs_more_than_ten_attempts(defaults: Engine) -> Non
 
 
 def _refreshes(minute: float, outcomes: list[str]) -> None:
-    with db.session_scope() as session:
+    with service_session() as session:
         integration = make_integration(session, make_workspace(session))
         for n, outcome in enumerate(outcomes):
             session.add(
@@ -135,7 +137,7 @@ def test_token_refresh_failures_warn_and_repeated_ones_are_critical(defaults: En
 def test_high_latency_and_queue_backlog(defaults: Engine) -> None:
     _healthy(0)
     attempts_at(0, ["published"] * 3, latency_ms=45_000)
-    with db.session_scope() as session:
+    with service_session() as session:
         integration = make_integration(session, make_workspace(session))
         session.add_all(
             Post(
@@ -175,7 +177,7 @@ def test_periodic_job_missed_when_dispatch_stops_succeeding(defaults: Engine) ->
     _healthy(0)
     evaluate(None, 0.5)
     assert "Periodic job missed" not in firing()
-    with db.session_scope() as session:  # workers alive, but dispatch stopped at minute 0
+    with service_session() as session:  # workers alive, but dispatch stopped at minute 0
         for queue in ("default", "publish", "tokens", "alerts"):
             session.merge(Heartbeat(queue=queue, sent_at=at(3), received_at=at(3), worker="w"))
     evaluate(None, 3)
@@ -185,13 +187,13 @@ def test_periodic_job_missed_when_dispatch_stops_succeeding(defaults: Engine) ->
 
 def test_audit_chain_broken_fires_on_the_recorded_verifier_result(defaults: Engine) -> None:
     _healthy(0)
-    with db.session_scope() as session:
+    with service_session() as session:
         for n in range(3):
             audit.record(session, audit.EventType.ADMIN_ACTION, message=f"event {n}")
-    with db.session_scope() as session, append_only_lifted(session):  # the owner edits the log
+    with owner_session() as session, append_only_lifted(session):  # the owner edits the log
         first = session.scalars(select(AuditEvent.id).order_by(AuditEvent.id)).first()
         session.execute(update(AuditEvent).where(AuditEvent.id == first).values(message="edited"))
-    with db.session_scope() as session:
+    with service_session() as session:
         report = audit_verify.verify_and_record(session)
     assert not report.ok
     check_alerts(get_settings(), now=utcnow() + timedelta(seconds=1))  # the verifier ran now
@@ -208,7 +210,7 @@ def test_the_evaluate_task_runs_on_a_worker_and_notifies(
     previous = get_settings()
     use_settings(settings)
     try:
-        with db.session_scope() as session:  # no heartbeat at all: workers down now
+        with service_session() as session:  # no heartbeat at all: workers down now
             session.execute(text("DELETE FROM heartbeats"))
         celery_app.signature("herald.alerts.evaluate", kwargs={}).apply_async()
         deadline = time.monotonic() + 30

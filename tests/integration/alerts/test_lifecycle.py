@@ -12,9 +12,9 @@ import threading
 import pytest
 from sqlalchemy.engine import Engine
 
-from herald import db
 from herald.models import AlertRule, AlertStatus
 from herald.settings import Settings
+from tests.fixtures.database import service_session
 from tests.integration.alerts.conftest import (
     Receiver,
     acknowledge,
@@ -191,7 +191,7 @@ def test_evaluation_error_follows_the_rules_behaviour(settings: Settings) -> Non
     assert all(o.error and "not a UUID" in o.error for o in outcomes)
     for behaviour, rule in rules.items():
         assert states(rule) == expected[behaviour], behaviour
-        with db.session_scope() as session:
+        with service_session() as session:
             stored = session.get(AlertRule, rule)
             assert stored is not None
             assert stored.last_error
@@ -202,7 +202,7 @@ def test_error_keep_last_keeps_a_firing_alert_firing(settings: Settings) -> None
     rule = add_rule(error_state="keep_last")
     errors_at(0, 5)
     evaluate(settings, 0)
-    with db.session_scope() as session:  # break the rule's figure from now on
+    with service_session() as session:  # break the rule's figure from now on
         stored = session.get(AlertRule, rule)
         assert stored is not None
         stored.group_by = ["no_such_label"]
@@ -267,7 +267,7 @@ def test_two_evaluators_at_once_open_one_alert_and_queue_one_transition(
 ) -> None:
     """Two evaluators, each on its own connections, race over the same rules every minute."""
     rules = [add_rule(for_s=60) for _ in range(4)]
-    engines = [another_engine(alerting), another_engine(alerting)]
+    engines = [another_engine(), another_engine()]
     try:
         for minute in range(4):
             errors_at(minute, 5)
@@ -285,7 +285,7 @@ def test_state_survives_a_restart_of_the_evaluator(settings: Settings, alerting:
     errors_at(0, 5)
     evaluate(settings, 0)
     # A new process: its own engine and connections; all it knows is in the database.
-    fresh = another_engine(alerting)
+    fresh = another_engine()
     try:
         for minute in (1, 2):
             errors_at(minute, 5)
@@ -302,7 +302,7 @@ def test_a_workspace_rule_reads_only_its_workspace(settings: Settings) -> None:
     from herald.telemetry import counters
     from tests.fixtures.factories import make_workspace
 
-    with db.session_scope() as session:
+    with service_session() as session:
         mine, other = make_workspace(session), make_workspace(session)
         counters.increment(session, "test.errors", 5, workspace_id=other.id, at=at(0))
         counters.increment(session, "test.errors", 1, workspace_id=mine.id, at=at(0))
@@ -310,7 +310,7 @@ def test_a_workspace_rule_reads_only_its_workspace(settings: Settings) -> None:
     rule = add_rule(workspace_id=mine_id)
     evaluate(settings, 0)
     assert alerts_of(rule) == []
-    with db.session_scope() as session:
+    with service_session() as session:
         counters.increment(session, "test.errors", 4, workspace_id=mine_id, at=at(0))
     evaluate(settings, 0)
     [alert] = alerts_of(rule)

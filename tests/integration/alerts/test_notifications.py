@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from herald import db
 from herald.alerts import service, signing
 from herald.alerts.matchers import Matcher
 from herald.models import NotificationStatus
 from herald.security.audit import Actor
 from herald.settings import AlertReceiver
 from herald.telemetry.figures import Window, compute
+from tests.fixtures.database import service_session
 from tests.integration.alerts.conftest import (
     WEBHOOK_SECRET,
     Receiver,
@@ -175,7 +175,7 @@ def test_receivers_that_never_recover_are_given_up_counted_and_leak_no_secret(
     assert {(r.receiver, r.status, r.attempts) for r in rows} == {
         (name, NotificationStatus.FAILED, 2) for name in ("chat", "hook", "pd")
     }
-    with db.session_scope() as session:
+    with service_session() as session:
         [failures] = compute(
             session,
             "events.count",
@@ -226,7 +226,7 @@ def test_group_wait_group_interval_and_repeat_interval(receiver: Receiver) -> No
 def test_a_silence_holds_notifications_until_it_ends(receiver: Receiver) -> None:
     settings = receiver_settings(ops=webhook(receiver.url))
     rule = add_rule(labels={"team": "ops"})
-    with db.session_scope() as session:
+    with service_session() as session:
         silence = service.create_silence(
             session,
             service.ALL,
@@ -255,14 +255,14 @@ def test_a_silence_holds_notifications_until_it_ends(receiver: Receiver) -> None
 
 
 def _views() -> list[service.AlertView]:
-    with db.session_scope() as session:
+    with service_session() as session:
         return service.list_alerts(session, service.ALL, now=at(1))
 
 
 def test_an_alert_resolved_while_silenced_is_never_sent(receiver: Receiver) -> None:
     settings = receiver_settings(ops=webhook(receiver.url))
     rule = add_rule()
-    with db.session_scope() as session:
+    with service_session() as session:
         service.create_silence(
             session,
             service.ALL,

@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from herald import db
 from herald.alerts.defaults import install
 from herald.alerts.engine import evaluate_rule
 from herald.models import AlertRule, AlertStatus
 from herald.settings import get_settings
+from tests.fixtures.database import service_session
 from tests.fixtures.external import binary
 from tests.integration.alerts.conftest import alerts_of, at, attempts_at
 
@@ -54,7 +54,7 @@ FIXTURES = {
 
 
 def herald_verdict(series: dict[int, dict[str, int]]) -> bool:
-    with db.session_scope() as session:
+    with service_session() as session:
         install(session)
         rule_id = session.scalars(
             select(AlertRule.id).where(AlertRule.name == "Failed jobs spike")
@@ -63,7 +63,7 @@ def herald_verdict(series: dict[int, dict[str, int]]) -> bool:
         outcomes = [o for o, n in counts.items() for _ in range(n)]
         if outcomes:
             attempts_at(minute, outcomes)
-    with db.session_scope() as session:
+    with service_session() as session:
         evaluate_rule(session, rule_id, get_settings(), now=at(60))
     return any(a.status is AlertStatus.FIRING for a in alerts_of(rule_id))
 

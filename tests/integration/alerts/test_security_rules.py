@@ -8,20 +8,20 @@ from datetime import timedelta
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from herald import db
 from herald.alerts.defaults import install
 from herald.alerts.engine import check_alerts
 from herald.models import utcnow
 from herald.security import audit, suspicious
 from herald.settings import get_settings
+from tests.fixtures.database import owner_session, service_session
 from tests.integration.alerts.test_default_rules import firing
 
 
 def test_suspicious_activity_and_audit_write_failures_fire(alerting: Engine) -> None:
-    with db.session_scope() as session:
+    with service_session() as session:
         install(session)
     assert firing() == {}
-    with db.session_scope() as session:
+    with owner_session() as session:  # the administrator: renaming a table takes its owner
         audit.record(
             session,
             audit.EventType.CROSS_TENANT_ATTEMPT,

@@ -14,12 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
 
-from herald import db
 from herald.api import create_app
 from herald.models import AuditEvent, Integration, Membership, Post, Role, Workspace, utcnow
 from herald.settings import get_settings
+from tests.fixtures.database import service_session
 from tests.fixtures.factories import make_integration, make_post, make_workspace
 
 
@@ -65,13 +64,13 @@ class Tenant:
         return bearer(mint(self.user_id), self.workspace.id)
 
     def post(self, **values: Any) -> Post:
-        with db.session_scope() as session:
+        with service_session() as session:
             return make_post(session, self.integration, **values)
 
 
 def _tenant(role: Role = Role.OWNER) -> Tenant:
     user_id = f"user-{uuid.uuid4().hex[:8]}"
-    with db.session_scope() as session:
+    with service_session() as session:
         workspace = make_workspace(session)
         session.add(Membership(workspace_id=workspace.id, user_id=user_id, role=role))
         integration = make_integration(session, workspace, provider="bluesky")
@@ -95,7 +94,7 @@ def client(committed: Engine) -> Iterator[TestClient]:
 
 
 def query(statement: Any) -> list[Any]:
-    with Session(db.get_engine()) as session:
+    with service_session() as session:
         return list(session.scalars(statement).all())
 
 
@@ -147,6 +146,6 @@ def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
 def member_headers(workspace_id: uuid.UUID) -> dict[str, str]:
     """Authorization headers of a new owner of ``workspace_id`` (committed)."""
     user = f"user-{uuid.uuid4().hex[:8]}"
-    with db.session_scope() as session:
+    with service_session() as session:
         session.add(Membership(workspace_id=workspace_id, user_id=user, role=Role.OWNER))
     return bearer(mint(user), workspace_id)

@@ -8,10 +8,10 @@ from datetime import timedelta
 
 from fastapi.testclient import TestClient
 
-from herald import db
 from herald.models import Membership, Role, utcnow
 from herald.security.audit import Actor
 from herald.security.audit_admin import erase_subject
+from tests.fixtures.database import service_session
 from tests.integration.api.conftest import AuditOf, Tenant, bearer, mint
 
 SERVICE = mint(sub=None, role="service_role")
@@ -79,7 +79,7 @@ def test_members_are_refused_and_the_service_role_sees_all_audited(
     _schedule(client, tenant)
     _schedule(client, other_tenant)
     member = f"user-{uuid.uuid4().hex[:8]}"
-    with db.session_scope() as session:
+    with service_session() as session:
         session.add(Membership(workspace_id=tenant.workspace.id, user_id=member, role=Role.MEMBER))
     refused = client.get(URL, headers=bearer(mint(member), tenant.workspace.id))
     assert refused.status_code == 403
@@ -103,7 +103,7 @@ def test_a_foreign_workspace_is_a_cross_tenant_attempt(
 
 def test_erased_personal_data_reads_null(client: TestClient, tenant: Tenant) -> None:
     _schedule(client, tenant)
-    with db.session_scope() as session:
+    with service_session() as session:
         erase_subject(session, tenant.user_id, Actor("cli", "dpo"))
     events = client.get(URL, headers=tenant.headers, params={"event_type": "post.changed"})
     [event] = events.json()["events"]

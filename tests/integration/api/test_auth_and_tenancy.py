@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from herald import db
 from herald.api import create_app
 from herald.models import Membership, Role
 from herald.settings import get_settings
+from tests.fixtures.database import service_session
 from tests.fixtures.factories import make_workspace
 from tests.integration.api.conftest import (
     AuditOf,
@@ -128,7 +128,7 @@ def test_with_a_public_key_only_rs256_tokens_for_the_audience_pass(
 
 
 def test_a_user_of_several_workspaces_must_name_one(client: TestClient, tenant: Tenant) -> None:
-    with db.session_scope() as session:
+    with service_session() as session:
         second = make_workspace(session)
         session.add(Membership(workspace_id=second.id, user_id=tenant.user_id, role=Role.MEMBER))
 

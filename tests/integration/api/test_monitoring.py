@@ -36,6 +36,7 @@ from herald.settings import get_settings
 from herald.telemetry import records
 from herald.telemetry.figures import Window, compute
 from herald.telemetry.state import job_intervals
+from tests.fixtures.database import service_session
 from tests.fixtures.monitoring import (
     free_port,
     parse_exposition,
@@ -54,7 +55,7 @@ def _app(**overrides: Any) -> TestClient:
 
 def _beats(*, age_s: float = 1.0, queues: tuple[str, ...] = QUEUES) -> None:
     now = utcnow()
-    with db.session_scope() as session:
+    with service_session() as session:
         for queue in queues:
             records.record_heartbeat(
                 session,
@@ -67,13 +68,13 @@ def _beats(*, age_s: float = 1.0, queues: tuple[str, ...] = QUEUES) -> None:
 
 def _jobs_ran(*, ago_s: float = 1.0) -> None:
     when = utcnow() - timedelta(seconds=ago_s)
-    with db.session_scope() as session:
+    with service_session() as session:
         for job in job_intervals(beat_schedule(get_settings(), QUEUES)):
             session.merge(JobRun(job=job, last_started_at=when, last_succeeded_at=when))
 
 
 def _alert(severity: Severity, status: AlertStatus, workspace_id: uuid.UUID | None = None) -> None:
-    with db.session_scope() as session:
+    with service_session() as session:
         rule = AlertRule(
             workspace_id=workspace_id,
             name=f"rule-{uuid.uuid4().hex[:6]}",
@@ -97,7 +98,7 @@ def _alert(severity: Severity, status: AlertStatus, workspace_id: uuid.UUID | No
 
 def _attempt(tenant: Tenant, outcome: str, *, latency_ms: int, started: datetime) -> None:
     post = tenant.post(status=PostStatus.PUBLISHED, published_at=started)
-    with db.session_scope() as session:
+    with service_session() as session:
         session.add(
             PublishAttempt(
                 workspace_id=tenant.workspace.id,
@@ -124,13 +125,14 @@ def healthy(committed: Engine) -> None:
 
 def test_healthz_answers_without_a_token_even_when_nothing_else_does(committed: Engine) -> None:
     dead = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none"
+    service = db.get_service_engine()
     with _app(broker_url=f"redis://127.0.0.1:{free_port()}/0") as client:
         db.use_engine(db.make_engine(dead))
         try:
             response = client.get("/healthz")
             ready = client.get("/readyz")
         finally:
-            db.use_engine(committed)
+            db.use_engine(committed, service)
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
     assert ready.status_code == 503
@@ -292,7 +294,7 @@ def test_health_is_unhealthy_503_when_no_worker_consumes_the_publish_queue(
 
 
 def _job_last_succeeded(job: str, ago: timedelta) -> None:
-    with db.session_scope() as session:
+    with service_session() as session:
         session.merge(JobRun(job=job, last_succeeded_at=utcnow() - ago))
 
 

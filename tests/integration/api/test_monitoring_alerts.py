@@ -11,9 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, select
 
-from herald import db
 from herald.models import Alert, AlertRule, AlertStatus, Membership, Role, Severity, utcnow
 from herald.settings import get_settings
+from tests.fixtures.database import service_session
 from tests.integration.api.conftest import AuditOf, Tenant, assert_error, bearer, mint
 
 MONITORING = "/api/postiz/monitoring"
@@ -22,14 +22,14 @@ SERVICE = mint(sub=None, role="service_role")
 
 @pytest.fixture(autouse=True)
 def _no_default_rules(tenant: Tenant) -> None:
-    with db.session_scope() as session:
+    with service_session() as session:
         session.execute(delete(AlertRule))
 
 
 def _alert(
     workspace_id: uuid.UUID | None, *, status: AlertStatus = AlertStatus.FIRING
 ) -> uuid.UUID:
-    with db.session_scope() as session:
+    with service_session() as session:
         rule = AlertRule(
             workspace_id=workspace_id,
             name=f"rule-{uuid.uuid4().hex[:6]}",
@@ -102,7 +102,7 @@ def test_a_workspace_query_that_disagrees_with_the_header_is_400(
 
 def test_members_do_not_see_monitoring(client: TestClient, tenant: Tenant) -> None:
     user = f"member-{uuid.uuid4().hex[:6]}"
-    with db.session_scope() as session:
+    with service_session() as session:
         session.add(Membership(workspace_id=tenant.workspace.id, user_id=user, role=Role.MEMBER))
     response = client.get(f"{MONITORING}/alerts", headers=bearer(mint(user), tenant.workspace.id))
     assert_error(response, 403, "forbidden")
@@ -234,7 +234,7 @@ def test_an_invalid_rule_is_a_clear_422(client: TestClient, tenant: Tenant) -> N
 def test_default_rules_can_be_disabled_not_deleted(client: TestClient, tenant: Tenant) -> None:
     from herald.alerts.defaults import install
 
-    with db.session_scope() as session:
+    with service_session() as session:
         install(session)
     rules = client.get(f"{MONITORING}/rules", headers=bearer(SERVICE)).json()
     builtin = next(r for r in rules if r["name"] == "Failed jobs spike")
@@ -308,6 +308,6 @@ def test_cron_with_the_secret_evaluates_the_rules(client: TestClient, tenant: Te
     response = client.post(CRON, headers={"Authorization": f"Bearer {secret}"})
     assert response.status_code == 200, response.text
     assert response.json() == {"rules": 1, "transitions": 0, "errors": 0}
-    with db.session_scope() as session:
+    with service_session() as session:
         [rule] = session.scalars(select(AlertRule)).all()
         assert rule.last_evaluated_at is not None

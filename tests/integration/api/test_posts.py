@@ -8,10 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from herald import db
 from herald.api.schemas import ScheduleRequest
 from herald.contracts import SchedulePost
 from herald.models import Post, PostStatus, PublishAttempt, utcnow
+from tests.fixtures.database import service_session
 from tests.integration.api.conftest import (
     AuditOf,
     Tenant,
@@ -74,7 +74,7 @@ def test_get_shows_status_result_and_every_attempt(client: TestClient, tenant: T
         last_error_message="503 from the network",
     )
     started = utcnow() - timedelta(minutes=5)
-    with db.session_scope() as session:
+    with service_session() as session:
         for number, outcome, code, status in (
             (1, "transient", "transient", 503),
             (2, "success", None, 200),

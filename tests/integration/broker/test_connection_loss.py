@@ -11,13 +11,13 @@ from collections.abc import Callable
 
 import pytest
 
-from herald import db
 from herald.models import Post, PostStatus
 from herald.publishing.dispatch import claim_due_posts
 from herald.sandbox import SandboxClient
 from herald.settings import Settings
 from herald.tasks.publishing import publish_signature
 from tests.fixtures.brokers import Broker
+from tests.fixtures.database import service_session
 from tests.fixtures.polling import eventually
 from tests.fixtures.processes import StartWorker
 from tests.fixtures.publishing import ConnectFn
@@ -25,7 +25,7 @@ from tests.fixtures.servers import RedisServer
 
 
 def status_of(post: Post) -> PostStatus:
-    with db.session_scope() as s:
+    with service_session() as s:
         current = s.get(Post, post.id)
         assert current is not None
         return current.status
@@ -46,7 +46,7 @@ def test_a_publish_in_flight_when_the_broker_connection_drops_is_recorded_once(
     post = new_post(integration, content="in flight while the broker restarts")
     sandbox.inject("mastodon", "latency", ms=4000, method="POST", times=1)
     worker = start_worker_process(settings, name="through-a-restart", broker=private_redis_broker)
-    with db.session_scope() as s:
+    with service_session() as s:
         (claimed,) = claim_due_posts(s, settings)
     private_redis_broker.send(publish_signature(claimed))
     eventually(lambda: status_of(post) is PostStatus.PUBLISHING, 30, "the publish to start")
@@ -58,7 +58,7 @@ def test_a_publish_in_flight_when_the_broker_connection_drops_is_recorded_once(
 
     # The worker reconnected and goes on consuming.
     after = new_post(integration, content="sent after the restart")
-    with db.session_scope() as s:
+    with service_session() as s:
         (claimed,) = claim_due_posts(s, settings)
     private_redis_broker.send(publish_signature(claimed))
     eventually(lambda: status_of(after) is PostStatus.PUBLISHED, 30, "the next publish")

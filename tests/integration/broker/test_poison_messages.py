@@ -15,11 +15,11 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from herald import db
 from herald.celery_app import QUEUES, app
 from herald.models import DeadLetter, Post, utcnow
 from herald.settings import Settings
 from tests.fixtures.brokers import Broker
+from tests.fixtures.database import service_session
 from tests.fixtures.polling import eventually
 from tests.fixtures.processes import StartWorker
 from tests.fixtures.publishing import ConnectFn
@@ -38,7 +38,7 @@ ALL_QUEUES = ",".join(QUEUES)
 
 
 def dead_letters() -> list[DeadLetter]:
-    with db.session_scope() as s:
+    with service_session() as s:
         return list(s.scalars(select(DeadLetter)))
 
 
@@ -99,7 +99,7 @@ def test_poison_on_every_queue_is_recorded_acked_and_the_worker_keeps_consuming(
     assert worker.alive(), worker.log.read_text()[-3000:]
 
     def good_message_ran() -> bool:
-        with db.session_scope() as s:
+        with service_session() as s:
             return s.scalars(select(Post)).first() is not None
 
     eventually(good_message_ran, 30, "the good message to run")

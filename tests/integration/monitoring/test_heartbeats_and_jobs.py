@@ -8,22 +8,22 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from herald import db
 from herald.beat_schedule import HEARTBEAT_TASK, beat_schedule
 from herald.celery_app import QUEUES, app
 from herald.models import Heartbeat, JobRun, Workspace
 from herald.settings import Settings
+from tests.fixtures.database import service_session
 from tests.fixtures.monitoring import eventually
 from tests.integration.monitoring import job_tasks
 
 
 def _heartbeats() -> dict[str, Heartbeat]:
-    with db.session_scope() as session:
+    with service_session() as session:
         return {row.queue: row for row in session.scalars(select(Heartbeat))}
 
 
 def _run(job: str) -> JobRun | None:
-    with db.session_scope() as session:
+    with service_session() as session:
         return session.get(JobRun, job)
 
 
@@ -90,7 +90,7 @@ def test_a_periodic_job_records_its_last_success_and_its_last_failure(
     assert failed.last_error is not None
     assert "JobBroke: the job broke" in failed.last_error
     assert "sekrit-value-123" not in failed.last_error  # redacted like logs
-    with db.session_scope() as session:  # the job's own writes rolled back; its record did not
+    with service_session() as session:  # the job's own writes rolled back; its record did not
         slugs = list(session.scalars(select(Workspace.slug).where(Workspace.slug.like("job-%"))))
     assert len(slugs) == 1
 
@@ -102,5 +102,5 @@ def test_a_task_not_declared_periodic_records_no_job_run(worker: Any, committed:
 
 
 def _slugs_written() -> list[str]:
-    with db.session_scope() as session:
+    with service_session() as session:
         return list(session.scalars(select(Workspace.slug).where(Workspace.slug.like("job-%"))))

@@ -23,17 +23,17 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from herald import db
 from herald.celery_app import QUEUES, app
-from herald.models import Base, Integration, Post, PostStatus, utcnow
+from herald.models import Integration, Post, PostStatus, utcnow
 from herald.providers.base import Account
 from herald.sandbox import SandboxClient, SandboxServer
 from herald.security.crypto import KeyRing
 from herald.settings import Settings, get_settings
 from herald.tokens.connect import connect_integration, tokens_from
+from tests.fixtures.database import service_session, truncate_all
 from tests.fixtures.factories import make_post, make_workspace
 from tests.fixtures.monitoring import (
     HERALD,
@@ -105,7 +105,7 @@ class Stack:
 
 def _connect(sandbox: SandboxClient, workspace_id: uuid.UUID, network: str) -> Integration:
     created = sandbox.create_account(network)
-    with db.session_scope() as session:
+    with service_session() as session:
         return connect_integration(
             session,
             workspace_id=workspace_id,
@@ -117,7 +117,7 @@ def _connect(sandbox: SandboxClient, workspace_id: uuid.UUID, network: str) -> I
 
 
 def _published() -> int:
-    with db.session_scope() as session:
+    with service_session() as session:
         count = session.scalar(
             select(func.count()).select_from(Post).where(Post.status == PostStatus.PUBLISHED)
         )
@@ -125,7 +125,7 @@ def _published() -> int:
 
 
 def _wave(integrations: list[Integration], size: int) -> None:
-    with db.session_scope() as session:
+    with service_session() as session:
         for i in range(size):
             make_post(
                 session,
@@ -133,13 +133,6 @@ def _wave(integrations: list[Integration], size: int) -> None:
                 content=f"monitoring wave post {uuid.uuid4().hex[:8]}",
                 scheduled_at=utcnow() - timedelta(seconds=2),
             )
-
-
-def _truncate(engine: Engine) -> None:
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    with engine.begin() as conn:
-        conn.execute(text("SET LOCAL session_replication_role = replica"))  # audit trigger
-        conn.execute(text(f"TRUNCATE {tables} CASCADE"))
 
 
 def _start(name: str, argv: list[str], env: dict[str, str], workdir: Path) -> Service:
@@ -162,10 +155,10 @@ def stack(
         publish_backoff_s=0.2,
         publish_backoff_max_s=0.5,
     ).with_sandbox(sandbox_server.url)
-    with db.session_scope() as session:
+    with service_session() as session:
         workspace_id = make_workspace(session).id
     integrations = [_connect(sandbox, workspace_id, network) for network in NETWORKS]
-    with db.session_scope() as session:  # due for a refresh: beat's refresh_expiring takes it
+    with service_session() as session:  # due for a refresh: beat's refresh_expiring takes it
         session.execute(
             Integration.__table__.update()
             .where(Integration.provider == "x")
@@ -272,7 +265,7 @@ def stack(
         app.control.purge()
         sandbox.reset()
         sandbox.close()
-        _truncate(engine)
+        truncate_all()
 
 
 def _finite(result: list[dict[str, Any]]) -> bool:

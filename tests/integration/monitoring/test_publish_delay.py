@@ -9,7 +9,6 @@ from datetime import timedelta
 
 from prometheus_client import generate_latest
 
-from herald import db
 from herald.models import Post, PostStatus, utcnow
 from herald.publishing.publisher import publish_post
 from herald.publishing.sweep import resolve_dead_workers
@@ -17,6 +16,7 @@ from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
 from herald.telemetry import metrics
+from tests.fixtures.database import service_session
 from tests.fixtures.monitoring import parse_exposition, total
 from tests.fixtures.publishing import ConnectFn, fresh
 
@@ -41,7 +41,7 @@ def test_publisher_and_sweep_both_record_the_publish_delay(
     )
     before = (_delays("mastodon", "60.0"), _delays("mastodon", "120.0"))
 
-    with db.session_scope() as session:
+    with service_session() as session:
         assert publish_post(session, on_time.id, pub_settings, keys).status is PostStatus.PUBLISHED
     assert (_delays("mastodon", "60.0"), _delays("mastodon", "120.0")) == (
         before[0],
@@ -58,7 +58,7 @@ def test_publisher_and_sweep_both_record_the_publish_delay(
         publishing_started_at=utcnow() - timedelta(hours=1),
     )
     before_sweep = (_delays("mastodon", "3600.0"), _delays("mastodon", "7200.0"))
-    with db.session_scope() as session:
+    with service_session() as session:
         assert resolve_dead_workers(session, pub_settings, keys) == {"reconciled": 1}
     assert fresh(Post, stuck.id).status is PostStatus.PUBLISHED
     assert len(sandbox.posts("mastodon")) == 1

@@ -17,8 +17,8 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from herald import db
 from herald.models import Heartbeat
+from tests.fixtures.database import service_session
 from tests.fixtures.monitoring import (
     HERALD,
     ROOT,
@@ -142,7 +142,7 @@ def test_worker_node_adds_up_its_pool_processes_and_forgets_dead_ones(
     assert total(samples, "herald_tasks_rejected_total", task=HEARTBEAT) == 1
     assert total(samples, "herald_tasks_rejected_total", task="unregistered") == 1
 
-    with db.session_scope() as session:
+    with service_session() as session:
         beats = {b.queue: b for b in session.scalars(select(Heartbeat))}
     assert set(beats) == {"default", "publish"}
     assert all(b.worker.startswith("metrics@") for b in beats.values())

@@ -13,7 +13,6 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
-from herald import db
 from herald.models import CircuitState, Integration, Post, PostStatus, ProviderCircuit, utcnow
 from herald.publishing import circuit
 from herald.publishing.dispatch import claim_due_posts
@@ -21,6 +20,7 @@ from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
 from herald.tasks.publishing import publish_signature
+from tests.fixtures.database import service_session
 from tests.fixtures.polling import eventually
 from tests.fixtures.processes import StartWorker
 from tests.fixtures.publishing import ConnectFn, fresh
@@ -37,7 +37,7 @@ TRIP = {
 
 
 def circuit_of(provider: str) -> ProviderCircuit | None:
-    with db.session_scope() as s:
+    with service_session() as s:
         return s.get(ProviderCircuit, provider)
 
 
@@ -60,7 +60,7 @@ def open_x_circuit(
 
 
 def probe_due_now() -> None:
-    with db.session_scope() as s:
+    with service_session() as s:
         s.execute(
             update(ProviderCircuit)
             .where(ProviderCircuit.provider == "x")
@@ -95,7 +95,7 @@ def test_a_network_failing_for_everyone_opens_its_circuit_and_its_posts_wait_for
     # The dispatcher queues no X post, and goes on with the other networks.
     due_x = new_post(accounts[1])
     due_mastodon = new_post(connect("mastodon"))
-    with db.session_scope() as s:
+    with service_session() as s:
         claimed = {c.post_id for c in claim_due_posts(s, settings)}
     assert due_mastodon.id in claimed
     assert due_x.id not in claimed
@@ -131,7 +131,7 @@ def test_half_open_lets_through_no_more_probes_than_its_bound_however_many_race(
     admitted: list[bool] = []
 
     def publish_run() -> None:
-        with db.session_scope() as s:
+        with service_session() as s:
             start.wait()
             admitted.append(circuit.admit(s, "x", settings, utcnow()) is None)
 
@@ -178,7 +178,7 @@ def test_a_failed_probe_reopens_the_circuit_and_an_answer_closes_it_releasing_th
 
 
 def _x_statuses() -> Counter[str]:
-    with db.session_scope() as s:
+    with service_session() as s:
         rows = s.execute(
             select(Post.status, func.count())
             .join(Integration, Integration.id == Post.integration_id)
@@ -209,7 +209,7 @@ def test_an_outage_of_one_network_on_real_workers_waits_then_publishes_each_post
     start_worker_process(settings, name="outage", concurrency=2, **circuit_env)
 
     def tick() -> None:
-        with db.session_scope() as s:
+        with service_session() as s:
             claimed = claim_due_posts(s, settings)
         for post in claimed:
             publish_signature(post).apply_async()
@@ -228,7 +228,7 @@ def test_an_outage_of_one_network_on_real_workers_waits_then_publishes_each_post
     # The other network keeps publishing; X opens, and a probe fails while X is still down.
     until(lambda: all(fresh(Post, p.id).status is PostStatus.PUBLISHED for p in other), "others")
     until(reopened, "a failed probe to reopen X's circuit")
-    with db.session_scope() as s:
+    with service_session() as s:
         spent = s.scalars(select(Post.attempts).where(Post.id.in_([p.id for p in x_posts]))).all()
     assert _x_statuses()["failed"] == 0
     assert max(spent) <= 2  # the first try, at most one probe: nothing burnt while waiting

@@ -10,12 +10,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from herald import db
 from herald.models import Integration, IntegrationStatus, Post, PostStatus, utcnow
 from herald.publishing.dispatch import claim_due_posts
 from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
 from herald.settings import REAL_BASE_URLS, Settings
+from tests.fixtures.database import service_session
 from tests.fixtures.publishing import ConnectFn, fresh
 from tests.integration.publishing.test_publish_outcomes import attempts_of, run_publish
 
@@ -23,7 +23,7 @@ NewPost = Callable[..., Post]
 
 
 def set_integration(integration: Integration, **values: object) -> None:
-    with db.session_scope() as s:
+    with service_session() as s:
         s.execute(update(Integration).where(Integration.id == integration.id).values(**values))
 
 
@@ -35,7 +35,7 @@ def without_network(settings: Settings, network: str, **update: object) -> Setti
 
 
 def claimed_now(settings: Settings) -> set[object]:
-    with db.session_scope() as s:
+    with service_session() as s:
         return {c.post_id for c in claim_due_posts(s, settings)}
 
 

@@ -10,11 +10,11 @@ from typing import Any
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from sqlalchemy import update
 
-from herald import db
 from herald.models import Post, PostStatus
 from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
+from tests.fixtures.database import service_session
 from tests.fixtures.polling import request_arrives
 from tests.fixtures.publishing import ConnectFn, fresh
 from tests.integration.publishing.test_publish_outcomes import run_publish
@@ -54,7 +54,7 @@ def test_a_publish_that_loses_its_post_in_flight_logs_and_counts_the_lost_move(
     running.start()
     request_arrives(sandbox, "mastodon", "POST")  # answered only 1.5 s later
     # What a too-short publishing timeout let the sweep do: move a post whose run still calls.
-    with db.session_scope() as s:
+    with service_session() as s:
         s.execute(update(Post).where(Post.id == post.id).values(status=PostStatus.NEEDS_REVIEW))
     running.join()
 

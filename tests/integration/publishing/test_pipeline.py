@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from herald import db
 from herald.models import Integration, Post, PostStatus, PublishAttempt, utcnow
 from herald.publishing.dispatch import claim_due_posts
 from herald.publishing.sweep import requeue_lost, resolve_dead_workers
@@ -25,13 +24,14 @@ from herald.security.crypto import KeyRing
 from herald.settings import Settings
 from herald.tasks.publishing import publish_signature
 from tests.fixtures.brokers import Broker
+from tests.fixtures.database import service_session
 from tests.fixtures.processes import StartWorker
 from tests.fixtures.publishing import ConnectFn
 from tests.fixtures.servers import RedisServer
 
 
 def statuses() -> Counter[str]:
-    with db.session_scope() as s:
+    with service_session() as s:
         rows = s.execute(select(Post.status, func.count()).group_by(Post.status)).all()
     return Counter({status.value: count for status, count in rows})
 
@@ -47,7 +47,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 
 def dispatch_once(settings: Settings, broker: Broker) -> int:
     """One dispatcher tick: claim, commit, then enqueue (the task body, without Celery)."""
-    with db.session_scope() as s:
+    with service_session() as s:
         claimed = claim_due_posts(s, settings)
     for post in claimed:
         broker.send(publish_signature(post))
@@ -56,7 +56,7 @@ def dispatch_once(settings: Settings, broker: Broker) -> int:
 
 def many_posts(integrations: list[Integration], count: int) -> None:
     now = utcnow()
-    with db.session_scope() as s:
+    with service_session() as s:
         s.execute(
             Post.__table__.insert(),
             [
@@ -116,7 +116,7 @@ def test_thousand_due_posts_with_two_dispatchers_and_two_workers_publish_exactly
     texts = Counter(p["text"] for p in remote)
     assert len(texts) == 1000
     assert max(texts.values()) == 1
-    with db.session_scope() as s:
+    with service_session() as s:
         assert s.scalar(select(func.max(Post.attempts))) == 1
 
 
@@ -138,7 +138,7 @@ def _kill_mid_call(
     dispatch_once(settings, broker)
     wait_until(lambda: len(sandbox.posts(network)) == 1, 30, "the network to receive the post")
     worker.kill()
-    with db.session_scope() as s:
+    with service_session() as s:
         stuck = s.get(Post, post.id)
         assert stuck is not None
         assert stuck.status is PostStatus.PUBLISHING
@@ -175,10 +175,10 @@ def test_worker_killed_after_the_network_received_the_post_never_publishes_twice
         update={"publishing_timeout_s": 2.5, "provider_timeout_s": 1.0}
     )
     time.sleep(2.6)
-    with db.session_scope() as s:
+    with service_session() as s:
         result = resolve_dead_workers(s, sweep_settings, keys)
     assert sum(result.values()) == 1
-    with db.session_scope() as s:
+    with service_session() as s:
         swept = s.get(Post, post.id)
         assert swept is not None
         assert swept.status is expected
@@ -187,7 +187,7 @@ def test_worker_killed_after_the_network_received_the_post_never_publishes_twice
         else:
             assert "worker lost" in (swept.last_error_message or "")
     # A second sweep, or the redelivered message, changes nothing: one post at the network.
-    with db.session_scope() as s:
+    with service_session() as s:
         assert sum(resolve_dead_workers(s, sweep_settings, keys).values()) == 0
     assert len(sandbox.posts(network)) == 1
 
@@ -212,7 +212,7 @@ def test_redis_restart_while_posts_are_queued_loses_nothing(
     assert statuses()["queued"] == 40  # nobody will publish them by message any more
 
     sweep_settings = pub_settings.model_copy(update={"queued_timeout_s": 0.01})
-    with db.session_scope() as s:
+    with service_session() as s:
         requeued = requeue_lost(s, sweep_settings)
     for post in requeued:
         broker.send(publish_signature(post))
@@ -247,7 +247,7 @@ def test_a_post_sent_by_another_service_is_published_under_its_own_correlation(
     celery_app.send_task("herald.posts.dispatch_due")  # what beat sends every tick
     wait_until(lambda: statuses()["published"] == 1, 30, "the post to be published")
 
-    with db.session_scope() as s:
+    with service_session() as s:
         post = s.scalars(select(Post)).one()
         attempt = s.scalars(select(PublishAttempt)).one()
         assert post.correlation_id == "caller-corr-42"

@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import select
 
-from herald import db
 from herald.models import (
     Integration,
     IntegrationStatus,
@@ -26,23 +25,24 @@ from herald.publishing.publisher import publish_post
 from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
+from tests.fixtures.database import service_session
 from tests.fixtures.publishing import ConnectFn, fresh
 
 
 def run_publish(post: Post, settings: Settings, keys: KeyRing) -> Any:
     """Queue the post (as the dispatcher would) and run one publish attempt."""
-    with db.session_scope() as s:
+    with service_session() as s:
         s.execute(
             Post.__table__.update()
             .where(Post.id == post.id, Post.status.in_(["scheduled", "retrying"]))
             .values(status="queued", queued_at=utcnow())
         )
-    with db.session_scope() as s:
+    with service_session() as s:
         return publish_post(s, post.id, settings, keys)
 
 
 def attempts_of(post: Post) -> list[PublishAttempt]:
-    with db.session_scope() as s:
+    with service_session() as s:
         return list(
             s.scalars(
                 select(PublishAttempt)
@@ -96,7 +96,7 @@ def test_rate_limit_waits_for_the_reset_and_pauses_the_integrations_other_posts(
     assert stored.next_attempt_at == paused.rate_limited_until
 
     # The other post of the paused integration is not dispatched until the reset.
-    with db.session_scope() as s:
+    with service_session() as s:
         claimed = {c.post_id for c in claim_due_posts(s, pub_settings)}
     assert second.id not in claimed
     assert first.id not in claimed
@@ -175,7 +175,7 @@ def test_expired_token_is_refreshed_then_the_post_publishes_with_the_rotated_tok
     assert outcome.refresh == integration.id
     assert fresh(Integration, integration.id).status is IntegrationStatus.REFRESH_NEEDED
 
-    with db.session_scope() as s:
+    with service_session() as s:
         refreshed = refresh_integration(s, integration.id, pub_settings, keys)
     assert refreshed.refreshed
     after = fresh(Integration, integration.id)
@@ -266,7 +266,7 @@ def test_a_post_claimed_elsewhere_is_left_alone(
     keys: KeyRing,
 ) -> None:
     post = new_post(connect("mastodon"), status="publishing")
-    with db.session_scope() as s:
+    with service_session() as s:
         outcome = publish_post(s, post.id, pub_settings, keys)
     assert outcome.status is None
     assert sandbox.posts("mastodon") == []
@@ -297,7 +297,7 @@ def test_an_integration_without_an_adapter_fails_its_post_with_a_clear_reason(
     keys: KeyRing,
 ) -> None:
     integration = connect("mastodon")
-    with db.session_scope() as s:
+    with service_session() as s:
         s.execute(
             Integration.__table__.update()
             .where(Integration.id == integration.id)
@@ -322,7 +322,7 @@ def test_the_sweep_goes_on_past_a_post_it_cannot_resolve(
 
     long_ago = utcnow() - timedelta(hours=1)
     broken = connect("telegram")
-    with db.session_scope() as s:
+    with service_session() as s:
         s.execute(
             Integration.__table__.update()
             .where(Integration.id == broken.id)
@@ -330,7 +330,7 @@ def test_the_sweep_goes_on_past_a_post_it_cannot_resolve(
         )
     new_post(broken, status="publishing", publishing_started_at=long_ago - timedelta(minutes=1))
     fine = new_post(connect("telegram"), status="publishing", publishing_started_at=long_ago)
-    with db.session_scope() as s:
+    with service_session() as s:
         results = resolve_dead_workers(s, pub_settings, keys)
     assert results == {"resolve_failed": 1, "needs_review": 1}
     assert fresh(Post, fine.id).status is PostStatus.NEEDS_REVIEW

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from herald import db
 from herald.models import Integration, Post, PostStatus, PublishAttempt, utcnow
 from herald.providers.registry import provider_for
 from herald.publishing.publisher import claim
@@ -25,6 +24,7 @@ from herald.sandbox import SandboxClient
 from herald.security.credentials import account_of, open_tokens
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
+from tests.fixtures.database import service_session
 from tests.fixtures.publishing import ConnectFn, fresh
 
 #: Every network that reconciles by looking the post up, with what its connection needs.
@@ -77,13 +77,13 @@ def worker_died(
 ) -> None:
     """Leave ``post`` as a worker that died mid-call does: claimed, its attempt open, and (if
     ``sent``) published at the network. The claim is dated ``minutes_ago``."""
-    with db.session_scope() as s:
+    with service_session() as s:
         s.execute(
             Post.__table__.update()
             .where(Post.id == post.id)
             .values(status="queued", queued_at=utcnow())
         )
-    with db.session_scope() as s:
+    with service_session() as s:
         row, owner = s.get(Post, post.id), s.get(Integration, integration.id)
         assert row is not None
         assert owner is not None
@@ -92,7 +92,7 @@ def worker_died(
             provider = provider_for(owner.provider, settings)
             provider.publish(draft_of(row), account_of(owner), open_tokens(owner, keys))
     then = utcnow() - timedelta(minutes=minutes_ago)
-    with db.session_scope() as s:
+    with service_session() as s:
         s.execute(
             Post.__table__.update().where(Post.id == post.id).values(publishing_started_at=then)
         )
@@ -111,7 +111,7 @@ def busy_account(sandbox: SandboxClient, network: str, integration: Integration)
 
 
 def swept(settings: Settings, keys: KeyRing, post: Post) -> Post:
-    with db.session_scope() as s:
+    with service_session() as s:
         resolved = resolve_dead_workers(s, settings, keys)
     assert sum(resolved.values()) == 1, resolved
     stored: Post = fresh(Post, post.id)

@@ -28,6 +28,7 @@ from herald.security.crypto import KeyRing
 from herald.settings import Settings, get_settings, use_settings
 from herald.tasks.publishing import publish_signature
 from tests.conftest import TEST_DATABASE_URL
+from tests.fixtures.database import service_session
 from tests.fixtures.publishing import ConnectFn, fresh
 from tests.integration.publishing.test_pipeline import wait_until
 from tests.integration.publishing.test_publish_outcomes import attempts_of, run_publish
@@ -69,10 +70,11 @@ class DatabaseBlips:
 
 @pytest.fixture
 def blips(committed: Engine) -> Iterator[DatabaseBlips]:
-    made = DatabaseBlips(committed)
-    event.listen(committed, "before_cursor_execute", made.before_execute)
+    publishing = db.get_service_engine()  # publish runs in the service scope
+    made = DatabaseBlips(publishing)
+    event.listen(publishing, "before_cursor_execute", made.before_execute)
     yield made
-    event.remove(committed, "before_cursor_execute", made.before_execute)
+    event.remove(publishing, "before_cursor_execute", made.before_execute)
     made.close()
 
 
@@ -153,7 +155,7 @@ def test_an_answer_the_database_would_not_take_is_recorded_later_and_never_publi
 ) -> None:
     integration = connect("telegram")
     post = new_post(integration, content="recorded by record_outcome once the database is back")
-    with db.session_scope() as s:
+    with service_session() as s:
         s.execute(
             Post.__table__.update()
             .where(Post.id == post.id)
@@ -194,17 +196,17 @@ def test_a_published_answer_arriving_after_the_sweep_gave_up_settles_the_post(
     settings = pub_settings.model_copy(update={"publish_record_attempts": 1})
     post = new_post(connect("telegram"), content="answered while the database was away")
     answer = carried_answer(post, blips, settings, keys)
-    with db.session_scope() as s:  # the worker looked dead: the sweep sends it to review
+    with service_session() as s:  # the worker looked dead: the sweep sends it to review
         s.execute(
             Post.__table__.update()
             .where(Post.id == post.id)
             .values(publishing_started_at=utcnow() - timedelta(hours=1))
         )
-    with db.session_scope() as s:
+    with service_session() as s:
         resolve_dead_workers(s, settings, keys)
     assert fresh(Post, post.id).status is PostStatus.NEEDS_REVIEW
 
-    with db.session_scope() as s:
+    with service_session() as s:
         outcome = record_answer(s, answer, settings, keys)
 
     assert outcome.status is PostStatus.PUBLISHED
@@ -228,7 +230,7 @@ def test_an_answer_from_another_task_is_refused(
     answer = carried_answer(post, blips, settings, keys)
     forged = answer.model_copy(update={"task_id": "someone-else"})
 
-    with db.session_scope() as s:
+    with service_session() as s:
         assert record_answer(s, forged, settings, keys).status is None
 
     assert fresh(Post, post.id).status is PostStatus.PUBLISHING

@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from herald import db
 from herald.models import DeadLetter, Post, PostStatus, utcnow
 from herald.publishing.dispatch import claim_due_posts
 from herald.settings import Settings
+from tests.fixtures.database import service_session
 from tests.fixtures.factories import make_integration, make_workspace
 from tests.fixtures.publishing import ConnectFn
 
 
 def count_posts() -> int:
-    with db.session_scope() as s:
+    with service_session() as s:
         return s.scalar(select(func.count()).select_from(Post)) or 0
 
 
@@ -31,11 +31,11 @@ def test_per_provider_cap_limits_posts_in_flight(
         new_post(x)
         new_post(mastodon)
     capped = pub_settings.model_copy(update={"provider_concurrency": {"x": 2}})
-    with db.session_scope() as s:
+    with service_session() as s:
         first = claim_due_posts(s, capped)
-    with db.session_scope() as s:
+    with service_session() as s:
         second = claim_due_posts(s, capped)  # x is at its cap until those two finish
-    with db.session_scope() as s:
+    with service_session() as s:
         queued_x = s.scalar(
             select(func.count())
             .select_from(Post)
@@ -54,7 +54,7 @@ def test_per_provider_cap_limits_posts_in_flight(
 def wait_for_dead_letters(timeout: float = 20) -> list[DeadLetter]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with db.session_scope() as s:
+        with service_session() as s:
             letters = list(s.scalars(select(DeadLetter)))
         if letters:
             return letters
@@ -152,7 +152,7 @@ def test_another_workspaces_integration_is_refused_like_a_missing_one(
     process_settings: Settings, worker: Any, connect: ConnectFn, celery_app: Any
 ) -> None:
     mine = connect("mastodon")
-    with db.session_scope() as s:
+    with service_session() as s:
         other_ws = make_workspace(s)
         theirs = make_integration(s, other_ws, provider="mastodon")
     payload = _schedule_payload(mine, integration_id=str(theirs.id))
@@ -169,15 +169,15 @@ def test_dispatch_applies_backpressure_while_workers_are_behind(
     for _ in range(6):
         new_post(integration)
     settings = pub_settings.model_copy(update={"dispatch_max_queued": 4})
-    with db.session_scope() as s:
+    with service_session() as s:
         assert len(claim_due_posts(s, settings)) == 4
-    with db.session_scope() as s:
+    with service_session() as s:
         assert claim_due_posts(s, settings) == []  # four still wait for a worker
-    with db.session_scope() as s:
+    with service_session() as s:
         s.execute(
             Post.__table__.update()
             .where(Post.status == PostStatus.QUEUED)
             .values(status=PostStatus.PUBLISHED.value)
         )
-    with db.session_scope() as s:
+    with service_session() as s:
         assert len(claim_due_posts(s, settings)) == 2

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from fastapi.testclient import TestClient
 from sqlalchemy import Text, insert, select
 
-from herald import db
 from herald.api import create_app
 from herald.models import (
     Base,
@@ -29,6 +28,7 @@ from herald.sandbox import SandboxClient, SandboxServer
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
 from herald.tokens.refresh import refresh_integration
+from tests.fixtures.database import service_session
 from tests.fixtures.publishing import ConnectFn, fresh
 from tests.fixtures.sandbox import issued_tokens
 from tests.integration.api.conftest import member_headers
@@ -81,11 +81,11 @@ def test_a_refresh_error_quoting_the_refresh_token_is_stored_redacted(
     integration = connect("x", token_prefix="CANARY-")
     sandbox.inject("x", "error", status=400, echo=True, path="oauth2/token", times=1)
 
-    with db.session_scope() as s:
+    with service_session() as s:
         outcome = refresh_integration(s, integration.id, pub_settings, keys)
 
     assert outcome.outcome == "invalid_grant", outcome
-    with db.session_scope() as s:
+    with service_session() as s:
         attempt = s.scalars(select(TokenRefreshAttempt)).one()
         message = attempt.error_message
     assert message is not None
@@ -113,7 +113,7 @@ def test_every_error_text_column_redacts_whatever_code_path_writes_it(
 
     secret = "Authorization: Bearer sk-live-0123456789abcdef"
     post = new_post(connect("mastodon"), status=PostStatus.QUEUED)
-    with db.session_scope() as s:
+    with service_session() as s:
         assert transition(
             s, post.id, from_=PostStatus.QUEUED, to=PostStatus.FAILED, last_error_message=secret
         )
@@ -129,7 +129,7 @@ def test_every_error_text_column_redacts_whatever_code_path_writes_it(
         )
     redacted = f"Authorization: {REDACTED}"
     assert fresh(Post, post.id).last_error_message == redacted
-    with db.session_scope() as s:
+    with service_session() as s:
         letter = s.scalars(select(DeadLetter)).one()
         assert (letter.reason, letter.payload) == (redacted, {"note": redacted})
         assert s.scalars(select(PublishAttempt.error_message)).all() == [redacted]

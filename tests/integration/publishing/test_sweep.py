@@ -26,6 +26,7 @@ from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
 from tests.conftest import TEST_DATABASE
+from tests.fixtures.database import service_session
 from tests.fixtures.polling import eventually, request_arrives
 from tests.fixtures.processes import StartWorker
 from tests.fixtures.publishing import ConnectFn, fresh
@@ -45,7 +46,7 @@ def stuck_post(
         publishing_started_at=started,
         **values,
     )
-    with db.session_scope() as s:
+    with service_session() as s:
         s.add(
             PublishAttempt(
                 workspace_id=post.workspace_id,
@@ -59,7 +60,7 @@ def stuck_post(
 
 
 def sweep(settings: Settings, keys: KeyRing, **kwargs: Any) -> Counter[str]:
-    with db.session_scope() as s:
+    with service_session() as s:
         return resolve_dead_workers(s, settings, keys, **kwargs)
 
 
@@ -110,7 +111,7 @@ def test_failing_lookups_are_bounded_and_never_hold_back_the_other_stuck_posts(
         assert gave_up.resolve_attempts == 2
         assert "gave up after 2 resolutions" in gave_up.last_error_message
         assert "the lookup failed" in gave_up.last_error_message
-    with db.session_scope() as s:
+    with service_session() as s:
         outcomes = s.scalars(select(PublishAttempt.outcome).order_by(PublishAttempt.outcome))
         assert list(outcomes) == ["needs_review"] * 4 + ["retry"]
     assert [r for r in sandbox.requests("mastodon") if r["method"] == "POST"] == []
@@ -207,7 +208,7 @@ def test_a_verdict_is_not_applied_to_an_attempt_that_started_after_the_lookup(
     sweeping.start()
     request_arrives(sandbox, "mastodon", "GET")  # the sweep's lookup, answered in 1.5 s
     # Meanwhile the post moved on and was claimed again: attempt 2 is in flight now.
-    with db.session_scope() as s:
+    with service_session() as s:
         s.execute(
             update(Post)
             .where(Post.id == post.id)

@@ -8,10 +8,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from herald import db
 from herald.models import Integration, TokenRefreshAttempt, utcnow
 from herald.sandbox import SandboxClient
 from herald.settings import Settings
+from tests.fixtures.database import service_session
 from tests.fixtures.publishing import ConnectFn, fresh
 
 
@@ -21,7 +21,7 @@ def _expire_soon(
     values: dict[str, Any] = {"token_expires_at": utcnow() + timedelta(minutes=minutes)}
     if provider:
         values["provider"] = provider
-    with db.session_scope() as s:
+    with service_session() as s:
         s.execute(
             Integration.__table__.update().where(Integration.id == integration.id).values(**values)
         )
@@ -55,7 +55,7 @@ def test_tokens_expiring_inside_the_margin_are_refreshed_and_rotated(
     assert refreshed.refresh_token_ciphertext != due.refresh_token_ciphertext  # rotated
     assert fresh(Integration, later.id).token_version == 1
     assert fresh(Integration, never.id).token_version == 1
-    with db.session_scope() as s:
+    with service_session() as s:
         attempts = list(s.scalars(select(TokenRefreshAttempt)))
     assert [(a.integration_id, a.outcome) for a in attempts] == [(due.id, "refreshed")]
     assert attempts[0].token_version_before == 1

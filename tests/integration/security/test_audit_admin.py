@@ -21,9 +21,17 @@ from herald.security.audit import Actor, EventType, record
 from herald.security.audit_admin import PurgeRefused, append_only_lifted, erase_subject, purge
 from herald.security.audit_verify import verify_chain
 from herald.settings import Settings, get_settings, use_settings
+from tests.conftest import MIGRATION_DATABASE_URL
 from tests.fixtures.audit import checkpoint_settings
+from tests.fixtures.database import owner_session
 
 CLI = Actor("cli", "operator")
+
+
+@pytest.fixture
+def session(owner_db_session: Session) -> Session:
+    """Purges and tampering take the tables' owner (the application's roles cannot)."""
+    return owner_db_session
 
 
 def _rows(session: Session, n: int, *, days_ago: int = 0, who: str = "u-1") -> None:
@@ -114,7 +122,7 @@ def test_the_cli_checkpoints_verifies_and_names_the_first_broken_row(
     verified = runner.invoke(cli, ["audit", "verify"])
     assert verified.exit_code == 0, verified.output
     assert "4 rows, 1 checkpoints" in verified.output
-    with db.session_scope() as session, append_only_lifted(session):
+    with owner_session(MIGRATION_DATABASE_URL) as session, append_only_lifted(session):
         session.execute(
             AuditEvent.__table__.update().where(AuditEvent.sequence == 2).values(outcome="denied")
         )

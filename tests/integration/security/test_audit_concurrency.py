@@ -36,6 +36,7 @@ def _hammer(sessions: Callable[[], Session]) -> None:
 
 def _check(engine: Engine) -> None:
     with Session(engine) as session:
+        session.info["service_scope"] = "tests"  # the verifier reads every workspace
         report = verify_chain(session)
         assert report.ok, report.reason
         assert report.checked == THREADS * EACH
@@ -43,9 +44,11 @@ def _check(engine: Engine) -> None:
         assert list(sequences) == list(range(1, THREADS * EACH + 1))
 
 
-def test_concurrent_writers_form_one_chain_on_postgres(committed: Engine) -> None:
-    _hammer(lambda: Session(committed))
-    _check(committed)
+def test_concurrent_writers_form_one_chain_on_postgres(
+    committed: Engine, service_engine: Engine
+) -> None:
+    _hammer(lambda: Session(committed))  # the runtime role appends from no workspace
+    _check(service_engine)
 
 
 def test_concurrent_writers_form_one_chain_on_sqlite(tmp_path: Path) -> None:

@@ -46,6 +46,12 @@ class Log:
 
 
 @pytest.fixture
+def session(owner_db_session: Session) -> Session:
+    """Tampering takes the tables' owner: the application's roles cannot change audit rows."""
+    return owner_db_session
+
+
+@pytest.fixture
 def log(session: Session, tmp_path: Path) -> Log:
     """Rows 1-6 with signed checkpoints at rows 3 and 6 (the table starts empty: the test's
     transaction is rolled back)."""

@@ -3,21 +3,20 @@ without clobbering a refresh that wins meanwhile; ``herald keys status`` counts 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 
 from click.testing import CliRunner
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from herald import db
 from herald.cli import cli
 from herald.models import AuditEvent, Integration
 from herald.security.credentials import open_tokens
 from herald.security.crypto import KeyRing, TokenBinding
 from herald.security.rotation import remaining, rotate, status
 from herald.settings import get_settings
+from tests.fixtures.database import service_session
 from tests.fixtures.factories import make_integration, make_workspace
 
 TOKENS = 5
@@ -46,17 +45,11 @@ def _old_tokens(session: Session, old_ring: KeyRing) -> list[Integration]:
     return made
 
 
-@contextmanager
-def _sessions(engine: Engine) -> Iterator[Session]:
-    with Session(engine) as session, session.begin():
-        yield session
-
-
 def test_rotation_reseals_everything_resumes_and_never_clobbers_a_refresh(
     committed: Engine,
 ) -> None:
     ring, old_ring = _rings()
-    with db.session_scope() as session:
+    with service_session() as session:
         made = _old_tokens(session, old_ring)
         assert status(session)[old_ring.active] == 2 * TOKENS
     # A first run stopped after one batch of two: the rest is still there to do.
@@ -67,8 +60,8 @@ def test_rotation_reseals_everything_resumes_and_never_clobbers_a_refresh(
         raise KeyboardInterrupt
 
     with suppress(KeyboardInterrupt):
-        rotate(lambda: _sessions(committed), ring, batch=2, progress=stop_after_first)
-    with db.session_scope() as session:
+        rotate(service_session, ring, batch=2, progress=stop_after_first)
+    with service_session() as session:
         assert remaining(session, ring) == TOKENS - 2
         # A refresh wins on one row between the read and the write of the next run: simulated
         # by bumping its version, which the rotation's conditional UPDATE then sees.
@@ -77,10 +70,10 @@ def test_rotation_reseals_everything_resumes_and_never_clobbers_a_refresh(
             .where(Integration.id == made[-1].id)
             .values(token_version=Integration.token_version + 1)
         )
-    done = rotate(lambda: _sessions(committed), ring, batch=2)
+    done = rotate(service_session, ring, batch=2)
     assert done.resealed + done.skipped == TOKENS - 2
     assert done.unreadable == 0
-    with db.session_scope() as session:
+    with service_session() as session:
         for integration in session.scalars(select(Integration)).all():
             tokens = open_tokens(integration, ring)  # every token still opens, same values
             assert tokens.access_token.startswith("a")
@@ -90,7 +83,7 @@ def test_rotation_reseals_everything_resumes_and_never_clobbers_a_refresh(
 
 def test_the_cli_shows_status_rotates_with_progress_and_is_audited(committed: Engine) -> None:
     ring, old_ring = _rings()
-    with db.session_scope() as session:
+    with service_session() as session:
         _old_tokens(session, old_ring)
     runner = CliRunner()
     before = runner.invoke(cli, ["keys", "status"])
@@ -102,7 +95,7 @@ def test_the_cli_shows_status_rotates_with_progress_and_is_audited(committed: En
     assert f"re-sealed {TOKENS}" in rotated.output
     after = runner.invoke(cli, ["keys", "status"])
     assert f"{ring.active} (active): {2 * TOKENS}" in after.output
-    with db.session_scope() as session:
+    with service_session() as session:
         event = session.scalar(select(AuditEvent).where(AuditEvent.event_type == "keys.rotation"))
         assert event is not None
         assert event.details["resealed"] == TOKENS

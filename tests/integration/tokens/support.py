@@ -11,9 +11,9 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from herald import db
 from herald.models import Integration, IntegrationStatus, Post, TokenRefreshAttempt, utcnow
 from herald.sandbox import SandboxClient
+from tests.fixtures.database import service_session
 from tests.fixtures.publishing import fresh
 
 #: The path of each network's token (refresh) endpoint, as the sandbox journals it.
@@ -47,7 +47,7 @@ def revoked_tokens(sandbox: SandboxClient, network: str, account_id: str) -> lis
 
 
 def refresh_attempts(integration_id: uuid.UUID) -> list[TokenRefreshAttempt]:
-    with db.session_scope() as s:
+    with service_session() as s:
         return list(
             s.scalars(
                 select(TokenRefreshAttempt)
@@ -63,7 +63,7 @@ def outcomes(integration_id: uuid.UUID) -> list[str | None]:
 
 def wait_for_auth(post_id: uuid.UUID, *, minutes: int = 10) -> None:
     """Put a post where a publish leaves it after its token was refused: ``retrying``, waiting."""
-    with db.session_scope() as s:
+    with service_session() as s:
         s.execute(
             update(Post)
             .where(Post.id == post_id)
@@ -77,7 +77,7 @@ def wait_for_auth(post_id: uuid.UUID, *, minutes: int = 10) -> None:
 
 
 def set_integration(integration_id: uuid.UUID, **values: Any) -> None:
-    with db.session_scope() as s:
+    with service_session() as s:
         s.execute(update(Integration).where(Integration.id == integration_id).values(**values))
 
 

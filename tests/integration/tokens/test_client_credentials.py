@@ -12,7 +12,6 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from pydantic import SecretStr
 
-from herald import db
 from herald.celery_app import QUEUES
 from herald.models import Integration, IntegrationStatus, Post, PostStatus, utcnow
 from herald.providers.registry import forget_adapters
@@ -23,6 +22,7 @@ from herald.settings import Settings, get_settings, use_settings
 from herald.tasks.publishing import publish_signature
 from herald.tokens.clients import check_at_start
 from herald.tokens.refresh import refresh_integration
+from tests.fixtures.database import service_session
 from tests.fixtures.publishing import ConnectFn, fresh
 from tests.integration.tokens.support import (
     refresh_attempts,
@@ -67,7 +67,7 @@ def test_an_x_refresh_without_client_id_leaves_the_integration_and_the_post_wait
     integration = connect("x")
     post = new_post(integration)
     sandbox.expire_tokens("x", integration.external_account_id)
-    with db.session_scope() as s:
+    with service_session() as s:
         [claimed] = claim_due_posts(s, no_x_client)
     publish_signature(claimed).apply_async()
     [attempt] = until(
@@ -84,7 +84,7 @@ def test_an_x_refresh_without_client_id_leaves_the_integration_and_the_post_wait
     assert after.refresh_lease_until > utcnow() + hold - timedelta(minutes=1)
     waiting = fresh(Post, post.id)
     assert (waiting.status, waiting.attempts) == (PostStatus.RETRYING, 1)
-    with db.session_scope() as s:
+    with service_session() as s:
         assert claim_due_posts(s, no_x_client) == []  # it waits for the operator
     [line] = errors(log_lines, "token.refresh_configuration_error")
     assert line["provider"] == "x"
@@ -100,7 +100,7 @@ def test_a_client_the_network_refuses_is_a_configuration_error_not_a_disconnect(
 ) -> None:
     integration = connect(network)
     sandbox.register_client(network, "herald-production-app", "its-real-secret")
-    with db.session_scope() as s:
+    with service_session() as s:
         outcome = refresh_integration(s, integration.id, pub_settings, keys)
 
     assert outcome.outcome == "configuration_error"

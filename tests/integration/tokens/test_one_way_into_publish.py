@@ -9,18 +9,18 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from herald import db
 from herald.models import Post, PostStatus, PublishAttempt, utcnow
 from herald.publishing.dispatch import claim_due_posts
 from herald.sandbox import SandboxClient
 from herald.settings import Settings
 from herald.tasks.publishing import publish_signature
+from tests.fixtures.database import service_session
 from tests.fixtures.publishing import ConnectFn, fresh
 from tests.integration.tokens.support import refresh_attempts, set_integration, until, wait_for_auth
 
 
 def publish_attempts(post: Post) -> int:
-    with db.session_scope() as s:
+    with service_session() as s:
         return (
             s.scalar(
                 select(func.count())
@@ -57,7 +57,7 @@ def test_a_refresh_makes_the_waiting_posts_due_and_never_sends_publish_itself(
         assert publish_attempts(post) == 0
     assert sandbox.posts("x") == []
 
-    with db.session_scope() as s:  # one dispatcher tick
+    with service_session() as s:  # one dispatcher tick
         claimed = claim_due_posts(s, process_settings)
     for post in claimed:
         publish_signature(post).apply_async()
@@ -76,7 +76,7 @@ def test_the_dispatcher_leaves_an_integration_mid_refresh_alone_until_its_lease_
     set_integration(refreshing.id, refresh_lease_until=utcnow() + timedelta(minutes=1))
 
     def tick() -> set[Any]:
-        with db.session_scope() as s:
+        with service_session() as s:
             return {c.post_id for c in claim_due_posts(s, pub_settings)}
 
     assert tick() == {free.id}

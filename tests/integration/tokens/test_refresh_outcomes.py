@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from herald import db
 from herald.models import Integration, IntegrationStatus, Post, PostStatus, Workspace, utcnow
 from herald.providers.base import Account
 from herald.publishing.publisher import publish_post
@@ -23,6 +22,7 @@ from herald.security.crypto import KeyRing
 from herald.settings import Settings
 from herald.tokens.connect import connect_integration, tokens_from
 from herald.tokens.refresh import RefreshFailed, RefreshOutcome, refresh_integration
+from tests.fixtures.database import service_session
 from tests.fixtures.publishing import ConnectFn, fresh
 from tests.integration.tokens.support import (
     outcomes,
@@ -36,7 +36,7 @@ from tests.integration.tokens.support import (
 
 
 def refresh(integration: Integration, settings: Settings, keys: KeyRing, **kw: Any) -> Any:
-    with db.session_scope() as s:
+    with service_session() as s:
         return refresh_integration(s, integration.id, settings, keys, **kw)
 
 
@@ -67,7 +67,7 @@ def reconnect(
 ) -> int:
     """The user connects the account again (new tokens); returns the new token version."""
     issued = sandbox.issue_tokens(integration.provider, integration.external_account_id)
-    with db.session_scope() as s:
+    with service_session() as s:
         again = connect_integration(
             s,
             workspace_id=workspace.id,
@@ -143,13 +143,13 @@ def test_a_refusal_of_tokens_replaced_meanwhile_never_marks_the_integration(
 ) -> None:
     integration = connect("mastodon")
     post = new_post(integration)
-    with db.session_scope() as s:
+    with service_session() as s:
         s.execute(update(Post).where(Post.id == post.id).values(status="queued"))
     sandbox.inject("mastodon", "latency", ms=800, method="POST", path="statuses")
     sandbox.inject("mastodon", "error", status=401, method="POST", path="statuses", times=1)
 
     def publish() -> Any:
-        with db.session_scope() as s:
+        with service_session() as s:
             return publish_post(s, post.id, pub_settings, keys)
 
     join = in_thread(publish)
@@ -221,6 +221,6 @@ def test_a_live_lease_keeps_others_off_and_a_dead_workers_lease_expires(
 def test_a_refresh_of_a_deleted_integration_is_skipped(
     pub_settings: Settings, keys: KeyRing, committed: Any
 ) -> None:
-    with db.session_scope() as s:
+    with service_session() as s:
         outcome = refresh_integration(s, uuid.uuid4(), pub_settings, keys)
     assert outcome.outcome == "skipped"

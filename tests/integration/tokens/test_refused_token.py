@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
-from herald import db
 from herald.models import Integration, IntegrationStatus, Post, PostStatus, utcnow
 from herald.publishing.dispatch import claim_due_posts
 from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
+from tests.fixtures.database import service_session
 from tests.fixtures.publishing import ConnectFn, fresh
 from tests.integration.publishing.test_publish_outcomes import run_publish
 
@@ -38,7 +38,7 @@ def test_a_refused_token_makes_the_post_wait_for_a_refresh_of_that_version(
     assert marked.status is IntegrationStatus.REFRESH_NEEDED
     assert marked.refresh_lease_owner is None  # pending: the refresh sent for it claims it
     assert marked.refresh_lease_until > utcnow()
-    with db.session_scope() as s:  # nor is the sibling sent out with the refused token
+    with service_session() as s:  # nor is the sibling sent out with the refused token
         assert claim_due_posts(s, pub_settings) == []
     assert fresh(Post, sibling.id).status is PostStatus.SCHEDULED
 

@@ -21,6 +21,7 @@ from herald.security.crypto import KeyRing
 from herald.settings import Settings
 from herald.tokens.connect import connect_integration, tokens_from
 from herald.tokens.refresh import RefreshOutcome, refresh_integration
+from tests.fixtures.database import service_session
 from tests.fixtures.factories import make_workspace
 from tests.fixtures.publishing import ConnectFn
 from tests.integration.tokens.support import (
@@ -44,7 +45,7 @@ def refresh_at_once(
     def one() -> None:
         start.wait()
         try:
-            with db.session_scope() as s:
+            with service_session() as s:
                 results.append(
                     refresh_integration(
                         s, integration_id, settings, keys, seen_version=seen_version
@@ -86,7 +87,7 @@ def test_eight_refreshes_at_once_on_postgres_threads_call_the_network_once(
 
 
 @pytest.fixture
-def sqlite_engine(engine: Engine, tmp_path: Path) -> Iterator[Engine]:
+def sqlite_engine(engine: Engine, service_engine: Engine, tmp_path: Path) -> Iterator[Engine]:
     """The embedded default for the duration of a test: a migrated SQLite file as the
     process's database (the run's Postgres engine is put back afterwards)."""
     url = f"sqlite:///{tmp_path / 'herald.sqlite3'}"
@@ -94,7 +95,7 @@ def sqlite_engine(engine: Engine, tmp_path: Path) -> Iterator[Engine]:
     sqlite = db.make_engine(url)
     db.use_engine(sqlite)
     yield sqlite
-    db.use_engine(engine)
+    db.use_engine(engine, service_engine)
     sqlite.dispose()
 
 
@@ -102,7 +103,7 @@ def test_eight_refreshes_at_once_on_sqlite_threads_call_the_network_once(
     sqlite_engine: Engine, sandbox: SandboxClient, pub_settings: Settings, keys: KeyRing
 ) -> None:
     created = sandbox.create_account("x")
-    with db.session_scope() as s:
+    with service_session() as s:
         workspace = make_workspace(s)
         integration = connect_integration(
             s,

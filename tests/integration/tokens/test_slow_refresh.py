@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from herald import db
 from herald.models import Integration, IntegrationStatus, Post, PostStatus, PublishAttempt
 from herald.publishing.dispatch import claim_due_posts
 from herald.sandbox import SandboxClient
 from herald.settings import Settings
 from herald.tasks.publishing import publish_signature
+from tests.fixtures.database import service_session
 from tests.fixtures.processes import StartWorker
 from tests.fixtures.publishing import ConnectFn, fresh
 from tests.integration.tokens.support import outcomes, revoked_tokens, token_calls, until
@@ -27,7 +27,7 @@ from tests.integration.tokens.support import outcomes, revoked_tokens, token_cal
 
 def dispatch_tick(settings: Settings) -> None:
     """What beat's ``dispatch_due`` does: claim, commit, then send ``publish``."""
-    with db.session_scope() as s:
+    with service_session() as s:
         claimed = claim_due_posts(s, settings)
     for post in claimed:
         publish_signature(post).apply_async()
@@ -60,7 +60,7 @@ def test_a_refresh_slower_than_the_backoff_calls_once_and_the_post_is_published(
     after = fresh(Integration, integration.id)
     assert (after.status, after.token_version) == (IntegrationStatus.ACTIVE, 2)
     assert outcomes(integration.id) == ["refreshed"]
-    with db.session_scope() as s:
+    with service_session() as s:
         attempts: list[Any] = list(
             s.scalars(
                 select(PublishAttempt.outcome)

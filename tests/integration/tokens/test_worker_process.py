@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
-from herald import db
 from herald.providers.base import Account
 from herald.sandbox import SandboxClient, SandboxServer
 from herald.security.crypto import KeyRing
 from herald.settings import DEV_TOKEN_KEYS
 from herald.tokens.connect import connect_integration, tokens_from
-from tests.conftest import REDIS_URL, RUN_ID, TEST_DATABASE_URL
+from tests.conftest import REDIS_URL, RUN_ID, RUNTIME_DATABASE_URL, SERVICE_DATABASE_URL
+from tests.fixtures.database import service_session
 from tests.fixtures.factories import make_workspace
 from tests.fixtures.processes import WorkerProcess
 from tests.integration.tokens.support import assert_one_refresh, refresh_attempts, until
@@ -34,7 +34,7 @@ def test_a_worker_with_only_the_sandbox_url_refreshes_once_for_racing_requests(
     tmp_path: Path,
 ) -> None:
     created = sandbox.create_account("x")
-    with db.session_scope() as s:
+    with service_session() as s:
         integration = connect_integration(
             s,
             workspace_id=make_workspace(s).id,
@@ -47,7 +47,8 @@ def test_a_worker_with_only_the_sandbox_url_refreshes_once_for_racing_requests(
     env |= {
         "HERALD_SANDBOX_URL": sandbox_server.url,
         # Where this run's database and broker are: not part of the set-up under test.
-        "HERALD_DATABASE_URL": TEST_DATABASE_URL,
+        "HERALD_DATABASE_URL": RUNTIME_DATABASE_URL,
+        "HERALD_SERVICE_DATABASE_URL": SERVICE_DATABASE_URL,
         "HERALD_BROKER_URL": REDIS_URL,
         "HERALD_BROKER_KEY_PREFIX": f"herald-test-{RUN_ID}:",
         "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
