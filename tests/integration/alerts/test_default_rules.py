@@ -34,6 +34,7 @@ from herald.models import (
 from herald.security import audit
 from herald.settings import get_settings, use_settings
 from tests.fixtures.factories import make_integration, make_workspace
+from tests.fixtures.polling import eventually
 from tests.integration.alerts.conftest import (
     Receiver,
     at,
@@ -201,8 +202,6 @@ def test_the_evaluate_task_runs_on_a_worker_and_notifies(
     defaults: Engine, worker: Any, celery_app: Any, receiver: Receiver
 ) -> None:
     """Beat's task end to end: evaluate on a real worker, which queues notify after commit."""
-    import time
-
     settings = receiver_settings(ops=webhook(receiver.url))
     previous = get_settings()
     use_settings(settings)
@@ -210,9 +209,7 @@ def test_the_evaluate_task_runs_on_a_worker_and_notifies(
         with db.session_scope() as session:  # no heartbeat at all: workers down now
             session.execute(text("DELETE FROM heartbeats"))
         celery_app.signature("herald.alerts.evaluate", kwargs={}).apply_async()
-        deadline = time.monotonic() + 30
-        while not receiver.requests and time.monotonic() < deadline:
-            time.sleep(0.1)
+        eventually(lambda: receiver.requests, what="the receiver to be notified")
     finally:
         use_settings(previous)
     told = {a["rule"] for r in receiver.requests for a in r.json()["alerts"]}
