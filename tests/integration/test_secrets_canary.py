@@ -33,10 +33,10 @@ from herald.api import create_app
 from herald.models import Integration, Post, PostStatus, TokenRefreshAttempt
 from herald.sandbox import SandboxClient, SandboxServer
 from herald.settings import Settings, use_settings
+from tests.fixtures.polling import eventually
 from tests.fixtures.publishing import ConnectFn, fresh, ticking_until
 from tests.fixtures.sandbox import issued_tokens
 from tests.integration.api.conftest import member_headers
-from tests.integration.test_correlation_flow import wait_for
 
 MARKER = f"CANARY{uuid.uuid4().hex[:8]}-"
 _LOGGERS = ("", "httpx", "httpcore", "celery", "celery.app.trace", "celery.worker.strategy")
@@ -78,7 +78,7 @@ def _statuses(posts: list[Post]) -> list[PostStatus]:
 
 def _refresh(celery_app: Celery, integration: Integration, done: Callable[[], bool]) -> None:
     celery_app.send_task("herald.tokens.refresh", kwargs={"integration_id": str(integration.id)})
-    wait_for(done, timeout=30, what=f"the refresh of {integration.provider}")
+    eventually(done, timeout=30, what=f"the refresh of {integration.provider}")
 
 
 def _refresh_outcomes(integration: Integration) -> list[str | None]:
@@ -134,7 +134,7 @@ def test_no_token_reaches_a_log_line_a_span_or_a_row(
         new_post(threads, content="canary via threads, published"),
         new_post(mastodon, content="canary via mastodon, refused"),
     ]
-    wait_for(
+    eventually(
         ticking_until(
             celery_app,
             lambda: (
@@ -182,7 +182,7 @@ def test_no_token_reaches_a_log_line_a_span_or_a_row(
         )
         secrets.append(base64.b64encode(basic.encode()).decode())
 
-    wait_for(
+    eventually(
         lambda: any(s.name == "run/herald.tokens.refresh" for s in spans.get_finished_spans()),
         what="the refresh spans",
     )
