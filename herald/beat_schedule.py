@@ -47,4 +47,10 @@ def beat_schedule(settings: Settings, queues: Iterable[str]) -> dict[str, dict[s
             settings.alert_notify_interval_s, "herald.alerts.notify"
         ),
         "verify-audit-chain": every(settings.audit_verify_interval_s, "herald.audit.verify_chain"),
+        "detect-suspicious-activity": every(
+            settings.suspicious_interval_s, "herald.security.detect_suspicious"
+        ),
+        "checkpoint-audit-chain": every(
+            settings.audit_checkpoint_interval_s, "herald.audit.checkpoint"
+        ),
     }

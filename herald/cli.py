@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 from pydantic import ValidationError
 
 from herald.cli_alerts import alerts
+from herald.cli_audit import audit
 from herald.settings import get_settings
 
 
@@ -252,7 +254,74 @@ def keys_generate(kid: str) -> None:
     click.echo(f"{kid}:{generate_key()}")
 
 
+@keys.command("status")
+def keys_status() -> None:
+    """How many token ciphertexts each key id still holds (the first key seals new ones)."""
+    from herald.cli_audit import service_session
+    from herald.security.crypto import KeyRing
+    from herald.security.rotation import status
+
+    ring = KeyRing.from_settings(get_settings())
+    with service_session("cli.keys.status") as session:
+        counts = status(session)
+    for kid in sorted(ring.key_ids | set(counts), key=lambda k: (k != ring.active, k)):
+        marks = " (active)" if kid == ring.active else ""
+        marks += "" if kid in ring.key_ids or kid.startswith("(") else " (NOT IN THE RING)"
+        click.echo(f"{kid}{marks}: {counts.get(kid, 0)}")
+
+
+@keys.command("rotate")
+@click.option("--batch", type=int, default=None, help="Rows per transaction.")
+@click.option("--by", default="cli", show_default=True, help="Who rotates (audited).")
+def keys_rotate(batch: int | None, by: str) -> None:
+    """Re-seal every token under the first key of HERALD_TOKEN_KEYS. Safe to stop and run
+    again (it resumes), and to run while Herald serves: old keys keep opening until removed."""
+    from rich.progress import Progress
+
+    from herald.cli_audit import service_session
+    from herald.security import audit
+    from herald.security.crypto import KeyRing
+    from herald.security.rotation import remaining, rotate
+
+    settings = get_settings()
+    ring = KeyRing.from_settings(settings)
+    with service_session("cli.keys.rotate") as session:
+        total = remaining(session, ring)
+
+    def sessions() -> Any:
+        return service_session("cli.keys.rotate")
+
+    with Progress() as progress:
+        bar = progress.add_task(f"re-sealing under {ring.active}", total=total)
+        done = rotate(
+            sessions,
+            ring,
+            batch=batch or settings.key_rotation_batch,
+            progress=lambda n: progress.advance(bar, n),
+        )
+    with service_session("cli.keys.rotate") as session:
+        audit.record(
+            session,
+            audit.EventType.KEY_ROTATION,
+            actor=audit.Actor("cli", by),
+            severity=audit.Severity.MEDIUM,
+            action="keys.rotate",
+            message=f"tokens re-sealed under key {ring.active}",
+            details={
+                "resealed": done.resealed,
+                "skipped": done.skipped,
+                "unreadable": done.unreadable,
+            },
+        )
+    click.echo(
+        f"re-sealed {done.resealed}, changed meanwhile {done.skipped}, unreadable {done.unreadable}"
+    )
+    if done.unreadable:
+        sys.exit(1)
+
+
 cli.add_command(alerts)
+cli.add_command(audit)
 
 
 def main() -> None:

@@ -3,11 +3,15 @@
 It starts the provider sandbox, a worker and beat in this process (SQLite file, in-process
 broker), connects accounts on several networks for two workspaces, schedules a few dozen
 posts over about twenty seconds with faults injected at the sandbox, shows progress, and ends
-with a table of every post. It exits non-zero if any post did not end as the scenario says.
+with a table of every post, then Herald's health, the alerts the faults raised (at least the
+failed-jobs spike) and their notifications, delivered to a local signed-webhook receiver the
+demo starts (:mod:`herald.demo_alerts`). It exits non-zero if any post did not end as the
+scenario says or the failed-jobs spike was not raised and delivered.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from collections import Counter
@@ -16,16 +20,20 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
-from herald import db
+from herald import db, demo_alerts
 from herald.contracts import SchedulePost
-from herald.models import Integration, Post, PostStatus, Workspace, utcnow
+from herald.models import AuditEvent, Integration, Post, PostStatus, Workspace, utcnow
 from herald.providers.base import Account
 from herald.publishing.scheduling import SchedulingError, schedule_post
 from herald.sandbox import SandboxClient, run_in_thread
+from herald.security.audit_verify import verify_and_record
+from herald.security.checkpoints import generate_signing_key
+from herald.security.checkpoints import write as write_checkpoint
 from herald.security.crypto import KeyRing
 from herald.settings import Settings, use_settings
 from herald.tokens.connect import connect_integration, tokens_from
@@ -81,9 +89,9 @@ SCENARIO: tuple[Connection, ...] = (
         "globex-linkedin-refused",
         "globex",
         "linkedin",
-        1,
+        5,
         expect=P.FAILED,
-        story="refused for good (422)",
+        story="refused for good (422): the failed-jobs spike alert",
         faults=(
             {"kind": "error", "status": 422, "message": "Content is a duplicate", "method": "POST"},
         ),
@@ -111,7 +119,9 @@ SCENARIO: tuple[Connection, ...] = (
 DURATION_S = 20.0
 
 
-def demo_settings(database: Path, sandbox_url: str) -> Settings:
+def demo_settings(database: Path, sandbox_url: str, **overrides: Any) -> Settings:
+    # Beat's ticks are seconds, not minutes, so that a run of half a minute sees heartbeats
+    # consumed and every periodic job run; the demo also evaluates alert rules once at its end.
     base = Settings(
         env="development",
         database_url=f"sqlite:///{database}",
@@ -123,7 +133,16 @@ def demo_settings(database: Path, sandbox_url: str) -> Settings:
         provider_timeout_s=3.0,
         provider_connect_timeout_s=2.0,
         queued_timeout_s=15.0,
+        heartbeat_interval_s=10.0,
+        heartbeat_max_age_s=40.0,
+        token_refresh_interval_s=20.0,
+        audit_verify_interval_s=20.0,
+        alert_evaluation_interval_s=20.0,
         log_level="WARNING",
+        # Checkpoints next to the database, signed by a key made for this run only.
+        audit_checkpoint_dir=str(database.parent / (database.name + "-checkpoints")),
+        audit_signing_key=SecretStr(generate_signing_key("demo")[0]),
+        **overrides,
     )
     return base.with_sandbox(sandbox_url)
 
@@ -137,9 +156,12 @@ def run(console: Console | None = None, database: Path | None = None) -> int:
     console = console or Console(width=max(Console().width, 140))
     database = database or Path.cwd() / "herald-demo.sqlite3"
     for leftover in database.parent.glob(database.name + "*"):
-        leftover.unlink()
-    with run_in_thread() as server:
-        settings = demo_settings(database, server.url)
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink()
+    with run_in_thread() as server, demo_alerts.SignedWebhookReceiver() as receiver:
+        settings = demo_settings(database, server.url, **receiver.settings())
         use_settings(settings)
         configure_logging(settings)
         configure_app(app, settings)
@@ -153,9 +175,11 @@ def run(console: Console | None = None, database: Path | None = None) -> int:
         expected, rejected = _seed(sandbox, settings, console)
         with EmbeddedRuntime(app, concurrency=4):
             _watch(console, expected)
-        ok = _report(console, expected, rejected, sandbox)
+            ok = _report(console, expected, rejected, sandbox)
+            alerted = demo_alerts.report(console, settings, receiver, database)
+        ok = _audit_ending(console, settings) and ok
         sandbox.close()
-    return 0 if ok else 1
+    return 0 if ok and alerted else 1
 
 
 def _seed(
@@ -294,4 +318,36 @@ def _report(
         console.print(f"[red bold]{wrong} post(s) did not end as the scenario expects")
         return False
     console.print("[green bold]every post ended as the scenario expects")
+    return True
+
+
+def _audit_ending(console: Console, settings: Settings) -> bool:
+    """Sign the audit chain's head, verify the chain against it, and show the run's security
+    events."""
+    with db.session_scope() as session:
+        db.service_scope(session, "demo.audit")
+        checkpoint = write_checkpoint(session, settings, reason="demo")
+        report = verify_and_record(session, settings)
+        events = session.scalars(select(AuditEvent).order_by(AuditEvent.sequence)).all()
+    table = Table(title="Security events of the run (audit log)", show_lines=False)
+    for column in ("#", "event", "outcome", "severity", "actor", "resource", "message"):
+        table.add_column(column, overflow="fold")
+    for event in events:
+        table.add_row(
+            str(event.sequence),
+            event.event_type,
+            event.outcome,
+            event.severity,
+            f"{event.actor_type}:{event.actor_id or '-'}",
+            f"{event.resource_type or '-'}:{(event.resource_id or '-')[:8]}",
+            event.message[:70],
+        )
+    console.print(table)
+    if not report.ok:
+        console.print(f"[red bold]audit chain broken at row {report.first_break}: {report.reason}")
+        return False
+    console.print(
+        f"[green bold]audit chain verified[/]: {report.checked} rows against checkpoint "
+        f"{checkpoint.name} (row {checkpoint.sequence}, key {checkpoint.key_id})"
+    )
     return True

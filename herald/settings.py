@@ -424,6 +424,43 @@ class Settings(BaseSettings):
     smtp_from: str = "herald@localhost"
     smtp_timeout_s: float = Field(default=10.0, gt=0)
     audit_verify_interval_s: float = Field(default=3600.0, gt=0)
+    audit_checkpoint_interval_s: float = Field(default=3600.0, gt=0)
+    audit_checkpoint_dir: str | None = Field(
+        default=None,
+        description=(
+            "Directory the signed audit checkpoints are written to, outside the database "
+            "(best on write-once storage). Unset: no checkpoints are written."
+        ),
+    )
+    audit_signing_key: SecretStr | None = Field(
+        default=None,
+        description="The Ed25519 key that signs checkpoints, 'kid:base64url-32-byte-seed'.",
+    )
+    audit_verify_keys: str = Field(
+        default="",
+        description=(
+            "Older checkpoint public keys still trusted, 'kid:base64url-32-bytes[,…]' "
+            "(the signing key's own public key is always trusted)."
+        ),
+    )
+    audit_verify_batch: int = Field(default=1000, ge=10, le=100_000)
+    suspicious_interval_s: float = Field(default=300.0, gt=0)
+    suspicious_window_s: int = Field(default=900, ge=60)
+    suspicious_denials: int = Field(
+        default=10, ge=1, description="Denials from one actor or IP in the window that count."
+    )
+    suspicious_credential_access: int = Field(
+        default=50, ge=1, description="Credential accesses by one actor in the window."
+    )
+    suspicious_oauth_failures: int = Field(
+        default=10, ge=1, description="OAuth failures from one actor or IP in the window."
+    )
+    suspicious_concurrent_refresh_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="Two refreshes of one token from different places this close are a finding.",
+    )
+    key_rotation_batch: int = Field(default=200, ge=1, le=10_000)
 
     @field_validator("log_level")
     @classmethod

@@ -139,6 +139,7 @@ def acknowledge(
         session,
         EventType.ALERT_ACKNOWLEDGED,
         actor=actor,
+        action="alert.acknowledge",
         workspace_id=alert.workspace_id,
         resource_type="alert",
         resource_id=str(alert.id),
@@ -209,8 +210,9 @@ def get_rule(session: Session, scope: Scope, rule_id: uuid.UUID) -> AlertRule:
 def _audit_rule(session: Session, actor: Actor, rule: AlertRule, action: str) -> None:
     audit.record(
         session,
-        EventType.ADMIN_ACTION,
+        EventType.RULE_CHANGED,
         actor=actor,
+        action=f"alert_rule.{action}",
         workspace_id=rule.workspace_id,
         resource_type="alert_rule",
         resource_id=str(rule.id),
@@ -309,8 +311,9 @@ def create_silence(
     session.flush()
     audit.record(
         session,
-        EventType.ADMIN_ACTION,
+        EventType.ALERT_SILENCED,
         actor=actor,
+        action="silence.created",
         workspace_id=scope.workspace_id,
         resource_type="silence",
         resource_id=str(silence.id),
@@ -337,8 +340,9 @@ def expire_silence(
         silence.ends_at = max(now, silence.starts_at)
         audit.record(
             session,
-            EventType.ADMIN_ACTION,
+            EventType.ALERT_SILENCED,
             actor=actor,
+            action="silence.expired",
             workspace_id=silence.workspace_id,
             resource_type="silence",
             resource_id=str(silence.id),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from herald.api import alerts, monitoring, posts
+from herald.api import alerts, audit, monitoring, posts
 from herald.api.errors import (
     document_edge_responses,
     install_error_handlers,
@@ -44,6 +44,7 @@ def create_app(settings: Settings, *, max_body_bytes: int = MAX_BODY_BYTES) -> F
     app.state.metrics_registry = monitoring.metrics_registry(settings)
     app.include_router(alerts.router)
     app.include_router(alerts.cron_router)
+    app.include_router(audit.router)
     install_error_handlers(app)
     document_edge_responses(app)
     app.add_middleware(

@@ -59,6 +59,31 @@ def audit_now(event_type: EventType, **fields: Any) -> None:
         audit.record(session, event_type, **fields)
 
 
+def audit_change(
+    session: Session,
+    caller: Caller,
+    event_type: EventType,
+    *,
+    action: str,
+    resource: tuple[str, uuid.UUID],
+    message: str,
+    **details: Any,
+) -> None:
+    """Record a change a caller made, in the transaction that makes it."""
+    audit.record(
+        session,
+        event_type,
+        actor=caller.actor,
+        severity=Severity.MEDIUM if caller.actor.type == "service_role" else Severity.LOW,
+        workspace_id=caller.workspace_id,
+        action=action,
+        resource_type=resource[0],
+        resource_id=str(resource[1]),
+        message=message,
+        details=details,
+    )
+
+
 def request_actor(request: Request, kind: str, actor_id: str | None) -> Actor:
     return Actor(
         kind,

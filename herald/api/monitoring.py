@@ -13,7 +13,9 @@ workspace see it (``X-Workspace-ID``); the ``service_role`` sees every workspace
 header is a 400.
 
 - ``GET /api/postiz/monitoring/health``: the health report, 200 or 503 when unhealthy;
-- ``GET /api/postiz/monitoring/metrics?workspace_id&from&to``: the SQL figures of a window.
+- ``GET /api/postiz/monitoring/metrics?workspace_id&from&to``: every figure of the catalogue
+  (``telemetry/figures.py``, the one alert rules read) over a window, split by its usual
+  labels; a workspace's caller gets the figures computed per workspace.
 """
 
 from __future__ import annotations
@@ -39,11 +41,11 @@ from herald.contracts import Instant
 from herald.models import Role, utcnow
 from herald.settings import Settings
 from herald.telemetry import metrics as instruments
+from herald.telemetry.figures import CATALOGUE, Window, compute
 from herald.telemetry.health import HealthReport, Reachability, check_health, dependencies
 from herald.telemetry.prometheus import authorized
 from herald.telemetry.scrape import StateCollector
 from herald.telemetry.state import job_intervals, take_reading
-from herald.telemetry.windowed import compute_figures
 
 MAX_WINDOW = timedelta(days=31)
 DEFAULT_WINDOW = timedelta(hours=1)
@@ -153,8 +155,10 @@ def health(caller: Monitoring, request: Request, response: Response) -> HealthRe
 
 class FigureOut(BaseModel):
     name: str
+    unit: str
     labels: dict[str, str]
     value: float | None = Field(description="null: no sample in the window")
+    count: int = Field(description="Observations behind the value (a rule's minimum samples)")
 
 
 class FiguresOut(BaseModel):
@@ -181,19 +185,28 @@ def figures(
     if end - start > MAX_WINDOW:
         raise ApiError(400, "invalid_window", f"the window may span at most {MAX_WINDOW.days} days")
     workspace_id = caller.scope.workspace_id
+    window = Window(start, end)
+    found = []
     with db.session_scope() as session:
         if workspace_id is None:
             db.service_scope(session, "monitoring")
         else:
             db.tenant_scope(session, workspace_id)
-        found = compute_figures(
-            session, settings_of(request), start=start, end=end, workspace_id=workspace_id
-        )
+        for fig in CATALOGUE.values():
+            if workspace_id is not None and not fig.per_workspace:
+                continue  # system-wide (workers, jobs, the audit chain): health shows them
+            for sample in compute(
+                session, fig.name, window, workspace_id=workspace_id, group_by=fig.split
+            ):
+                found.append(
+                    FigureOut(
+                        name=fig.name,
+                        unit=fig.unit,
+                        labels=dict(sample.labels),
+                        value=sample.value,
+                        count=sample.count,
+                    )
+                )
     return FiguresOut.model_validate(
-        {
-            "workspace_id": workspace_id,
-            "from": start,
-            "to": end,
-            "figures": [FigureOut(name=f.name, labels=f.labels, value=f.value) for f in found],
-        }
+        {"workspace_id": workspace_id, "from": start, "to": end, "figures": found}
     )

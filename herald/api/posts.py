@@ -18,7 +18,14 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
-from herald.api.deps import Caller, CurrentCaller, report_if_foreign, settings_of, tenant_session
+from herald.api.deps import (
+    Caller,
+    CurrentCaller,
+    audit_change,
+    report_if_foreign,
+    settings_of,
+    tenant_session,
+)
 from herald.api.errors import COMMON_RESPONSES, ApiError, ErrorEnvelope
 from herald.api.paths import PREFIX
 from herald.api.schemas import AttemptOut, PostDetail, PostOut, PostPage, ScheduleRequest
@@ -88,6 +95,16 @@ def create_post(
             )
             assert provider is not None
             out = PostOut.of(post, provider)
+            if created:
+                audit_change(
+                    session,
+                    caller,
+                    EventType.POST_CHANGED,
+                    action="post.create",
+                    resource=("post", post.id),
+                    message="post scheduled",
+                    integration_id=str(post.integration_id),
+                )
     except IntegrationNotFound:
         report_if_foreign(caller, Integration, contract.integration_id)
         raise
@@ -198,6 +215,14 @@ def cancel_post(post_id: uuid.UUID, caller: CurrentCaller) -> PostOut:
                     f"a {post.status.value} post cannot be cancelled",
                     details={"status": post.status.value},
                 )
+            audit_change(
+                session,
+                caller,
+                EventType.POST_CHANGED,
+                action="post.cancel",
+                resource=("post", post.id),
+                message="post cancelled",
+            )
         return _present(session, post, provider)
 
 
@@ -233,6 +258,7 @@ def retry_post(post_id: uuid.UUID, caller: CurrentCaller) -> PostOut:
             EventType.ADMIN_ACTION,
             actor=caller.actor,
             severity=Severity.MEDIUM,
+            action="post.retry",
             workspace_id=caller.workspace_id,
             resource_type="post",
             resource_id=str(post.id),

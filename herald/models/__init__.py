@@ -11,7 +11,14 @@ from herald.models.alert import (
     Silence,
     StateBehaviour,
 )
-from herald.models.audit import AuditEvent, AuditVerification
+from herald.models.audit import (
+    CHAIN_FORMAT,
+    AuditChainHead,
+    AuditEvent,
+    AuditPersonalData,
+    AuditVerification,
+    SecurityFinding,
+)
 from herald.models.base import Base, utcnow
 from herald.models.circuit import CircuitState, ProviderCircuit
 from herald.models.dead_letter import DeadLetter
@@ -36,11 +43,14 @@ from herald.models.post import (
 from herald.models.workspace import Membership, Role, Workspace
 
 __all__ = [
+    "CHAIN_FORMAT",
     "Alert",
     "AlertNotification",
     "AlertRule",
     "AlertStatus",
+    "AuditChainHead",
     "AuditEvent",
+    "AuditPersonalData",
     "AuditVerification",
     "Base",
     "CircuitState",
@@ -61,6 +71,7 @@ __all__ = [
     "ProviderCircuit",
     "PublishAttempt",
     "Role",
+    "SecurityFinding",
     "Severity",
     "Silence",
     "StateBehaviour",

@@ -100,7 +100,7 @@ class AlertRule(UUIDPrimaryKey, Timestamps, Base):
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Figure labels that split the rule into one alert per series (``provider``, ``queue``…).
     group_by: Mapped[list[Any]] = mapped_column(default=list)
-    # Figure labels the series must carry, e.g. {"job": "herald.posts.dispatch_due"}.
+    # Figure labels the series must carry, e.g. {"task": "herald.posts.dispatch_due"}.
     filters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     no_data_state: Mapped[StateBehaviour] = mapped_column(
         str_enum(StateBehaviour, "alert_no_data_state"), default=StateBehaviour.OK

@@ -1,18 +1,22 @@
 """The catalogue of figures computed in SQL: what alert rules, health and the monitoring API read.
 
 A figure is a named measurement over a window ``[start, end)``, for every workspace or one,
-split into series by the labels it offers (``provider``, ``queue``, ``job``…) or aggregated
+split into series by the labels it offers (``provider``, ``queue``, ``task``…) or aggregated
 over them. Each series carries its value and ``count``, the number of observations behind the
 value (an alert rule's "minimum samples"). Windowed figures read only their window through the
 ``(started_at)``, ``(provider, started_at)`` and ``(workspace_id, started_at)`` indexes of the
 attempt tables; instant figures (queue backlog, heartbeats, job runs, the audit verifier's
 last result) read the current state of small or indexed sets at ``end``.
+
+It is the only place these are computed: alert rules, health, ``/metrics`` (through
+:mod:`herald.telemetry.state`) and ``GET /api/postiz/monitoring/metrics`` all read it.
 The machinery (windows, samples, aggregates, percentiles on both databases) is in
 :mod:`herald.telemetry.windows`; this module is the catalogue.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +54,9 @@ from herald.telemetry.windows import (
 
 __all__ = [
     "CATALOGUE",
+    "FINAL_POST_STATUSES",
+    "PUBLISH_SUCCESS",
+    "AuditVerdict",
     "Figure",
     "FigureError",
     "Query",
@@ -58,6 +65,7 @@ __all__ = [
     "check_query",
     "compute",
     "figure",
+    "last_audit_verdict",
     "percentile_cont",
     "seconds_between",
 ]
@@ -77,6 +85,15 @@ class Figure:
     labels: tuple[str, ...]  # what series may be split or filtered by
     per_workspace: bool  # whether it can be computed for one workspace
     compute: Callable[[Session, Query], list[Sample]]
+    split: tuple[str, ...]  # how GET /api/postiz/monitoring/metrics splits it
+
+
+@dataclass(frozen=True, slots=True)
+class AuditVerdict:
+    """The audit chain verifier's last recorded result (``audit_verifications``)."""
+
+    verified_at: datetime
+    ok: bool
 
 
 # -- sources ---------------------------------------------------------------------------------------
@@ -141,31 +158,55 @@ def _due(now: datetime) -> ColumnElement[bool]:
     )
 
 
-OPEN_POST_STATUSES = (
-    PostStatus.SCHEDULED,
-    PostStatus.QUEUED,
-    PostStatus.PUBLISHING,
-    PostStatus.RETRYING,
-    PostStatus.NEEDS_REVIEW,
-)
+FINAL_POST_STATUSES = (PostStatus.PUBLISHED, PostStatus.FAILED, PostStatus.CANCELLED)
+# Listed, not NOT IN (finals): an IN list is an index scan on ix_posts_status_scheduled_at.
+OPEN_POST_STATUSES = tuple(s for s in PostStatus if s not in FINAL_POST_STATUSES)
+# Posts are counted by a column of the (status, …) indexes they are read through, so that a
+# count is an index-only scan (a day of finished posts is tens of thousands of entries).
+_COUNTED = Post.status
+
+
+def _merged(*parts: list[Sample]) -> list[Sample]:
+    """Series of several gauges added up by their labels."""
+    total: dict[frozenset[tuple[str, str]], float] = {}
+    for samples in parts:
+        for sample in samples:
+            key = frozenset(sample.labels.items())
+            total[key] = total.get(key, 0.0) + (sample.value or 0.0)
+    return [Sample(dict(key), value, 1) for key, value in total.items()]
+
+
+def _posts(session: Session, q: Query) -> list[Sample]:
+    """Open posts counted whole (bounded by the work in flight); finished ones only when
+    scheduled inside the window (``ix_posts_status_scheduled_at``)."""
+    open_now = gauge(_POSTS, _COUNTED, [Post.status.in_(OPEN_POST_STATUSES)])
+    finished = aggregate(
+        _POSTS, func.count(_COUNTED), literal(1), where=[Post.status.in_(FINAL_POST_STATUSES)]
+    )
+    return _merged(open_now(session, q), finished(session, q))
 
 
 def _backlog(session: Session, q: Query) -> list[Sample]:
     waiting = _due(q.window.end) | (Post.status == PostStatus.QUEUED)
-    return gauge(_POSTS, Post.id, [waiting])(session, q)
+    return gauge(_POSTS, _COUNTED, [waiting])(session, q)
 
 
 def _due_unqueued(session: Session, q: Query) -> list[Sample]:
-    return gauge(_POSTS, Post.id, [_due(q.window.end)])(session, q)
+    return gauge(_POSTS, _COUNTED, [_due(q.window.end)])(session, q)
 
 
 def _oldest_due_age(session: Session, q: Query) -> list[Sample]:
-    oldest = session.scalar(
-        _POSTS.where(select(func.min(Post.scheduled_at)), q, windowed=False).where(
-            Post.status == PostStatus.SCHEDULED, Post.scheduled_at <= q.window.end
-        )
-    )
-    age = (q.window.end - oldest).total_seconds() if oldest else 0.0
+    """Through the dispatcher's own indexes: one min() per status that can be due."""
+    found = []
+    for status, column in (
+        (PostStatus.SCHEDULED, Post.scheduled_at),
+        (PostStatus.RETRYING, Post.next_attempt_at),
+    ):
+        stmt = _POSTS.where(select(func.min(column)), q, windowed=False)
+        first = session.scalar(stmt.where(Post.status == status, column <= q.window.end))
+        if first is not None:
+            found.append(first)
+    age = max(0.0, (q.window.end - min(found)).total_seconds()) if found else 0.0
     return [Sample({}, age, 1)]
 
 
@@ -201,19 +242,35 @@ def _workers_seen(session: Session, q: Query) -> list[Sample]:
 
 def _job_success_age(session: Session, q: Query) -> list[Sample]:
     rows = session.execute(select(JobRun.job, JobRun.last_succeeded_at)).tuples().all()
-    return _ages(rows, "job", q)
+    return _ages(rows, "task", q)
 
 
-def _audit_chain_broken(session: Session, q: Query) -> list[Sample]:
-    latest = session.scalars(
-        select(AuditVerification)
-        .where(AuditVerification.verified_at < q.window.end)
+def last_audit_verdict(session: Session, at: datetime) -> AuditVerdict | None:
+    """The verifier's last recorded result before ``at``: the one source of the audit chain's
+    state, read by the "Audit chain broken" rule (``audit.chain_broken``) and ``/metrics``."""
+    row = session.execute(
+        select(AuditVerification.verified_at, AuditVerification.ok)
+        .where(AuditVerification.verified_at <= at)
         .order_by(AuditVerification.verified_at.desc())
         .limit(1)
     ).first()
+    return AuditVerdict(row.verified_at, row.ok) if row is not None else None
+
+
+def _audit_chain_broken(session: Session, q: Query) -> list[Sample]:
+    latest = last_audit_verdict(session, q.window.end)
     if latest is None:
         return [Sample({}, None, 0)]
     return [Sample({}, 0.0 if latest.ok else 1.0, 1)]
+
+
+def _open_alerts(session: Session, q: Query) -> list[Sample]:
+    """Open alerts; a workspace's share includes the system-wide ones (they concern it too)."""
+    where: list[ColumnElement[bool]] = [Alert.status.in_(OPEN_ALERT_STATUSES)]
+    if q.workspace_id is not None:
+        where.append((Alert.workspace_id == q.workspace_id) | Alert.workspace_id.is_(None))
+        q = dataclasses.replace(q, workspace_id=None)
+    return gauge(_ALERTS, Alert.id, where)(session, q)
 
 
 def _figure(
@@ -224,10 +281,12 @@ def _figure(
     compute: Callable[[Session, Query], list[Sample]],
     *,
     per_workspace: bool = True,
+    split: tuple[str, ...] | None = None,
 ) -> Figure:
+    shown = labels if split is None else split
     if per_workspace and "workspace_id" not in labels:
         labels = (*labels, "workspace_id")
-    return Figure(name, description, unit, labels, per_workspace, compute)
+    return Figure(name, description, unit, labels, per_workspace, compute, shown)
 
 
 _PUB = ("provider", "outcome", "code")
@@ -239,6 +298,7 @@ _FIGURES = [
         "attempts",
         _PUB,
         aggregate(_PUBLISH, func.count(), func.count()),
+        split=("provider", "outcome"),
     ),
     _figure(
         "publish.failure_rate",
@@ -296,6 +356,7 @@ _FIGURES = [
             percentile(
                 _PUBLISH, _delay_s, f, join=_with_post, where=[_outcome.in_(PUBLISH_SUCCESS)]
             ),
+            split=(),
         )
         for f in (0.5, 0.95, 0.99)
     ),
@@ -311,6 +372,7 @@ _FIGURES = [
             where=[PublishAttempt.attempt_number == 1],
             join=_with_post,
         ),
+        split=(),
     ),
     _figure(
         "queue.avg_processing_s",
@@ -318,6 +380,7 @@ _FIGURES = [
         "seconds",
         ("provider",),
         aggregate(_PUBLISH, func.avg(_processing_s), func.count(PublishAttempt.finished_at)),
+        split=(),
     ),
     _figure(
         "tokens.refresh_attempts",
@@ -347,14 +410,14 @@ _FIGURES = [
     _figure("queue.due_unqueued", "Posts due but not yet queued (now)", "posts", (), _due_unqueued),
     _figure(
         "queue.posts",
-        "Posts in each open status (now)",
+        "Posts in each status: open ones now, finished ones scheduled in the window",
         "posts",
         ("status",),
-        gauge(_POSTS, Post.id, [Post.status.in_(OPEN_POST_STATUSES)]),
+        _posts,
     ),
     _figure(
         "queue.oldest_due_age_s",
-        "Age of the oldest post that is due and not queued (now)",
+        "Age of the oldest post that is due and not queued, 0 when none (now)",
         "seconds",
         (),
         _oldest_due_age,
@@ -377,9 +440,9 @@ _FIGURES = [
     ),
     _figure(
         "jobs.last_success_age_s",
-        "Time since each periodic job last succeeded (now)",
+        "Time since each periodic job (named by its task) last succeeded (now)",
         "seconds",
-        ("job",),
+        ("task",),
         _job_success_age,
         per_workspace=False,
     ),
@@ -403,7 +466,7 @@ _FIGURES = [
         "Open alerts by state and severity (now)",
         "alerts",
         ("state", "severity"),
-        gauge(_ALERTS, Alert.id, [Alert.status.in_(OPEN_ALERT_STATUSES)]),
+        _open_alerts,
     ),
 ]
 CATALOGUE: dict[str, Figure] = {figure.name: figure for figure in _FIGURES}

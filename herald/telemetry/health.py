@@ -1,7 +1,8 @@
 """Herald's health: one report for ``GET /api/postiz/monitoring/health`` and ``herald health``.
 
 The report reads the database and the broker once (:func:`~herald.telemetry.state.take_reading`)
-and the last hour's publish attempts; it never waits on a worker. Whether a queue is consumed
+and the last hour's publish figures (:mod:`herald.telemetry.figures`); it never waits on a
+worker. Whether a queue is consumed
 is the age of its last heartbeat round trip.
 
 The verdict, with a reason for every step down:
@@ -24,13 +25,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from herald import db
 from herald.models import AlertStatus, JobRun, Severity, utcnow
 from herald.settings import Settings
 from herald.telemetry.broker import Connect
+from herald.telemetry.figures import PUBLISH_SUCCESS, Window, compute
 from herald.telemetry.state import Reading, State, sorted_queues, take_reading
-from herald.telemetry.windowed import PublishSummary, publish_summary
 
 #: Queues without which no post goes out: the dispatcher's and the publisher's.
 ESSENTIAL_QUEUES = frozenset({"default", "publish"})
@@ -178,15 +180,32 @@ def _alerts(state: State) -> AlertsHealth:
     )
 
 
-def _publish(summary: PublishSummary) -> PublishHealth:
+def publish_last_hour(
+    session: Session, now: datetime, workspace_id: uuid.UUID | None
+) -> PublishHealth:
+    """Every provider together, from the publish figures of the last hour."""
+    window = Window(now - PUBLISH_WINDOW, now)
+
+    def value(name: str) -> float | None:
+        [sample] = compute(session, name, window, workspace_id=workspace_id)
+        return sample.value
+
+    by_outcome = {
+        s.labels["outcome"]: s.count
+        for s in compute(
+            session, "publish.attempts", window, workspace_id=workspace_id, group_by=["outcome"]
+        )
+    }
+    published = sum(n for outcome, n in by_outcome.items() if outcome in PUBLISH_SUCCESS)
+    finished = sum(n for outcome, n in by_outcome.items() if outcome)  # "": still running
     return PublishHealth(
         window_s=int(PUBLISH_WINDOW.total_seconds()),
-        attempts=summary.attempts,
-        published=summary.succeeded,
-        failed=summary.failed,
-        failure_rate=summary.failure_rate,
-        latency_avg_s=summary.latency_avg_s,
-        latency_p95_s=summary.latency_p95_s,
+        attempts=sum(by_outcome.values()),
+        published=published,
+        failed=finished - published,
+        failure_rate=value("publish.failure_rate"),
+        latency_avg_s=value("publish.latency_avg_s"),
+        latency_p95_s=value("publish.latency_p95_s"),
     )
 
 
@@ -222,16 +241,14 @@ def check_health(
     """Read everything once and judge it (see the module docstring for the rules)."""
     reading = take_reading(settings, connect, queues, workspace_id=workspace_id)
     state, now = reading.state, utcnow()
-    summary = None
+    publish = None
     if state is not None:
         try:
             with db.session_scope() as session:
                 db.service_scope(session, "monitoring")
-                summary = publish_summary(
-                    session, start=now - PUBLISH_WINDOW, end=now, workspace_id=workspace_id
-                )
+                publish = publish_last_hour(session, now, workspace_id)
         except SQLAlchemyError:
-            summary = None  # the database went away between the two reads: reported below
+            publish = None  # the database went away between the two reads: reported below
     database, broker = dependencies(reading)
     report = HealthReport(
         status="healthy",
@@ -248,7 +265,7 @@ def check_health(
         )
         if state
         else None,
-        publish_last_hour=_publish(summary) if summary else None,
+        publish_last_hour=publish,
         jobs=_jobs(state, job_intervals, settings, now) if state else [],
         alerts=_alerts(state) if state else None,
     )

@@ -191,6 +191,11 @@ provider_circuit_transitions = Counter(
     "(open, half_open, closed).",
     ("provider", "state"),
 )
+audit_write_failures = Counter(
+    "herald.audit.write_failures",
+    "Audit events that could not be written (the operation went on), by event type.",
+    ("event_type",),
+)
 sweep_resolutions = Counter(
     "herald.sweep.resolutions",
     "Posts stuck in publishing that the sweep handled, by provider and result.",

@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 
 from herald.models import Integration, IntegrationStatus
 from herald.providers.base import Account, TokenSet
+from herald.security import audit
+from herald.security.audit import SYSTEM, Actor, EventType, Severity
 from herald.security.credentials import store_tokens
 from herald.security.crypto import KeyRing
 
@@ -28,6 +30,7 @@ def connect_integration(
     tokens: TokenSet,
     keys: KeyRing,
     display_name: str | None = None,
+    actor: Actor = SYSTEM,
 ) -> Integration:
     """The integration for (workspace, provider, account), created or re-authorised."""
     integration = session.scalar(
@@ -37,6 +40,7 @@ def connect_integration(
             Integration.external_account_id == account.external_id,
         )
     )
+    created = integration is None
     if integration is None:
         integration = Integration(
             id=uuid.uuid4(),
@@ -58,6 +62,18 @@ def connect_integration(
     integration.refresh_token_ciphertext = None
     store_tokens(integration, tokens, keys)
     session.flush()
+    audit.record(
+        session,
+        EventType.CREDENTIAL_UPDATE,
+        actor=actor,
+        severity=Severity.MEDIUM,
+        workspace_id=workspace_id,
+        action="integration.connect" if created else "integration.reauthorize",
+        resource_type="integration",
+        resource_id=str(integration.id),
+        message=f"{provider} account connected" if created else f"{provider} account re-authorised",
+        details={"provider": provider, "token_version": integration.token_version},
+    )
     return integration
 
 

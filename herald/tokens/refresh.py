@@ -64,6 +64,8 @@ from herald.providers.base import (
     TokenSet,
 )
 from herald.providers.registry import UnknownProvider, missing_client_credentials, provider_for
+from herald.security import audit
+from herald.security.audit import Actor, EventType, Outcome, Severity
 from herald.security.credentials import account_of, open_tokens, sealed_values
 from herald.security.crypto import DecryptionError, KeyRing
 from herald.settings import Settings
@@ -303,6 +305,7 @@ class _Refresh:
             select(Integration.token_version).where(Integration.id == self.integration.id)
         ).scalar_one_or_none()
         attempt.token_version_after = version
+        self._audit(outcome, version)
         self.session.commit()
         provider = self.integration.provider
         metrics.token_refreshes.add(1, {"provider": provider, "outcome": outcome.outcome})
@@ -313,6 +316,32 @@ class _Refresh:
             outcome=outcome.outcome,
             token_version=version,
             latency_ms=latency_ms,
+        )
+
+    def _audit(self, outcome: RefreshOutcome, version: int | None) -> None:
+        """A refresh that reached the network is a credential use: audited, success or not
+        (a lost race used nothing and is not)."""
+        if outcome.outcome == "lost_race":
+            return
+        ok = outcome.refreshed
+        audit.record(
+            self.session,
+            EventType.TOKEN_REFRESH_OK if ok else EventType.TOKEN_REFRESH_FAILED,
+            actor=Actor("task", self.task_id or "direct"),
+            outcome=Outcome.SUCCESS if ok else Outcome.FAILURE,
+            severity=Severity.LOW if ok else Severity.MEDIUM,
+            workspace_id=self.integration.workspace_id,
+            action="token.refresh",
+            resource_type="integration",
+            resource_id=str(self.integration.id),
+            message=f"{self.integration.provider} token refresh: {outcome.outcome}",
+            details={
+                "provider": self.integration.provider,
+                "outcome": outcome.outcome,
+                "error_code": outcome.error_code,
+                "token_version": version,
+                "refreshed_by": self.owner,
+            },
         )
 
 

@@ -1,10 +1,12 @@
-"""`make demo` stays true: the demo runs on embedded defaults and every post ends as its
-scenario says. Run as a subprocess with none of the test run's HERALD_* settings, as a
-newcomer would run it."""
+"""`make demo` stays true: the demo runs on embedded defaults, every post ends as its scenario
+says, and it ends with the health summary and the alerts its faults raised, notified to the
+local signed-webhook receiver it starts. Run as a subprocess with none of the test run's
+HERALD_* settings, as a newcomer would run it."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +33,23 @@ def test_demo_runs_on_embedded_defaults_and_every_post_ends_as_expected(tmp_path
     assert (tmp_path / "herald-demo.sqlite3").exists()
     for story in ("needs_review", "failed", "published"):
         assert story in output
+
+    # The monitoring ending: health, the raised alert, its signed notification, the command.
+    assert re.search(r"Health: (healthy|degraded)", output), output[-3000:]
+    assert "last hour:" in output
+    assert re.search(r"│ Failed jobs spike\s+│ firing", output), output[-3000:]
+    assert "HMAC-SHA256 signature verified on each; 0 refused" in " ".join(output.split())
+    assert "firing: Failed jobs spike (error)" in output
+    [command] = re.findall(r"HERALD_DATABASE_URL=\S+ herald alerts list[^\n]*", output)
+    url, _, args = command.partition(" herald ")
+    listed = subprocess.run(
+        [sys.executable, "-m", "herald.cli", *args.split()],
+        cwd=tmp_path,
+        env={**env, "HERALD_DATABASE_URL": url.split("=", 1)[1], "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "Failed jobs spike" in listed.stdout

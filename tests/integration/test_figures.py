@@ -86,6 +86,15 @@ def _fill(session: Session) -> dict[str, Any]:
             )
         make_post(session, integration, scheduled_at=NOW - timedelta(minutes=5))  # due
         make_post(session, integration, status=PostStatus.QUEUED)
+    # Due again since 20 minutes (the oldest due post), and one finished before the window.
+    make_post(
+        session,
+        integration,
+        scheduled_at=NOW - timedelta(minutes=30),
+        status=PostStatus.RETRYING,
+        next_attempt_at=NOW - timedelta(minutes=20),
+    )
+    make_post(session, integration, scheduled_at=NOW - timedelta(days=2), status=PostStatus.FAILED)
     counters.increment(session, "audit.write_failed", 3, at=NOW - timedelta(minutes=3))
     counters.increment(
         session, "audit.write_failed", 2, workspace_id=ws.id, at=NOW - timedelta(minutes=2)
@@ -136,8 +145,17 @@ def _check_values(session: Session, ids: dict[str, Any]) -> None:
     }
     assert _value(session, "tokens.refresh_success_rate") == pytest.approx(0.5)
     assert _value(session, "tokens.refresh_attempts", filters={"provider": "bluesky"}) == 4
-    assert _value(session, "queue.backlog", window=Window.last(60, NOW)) == 4
-    assert _value(session, "queue.due_unqueued", window=Window.last(60, NOW)) == 2
+    assert _value(session, "queue.backlog", window=Window.last(60, NOW)) == 5
+    assert _value(session, "queue.due_unqueued", window=Window.last(60, NOW)) == 3
+    assert _value(session, "queue.oldest_due_age_s", window=Window.last(60, NOW)) == 20 * 60
+    posts = compute(session, "queue.posts", HOUR, group_by=["status"])
+    # Open statuses whole; finished ones only when scheduled inside the window.
+    assert {s.labels["status"]: s.value for s in posts} == {
+        "published": 2,
+        "scheduled": 2,
+        "queued": 2,
+        "retrying": 1,
+    }
     assert _value(session, "events.count", filters={"name": "audit.write_failed"}) == 5
     assert _value(session, "events.count", workspace_id=ids["ws"]) == 2
     ages = compute(session, "workers.heartbeat_age_s", Window.last(60, NOW), group_by=["queue"])

@@ -16,8 +16,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -29,14 +31,17 @@ from sqlalchemy import MetaData, select
 from sqlalchemy.engine import Engine
 
 from herald import db
+from herald.alerts.engine import check_alerts, service_sessions
+from herald.alerts.notify import deliver
+from herald.alerts.rules import RuleSpec
 from herald.api import create_app
-from herald.models import Integration, Post, PostStatus, TokenRefreshAttempt
+from herald.models import AlertRule, Integration, Post, PostStatus, TokenRefreshAttempt
 from herald.sandbox import SandboxClient, SandboxServer
-from herald.settings import Settings, use_settings
+from herald.settings import AlertReceiver, Settings, use_settings
 from tests.fixtures.polling import eventually
 from tests.fixtures.publishing import ConnectFn, fresh, ticking_until
 from tests.fixtures.sandbox import issued_tokens
-from tests.integration.api.conftest import member_headers
+from tests.integration.api.conftest import bearer, member_headers, mint
 
 MARKER = f"CANARY{uuid.uuid4().hex[:8]}-"
 _LOGGERS = ("", "httpx", "httpcore", "celery", "celery.app.trace", "celery.worker.strategy")
@@ -170,6 +175,13 @@ def test_no_token_reaches_a_log_line_a_span_or_a_row(
                 if p.workspace_id == workspace_id
             ]
 
+    # An alert on the refresh failures, delivered to a real webhook receiver, and the audit
+    # log as the service role reads it back.
+    notifications = _alert_notifications(canary_settings)
+    with TestClient(create_app(canary_settings)) as client:
+        service = bearer(mint(sub=None, role="service_role"))
+        answers.append(client.get("/api/postiz/audit", headers=service).text)
+
     # The secrets: the marker (every token issued, rotations included, and every client
     # secret starts with it), each token's random tail, and the Basic credentials.
     tokens = issued_tokens(sandbox_server)
@@ -191,9 +203,14 @@ def test_no_token_reaches_a_log_line_a_span_or_a_row(
         *((f"span {span.name!r}", span.to_json()) for span in spans.get_finished_spans()),
         *((f"row of {table}", row) for table, row in _every_row(committed)),
         *(("API answer", text) for text in answers),
+        *(("alert notification", text) for text in notifications),
     ]
     searched = {where for where, _ in places}
     assert {"row of publish_attempts", "row of token_refresh_attempts", "span 'POST'"} <= searched
+    assert {"row of audit_events", "row of audit_personal_data", "row of alert_notifications"} <= (
+        searched
+    )
+    assert '"token.refresh.failed"' in answers[-1]
     for logger in ('"logger": "httpx"', '"logger": "httpcore.http11"', '"level": "debug"'):
         assert any(logger in text for _, text in places), logger
     # Database spans carry statements with placeholders, never bound values.
@@ -202,3 +219,60 @@ def test_no_token_reaches_a_log_line_a_span_or_a_row(
     assert [k for s in db_spans for k in s.attributes or {} if "param" in k] == []
     leaks = [(where, secret) for where, text in places for secret in secrets if secret in text]
     assert leaks == []
+
+
+def _alert_notifications(settings: Settings) -> list[str]:
+    """Make a rule on token refreshes fire and deliver it to a loopback webhook; the request
+    bodies (and headers) it received."""
+    received: list[str] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            received.append(json.dumps(dict(self.headers.items())) + body.decode())
+            self.send_response(202)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        alerting = settings.model_copy(
+            update={
+                "alert_receivers": {
+                    "hook": AlertReceiver.model_validate(
+                        {
+                            "type": "webhook",
+                            "url": f"http://127.0.0.1:{port}",
+                            "secret": f"{MARKER}webhook-secret",
+                            "group_wait_s": 0,
+                        }
+                    )
+                },
+                "alert_default_receivers": ["hook"],
+                "outbound_allow_hosts": ["127.0.0.1"],
+            }
+        )
+        spec = RuleSpec.model_validate(
+            {
+                "name": "canary refreshes",
+                "metric": "tokens.refresh_success_rate",
+                "comparison": "<",
+                "threshold": 1,
+                "min_samples": 1,
+                "severity": "critical",
+                "group_by": ["provider"],
+            }
+        )
+        with db.session_scope() as session:
+            session.add(AlertRule(workspace_id=None, **spec.row_values()))
+        check_alerts(alerting)
+        deliver(service_sessions("canary"), alerting)
+        eventually(lambda: bool(received), timeout=30, what="the alert notification")
+    finally:
+        server.shutdown()
+        server.server_close()
+    return received

@@ -1,4 +1,4 @@
-"""The monitoring API: probes, Prometheus' ``/metrics``, health and the windowed figures.
+"""The monitoring API: probes, Prometheus' ``/metrics``, health and the figures.
 
 Everything reads the real Postgres and the real Redis broker; the state (heartbeats, job runs,
 posts, attempts, alerts) is written as rows, the way the workers and the alert engine write it.
@@ -24,6 +24,7 @@ from herald.models import (
     Alert,
     AlertRule,
     AlertStatus,
+    AuditVerification,
     JobRun,
     PostStatus,
     PublishAttempt,
@@ -33,7 +34,8 @@ from herald.models import (
 )
 from herald.settings import get_settings
 from herald.telemetry import records
-from herald.telemetry.state import AUDIT_VERIFY_JOB, job_intervals
+from herald.telemetry.figures import Window, compute
+from herald.telemetry.state import job_intervals
 from tests.fixtures.monitoring import (
     free_port,
     parse_exposition,
@@ -42,6 +44,7 @@ from tests.fixtures.monitoring import (
 )
 from tests.integration.api.conftest import AuditOf, Tenant, _tenant, assert_error, bearer, mint
 
+AUDIT_VERIFY_JOB = "herald.audit.verify_chain"
 SERVICE = {"Authorization": f"Bearer {mint(sub=None, role='service_role')}"}
 
 
@@ -218,18 +221,29 @@ def test_metrics_reports_the_database_and_broker_state_at_scrape_time(
     assert ("herald_audit_chain_ok", frozenset()) not in samples  # never verified yet
 
 
-def test_metrics_carry_the_audit_verifiers_last_result(
+def test_metrics_and_the_audit_rule_read_the_same_recorded_verifier_result(
     client: TestClient, committed: Engine
 ) -> None:
-    started = utcnow()
-    records.record_job_run(AUDIT_VERIFY_JOB, started)
+    def chain_broken_figure() -> float | None:
+        with db.session_scope() as session:
+            [sample] = compute(session, "audit.chain_broken", Window.last(60, utcnow()))
+        return sample.value
+
+    verified = utcnow() - timedelta(minutes=5)
+    with db.session_scope() as session:
+        session.add(AuditVerification(verified_at=verified, ok=True, checked=10))
     samples = parse_exposition(client.get("/metrics").text)
     assert total(samples, "herald_audit_chain_ok") == 1
-    verified = total(samples, "herald_audit_chain_last_verified_timestamp_seconds")
-    assert abs(verified - started.timestamp()) < 10
+    assert chain_broken_figure() == 0
+    last = total(samples, "herald_audit_chain_last_verified_timestamp_seconds")
+    assert abs(last - verified.timestamp()) < 1
 
-    records.record_job_run(AUDIT_VERIFY_JOB, utcnow(), error=RuntimeError("row 42 altered"))
+    # The verifier job ran and returned normally, but its recorded result is a break.
+    with db.session_scope() as session:
+        session.add(AuditVerification(ok=False, checked=41, first_break=42, reason="altered"))
+    records.record_job_run(AUDIT_VERIFY_JOB, utcnow())
     assert total(parse_exposition(client.get("/metrics").text), "herald_audit_chain_ok") == 0
+    assert chain_broken_figure() == 1
 
 
 def test_metrics_keep_answering_while_the_broker_is_down(committed: Engine) -> None:
