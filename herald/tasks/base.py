@@ -74,7 +74,7 @@ class RetryPolicy:
     _rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
 
     def countdown(self, retries: int) -> float:
-        """Exponential backoff with full jitter: uniform in [0, min(max, base·2^retries)]."""
+        """Exponential backoff with jitter: uniform in [base/2, min(max, base·2^retries)]."""
         ceiling = min(self.backoff_max_s, self.backoff_s * (2**retries))
         return self._rng.uniform(self.backoff_s / 2, ceiling) if self.jitter else ceiling
 

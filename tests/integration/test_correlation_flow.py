@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -14,17 +13,9 @@ from sqlalchemy.orm import Session
 
 from herald.models import DeadLetter
 from herald.settings import get_settings
+from tests.fixtures.polling import eventually
 from tests.integration import flow_tasks
 from tests.integration.broker.poison import JSON, envelope
-
-
-def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +30,7 @@ def test_three_hop_flow_shares_one_correlation_causation_chain_and_trace(
     correlation_id = "corr-3hop-0001"
     flow_tasks.hop_a.apply_async(headers={"x_correlation_id": correlation_id})
 
-    wait_for(lambda: any(s["hop"] == "c" for s in flow_tasks.seen), what="hop c to run")
+    eventually(lambda: any(s["hop"] == "c" for s in flow_tasks.seen), what="hop c to run")
     hops = {(s["hop"], s["retries"]): s for s in flow_tasks.seen}
     a, b0, b1, c = hops[("a", 0)], hops[("b", 0)], hops[("b", 1)], hops[("c", 0)]
 
@@ -53,7 +44,7 @@ def test_three_hop_flow_shares_one_correlation_causation_chain_and_trace(
     assert c["causation_id"] == b1["task_id"]
 
     flow_ids = {a["task_id"], b0["task_id"], c["task_id"]}
-    wait_for(
+    eventually(
         lambda: sum(1 for line in log_lines if line.get("event") == "task.succeeded") >= 3,
         what="three task.succeeded lines",
     )
@@ -66,7 +57,7 @@ def test_three_hop_flow_shares_one_correlation_causation_chain_and_trace(
     assert all("trace_id" in line and "span_id" in line for line in flow_lines)
 
     # Every span of the flow belongs to one trace, from the test's enqueue to hop C.
-    wait_for(lambda: len(spans.get_finished_spans()) >= 6, what="spans")
+    eventually(lambda: len(spans.get_finished_spans()) >= 6, what="spans")
     flow_spans = [
         s for s in spans.get_finished_spans() if (s.attributes or {}).get("celery.task_name")
     ]
@@ -87,13 +78,13 @@ def test_a_raw_message_without_correlation_is_correlated_by_its_task_id(
     item = envelope(b'[[], {}, {"callbacks": null, "errbacks": null}]', JSON, headers, "default")
     redis_client.lpush(get_settings().broker_key_prefix + "default", item)
 
-    wait_for(lambda: any(s["hop"] == "c" for s in flow_tasks.seen), what="hop c to run")
+    eventually(lambda: any(s["hop"] == "c" for s in flow_tasks.seen), what="hop c to run")
     assert {s["correlation_id"] for s in flow_tasks.seen} == {task_id}
 
 
 def test_message_without_correlation_gets_a_fresh_one(worker: Any) -> None:
     flow_tasks.hop_a.apply_async()
-    wait_for(lambda: any(s["hop"] == "c" for s in flow_tasks.seen), what="hop c to run")
+    eventually(lambda: any(s["hop"] == "c" for s in flow_tasks.seen), what="hop c to run")
     ids = {s["correlation_id"] for s in flow_tasks.seen}
     assert len(ids) == 1
     (only,) = ids
@@ -120,7 +111,7 @@ def test_malformed_payload_is_rejected_recorded_not_retried_and_worker_carries_o
     bad = flow_tasks.strict_task.apply_async(kwargs=payload)
     flow_tasks.strict_task.apply_async(kwargs={"count": 2, "label": "next"})
 
-    wait_for(lambda: len(flow_tasks.strict_runs) == 1, what="the good message to run")
+    eventually(lambda: len(flow_tasks.strict_runs) == 1, what="the good message to run")
     assert flow_tasks.strict_runs[0].label == "next"
 
     rejected = [line for line in log_lines if line.get("event") == "task.rejected"]
@@ -140,6 +131,6 @@ def test_positional_payload_is_rejected_with_a_clear_reason(
 ) -> None:
     flow_tasks.strict_task.apply_async(args=[{"count": 1, "label": "x"}])
     flow_tasks.strict_task.apply_async(kwargs={"count": 3, "label": "after"})
-    wait_for(lambda: len(flow_tasks.strict_runs) == 1, what="the good message to run")
+    eventually(lambda: len(flow_tasks.strict_runs) == 1, what="the good message to run")
     (rejected,) = [line for line in log_lines if line.get("event") == "task.rejected"]
     assert "keyword arguments" in rejected["reason"]

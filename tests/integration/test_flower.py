@@ -10,8 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from celery import Celery
 from sqlalchemy.engine import Engine
 
 from herald.settings import get_settings
+from tests.fixtures.polling import eventually
 from tests.fixtures.processes import StartWorker
 
 CREDENTIALS = ("flower-admin", "a-long-flower-password")
@@ -41,18 +41,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def eventually(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something truthy, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -89,7 +77,7 @@ class FlowerProcess:
             except httpx.TransportError:
                 return False
 
-        eventually(answers, what="Flower to answer")
+        eventually(answers, 60, what="Flower to answer")
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -149,7 +137,7 @@ def test_flower_requires_credentials_serves_its_api_with_them_and_disables_event
         workers = httpx.get(f"{flower.url}/api/workers?refresh=1", auth=auth, timeout=30).json()
         return "herald.posts.schedule" in workers.get(worker_name, {}).get("registered", [])
 
-    eventually(herald_tasks_registered, what="Flower's API to list the worker's Herald tasks")
+    eventually(herald_tasks_registered, 60, what="Flower's API to list the worker's Herald tasks")
 
     def a_herald_task_seen() -> bool:
         # Flower switches events on every few seconds: send until one is seen.
@@ -157,7 +145,7 @@ def test_flower_requires_credentials_serves_its_api_with_them_and_disables_event
         tasks = httpx.get(f"{flower.url}/api/tasks", auth=auth, timeout=10).json()
         return any(task.get("name") == "herald.posts.dispatch_due" for task in tasks.values())
 
-    eventually(a_herald_task_seen, what="Flower to see a Herald task through its events")
+    eventually(a_herald_task_seen, 60, what="Flower to see a Herald task through its events")
 
     assert flower.stop() == 0
     assert task_events_state(celery_app, worker_name) == "task events already disabled"

@@ -24,9 +24,9 @@ from herald.security.crypto import KeyRing
 from herald.settings import Settings
 from herald.telemetry.tracing import tracer
 from tests.fixtures.database import service_session
+from tests.fixtures.polling import eventually
 from tests.fixtures.publishing import ConnectFn, fresh, ticking_until
 from tests.integration.api.conftest import member_headers
-from tests.integration.test_correlation_flow import wait_for
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_TRACEPARENT = f"00-{CALLER_TRACE}-00f067aa0ba902b7-01"
@@ -72,7 +72,7 @@ def test_a_post_scheduled_over_the_api_is_one_trace_through_a_retry_to_its_publi
     assert answer.status_code == 201, answer.text
     post_id = uuid.UUID(answer.json()["id"])
 
-    wait_for(
+    eventually(
         ticking_until(celery_app, lambda: fresh(Post, post_id).status is PostStatus.PUBLISHED),
         timeout=30,
         what="the post to be published after one 503",
@@ -80,7 +80,7 @@ def test_a_post_scheduled_over_the_api_is_one_trace_through_a_retry_to_its_publi
     publish_runs = lambda: [  # noqa: E731 - read again while the last span finishes
         s for s in spans.get_finished_spans() if s.name == "run/herald.posts.publish"
     ]
-    wait_for(lambda: len(publish_runs()) == 2, what="both publish attempts' spans")
+    eventually(lambda: len(publish_runs()) == 2, what="both publish attempts' spans")
 
     finished = list(spans.get_finished_spans())
     flow = [s for s in finished if _trace_id(s) == CALLER_TRACE]
@@ -149,7 +149,7 @@ def test_a_post_sent_by_another_service_continues_that_services_trace(
         with service_session() as s:
             return s.scalars(select(Post)).one_or_none()
 
-    wait_for(lambda: stored() is not None, what="the post to be stored")
+    eventually(lambda: stored() is not None, what="the post to be stored")
     post = stored()
     assert post is not None
     assert post.traceparent is not None
@@ -175,12 +175,12 @@ def test_a_refresh_and_the_publish_after_it_stay_in_the_posts_trace(
     post = new_post(integration, traceparent=CALLER_TRACEPARENT, correlation_id="corr-refresh")
     sandbox.expire_tokens("x", integration.external_account_id)
 
-    wait_for(
+    eventually(
         ticking_until(celery_app, lambda: fresh(Post, post.id).status is PostStatus.PUBLISHED),
         timeout=30,
         what="the post to be published after a refresh",
     )
-    wait_for(
+    eventually(
         lambda: [s.name for s in _flow(spans)].count("run/herald.posts.publish") == 2,
         what="both publish attempts' spans",
     )

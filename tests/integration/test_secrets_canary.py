@@ -39,10 +39,10 @@ from herald.models import AlertRule, Integration, Post, PostStatus, TokenRefresh
 from herald.sandbox import SandboxClient, SandboxServer
 from herald.settings import AlertReceiver, Settings, use_settings
 from tests.fixtures.database import service_session
+from tests.fixtures.polling import eventually
 from tests.fixtures.publishing import ConnectFn, fresh, ticking_until
 from tests.fixtures.sandbox import issued_tokens
 from tests.integration.api.conftest import bearer, member_headers, mint
-from tests.integration.test_correlation_flow import wait_for
 
 MARKER = f"CANARY{uuid.uuid4().hex[:8]}-"
 _LOGGERS = ("", "httpx", "httpcore", "celery", "celery.app.trace", "celery.worker.strategy")
@@ -84,7 +84,7 @@ def _statuses(posts: list[Post]) -> list[PostStatus]:
 
 def _refresh(celery_app: Celery, integration: Integration, done: Callable[[], bool]) -> None:
     celery_app.send_task("herald.tokens.refresh", kwargs={"integration_id": str(integration.id)})
-    wait_for(done, timeout=30, what=f"the refresh of {integration.provider}")
+    eventually(done, timeout=30, what=f"the refresh of {integration.provider}")
 
 
 def _refresh_outcomes(integration: Integration) -> list[str | None]:
@@ -140,7 +140,7 @@ def test_no_token_reaches_a_log_line_a_span_or_a_row(
         new_post(threads, content="canary via threads, published"),
         new_post(mastodon, content="canary via mastodon, refused"),
     ]
-    wait_for(
+    eventually(
         ticking_until(
             celery_app,
             lambda: (
@@ -195,7 +195,7 @@ def test_no_token_reaches_a_log_line_a_span_or_a_row(
         )
         secrets.append(base64.b64encode(basic.encode()).decode())
 
-    wait_for(
+    eventually(
         lambda: any(s.name == "run/herald.tokens.refresh" for s in spans.get_finished_spans()),
         what="the refresh spans",
     )
@@ -272,7 +272,7 @@ def _alert_notifications(settings: Settings) -> list[str]:
             session.add(AlertRule(workspace_id=None, **spec.row_values()))
         check_alerts(alerting)
         deliver(service_sessions("canary"), alerting)
-        wait_for(lambda: bool(received), timeout=30, what="the alert notification")
+        eventually(lambda: bool(received), timeout=30, what="the alert notification")
     finally:
         server.shutdown()
         server.server_close()

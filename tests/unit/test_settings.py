@@ -43,14 +43,21 @@ def test_production_refuses_placeholder_secrets_naming_the_variable(
 
 
 def test_production_accepts_real_secrets_and_a_public_key_instead_of_a_jwt_secret() -> None:
-    Settings(
+    real = {"cron_secret": "a-real-cron-secret", "token_keys": "k1:" + "C" * 43}
+    settings = Settings(
         _env_file=None,
         env="production",
-        cron_secret="a-real-cron-secret",
-        token_keys="k1:" + "C" * 43,
         jwt_secret=None,
         jwt_public_key="-----BEGIN PUBLIC KEY-----...",
+        **real,
     )
+    assert settings.env == "production"
+    assert settings.jwt_secret is None
+    assert settings.jwt_public_key == "-----BEGIN PUBLIC KEY-----..."
+    assert settings.cron_secret.get_secret_value() == "a-real-cron-secret"
+    # The public key is what made the missing JWT secret acceptable.
+    with pytest.raises(ValidationError, match="HERALD_JWT_SECRET"):
+        Settings(_env_file=None, env="production", jwt_secret=None, **real)
 
 
 def test_visibility_timeout_must_exceed_the_hard_time_limit() -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from herald.settings import AlertReceiver
 from tests.fixtures.external import binary, free_port
+from tests.fixtures.polling import eventually
 from tests.integration.alerts.conftest import (
     add_rule,
     alerts_of,
@@ -50,17 +50,17 @@ def alertmanager(tmp_path: Path) -> Iterator[str]:
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError((tmp_path / "alertmanager.log").read_text()[-2000:])
+        try:
+            return httpx.get(f"{url}/-/ready", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
     try:
-        while True:
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((tmp_path / "alertmanager.log").read_text()[-2000:])
-            time.sleep(0.1)
+        eventually(ready, what="Alertmanager to be ready")
         yield url
     finally:
         process.terminate()

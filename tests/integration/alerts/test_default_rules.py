@@ -36,6 +36,7 @@ from herald.security.audit_admin import append_only_lifted
 from herald.settings import get_settings, use_settings
 from tests.fixtures.database import owner_session, service_session
 from tests.fixtures.factories import make_integration, make_workspace
+from tests.fixtures.polling import eventually
 from tests.integration.alerts.conftest import (
     Receiver,
     at,
@@ -204,8 +205,6 @@ def test_the_evaluate_task_runs_on_a_worker_and_notifies(
     defaults: Engine, worker: Any, celery_app: Any, receiver: Receiver
 ) -> None:
     """Beat's task end to end: evaluate on a real worker, which queues notify after commit."""
-    import time
-
     settings = receiver_settings(ops=webhook(receiver.url))
     previous = get_settings()
     use_settings(settings)
@@ -213,9 +212,7 @@ def test_the_evaluate_task_runs_on_a_worker_and_notifies(
         with service_session() as session:  # no heartbeat at all: workers down now
             session.execute(text("DELETE FROM heartbeats"))
         celery_app.signature("herald.alerts.evaluate", kwargs={}).apply_async()
-        deadline = time.monotonic() + 30
-        while not receiver.requests and time.monotonic() < deadline:
-            time.sleep(0.1)
+        eventually(lambda: receiver.requests, what="the receiver to be notified")
     finally:
         use_settings(previous)
     told = {a["rule"] for r in receiver.requests for a in r.json()["alerts"]}

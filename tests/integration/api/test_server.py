@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from herald.api import create_app
 from herald.api.app import MAX_HEADER_BYTES
 from herald.api.server import server_config
 from herald.settings import get_settings
+from tests.fixtures.polling import eventually
 
 
 @pytest.fixture
@@ -27,11 +27,8 @@ def served_api(committed: Engine) -> Iterator[str]:
     server = uvicorn.Server(server_config(create_app(get_settings()), "127.0.0.1", 0))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped while starting"
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
+    eventually(lambda: server.started or not thread.is_alive(), what="uvicorn to start")
+    assert server.started, "uvicorn stopped while starting"
     port = server.servers[0].sockets[0].getsockname()[1]
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True

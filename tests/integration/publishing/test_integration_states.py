@@ -13,6 +13,7 @@ from sqlalchemy import update
 from herald.models import Integration, IntegrationStatus, Post, PostStatus, utcnow
 from herald.publishing.dispatch import claim_due_posts
 from herald.sandbox import SandboxClient
+from herald.security.credentials import open_tokens
 from herald.security.crypto import KeyRing
 from herald.settings import REAL_BASE_URLS, Settings
 from tests.fixtures.database import service_session
@@ -83,6 +84,37 @@ def test_posts_of_a_paused_integration_wait_for_the_reset_without_spending_an_at
     assert run_publish(due, pub_settings, keys).status is PostStatus.PUBLISHED
     assert fresh(Post, due.id).attempts == 1
     assert [p["text"] for p in sandbox.posts("mastodon")] == ["due during the pause"]
+
+
+def test_a_token_the_network_refuses_for_good_fails_the_post_and_asks_for_the_user(
+    connect: ConnectFn,
+    new_post: NewPost,
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    """Mastodon answers a revoked token with 401 (ReauthRequired: its tokens never refresh):
+    the post fails naming why, the integration waits for its user, nothing is sent again."""
+
+    def posts_sent() -> int:
+        return sum(r["method"] == "POST" for r in sandbox.requests("mastodon"))
+
+    integration = connect("mastodon")
+    assert sandbox.revoke_token(open_tokens(integration, keys).access_token)
+    post = new_post(integration)
+    assert run_publish(post, pub_settings, keys).status is PostStatus.FAILED
+    stored = fresh(Post, post.id)
+    assert stored.last_error_code == "reauth_required"
+    (attempt,) = attempts_of(post)
+    assert (attempt.outcome, attempt.error_code) == ("reauth_required", "reauth_required")
+    assert fresh(Integration, integration.id).status is IntegrationStatus.NEEDS_REAUTH
+    assert sandbox.posts("mastodon") == []
+    assert posts_sent() == 1
+    # The next post of that integration is not even tried.
+    later = new_post(integration)
+    assert run_publish(later, pub_settings, keys).status is PostStatus.FAILED
+    assert fresh(Post, later.id).last_error_code == "integration_needs_reauth"
+    assert posts_sent() == 1
 
 
 def test_a_token_that_cannot_be_opened_fails_the_post_without_a_call(

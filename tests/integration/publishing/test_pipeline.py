@@ -25,6 +25,7 @@ from herald.settings import Settings
 from herald.tasks.publishing import publish_signature
 from tests.fixtures.brokers import Broker
 from tests.fixtures.database import service_session
+from tests.fixtures.polling import eventually
 from tests.fixtures.processes import StartWorker
 from tests.fixtures.publishing import ConnectFn
 from tests.fixtures.servers import RedisServer
@@ -37,12 +38,8 @@ def statuses() -> Counter[str]:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; statuses: {dict(statuses())}")
+    """Poll ``predicate``; a timeout names ``what`` and shows the statuses it ended on."""
+    eventually(statuses, timeout, what, until=lambda _: predicate(), every=0.2)
 
 
 def dispatch_once(settings: Settings, broker: Broker) -> int:
@@ -101,7 +98,7 @@ def test_thousand_due_posts_with_two_dispatchers_and_two_workers_publish_exactly
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and statuses()["scheduled"]:
             claimed.append(dispatch_once(pub_settings, broker))
-            time.sleep(0.05)  # the dispatcher's tick
+            time.sleep(0.05)  # noqa: TID251 -- the dispatcher's tick (a cadence), not a wait
 
     racers = [threading.Thread(target=dispatcher) for _ in range(2)]
     for racer in racers:
@@ -171,13 +168,16 @@ def test_worker_killed_after_the_network_received_the_post_never_publishes_twice
         network, connect, new_post, sandbox, settings, start_worker_process, broker
     )
 
+    # The worker is dead: a short publishing timeout races with nothing in flight.
     sweep_settings = pub_settings.model_copy(
-        update={"publishing_timeout_s": 2.5, "provider_timeout_s": 1.0}
+        update={"publishing_timeout_s": 0.5, "provider_timeout_s": 1.0}
     )
-    time.sleep(2.6)
-    with service_session() as s:
-        result = resolve_dead_workers(s, sweep_settings, keys)
-    assert sum(result.values()) == 1
+
+    def sweep() -> int:
+        with service_session() as s:
+            return sum(resolve_dead_workers(s, sweep_settings, keys).values())
+
+    assert eventually(sweep, 30, "the sweep to take the post past its publishing timeout") == 1
     with service_session() as s:
         swept = s.get(Post, post.id)
         assert swept is not None

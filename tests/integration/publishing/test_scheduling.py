@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -15,12 +14,18 @@ from herald.publishing.dispatch import claim_due_posts
 from herald.settings import Settings
 from tests.fixtures.database import service_session
 from tests.fixtures.factories import make_integration, make_workspace
+from tests.fixtures.polling import eventually
 from tests.fixtures.publishing import ConnectFn
 
 
 def count_posts() -> int:
     with service_session() as s:
         return s.scalar(select(func.count()).select_from(Post)) or 0
+
+
+def posts_with_key(key: str) -> int:
+    with service_session() as s:
+        return s.scalar(select(func.count()).where(Post.idempotency_key == key)) or 0
 
 
 def test_per_provider_cap_limits_posts_in_flight(
@@ -51,15 +56,14 @@ def test_per_provider_cap_limits_posts_in_flight(
     assert (queued_x, queued_mastodon) == (2, 5)
 
 
-def wait_for_dead_letters(timeout: float = 20) -> list[DeadLetter]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with service_session() as s:
-            letters = list(s.scalars(select(DeadLetter)))
-        if letters:
-            return letters
-        time.sleep(0.1)
-    return []
+def dead_letters() -> list[DeadLetter]:
+    with service_session() as s:
+        return list(s.scalars(select(DeadLetter)))
+
+
+def wait_for_dead_letters() -> list[DeadLetter]:
+    letters: list[DeadLetter] = eventually(dead_letters, what="a dead letter")
+    return letters
 
 
 def _schedule_payload(integration: Any, **overrides: Any) -> dict[str, Any]:
@@ -80,11 +84,13 @@ def test_the_same_idempotency_key_twice_creates_one_post(
     integration = connect("mastodon")
     for _ in range(2):
         celery_app.send_task("herald.posts.schedule", kwargs=_schedule_payload(integration))
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and count_posts() < 1:
-        time.sleep(0.1)
-    time.sleep(1.0)  # give a duplicate the chance to appear
-    assert count_posts() == 1
+    # A third message behind them on the same queue, with a key of its own: the one worker
+    # takes messages in order, so once its post exists both earlier messages have run.
+    marker = _schedule_payload(integration, idempotency_key="k-marker")
+    celery_app.send_task("herald.posts.schedule", kwargs=marker)
+    eventually(lambda: posts_with_key("k-marker"), what="the marker message to run")
+    assert posts_with_key("k-1") == 1
+    assert count_posts() == 2
 
 
 @pytest.mark.parametrize(

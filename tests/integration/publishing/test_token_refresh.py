@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -12,6 +11,7 @@ from herald.models import Integration, TokenRefreshAttempt, utcnow
 from herald.sandbox import SandboxClient
 from herald.settings import Settings
 from tests.fixtures.database import service_session
+from tests.fixtures.polling import eventually
 from tests.fixtures.publishing import ConnectFn, fresh
 
 
@@ -45,11 +45,11 @@ def test_tokens_expiring_inside_the_margin_are_refreshed_and_rotated(
     before = sandbox.tokens("x", due.external_account_id)
 
     celery_app.send_task("herald.tokens.refresh_expiring")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and fresh(Integration, due.id).token_version == 1:
-        time.sleep(0.1)
-
-    refreshed = fresh(Integration, due.id)
+    refreshed = eventually(
+        lambda: fresh(Integration, due.id),
+        what="the due integration's refresh",
+        until=lambda integration: integration.token_version != 1,
+    )
     assert refreshed.token_version == 2
     assert refreshed.token_expires_at > utcnow() + timedelta(hours=1)
     assert refreshed.refresh_token_ciphertext != due.refresh_token_ciphertext  # rotated

@@ -3,7 +3,6 @@ and the rows a refresh leaves behind."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -14,6 +13,7 @@ from sqlalchemy import select, update
 from herald.models import Integration, IntegrationStatus, Post, TokenRefreshAttempt, utcnow
 from herald.sandbox import SandboxClient
 from tests.fixtures.database import service_session
+from tests.fixtures.polling import eventually
 from tests.fixtures.publishing import fresh
 
 #: The path of each network's token (refresh) endpoint, as the sandbox journals it.
@@ -27,14 +27,7 @@ TOKEN_PATHS = {
 
 def until(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
     """Poll ``predicate`` until it returns something truthy (returned), or fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = predicate()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    return eventually(predicate, timeout, what)
 
 
 def token_calls(sandbox: SandboxClient, network: str) -> list[dict[str, Any]]:

@@ -110,6 +110,30 @@ def test_invalid_grant_is_confirmed_then_marks_needs_reauth_once_and_frees_the_p
     assert len(token_calls(sandbox, "x")) == 1
 
 
+def test_a_refresh_token_that_cannot_be_opened_is_token_unreadable_without_a_call(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    integration, other = connect("x"), connect("x")
+    # Sealed for another integration: the associated data does not match, so it cannot open.
+    set_integration(integration.id, refresh_token_ciphertext=other.refresh_token_ciphertext)
+    post = new_post(integration)
+    wait_for_auth(post.id)
+
+    outcome = refresh(integration, pub_settings, keys, seen_version=integration.token_version)
+
+    assert (outcome.outcome, outcome.status) == ("token_unreadable", IntegrationStatus.NEEDS_REAUTH)
+    assert fresh(Integration, integration.id).status is IntegrationStatus.NEEDS_REAUTH
+    [attempt] = refresh_attempts(integration.id)
+    assert attempt.outcome == "token_unreadable"
+    assert other.refresh_token_ciphertext not in (attempt.error_message or "")
+    assert fresh(Post, post.id).next_attempt_at <= utcnow()  # due: the publish says reconnect
+    assert token_calls(sandbox, "x") == []
+
+
 def test_reauth_required_for_tokens_replaced_during_the_refresh_uses_the_new_tokens(
     connect: ConnectFn,
     workspace: Workspace,

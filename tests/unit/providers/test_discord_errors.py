@@ -32,6 +32,7 @@ from herald.providers.discord import (
     nonce_for,
 )
 from herald.settings import Settings
+from tests.unit.providers.invariants import assert_classified
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 WEBHOOK_TOKEN = "whk-secret-token-value"
@@ -178,7 +179,8 @@ def test_any_answer_maps_to_exactly_one_error_class(
     status: int, body: bytes, head: dict[str, str], mode: Any
 ) -> None:
     err = classify(httpx.Response(status, content=body, headers=head), mode=mode, now=NOW)
-    assert type(err) in ERROR_CLASSES
+    # A bot message carries an enforced nonce; a webhook message has nothing to de-duplicate it.
+    assert_classified(err, status, write_may_duplicate=mode == "webhook")
     if status == 429:
         assert isinstance(err, RateLimited)
         assert NOW <= err.reset_at <= NOW + timedelta(days=1)
@@ -196,7 +198,7 @@ def provider_answering(status: int, body: bytes, seen: list[httpx.Request]) -> D
     )
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=100)
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=50)
 @given(st.integers(min_value=200, max_value=499), bodies)
 def test_publish_and_refresh_never_raise_outside_the_taxonomy(status: int, body: bytes) -> None:
     seen: list[httpx.Request] = []

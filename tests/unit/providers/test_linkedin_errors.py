@@ -10,7 +10,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from herald.providers.base import (
-    ERROR_CLASSES,
     Account,
     AmbiguousOutcome,
     AuthExpired,
@@ -24,6 +23,7 @@ from herald.providers.base import (
 from herald.providers.linkedin import LinkedInProvider, classify, escape_little_text
 from herald.settings import Settings
 from tests.fixtures.sandbox import error_bodies, header_maps, statuses
+from tests.unit.providers.invariants import assert_classified
 
 NOW = datetime(2026, 3, 14, 15, 9, tzinfo=UTC)
 
@@ -33,9 +33,8 @@ def test_any_answer_maps_to_exactly_one_class(
     status: int, headers: dict[str, str], body: Any, idempotent: bool, token: bool
 ) -> None:
     error = classify(status, headers, body, idempotent=idempotent, token_endpoint=token, now=NOW)
-    assert type(error) in ERROR_CLASSES
+    assert_classified(error, status, write_may_duplicate=not idempotent)
     assert type(error) is not ContentInvalid
-    assert str(error)
 
 
 @pytest.mark.parametrize(
