@@ -12,6 +12,7 @@ import threading
 import pytest
 from sqlalchemy.engine import Engine
 
+from herald import db
 from herald.models import AlertRule, AlertStatus
 from herald.settings import Settings
 from tests.fixtures.database import service_session
@@ -267,7 +268,7 @@ def test_two_evaluators_at_once_open_one_alert_and_queue_one_transition(
 ) -> None:
     """Two evaluators, each on its own connections, race over the same rules every minute."""
     rules = [add_rule(for_s=60) for _ in range(4)]
-    engines = [another_engine(alerting), another_engine(alerting)]
+    engines = [another_engine(db.get_service_engine()), another_engine(db.get_service_engine())]
     try:
         for minute in range(4):
             errors_at(minute, 5)
@@ -285,7 +286,7 @@ def test_state_survives_a_restart_of_the_evaluator(settings: Settings, alerting:
     errors_at(0, 5)
     evaluate(settings, 0)
     # A new process: its own engine and connections; all it knows is in the database.
-    fresh = another_engine(alerting)
+    fresh = another_engine(db.get_service_engine())
     try:
         for minute in (1, 2):
             errors_at(minute, 5)
