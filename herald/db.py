@@ -151,8 +151,8 @@ def session_scope() -> Iterator[Session]:
 
 def _use(session: Session, engine: Engine) -> None:
     """Bind ``session`` to ``engine`` for its next transaction."""
-    if isinstance(session.bind, Connection):
-        return  # bound to one connection by its creator (tests): that connection is the scope
+    if session.bind is not _engine and session.bind is not _service_engine:
+        return  # bound by its creator to one connection or another database: that is its own
     in_use = session.info.get(_ENGINE_IN_USE)
     if in_use is not None and in_use is not engine:
         raise TenantScopeError(

@@ -10,11 +10,14 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 
+from herald import db
 from herald.celery_app import app
 from herald.settings import Settings
+from tests.conftest import TEST_DATABASE_URL
 from tests.fixtures.brokers import Broker
 from tests.fixtures.polling import eventually
 from tests.fixtures.processes import StartWorker, WorkerProcess
@@ -109,14 +112,17 @@ def test_a_killed_database_connection_is_retried_with_one_line_and_no_sql(
     warm = app.send_task("herald.posts.publish", kwargs={"post_id": str(uuid.uuid4())})
     eventually(lambda: warm.id in worker.log.read_text(), 30, "the first publish to run")
     # Every connection to this run's database but ours goes: the worker's pooled one too.
-    with committed.connect() as conn:
+    admin = create_engine(TEST_DATABASE_URL, poolclass=NullPool)  # may end any role's backend
+    with admin.begin() as conn:
         conn.execute(
             text(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
         )
+    admin.dispose()
     committed.dispose()  # this process's pooled connections were among them
+    db.get_service_engine().dispose()
 
     hit = app.send_task("herald.posts.publish", kwargs={"post_id": str(uuid.uuid4())})
     eventually(lambda: retry_lines(worker, hit.id), 30, "the publish on a dead connection")
@@ -143,7 +149,11 @@ def test_a_database_away_logs_one_concise_line_per_retry(
     RabbitMQ the retries' countdowns go through native delayed delivery (quorum queues)."""
     closed = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/herald"
     worker = start_worker_process(
-        pub_settings, name="no-database", broker=broker, HERALD_DATABASE_URL=closed
+        pub_settings,
+        name="no-database",
+        broker=broker,
+        HERALD_DATABASE_URL=closed,
+        HERALD_SERVICE_DATABASE_URL=closed,
     )
     task_id = f"outage-{uuid.uuid4()}"
     broker.app.send_task(

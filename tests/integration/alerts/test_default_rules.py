@@ -53,7 +53,7 @@ def test_the_migration_installs_the_default_rules(tmp_path: Path) -> None:
     engine = db.make_engine(url)
     try:
         with Session(engine) as session:
-            session.info["service_scope"] = "tests"  # the global rules belong to no workspace
+            db.service_scope(session, "test")  # built-in rules belong to no workspace
             rows = session.scalars(select(AlertRule).where(AlertRule.builtin.is_(True))).all()
             installed = {rule.name: RuleSpec.of(rule) for rule in rows}
             assert all(rule.workspace_id is None for rule in rows)

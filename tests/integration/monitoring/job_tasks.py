@@ -29,12 +29,23 @@ def _work(task: HeraldTask, order: JobOrder) -> None:
 
 
 @app.task(
-    bind=True, base=HeraldTask, name="tests.monitoring.job", payload_model=JobOrder, periodic=True
+    bind=True,
+    base=HeraldTask,
+    name="tests.monitoring.job",
+    payload_model=JobOrder,
+    periodic=True,
+    scope="service",  # writes a workspace: cross-tenant work, like beat's jobs
 )
 def periodic_job(self: HeraldTask, payload: JobOrder) -> None:
     _work(self, payload)
 
 
-@app.task(bind=True, base=HeraldTask, name="tests.monitoring.not_a_job", payload_model=JobOrder)
+@app.task(
+    bind=True,
+    base=HeraldTask,
+    name="tests.monitoring.not_a_job",
+    payload_model=JobOrder,
+    scope="service",
+)
 def plain_task(self: HeraldTask, payload: JobOrder) -> None:
     _work(self, payload)

@@ -44,8 +44,8 @@ def test_idempotency_key_is_unique_per_workspace(session: Session) -> None:
         make_post(session, integration, idempotency_key="same")
 
 
-def test_two_racing_workers_never_both_win(committed: Engine) -> None:
-    with Session(committed) as s:
+def test_two_racing_workers_never_both_win(committed: Engine, service_engine: Engine) -> None:
+    with Session(service_engine) as s:  # cross-workspace set-up and the workers' role
         post = make_post(s, make_integration(s, make_workspace(s)), status="queued")
         s.commit()
         post_id = post.id
@@ -53,7 +53,7 @@ def test_two_racing_workers_never_both_win(committed: Engine) -> None:
     wins: list[bool] = []
 
     def race() -> None:
-        with Session(committed) as s:
+        with Session(service_engine) as s:
             barrier.wait()
             won = transition(s, post_id, from_=PostStatus.QUEUED, to=PostStatus.PUBLISHING)
             s.commit()
