@@ -9,6 +9,7 @@ import click
 from pydantic import ValidationError
 
 from herald.cli_alerts import alerts
+from herald.cli_connect import members, workspaces
 from herald.settings import get_settings
 
 
@@ -253,6 +254,8 @@ def keys_generate(kid: str) -> None:
 
 
 cli.add_command(alerts)
+cli.add_command(workspaces)
+cli.add_command(members)
 
 
 def main() -> None:
