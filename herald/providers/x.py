@@ -240,13 +240,16 @@ class XProvider:
         return f"https://x.com/{account.handle or 'i/web'}/status/{tweet_id}"
 
     def _token_call(self, form: dict[str, str]) -> httpx.Response:
+        return self._token_call_to("/2/oauth2/token", form)
+
+    def _token_call_to(self, path: str, form: dict[str, str]) -> httpx.Response:
         headers: dict[str, str] = {}
         if self._client_secret:
             pair = f"{self._client_id}:{self._client_secret}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         else:
             form["client_id"] = self._client_id
-        return self._http.request("POST", "/2/oauth2/token", data=form, headers=headers)
+        return self._http.request("POST", path, data=form, headers=headers)
 
     def _token_set(self, response: httpx.Response, previous: TokenSet | None) -> TokenSet:
         if response.status_code != 200:
@@ -278,6 +281,17 @@ class XProvider:
             raise ReauthRequired("no refresh token (offline.access not granted)", provider=NAME)
         form = {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token}
         return self._token_set(self._token_call(form), tokens)
+
+    def revoke(self, tokens: TokenSet) -> None:
+        """Revoke the connection at X (``POST /2/oauth2/revoke``): the refresh token, which
+        takes its access tokens with it, or the access token when there is none."""
+        token = tokens.refresh_token or tokens.access_token
+        hint = "refresh_token" if tokens.refresh_token else "access_token"
+        response = self._token_call_to(
+            "/2/oauth2/revoke", {"token": token, "token_type_hint": hint}
+        )
+        if response.status_code != 200:
+            raise _error(response, idempotent=True, token=True)
 
     def find_post(
         self, draft: PostDraft, account: Account, tokens: TokenSet, since: datetime
