@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import click
 from pydantic import ValidationError
 
 from herald.cli_alerts import alerts
-from herald.cli_connect import members, workspaces
+from herald.cli_connect import integrations, members, workspaces
 from herald.settings import get_settings
 
 
@@ -206,6 +207,24 @@ def api(host: str, port: int) -> None:
     uvicorn.Server(server_config(create_app(settings), host, port)).run()
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--sandbox-port", type=int, default=8765, show_default=True)
+@click.option(
+    "--database",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("herald-standalone.sqlite3"),
+    show_default=True,
+)
+def standalone(host: str, port: int, sandbox_port: int, database: Path) -> None:
+    """API, worker, beat and the provider sandbox in one process, on embedded defaults;
+    prints a JWT for a demo user and the curl commands to connect an account and post."""
+    from herald.standalone import run
+
+    run(host, port, sandbox_port, database.resolve())
+
+
 # -- health -------------------------------------------------------------------------------------
 
 
@@ -256,6 +275,7 @@ def keys_generate(kid: str) -> None:
 cli.add_command(alerts)
 cli.add_command(workspaces)
 cli.add_command(members)
+cli.add_command(integrations)
 
 
 def main() -> None:

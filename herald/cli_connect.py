@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from herald.cli_alerts import _fail, _table, _when
+from herald.settings import get_settings
 
 T = TypeVar("T")
 
@@ -201,3 +202,105 @@ def members_remove(workspace_id: str, user_id: str, by: str) -> None:
 
     _run(lambda s: service.remove_member(s, _manager(by), _uuid(workspace_id), user_id))
     click.echo(f"{user_id} removed from {workspace_id}")
+
+
+# -- integrations -------------------------------------------------------------------------------
+
+
+@click.group()
+def integrations() -> None:
+    """List, connect and disconnect a workspace's accounts."""
+
+
+def _show_integrations(views: list[Any]) -> None:
+    _table(
+        "integrations",
+        ["id", "provider", "account", "status", "token expires", "last refresh", "last error"],
+        [
+            [
+                str(v.integration.id),
+                v.integration.provider,
+                v.integration.handle or v.integration.external_account_id,
+                v.integration.status.value,
+                _when(v.integration.token_expires_at),
+                _when(v.integration.last_refreshed_at),
+                f"{v.last_error_code}: {v.last_error_message}" if v.last_error_code else "-",
+            ]
+            for v in views
+        ],
+    )
+
+
+@integrations.command("list")
+@click.argument("workspace_id")
+def integrations_list(workspace_id: str) -> None:
+    """A workspace's accounts: status, expiry, last refresh, last error (never tokens)."""
+    from herald.connections import accounts
+
+    _show_integrations(
+        _run(lambda s: accounts.list_integrations(s, _manager("cli"), _uuid(workspace_id)))
+    )
+
+
+def _keys() -> Any:
+    from herald.security.crypto import KeyRing
+
+    return KeyRing.from_settings(get_settings())
+
+
+@integrations.command("connect")
+@click.argument("provider")
+@click.argument("workspace_id")
+@click.option("--identifier", help="Bluesky: the handle or DID")
+@BY
+def integrations_connect(provider: str, workspace_id: str, identifier: str | None, by: str) -> None:
+    """Connect an account. OAuth networks: open the printed URL, approve, and paste the URL the
+    network sent you back to. Bluesky: --identifier, then the app password when asked."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from herald.connections import accounts, oauth
+    from herald.connections.access import Refused
+
+    settings, manager, ws = get_settings(), _manager(by), _uuid(workspace_id)
+    try:
+        if provider == "bluesky":
+            password = click.prompt("app password", hide_input=True)
+            integration, _ = accounts.connect_bluesky(
+                settings, _keys(), manager, ws, identifier=identifier or "", app_password=password
+            )
+        else:
+            started = oauth.begin(settings, _keys(), manager, ws, provider)
+            click.echo(f"Open this URL and approve:\n  {started.url}")
+            back = parse_qs(urlsplit(click.prompt("URL you were sent back to")).query)
+            integration, _ = oauth.finish(
+                settings,
+                _keys(),
+                manager,
+                provider,
+                code=back.get("code", [""])[0],
+                state=back.get("state", [""])[0],
+                workspace_id=ws,
+            )
+    except Refused as exc:
+        _fail(exc.message)
+        return
+    click.echo(f"connected {provider} account {integration.handle or ''} as {integration.id}")
+
+
+@integrations.command("disconnect")
+@click.argument("workspace_id")
+@click.argument("integration_id")
+@BY
+def integrations_disconnect(workspace_id: str, integration_id: str, by: str) -> None:
+    """Revoke at the network where possible, disable, forget the tokens (audited)."""
+    from herald.connections import accounts
+    from herald.connections.access import Refused
+
+    try:
+        _, revocation = accounts.disconnect(
+            get_settings(), _keys(), _manager(by), _uuid(workspace_id), _uuid(integration_id)
+        )
+    except Refused as exc:
+        _fail(exc.message)
+        return
+    click.echo(f"disconnected {integration_id} (at the network: {revocation})")

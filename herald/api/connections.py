@@ -5,7 +5,7 @@ The OAuth flow (see :mod:`herald.connections.oauth`): the host application asks
 ``authorize`` for the network's URL and sends the user there; the network redirects the user
 back to the host application's page for that network, which calls ``callback`` with the code
 and the state, and the user's JWT. Networks without OAuth connect with their own credential
-(``POST /integrations/bluesky``). Nothing here ever answers a token.
+(``POST /integrations/bluesky/connect``). Nothing here ever answers a token.
 """
 
 from __future__ import annotations
@@ -211,7 +211,9 @@ def list_integrations(
         return IntegrationList(items=[IntegrationOut.of(v.integration, v) for v in views])
 
 
-@router.post("/integrations/bluesky", status_code=201, responses=REFUSALS | {502: EXCHANGE[502]})
+@router.post(
+    "/integrations/bluesky/connect", status_code=201, responses=REFUSALS | {502: EXCHANGE[502]}
+)
 def connect_bluesky(
     body: BlueskyCredentials,
     caller: CurrentCaller,

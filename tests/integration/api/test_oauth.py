@@ -259,3 +259,23 @@ def test_disconnect_revokes_at_the_network_and_posts_wait(
         404,
         "integration_not_found",
     )
+
+
+def test_bluesky_connects_with_an_app_password_checked_at_the_network(
+    api: TestClient, owner: Owner, sandbox: SandboxClient, audit_of: AuditOf
+) -> None:
+    sandbox.create_account("bluesky", handle="alice.bsky.social", password="abcd-efgh-ijkl-mnop")
+    url = "/api/postiz/integrations/bluesky/connect"
+    wrong = {"identifier": "alice.bsky.social", "app_password": "not-it"}
+    assert_error(api.post(url, json=wrong, headers=owner.headers), 400, "credentials_refused")
+    assert query(select(Integration.id)) == []
+    assert failures(audit_of) == ["credentials_refused"]
+
+    right = {"identifier": "alice.bsky.social", "app_password": "abcd-efgh-ijkl-mnop"}
+    made = api.post(url, json=right, headers=owner.headers)
+    assert made.status_code == 201, made.text
+    assert made.json()["integration"]["handle"] == "alice.bsky.social"
+    assert "abcd-efgh" not in made.text
+    again = api.post(url, json=right, headers=owner.headers)
+    assert (again.status_code, again.json()["reconnected"]) == (200, True)
+    assert [e.event_type for e in audit_of("credential.update")] == ["credential.update"] * 2

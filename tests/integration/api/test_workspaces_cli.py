@@ -10,6 +10,8 @@ from sqlalchemy.engine import Engine
 
 from herald.cli import cli
 from herald.models import AuditEvent
+from herald.sandbox import SandboxClient
+from herald.settings import Settings
 from tests.integration.api.conftest import query
 
 
@@ -39,3 +41,31 @@ def test_workspaces_and_members_from_the_command_line(committed: Engine) -> None
     assert ("cli", "carol", "workspace.delete") in [
         (e.actor_type, e.actor_id, e.details["action"]) for e in audited
     ]
+
+
+def test_integrations_from_the_command_line(
+    committed: Engine, process_settings: Settings, sandbox: SandboxClient
+) -> None:
+    sandbox.create_account("bluesky", handle="ops.bsky.social", password="app-pass-word")
+    made = run("workspaces", "create", "Ops", "--owner", "alice")
+    (ws_id,) = re.findall(r"[0-9a-f]{8}-[0-9a-f-]{27}", made)
+    refused = CliRunner().invoke(
+        cli,
+        ["integrations", "connect", "bluesky", ws_id, "--identifier", "ops.bsky.social"],
+        input="wrong\n",
+    )
+    assert refused.exit_code == 1
+    assert "did not accept" in refused.output
+    connected = CliRunner().invoke(
+        cli,
+        ["integrations", "connect", "bluesky", ws_id, "--identifier", "ops.bsky.social"],
+        input="app-pass-word\n",
+    )
+    assert connected.exit_code == 0, connected.output
+    assert "app-pass-word" not in connected.output.split("\n", 1)[1]
+    (integration_id,) = re.findall(r"as ([0-9a-f-]{36})", connected.output)
+    listed = run("integrations", "list", ws_id)
+    assert "ops.bsky.social" in listed
+    assert "active" in listed
+    assert "unsupported" in run("integrations", "disconnect", ws_id, integration_id)
+    assert "disabled" in run("integrations", "list", ws_id)
