@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from herald import db
 from herald.models import Membership, Role, Workspace, utcnow
-from herald.settings import Settings, use_settings
+from herald.settings import Settings
 
 DEMO_USER = "demo-user"
 DEMO_SLUG = "demo"
@@ -96,18 +96,12 @@ def run(host: str, port: int, sandbox_port: int, database: Path) -> None:
     from herald.api import create_app
     from herald.api.server import server_config
     from herald.celery_app import app
-    from herald.embedded import EmbeddedRuntime, configure_app
-    from herald.migrations import runner
+    from herald.embedded import EmbeddedRuntime, prepare
     from herald.sandbox import run_in_thread
-    from herald.telemetry.logging import configure_logging
 
     with run_in_thread(host, sandbox_port) as sandbox:
         settings = standalone_settings(database, sandbox.url)
-        use_settings(settings)
-        configure_logging(settings)
-        configure_app(app, settings)
-        runner.upgrade(settings.database_url)
-        db.use_engine(db.make_engine(settings.database_url))
+        prepare(app, settings)
         workspace_id = demo_workspace()
         server = uvicorn.Server(server_config(create_app(settings), host, port))
         with EmbeddedRuntime(app, concurrency=4):
