@@ -248,14 +248,30 @@ def _keys() -> Any:
     return KeyRing.from_settings(get_settings())
 
 
+def _ask_credentials(provider: str, identifier: str | None) -> dict[str, str]:
+    """What a credential network needs, asked for without echoing the secret."""
+    if provider == "bluesky":
+        return {
+            "identifier": identifier or click.prompt("handle"),
+            "app_password": click.prompt("app password", hide_input=True),
+        }
+    if provider == "telegram":
+        return {
+            "chat_id": identifier or click.prompt("chat id or @channel"),
+            "bot_token": click.prompt("bot token", hide_input=True),
+        }
+    return {"webhook_url": click.prompt("webhook URL", hide_input=True)}
+
+
 @integrations.command("connect")
 @click.argument("provider")
 @click.argument("workspace_id")
-@click.option("--identifier", help="Bluesky: the handle or DID")
+@click.option("--identifier", help="Bluesky: the handle or DID; Telegram: the chat")
 @BY
 def integrations_connect(provider: str, workspace_id: str, identifier: str | None, by: str) -> None:
     """Connect an account. OAuth networks: open the printed URL, approve, and paste the URL the
-    network sent you back to. Bluesky: --identifier, then the app password when asked."""
+    network sent you back to. Bluesky, Telegram, Discord (webhook): the credential is asked
+    for without echo."""
     from urllib.parse import parse_qs, urlsplit
 
     from herald.connections import accounts, oauth
@@ -263,10 +279,14 @@ def integrations_connect(provider: str, workspace_id: str, identifier: str | Non
 
     settings, manager, ws = get_settings(), _manager(by), _uuid(workspace_id)
     try:
-        if provider == "bluesky":
-            password = click.prompt("app password", hide_input=True)
-            integration, _ = accounts.connect_bluesky(
-                settings, _keys(), manager, ws, identifier=identifier or "", app_password=password
+        if provider in accounts.CREDENTIAL_NETWORKS:
+            integration, _ = accounts.connect_with_credentials(
+                settings,
+                _keys(),
+                manager,
+                ws,
+                provider=provider,
+                credentials=_ask_credentials(provider, identifier),
             )
         else:
             started = oauth.begin(settings, _keys(), manager, ws, provider)

@@ -254,8 +254,9 @@ def _connect(
             workspace_id=ws,
         )
     elif conn.network == "bluesky":
-        integration, _ = accounts.connect_bluesky(
-            settings, keys, DEMO, ws, identifier=conn.key, app_password=DEMO_APP_PASSWORD
+        credentials = {"identifier": conn.key, "app_password": DEMO_APP_PASSWORD}
+        integration, _ = accounts.connect_with_credentials(
+            settings, keys, DEMO, ws, provider="bluesky", credentials=credentials
         )
     else:
         with db.session_scope() as session:

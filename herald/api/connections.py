@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
-from herald.api.deps import CurrentCaller, report_if_foreign, settings_of
+from herald.api.deps import Caller, CurrentCaller, report_if_foreign, settings_of
 from herald.api.errors import COMMON_RESPONSES, ErrorEnvelope
 from herald.api.paths import PREFIX
 from herald.api.workspaces import CurrentManager, management_session
@@ -126,6 +126,26 @@ class BlueskyCredentials(BaseModel):
     )
 
 
+class TelegramCredentials(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    bot_token: SecretStr = Field(
+        min_length=1, max_length=200, description="From BotFather: <bot id>:<secret>"
+    )
+    chat_id: Annotated[
+        str, StringConstraints(pattern=r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31})$")
+    ] = Field(description="A numeric chat id or @channelusername")
+
+
+class DiscordWebhook(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    webhook_url: SecretStr = Field(
+        min_length=1,
+        max_length=500,
+        description="https://discord.com/api/webhooks/<id>/<token> (Channel settings → "
+        "Integrations → Webhooks → Copy Webhook URL)",
+    )
+
+
 def _keys(request: Request) -> KeyRing:
     return KeyRing.from_settings(settings_of(request))
 
@@ -211,9 +231,36 @@ def list_integrations(
         return IntegrationList(items=[IntegrationOut.of(v.integration, v) for v in views])
 
 
-@router.post(
-    "/integrations/bluesky/connect", status_code=201, responses=REFUSALS | {502: EXCHANGE[502]}
-)
+def _connect(
+    request: Request,
+    response: Response,
+    caller: Caller,
+    manager: Manager,
+    *,
+    provider: str,
+    credentials: dict[str, str],
+) -> Connected:
+    integration, existed = accounts.connect_with_credentials(
+        settings_of(request),
+        _keys(request),
+        manager,
+        caller.workspace_id,
+        provider=provider,
+        credentials=credentials,
+    )
+    if existed:
+        response.status_code = 200
+    return Connected(integration=IntegrationOut.of(integration), reconnected=existed)
+
+
+CONNECT_RESPONSES = REFUSALS | {
+    200: {"model": Connected, "description": "The account was connected before: updated"},
+    400: {"model": ErrorEnvelope, "description": "The network refused the credentials"},
+    502: EXCHANGE[502],
+}
+
+
+@router.post("/integrations/bluesky/connect", status_code=201, responses=CONNECT_RESPONSES)
 def connect_bluesky(
     body: BlueskyCredentials,
     caller: CurrentCaller,
@@ -221,18 +268,43 @@ def connect_bluesky(
     request: Request,
     response: Response,
 ) -> Connected:
-    """Connect a Bluesky account with an app password, checked with Bluesky first."""
-    integration, existed = accounts.connect_bluesky(
-        settings_of(request),
-        _keys(request),
-        manager,
-        caller.workspace_id,
-        identifier=body.identifier,
-        app_password=body.app_password.get_secret_value(),
+    """Connect a Bluesky account with an app password, checked with Bluesky first
+    (``createSession``); Herald keeps the session, not the password."""
+    credentials = {
+        "identifier": body.identifier,
+        "app_password": body.app_password.get_secret_value(),
+    }
+    return _connect(request, response, caller, manager, provider="bluesky", credentials=credentials)
+
+
+@router.post("/integrations/telegram/connect", status_code=201, responses=CONNECT_RESPONSES)
+def connect_telegram(
+    body: TelegramCredentials,
+    caller: CurrentCaller,
+    manager: WorkspaceManager,
+    request: Request,
+    response: Response,
+) -> Connected:
+    """Connect a Telegram chat through a bot: the token is checked (``getMe``) and the bot
+    must see the chat (``getChat``) before anything is stored."""
+    credentials = {"bot_token": body.bot_token.get_secret_value(), "chat_id": body.chat_id}
+    return _connect(
+        request, response, caller, manager, provider="telegram", credentials=credentials
     )
-    if existed:
-        response.status_code = 200
-    return Connected(integration=IntegrationOut.of(integration), reconnected=existed)
+
+
+@router.post("/integrations/discord/connect", status_code=201, responses=CONNECT_RESPONSES)
+def connect_discord(
+    body: DiscordWebhook,
+    caller: CurrentCaller,
+    manager: WorkspaceManager,
+    request: Request,
+    response: Response,
+) -> Connected:
+    """Connect a Discord channel by its incoming webhook URL, checked with Discord first. Only
+    the webhook's id and token are used; Herald calls Discord's API, not the URL's host."""
+    credentials = {"webhook_url": body.webhook_url.get_secret_value()}
+    return _connect(request, response, caller, manager, provider="discord", credentials=credentials)
 
 
 @router.delete("/integrations/{integration_id}", responses=REFUSALS)

@@ -24,7 +24,14 @@ from herald import db
 from herald.connections.access import Manager, Refused, require
 from herald.connections.workspaces import EVERYONE
 from herald.models import Integration, IntegrationStatus, TokenRefreshAttempt, utcnow
-from herald.providers.base import Account, ProviderError, TokenSet
+from herald.providers.base import (
+    Account,
+    AmbiguousOutcome,
+    ProviderError,
+    RateLimited,
+    TokenSet,
+    TransientError,
+)
 from herald.providers.registry import provider_for
 from herald.security import audit
 from herald.security.audit import EventType, Outcome, Severity
@@ -148,42 +155,61 @@ def _revoke(settings: Settings, keys: KeyRing, integration: Integration) -> str:
     return "revoked"
 
 
-def connect_bluesky(
+#: The networks that connect with their own credential, and what each asks for.
+CREDENTIAL_NETWORKS = {
+    "bluesky": "a handle and an app password",
+    "telegram": "a bot token and a chat",
+    "discord": "an incoming webhook URL",
+}
+
+
+def connect_with_credentials(
     settings: Settings,
     keys: KeyRing,
     manager: Manager,
     workspace_id: uuid.UUID,
     *,
-    identifier: str,
-    app_password: str,
+    provider: str,
+    credentials: dict[str, str],
 ) -> tuple[Integration, bool]:
-    """Log in with a handle and an app password; store the session's tokens."""
+    """Connect ``provider`` with its own credential, checked at the network first: Bluesky
+    ``{identifier, app_password}`` (createSession), Telegram ``{bot_token, chat_id}``
+    (getMe, getChat), Discord ``{webhook_url}`` (GET the webhook)."""
     with db.session_scope() as session:
-        db.service_scope(session, "connect.bluesky")
+        db.service_scope(session, f"connect.{provider}")
         require(session, manager, workspace_id)
-    adapter = provider_for("bluesky", settings)
-    login = getattr(adapter, "login")  # noqa: B009 - Bluesky's own way in, not the protocol's
+    adapter: Any = provider_for(provider, settings)
     try:
-        tokens, account = login(identifier, app_password)
+        if provider == "bluesky":
+            tokens, account = adapter.login(credentials["identifier"], credentials["app_password"])
+        elif provider == "telegram":
+            tokens, account = adapter.verify(credentials["bot_token"], credentials["chat_id"])
+        elif provider == "discord":
+            tokens, account = adapter.verify_webhook(credentials["webhook_url"])
+        else:
+            raise Refused(404, "provider_not_found", f"{provider!r} does not connect this way")
     except ProviderError as exc:
+        # The network said no (or the credential could not even be sent): the user's to fix.
+        refused = not isinstance(exc, TransientError | AmbiguousOutcome | RateLimited)
         record_failure(
             manager,
             workspace_id,
-            "bluesky",
-            "credentials_refused",
+            provider,
+            "credentials_refused" if refused else "provider_unavailable",
             details={"error_type": type(exc).__name__, "http_status": exc.http_status},
         )
+        if refused:
+            raise Refused(
+                400,
+                "credentials_refused",
+                f"{provider} did not accept {CREDENTIAL_NETWORKS[provider]}",
+                details={"http_status": exc.http_status},
+            ) from None
         raise Refused(
-            400 if exc.http_status and exc.http_status < 500 else 502,
-            "credentials_refused"
-            if exc.http_status and exc.http_status < 500
-            else "provider_unavailable",
-            "Bluesky did not accept this handle and app password"
-            if exc.http_status and exc.http_status < 500
-            else "Bluesky could not be reached; try again",
+            502, "provider_unavailable", f"{provider} could not be reached; try again"
         ) from None
     return save_connection(
-        manager, keys, workspace_id, provider="bluesky", tokens=tokens, account=account
+        manager, keys, workspace_id, provider=provider, tokens=tokens, account=account
     )
 
 

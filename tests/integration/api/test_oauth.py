@@ -279,3 +279,35 @@ def test_bluesky_connects_with_an_app_password_checked_at_the_network(
     again = api.post(url, json=right, headers=owner.headers)
     assert (again.status_code, again.json()["reconnected"]) == (200, True)
     assert [e.event_type for e in audit_of("credential.update")] == ["credential.update"] * 2
+
+
+def test_telegram_and_discord_webhooks_are_checked_at_the_network_before_saving(
+    api: TestClient, owner: Owner, sandbox: SandboxClient, audit_of: AuditOf
+) -> None:
+    bot = sandbox.create_account("telegram", handle="herald_bot")
+    token = bot["access_token"]
+    url = "/api/postiz/integrations/telegram/connect"
+    made = api.post(
+        url, json={"bot_token": token, "chat_id": "@herald_news"}, headers=owner.headers
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["integration"]["handle"] == "herald_news"
+    assert token.split(":")[-1] not in made.text
+    unknown_bot = {"bot_token": "123456:" + "x" * 30, "chat_id": "@herald_news"}
+    assert_error(api.post(url, json=unknown_bot, headers=owner.headers), 400, "credentials_refused")
+
+    hook = sandbox.create_account("discord", handle="Announcements", settings={"channel_id": "42"})
+    good = f"https://discord.com/api/webhooks/{hook['account_id']}/{hook['access_token']}"
+    url = "/api/postiz/integrations/discord/connect"
+    connected = api.post(url, json={"webhook_url": good}, headers=owner.headers)
+    assert connected.status_code == 201, connected.text
+    assert connected.json()["integration"]["external_account_id"] == hook["account_id"]
+    stale = f"https://discord.com/api/webhooks/{hook['account_id']}/not-the-token-at-all"
+    assert_error(
+        api.post(url, json={"webhook_url": stale}, headers=owner.headers),
+        400,
+        "credentials_refused",
+    )
+    assert failures(audit_of) == ["credentials_refused", "credentials_refused"]
+    listed = api.get("/api/postiz/integrations", headers=owner.headers).json()["items"]
+    assert sorted(i["provider"] for i in listed) == ["discord", "telegram"]
