@@ -242,18 +242,30 @@ def test_only_owners_and_admins_connect_and_strangers_find_nothing(
     assert_error(unknown, 422, "validation_failed")
 
 
-def test_disconnect_revokes_at_the_network_and_posts_wait(
-    api: TestClient, owner: Owner, sandbox: SandboxClient, audit_of: AuditOf
+@pytest.mark.parametrize(
+    ("provider", "revocation"),
+    [("x", "revoked"), ("mastodon", "revoked"), ("reddit", "revoked"), ("linkedin", "unsupported")],
+)
+def test_disconnect_revokes_at_the_network_where_it_can(
+    provider: str,
+    revocation: str,
+    api: TestClient,
+    owner: Owner,
+    sandbox: SandboxClient,
+    audit_of: AuditOf,
 ) -> None:
-    body = finish(api, owner, "x", consent(start(api, owner))).json()
+    body = finish(api, owner, provider, consent(start(api, owner, provider))).json()
     integration_id = body["integration"]["id"]
     gone = api.delete(f"/api/postiz/integrations/{integration_id}", headers=owner.headers)
     assert gone.status_code == 200, gone.text
-    assert gone.json()["revocation"] == "revoked"
+    assert gone.json()["revocation"] == revocation
     assert gone.json()["integration"]["status"] == "disabled"
-    assert all(t["revoked"] for t in sandbox.tokens("x"))
+    if revocation == "revoked":
+        assert all(t["revoked"] for t in sandbox.tokens(provider))
+    (stored,) = query(select(Integration).where(Integration.id == uuid.UUID(integration_id)))
+    assert (stored.access_token_ciphertext, stored.refresh_token_ciphertext) == ("", None)
     (event,) = audit_of("credential.delete")
-    assert event.details["revocation"] == "revoked"
+    assert event.details["revocation"] == revocation
     assert_error(
         api.delete(f"/api/postiz/integrations/{uuid.uuid4()}", headers=owner.headers),
         404,
