@@ -53,8 +53,8 @@ from herald.providers.base import (
 )
 from herald.providers.http import ProviderHTTP, client_refused, json_body
 from herald.providers.lookup import Page, Seen, search_window
+from herald.providers.oauth2 import pkce_pair
 from herald.providers.text import find_urls
-from herald.providers.x import pkce_pair
 from herald.settings import Settings
 
 NAME = "mastodon"

@@ -17,9 +17,7 @@ token endpoint a 400/401 means the grant is dead → ReauthRequired.
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
-import secrets
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -49,6 +47,7 @@ from herald.providers.base import (
 )
 from herald.providers.http import ProviderHTTP, error_for_status, json_body
 from herald.providers.lookup import Page, Seen, search_window
+from herald.providers.oauth2 import pkce_pair
 from herald.providers.text import find_urls, x_weighted_length
 from herald.settings import Settings
 
@@ -77,13 +76,6 @@ def _without_links(text: str) -> str:
         out += [text[cursor : span.start], "\x00link"]
         cursor = span.end
     return "".join([*out, text[cursor:]])
-
-
-def pkce_pair() -> tuple[str, str]:
-    """A fresh (verifier, S256 challenge) pair."""
-    verifier = secrets.token_urlsafe(64)
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def _text(value: Any, limit: int = 300) -> str | None:
