@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 
 from herald.cli_alerts import alerts
 from herald.cli_audit import audit
+from herald.cli_connect import integrations, members, workspaces
 from herald.settings import get_settings
 
 
@@ -249,6 +251,24 @@ def api(host: str, port: int) -> None:
     uvicorn.Server(server_config(create_app(settings), host, port)).run()
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--sandbox-port", type=int, default=8765, show_default=True)
+@click.option(
+    "--database",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("herald-standalone.sqlite3"),
+    show_default=True,
+)
+def standalone(host: str, port: int, sandbox_port: int, database: Path) -> None:
+    """API, worker, beat and the provider sandbox in one process, on embedded defaults;
+    prints a JWT for a demo user and the curl commands to connect an account and post."""
+    from herald.standalone import run
+
+    run(host, port, sandbox_port, database.resolve())
+
+
 # -- health -------------------------------------------------------------------------------------
 
 
@@ -364,6 +384,9 @@ def keys_rotate(batch: int | None, by: str) -> None:
 
 cli.add_command(alerts)
 cli.add_command(audit)
+cli.add_command(workspaces)
+cli.add_command(members)
+cli.add_command(integrations)
 
 
 def main() -> None:

@@ -19,23 +19,29 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
 from herald import db, demo_alerts
+from herald.connections import accounts, oauth
+from herald.connections.access import Manager
+from herald.connections.oauth import OAUTH_PROVIDERS
 from herald.contracts import SchedulePost
 from herald.models import AuditEvent, Integration, Post, PostStatus, Workspace, utcnow
 from herald.providers.base import Account
 from herald.publishing.scheduling import SchedulingError, schedule_post
 from herald.sandbox import SandboxClient, run_in_thread
+from herald.security.audit import Actor
 from herald.security.audit_verify import verify_and_record
 from herald.security.checkpoints import generate_signing_key
 from herald.security.checkpoints import write as write_checkpoint
 from herald.security.crypto import KeyRing
-from herald.settings import Settings, use_settings
+from herald.settings import Settings
 from herald.tokens.connect import connect_integration, tokens_from
 
 P = PostStatus
@@ -149,9 +155,7 @@ def demo_settings(database: Path, sandbox_url: str, **overrides: Any) -> Setting
 
 def run(console: Console | None = None, database: Path | None = None) -> int:
     from herald.celery_app import app
-    from herald.embedded import EmbeddedRuntime, configure_app
-    from herald.migrations import runner
-    from herald.telemetry.logging import configure_logging
+    from herald.embedded import EmbeddedRuntime, prepare
 
     console = console or Console(width=max(Console().width, 140))
     database = database or Path.cwd() / "herald-demo.sqlite3"
@@ -162,11 +166,7 @@ def run(console: Console | None = None, database: Path | None = None) -> int:
             leftover.unlink()
     with run_in_thread() as server, demo_alerts.SignedWebhookReceiver() as receiver:
         settings = demo_settings(database, server.url, **receiver.settings())
-        use_settings(settings)
-        configure_logging(settings)
-        configure_app(app, settings)
-        runner.upgrade(settings.database_url)
-        db.use_engine(db.make_engine(settings.database_url))
+        prepare(app, settings)
         sandbox = SandboxClient(server.url)
         sandbox.set_rate_limit("x", 3, 8)
 
@@ -190,14 +190,25 @@ def _seed(
     expected: dict[uuid.UUID, Connection] = {}
     rejected: list[str] = []
     with db.session_scope() as session:
+        workspaces = {slug: uuid.uuid4() for slug in ("acme", "globex")}
+        session.add_all(
+            Workspace(id=ws, name=slug.title(), slug=slug) for slug, ws in workspaces.items()
+        )
+    integrations = {
+        conn.key: _connect(sandbox, settings, keys, conn, workspaces[conn.workspace])
+        for conn in SCENARIO
+    }
+    oauth_connects = sum(conn.network in OAUTH_PROVIDERS for conn in SCENARIO)
+    console.print(
+        f"connected {len(SCENARIO)} accounts: {oauth_connects} through the OAuth flow "
+        "(authorize, consent at the sandbox, callback), the others with their own credential"
+    )
+    with db.session_scope() as session:
         db.service_scope(session, "demo")
-        workspaces = {slug: Workspace(name=slug.title(), slug=slug) for slug in ("acme", "globex")}
-        session.add_all(workspaces.values())
-        session.flush()
         total = sum(c.posts for c in SCENARIO)
         n = 0
         for conn in SCENARIO:
-            integration = _connect(session, sandbox, keys, conn, workspaces[conn.workspace])
+            integration = integrations[conn.key]
             for fault in conn.faults:
                 sandbox.inject(conn.network, account_id=integration.external_account_id, **fault)
             for i in range(conn.posts):
@@ -241,24 +252,55 @@ def _seed(
     return expected, rejected
 
 
+DEMO_APP_PASSWORD = "demo-app-password"  # noqa: S105 - the sandbox account's, made here
+DEMO = Manager(Actor("system", "herald-demo"), None)
+
+
 def _connect(
-    session: Any, sandbox: SandboxClient, keys: KeyRing, conn: Connection, ws: Workspace
+    sandbox: SandboxClient, settings: Settings, keys: KeyRing, conn: Connection, ws: uuid.UUID
 ) -> Integration:
-    created = sandbox.create_account(conn.network, handle=conn.key, settings=conn.settings)
-    if conn.expire_tokens:
-        sandbox.expire_tokens(conn.network, created["account_id"])
-    return connect_integration(
-        session,
-        workspace_id=ws.id,
-        provider=conn.network,
-        account=Account(
-            external_id=created["account_id"],
-            handle=created.get("handle"),
-            settings=created.get("settings") or {},
-        ),
-        tokens=tokens_from(created),
-        keys=keys,
+    """Connect the scenario's account as a user would: by OAuth (consent given at the
+    sandbox), by app password (Bluesky), or with a bot token (Telegram, directly)."""
+    created = sandbox.create_account(
+        conn.network, handle=conn.key, settings=conn.settings, password=DEMO_APP_PASSWORD
     )
+    if conn.network in OAUTH_PROVIDERS:
+        started = oauth.begin(settings, keys, DEMO, ws, conn.network)
+        # The newest account of the network signs in at the sandbox's consent screen.
+        back = httpx.get(started.url, follow_redirects=False, timeout=10).headers["location"]
+        query = parse_qs(urlsplit(back).query)
+        integration, _ = oauth.finish(
+            settings,
+            keys,
+            DEMO,
+            conn.network,
+            code=query["code"][0],
+            state=query["state"][0],
+            workspace_id=ws,
+        )
+    elif conn.network == "bluesky":
+        credentials = {"identifier": conn.key, "app_password": DEMO_APP_PASSWORD}
+        integration, _ = accounts.connect_with_credentials(
+            settings, keys, DEMO, ws, provider="bluesky", credentials=credentials
+        )
+    else:
+        with db.session_scope() as session:
+            integration = connect_integration(
+                session,
+                workspace_id=ws,
+                provider=conn.network,
+                account=Account(
+                    external_id=created["account_id"],
+                    handle=created.get("handle"),
+                    settings=created.get("settings") or {},
+                ),
+                tokens=tokens_from(created),
+                keys=keys,
+            )
+            session.expunge(integration)
+    if conn.expire_tokens:
+        sandbox.expire_tokens(conn.network, integration.external_account_id)
+    return integration
 
 
 def _statuses() -> Counter[str]:

@@ -18,7 +18,7 @@ from celery.beat import EmbeddedService
 from celery.worker import WorkController
 
 from herald.celery_app import QUEUES, celery_config
-from herald.settings import Settings
+from herald.settings import Settings, use_settings
 
 
 class _Service(Protocol):
@@ -83,6 +83,20 @@ class EmbeddedRuntime:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def prepare(app: Celery, settings: Settings) -> None:
+    """Make ``settings`` this process's (logging, Celery, database engine) and bring its
+    database to the newest migration: what a single-process run does before it starts."""
+    from herald import db
+    from herald.migrations import runner
+    from herald.telemetry.logging import configure_logging
+
+    use_settings(settings)
+    configure_logging(settings)
+    configure_app(app, settings)
+    runner.upgrade(settings.database_url)
+    db.use_engine(db.make_engine(settings.database_url))
 
 
 def configure_app(app: Celery, settings: Settings) -> None:

@@ -399,6 +399,16 @@ class Settings(BaseSettings):
             "cannot cover sends the post to review instead of sending it again."
         ),
     )
+    oauth_redirect_base_url: str = Field(
+        default="http://localhost:3000/integrations/social",
+        description=(
+            "The host application's page that receives the networks' OAuth redirects; each "
+            "network gets its own URI, <base>/<network> (register exactly that with the network)."
+        ),
+    )
+    oauth_state_ttl_s: float = Field(
+        default=600.0, gt=0, le=3600, description="How long an OAuth authorization stays open."
+    )
     provider_timeout_s: float = Field(default=15.0, gt=0)
     provider_connect_timeout_s: float = Field(default=5.0, gt=0)
     user_agent: str = "Herald/0.1 (+https://github.com/herald-social/herald)"

@@ -34,7 +34,7 @@ from herald.settings import Settings
 
 # Declares the scheme in the OpenAPI document; the header itself is checked below so that a
 # missing token and a bad one can be told apart (only the latter is an audited denial).
-_bearer_scheme = HTTPBearer(auto_error=False, description="A JWT signed by the host application")
+bearer_scheme = HTTPBearer(auto_error=False, description="A JWT signed by the host application")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +143,7 @@ def member_workspace(
 
 def authenticate(
     request: Request,
-    _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer_scheme)],
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
     x_workspace_id: Annotated[
         str | None,
         Header(

@@ -19,14 +19,16 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from herald.connections.access import Refused
 from herald.publishing.scheduling import SchedulingError
 from herald.security.auth import AuthError, WorkspaceDenied, WorkspaceRequired
 from herald.telemetry import context
 from herald.telemetry.context import HTTP_CORRELATION_HEADER
 
 
-class ApiError(Exception):
-    """An error the API answers deliberately: status, stable code, human message."""
+class ApiError(Refused):
+    """An error the API answers deliberately: status, stable code, human message (and, unlike
+    the refusals of the layers below, response headers)."""
 
     def __init__(
         self,
@@ -37,11 +39,7 @@ class ApiError(Exception):
         details: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = dict(details or {})
+        super().__init__(status, code, message, details=details)
         self.headers = dict(headers or {})
 
 
@@ -135,6 +133,11 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _refused(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Refused)
+    return error_response(exc.status, exc.code, exc.message, details=exc.details)
+
+
 async def _scheduling_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SchedulingError)
     return error_response(exc.status, exc.code, exc.message, details=exc.details)
@@ -197,6 +200,7 @@ def install_error_handlers(app: FastAPI) -> None:
     anything else with a 500 in the same format)."""
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(SchedulingError, _scheduling_error)
+    app.add_exception_handler(Refused, _refused)
     app.add_exception_handler(AuthError, _auth_error)
     app.add_exception_handler(WorkspaceDenied, _workspace_error)
     app.add_exception_handler(WorkspaceRequired, _workspace_error)

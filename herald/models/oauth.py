@@ -26,3 +26,8 @@ class OAuthState(UUIDPrimaryKey, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
     consumed_at: Mapped[datetime | None]
+
+    @property
+    def pkce(self) -> bool:
+        """Whether the flow carries a PKCE verifier (the networks that take PKCE)."""
+        return self.code_verifier_ciphertext is not None

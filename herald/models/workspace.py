@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from datetime import datetime
 
 from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -22,6 +23,8 @@ class Workspace(UUIDPrimaryKey, Timestamps, Base):
 
     name: Mapped[str] = mapped_column(String(200))
     slug: Mapped[str] = mapped_column(String(100), unique=True)
+    # Soft delete: a deleted workspace is found by nobody, and nothing of it publishes.
+    deleted_at: Mapped[datetime | None]
 
 
 class Membership(UUIDPrimaryKey, Timestamps, Base):

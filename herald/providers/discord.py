@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
@@ -64,6 +65,7 @@ AUTHORIZE_URL = "https://discord.com/oauth2/authorize"
 DEFAULT_RETRY_AFTER_S = 5.0
 HISTORY_PAGE = 100  # the most ``limit`` allows
 Mode = Literal["webhook", "bot"]
+_WEBHOOK_URL = re.compile(r"/webhooks/(\d{1,30})/([A-Za-z0-9_-]{1,200})/?$")
 
 
 def nonce_for(idempotency_key: str) -> str:
@@ -213,6 +215,35 @@ class DiscordProvider:
     @staticmethod
     def _channel(account: Account) -> str:
         return str(account.settings.get("channel_id") or account.external_id)
+
+    def verify_webhook(self, webhook_url: str) -> tuple[TokenSet, Account]:
+        """Check an incoming webhook's URL (``GET /webhooks/{id}/{token}``) before connecting.
+        Only its id and token are taken from the URL: the call goes to Discord's base URL,
+        never to the host the URL names."""
+        found = _WEBHOOK_URL.search(webhook_url.strip())
+        if found is None:
+            raise PermanentError("not a Discord webhook URL", provider=NAME, http_status=400)
+        webhook_id, token = found.groups()
+        tokens = TokenSet(access_token=token)
+        account = Account(external_id=webhook_id)
+        response = self._http.request(
+            "GET",
+            self._webhook_path(account, tokens),
+            headers={"User-Agent": USER_AGENT},
+            idempotent=True,
+        )
+        if response.status_code != 200:
+            raise classify(response)
+        body = json_body(response)
+        if not isinstance(body, dict):
+            raise PermanentError("unreadable answer from Discord", provider=NAME)
+        settings = {k: str(body[k]) for k in ("channel_id", "guild_id") if body.get(k)}
+        name = body.get("name")
+        return tokens, Account(
+            external_id=webhook_id,
+            handle=name if isinstance(name, str) else None,
+            settings={"mode": "webhook", **settings},
+        )
 
     def _webhook_path(self, account: Account, tokens: TokenSet) -> str:
         token = tokens.access_token.strip()

@@ -53,8 +53,8 @@ from herald.providers.base import (
 )
 from herald.providers.http import ProviderHTTP, client_refused, json_body
 from herald.providers.lookup import Page, Seen, search_window
+from herald.providers.oauth2 import pkce_pair
 from herald.providers.text import find_urls
-from herald.providers.x import pkce_pair
 from herald.settings import Settings
 
 NAME = "mastodon"
@@ -313,6 +313,17 @@ class MastodonProvider:
             }
         )
         return AuthorizeRequest(f"{self._base}/oauth/authorize?{query}", state, verifier)
+
+    def revoke(self, tokens: TokenSet) -> None:
+        """Revoke the access token at the instance (``POST /oauth/revoke``)."""
+        form = {
+            "client_id": self._client_id,
+            "client_secret": self._client_secret,
+            "token": tokens.access_token,
+        }
+        response = self._http.request("POST", f"{self._base}/oauth/revoke", data=form)
+        if not response.is_success:
+            raise _error(response)
 
     def exchange_code(
         self, code: str, redirect_uri: str, code_verifier: str | None

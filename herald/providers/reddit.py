@@ -255,6 +255,23 @@ class RedditProvider:
 
     # ------------------------------------------------------------------ tokens
 
+    def revoke(self, tokens: TokenSet) -> None:
+        """Revoke the grant (``POST /api/v1/revoke_token``): the refresh token, which takes its
+        access tokens with it, or the access token when there is none."""
+        token = tokens.refresh_token or tokens.access_token
+        hint = "refresh_token" if tokens.refresh_token else "access_token"
+        response = self._http.request(
+            "POST",
+            f"{self._token_host}/api/v1/revoke_token",
+            data={"token": token, "token_type_hint": hint},
+            auth=(self._client_id, self._client_secret),
+            idempotent=True,
+        )
+        if not response.is_success:
+            raise PermanentError(
+                "Reddit did not revoke the token", provider=NAME, http_status=response.status_code
+            )
+
     def _token_call(self, form: dict[str, str], *, repeatable: bool) -> dict[str, Any]:
         """``repeatable``: a refresh (Reddit's refresh tokens do not rotate, so asking again is
         safe); a code exchange is not (the code is single use)."""

@@ -213,6 +213,33 @@ class TelegramProvider:
             raise ReauthRequired("the stored bot token is not a token", provider=NAME)
         return f"/bot{token}/{method}"
 
+    def verify(self, bot_token: str, chat_id: str) -> tuple[TokenSet, Account]:
+        """Check a bot token (``getMe``) and that the bot can see the chat (``getChat``)
+        before connecting: the connection's tokens and account."""
+        tokens = TokenSet(access_token=bot_token.strip())
+        me = self._result(self._http.request("GET", self._path(tokens, "getMe"), idempotent=True))
+        chat = self._result(
+            self._http.request(
+                "GET", self._path(tokens, "getChat"), params={"chat_id": chat_id}, idempotent=True
+            )
+        )
+        handle = chat.get("username") or chat.get("title")
+        return tokens, Account(
+            external_id=str(chat.get("id", chat_id)),
+            handle=str(handle) if handle else None,
+            settings={"bot_username": me.get("username"), "chat_type": chat.get("type")},
+        )
+
+    @staticmethod
+    def _result(response: httpx.Response) -> dict[str, Any]:
+        if response.status_code != 200:
+            raise classify(response)
+        body = json_body(response)
+        result = body.get("result") if isinstance(body, dict) else None
+        if not isinstance(result, dict):
+            raise PermanentError("unreadable answer from Telegram", provider=NAME)
+        return result
+
     # ------------------------------------------------------------------ tokens
 
     def refresh(self, account: Account, tokens: TokenSet) -> TokenSet:

@@ -17,9 +17,7 @@ token endpoint a 400/401 means the grant is dead → ReauthRequired.
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
-import secrets
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -49,6 +47,7 @@ from herald.providers.base import (
 )
 from herald.providers.http import ProviderHTTP, error_for_status, json_body
 from herald.providers.lookup import Page, Seen, search_window
+from herald.providers.oauth2 import pkce_pair
 from herald.providers.text import find_urls, x_weighted_length
 from herald.settings import Settings
 
@@ -77,13 +76,6 @@ def _without_links(text: str) -> str:
         out += [text[cursor : span.start], "\x00link"]
         cursor = span.end
     return "".join([*out, text[cursor:]])
-
-
-def pkce_pair() -> tuple[str, str]:
-    """A fresh (verifier, S256 challenge) pair."""
-    verifier = secrets.token_urlsafe(64)
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def _text(value: Any, limit: int = 300) -> str | None:
@@ -240,13 +232,16 @@ class XProvider:
         return f"https://x.com/{account.handle or 'i/web'}/status/{tweet_id}"
 
     def _token_call(self, form: dict[str, str]) -> httpx.Response:
+        return self._token_call_to("/2/oauth2/token", form)
+
+    def _token_call_to(self, path: str, form: dict[str, str]) -> httpx.Response:
         headers: dict[str, str] = {}
         if self._client_secret:
             pair = f"{self._client_id}:{self._client_secret}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         else:
             form["client_id"] = self._client_id
-        return self._http.request("POST", "/2/oauth2/token", data=form, headers=headers)
+        return self._http.request("POST", path, data=form, headers=headers)
 
     def _token_set(self, response: httpx.Response, previous: TokenSet | None) -> TokenSet:
         if response.status_code != 200:
@@ -278,6 +273,17 @@ class XProvider:
             raise ReauthRequired("no refresh token (offline.access not granted)", provider=NAME)
         form = {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token}
         return self._token_set(self._token_call(form), tokens)
+
+    def revoke(self, tokens: TokenSet) -> None:
+        """Revoke the connection at X (``POST /2/oauth2/revoke``): the refresh token, which
+        takes its access tokens with it, or the access token when there is none."""
+        token = tokens.refresh_token or tokens.access_token
+        hint = "refresh_token" if tokens.refresh_token else "access_token"
+        response = self._token_call_to(
+            "/2/oauth2/revoke", {"token": token, "token_type_hint": hint}
+        )
+        if response.status_code != 200:
+            raise _error(response, idempotent=True, token=True)
 
     def find_post(
         self, draft: PostDraft, account: Account, tokens: TokenSet, since: datetime

@@ -18,7 +18,7 @@ from sqlalchemy import Row, Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from herald.db import service_scope
-from herald.models import Integration, Post, PostStatus, utcnow
+from herald.models import Integration, IntegrationStatus, Post, PostStatus, utcnow
 from herald.publishing import circuit
 from herald.settings import Settings
 from herald.telemetry.tracing import TraceContext
@@ -105,6 +105,8 @@ def _due(now: datetime) -> Select[tuple[uuid.UUID, str]]:
                 and_(Post.status == PostStatus.SCHEDULED, Post.scheduled_at <= now),
                 and_(Post.status == PostStatus.RETRYING, Post.next_attempt_at <= now),
             ),
+            # Disconnected, or its workspace deleted: nothing of it publishes.
+            Integration.status != IntegrationStatus.DISABLED,
             or_(Integration.rate_limited_until.is_(None), Integration.rate_limited_until <= now),
             # Mid-refresh (herald.tokens.lease): its posts wait for the new token.
             or_(Integration.refresh_lease_until.is_(None), Integration.refresh_lease_until <= now),

@@ -210,6 +210,18 @@ class DiscordNetwork(SandboxNetwork):
                 raise NetworkError(404, "Unknown Channel", code="10003")
             return auth.account
 
+        @router.get("/webhooks/{webhook_id}/{token}")
+        async def get_webhook(request: Request, webhook_id: str, token: str) -> dict[str, Any]:
+            account = webhook(request, webhook_id)
+            return {
+                "id": webhook_id,
+                "type": 1,
+                "name": account.handle,
+                "channel_id": str(account.settings.get("channel_id", "0")),
+                "guild_id": str(account.settings.get("guild_id", "0")),
+                "application_id": None,
+            }
+
         @router.post("/webhooks/{webhook_id}/{token}")
         async def execute(request: Request, webhook_id: str, token: str) -> Response:
             account = webhook(request, webhook_id)

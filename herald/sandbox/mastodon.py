@@ -191,6 +191,20 @@ class MastodonNetwork(SandboxNetwork):
             query = urlencode({"code": code, "state": q.get("state", "")})
             return RedirectResponse(f"{redirect_uri}?{query}", status_code=302)
 
+        @router.post("/oauth/revoke")
+        async def revoke(request: Request) -> dict[str, Any]:
+            form = await read_form(request)
+            client_id, secret = token_client(request, form)
+            if not sb.client_accepted(net, client_id, secret, secret=True):
+                raise NetworkError(
+                    403,
+                    "You are not authorized to revoke this token",
+                    code="unauthorized_client",
+                    extra={"oauth": True},
+                )
+            sb.revoke(form.get("token", ""))
+            return {}
+
         @router.post("/oauth/token")
         async def token(request: Request) -> dict[str, Any]:
             form = await read_form(request)

@@ -289,6 +289,19 @@ class RedditNetwork(SandboxNetwork):
                 f"{redirect_uri}?{urlencode({'code': code, 'state': q.get('state', '')})}", 302
             )
 
+        @router.post("/api/v1/revoke_token", status_code=204)
+        async def revoke_token(request: Request) -> Response:
+            client = basic_client(request)
+            if client is None or not sb.client_accepted(net, *client, secret=True):
+                raise NetworkError(401, "Unauthorized")
+            form = await read_form(request)
+            issued = sb.tokens.get(form.get("token", ""))
+            if issued is not None and issued.kind == "refresh":
+                sb.revoke_family(issued.family)  # the grant goes, access tokens with it
+            elif issued is not None:
+                sb.revoke(issued.value)
+            return Response(status_code=204)
+
         @router.post("/api/v1/access_token")
         async def access_token(request: Request) -> dict[str, Any]:
             # HTTP Basic only; a missing or wrong client is a bare 401 (no OAuth error body).

@@ -181,6 +181,12 @@ class TelegramNetwork(SandboxNetwork):
                 },
             }
 
+        @router.api_route("/bot{token}/getChat", methods=["GET", "POST"])
+        async def get_chat(request: Request, token: str) -> dict[str, Any]:
+            account = bot(request)
+            params = await read_params(request)
+            return {"ok": True, "result": chat_for(account, params.get("chat_id"))}
+
         @router.api_route("/bot{token}/{method}", methods=["GET", "POST"])
         async def dispatch(request: Request, token: str, method: str) -> dict[str, Any]:
             if method != "sendMessage" and method not in _MEDIA:

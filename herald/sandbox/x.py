@@ -256,7 +256,12 @@ class XNetwork(SandboxNetwork):
         @router.post("/2/oauth2/revoke")
         async def revoke(request: Request) -> dict[str, bool]:
             form = await read_form(request)
-            sb.revoke(form.get("token", ""))
+            value = form.get("token", "")
+            issued = sb.tokens.get(value)
+            if issued is not None and issued.kind == "refresh":
+                sb.revoke_family(issued.family)  # RFC 7009: the grant's access tokens too
+            else:
+                sb.revoke(value)
             return {"revoked": True}
 
 

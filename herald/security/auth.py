@@ -176,12 +176,14 @@ def resolve_workspace(session: Session, identity: Identity, requested: str | Non
     if identity.is_service:
         if wanted is None:
             raise WorkspaceRequired("the service role must name a workspace in X-Workspace-ID")
-        if session.get(Workspace, wanted) is None:
+        if not _live(session, wanted):
             raise WorkspaceDenied(wanted, exists=False)
         return Principal(identity, wanted, None)
 
     memberships = session.scalars(
-        select(Membership).where(Membership.user_id == identity.subject)
+        select(Membership)
+        .join(Workspace, Workspace.id == Membership.workspace_id)
+        .where(Membership.user_id == identity.subject, Workspace.deleted_at.is_(None))
     ).all()
     if wanted is None:
         if len(memberships) == 1:
@@ -192,4 +194,10 @@ def resolve_workspace(session: Session, identity: Identity, requested: str | Non
     for membership in memberships:
         if membership.workspace_id == wanted:
             return Principal(identity, wanted, membership.role)
-    raise WorkspaceDenied(wanted, exists=session.get(Workspace, wanted) is not None)
+    raise WorkspaceDenied(wanted, exists=_live(session, wanted))
+
+
+def _live(session: Session, workspace_id: uuid.UUID) -> bool:
+    """Whether the workspace exists and is not deleted (a deleted one is found by nobody)."""
+    workspace = session.get(Workspace, workspace_id)
+    return workspace is not None and workspace.deleted_at is None

@@ -59,7 +59,11 @@ def connect_integration(
     integration.status = IntegrationStatus.ACTIVE
     integration.refresh_failure_count = 0
     integration.rate_limited_until = None
-    integration.refresh_token_ciphertext = None
+    # A refresh in flight decided on the old tokens; the new ones need none.
+    integration.refresh_lease_until = None
+    integration.refresh_lease_owner = None
+    # A network that sends no refresh token on a reconnect keeps the stored one (store_tokens
+    # reseals it): wiping it would strand the connection at the next expiry.
     store_tokens(integration, tokens, keys)
     session.flush()
     audit.record(

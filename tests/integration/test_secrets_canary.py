@@ -4,11 +4,13 @@ Every token the sandbox issues in this test starts with a marker nobody else use
 published where the token travels in the URL path (Telegram's bot token, a Discord webhook)
 and in the query string (Threads); networks answer with error bodies that quote the request
 back (its ``Authorization`` header, its query, its form with the refresh token); one refresh
-fails for good, another fails, is retried and rotates both tokens. Then every captured log line
-(every level, httpx's and httpcore's DEBUG lines included), every exported span (name,
-attributes, events, links, status) and every column of every table in the database is searched
-for the marker and for each token's random tail. Tables are found by reflecting the database,
-so a table added later is searched too.
+fails for good, another fails, is retried and rotates both tokens; an account is connected
+through the OAuth flow (authorize, consent, code exchange with PKCE and a client secret).
+Then every captured log line (every level, httpx's and httpcore's DEBUG lines included), every
+exported span (name, attributes, events, links, status) and every column of every table in
+the database is searched for the marker, for each token's random tail and for the
+authorization code. Tables are found by reflecting the database, so a table added later is
+searched too.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from celery import Celery
 from fastapi.testclient import TestClient
@@ -167,6 +171,24 @@ def test_no_token_reaches_a_log_line_a_span_or_a_row(
     # What a user reads back over the API.
     answers: list[str] = []
     with TestClient(create_app(canary_settings)) as client:
+        # An account connected through the OAuth flow: X's code exchange with PKCE, the
+        # client authenticating with its secret (the newest X account signs in at consent).
+        headers = member_headers(refused.workspace_id)
+        started = client.get(
+            "/api/postiz/oauth/x/authorize",
+            params={"workspace_id": str(refused.workspace_id)},
+            headers=headers,
+        )
+        back = httpx.get(started.json()["url"], follow_redirects=False, timeout=30)
+        redirect = parse_qs(urlsplit(back.headers["location"]).query)
+        code = redirect["code"][0]
+        connected = client.get(
+            "/api/postiz/oauth/x/callback",
+            params={"code": code, "state": redirect["state"][0]},
+            headers=headers,
+        )
+        assert connected.status_code == 200, connected.text
+        answers += [started.text, connected.text]
         for workspace_id in {p.workspace_id for p in posts}:
             headers = member_headers(workspace_id)
             answers.append(client.get("/api/postiz/posts", headers=headers).text)
@@ -188,7 +210,8 @@ def test_no_token_reaches_a_log_line_a_span_or_a_row(
     tokens = issued_tokens(sandbox_server)
     assert len(tokens) >= 9
     assert all(t.startswith(MARKER) for t in tokens)
-    secrets = [MARKER, *(t[-16:] for t in tokens)]
+    assert len(issued_tokens(sandbox_server, "x")) >= 5  # the exchange's pair among them
+    secrets = [MARKER, code, *(t[-16:] for t in tokens)]
     for entry in canary_settings.provider_credentials.values():
         basic = (
             f"{entry['client_id'].get_secret_value()}:{entry['client_secret'].get_secret_value()}"
