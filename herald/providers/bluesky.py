@@ -55,6 +55,7 @@ from herald.providers.base import (
     TransientError,
 )
 from herald.providers.http import ProviderHTTP, json_body
+from herald.providers.media import IMAGE_FORMATS, MediaLimits, check_kinds, one_video_alone
 from herald.providers.text import find_urls, grapheme_count, utf8_length
 from herald.settings import Settings
 
@@ -63,7 +64,16 @@ COLLECTION = "app.bsky.feed.post"
 MAX_GRAPHEMES = 300
 MAX_BYTES = 3000
 MAX_IMAGES = 4
-IMAGE_BYTES = 2_000_000
+#: app.bsky.embed.images: blobs up to 1,000,000 bytes; app.bsky.embed.video: mp4 up to
+#: 100,000,000 bytes; alt text: the app's limit of 2,000 characters.
+MEDIA_LIMITS = MediaLimits(
+    network=NAME,
+    label="Bluesky",
+    max_bytes={"image": 1_000_000, "video": 100_000_000},
+    formats={"image": IMAGE_FORMATS, "video": frozenset({"video/mp4"})},
+    max_duration_s=180.0,
+    alt_max=2000,
+)
 ACCESS_LIFETIME = timedelta(minutes=120)
 DEFAULT_RESET = timedelta(minutes=5)
 TOKEN_ERRORS = frozenset({"ExpiredToken", "InvalidToken"})
@@ -177,19 +187,11 @@ class BlueskyProvider:
             raise ContentInvalid(
                 "text is longer than 3000 bytes", rule="bluesky.max_bytes", provider=NAME
             )
-        if len(draft.media) > MAX_IMAGES:
-            raise ContentInvalid("up to 4 images", rule="bluesky.max_images", provider=NAME)
-        for media in draft.media:
-            if media.kind == "image" and (media.size_bytes or 0) > IMAGE_BYTES:
-                raise ContentInvalid(
-                    "image over 2,000,000 bytes", rule="bluesky.image_size", provider=NAME
-                )
-        if draft.media:
-            raise ContentInvalid(
-                "media upload to Bluesky is not supported yet",
-                rule="bluesky.media_unsupported",
-                provider=NAME,
-            )
+        check_kinds(MEDIA_LIMITS, draft)
+        one_video_alone(MEDIA_LIMITS, draft, MAX_IMAGES)
+
+    def media_limits(self, account: Account) -> MediaLimits:
+        return MEDIA_LIMITS
 
     @staticmethod
     def _auth(token: str) -> dict[str, str]:

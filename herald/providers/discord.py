@@ -54,9 +54,18 @@ from herald.providers.base import (
 )
 from herald.providers.http import ProviderHTTP, client_refused, json_body, server_error
 from herald.providers.lookup import Page, Seen, search_window
+from herald.providers.media import MediaLimits, MiB, check_kinds, refuse
 from herald.settings import Settings
 
 NAME = "discord"
+MAX_ATTACHMENTS = 10
+#: Uploads up to 10 MiB a file without a server boost; ``description`` (alt) 1,024.
+MEDIA_LIMITS = MediaLimits(
+    network=NAME,
+    label="Discord",
+    max_bytes={"image": 10 * MiB, "gif": 10 * MiB, "video": 10 * MiB},
+    alt_max=1024,
+)
 MAX_CONTENT = 2000
 NONCE_LENGTH = 25
 USER_AGENT = "DiscordBot (https://github.com/herald-social/herald, 0.1)"
@@ -235,6 +244,9 @@ class DiscordProvider:
 
     # ------------------------------------------------------------------ publishing
 
+    def media_limits(self, account: Account) -> MediaLimits:
+        return MEDIA_LIMITS
+
     def validate(self, draft: PostDraft, account: Account) -> None:
         if not account.external_id.strip():
             raise ContentInvalid("no webhook or channel id", rule="discord.target", provider=NAME)
@@ -246,8 +258,13 @@ class DiscordProvider:
                 rule="discord.max_length",
                 provider=NAME,
             )
-        if len(draft.media) > 10:
-            raise ContentInvalid("at most 10 embeds", rule="discord.max_media", provider=NAME)
+        if len(draft.media) > MAX_ATTACHMENTS:
+            raise refuse(
+                MEDIA_LIMITS,
+                "max_media",
+                f"at most {MAX_ATTACHMENTS} attachments; got {len(draft.media)}",
+            )
+        check_kinds(MEDIA_LIMITS, draft)
 
     def publish(self, draft: PostDraft, account: Account, tokens: TokenSet) -> PublishResult:
         self.validate(draft, account)

@@ -43,9 +43,26 @@ from herald.providers.base import (
     Unknown,
 )
 from herald.providers.http import ProviderHTTP, error_for_status, json_body
+from herald.providers.media import MB, MediaLimits, check_kinds, one_video_alone
 from herald.settings import Settings
 
 NAME = "linkedin"
+MAX_IMAGES = 20
+#: Images (JPG, PNG, GIF) through /rest/images, videos (MP4) 3 s to 30 min up to 500 MB
+#: through /rest/videos; ``altText`` up to 4,086 characters.
+MEDIA_LIMITS = MediaLimits(
+    network=NAME,
+    label="LinkedIn",
+    max_bytes={"image": 36 * MB, "gif": 36 * MB, "video": 500 * MB},
+    formats={
+        "image": frozenset({"image/jpeg", "image/png", "image/gif"}),
+        "gif": frozenset({"image/gif"}),
+        "video": frozenset({"video/mp4"}),
+    },
+    min_duration_s=3.0,
+    max_duration_s=1800.0,
+    alt_max=4086,
+)
 OAUTH_BASE = "https://www.linkedin.com"
 API_VERSION = "202601"
 MAX_COMMENTARY = 3000
@@ -134,6 +151,9 @@ class LinkedInProvider:
     def close(self) -> None:
         self._http.close()
 
+    def media_limits(self, account: Account) -> MediaLimits:
+        return MEDIA_LIMITS
+
     def validate(self, draft: PostDraft, account: Account) -> None:
         if not draft.text.strip() and not draft.media:
             raise ContentInvalid("a post needs text or media", rule="linkedin.empty", provider=NAME)
@@ -143,6 +163,8 @@ class LinkedInProvider:
                 rule="linkedin.max_length",
                 provider=NAME,
             )
+        one_video_alone(MEDIA_LIMITS, draft, MAX_IMAGES)
+        check_kinds(MEDIA_LIMITS, draft)
         if draft.media:
             raise ContentInvalid(
                 "media upload to LinkedIn is not supported yet",

@@ -53,6 +53,7 @@ from herald.providers.base import (
 )
 from herald.providers.http import ProviderHTTP, client_refused, json_body
 from herald.providers.lookup import Page, Seen, search_window
+from herald.providers.media import MediaLimits, check_kinds, refuse
 from herald.providers.text import find_urls
 from herald.providers.x import pkce_pair
 from herald.settings import Settings
@@ -70,6 +71,9 @@ class InstanceLimits:
     max_characters: int = 500
     max_media_attachments: int = 4
     characters_reserved_per_url: int = 23
+    image_size_limit: int = 16 * 1024 * 1024
+    video_size_limit: int = 99 * 1024 * 1024
+    description_limit: int = 1500
 
 
 def _positive(value: Any, default: int) -> int:
@@ -82,6 +86,8 @@ def parse_limits(body: Any) -> InstanceLimits:
     config = body.get("configuration") if isinstance(body, Mapping) else None
     statuses = config.get("statuses") if isinstance(config, Mapping) else None
     s = statuses if isinstance(statuses, Mapping) else {}
+    media = config.get("media_attachments") if isinstance(config, Mapping) else None
+    m = media if isinstance(media, Mapping) else {}
     d = InstanceLimits()
     return InstanceLimits(
         max_characters=_positive(s.get("max_characters"), d.max_characters),
@@ -89,6 +95,9 @@ def parse_limits(body: Any) -> InstanceLimits:
         characters_reserved_per_url=_positive(
             s.get("characters_reserved_per_url"), d.characters_reserved_per_url
         ),
+        image_size_limit=_positive(m.get("image_size_limit"), d.image_size_limit),
+        video_size_limit=_positive(m.get("video_size_limit"), d.video_size_limit),
+        description_limit=_positive(m.get("description_limit"), d.description_limit),
     )
 
 
@@ -207,16 +216,28 @@ class MastodonProvider:
                 rule="mastodon.max_characters",
                 provider=NAME,
             )
+        media = self.media_limits(account)
         if len(draft.media) > limits.max_media_attachments:
-            raise ContentInvalid(
-                "too many attachments", rule="mastodon.max_media_attachments", provider=NAME
+            raise refuse(
+                media,
+                "max_media_attachments",
+                f"at most {limits.max_media_attachments} attachments; got {len(draft.media)}",
             )
-        if draft.media:
-            raise ContentInvalid(
-                "media upload to Mastodon is not supported yet",
-                rule="mastodon.media_unsupported",
-                provider=NAME,
-            )
+        check_kinds(media, draft)
+
+    def media_limits(self, account: Account) -> MediaLimits:
+        """The instance's ``configuration.media_attachments`` (read with its other limits)."""
+        limits = self.limits(account)
+        return MediaLimits(
+            network=NAME,
+            label=f"Mastodon ({self._instance(account)})",
+            max_bytes={
+                "image": limits.image_size_limit,
+                "gif": limits.image_size_limit,
+                "video": limits.video_size_limit,
+            },
+            alt_max=limits.description_limit,
+        )
 
     @staticmethod
     def _auth(tokens: TokenSet) -> dict[str, str]:

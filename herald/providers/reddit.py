@@ -45,9 +45,19 @@ from herald.providers.base import (
 )
 from herald.providers.http import ProviderHTTP, client_refused, json_body, server_error
 from herald.providers.lookup import Page, Seen, search_window
+from herald.providers.media import MB, MediaLimits, check_kinds, refuse
 from herald.settings import Settings
 
 NAME = "reddit"
+MAX_GALLERY = 20
+#: Images up to 20 MB, GIFs up to 100 MB, videos up to 1 GB and 15 minutes.
+MEDIA_LIMITS = MediaLimits(
+    network=NAME,
+    label="Reddit",
+    max_bytes={"image": 20 * MB, "gif": 100 * MB, "video": 1000 * MB},
+    max_duration_s=900.0,
+    alt_max=180,
+)
 MAX_TITLE = 300
 MAX_TEXT = 40_000
 WWW_HOST = "https://www.reddit.com"  # token and authorize endpoints
@@ -185,6 +195,9 @@ class RedditProvider:
 
     # ------------------------------------------------------------------ publishing
 
+    def media_limits(self, account: Account) -> MediaLimits:
+        return MEDIA_LIMITS
+
     def validate(self, draft: PostDraft, account: Account) -> None:
         if not _SUBREDDIT.fullmatch(_subreddit(draft, account)):
             raise ContentInvalid(
@@ -207,6 +220,9 @@ class RedditProvider:
                 rule="reddit.max_length",
                 provider=NAME,
             )
+        if len(draft.media) > MAX_GALLERY:
+            raise refuse(MEDIA_LIMITS, "max_media", f"a gallery holds up to {MAX_GALLERY} images")
+        check_kinds(MEDIA_LIMITS, draft)
         if len(draft.media) > 1 or (draft.media and draft.settings.get("kind") != "link"):
             raise ContentInvalid(
                 "Herald posts Reddit media as a single link post (settings.kind = 'link')",

@@ -36,6 +36,7 @@ from herald.providers.base import (
     Unknown,
 )
 from herald.providers.http import ProviderHTTP, json_body, server_error
+from herald.providers.media import MB, MediaLimits, check_kinds, refuse
 from herald.providers.text import utf16_length
 from herald.settings import Settings
 
@@ -45,6 +46,13 @@ MAX_CAPTION = 1024
 PARSE_MODES = frozenset({"HTML", "MarkdownV2"})
 # Telegram's 429 always carries retry_after; this covers a body that lost it.
 DEFAULT_RETRY_AFTER_S = 30
+MAX_GROUP = 10
+#: Bot API uploads: photos up to 10 MB, other files up to 50 MB.
+MEDIA_LIMITS = MediaLimits(
+    network=NAME,
+    label="Telegram",
+    max_bytes={"image": 10 * MB, "gif": 50 * MB, "video": 50 * MB},
+)
 _SEND_METHOD = {"image": "sendPhoto", "gif": "sendAnimation", "video": "sendVideo"}
 _MEDIA_FIELD = {"image": "photo", "gif": "animation", "video": "video"}
 _NUMERIC_CHAT = re.compile(r"-?\d{1,20}")
@@ -130,6 +138,9 @@ class TelegramProvider:
 
     # ------------------------------------------------------------------ validation
 
+    def media_limits(self, account: Account) -> MediaLimits:
+        return MEDIA_LIMITS
+
     def validate(self, draft: PostDraft, account: Account) -> None:
         chat = account.external_id.strip()
         if not chat or not (_NUMERIC_CHAT.fullmatch(chat) or chat.startswith("@")):
@@ -143,12 +154,11 @@ class TelegramProvider:
                 rule="telegram.parse_mode",
                 provider=NAME,
             )
-        if len(draft.media) > 1:
-            raise ContentInvalid(
-                "Herald sends at most one media item per Telegram message",
-                rule="telegram.max_media",
-                provider=NAME,
-            )
+        check_kinds(MEDIA_LIMITS, draft)
+        if len(draft.media) > MAX_GROUP:
+            raise refuse(MEDIA_LIMITS, "max_media", f"a media group holds 2 to {MAX_GROUP} items")
+        if len(draft.media) > 1 and any(m.kind == "gif" for m in draft.media):
+            raise refuse(MEDIA_LIMITS, "media_group_kind", "a media group holds photos and videos")
         # The limits apply after entity parsing; counting the raw text is the safe side.
         length = utf16_length(draft.text)
         if draft.media:

@@ -47,6 +47,7 @@ from herald.providers.base import (
 )
 from herald.providers.http import ProviderHTTP, json_body, server_error
 from herald.providers.lookup import Page, Seen, search_window
+from herald.providers.media import MB, VIDEO_FORMATS, MediaLimits, check_kinds, refuse
 from herald.providers.text import threads_length
 from herald.settings import Settings
 
@@ -60,6 +61,16 @@ THROTTLE_CODES = frozenset({4, 17, 32, 341, 613})
 TRANSIENT_CODES = frozenset({1, 2})
 # Threads documents no throttling headers; come back after this when none is given.
 DEFAULT_BACKOFF_S = 600
+MAX_CAROUSEL = 20
+#: JPEG/PNG up to 8 MB; MP4/MOV up to 1 GB and 5 minutes (⚠ from a secondary source).
+MEDIA_LIMITS = MediaLimits(
+    network=NAME,
+    label="Threads",
+    max_bytes={"image": 8 * MB, "video": 1000 * MB},
+    formats={"image": frozenset({"image/jpeg", "image/png"}), "video": VIDEO_FORMATS},
+    max_duration_s=300.0,
+    alt_max=1000,
+)
 _MEDIA_TYPE = {"image": "IMAGE", "video": "VIDEO"}
 
 
@@ -209,6 +220,9 @@ class ThreadsProvider:
 
     # ------------------------------------------------------------------ publishing
 
+    def media_limits(self, account: Account) -> MediaLimits:
+        return MEDIA_LIMITS
+
     def validate(self, draft: PostDraft, account: Account) -> None:
         if not account.external_id.strip():
             raise ContentInvalid("no Threads user id", rule="threads.user_id", provider=NAME)
@@ -221,16 +235,13 @@ class ThreadsProvider:
                 rule="threads.max_length",
                 provider=NAME,
             )
-        if len(draft.media) > 1:
-            raise ContentInvalid(
-                "Herald publishes at most one media item per Threads post",
-                rule="threads.max_media",
-                provider=NAME,
+        if len(draft.media) > MAX_CAROUSEL:
+            raise refuse(
+                MEDIA_LIMITS,
+                "max_media",
+                f"a carousel holds 2 to {MAX_CAROUSEL} items; got {len(draft.media)}",
             )
-        if draft.media and draft.media[0].kind not in _MEDIA_TYPE:
-            raise ContentInvalid(
-                "Threads takes images and videos", rule="threads.media_kind", provider=NAME
-            )
+        check_kinds(MEDIA_LIMITS, draft)
 
     def publish(self, draft: PostDraft, account: Account, tokens: TokenSet) -> PublishResult:
         self.validate(draft, account)

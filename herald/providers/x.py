@@ -49,6 +49,7 @@ from herald.providers.base import (
 )
 from herald.providers.http import ProviderHTTP, error_for_status, json_body
 from herald.providers.lookup import Page, Seen, search_window
+from herald.providers.media import MB, MediaLimits, check_kinds, one_video_alone
 from herald.providers.text import find_urls, x_weighted_length
 from herald.settings import Settings
 
@@ -62,7 +63,14 @@ TIMELINE_PAGE = 100  # the most max_results allows
 TIMELINE_CAP = 3200  # the user timeline serves no older posts
 # Something X may auto-link although it has no scheme or "www." (``example.com``).
 _BARE_DOMAIN = re.compile(r"(?i)\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}\b")
-MEDIA_LIMITS = {"image": 5_000_000, "gif": 15_000_000, "video": 512_000_000}
+MEDIA_LIMITS = MediaLimits(
+    network=NAME,
+    label="X",
+    max_bytes={"image": 5 * MB, "gif": 15 * MB, "video": 512 * MB},
+    min_duration_s=0.5,
+    max_duration_s=140.0,
+    alt_max=1000,
+)
 
 
 def comparable(text: str) -> str:
@@ -204,18 +212,11 @@ class XProvider:
                 rule="x.max_weighted_length",
                 provider=NAME,
             )
-        kinds = [m.kind for m in draft.media]
-        if len(kinds) > MAX_IMAGES or (len(kinds) > 1 and set(kinds) != {"image"}):
-            raise ContentInvalid(
-                "up to 4 images, or one GIF, or one video", rule="x.media_count", provider=NAME
-            )
-        for media in draft.media:
-            if media.size_bytes is not None and media.size_bytes > MEDIA_LIMITS[media.kind]:
-                raise ContentInvalid(f"{media.kind} too large", rule="x.media_size", provider=NAME)
-        if draft.media:
-            raise ContentInvalid(
-                "media upload to X is not supported yet", rule="x.media_unsupported", provider=NAME
-            )
+        one_video_alone(MEDIA_LIMITS, draft, MAX_IMAGES)
+        check_kinds(MEDIA_LIMITS, draft)
+
+    def media_limits(self, account: Account) -> MediaLimits:
+        return MEDIA_LIMITS
 
     def _auth(self, tokens: TokenSet) -> dict[str, str]:
         return {"Authorization": f"Bearer {tokens.access_token}"}
