@@ -12,10 +12,20 @@ A refusal is a :class:`ContentInvalid` whose message names the network's limit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from herald.providers.base import ContentInvalid, LocalFile, Media, MediaKind, PostDraft
+from herald.providers.base import (
+    ContentInvalid,
+    LocalFile,
+    Media,
+    MediaKind,
+    PostDraft,
+    TransientError,
+)
 
 MB = 1_000_000
 MiB = 1 << 20
@@ -134,3 +144,30 @@ def one_video_alone(limits: MediaLimits, draft: PostDraft, max_images: int) -> N
 
 def _alone(limits: MediaLimits) -> list[str]:
     return [k.upper() if k == "gif" else k for k in ("gif", "video") if k in limits.max_bytes]
+
+
+def wait_processed(
+    check: Callable[[], bool],
+    *,
+    provider: str,
+    what: str,
+    poll_s: float,
+    max_s: float,
+) -> None:
+    """Poll ``check`` (True once the network finished processing; it raises if processing
+    failed) every ``poll_s`` until ``max_s``; past that the attempt ends as a transient
+    error, and the next attempt uploads again (nothing unprocessed was recorded)."""
+    deadline = time.monotonic() + max_s
+    while not check():
+        if time.monotonic() + poll_s > deadline:
+            raise TransientError(
+                f"{what} was still processing after {max_s:g} s", provider=provider
+            )
+        time.sleep(poll_s)
+
+
+def expiry(seconds: Any, *, margin: float = 0.9) -> datetime | None:
+    """When an upload the network keeps ``seconds`` should be considered gone (with margin)."""
+    if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds > 0:
+        return datetime.now(UTC) + timedelta(seconds=seconds * margin)
+    return None

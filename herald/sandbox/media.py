@@ -174,3 +174,29 @@ def media_host() -> APIRouter:
         raise HTTPException(404, f"no generated file {name!r}")
 
     return r
+
+
+# -- helpers the networks share --------------------------------------------------------------
+
+
+async def read_multipart(request: Any) -> tuple[dict[str, str], dict[str, Any]]:
+    """A multipart body's text fields and its files (spooled to disk by the parser)."""
+    form = await request.form(max_part_size=64 * 1024 * 1024)
+    fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+    files = {k: v for k, v in form.multi_items() if not isinstance(v, str)}
+    return fields, files
+
+
+async def absorb_file(file: Any, upload: SandboxUpload) -> None:
+    """Count and hash an uploaded file part, in chunks."""
+    while chunk := await file.read(1 << 20):
+        upload.add(chunk)
+
+
+async def absorb_body(request: Any, upload: SandboxUpload, limit: int) -> bool:
+    """Count and hash a raw request body; False as soon as it passes ``limit``."""
+    async for chunk in request.stream():
+        upload.add(chunk)
+        if upload.received > limit:
+            return False
+    return True
