@@ -28,6 +28,7 @@ import httpx
 
 from herald.media.probe import Unreadable, probe
 from herald.providers.base import ContentInvalid, LocalFile, MediaUnavailable
+from herald.providers.media import size_text
 from herald.security import outbound
 from herald.settings import Settings
 
@@ -157,7 +158,7 @@ class Fetcher:
 
 def _too_large(network: str, cap: int) -> ContentInvalid:
     return ContentInvalid(
-        f"media file is larger than the {cap / 1_000_000:.1f} MB {network} accepts",
+        f"the media file is larger than {network} accepts; the limit is {size_text(cap)}",
         rule=f"{network}.media_size",
         provider=network,
     )

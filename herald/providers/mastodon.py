@@ -39,7 +39,9 @@ from herald.providers.base import (
     ConfigurationError,
     ContentInvalid,
     Idempotency,
+    LocalFile,
     Lookup,
+    Media,
     PermanentError,
     PostDraft,
     PostMetrics,
@@ -50,10 +52,11 @@ from herald.providers.base import (
     RemotePost,
     TokenSet,
     TransientError,
+    Upload,
 )
 from herald.providers.http import ProviderHTTP, client_refused, json_body
 from herald.providers.lookup import Page, Seen, search_window
-from herald.providers.media import MediaLimits, check_kinds, refuse
+from herald.providers.media import MediaLimits, check_kinds, expiry, refuse, wait_processed
 from herald.providers.text import find_urls
 from herald.providers.x import pkce_pair
 from herald.settings import Settings
@@ -61,6 +64,7 @@ from herald.settings import Settings
 NAME = "mastodon"
 DEFAULT_SCOPES = ("write:statuses", "write:media", "read:accounts", "read:statuses")
 DEFAULT_RESET = timedelta(minutes=5)
+UNATTACHED_TTL_S = 86_400
 STATUSES_PAGE = 40  # the most an account's statuses page holds
 _TAG = re.compile(r"<[^>]+>")
 _BREAK = re.compile(r"<br\s*/?>|</p>\s*<p>", re.IGNORECASE)
@@ -173,6 +177,8 @@ class MastodonProvider:
         self._base = settings.provider_base_url(NAME).rstrip("/")
         # In the sandbox every account lives on the sandbox, whatever instance it names.
         self._sandboxed = bool(settings.sandbox_url)
+        self._poll_s = settings.media_upload_poll_s
+        self._poll_max_s = settings.media_upload_poll_max_s
         self._client_id = client_id
         self._client_secret = client_secret
         self._max_pages = settings.reconcile_max_pages
@@ -246,6 +252,8 @@ class MastodonProvider:
     def publish(self, draft: PostDraft, account: Account, tokens: TokenSet) -> PublishResult:
         self.validate(draft, account)
         body: dict[str, Any] = {"status": draft.text}
+        if draft.media:
+            body["media_ids"] = self._media_ids(draft, account, tokens)
         for key in ("visibility", "language", "spoiler_text", "in_reply_to_id"):
             value = draft.settings.get(key)
             if isinstance(value, str) and value:
@@ -272,6 +280,55 @@ class MastodonProvider:
         assert isinstance(status, dict)
         url = status.get("url") if isinstance(status.get("url"), str) else None
         return PublishResult(external_id=status_id, url=url)
+
+    # -- media: POST /api/v2/media (202 while processing), GET /api/v1/media/:id --------------
+
+    def _media_ids(self, draft: PostDraft, account: Account, tokens: TokenSet) -> list[str]:
+        ids = []
+        for index, media in enumerate(draft.media):
+            found = draft.uploads.reuse(NAME, index)
+            if found is None:
+                found = self._upload(media, media.local(NAME), account, tokens)
+                draft.uploads.record(NAME, index, found)
+            ids.append(found.media_id)
+        return ids
+
+    def _upload(self, media: Media, file: LocalFile, account: Account, tokens: TokenSet) -> Upload:
+        instance = self._instance(account)
+        with open(file.path, "rb") as handle:
+            response = self._http.request(
+                "POST",
+                f"{instance}/api/v2/media",
+                idempotent=True,  # an upload publishes nothing: repeating it is harmless
+                headers=self._auth(tokens),
+                data={"description": media.alt_text} if media.alt_text else {},
+                files={"file": (file.filename, handle, file.mime)},
+            )
+        if response.status_code not in (200, 202):
+            raise _error(response)
+        attachment = json_body(response)
+        media_id = attachment.get("id") if isinstance(attachment, dict) else None
+        if not isinstance(media_id, str) or not media_id:
+            raise TransientError("Mastodon answered without a media id", provider=NAME)
+
+        def processed() -> bool:
+            polled = self._http.request(
+                "GET", f"{instance}/api/v1/media/{media_id}", headers=self._auth(tokens)
+            )
+            if polled.status_code not in (200, 206):
+                raise _error(polled)
+            return polled.status_code == 200
+
+        if response.status_code == 202:
+            wait_processed(
+                processed,
+                provider=NAME,
+                what="the Mastodon upload",
+                poll_s=self._poll_s,
+                max_s=self._poll_max_s,
+            )
+        # Mastodon deletes media left unattached for a day.
+        return Upload(media_id, expiry(UNATTACHED_TTL_S, margin=0.5))
 
     def refresh(self, account: Account, tokens: TokenSet) -> TokenSet:
         raise ReauthRequired("Mastodon tokens do not expire and cannot be refreshed", provider=NAME)

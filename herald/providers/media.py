@@ -55,7 +55,7 @@ class MediaLimits:
         return self.max_bytes.get(kind, 0)
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     return f"{n / MB:.1f} MB" if n >= MB else f"{n:,} bytes"
 
 
@@ -75,8 +75,8 @@ def check_kinds(limits: MediaLimits, draft: PostDraft) -> None:
             raise refuse(
                 limits,
                 "media_size",
-                f"item {number} ({media.kind}) is {_size(declared)}; the limit is "
-                f"{_size(limits.cap(media.kind))}",
+                f"item {number} ({media.kind}) is {size_text(declared)}; the limit is "
+                f"{size_text(limits.cap(media.kind))}",
             )
         alt = media.alt_text or ""
         if limits.alt_max is not None and len(alt) > limits.alt_max:
@@ -103,7 +103,7 @@ def check_fetched(limits: MediaLimits, number: int, media: Media, file: LocalFil
         raise refuse(
             limits,
             "media_size",
-            f"item {number} ({kind}) is {_size(file.size)}; the limit is {_size(cap)}",
+            f"item {number} ({kind}) is {size_text(file.size)}; the limit is {size_text(cap)}",
         )
     largest = max(file.width or 0, file.height or 0)
     if limits.max_dimension is not None and largest > limits.max_dimension:

@@ -110,7 +110,8 @@ class SandboxUpload:
 
 def image_bytes(fmt: str, width: int, height: int) -> bytes:
     out = io.BytesIO()
-    image = Image.new("RGB", (width, height), (200, 80, 40))
+    # Noise, so the file's size follows its dimensions (a flat colour compresses to nothing).
+    image = Image.effect_noise((width, height), 60).convert("RGB")
     image.save(out, format={"jpg": "JPEG"}.get(fmt, fmt.upper()))
     return out.getvalue()
 

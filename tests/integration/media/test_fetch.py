@@ -40,7 +40,9 @@ def test_a_video_has_its_duration_read_from_the_container(
 def test_over_the_cap_is_refused_permanently(
     media_settings: Settings, media_host: MediaHost
 ) -> None:
-    with pytest.raises(ContentInvalid, match=r"larger than the 0\.1 MB x accepts") as caught:
+    with pytest.raises(
+        ContentInvalid, match=r"larger than x accepts; the limit is 100,000 bytes"
+    ) as caught:
         Fetcher(media_settings).fetch(media_host.video(size=300_000), cap=100_000, network="x")
     assert caught.value.rule == "x.media_size"
     assert not list(Path(media_settings.media_cache_dir).iterdir())  # nothing half-written kept
