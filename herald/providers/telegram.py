@@ -12,6 +12,7 @@ ambiguous for good (``needs_review``).
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -183,27 +184,63 @@ class TelegramProvider:
     def publish(self, draft: PostDraft, account: Account, tokens: TokenSet) -> PublishResult:
         self.validate(draft, account)
         payload: dict[str, Any] = {"chat_id": _chat_id(account)}
-        if draft.media:
-            media = draft.media[0]
-            method = _SEND_METHOD[media.kind]
-            payload[_MEDIA_FIELD[media.kind]] = media.url
-            if draft.text:
-                payload["caption"] = draft.text
-        else:
-            method = "sendMessage"
-            payload["text"] = draft.text
-            if draft.settings.get("disable_link_preview"):
-                payload["link_preview_options"] = {"is_disabled": True}
         if draft.settings.get("parse_mode") is not None:
             payload["parse_mode"] = draft.settings["parse_mode"]
         if draft.settings.get("disable_notification"):
             payload["disable_notification"] = True
+        if draft.media:
+            # The file is sent with the message (multipart): the upload is the publish, so
+            # there is nothing to record and reuse.
+            return self._send_media(draft, payload, tokens)
+        payload["text"] = draft.text
+        if draft.settings.get("disable_link_preview"):
+            payload["link_preview_options"] = {"is_disabled": True}
+        response = self._http.request("POST", self._path(tokens, "sendMessage"), json=payload)
+        return self._sent(response)
 
-        response = self._http.request("POST", self._path(tokens, method), json=payload)
+    def _send_media(
+        self, draft: PostDraft, payload: dict[str, Any], tokens: TokenSet
+    ) -> PublishResult:
+        form = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in payload.items()}
+        files = [media.local(NAME) for media in draft.media]
+        handles = [open(file.path, "rb") for file in files]  # noqa: SIM115 - closed below
+        try:
+            if len(files) == 1:
+                media = draft.media[0]
+                method, field = _SEND_METHOD[media.kind], _MEDIA_FIELD[media.kind]
+                if draft.text:
+                    form["caption"] = draft.text
+                parts = {field: (files[0].filename, handles[0], files[0].mime)}
+            else:
+                method = "sendMediaGroup"
+                group = []
+                for n, media in enumerate(draft.media):
+                    item = {"type": _MEDIA_FIELD[media.kind], "media": f"attach://file{n}"}
+                    if n == 0 and draft.text:
+                        item |= {"caption": draft.text}
+                        if "parse_mode" in form:
+                            item["parse_mode"] = form.pop("parse_mode")
+                    group.append(item)
+                form["media"] = json.dumps(group)
+                parts = {
+                    f"file{n}": (f.filename, h, f.mime)
+                    for n, (f, h) in enumerate(zip(files, handles, strict=True))
+                }
+            response = self._http.request(
+                "POST", self._path(tokens, method), data=form, files=parts
+            )
+        finally:
+            for handle in handles:
+                handle.close()
+        return self._sent(response)
+
+    def _sent(self, response: httpx.Response) -> PublishResult:
         if not response.is_success:
             raise classify(response)
         body = json_body(response)
         result = body.get("result") if isinstance(body, dict) else None
+        if isinstance(result, list) and result:
+            result = result[0]  # a media group: its first message stands for the post
         message_id = result.get("message_id") if isinstance(result, dict) else None
         if not isinstance(message_id, int) or isinstance(message_id, bool):
             # A 2xx means Telegram took the message; without its id we cannot say which.
