@@ -23,6 +23,7 @@ list messages, so a webhook post's absence can never be proven.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -273,13 +274,14 @@ class DiscordProvider:
             "content": draft.text,
             "allowed_mentions": {"parse": []},
         }
-        if draft.media:
-            payload["embeds"] = [
-                # Images render inline; a video embed is a titled link to it.
-                {"image": {"url": m.url}}
-                if m.kind != "video"
-                else {"title": m.alt_text or "Video", "url": m.url}
-                for m in draft.media
+        files = [m.local(NAME) for m in draft.media]
+        if files:
+            # Multipart: payload_json names each attachment (with its alt text as
+            # description); the files follow as files[n]. The upload is the message itself.
+            payload["attachments"] = [
+                {"id": n, "filename": f.filename}
+                | ({"description": m.alt_text} if m.alt_text else {})
+                for n, (f, m) in enumerate(zip(files, draft.media, strict=True))
             ]
         params: dict[str, str] = {}
         if mode == "bot":
@@ -292,14 +294,28 @@ class DiscordProvider:
             thread_id = account.settings.get("thread_id") or draft.settings.get("thread_id")
             if thread_id:
                 params["thread_id"] = str(thread_id)
-        response = self._http.request(
-            "POST",
-            path,
-            params=params,
-            json=payload,
-            headers=self._headers(account, tokens),
-            idempotent=mode == "bot",
-        )
+        handles = [open(f.path, "rb") for f in files]  # noqa: SIM115 - closed below
+        body: dict[str, Any] = {"json": payload}
+        if files:
+            body = {
+                "data": {"payload_json": json.dumps(payload)},
+                "files": [
+                    (f"files[{n}]", (f.filename, h, f.mime))
+                    for n, (f, h) in enumerate(zip(files, handles, strict=True))
+                ],
+            }
+        try:
+            response = self._http.request(
+                "POST",
+                path,
+                params=params,
+                headers=self._headers(account, tokens),
+                idempotent=mode == "bot",
+                **body,
+            )
+        finally:
+            for handle in handles:
+                handle.close()
         if not response.is_success:
             raise classify(response, mode=mode)
         body = json_body(response)
