@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install test check lint typecheck compose-check pytest demo bench fmt lock clean
+.PHONY: install test check lint typecheck compose-check pytest demo bench bench-media fmt lock clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -45,6 +45,9 @@ demo: install  ## run the end-to-end demo on embedded defaults (no servers neede
 
 bench: install  ## pipeline throughput, latency and memory (needs Postgres and Redis)
 	$(BIN)/python -u -m bench.pipeline
+
+bench-media: install  ## peak memory of publishing a 200 MB video to X (sandbox in its own process)
+	$(BIN)/python -u -m bench.media
 
 fmt: install
 	$(BIN)/ruff format .

@@ -69,7 +69,7 @@ MAX_WEIGHTED_LENGTH = 280
 DEFAULT_SCOPES = ("tweet.read", "tweet.write", "users.read", "offline.access")
 DEFAULT_RESET = timedelta(minutes=15)
 MAX_IMAGES = 4
-CHUNK_BYTES = 4 * 1024 * 1024  # APPEND takes segments of at most 5 MB
+CHUNK_BYTES = 1024 * 1024  # APPEND takes segments of at most 5 MB; small ones keep memory flat
 TIMELINE_PAGE = 100  # the most max_results allows
 TIMELINE_CAP = 3200  # the user timeline serves no older posts
 # Something X may auto-link although it has no scheme or "www." (``example.com``).
