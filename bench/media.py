@@ -89,7 +89,8 @@ def run(url: str, cache: str) -> None:
         media = Media(f"{url}/_sandbox/media/video{tag}.mp4?{query}", "video")
         draft = PostDraft(f"bench {tag}", f"bench-{tag}", media=(media,))
         started = time.perf_counter()
-        ready = prepare(draft, x, account, Fetcher(settings), MemoryLedger())
+        with Fetcher(settings) as fetcher:
+            ready = prepare(draft, x, account, fetcher, MemoryLedger())
         x.publish(ready, account, tokens)
         return time.perf_counter() - started
 

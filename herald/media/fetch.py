@@ -63,12 +63,30 @@ def make_room(folder: Path, wanted: int, budget: int) -> None:
 
 
 class Fetcher:
-    """Fetches media for one publish attempt. ``resolver`` is for tests only."""
+    """Fetches media for one publish attempt, over one outbound client (made on first use,
+    closed with :meth:`close` or the ``with`` block). ``resolver`` is for tests only."""
 
     def __init__(self, settings: Settings, *, resolver: outbound.Resolver | None = None) -> None:
         self.settings = settings
         self.folder = cache_dir(settings)
         self._resolver = resolver
+        self._client: httpx.Client | None = None
+
+    def __enter__(self) -> Fetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            self._client = outbound.client(self.settings, resolver=self._resolver)
+        return self._client
 
     def fetch(self, url: str, *, cap: int, network: str) -> LocalFile:
         """The file at ``url`` on disk, at most ``cap`` bytes (raises the taxonomy's errors)."""
@@ -104,10 +122,7 @@ class Fetcher:
     def _download(self, url: str, part: Path, *, cap: int, network: str) -> None:
         deadline = time.monotonic() + self.settings.media_fetch_timeout_s
         try:
-            with (
-                outbound.client(self.settings, resolver=self._resolver) as http,
-                http.stream("GET", url) as response,
-            ):
+            with self._http().stream("GET", url) as response:
                 self._check_answer(response, cap, network)
                 written = 0
                 with open(part, "wb") as out:

@@ -260,7 +260,8 @@ class _Run:
             self.token_version = self.integration.token_version
             tokens = open_tokens(self.integration, self.keys)
             self.provider.validate(draft, account)
-            draft = prepare(draft, self.provider, account, Fetcher(self.settings), self._ledger())
+            with Fetcher(self.settings) as fetcher:
+                draft = prepare(draft, self.provider, account, fetcher, self._ledger())
             result = self.provider.publish(draft, account, tokens)
         except (ProviderError, DecryptionError) as exc:
             error = exc

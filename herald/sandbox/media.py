@@ -9,7 +9,7 @@ upload costs the sandbox no memory. The journal (``GET /_sandbox/uploads``) list
 upload with the posts it was attached to, so tests count uploads exactly.
 
 The media host (``GET /_sandbox/media/<name>``) serves generated files: ``image.png`` /
-``image.jpg`` / ``image.gif`` (``?w=&h=``), ``video.mp4`` (``?seconds=&bytes=`` — an
+``image.jpg`` / ``image.gif`` (``?w=&h=&pad=``), ``video.mp4`` (``?seconds=&bytes=`` — an
 ISO-BMFF file with a ``moov/mvhd`` of that duration, padded to that size and streamed),
 ``blob.bin`` (``?bytes=``, no recognisable type), and ``redirect?to=<url>`` (a 302).
 """
@@ -153,16 +153,19 @@ def media_host() -> APIRouter:
         return RedirectResponse(to, status_code=302)
 
     @r.get("/{name}")
-    def serve(
+    def serve(  # noqa: PLR0917 - one query parameter each
         name: str,
         w: int = Query(default=64, ge=1, le=10_000),
         h: int = Query(default=48, ge=1, le=10_000),
         seconds: float = Query(default=3.0, ge=0, le=100_000),
         size: int = Query(default=4096, ge=0, le=2 * 1024**3, alias="bytes"),
+        pad: int = Query(default=0, ge=0, le=100 * 1024**2),
     ) -> Response:
         stem, _, ext = name.rpartition(".")
         if ext in ("png", "jpg", "gif", "webp") and stem.startswith("image"):
-            return Response(image_bytes(ext, w, h), media_type="application/octet-stream")
+            # ``pad``: zero bytes after the image's end, a large file that is cheap to make.
+            body = image_bytes(ext, w, h) + b"\0" * pad
+            return Response(body, media_type="application/octet-stream")
         if ext == "mp4" and stem.startswith("video"):
             length = max(size, len(video_head(seconds)) + 8)
             return StreamingResponse(

@@ -29,6 +29,7 @@ def publish(
 ) -> PublishResult:
     draft = PostDraft(text, "k-media", media=media, settings=draft_settings)
     provider.validate(draft, account)
-    ready = prepare(draft, provider, account, Fetcher(settings), ledger or MemoryLedger())
+    with Fetcher(settings) as fetcher:
+        ready = prepare(draft, provider, account, fetcher, ledger or MemoryLedger())
     result: PublishResult = provider.publish(ready, account, tokens)
     return result

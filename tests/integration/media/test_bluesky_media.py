@@ -90,7 +90,7 @@ def test_limits_are_refused_naming_them(
     with pytest.raises(ContentInvalid, match="item 1 is a gif, not accepted"):
         publish(bsky, account, tokens, media_settings, Media(media_host.image("gif"), "gif"))
     with pytest.raises(ContentInvalid, match=r"the limit is 1\.0 MB") as caught:
-        publish(bsky, account, tokens, media_settings, Media(media_host.image(w=800, h=800)))
+        publish(bsky, account, tokens, media_settings, Media(media_host.image(pad=1_000_001)))
     assert caught.value.rule == "bluesky.media_size"
     # The PDS's own limit, scaled down, in its own error shape.
     sandbox.set_options("bluesky", image_max_bytes=500)

@@ -81,7 +81,7 @@ def test_the_instance_limits_are_read_and_named(
     with pytest.raises(ContentInvalid, match="at most 2 attachments; got 3"):
         publish(masto, account, tokens, media_settings, *[Media(media_host.image())] * 3)
     with pytest.raises(ContentInvalid, match="the limit is 1,000 bytes") as caught:
-        publish(masto, account, tokens, media_settings, Media(media_host.image(w=300, h=300)))
+        publish(masto, account, tokens, media_settings, Media(media_host.image(pad=1000)))
     assert caught.value.rule == "mastodon.media_size"
     assert sandbox.uploads("mastodon") == []
 

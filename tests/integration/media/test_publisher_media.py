@@ -91,18 +91,15 @@ def test_an_expired_upload_is_uploaded_again(
     assert [u.media_id for u in uploads_of(post)] == [second["id"]]
 
 
-@pytest.mark.parametrize(
-    "url",
-    ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.8/a.png", "http://localhost/x"],
-)
 def test_a_forged_request_fails_the_post_for_good(
     connect: ConnectFn,
     new_post: Callable[..., Post],
     sandbox: SandboxClient,
     settings: Settings,
     keys: KeyRing,
-    url: str,
 ) -> None:
+    # Every kind of forgery is refused in test_fetch.py; here, what the post records.
+    url = "http://169.254.169.254/latest/meta-data/"
     post = new_post(connect("bluesky", password="pw"), content="hi", media=[{"url": url}])
     assert run_publish(post, settings, keys).status is PostStatus.FAILED
     stored = fresh(Post, post.id)

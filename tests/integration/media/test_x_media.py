@@ -77,20 +77,6 @@ def test_a_video_goes_in_chunks_and_waits_for_processing(
     assert paths.count("/2/media/upload") == 3  # three STATUS reads until succeeded
 
 
-def test_processing_that_fails_fails_the_post_permanently(
-    x: XProvider,
-    seeded: tuple[Account, TokenSet],
-    sandbox: SandboxClient,
-    media_settings: Settings,
-    media_host: MediaHost,
-) -> None:
-    sandbox.set_options("x", processing_fails=True)
-    account, tokens = seeded
-    with pytest.raises(PermanentError, match="could not process"):
-        publish(x, account, tokens, media_settings, Media(media_host.video(), "video"))
-    assert sandbox.posts("x") == []
-
-
 def test_a_chunk_failure_publishes_nothing_and_the_retry_starts_clean(
     x: XProvider,
     seeded: tuple[Account, TokenSet],
@@ -155,16 +141,10 @@ def test_over_the_limits_is_refused_naming_them(
         publish(x, account, tokens, media_settings, Media(media_host.image(), "video"))
     assert caught.value.rule == "x.media_format"
     assert sandbox.uploads("x") == []
-
-
-def test_the_sandbox_refuses_over_its_own_scaled_down_limit(
-    x: XProvider,
-    seeded: tuple[Account, TokenSet],
-    sandbox: SandboxClient,
-    media_settings: Settings,
-    media_host: MediaHost,
-) -> None:
-    sandbox.set_options("x", media_image_max_bytes=100)
-    account, tokens = seeded
+    # The network's own answers: its (scaled-down) size limit, and processing that fails.
+    sandbox.set_options("x", media_image_max_bytes=100, processing_fails=True)
     with pytest.raises(PermanentError, match="exceeds the 100 bytes allowed for image"):
         publish(x, account, tokens, media_settings, Media(media_host.image()))
+    with pytest.raises(PermanentError, match="could not process"):
+        publish(x, account, tokens, media_settings, Media(media_host.video(), "video"))
+    assert sandbox.posts("x") == []
