@@ -36,12 +36,6 @@ CHUNK = 256 * 1024
 HEAD = 512  # enough for every signature filetype reads
 
 
-def cache_dir(settings: Settings) -> Path:
-    path = Path(settings.media_cache_dir or Path(tempfile.gettempdir()) / "herald-media")
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
-
-
 def _key(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()
 
@@ -68,7 +62,7 @@ class Fetcher:
 
     def __init__(self, settings: Settings, *, resolver: outbound.Resolver | None = None) -> None:
         self.settings = settings
-        self.folder = cache_dir(settings)
+        self.folder = Path(settings.media_cache_dir or Path(tempfile.gettempdir()) / "herald-media")
         self._resolver = resolver
         self._client: httpx.Client | None = None
 
@@ -98,7 +92,13 @@ class Fetcher:
                 found = self._probe(target, network)
                 if found.size <= cap:
                     return found
-        make_room(self.folder, cap, self.settings.media_cache_max_bytes)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_room(self.folder, cap, self.settings.media_cache_max_bytes)
+        except OSError as exc:
+            raise MediaUnavailable(
+                f"media cache unusable: {exc.strerror or type(exc).__name__}", provider=network
+            ) from None
         part = self.folder / f"{target.name}.{os.getpid()}.{time.monotonic_ns()}.part"
         try:
             self._download(url, part, cap=cap, network=network)
@@ -154,6 +154,10 @@ class Fetcher:
         except httpx.HTTPError as exc:
             raise MediaUnavailable(
                 f"media host unreachable: {type(exc).__name__}", provider=network
+            ) from None
+        except OSError as exc:  # the cache's disk (full, unwritable): try again later
+            raise MediaUnavailable(
+                f"media cache unwritable: {exc.strerror or type(exc).__name__}", provider=network
             ) from None
 
     def _check_answer(self, response: httpx.Response, cap: int, network: str) -> None:
