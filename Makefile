@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install test check lint typecheck compose-check pytest demo bench bench-alerts bench-rls fmt lock clean
+.PHONY: install test check lint typecheck compose-check pytest demo bench bench-alerts bench-rls bench-media fmt lock clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -51,6 +51,9 @@ bench-alerts: install  ## alert rules, health and /metrics over 1 M then 5 M att
 
 bench-rls: install  ## the publish path's database cost with and without row-level security
 	$(BIN)/python -u -m bench.rls
+
+bench-media: install  ## peak memory of publishing a 200 MB video to X (sandbox in its own process)
+	$(BIN)/python -u -m bench.media
 
 fmt: install
 	$(BIN)/ruff format .

@@ -31,7 +31,7 @@ from herald import db, demo_alerts
 from herald.connections import accounts, oauth
 from herald.connections.access import Manager
 from herald.connections.oauth import OAUTH_PROVIDERS
-from herald.contracts import SchedulePost
+from herald.contracts import MediaIn, SchedulePost
 from herald.models import AuditEvent, Integration, Post, PostStatus, Workspace, utcnow
 from herald.providers.base import Account
 from herald.publishing.scheduling import SchedulingError, schedule_post
@@ -61,10 +61,13 @@ class Connection:
     settings: dict[str, Any] = field(default_factory=dict)
     post_settings: dict[str, Any] = field(default_factory=dict)
     expire_tokens: bool = False
+    #: Media on every post of the account: "image" or "video" items from the sandbox's host.
+    media: tuple[str, ...] = ()
 
 
 SCENARIO: tuple[Connection, ...] = (
     Connection("acme-mastodon", "acme", "mastodon", 6),
+    Connection("acme-mastodon-photos", "acme", "mastodon", 1, media=("image", "image")),
     Connection(
         "acme-mastodon-flaky",
         "acme",
@@ -90,7 +93,9 @@ SCENARIO: tuple[Connection, ...] = (
         story="token expired: refreshed, then published",
         expire_tokens=True,
     ),
+    Connection("acme-bluesky-photo", "acme", "bluesky", 1, media=("image",)),
     Connection("globex-linkedin", "globex", "linkedin", 4),
+    Connection("globex-linkedin-photos", "globex", "linkedin", 1, media=("image", "image")),
     Connection(
         "globex-linkedin-refused",
         "globex",
@@ -103,6 +108,7 @@ SCENARIO: tuple[Connection, ...] = (
         ),
     ),
     Connection("globex-telegram", "globex", "telegram", 4),
+    Connection("globex-telegram-photo", "globex", "telegram", 1, media=("image",)),
     Connection(
         "globex-telegram-lost",
         "globex",
@@ -113,7 +119,9 @@ SCENARIO: tuple[Connection, ...] = (
         faults=({"kind": "timeout", "applied": True, "ms": 6000, "times": 1, "method": "POST"},),
     ),
     Connection("globex-threads", "globex", "threads", 2),
+    Connection("globex-threads-video", "globex", "threads", 1, media=("video",)),
     Connection("globex-discord", "globex", "discord", 2),
+    Connection("globex-discord-photo", "globex", "discord", 1, media=("image",)),
     Connection(
         "globex-reddit",
         "globex",
@@ -148,6 +156,7 @@ def demo_settings(database: Path, sandbox_url: str, **overrides: Any) -> Setting
         # Checkpoints next to the database, signed by a key made for this run only.
         audit_checkpoint_dir=str(database.parent / (database.name + "-checkpoints")),
         audit_signing_key=SecretStr(generate_signing_key("demo")[0]),
+        outbound_allow_hosts=["127.0.0.1"],  # the sandbox's media host serves the demo's media
         **overrides,
     )
     return base.with_sandbox(sandbox_url)
@@ -222,6 +231,10 @@ def _seed(
                         integration_id=integration.id,
                         content=f"{conn.key}: post {i + 1} from the Herald demo",
                         provider_settings=conn.post_settings,
+                        media=[
+                            _media(settings, kind, f"{conn.key}{i}{n}")
+                            for n, kind in enumerate(conn.media)
+                        ],
                         scheduled_at=start + timedelta(seconds=offset),
                         idempotency_key=f"demo-{conn.key}-{i}",
                     ),
@@ -254,6 +267,20 @@ def _seed(
 
 DEMO_APP_PASSWORD = "demo-app-password"  # noqa: S105 - the sandbox account's, made here
 DEMO = Manager(Actor("system", "herald-demo"), None)
+
+
+def _media(settings: Settings, kind: str, tag: str) -> MediaIn:
+    host = f"{(settings.sandbox_url or '').rstrip('/')}/_sandbox/media"
+    if kind == "video":
+        url = f"{host}/video-{tag}.mp4?seconds=4&bytes=300000"
+        return MediaIn(url=url, kind="video", alt_text="a short clip")
+    url = f"{host}/image-{tag}.jpg?w=640&h=480"
+    return MediaIn(url=url, kind="image", alt_text="a demo picture")
+
+
+def _media_column(post: Post) -> str:
+    kinds = Counter(str(m.get("kind", "image")) for m in post.media or [])
+    return ", ".join(f"{kind} x{n}" if n > 1 else kind for kind, n in sorted(kinds.items()))
 
 
 def _connect(
@@ -330,7 +357,7 @@ def _report(
     sandbox: SandboxClient,
 ) -> bool:
     table = Table(title="Every post", show_lines=False)
-    for column in ("account", "status", "expected", "tries", "url or error"):
+    for column in ("account", "status", "expected", "tries", "media", "url or error"):
         table.add_column(column)
     wrong = 0
     with db.session_scope() as session:
@@ -349,6 +376,7 @@ def _report(
                 post.status.value if good else f"[red]{post.status.value}",
                 conn.expect.value,
                 str(post.attempts),
+                _media_column(post),
                 detail[:100],
             )
     console.print(table)
@@ -356,6 +384,9 @@ def _report(
     console.print("totals: " + ", ".join(f"{k} {v}" for k, v in sorted(totals.items())))
     console.print(f"refused at scheduling: {'; '.join(rejected)}")
     console.print(f"posts the sandbox received: {len(sandbox.posts())}")
+    attached = [u for u in sandbox.uploads() if u["attached_to"]]
+    networks = sorted({u["network"] for u in attached})
+    console.print(f"media attached: {len(attached)} on {', '.join(networks)}")
     for conn in SCENARIO:
         if conn.story != "published":
             console.print(f"  {conn.key}: {conn.story}")

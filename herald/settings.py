@@ -421,6 +421,25 @@ class Settings(BaseSettings):
     outbound_timeout_s: float = Field(default=10.0, gt=0)
     outbound_max_redirects: int = Field(default=3, ge=0, le=10)
 
+    # Media: fetched through the outbound client into a bounded disk cache (docs/media.md)
+    media_cache_dir: str = Field(
+        default="",
+        description="Where fetched media are held on disk; empty: a herald-media temp folder.",
+    )
+    media_cache_max_bytes: int = Field(default=4 * 1024**3, gt=0)
+    media_max_bytes: int = Field(
+        default=1024**3, gt=0, description="No media file larger than this is fetched at all."
+    )
+    media_fetch_timeout_s: float = Field(
+        default=600.0, gt=0, description="Total time one media file may take to fetch."
+    )
+    media_upload_poll_s: float = Field(
+        default=2.0, gt=0, description="Pause between processing-status polls of an upload."
+    )
+    media_upload_poll_max_s: float = Field(
+        default=300.0, gt=0, description="How long an upload may stay in processing."
+    )
+
     # Alerts
     alert_evaluation_interval_s: float = Field(default=60.0, gt=0)
     alert_notify_interval_s: float = Field(

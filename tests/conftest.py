@@ -86,6 +86,7 @@ pytest_plugins = [
     "tests.fixtures.workers",
     "tests.fixtures.brokers",
     "tests.fixtures.sandbox",
+    "tests.fixtures.media",
     "tests.fixtures.publishing",
     "tests.fixtures.processes",
     "tests.fixtures.monitoring",

@@ -29,6 +29,7 @@ from herald.models.integration import (
     request_refresh,
     set_status,
 )
+from herald.models.media import PostMediaUpload
 from herald.models.monitoring import EventCount, Heartbeat, JobRun
 from herald.models.oauth import OAuthState
 from herald.models.post import (
@@ -66,6 +67,7 @@ __all__ = [
     "NotificationStatus",
     "OAuthState",
     "Post",
+    "PostMediaUpload",
     "PostMetric",
     "PostStatus",
     "ProviderCircuit",

@@ -23,12 +23,15 @@ and never a token: the message is redacted (:mod:`herald.redaction`) when the er
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from herald.redaction import redact_text
+
+if TYPE_CHECKING:
+    from herald.providers.media import MediaLimits
 
 # --------------------------------------------------------------------------------------------
 # Errors
@@ -116,6 +119,13 @@ class TransientError(ProviderError):
     code = "transient"
 
 
+class MediaUnavailable(TransientError):
+    """A media file could not be fetched from where the post points (its host failed or
+    timed out): try later. Says nothing about the network itself, so no circuit counts it."""
+
+    code = "media_unavailable"
+
+
 class AmbiguousOutcome(ProviderError):
     """The request may or may not have been applied: reconcile before trying again."""
 
@@ -129,6 +139,7 @@ ERROR_CLASSES: tuple[type[ProviderError], ...] = (
     ConfigurationError,
     ContentInvalid,
     PermanentError,
+    MediaUnavailable,
     TransientError,
     AmbiguousOutcome,
 )
@@ -141,13 +152,96 @@ MediaKind = Literal["image", "gif", "video"]
 
 
 @dataclass(frozen=True, slots=True)
+class LocalFile:
+    """A media file fetched to disk (:mod:`herald.media`), with what its bytes say it is.
+    Adapters read it in chunks; it is never held whole in memory."""
+
+    path: str
+    size: int
+    mime: str
+    width: int | None = None
+    height: int | None = None
+    duration_s: float | None = None
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        with open(self.path, "rb") as handle:
+            while block := handle.read(size):
+                yield block
+
+    def stream(self) -> FileStream:
+        """A body for a raw upload: re-iterable (a retried request reads it again)."""
+        return FileStream(self)
+
+    @property
+    def filename(self) -> str:
+        return "media." + self.mime.rpartition("/")[2].replace("quicktime", "mov")
+
+
+class FileStream:
+    def __init__(self, file: LocalFile) -> None:
+        self.file = file
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.file.chunks(1 << 16)
+
+
+@dataclass(frozen=True, slots=True)
 class Media:
-    """A piece of media already hosted at a URL Herald can read."""
+    """A piece of media hosted at a URL. ``file`` is set at publish, once Herald fetched it."""
 
     url: str
     kind: MediaKind = "image"
     size_bytes: int | None = None
     alt_text: str | None = None
+    file: LocalFile | None = None
+
+    def local(self, provider: str) -> LocalFile:
+        if self.file is None:
+            # Its upload was reused when the attempt began and has expired since: the next
+            # attempt fetches and uploads it again.
+            raise TransientError(
+                "an uploaded media item expired during the attempt", provider=provider
+            )
+        return self.file
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A network's handle for media uploaded once (a media id, a URN, a blob reference as
+    JSON), with when the network forgets it."""
+
+    media_id: str
+    expires_at: datetime | None = None
+
+
+class UploadLedger(Protocol):
+    """Where an adapter finds the media it already uploaded for this post (item ``index``),
+    so a retry, a reconcile or a refresh-then-publish never uploads twice. ``reuse`` answers
+    only uploads that have not expired."""
+
+    def reuse(self, network: str, index: int) -> Upload | None: ...
+
+    def record(self, network: str, index: int, upload: Upload) -> None: ...
+
+
+class MemoryLedger:
+    """A ledger for one call (tests, the CLI); the publisher uses the database's."""
+
+    def __init__(self) -> None:
+        self.uploads: dict[tuple[str, int], Upload] = {}
+
+    def reuse(self, network: str, index: int) -> Upload | None:
+        found = self.uploads.get((network, index))
+        if found is None or (found.expires_at is not None and found.expires_at <= _now()):
+            return None
+        return found
+
+    def record(self, network: str, index: int, upload: Upload) -> None:
+        self.uploads[(network, index)] = upload
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +283,7 @@ class PostDraft:
     idempotency_key: str
     media: tuple[Media, ...] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)
+    uploads: UploadLedger = field(default_factory=MemoryLedger, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +372,9 @@ class Provider(Protocol):
 
     def validate(self, draft: PostDraft, account: Account) -> None:
         """Raise :class:`ContentInvalid` naming the rule if the draft cannot be published."""
+
+    def media_limits(self, account: Account) -> MediaLimits:
+        """The network's media limits (for the account's instance, where they vary)."""
 
     def publish(self, draft: PostDraft, account: Account, tokens: TokenSet) -> PublishResult:
         """Create the post. Ambiguity is raised as :class:`AmbiguousOutcome`, never guessed."""

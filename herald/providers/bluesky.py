@@ -42,6 +42,7 @@ from herald.providers.base import (
     ContentInvalid,
     Found,
     Idempotency,
+    LocalFile,
     Lookup,
     PermanentError,
     PostDraft,
@@ -53,8 +54,16 @@ from herald.providers.base import (
     RemotePost,
     TokenSet,
     TransientError,
+    Upload,
 )
 from herald.providers.http import ProviderHTTP, json_body
+from herald.providers.media import (
+    IMAGE_FORMATS,
+    MediaLimits,
+    check_kinds,
+    expiry,
+    one_video_alone,
+)
 from herald.providers.text import find_urls, grapheme_count, utf8_length
 from herald.settings import Settings
 
@@ -63,7 +72,17 @@ COLLECTION = "app.bsky.feed.post"
 MAX_GRAPHEMES = 300
 MAX_BYTES = 3000
 MAX_IMAGES = 4
-IMAGE_BYTES = 2_000_000
+BLOB_TTL_S = 3600
+#: app.bsky.embed.images: blobs up to 1,000,000 bytes; app.bsky.embed.video: mp4 up to
+#: 100,000,000 bytes; alt text: the app's limit of 2,000 characters.
+MEDIA_LIMITS = MediaLimits(
+    network=NAME,
+    label="Bluesky",
+    max_bytes={"image": 1_000_000, "video": 100_000_000},
+    formats={"image": IMAGE_FORMATS, "video": frozenset({"video/mp4"})},
+    max_duration_s=180.0,
+    alt_max=2000,
+)
 ACCESS_LIFETIME = timedelta(minutes=120)
 DEFAULT_RESET = timedelta(minutes=5)
 TOKEN_ERRORS = frozenset({"ExpiredToken", "InvalidToken"})
@@ -177,19 +196,11 @@ class BlueskyProvider:
             raise ContentInvalid(
                 "text is longer than 3000 bytes", rule="bluesky.max_bytes", provider=NAME
             )
-        if len(draft.media) > MAX_IMAGES:
-            raise ContentInvalid("up to 4 images", rule="bluesky.max_images", provider=NAME)
-        for media in draft.media:
-            if media.kind == "image" and (media.size_bytes or 0) > IMAGE_BYTES:
-                raise ContentInvalid(
-                    "image over 2,000,000 bytes", rule="bluesky.image_size", provider=NAME
-                )
-        if draft.media:
-            raise ContentInvalid(
-                "media upload to Bluesky is not supported yet",
-                rule="bluesky.media_unsupported",
-                provider=NAME,
-            )
+        check_kinds(MEDIA_LIMITS, draft)
+        one_video_alone(MEDIA_LIMITS, draft, MAX_IMAGES)
+
+    def media_limits(self, account: Account) -> MediaLimits:
+        return MEDIA_LIMITS
 
     @staticmethod
     def _auth(token: str) -> dict[str, str]:
@@ -210,6 +221,8 @@ class BlueskyProvider:
         }
         if facets := link_facets(draft.text):
             record["facets"] = facets
+        if draft.media:
+            record["embed"] = self._embed(draft, account, tokens)
         langs = draft.settings.get("langs")
         if isinstance(langs, list | tuple) and all(isinstance(x, str) for x in langs):
             record["langs"] = list(langs)
@@ -240,6 +253,44 @@ class BlueskyProvider:
             # A taken key: an earlier attempt whose answer was lost wrote this post.
             return self._recover(draft, account, tokens, rkey, error)
         raise error
+
+    # -- media: com.atproto.repo.uploadBlob, then an images or video embed --------------------
+
+    def _embed(self, draft: PostDraft, account: Account, tokens: TokenSet) -> dict[str, Any]:
+        items = []
+        for index, media in enumerate(draft.media):
+            found = draft.uploads.reuse(NAME, index)
+            if found is None:
+                found = self._upload(media.local(NAME), account, tokens)
+                draft.uploads.record(NAME, index, found)
+            item = json.loads(found.media_id)
+            item["alt"] = media.alt_text or ""
+            items.append(item)
+        if draft.media[0].kind == "video":
+            return {"$type": "app.bsky.embed.video", "video": items[0].pop("image"), **items[0]}
+        return {"$type": "app.bsky.embed.images", "images": items}
+
+    def _upload(self, file: LocalFile, account: Account, tokens: TokenSet) -> Upload:
+        """The blob, streamed from disk; recorded as the embed item it becomes."""
+        response = self._http.request(
+            "POST",
+            self._xrpc(account, "com.atproto.repo.uploadBlob"),
+            idempotent=True,  # a blob is content-addressed: uploading it again is harmless
+            content=file.stream(),
+            headers=self._auth(tokens.access_token)
+            | {"Content-Type": file.mime, "Content-Length": str(file.size)},
+        )
+        if response.status_code != 200:
+            raise _error(response)
+        body = json_body(response)
+        blob = body.get("blob") if isinstance(body, dict) else None
+        if not isinstance(blob, dict):
+            raise TransientError("Bluesky answered without a blob", provider=NAME)
+        item: dict[str, Any] = {"image": blob}
+        if file.width and file.height:
+            item["aspectRatio"] = {"width": file.width, "height": file.height}
+        # The PDS collects a blob no record references; a later attempt uploads it again.
+        return Upload(json.dumps(item), expiry(BLOB_TTL_S, margin=0.5))
 
     def _recover(
         self,

@@ -23,6 +23,7 @@ list messages, so a webhook post's absence can never be proven.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from collections.abc import Iterator
@@ -55,9 +56,18 @@ from herald.providers.base import (
 )
 from herald.providers.http import ProviderHTTP, client_refused, json_body, server_error
 from herald.providers.lookup import Page, Seen, search_window
+from herald.providers.media import MediaLimits, MiB, check_kinds, refuse
 from herald.settings import Settings
 
 NAME = "discord"
+MAX_ATTACHMENTS = 10
+#: Uploads up to 10 MiB a file without a server boost; ``description`` (alt) 1,024.
+MEDIA_LIMITS = MediaLimits(
+    network=NAME,
+    label="Discord",
+    max_bytes={"image": 10 * MiB, "gif": 10 * MiB, "video": 10 * MiB},
+    alt_max=1024,
+)
 MAX_CONTENT = 2000
 NONCE_LENGTH = 25
 USER_AGENT = "DiscordBot (https://github.com/herald-social/herald, 0.1)"
@@ -266,6 +276,9 @@ class DiscordProvider:
 
     # ------------------------------------------------------------------ publishing
 
+    def media_limits(self, account: Account) -> MediaLimits:
+        return MEDIA_LIMITS
+
     def validate(self, draft: PostDraft, account: Account) -> None:
         if not account.external_id.strip():
             raise ContentInvalid("no webhook or channel id", rule="discord.target", provider=NAME)
@@ -277,8 +290,13 @@ class DiscordProvider:
                 rule="discord.max_length",
                 provider=NAME,
             )
-        if len(draft.media) > 10:
-            raise ContentInvalid("at most 10 embeds", rule="discord.max_media", provider=NAME)
+        if len(draft.media) > MAX_ATTACHMENTS:
+            raise refuse(
+                MEDIA_LIMITS,
+                "max_media",
+                f"at most {MAX_ATTACHMENTS} attachments; got {len(draft.media)}",
+            )
+        check_kinds(MEDIA_LIMITS, draft)
 
     def publish(self, draft: PostDraft, account: Account, tokens: TokenSet) -> PublishResult:
         self.validate(draft, account)
@@ -287,13 +305,14 @@ class DiscordProvider:
             "content": draft.text,
             "allowed_mentions": {"parse": []},
         }
-        if draft.media:
-            payload["embeds"] = [
-                # Images render inline; a video embed is a titled link to it.
-                {"image": {"url": m.url}}
-                if m.kind != "video"
-                else {"title": m.alt_text or "Video", "url": m.url}
-                for m in draft.media
+        files = [m.local(NAME) for m in draft.media]
+        if files:
+            # Multipart: payload_json names each attachment (with its alt text as
+            # description); the files follow as files[n]. The upload is the message itself.
+            payload["attachments"] = [
+                {"id": n, "filename": f.filename}
+                | ({"description": m.alt_text} if m.alt_text else {})
+                for n, (f, m) in enumerate(zip(files, draft.media, strict=True))
             ]
         params: dict[str, str] = {}
         if mode == "bot":
@@ -306,14 +325,28 @@ class DiscordProvider:
             thread_id = account.settings.get("thread_id") or draft.settings.get("thread_id")
             if thread_id:
                 params["thread_id"] = str(thread_id)
-        response = self._http.request(
-            "POST",
-            path,
-            params=params,
-            json=payload,
-            headers=self._headers(account, tokens),
-            idempotent=mode == "bot",
-        )
+        handles = [open(f.path, "rb") for f in files]  # noqa: SIM115 - closed below
+        body: dict[str, Any] = {"json": payload}
+        if files:
+            body = {
+                "data": {"payload_json": json.dumps(payload)},
+                "files": [
+                    (f"files[{n}]", (f.filename, h, f.mime))
+                    for n, (f, h) in enumerate(zip(files, handles, strict=True))
+                ],
+            }
+        try:
+            response = self._http.request(
+                "POST",
+                path,
+                params=params,
+                headers=self._headers(account, tokens),
+                idempotent=mode == "bot",
+                **body,
+            )
+        finally:
+            for handle in handles:
+                handle.close()
         if not response.is_success:
             raise classify(response, mode=mode)
         body = json_body(response)

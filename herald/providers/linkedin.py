@@ -32,7 +32,9 @@ from herald.providers.base import (
     AuthorizeRequest,
     ContentInvalid,
     Idempotency,
+    LocalFile,
     Lookup,
+    PermanentError,
     PostDraft,
     PostMetrics,
     ProviderError,
@@ -41,11 +43,37 @@ from herald.providers.base import (
     TokenSet,
     TransientError,
     Unknown,
+    Upload,
 )
 from herald.providers.http import ProviderHTTP, error_for_status, json_body
+from herald.providers.media import (
+    MB,
+    MediaLimits,
+    check_kinds,
+    expiry,
+    one_video_alone,
+    wait_processed,
+)
 from herald.settings import Settings
 
 NAME = "linkedin"
+MAX_IMAGES = 20
+ASSET_TTL_S = 86_400  # an asset no post references is not kept for ever (⚠ undocumented)
+#: Images (JPG, PNG, GIF) through /rest/images, videos (MP4) 3 s to 30 min up to 500 MB
+#: through /rest/videos; ``altText`` up to 4,086 characters.
+MEDIA_LIMITS = MediaLimits(
+    network=NAME,
+    label="LinkedIn",
+    max_bytes={"image": 36 * MB, "gif": 36 * MB, "video": 500 * MB},
+    formats={
+        "image": frozenset({"image/jpeg", "image/png", "image/gif"}),
+        "gif": frozenset({"image/gif"}),
+        "video": frozenset({"video/mp4"}),
+    },
+    min_duration_s=3.0,
+    max_duration_s=1800.0,
+    alt_max=4086,
+)
 OAUTH_BASE = "https://www.linkedin.com"
 API_VERSION = "202601"
 MAX_COMMENTARY = 3000
@@ -130,9 +158,14 @@ class LinkedInProvider:
         self._client_secret = client_secret
         self._version = api_version
         self._http = ProviderHTTP(NAME, base, settings, transport=transport)
+        self._poll_s = settings.media_upload_poll_s
+        self._poll_max_s = settings.media_upload_poll_max_s
 
     def close(self) -> None:
         self._http.close()
+
+    def media_limits(self, account: Account) -> MediaLimits:
+        return MEDIA_LIMITS
 
     def validate(self, draft: PostDraft, account: Account) -> None:
         if not draft.text.strip() and not draft.media:
@@ -143,12 +176,8 @@ class LinkedInProvider:
                 rule="linkedin.max_length",
                 provider=NAME,
             )
-        if draft.media:
-            raise ContentInvalid(
-                "media upload to LinkedIn is not supported yet",
-                rule="linkedin.media_unsupported",
-                provider=NAME,
-            )
+        one_video_alone(MEDIA_LIMITS, draft, MAX_IMAGES)
+        check_kinds(MEDIA_LIMITS, draft)
 
     def _headers(self, tokens: TokenSet) -> dict[str, str]:
         return {
@@ -178,6 +207,8 @@ class LinkedInProvider:
             "lifecycleState": "PUBLISHED",
             "isReshareDisabledByAuthor": False,
         }
+        if draft.media:
+            body["content"] = self._content(draft, account, tokens)
         response = self._http.request(
             "POST",
             "/rest/posts",
@@ -196,6 +227,137 @@ class LinkedInProvider:
             urn,
             f"https://www.linkedin.com/feed/update/{urn}",
             response.headers.get(REQUEST_ID_HEADER),
+        )
+
+    # -- media: /rest/images and /rest/videos initializeUpload, PUT, then the URN ------------
+
+    def _content(self, draft: PostDraft, account: Account, tokens: TokenSet) -> dict[str, Any]:
+        items = []
+        for index, media in enumerate(draft.media):
+            found = draft.uploads.reuse(NAME, index)
+            if found is None:
+                file = media.local(NAME)
+                owner = self.author_urn(account)
+                if media.kind == "video":
+                    urn = self._upload_video(file, owner, tokens)
+                else:
+                    urn = self._upload_image(file, owner, tokens)
+                self._wait_available(urn, "videos" if media.kind == "video" else "images", tokens)
+                found = Upload(urn, expiry(ASSET_TTL_S))
+                draft.uploads.record(NAME, index, found)
+            item = {"id": found.media_id}
+            if media.alt_text and media.kind != "video":
+                item["altText"] = media.alt_text
+            items.append(item)
+        if len(items) == 1:
+            return {"media": items[0]}
+        return {"multiImage": {"images": items}}
+
+    def _media_call(self, method: str, url: str, tokens: TokenSet, **kw: Any) -> httpx.Response:
+        # Uploads publish nothing: repeating one is harmless, so a 5xx is transient.
+        response = self._http.request(
+            method,
+            url,
+            idempotent=True,
+            request_id_header=REQUEST_ID_HEADER,
+            **kw,
+        )
+        if not response.is_success:
+            raise _error(response, idempotent=True)
+        return response
+
+    def _initialize(
+        self, collection: str, request: dict[str, Any], tokens: TokenSet
+    ) -> dict[str, Any]:
+        response = self._media_call(
+            "POST",
+            f"/rest/{collection}",
+            tokens,
+            params={"action": "initializeUpload"},
+            json={"initializeUploadRequest": request},
+            headers=self._headers(tokens),
+        )
+        body = json_body(response)
+        value = body.get("value") if isinstance(body, dict) else None
+        if not isinstance(value, dict):
+            raise TransientError("unreadable initializeUpload answer", provider=NAME)
+        return value
+
+    def _upload_image(self, file: LocalFile, owner: str, tokens: TokenSet) -> str:
+        value = self._initialize("images", {"owner": owner}, tokens)
+        urn, url = value.get("image"), value.get("uploadUrl")
+        if not isinstance(urn, str) or not isinstance(url, str):
+            raise TransientError("LinkedIn gave no image upload URL", provider=NAME)
+        self._media_call(
+            "PUT",
+            url,
+            tokens,
+            content=file.stream(),
+            headers=self._headers(tokens) | {"Content-Length": str(file.size)},
+        )
+        return urn
+
+    def _upload_video(self, file: LocalFile, owner: str, tokens: TokenSet) -> str:
+        request = {
+            "owner": owner,
+            "fileSizeBytes": file.size,
+            "uploadCaptions": False,
+            "uploadThumbnail": False,
+        }
+        value = self._initialize("videos", request, tokens)
+        urn, parts = value.get("video"), value.get("uploadInstructions")
+        if not isinstance(urn, str) or not isinstance(parts, list):
+            raise TransientError("LinkedIn gave no video upload instructions", provider=NAME)
+        etags = []
+        with open(file.path, "rb") as handle:
+            for part in parts:
+                first, last = int(part["firstByte"]), int(part["lastByte"])
+                handle.seek(first)
+                chunk = handle.read(last - first + 1)  # one part (4 MB) in memory at a time
+                response = self._media_call(
+                    "PUT",
+                    str(part["uploadUrl"]),
+                    tokens,
+                    content=chunk,
+                    headers=self._headers(tokens),
+                )
+                etags.append(response.headers.get("etag"))
+        self._media_call(
+            "POST",
+            "/rest/videos",
+            tokens,
+            params={"action": "finalizeUpload"},
+            json={
+                "finalizeUploadRequest": {
+                    "video": urn,
+                    "uploadToken": value.get("uploadToken") or "",
+                    "uploadedPartIds": etags,
+                }
+            },
+            headers=self._headers(tokens),
+        )
+        return urn
+
+    def _wait_available(self, urn: str, collection: str, tokens: TokenSet) -> None:
+        def available() -> bool:
+            response = self._media_call(
+                "GET",
+                f"/rest/{collection}/{quote(urn, safe='')}",
+                tokens,
+                headers=self._headers(tokens),
+            )
+            body = json_body(response)
+            status = body.get("status") if isinstance(body, dict) else None
+            if status == "PROCESSING_FAILED":
+                raise PermanentError(f"LinkedIn could not process the media {urn}", provider=NAME)
+            return status == "AVAILABLE"
+
+        wait_processed(
+            available,
+            provider=NAME,
+            what="the LinkedIn upload",
+            poll_s=self._poll_s,
+            max_s=self._poll_max_s,
         )
 
     def _token_set(self, response: httpx.Response, previous: TokenSet | None) -> TokenSet:

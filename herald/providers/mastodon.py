@@ -39,7 +39,9 @@ from herald.providers.base import (
     ConfigurationError,
     ContentInvalid,
     Idempotency,
+    LocalFile,
     Lookup,
+    Media,
     PermanentError,
     PostDraft,
     PostMetrics,
@@ -50,9 +52,11 @@ from herald.providers.base import (
     RemotePost,
     TokenSet,
     TransientError,
+    Upload,
 )
 from herald.providers.http import ProviderHTTP, client_refused, json_body
 from herald.providers.lookup import Page, Seen, search_window
+from herald.providers.media import MediaLimits, check_kinds, expiry, refuse, wait_processed
 from herald.providers.oauth2 import pkce_pair
 from herald.providers.text import find_urls
 from herald.settings import Settings
@@ -60,6 +64,7 @@ from herald.settings import Settings
 NAME = "mastodon"
 DEFAULT_SCOPES = ("write:statuses", "write:media", "read:accounts", "read:statuses")
 DEFAULT_RESET = timedelta(minutes=5)
+UNATTACHED_TTL_S = 86_400
 STATUSES_PAGE = 40  # the most an account's statuses page holds
 _TAG = re.compile(r"<[^>]+>")
 _BREAK = re.compile(r"<br\s*/?>|</p>\s*<p>", re.IGNORECASE)
@@ -70,6 +75,9 @@ class InstanceLimits:
     max_characters: int = 500
     max_media_attachments: int = 4
     characters_reserved_per_url: int = 23
+    image_size_limit: int = 16 * 1024 * 1024
+    video_size_limit: int = 99 * 1024 * 1024
+    description_limit: int = 1500
 
 
 def _positive(value: Any, default: int) -> int:
@@ -82,6 +90,8 @@ def parse_limits(body: Any) -> InstanceLimits:
     config = body.get("configuration") if isinstance(body, Mapping) else None
     statuses = config.get("statuses") if isinstance(config, Mapping) else None
     s = statuses if isinstance(statuses, Mapping) else {}
+    media = config.get("media_attachments") if isinstance(config, Mapping) else None
+    m = media if isinstance(media, Mapping) else {}
     d = InstanceLimits()
     return InstanceLimits(
         max_characters=_positive(s.get("max_characters"), d.max_characters),
@@ -89,6 +99,9 @@ def parse_limits(body: Any) -> InstanceLimits:
         characters_reserved_per_url=_positive(
             s.get("characters_reserved_per_url"), d.characters_reserved_per_url
         ),
+        image_size_limit=_positive(m.get("image_size_limit"), d.image_size_limit),
+        video_size_limit=_positive(m.get("video_size_limit"), d.video_size_limit),
+        description_limit=_positive(m.get("description_limit"), d.description_limit),
     )
 
 
@@ -164,6 +177,8 @@ class MastodonProvider:
         self._base = settings.provider_base_url(NAME).rstrip("/")
         # In the sandbox every account lives on the sandbox, whatever instance it names.
         self._sandboxed = bool(settings.sandbox_url)
+        self._poll_s = settings.media_upload_poll_s
+        self._poll_max_s = settings.media_upload_poll_max_s
         self._client_id = client_id
         self._client_secret = client_secret
         self._max_pages = settings.reconcile_max_pages
@@ -207,16 +222,28 @@ class MastodonProvider:
                 rule="mastodon.max_characters",
                 provider=NAME,
             )
+        media = self.media_limits(account)
         if len(draft.media) > limits.max_media_attachments:
-            raise ContentInvalid(
-                "too many attachments", rule="mastodon.max_media_attachments", provider=NAME
+            raise refuse(
+                media,
+                "max_media_attachments",
+                f"at most {limits.max_media_attachments} attachments; got {len(draft.media)}",
             )
-        if draft.media:
-            raise ContentInvalid(
-                "media upload to Mastodon is not supported yet",
-                rule="mastodon.media_unsupported",
-                provider=NAME,
-            )
+        check_kinds(media, draft)
+
+    def media_limits(self, account: Account) -> MediaLimits:
+        """The instance's ``configuration.media_attachments`` (read with its other limits)."""
+        limits = self.limits(account)
+        return MediaLimits(
+            network=NAME,
+            label=f"Mastodon ({self._instance(account)})",
+            max_bytes={
+                "image": limits.image_size_limit,
+                "gif": limits.image_size_limit,
+                "video": limits.video_size_limit,
+            },
+            alt_max=limits.description_limit,
+        )
 
     @staticmethod
     def _auth(tokens: TokenSet) -> dict[str, str]:
@@ -225,6 +252,8 @@ class MastodonProvider:
     def publish(self, draft: PostDraft, account: Account, tokens: TokenSet) -> PublishResult:
         self.validate(draft, account)
         body: dict[str, Any] = {"status": draft.text}
+        if draft.media:
+            body["media_ids"] = self._media_ids(draft, account, tokens)
         for key in ("visibility", "language", "spoiler_text", "in_reply_to_id"):
             value = draft.settings.get(key)
             if isinstance(value, str) and value:
@@ -251,6 +280,55 @@ class MastodonProvider:
         assert isinstance(status, dict)
         url = status.get("url") if isinstance(status.get("url"), str) else None
         return PublishResult(external_id=status_id, url=url)
+
+    # -- media: POST /api/v2/media (202 while processing), GET /api/v1/media/:id --------------
+
+    def _media_ids(self, draft: PostDraft, account: Account, tokens: TokenSet) -> list[str]:
+        ids = []
+        for index, media in enumerate(draft.media):
+            found = draft.uploads.reuse(NAME, index)
+            if found is None:
+                found = self._upload(media, media.local(NAME), account, tokens)
+                draft.uploads.record(NAME, index, found)
+            ids.append(found.media_id)
+        return ids
+
+    def _upload(self, media: Media, file: LocalFile, account: Account, tokens: TokenSet) -> Upload:
+        instance = self._instance(account)
+        with open(file.path, "rb") as handle:
+            response = self._http.request(
+                "POST",
+                f"{instance}/api/v2/media",
+                idempotent=True,  # an upload publishes nothing: repeating it is harmless
+                headers=self._auth(tokens),
+                data={"description": media.alt_text} if media.alt_text else {},
+                files={"file": (file.filename, handle, file.mime)},
+            )
+        if response.status_code not in (200, 202):
+            raise _error(response)
+        attachment = json_body(response)
+        media_id = attachment.get("id") if isinstance(attachment, dict) else None
+        if not isinstance(media_id, str) or not media_id:
+            raise TransientError("Mastodon answered without a media id", provider=NAME)
+
+        def processed() -> bool:
+            polled = self._http.request(
+                "GET", f"{instance}/api/v1/media/{media_id}", headers=self._auth(tokens)
+            )
+            if polled.status_code not in (200, 206):
+                raise _error(polled)
+            return polled.status_code == 200
+
+        if response.status_code == 202:
+            wait_processed(
+                processed,
+                provider=NAME,
+                what="the Mastodon upload",
+                poll_s=self._poll_s,
+                max_s=self._poll_max_s,
+            )
+        # Mastodon deletes media left unattached for a day.
+        return Upload(media_id, expiry(UNATTACHED_TTL_S, margin=0.5))
 
     def refresh(self, account: Account, tokens: TokenSet) -> TokenSet:
         raise ReauthRequired("Mastodon tokens do not expire and cannot be refreshed", provider=NAME)

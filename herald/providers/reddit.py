@@ -16,6 +16,7 @@ most, so a window holding more proves nothing.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -42,12 +43,26 @@ from herald.providers.base import (
     RemotePost,
     TokenSet,
     TransientError,
+    Upload,
 )
 from herald.providers.http import ProviderHTTP, client_refused, json_body, server_error
 from herald.providers.lookup import Page, Seen, search_window
+from herald.providers.media import MB, MediaLimits, check_kinds, expiry, refuse
 from herald.settings import Settings
 
 NAME = "reddit"
+MAX_GALLERY = 20
+LEASE_TTL_S = 3600
+_S3_LOCATION = re.compile(r"<Location>([^<]+)</Location>")
+_S3_MESSAGE = re.compile(r"<Message>([^<]+)</Message>")
+#: Images up to 20 MB, GIFs up to 100 MB, videos up to 1 GB and 15 minutes.
+MEDIA_LIMITS = MediaLimits(
+    network=NAME,
+    label="Reddit",
+    max_bytes={"image": 20 * MB, "gif": 100 * MB, "video": 1000 * MB},
+    max_duration_s=900.0,
+    alt_max=180,
+)
 MAX_TITLE = 300
 MAX_TEXT = 40_000
 WWW_HOST = "https://www.reddit.com"  # token and authorize endpoints
@@ -185,6 +200,9 @@ class RedditProvider:
 
     # ------------------------------------------------------------------ publishing
 
+    def media_limits(self, account: Account) -> MediaLimits:
+        return MEDIA_LIMITS
+
     def validate(self, draft: PostDraft, account: Account) -> None:
         if not _SUBREDDIT.fullmatch(_subreddit(draft, account)):
             raise ContentInvalid(
@@ -207,12 +225,13 @@ class RedditProvider:
                 rule="reddit.max_length",
                 provider=NAME,
             )
-        if len(draft.media) > 1 or (draft.media and draft.settings.get("kind") != "link"):
-            raise ContentInvalid(
-                "Herald posts Reddit media as a single link post (settings.kind = 'link')",
-                rule="reddit.media",
-                provider=NAME,
-            )
+        if len(draft.media) > MAX_GALLERY:
+            raise refuse(MEDIA_LIMITS, "max_media", f"a gallery holds up to {MAX_GALLERY} images")
+        check_kinds(MEDIA_LIMITS, draft)
+        if len(draft.media) > 1 and any(m.kind != "image" for m in draft.media):
+            raise refuse(MEDIA_LIMITS, "media_count", "a gallery holds images only")
+        if len(draft.media) > 1 and draft.settings.get("kind") == "link":
+            raise refuse(MEDIA_LIMITS, "media_count", "a link post links one media item")
 
     def publish(self, draft: PostDraft, account: Account, tokens: TokenSet) -> PublishResult:
         self.validate(draft, account)
@@ -223,8 +242,15 @@ class RedditProvider:
             "resubmit": "true",
             "sendreplies": "true",
         }
-        if draft.media:
+        if len(draft.media) > 1:
+            return self._gallery(draft, form, tokens)
+        if draft.media and draft.settings.get("kind") == "link":
             form.update(kind="link", url=draft.media[0].url)
+        elif draft.media:
+            # Image, GIF (an image post) or video, from an uploaded asset.
+            asset = self._asset(draft, 0, tokens)
+            kind = "video" if draft.media[0].kind == "video" else "image"
+            form.update(kind=kind, url=asset["url"], text=draft.text)
         else:
             form.update(kind="self", text=draft.text)
         for flag in ("nsfw", "spoiler"):
@@ -249,6 +275,99 @@ class RedditProvider:
                 "Reddit answered 200 without the submission's id",
                 provider=NAME,
                 http_status=response.status_code,
+            )
+        url = data.get("url")
+        return PublishResult(post_id, url if isinstance(url, str) else None)
+
+    # ------------------------------------------------------------------ media
+
+    def _asset(self, draft: PostDraft, index: int, tokens: TokenSet) -> dict[str, str]:
+        """Item ``index`` as an uploaded asset (its id and URL): reused, or leased and
+        uploaded now through ``/api/media/asset.json`` and the lease's storage form."""
+        found = draft.uploads.reuse(NAME, index)
+        if found is not None:
+            return dict(json.loads(found.media_id))
+        file = draft.media[index].local(NAME)
+        response = self._http.request(
+            "POST",
+            "/api/media/asset.json",
+            data={"filepath": file.filename, "mimetype": file.mime},
+            headers=self._auth(tokens),
+            idempotent=True,  # a lease publishes nothing
+        )
+        if not response.is_success:
+            raise classify(response)
+        body = json_body(response)
+        args = body.get("args") if isinstance(body, dict) else None
+        asset = body.get("asset") if isinstance(body, dict) else None
+        if not isinstance(args, dict) or not isinstance(asset, dict):
+            raise TransientError("Reddit gave no upload lease", provider=NAME)
+        action = str(args.get("action", ""))
+        action = "https:" + action if action.startswith("//") else action
+        fields = {
+            str(f.get("name")): str(f.get("value"))
+            for f in args.get("fields") or []
+            if isinstance(f, dict)
+        }
+        with open(file.path, "rb") as handle:
+            # The storage form takes the lease's fields and no bearer token.
+            stored = self._http.request(
+                "POST",
+                action,
+                data=fields,
+                files={"file": (file.filename, handle, file.mime)},
+                idempotent=True,
+            )
+        if stored.status_code not in (200, 201, 204):
+            detail = _S3_MESSAGE.search(stored.text)
+            raise (PermanentError if stored.status_code < 500 else TransientError)(
+                f"Reddit's media storage refused the upload: "
+                f"{detail.group(1) if detail else stored.status_code}",
+                provider=NAME,
+                http_status=stored.status_code,
+            )
+        location = _S3_LOCATION.search(stored.text)
+        url = location.group(1) if location else f"{action}/{fields.get('key', '')}"
+        value = {"asset_id": str(asset.get("asset_id")), "url": url}
+        draft.uploads.record(
+            NAME, index, Upload(json.dumps(value), expiry(LEASE_TTL_S, margin=0.5))
+        )
+        return value
+
+    def _gallery(self, draft: PostDraft, form: dict[str, str], tokens: TokenSet) -> PublishResult:
+        items = [
+            {
+                "media_id": self._asset(draft, index, tokens)["asset_id"],
+                "caption": media.alt_text or "",
+                "outbound_url": "",
+            }
+            for index, media in enumerate(draft.media)
+        ]
+        body = {
+            "api_type": "json",
+            "sr": form["sr"],
+            "title": form["title"],
+            "items": items,
+            "sendreplies": True,
+            "nsfw": bool(draft.settings.get("nsfw")),
+            "spoiler": bool(draft.settings.get("spoiler")),
+        }
+        response = self._http.request(
+            "POST", "/api/submit_gallery_post.json", json=body, headers=self._auth(tokens)
+        )
+        if not response.is_success:
+            raise classify(response)
+        answer = json_body(response)
+        inner = answer.get("json") if isinstance(answer, dict) else None
+        inner = inner if isinstance(inner, dict) else {}
+        if isinstance(inner.get("errors"), list) and inner["errors"]:
+            raise submission_error(inner["errors"])
+        found = inner.get("data")
+        data: dict[str, Any] = found if isinstance(found, dict) else {}
+        post_id = str(data.get("id") or "").removeprefix("t3_")
+        if not post_id:
+            raise AmbiguousOutcome(
+                "Reddit answered without the gallery's id", provider=NAME, http_status=200
             )
         url = data.get("url")
         return PublishResult(post_id, url if isinstance(url, str) else None)

@@ -12,6 +12,7 @@ ambiguous for good (``needs_review``).
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -36,6 +37,7 @@ from herald.providers.base import (
     Unknown,
 )
 from herald.providers.http import ProviderHTTP, json_body, server_error
+from herald.providers.media import MB, MediaLimits, check_kinds, refuse
 from herald.providers.text import utf16_length
 from herald.settings import Settings
 
@@ -45,6 +47,13 @@ MAX_CAPTION = 1024
 PARSE_MODES = frozenset({"HTML", "MarkdownV2"})
 # Telegram's 429 always carries retry_after; this covers a body that lost it.
 DEFAULT_RETRY_AFTER_S = 30
+MAX_GROUP = 10
+#: Bot API uploads: photos up to 10 MB, other files up to 50 MB.
+MEDIA_LIMITS = MediaLimits(
+    network=NAME,
+    label="Telegram",
+    max_bytes={"image": 10 * MB, "gif": 50 * MB, "video": 50 * MB},
+)
 _SEND_METHOD = {"image": "sendPhoto", "gif": "sendAnimation", "video": "sendVideo"}
 _MEDIA_FIELD = {"image": "photo", "gif": "animation", "video": "video"}
 _NUMERIC_CHAT = re.compile(r"-?\d{1,20}")
@@ -130,6 +139,9 @@ class TelegramProvider:
 
     # ------------------------------------------------------------------ validation
 
+    def media_limits(self, account: Account) -> MediaLimits:
+        return MEDIA_LIMITS
+
     def validate(self, draft: PostDraft, account: Account) -> None:
         chat = account.external_id.strip()
         if not chat or not (_NUMERIC_CHAT.fullmatch(chat) or chat.startswith("@")):
@@ -143,12 +155,11 @@ class TelegramProvider:
                 rule="telegram.parse_mode",
                 provider=NAME,
             )
-        if len(draft.media) > 1:
-            raise ContentInvalid(
-                "Herald sends at most one media item per Telegram message",
-                rule="telegram.max_media",
-                provider=NAME,
-            )
+        check_kinds(MEDIA_LIMITS, draft)
+        if len(draft.media) > MAX_GROUP:
+            raise refuse(MEDIA_LIMITS, "max_media", f"a media group holds 2 to {MAX_GROUP} items")
+        if len(draft.media) > 1 and any(m.kind == "gif" for m in draft.media):
+            raise refuse(MEDIA_LIMITS, "media_group_kind", "a media group holds photos and videos")
         # The limits apply after entity parsing; counting the raw text is the safe side.
         length = utf16_length(draft.text)
         if draft.media:
@@ -173,27 +184,63 @@ class TelegramProvider:
     def publish(self, draft: PostDraft, account: Account, tokens: TokenSet) -> PublishResult:
         self.validate(draft, account)
         payload: dict[str, Any] = {"chat_id": _chat_id(account)}
-        if draft.media:
-            media = draft.media[0]
-            method = _SEND_METHOD[media.kind]
-            payload[_MEDIA_FIELD[media.kind]] = media.url
-            if draft.text:
-                payload["caption"] = draft.text
-        else:
-            method = "sendMessage"
-            payload["text"] = draft.text
-            if draft.settings.get("disable_link_preview"):
-                payload["link_preview_options"] = {"is_disabled": True}
         if draft.settings.get("parse_mode") is not None:
             payload["parse_mode"] = draft.settings["parse_mode"]
         if draft.settings.get("disable_notification"):
             payload["disable_notification"] = True
+        if draft.media:
+            # The file is sent with the message (multipart): the upload is the publish, so
+            # there is nothing to record and reuse.
+            return self._send_media(draft, payload, tokens)
+        payload["text"] = draft.text
+        if draft.settings.get("disable_link_preview"):
+            payload["link_preview_options"] = {"is_disabled": True}
+        response = self._http.request("POST", self._path(tokens, "sendMessage"), json=payload)
+        return self._sent(response)
 
-        response = self._http.request("POST", self._path(tokens, method), json=payload)
+    def _send_media(
+        self, draft: PostDraft, payload: dict[str, Any], tokens: TokenSet
+    ) -> PublishResult:
+        form = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in payload.items()}
+        files = [media.local(NAME) for media in draft.media]
+        handles = [open(file.path, "rb") for file in files]  # noqa: SIM115 - closed below
+        try:
+            if len(files) == 1:
+                media = draft.media[0]
+                method, field = _SEND_METHOD[media.kind], _MEDIA_FIELD[media.kind]
+                if draft.text:
+                    form["caption"] = draft.text
+                parts = {field: (files[0].filename, handles[0], files[0].mime)}
+            else:
+                method = "sendMediaGroup"
+                group = []
+                for n, media in enumerate(draft.media):
+                    item = {"type": _MEDIA_FIELD[media.kind], "media": f"attach://file{n}"}
+                    if n == 0 and draft.text:
+                        item |= {"caption": draft.text}
+                        if "parse_mode" in form:
+                            item["parse_mode"] = form.pop("parse_mode")
+                    group.append(item)
+                form["media"] = json.dumps(group)
+                parts = {
+                    f"file{n}": (f.filename, h, f.mime)
+                    for n, (f, h) in enumerate(zip(files, handles, strict=True))
+                }
+            response = self._http.request(
+                "POST", self._path(tokens, method), data=form, files=parts
+            )
+        finally:
+            for handle in handles:
+                handle.close()
+        return self._sent(response)
+
+    def _sent(self, response: httpx.Response) -> PublishResult:
         if not response.is_success:
             raise classify(response)
         body = json_body(response)
         result = body.get("result") if isinstance(body, dict) else None
+        if isinstance(result, list) and result:
+            result = result[0]  # a media group: its first message stands for the post
         message_id = result.get("message_id") if isinstance(result, dict) else None
         if not isinstance(message_id, int) or isinstance(message_id, bool):
             # A 2xx means Telegram took the message; without its id we cannot say which.

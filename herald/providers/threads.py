@@ -34,6 +34,7 @@ from herald.providers.base import (
     Found,
     Idempotency,
     Lookup,
+    Media,
     PermanentError,
     PostDraft,
     PostMetrics,
@@ -44,9 +45,19 @@ from herald.providers.base import (
     RemotePost,
     TokenSet,
     TransientError,
+    Upload,
 )
 from herald.providers.http import ProviderHTTP, json_body, server_error
 from herald.providers.lookup import Page, Seen, search_window
+from herald.providers.media import (
+    MB,
+    VIDEO_FORMATS,
+    MediaLimits,
+    check_kinds,
+    expiry,
+    refuse,
+    wait_processed,
+)
 from herald.providers.text import threads_length
 from herald.settings import Settings
 
@@ -60,6 +71,29 @@ THROTTLE_CODES = frozenset({4, 17, 32, 341, 613})
 TRANSIENT_CODES = frozenset({1, 2})
 # Threads documents no throttling headers; come back after this when none is given.
 DEFAULT_BACKOFF_S = 600
+MAX_CAROUSEL = 20
+#: JPEG/PNG up to 8 MB; MP4/MOV up to 1 GB and 5 minutes (⚠ from a secondary source).
+MEDIA_LIMITS = MediaLimits(
+    network=NAME,
+    label="Threads",
+    max_bytes={"image": 8 * MB, "video": 1000 * MB},
+    formats={"image": frozenset({"image/jpeg", "image/png"}), "video": VIDEO_FORMATS},
+    max_duration_s=300.0,
+    alt_max=1000,
+)
+CONTAINER_TTL_S = 86_400  # an unpublished container expires after 24 h
+
+
+def _media_params(media: Media) -> dict[str, Any]:
+    params = {
+        "media_type": _MEDIA_TYPE[media.kind],
+        ("image_url" if media.kind == "image" else "video_url"): media.url,
+    }
+    if media.alt_text:
+        params["alt_text"] = media.alt_text
+    return params
+
+
 _MEDIA_TYPE = {"image": "IMAGE", "video": "VIDEO"}
 
 
@@ -209,6 +243,9 @@ class ThreadsProvider:
 
     # ------------------------------------------------------------------ publishing
 
+    def media_limits(self, account: Account) -> MediaLimits:
+        return MEDIA_LIMITS
+
     def validate(self, draft: PostDraft, account: Account) -> None:
         if not account.external_id.strip():
             raise ContentInvalid("no Threads user id", rule="threads.user_id", provider=NAME)
@@ -221,16 +258,13 @@ class ThreadsProvider:
                 rule="threads.max_length",
                 provider=NAME,
             )
-        if len(draft.media) > 1:
-            raise ContentInvalid(
-                "Herald publishes at most one media item per Threads post",
-                rule="threads.max_media",
-                provider=NAME,
+        if len(draft.media) > MAX_CAROUSEL:
+            raise refuse(
+                MEDIA_LIMITS,
+                "max_media",
+                f"a carousel holds 2 to {MAX_CAROUSEL} items; got {len(draft.media)}",
             )
-        if draft.media and draft.media[0].kind not in _MEDIA_TYPE:
-            raise ContentInvalid(
-                "Threads takes images and videos", rule="threads.media_kind", provider=NAME
-            )
+        check_kinds(MEDIA_LIMITS, draft)
 
     def publish(self, draft: PostDraft, account: Account, tokens: TokenSet) -> PublishResult:
         self.validate(draft, account)
@@ -248,10 +282,11 @@ class ThreadsProvider:
 
     def _create_container(self, draft: PostDraft, user: str, tokens: TokenSet) -> str:
         params: dict[str, Any] = {"media_type": "TEXT", "text": draft.text}
-        if draft.media:
-            media = draft.media[0]
-            params["media_type"] = _MEDIA_TYPE[media.kind]
-            params["image_url" if media.kind == "image" else "video_url"] = media.url
+        if len(draft.media) == 1:
+            params |= _media_params(draft.media[0])
+        elif draft.media:
+            children = self._carousel_items(draft, user, tokens)
+            params |= {"media_type": "CAROUSEL", "children": ",".join(children)}
         if draft.settings.get("reply_control"):
             params["reply_control"] = str(draft.settings["reply_control"])
         # An unpublished container expires harmlessly, so creating one may be repeated.
@@ -260,6 +295,35 @@ class ThreadsProvider:
         if not isinstance(container, str | int) or isinstance(container, bool):
             raise TransientError("Threads created no container id", provider=NAME)
         return str(container)
+
+    def _carousel_items(self, draft: PostDraft, user: str, tokens: TokenSet) -> list[str]:
+        """One FINISHED item container per media (Threads fetches each from its public URL),
+        reused from the ledger until it would expire (24 h unpublished)."""
+        children = []
+        for index, media in enumerate(draft.media):
+            found = draft.uploads.reuse(NAME, index)
+            if found is None:
+                params = _media_params(media) | {"is_carousel_item": "true"}
+                body = self._call(
+                    "POST", f"/{VERSION}/{user}/threads", tokens, params, idempotent=True
+                )
+                item = body.get("id")
+                if not isinstance(item, str | int) or isinstance(item, bool):
+                    raise TransientError("Threads created no item container id", provider=NAME)
+                self._wait_finished(str(item), tokens)
+                found = Upload(str(item), expiry(CONTAINER_TTL_S))
+                draft.uploads.record(NAME, index, found)
+            children.append(found.media_id)
+        return children
+
+    def _wait_finished(self, container: str, tokens: TokenSet) -> None:
+        wait_processed(
+            lambda: self._container_status(container, tokens) == "FINISHED",
+            provider=NAME,
+            what="the Threads media container",
+            poll_s=self._poll_s,
+            max_s=self._poll_s * self._polls,
+        )
 
     def _container_status(self, container: str, tokens: TokenSet) -> str:
         body = self._call(

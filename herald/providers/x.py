@@ -33,7 +33,9 @@ from herald.providers.base import (
     AuthorizeRequest,
     ContentInvalid,
     Idempotency,
+    LocalFile,
     Lookup,
+    Media,
     PermanentError,
     PostDraft,
     PostMetrics,
@@ -44,9 +46,18 @@ from herald.providers.base import (
     TokenSet,
     TransientError,
     Unknown,
+    Upload,
 )
 from herald.providers.http import ProviderHTTP, error_for_status, json_body
 from herald.providers.lookup import Page, Seen, search_window
+from herald.providers.media import (
+    MB,
+    MediaLimits,
+    check_kinds,
+    expiry,
+    one_video_alone,
+    wait_processed,
+)
 from herald.providers.oauth2 import pkce_pair
 from herald.providers.text import find_urls, x_weighted_length
 from herald.settings import Settings
@@ -57,11 +68,19 @@ MAX_WEIGHTED_LENGTH = 280
 DEFAULT_SCOPES = ("tweet.read", "tweet.write", "users.read", "offline.access")
 DEFAULT_RESET = timedelta(minutes=15)
 MAX_IMAGES = 4
+CHUNK_BYTES = 1024 * 1024  # APPEND takes segments of at most 5 MB; small ones keep memory flat
 TIMELINE_PAGE = 100  # the most max_results allows
 TIMELINE_CAP = 3200  # the user timeline serves no older posts
 # Something X may auto-link although it has no scheme or "www." (``example.com``).
 _BARE_DOMAIN = re.compile(r"(?i)\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}\b")
-MEDIA_LIMITS = {"image": 5_000_000, "gif": 15_000_000, "video": 512_000_000}
+MEDIA_LIMITS = MediaLimits(
+    network=NAME,
+    label="X",
+    max_bytes={"image": 5 * MB, "gif": 15 * MB, "video": 512 * MB},
+    min_duration_s=0.5,
+    max_duration_s=140.0,
+    alt_max=1000,
+)
 
 
 def comparable(text: str) -> str:
@@ -182,6 +201,8 @@ class XProvider:
         self._max_length = max_weighted_length
         self._max_pages = settings.reconcile_max_pages
         self._http = ProviderHTTP(NAME, base, settings, transport=transport)
+        self._poll_s = settings.media_upload_poll_s
+        self._poll_max_s = settings.media_upload_poll_max_s
 
     def close(self) -> None:
         self._http.close()
@@ -196,18 +217,11 @@ class XProvider:
                 rule="x.max_weighted_length",
                 provider=NAME,
             )
-        kinds = [m.kind for m in draft.media]
-        if len(kinds) > MAX_IMAGES or (len(kinds) > 1 and set(kinds) != {"image"}):
-            raise ContentInvalid(
-                "up to 4 images, or one GIF, or one video", rule="x.media_count", provider=NAME
-            )
-        for media in draft.media:
-            if media.size_bytes is not None and media.size_bytes > MEDIA_LIMITS[media.kind]:
-                raise ContentInvalid(f"{media.kind} too large", rule="x.media_size", provider=NAME)
-        if draft.media:
-            raise ContentInvalid(
-                "media upload to X is not supported yet", rule="x.media_unsupported", provider=NAME
-            )
+        one_video_alone(MEDIA_LIMITS, draft, MAX_IMAGES)
+        check_kinds(MEDIA_LIMITS, draft)
+
+    def media_limits(self, account: Account) -> MediaLimits:
+        return MEDIA_LIMITS
 
     def _auth(self, tokens: TokenSet) -> dict[str, str]:
         return {"Authorization": f"Bearer {tokens.access_token}"}
@@ -215,6 +229,8 @@ class XProvider:
     def publish(self, draft: PostDraft, account: Account, tokens: TokenSet) -> PublishResult:
         self.validate(draft, account)
         body: dict[str, Any] = {"text": draft.text}
+        if draft.media:
+            body["media"] = {"media_ids": self._media_ids(draft, tokens)}
         reply_to = draft.settings.get("reply_to_id")
         if isinstance(reply_to, str) and reply_to:
             body["reply"] = {"in_reply_to_tweet_id": reply_to}
@@ -227,6 +243,93 @@ class XProvider:
                 "X answered without a post id", provider=NAME, http_status=response.status_code
             )
         return PublishResult(external_id=tweet_id, url=self._url(account, tweet_id))
+
+    # -- media: POST /2/media/upload/initialize, /{id}/append, /{id}/finalize, STATUS ----------
+
+    def _media_ids(self, draft: PostDraft, tokens: TokenSet) -> list[str]:
+        """Every item's media id: reused from the ledger, or uploaded (and recorded) now."""
+        ids = []
+        for index, media in enumerate(draft.media):
+            found = draft.uploads.reuse(NAME, index)
+            if found is None:
+                found = self._upload(media, media.local(NAME), tokens)
+                draft.uploads.record(NAME, index, found)
+            ids.append(found.media_id)
+        return ids
+
+    def _upload_call(self, method: str, path: str, tokens: TokenSet, **kw: Any) -> dict[str, Any]:
+        # Nothing is published by an upload call: repeating one is harmless, so a lost answer
+        # is asked again and a 5xx is transient, never ambiguous.
+        response = self._http.request(
+            method, path, idempotent=True, headers=self._auth(tokens), **kw
+        )
+        if response.status_code not in (200, 201, 202, 204):
+            raise _error(response, idempotent=True)
+        return _data(response, idempotent=True) if response.content else {}
+
+    def _upload(self, media: Media, file: LocalFile, tokens: TokenSet) -> Upload:
+        init = self._upload_call(
+            "POST",
+            "/2/media/upload/initialize",
+            tokens,
+            json={
+                "media_type": file.mime,
+                "total_bytes": file.size,
+                "media_category": f"tweet_{media.kind}",
+            },
+        )
+        media_id = init.get("id")
+        if not isinstance(media_id, str) or not media_id:
+            raise TransientError("X did not return a media id", provider=NAME)
+        for segment, chunk in enumerate(file.chunks(CHUNK_BYTES)):
+            self._upload_call(
+                "POST",
+                f"/2/media/upload/{media_id}/append",
+                tokens,
+                data={"segment_index": str(segment)},
+                files={"media": ("chunk", chunk, "application/octet-stream")},
+            )
+        done = self._upload_call("POST", f"/2/media/upload/{media_id}/finalize", tokens)
+        if self._state(done) != "succeeded":
+            wait_processed(
+                lambda: (
+                    self._state(
+                        self._upload_call(
+                            "GET",
+                            "/2/media/upload",
+                            tokens,
+                            params={"command": "STATUS", "media_id": media_id},
+                        )
+                    )
+                    == "succeeded"
+                ),
+                provider=NAME,
+                what="the X upload",
+                poll_s=self._poll_s,
+                max_s=self._poll_max_s,
+            )
+        if media.alt_text:
+            self._upload_call(
+                "POST",
+                "/2/media/metadata",
+                tokens,
+                json={"id": media_id, "metadata": {"alt_text": {"text": media.alt_text}}},
+            )
+        return Upload(media_id, expiry(init.get("expires_after_secs")))
+
+    @staticmethod
+    def _state(data: dict[str, Any]) -> str:
+        info = data.get("processing_info")
+        if not isinstance(info, dict):
+            return "succeeded"  # no processing_info: ready (images)
+        state = info.get("state")
+        if state == "failed":
+            error = info.get("error")
+            detail = error.get("message") if isinstance(error, dict) else None
+            raise PermanentError(
+                f"X could not process the media: {_text(detail) or 'no detail'}", provider=NAME
+            )
+        return state if isinstance(state, str) else "in_progress"
 
     def _url(self, account: Account, tweet_id: str) -> str:
         return f"https://x.com/{account.handle or 'i/web'}/status/{tweet_id}"

@@ -52,7 +52,12 @@ from herald.models import (
     ProviderCircuit,
     PublishAttempt,
 )
-from herald.providers.base import AmbiguousOutcome, ProviderError, TransientError
+from herald.providers.base import (
+    AmbiguousOutcome,
+    MediaUnavailable,
+    ProviderError,
+    TransientError,
+)
 from herald.security.crypto import DecryptionError
 from herald.settings import Settings
 from herald.telemetry import metrics
@@ -81,6 +86,8 @@ def network_health(error: ProviderError | DecryptionError | None) -> bool | None
     unreachable), or None (no evidence: the attempt never reached it)."""
     if error is None:
         return True
+    if isinstance(error, MediaUnavailable):
+        return None  # the media's host failed, not the network
     if isinstance(error, TransientError | AmbiguousOutcome):
         return False
     if isinstance(error, ProviderError) and error.http_status is not None:

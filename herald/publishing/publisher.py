@@ -25,6 +25,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from herald.contracts import NetworkAnswer
+from herald.media import Fetcher, prepare
+from herald.media.ledger import DatabaseLedger
 from herald.models import (
     Integration,
     IntegrationStatus,
@@ -257,11 +259,16 @@ class _Run:
             self.token_version = self.integration.token_version
             tokens = open_tokens(self.integration, self.keys)
             self.provider.validate(draft, account)
+            with Fetcher(self.settings) as fetcher:
+                draft = prepare(draft, self.provider, account, fetcher, self._ledger())
             result = self.provider.publish(draft, account, tokens)
         except (ProviderError, DecryptionError) as exc:
             error = exc
         latency_ms = round((time.perf_counter() - started) * 1000)
         return Answer(result, error, utcnow(), latency_ms)
+
+    def _ledger(self) -> DatabaseLedger:
+        return DatabaseLedger(workspace_id=self.post.workspace_id, post_id=self.post.id)
 
     def record(self, answer: Answer, *, from_: PostStatus | None = None) -> Outcome:
         """Write ``answer`` on the post and its attempt, reconciling an ambiguous one first.

@@ -30,6 +30,7 @@ from herald.sandbox.core import (
 )
 from herald.sandbox.counting import graphemes, utf8_bytes
 from herald.sandbox.faults import RateLimit, RateWindow
+from herald.sandbox.media import SandboxUpload, absorb_body
 
 COLLECTION = "app.bsky.feed.post"
 _TID = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
@@ -58,6 +59,11 @@ class BlueskyNetwork(SandboxNetwork):
         "max_graphemes": 300,
         "max_bytes": 3000,
         "rkey_conflict_status": 400,  # ⚠ the PDS's status for a taken rkey is unconfirmed
+        # Blobs: the lexicons' maxSize (images 1,000,000; video 100,000,000); a blob no
+        # record references is garbage-collected after blob_ttl_s.
+        "image_max_bytes": 1_000_000,
+        "video_max_bytes": 100_000_000,
+        "blob_ttl_s": 3600,
     }
 
     def new_account_id(self, seq: int) -> str:
@@ -141,8 +147,39 @@ class BlueskyNetwork(SandboxNetwork):
             assert account is not None
             return _session(sb, account, pair.view(sb.now()))
 
-    def _repo_routes(self, router: APIRouter, sb: Sandbox) -> None:
+    def _repo_routes(self, router: APIRouter, sb: Sandbox) -> None:  # noqa: PLR0915
         net = self.name
+
+        @router.post("/com.atproto.repo.uploadBlob")
+        async def upload_blob(request: Request) -> dict[str, Any]:
+            account = _me(request)
+            mime = request.headers.get("content-type", "")
+            kind = "video" if mime.startswith("video/") else "image"
+            upload = sb.new_upload(
+                net, account.account_id, kind, ttl_s=float(sb.option(net, "blob_ttl_s"))
+            )
+            limit = int(sb.option(net, "video_max_bytes" if kind == "video" else "image_max_bytes"))
+            if not await absorb_body(request, upload, limit):
+                del sb.uploads[upload.id]
+                raise NetworkError(
+                    413,
+                    f"This file is too large. It is over {limit} bytes",
+                    code="BlobTooLarge",
+                )
+            with sb._lock:  # content-addressed: the id is the bytes' hash
+                del sb.uploads[upload.id]
+                upload.id = "bafkrei" + upload.sha256[:52]
+                sb.uploads[upload.id] = upload
+            upload.finish(0, False)
+            upload.data["mime"] = mime
+            return {
+                "blob": {
+                    "$type": "blob",
+                    "ref": {"$link": upload.id},
+                    "mimeType": mime,
+                    "size": upload.received,
+                }
+            }
 
         @router.post("/com.atproto.repo.createRecord")
         async def create_record(request: Request) -> dict[str, Any]:
@@ -164,7 +201,10 @@ class BlueskyNetwork(SandboxNetwork):
                 status = int(sb.option(net, "rkey_conflict_status"))
                 raise NetworkError(status, "Record already exists at that key")
             assert isinstance(record, dict)
+            blobs = _embedded_blobs(sb, account, record.get("embed"))
             post = _store_record(sb, net, account, rkey=rkey, record=record, text=text)
+            if blobs:
+                sb.attach(blobs, post)
             cid = _cid(post.id)
             return {
                 "uri": post.id,
@@ -227,6 +267,40 @@ def _me(request: Request) -> SandboxAccount:
     if auth.status is TokenStatus.REVOKED:
         raise NetworkError(400, "Token has been revoked", code="ExpiredToken")
     raise NetworkError(400, "Token could not be verified", code="InvalidToken")
+
+
+def _embedded_blobs(sb: Sandbox, account: SandboxAccount, embed: Any) -> list[SandboxUpload]:
+    """The uploads an images or video embed references: each uploaded by this account and not
+    yet collected; alt text is taken from the embed."""
+    if not isinstance(embed, dict):
+        return []
+    prefix = f"Invalid {COLLECTION} record: "
+    kind = embed.get("$type")
+    if kind == "app.bsky.embed.images":
+        items = embed.get("images")
+        if not isinstance(items, list) or not 1 <= len(items) <= 4:
+            raise NetworkError(400, prefix + "Record/embed/images must have 1 to 4 items")
+        pairs = [(i.get("image"), i.get("alt")) for i in items if isinstance(i, dict)]
+        if len(pairs) != len(items) or any(not isinstance(alt, str) for _, alt in pairs):
+            raise NetworkError(400, prefix + 'Record/embed/images must have the property "alt"')
+    elif kind == "app.bsky.embed.video":
+        pairs = [(embed.get("video"), embed.get("alt"))]
+    else:
+        return []
+    found = []
+    for blob, alt in pairs:
+        ref = blob.get("ref") if isinstance(blob, dict) else None
+        cid = ref.get("$link") if isinstance(ref, dict) else None
+        upload = sb.find_upload("bluesky", str(cid))
+        live = upload is not None and (upload.expires_at is None or upload.expires_at > sb.now())
+        if upload is None or not live or upload.account_id != account.account_id:
+            raise NetworkError(400, f"Could not find blob: {cid}", code="BlobNotFound")
+        upload.alt = alt if isinstance(alt, str) else None
+        upload.data["aspectRatio"] = embed.get("aspectRatio") or next(
+            (i.get("aspectRatio") for i in embed.get("images", []) if i.get("image") is blob), None
+        )
+        found.append(upload)
+    return found
 
 
 def _checked_record(sb: Sandbox, net: str, record: Any) -> str:

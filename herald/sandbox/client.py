@@ -96,3 +96,9 @@ class SandboxClient:
         query = ({"network": network} if network else {}) | params
         result: list[dict[str, Any]] = self._call("GET", "/posts", params=query)
         return result
+
+    def uploads(self, network: str | None = None) -> list[dict[str, Any]]:
+        """Every media upload the networks received, with the posts it was attached to."""
+        query = {"network": network} if network else {}
+        result: list[dict[str, Any]] = self._call("GET", "/uploads", params=query)
+        return result

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from herald.sandbox.core import Sandbox, TokenPair
 from herald.sandbox.faults import FaultSpec, RateLimit
+from herald.sandbox.media import media_host
 
 
 class AccountIn(BaseModel):
@@ -297,6 +298,12 @@ def control_api(sb: Sandbox) -> FastAPI:  # noqa: PLR0915 - one flat list of sma
         ids = [network.seed_post(sb, account, text, body.settings).id for text in body.texts]
         return {"created": len(ids), "ids": ids}
 
+    @r.get("/uploads")
+    def uploads(network: str | None = None) -> list[dict[str, Any]]:
+        with sb._lock:
+            found = list(sb.uploads.values())
+        return [u.view() for u in found if network is None or u.network == network]
+
     @r.get("/clock")
     def clock() -> dict[str, str]:
         return {"now": sb.now().isoformat()}
@@ -306,6 +313,7 @@ def control_api(sb: Sandbox) -> FastAPI:  # noqa: PLR0915 - one flat list of sma
         return {"now": sb.advance(body.advance_s).isoformat()}
 
     app.include_router(r)
+    app.include_router(media_host())
 
     async def on_validation(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

@@ -15,6 +15,7 @@ Messages come newest first; a page shorter than ``limit`` is the channel's begin
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from math import ceil
@@ -38,6 +39,7 @@ from herald.sandbox.core import (
     token_client,
 )
 from herald.sandbox.faults import RateLimit, RateWindow
+from herald.sandbox.media import SandboxUpload, absorb_file, read_multipart
 
 OAUTH_ACCESS_TTL_S = 604_800
 _WEBHOOK_PATH = re.compile(r"/webhooks/[^/]+/([^/?]+)")
@@ -92,6 +94,8 @@ class DiscordNetwork(SandboxNetwork):
     default_options: ClassVar[dict[str, Any]] = {
         "max_content_length": 2000,
         "nonce_window_s": 300,  # ⚠ "the past few minutes"
+        "attachment_max_bytes": 10 * 1024 * 1024,  # per file, without a server boost
+        "max_attachments": 10,
     }
 
     def new_account_id(self, seq: int) -> str:
@@ -184,7 +188,7 @@ class DiscordNetwork(SandboxNetwork):
             limit = int(sb.option(net, "max_content_length"))
             if len(content) > limit:
                 raise _max_length_error(limit)
-            if not content.strip() and not body.get("embeds"):
+            if not content.strip() and not body.get("embeds") and not body.get("attachments"):
                 raise NetworkError(400, "Cannot send an empty message", code="50006")
             return content
 
@@ -222,14 +226,48 @@ class DiscordNetwork(SandboxNetwork):
                 "application_id": None,
             }
 
+        async def message_body(
+            request: Request, account: SandboxAccount
+        ) -> tuple[dict[str, Any], list[SandboxUpload]]:
+            """A JSON body, or multipart: ``payload_json`` plus ``files[n]`` attachments."""
+            if not request.headers.get("content-type", "").startswith("multipart/"):
+                return await read_json(request), []
+            fields, files = await read_multipart(request)
+            try:
+                body = json.loads(fields.get("payload_json") or "{}")
+            except ValueError:
+                raise _form_error("payload_json", "BASE_TYPE_BAD_JSON", "Bad JSON.") from None
+            described = {
+                str(a.get("id")): a for a in body.get("attachments") or [] if isinstance(a, dict)
+            }
+            if len(files) > int(sb.option(net, "max_attachments")):
+                raise _form_error("files", "BASE_TYPE_MAX_LENGTH", "Too many attachments.")
+            uploads = []
+            for name, file in files.items():
+                index = name.removeprefix("files[").removesuffix("]")
+                upload = sb.new_upload(net, account.account_id, "image")
+                await absorb_file(file, upload)
+                upload.kind = "video" if upload.magic == "video/mp4" else "image"
+                upload.alt = described.get(index, {}).get("description")
+                upload.data["filename"] = getattr(file, "filename", None)
+                if upload.received > int(sb.option(net, "attachment_max_bytes")):
+                    del sb.uploads[upload.id]
+                    raise NetworkError(413, "Request entity too large", code="40005")
+                upload.finish(0, False)
+                uploads.append(upload)
+            return body, uploads
+
         @router.post("/webhooks/{webhook_id}/{token}")
         async def execute(request: Request, webhook_id: str, token: str) -> Response:
             account = webhook(request, webhook_id)
-            content = checked_body(await read_json(request))
+            body, uploads = await message_body(request, account)
+            content = checked_body(body)
             channel = request.query_params.get("thread_id") or account.settings.get(
                 "channel_id", "0"
             )
             post = _store_message(sb, net, account, content, str(channel), webhook=True)
+            if uploads:
+                sb.attach(uploads, post)
             if request.query_params.get("wait", "").lower() != "true":
                 return Response(status_code=204)
             return JSONResponse(message_view(post))
@@ -247,7 +285,7 @@ class DiscordNetwork(SandboxNetwork):
         @router.post("/channels/{channel_id}/messages")
         async def create_message(request: Request, channel_id: str) -> dict[str, Any]:
             account = bot(request, channel_id)
-            body = await read_json(request)
+            body, uploads = await message_body(request, account)
             content = checked_body(body)
             nonce = body.get("nonce")
             if nonce is not None and (not isinstance(nonce, str | int) or len(str(nonce)) > 25):
@@ -262,6 +300,8 @@ class DiscordNetwork(SandboxNetwork):
                 key=f"{channel_id}:{nonce}" if enforce else None,
                 key_ttl_s=float(sb.option(net, "nonce_window_s")),
             )
+            if uploads and "media" not in post.data:
+                sb.attach(uploads, post)
             view = message_view(post)
             if nonce is not None:
                 view["nonce"] = nonce

@@ -32,6 +32,7 @@ from herald.sandbox.core import (
 )
 from herald.sandbox.counting import mastodon_length
 from herald.sandbox.faults import RateLimit, RateWindow
+from herald.sandbox.media import SandboxUpload, absorb_file, read_multipart
 
 INSTANCE = "https://mastodon.sandbox"
 
@@ -46,6 +47,11 @@ class MastodonNetwork(SandboxNetwork):
         "characters_reserved_per_url": 23,
         "max_media_attachments": 4,
         "idempotency_ttl_s": 3600,
+        "image_size_limit": 16_777_216,
+        "video_size_limit": 103_809_024,
+        "description_limit": 1500,
+        "processing_polls": 1,  # status reads a video stays in processing (images: none)
+        "processing_fails": False,
     }
 
     def new_account_id(self, seq: int) -> str:
@@ -79,8 +85,47 @@ class MastodonNetwork(SandboxNetwork):
     def routes(self, sb: Sandbox) -> APIRouter:
         router = APIRouter()
         self._content_routes(router, sb)
+        self._media_routes(router, sb)
         self._oauth_routes(router, sb)
         return router
+
+    def _media_routes(self, router: APIRouter, sb: Sandbox) -> None:
+        net = self.name
+
+        @router.post("/api/v2/media")
+        async def upload_media(request: Request) -> Response:
+            account = _me(request)
+            fields, files = await read_multipart(request)
+            file = files.get("file")
+            if file is None:
+                raise NetworkError(422, "Validation failed: File can't be blank")
+            description = fields.get("description")
+            if description and len(description) > int(sb.option(net, "description_limit")):
+                raise NetworkError(422, "Validation failed: Description is too long")
+            upload = sb.new_upload(net, account.account_id, "image", alt=description)
+            await absorb_file(file, upload)
+            upload.kind = "video" if upload.magic == "video/mp4" else "image"
+            limit = int(sb.option(net, f"{upload.kind}_size_limit"))
+            if upload.received > limit:
+                del sb.uploads[upload.id]
+                raise NetworkError(
+                    422, f"Validation failed: File file size must be less than {limit} Bytes"
+                )
+            polls = int(sb.option(net, "processing_polls")) if upload.kind == "video" else 0
+            upload.finish(polls, bool(sb.option(net, "processing_fails")))
+            status = 202 if upload.state == "in_progress" else 200
+            return JSONResponse(_media_view(upload), status)
+
+        @router.get("/api/v1/media/{media_id}")
+        async def media_status(media_id: str, request: Request) -> Response:
+            account = _me(request)
+            upload = sb.find_upload(net, media_id)
+            if upload is None or upload.account_id != account.account_id:
+                raise NetworkError(404, "Record not found")
+            state = upload.poll()
+            if state == "failed":
+                raise NetworkError(422, "Error processing thumbnail for uploaded media")
+            return JSONResponse(_media_view(upload), 206 if state == "in_progress" else 200)
 
     def _content_routes(self, router: APIRouter, sb: Sandbox) -> None:
         net = self.name
@@ -101,9 +146,8 @@ class MastodonNetwork(SandboxNetwork):
                         ),
                     },
                     "media_attachments": {
-                        "image_size_limit": 16_777_216,
-                        "video_size_limit": 103_809_024,
-                        "description_limit": 1500,
+                        key: sb.option(net, key)
+                        for key in ("image_size_limit", "video_size_limit", "description_limit")
                     },
                 },
             }
@@ -120,8 +164,10 @@ class MastodonNetwork(SandboxNetwork):
             else:
                 body = dict(await read_form(request))
             text = body.get("status")
-            if not isinstance(text, str) or not text.strip():
+            attached = _attachable(sb, account, body.get("media_ids") or body.get("media_ids[]"))
+            if not attached and (not isinstance(text, str) or not text.strip()):
                 raise NetworkError(422, "Validation failed: Text can't be blank")
+            text = text if isinstance(text, str) else ""
             limit = int(sb.option(net, "max_characters"))
             if mastodon_length(text, int(sb.option(net, "characters_reserved_per_url"))) > limit:
                 raise NetworkError(
@@ -136,6 +182,8 @@ class MastodonNetwork(SandboxNetwork):
                 key_ttl_s=float(sb.option(net, "idempotency_ttl_s")),
                 visibility=body.get("visibility") or "public",
             )
+            if attached and "media" not in post.data:
+                sb.attach(attached, post)
             return _status_view(post, account)
 
         @router.get("/api/v1/accounts/{account_id}/statuses")
@@ -241,6 +289,32 @@ class MastodonNetwork(SandboxNetwork):
                 "scope": " ".join(pair.access.scopes),
                 "created_at": int(sb.now().timestamp()),
             }
+
+
+def _media_view(upload: SandboxUpload) -> dict[str, Any]:
+    ready = upload.state == "succeeded"
+    return {
+        "id": upload.id,
+        "type": upload.kind,
+        "url": f"{INSTANCE}/system/media/{upload.id}" if ready else None,
+        "description": upload.alt,
+    }
+
+
+def _attachable(sb: Sandbox, account: SandboxAccount, ids: Any) -> list[SandboxUpload]:
+    if not ids:
+        return []
+    if not isinstance(ids, list) or len(ids) > int(sb.option("mastodon", "max_media_attachments")):
+        raise NetworkError(422, "Validation failed: Media attachments are too many")
+    found = []
+    for media_id in ids:
+        upload = sb.find_upload("mastodon", str(media_id))
+        if upload is None or upload.account_id != account.account_id:
+            raise NetworkError(422, "Validation failed: Media attachment not found")
+        if upload.state != "succeeded":
+            raise NetworkError(422, "Cannot attach files that have not finished processing")
+        found.append(upload)
+    return found
 
 
 def _store_status(

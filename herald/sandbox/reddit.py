@@ -33,9 +33,11 @@ from herald.sandbox.core import (
     TokenStatus,
     basic_client,
     read_form,
+    read_json,
     request_auth,
 )
 from herald.sandbox.faults import RateLimit, RateWindow
+from herald.sandbox.media import SandboxUpload, absorb_file, read_multipart
 from herald.sandbox.paging import newer_than, older_than
 
 #: How far back any listing reaches.
@@ -54,6 +56,18 @@ def _base36(number: int) -> str:
 
 def _slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")[:50] or "post"
+
+
+def _asset_at(sb: Sandbox, account: SandboxAccount, url: str) -> SandboxUpload | None:
+    with sb._lock:
+        found = [u for u in sb.uploads.values() if u.data.get("location") == url]
+    live = [u for u in found if u.account_id == account.account_id and u.state == "succeeded"]
+    return live[0] if live else None
+
+
+def _s3_error(status: int, code: str, message: str) -> Response:
+    body = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    return Response(body, status, media_type="application/xml")
 
 
 def _errors(*triples: tuple[str, str, str]) -> dict[str, Any]:
@@ -101,6 +115,11 @@ class RedditNetwork(SandboxNetwork):
         "post_interval_s": 0,
         "max_title_length": 300,
         "max_text_length": 40_000,
+        # Media: a lease from /api/media/asset.json, then an S3-style form upload.
+        "image_max_bytes": 20_000_000,
+        "video_max_bytes": 1_000_000_000,
+        "lease_ttl_s": 3600,
+        "max_gallery_items": 20,
     }
 
     def new_account_id(self, seq: int) -> str:
@@ -190,6 +209,84 @@ class RedditNetwork(SandboxNetwork):
             left = interval - (sb.now() - mine[0].created_at).total_seconds()
             return ceil(left / 60) if left > 0 else None
 
+        @router.post("/api/media/asset.json")
+        async def lease(request: Request) -> dict[str, Any]:
+            account = user(request)
+            form = await read_form(request)
+            mime = form.get("mimetype", "")
+            if not form.get("filepath") or not mime.startswith(("image/", "video/")):
+                raise NetworkError(400, "filepath and an image or video mimetype are required")
+            kind = "video" if mime.startswith("video/") else "image"
+            upload = sb.new_upload(
+                net, account.account_id, kind, ttl_s=float(sb.option(net, "lease_ttl_s"))
+            )
+            upload.data["key"] = f"rte_images/{upload.id}/{form['filepath']}"
+            base = str(request.base_url).rstrip("/")
+            return {
+                "args": {
+                    "action": f"{base}/{net}/media-upload",
+                    "fields": [
+                        {"name": "key", "value": upload.data["key"]},
+                        {"name": "acl", "value": "public-read"},
+                        {"name": "Content-Type", "value": mime},
+                    ],
+                },
+                "asset": {
+                    "asset_id": upload.id,
+                    "processing_state": "incomplete",
+                    "websocket_url": f"wss://ws.sandbox/rte_images/{upload.id}",
+                },
+            }
+
+        @router.post("/media-upload")
+        async def s3(request: Request) -> Response:
+            # The bucket takes the lease's fields, not a bearer token.
+            fields, files = await read_multipart(request)
+            key = fields.get("key", "")
+            upload = next((u for u in sb.uploads.values() if u.data.get("key") == key), None)
+            if (
+                upload is None
+                or "file" not in files
+                or (upload.expires_at is not None and upload.expires_at <= sb.now())
+            ):
+                return _s3_error(403, "AccessDenied", "Invalid according to Policy")
+            limit = int(sb.option(net, f"{upload.kind}_max_bytes"))
+            await absorb_file(files["file"], upload)
+            if upload.received > limit:
+                upload.state = "failed"
+                return _s3_error(400, "EntityTooLarge", "Your proposed upload exceeds the maximum")
+            upload.finish(0, False)
+            location = f"https://reddit-uploaded-media.sandbox/{key}"
+            upload.data["location"] = location
+            body = f"<PostResponse><Location>{location}</Location><Key>{key}</Key></PostResponse>"
+            return Response(body, 201, media_type="application/xml")
+
+        @router.post("/api/submit_gallery_post.json")
+        async def gallery(request: Request) -> dict[str, Any]:
+            account = user(request)
+            body = await read_json(request)
+            sr, title = str(body.get("sr", "")).strip(), str(body.get("title", ""))
+            items = body.get("items")
+            most = int(sb.option(net, "max_gallery_items"))
+            if not isinstance(items, list) or not 2 <= len(items) <= most:
+                return _errors(("BAD_GALLERY", f"a gallery needs 2 to {most} items", "items"))
+            if not sr or not title.strip():
+                return _errors(("NO_TEXT", "we need something here", "title"))
+            assets = []
+            for item in items:
+                asset = sb.find_upload(net, str(item.get("media_id")))
+                if (
+                    asset is None
+                    or asset.account_id != account.account_id
+                    or (asset.state != "succeeded")
+                ):
+                    return _errors(("MEDIA_NOT_FOUND", "unknown media_id", "items"))
+                asset.alt = item.get("caption") or None
+                assets.append(asset)
+            post = _store_submission(sb, net, account, sr=sr, title=title, text="")
+            sb.attach(assets, post)
+            return {"json": {"errors": [], "data": {"id": f"t3_{post.id}", "url": post.url}}}
+
         @router.post("/api/submit")
         async def submit(request: Request) -> dict[str, Any]:  # noqa: PLR0911 - one per error
             account = user(request)
@@ -207,8 +304,14 @@ class RedditNetwork(SandboxNetwork):
                 return _errors(("TOO_LONG", "this is too long (max: 40000)", "text"))
             if kind == "link" and not form.get("url"):
                 return _errors(("NO_URL", "a url is required", "url"))
-            if kind not in ("self", "link"):
+            if kind not in ("self", "link", "image", "video"):
                 return _errors(("INVALID_OPTION", "that option is not valid", "kind"))
+            assets: list[SandboxUpload] = []
+            if kind in ("image", "video"):
+                asset = _asset_at(sb, account, form.get("url", ""))
+                if asset is None:
+                    return _errors(("NO_URL", "the media url is not an uploaded asset", "url"))
+                assets = [asset]
             minutes = throttled(account)
             if minutes is not None:
                 unit = "minute" if minutes == 1 else "minutes"
@@ -223,6 +326,8 @@ class RedditNetwork(SandboxNetwork):
             post = _store_submission(
                 sb, net, account, sr=sr, title=title, text=text, link=form.get("url")
             )
+            if assets:
+                sb.attach(assets, post)
             return {
                 "json": {
                     "errors": [],

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from herald.sandbox.faults import FaultInjector, RateLimiter
+from herald.sandbox.media import SandboxUpload
 from herald.sandbox.records import (
     AuthCode,
     AuthContext,
@@ -58,6 +59,7 @@ class Sandbox:
             self.accounts: dict[tuple[str, str], SandboxAccount] = {}
             self.tokens: dict[str, IssuedToken] = {}
             self.posts: list[SandboxPost] = []
+            self.uploads: dict[str, SandboxUpload] = {}
             self.journal: list[JournalEntry] = []
             self.options: dict[str, dict[str, Any]] = {n: {} for n in self.networks}
             self._idempotency: dict[tuple[str, str, str], tuple[str, datetime]] = {}
@@ -381,6 +383,45 @@ class Sandbox:
             if idempotency_key is not None:
                 self._idempotency[(network, account_id, idempotency_key)] = (post.id, now)
             return post, True
+
+    # -- media ---------------------------------------------------------------------------------
+
+    def new_upload(
+        self,
+        network: str,
+        account_id: str,
+        kind: str,
+        *,
+        upload_id: str | None = None,
+        ttl_s: float | None = None,
+        **fields: Any,
+    ) -> SandboxUpload:
+        now = self.now()
+        with self._lock:
+            upload = SandboxUpload(
+                network,
+                account_id,
+                upload_id or str(1_900_000_000_000_000_000 + self.next_id()),
+                kind,
+                created_at=now,
+                expires_at=now + timedelta(seconds=ttl_s) if ttl_s is not None else None,
+                **fields,
+            )
+            self.uploads[upload.id] = upload
+            return upload
+
+    def find_upload(self, network: str, upload_id: str) -> SandboxUpload | None:
+        with self._lock:
+            found = self.uploads.get(upload_id)
+        return found if found is not None and found.network == network else None
+
+    def attach(self, uploads: list[SandboxUpload], post: SandboxPost) -> None:
+        with self._lock:
+            for upload in uploads:
+                upload.attached_to.append(post.id)
+            post.data["media"] = [
+                {"id": u.id, "kind": u.kind, "alt": u.alt, "bytes": u.received} for u in uploads
+            ]
 
     def find_post(self, network: str, post_id: str) -> SandboxPost | None:
         with self._lock:

@@ -12,6 +12,7 @@ are private chats, ``-100…`` channels, other negatives groups, ``@name`` publi
 
 from __future__ import annotations
 
+import json
 import re
 from math import ceil
 from typing import Any, ClassVar
@@ -31,6 +32,7 @@ from herald.sandbox.core import (
 )
 from herald.sandbox.counting import utf16_units
 from herald.sandbox.faults import RateLimit, RateWindow
+from herald.sandbox.media import SandboxUpload, absorb_file, read_multipart
 
 _TOKEN_IN_PATH = re.compile(r"/bot([^/]+)/")
 _MEDIA = {"sendPhoto": "photo", "sendVideo": "video", "sendAnimation": "animation"}
@@ -42,6 +44,10 @@ async def read_params(request: Request) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "")
     if "json" in content_type:
         params.update(await read_json(request))
+    elif "multipart" in content_type:
+        fields, files = await read_multipart(request)
+        params.update(fields)
+        params["_files"] = files
     elif "form" in content_type:
         params.update(await read_form(request))
     return params
@@ -55,6 +61,8 @@ class TelegramNetwork(SandboxNetwork):
     default_options: ClassVar[dict[str, Any]] = {
         "max_text_length": 4096,  # ⚠ counted in UTF-16 code units
         "max_caption_length": 1024,
+        "photo_max_bytes": 10_000_000,  # uploads: photos 10 MB, other files 50 MB
+        "file_max_bytes": 50_000_000,
     }
 
     def new_account_id(self, seq: int) -> str:
@@ -128,10 +136,78 @@ class TelegramNetwork(SandboxNetwork):
             )
             return {"id": number, "type": kind}
 
+        async def stored(
+            account: SandboxAccount, params: dict[str, Any], field: str, value: Any
+        ) -> SandboxUpload | None:
+            """The upload an ``attach://name`` or a multipart field carries (None for a URL
+            or a file_id), counted against the network's limits."""
+            files = params.get("_files") or {}
+            name = value[len("attach://") :] if str(value).startswith("attach://") else field
+            file = files.get(name)
+            if file is None:
+                if str(value).startswith("attach://"):
+                    raise NetworkError(400, f"wrong remote file identifier: {value}")
+                return None
+            kind = {"photo": "image", "animation": "gif"}.get(field, "video")
+            upload = sb.new_upload(net, account.account_id, kind)
+            await absorb_file(file, upload)
+            limit = int(sb.option(net, "photo_max_bytes" if kind == "image" else "file_max_bytes"))
+            if upload.received > limit:
+                del sb.uploads[upload.id]
+                raise NetworkError(413, "Request Entity Too Large")
+            upload.finish(0, False)
+            return upload
+
+        async def send_group(request: Request) -> dict[str, Any]:
+            account = bot(request)
+            params = await read_params(request)
+            chat = chat_for(account, params.get("chat_id"))
+            try:
+                items = json.loads(params.get("media") or "")
+            except ValueError:
+                raise NetworkError(400, "can't parse media JSON object") from None
+            if not isinstance(items, list) or not 2 <= len(items) <= 10:
+                raise NetworkError(400, "media group must include 2-10 items")
+            uploads, messages = [], []
+            caption = ""
+            for item in items:
+                kind = item.get("type") if isinstance(item, dict) else None
+                if kind not in ("photo", "video"):
+                    raise NetworkError(400, "wrong type of the media in the group")
+                upload = await stored(account, params, kind, item.get("media"))
+                if upload is not None:
+                    upload.alt = None
+                    uploads.append(upload)
+                caption = caption or str(item.get("caption") or "")
+            if utf16_units(caption) > int(sb.option(net, "max_caption_length")):
+                raise NetworkError(400, "message caption is too long")
+            group = str(sb.next_id())
+            for n, item in enumerate(items):
+                post, _ = sb.create_post(
+                    net,
+                    account.account_id,
+                    caption if n == 0 else "",
+                    post_id=str(sb.next_id()),
+                    data={"chat": chat, "method": "sendMediaGroup", "media_group_id": group},
+                )
+                if n == 0 and uploads:
+                    sb.attach(uploads, post)
+                messages.append(
+                    {
+                        "message_id": int(post.id),
+                        "date": int(post.created_at.timestamp()),
+                        "chat": chat,
+                        "media_group_id": group,
+                        item["type"]: [{"file_id": "x"}],
+                    }
+                )
+            return {"ok": True, "result": messages}
+
         async def send(request: Request, method: str) -> dict[str, Any]:
             account = bot(request)
             params = await read_params(request)
             chat = chat_for(account, params.get("chat_id"))
+            upload = None
             media_field = _MEDIA.get(method)
             if media_field is None:
                 text = params.get("text")
@@ -140,7 +216,8 @@ class TelegramNetwork(SandboxNetwork):
                 if utf16_units(text) > int(sb.option(net, "max_text_length")):
                     raise NetworkError(400, "message is too long")
             else:
-                if not params.get(media_field):
+                upload = await stored(account, params, media_field, params.get(media_field))
+                if not params.get(media_field) and upload is None:
                     raise NetworkError(400, f"there is no {media_field} in the request")
                 text = str(params.get("caption") or "")
                 if utf16_units(text) > int(sb.option(net, "max_caption_length")):
@@ -154,6 +231,8 @@ class TelegramNetwork(SandboxNetwork):
             )
             if chat.get("username"):
                 post.url = f"https://t.me/{chat['username']}/{post.id}"
+            if upload is not None:
+                sb.attach([upload], post)
             message: dict[str, Any] = {
                 "message_id": int(post.id),
                 "date": int(post.created_at.timestamp()),
@@ -189,6 +268,8 @@ class TelegramNetwork(SandboxNetwork):
 
         @router.api_route("/bot{token}/{method}", methods=["GET", "POST"])
         async def dispatch(request: Request, token: str, method: str) -> dict[str, Any]:
+            if method == "sendMediaGroup":
+                return await send_group(request)
             if method != "sendMessage" and method not in _MEDIA:
                 raise NetworkError(404, "Not Found")
             return await send(request, method)

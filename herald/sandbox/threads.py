@@ -56,6 +56,9 @@ class Container:
     created_at: datetime
     media_url: str | None = None
     media_id: str | None = None
+    children: list[str] | None = None
+    carousel_item: bool = False
+    fails: bool = False
 
 
 class ThreadsNetwork(SandboxNetwork):
@@ -69,6 +72,8 @@ class ThreadsNetwork(SandboxNetwork):
         "refresh_min_age_s": 86_400,
         "reject_republish": True,  # ⚠ whether publishing a container twice is refused
         "throttle_http_status": 400,  # ⚠ Graph sends code 4/17 errors as 400 or 403
+        "processing_fails": False,  # a video container ends in ERROR
+        "max_carousel_items": 20,
     }
 
     def __init__(self) -> None:
@@ -110,7 +115,7 @@ class ThreadsNetwork(SandboxNetwork):
             sb.option(self.name, "video_processing_s")
         ):
             return "IN_PROGRESS"
-        return "FINISHED"
+        return "ERROR" if container.fails else "FINISHED"
 
     def container(self, sb: Sandbox, container_id: str) -> Container | None:
         with self._lock:
@@ -156,7 +161,25 @@ class ThreadsNetwork(SandboxNetwork):
             },
         )
         container.media_id = post.id
+        items = container.children or ([container.id] if container.media_url else [])
+        uploads = [u for u in (sb.find_upload(self.name, i) for i in items) if u is not None]
+        if uploads:
+            sb.attach(uploads, post)
         return post
+
+    def _carousel(self, sb: Sandbox, account: SandboxAccount, p: Mapping[str, Any]) -> Container:
+        children = [c for c in str(p.get("children", "")).split(",") if c]
+        if not 2 <= len(children) <= int(sb.option(self.name, "max_carousel_items")):
+            raise NetworkError(400, "Param children must hold 2 to 20 item ids", code="100")
+        for child_id in children:
+            child = self.container(sb, child_id)
+            if child is None or child.account_id != account.account_id or not child.carousel_item:
+                raise NetworkError(400, f"Invalid carousel item: {child_id}", code="100")
+            if self.status(sb, child) != "FINISHED":
+                raise NetworkError(400, "The carousel item is not ready", code="9007")
+        container = self.new_container(sb, account, "CAROUSEL", str(p.get("text", "")))
+        container.children = children
+        return container
 
     def seed_post(
         self, sb: Sandbox, account: SandboxAccount, text: str, options: Mapping[str, Any]
@@ -202,8 +225,10 @@ class ThreadsNetwork(SandboxNetwork):
             account = user(request, user_id)
             p = await params(request)
             media_type = str(p.get("media_type", "TEXT")).upper()
-            if media_type not in ("TEXT", "IMAGE", "VIDEO"):
+            if media_type not in ("TEXT", "IMAGE", "VIDEO", "CAROUSEL"):
                 raise NetworkError(400, "Invalid parameter: media_type", code="100")
+            if media_type == "CAROUSEL":
+                return {"id": self._carousel(sb, account, p).id}
             text = str(p.get("text", ""))
             if threads_length(text) > int(sb.option(net, "max_text_length")):
                 raise NetworkError(
@@ -217,6 +242,14 @@ class ThreadsNetwork(SandboxNetwork):
             container = self.new_container(
                 sb, account, media_type, text, str(p[url_field]) if url_field else None
             )
+            if url_field:
+                # Threads fetches the URL itself; the sandbox journals it as the upload.
+                kind = "video" if media_type == "VIDEO" else "image"
+                upload = sb.new_upload(net, account.account_id, kind, upload_id=container.id)
+                upload.alt, upload.data["url"] = p.get("alt_text"), str(p[url_field])
+                upload.finish(0, False)
+                container.carousel_item = str(p.get("is_carousel_item")).lower() == "true"
+                container.fails = media_type == "VIDEO" and bool(sb.option(net, "processing_fails"))
             return {"id": container.id}
 
         @router.post(f"/{VERSION}/{{user_id}}/threads_publish")
@@ -315,6 +348,8 @@ class ThreadsNetwork(SandboxNetwork):
             container = self.container(sb, object_id)
             if container is not None and container.account_id == account.account_id:
                 view: dict[str, Any] = {"id": container.id, "status": self.status(sb, container)}
+                if view["status"] == "ERROR":
+                    view["error_message"] = "UNKNOWN: the video could not be processed"
                 return view
             post = sb.find_post(net, object_id)
             if post is None or post.account_id != account.account_id:

@@ -35,6 +35,7 @@ from herald.sandbox.core import (
 )
 from herald.sandbox.counting import urls, x_length
 from herald.sandbox.faults import RateLimit, RateWindow
+from herald.sandbox.media import SandboxUpload, absorb_file, read_multipart
 from herald.sandbox.paging import decode_cursor, encode_cursor, older_than
 
 #: The user timeline serves an account's newest 3,200 posts and no more.
@@ -54,6 +55,14 @@ class XNetwork(SandboxNetwork):
         "max_weighted_length": 280,
         "too_long_status": 400,  # ⚠ 400 or 403
         "reject_duplicates": True,
+        # Media (POST /2/media/upload/...): sizes per category, 5 MB per chunk, processing.
+        "media_image_max_bytes": 5_000_000,
+        "media_gif_max_bytes": 15_000_000,
+        "media_video_max_bytes": 512_000_000,
+        "media_chunk_max_bytes": 5 * 1024 * 1024,
+        "media_ttl_s": 86_400,
+        "processing_polls": 1,
+        "processing_fails": False,
     }
 
     def new_account_id(self, seq: int) -> str:
@@ -99,9 +108,97 @@ class XNetwork(SandboxNetwork):
 
     def routes(self, sb: Sandbox) -> APIRouter:
         router = APIRouter()
+        self._media_routes(router, sb)
         self._content_routes(router, sb)
         self._oauth_routes(router, sb)
         return router
+
+    def _media_routes(self, router: APIRouter, sb: Sandbox) -> None:
+        net = self.name
+
+        @router.post("/2/media/upload/initialize")
+        async def initialize(request: Request) -> dict[str, Any]:
+            account = _me(request)
+            body = await read_json(request)
+            kind = _CATEGORIES.get(str(body.get("media_category")))
+            total = body.get("total_bytes")
+            if kind is None or not isinstance(total, int) or total <= 0:
+                raise NetworkError(400, "media_category and total_bytes are required")
+            limit = int(sb.option(net, f"media_{kind}_max_bytes"))
+            if total > limit:
+                raise NetworkError(
+                    400, f"total_bytes {total} exceeds the {limit} bytes allowed for {kind}"
+                )
+            ttl = float(sb.option(net, "media_ttl_s"))
+            upload = sb.new_upload(
+                net,
+                account.account_id,
+                kind,
+                ttl_s=ttl,
+                declared_bytes=total,
+                data={"media_type": body.get("media_type"), "segments": 0},
+            )
+            return {
+                "data": {
+                    "id": upload.id,
+                    "media_key": f"7_{upload.id}",
+                    "expires_after_secs": int(ttl),
+                }
+            }
+
+        @router.post("/2/media/upload/{media_id}/append")
+        async def append(media_id: str, request: Request) -> dict[str, Any]:
+            upload = _session(sb, _me(request), media_id)
+            fields, files = await read_multipart(request)
+            if upload.state != "uploading":
+                raise NetworkError(400, "the upload is already finalized")
+            if fields.get("segment_index") != str(upload.data["segments"]) or "media" not in files:
+                raise NetworkError(400, "segment_index out of order or media missing")
+            before = upload.received
+            await absorb_file(files["media"], upload)
+            if upload.received - before > int(sb.option(net, "media_chunk_max_bytes")):
+                raise NetworkError(400, "a segment must be at most 5 MB")
+            upload.data["segments"] += 1
+            return {
+                "data": {
+                    "expires_at": int(upload.expires_at.timestamp()) if upload.expires_at else 0
+                }
+            }
+
+        @router.post("/2/media/upload/{media_id}/finalize")
+        async def finalize(media_id: str, request: Request) -> dict[str, Any]:
+            upload = _session(sb, _me(request), media_id)
+            if upload.received != upload.declared_bytes:
+                raise NetworkError(
+                    400, f"received {upload.received} of {upload.declared_bytes} bytes"
+                )
+            polls = int(sb.option(net, "processing_polls")) if upload.kind != "image" else 0
+            upload.finish(polls, bool(sb.option(net, "processing_fails")))
+            data: dict[str, Any] = {"id": upload.id, "size": upload.received}
+            if upload.kind != "image":
+                data["processing_info"] = _processing(upload, upload.state)
+            return {"data": data}
+
+        @router.get("/2/media/upload")
+        async def status(request: Request) -> dict[str, Any]:
+            account = _me(request)
+            if request.query_params.get("command") != "STATUS":
+                raise NetworkError(400, "command must be STATUS")
+            upload = _session(sb, account, request.query_params.get("media_id", ""))
+            return {
+                "data": {"id": upload.id, "processing_info": _processing(upload, upload.poll())}
+            }
+
+        @router.post("/2/media/metadata")
+        async def metadata(request: Request) -> dict[str, Any]:
+            account = _me(request)
+            body = await read_json(request)
+            upload = _session(sb, account, str(body.get("id")))
+            alt = (body.get("metadata") or {}).get("alt_text", {}).get("text")
+            if not isinstance(alt, str) or len(alt) > 1000:
+                raise NetworkError(400, "alt_text.text must be at most 1000 characters")
+            upload.alt = alt
+            return {"data": {"associated_metadata": True}}
 
     def _content_routes(self, router: APIRouter, sb: Sandbox) -> None:
         net = self.name
@@ -117,16 +214,20 @@ class XNetwork(SandboxNetwork):
             account = me(request)
             body = await read_json(request)
             text = body.get("text")
-            if not isinstance(text, str) or not text.strip():
+            if (not isinstance(text, str) or not text.strip()) and not body.get("media"):
                 raise NetworkError(400, "text is required", code="invalid-request")
+            text = text if isinstance(text, str) else ""
             if x_length(text) > int(sb.option(net, "max_weighted_length")):
                 status = int(sb.option(net, "too_long_status"))
                 raise NetworkError(status, "Your Tweet text is too long.", code="invalid-request")
+            uploads = _attachable(sb, account, body.get("media"))
             if sb.option(net, "reject_duplicates") and any(
                 p.text == text for p in sb.posts_of(net, account.account_id)
             ):
                 raise NetworkError(403, _DUPLICATE, extra={"title": "Forbidden"})
             post = _store_tweet(sb, net, account, text)
+            if uploads:
+                sb.attach(uploads, post)
             shown = _shown(post.text)
             return {"data": {"id": post.id, "text": shown, "edit_history_tweet_ids": [post.id]}}
 
@@ -273,6 +374,52 @@ def _shown(text: str) -> str:
         out += [text[cursor:start], f"https://t.co/{digest}"]
         cursor = end
     return "".join([*out, text[cursor:]])
+
+
+_CATEGORIES = {"tweet_image": "image", "tweet_gif": "gif", "tweet_video": "video"}
+
+
+def _me(request: Request) -> SandboxAccount:
+    auth = request_auth(request)
+    if auth.status is not TokenStatus.VALID or auth.account is None:
+        raise NetworkError(401, "Unauthorized", extra={"title": "Unauthorized"})
+    return auth.account
+
+
+def _session(sb: Sandbox, account: SandboxAccount, media_id: str) -> SandboxUpload:
+    upload = sb.find_upload("x", media_id)
+    if upload is None or upload.account_id != account.account_id:
+        raise NetworkError(400, f"Invalid media_id [{media_id}]", code="invalid-request")
+    if upload.expires_at is not None and upload.expires_at <= sb.now():
+        raise NetworkError(400, f"media_id [{media_id}] has expired", code="invalid-request")
+    return upload
+
+
+def _processing(upload: SandboxUpload, state: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"state": state}
+    if state == "in_progress":
+        info |= {"check_after_secs": 1, "progress_percent": 50}
+    if state == "failed":
+        info["error"] = {"code": 1, "name": "InvalidMedia", "message": "Unsupported video"}
+    return info
+
+
+def _attachable(sb: Sandbox, account: SandboxAccount, media: Any) -> list[SandboxUpload]:
+    """The uploads a tweet's ``media.media_ids`` names: each this account's, processed, live."""
+    if media is None:
+        return []
+    ids = media.get("media_ids") if isinstance(media, dict) else None
+    if not isinstance(ids, list) or not ids or len(ids) > 4:
+        raise NetworkError(400, "media.media_ids must hold 1 to 4 ids", code="invalid-request")
+    found = []
+    for media_id in ids:
+        upload = _session(sb, account, str(media_id))
+        if upload.state != "succeeded":
+            raise NetworkError(400, "Your media IDs are invalid.", code="invalid-request")
+        found.append(upload)
+    if len(found) > 1 and any(u.kind != "image" for u in found):
+        raise NetworkError(400, "Your media IDs are invalid.", code="invalid-request")
+    return found
 
 
 def _store_tweet(sb: Sandbox, net: str, account: SandboxAccount, text: str) -> SandboxPost:

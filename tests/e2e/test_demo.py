@@ -30,6 +30,7 @@ def test_demo_runs_on_embedded_defaults_and_every_post_ends_as_expected(tmp_path
     assert result.returncode == 0, output[-4000:]
     assert "every post ended as the scenario expects" in output
     assert "refused at scheduling: content_invalid" in output
+    assert "media attached: 8 on bluesky, discord, linkedin, mastodon, telegram, threads" in output
     assert (tmp_path / "herald-demo.sqlite3").exists()
     for story in ("needs_review", "failed", "published"):
         assert story in output

@@ -73,17 +73,6 @@ def test_publish_sends_one_message_with_its_public_link(
     assert private.url == f"https://t.me/c/2222333/{private.external_id}"
 
 
-def test_photo_goes_out_with_its_caption(
-    telegram: TelegramProvider, bot: tuple[dict[str, Any], TokenSet], sandbox: SandboxClient
-) -> None:
-    _, tokens = bot
-    post = PostDraft("look", "k-2", media=(Media("https://cdn.example/p.jpg"),))
-    telegram.publish(post, Account("@news"), tokens)
-    (stored,) = sandbox.posts("telegram")
-    assert stored["text"] == "look"
-    assert stored["data"]["method"] == "sendPhoto"
-
-
 def test_length_is_counted_in_utf16_units_before_any_call(
     telegram: TelegramProvider, bot: tuple[dict[str, Any], TokenSet], sandbox: SandboxClient
 ) -> None:
