@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install test check lint typecheck compose-check pytest demo bench fmt lock clean
+.PHONY: install test check lint typecheck compose-check pytest demo bench bench-quick fmt lock clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -43,8 +43,11 @@ pytest: install
 demo: install  ## run the end-to-end demo on embedded defaults (no servers needed)
 	$(BIN)/herald demo
 
-bench: install  ## pipeline throughput, latency and memory (needs Postgres and Redis)
+bench: install  ## pipeline throughput, latency, memory, fairness, CPU per post (Postgres, Redis, RabbitMQ)
 	$(BIN)/python -u -m bench.pipeline
+
+bench-quick: install  ## the same, scaled down (a few minutes)
+	$(BIN)/python -u -m bench.pipeline --quick
 
 fmt: install
 	$(BIN)/ruff format .
