@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -313,20 +314,42 @@ def run_bare(bench: Bench, broker: Broker, ws: Workspace, count: int) -> Phase:
 
 
 def run_herald(
-    bench: Bench, broker: Broker, ws: Workspace, count: int, *, telemetry: bool, key: str
+    bench: Bench,
+    broker: Broker,
+    ws: Workspace,
+    count: int,
+    *,
+    telemetry: bool,
+    key: str,
+    profile: Path | None = None,
 ) -> Phase:
     integration, _, _ = bench.account(ws)
     tag = f"tput-{key}-{RUN}"
     bench.insert_posts(ws, integration, count, tag)
     worker = bench.herald_worker(f"tput-{key}", broker, telemetry=telemetry)
+    spy = _py_spy(worker, profile) if profile else None
     try:
         with bench.meter(worker) as meter:
             took = dispatch_until(
                 bench.settings, broker.herald, all_published(tag, count), 0.2, 900
             )
     finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
         worker.stop()
     return Phase(count, took, meter.seconds())
+
+
+def _py_spy(worker: Process, out: Path) -> subprocess.Popen[bytes]:
+    py_spy = shutil.which("py-spy") or os.environ.get("HERALD_BENCH_PY_SPY")
+    if not py_spy:
+        raise SystemExit("--profile needs py-spy on PATH (pip install py-spy)")
+    argv = [py_spy, "record", "--pid", str(worker.pid), "--subprocesses", "--nonblocking"]
+    argv += ["--rate", "250", "--format", "raw", "--output", str(out)]
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    return spy
 
 
 def delays_of(tag: str, account_id: str, sandbox: SandboxClient) -> list[float]:
@@ -432,6 +455,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fair-posts", type=int, default=50_000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated phases to leave out: latency, memory, fairness",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record the worker with py-spy during the telemetry-on run (collapsed stacks here; "
+        "summarise with python -m bench.profile)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="500 posts per run, 2,000 for memory, 5,000 for fairness",
@@ -516,7 +550,7 @@ def report(bench: Bench, redis: Broker, rabbit: Broker, args: argparse.Namespace
     show("bare_redis", "bare celery task, redis", run_bare(bench, redis, ws, n))
     show("bare_rabbitmq", "bare celery task, rabbitmq", run_bare(bench, rabbit, ws, n))
     before = _spans(bench)
-    on = run_herald(bench, redis, ws, n, telemetry=True, key="on")
+    on = run_herald(bench, redis, ws, n, telemetry=True, key="on", profile=args.profile)
     spans = _spans(bench) - before
     show("herald_on", "herald, telemetry on, redis", on)
     show(
@@ -544,10 +578,11 @@ def report(bench: Bench, redis: Broker, rabbit: Broker, args: argparse.Namespace
     print(f"ratio telemetry on/off (every trace)        {on_r / off_r:5.2f}  (goal >= 0.9)")
     print(f"worker CPU per post, telemetry off/on        {cpu_off / cpu_on:5.2f}\n")
 
-    lat = latency(bench, redis, ws, on_r)
-    growth = memory(bench, redis, ws, args.memory_posts)
+    skip = set(args.skip.split(","))
+    lat = latency(bench, redis, ws, on_r) if "latency" not in skip else {"p50": -1, "p99": -1}
+    growth = memory(bench, redis, ws, args.memory_posts) if "memory" not in skip else -1
     fair_timeout = max(60.0, 3 * bench.settings.dispatch_interval_s * 10)
-    other = fairness(bench, redis, args.fair_posts, fair_timeout)
+    other = fairness(bench, redis, args.fair_posts, fair_timeout) if "fairness" not in skip else -1
 
     figures: dict[str, Any] = {
         "herald_over_bare": round(on_r / bare_r, 3),
