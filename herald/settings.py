@@ -258,6 +258,12 @@ class Settings(BaseSettings):
 
     # Publishing
     dispatch_interval_s: float = Field(default=2.0, gt=0, description="Beat tick of dispatch_due.")
+    dispatch_lookahead_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Posts due within this many seconds are claimed now and sent with a "
+        "countdown to their scheduled_at (unset = one dispatch tick; 0 = only posts already due).",
+    )
     dispatch_batch_size: int = Field(default=200, ge=1, le=5000)
     dispatch_max_queued: int = Field(
         default=2000,

@@ -80,6 +80,8 @@ class Outcome:
     kind: str
     refresh: uuid.UUID | None = None
     seen_token_version: int | None = None
+    #: A post handed over ahead of its ``scheduled_at`` that arrived early: send it then.
+    not_before: datetime | None = None
 
 
 NOT_MINE = Outcome(None, "not_claimed")
@@ -112,6 +114,11 @@ def publish_post(
         log.warning("publish.unknown_post", post_id=str(post_id))
         return NOT_MINE
     post, integration = row[0], row[1]
+    if post.status is PostStatus.QUEUED and post.scheduled_at > utcnow():
+        # Claimed ahead of time and delivered early (a clock apart, a countdown cut short):
+        # never published before it is due; the caller sends it again for then.
+        session.rollback()
+        return Outcome(None, "not_due", not_before=post.scheduled_at)
     ready = preflight(session, post, integration, settings)
     if isinstance(ready, Outcome):
         return ready
@@ -196,7 +203,8 @@ def claim(
     session: Session, post: Post, integration: Integration, *, task_id: str | None
 ) -> PublishAttempt | None:
     """Move the post to ``publishing`` and write its attempt row, durably, before any call to
-    the network; None if another run claimed it first."""
+    the network; None if another run claimed it first. A post is never claimed before its
+    ``scheduled_at`` (the dispatcher hands some over early, with a countdown)."""
     now = utcnow()
     attempt_number = post.attempts + 1
     if not move(
@@ -205,6 +213,7 @@ def claim(
         from_=DUE_OR_QUEUED,
         to=PostStatus.PUBLISHING,
         site="claim",
+        only_if=(Post.scheduled_at <= now,),
         attempts=attempt_number,
         publishing_started_at=now,
         next_attempt_at=None,
