@@ -47,4 +47,5 @@ def beat_schedule(settings: Settings, queues: Iterable[str]) -> dict[str, dict[s
             settings.alert_notify_interval_s, "herald.alerts.notify"
         ),
         "verify-audit-chain": every(settings.audit_verify_interval_s, "herald.audit.verify_chain"),
+        "purge-history": every(settings.retention_interval_s, "herald.maintenance.purge"),
     }

@@ -431,6 +431,19 @@ class Settings(BaseSettings):
     smtp_timeout_s: float = Field(default=10.0, gt=0)
     audit_verify_interval_s: float = Field(default=3600.0, gt=0)
 
+    # Retention (herald/publishing/retention.py)
+    retention_days: int = Field(
+        default=90,
+        ge=1,
+        description="Publish and token-refresh attempt rows of settled work, and delivered alert "
+        "notifications, older than this many days are purged.",
+    )
+    retention_batch_size: int = Field(default=5000, ge=1, le=100_000)
+    retention_max_batches: int = Field(
+        default=20, ge=1, description="Batches per table and run (the next run goes on)."
+    )
+    retention_interval_s: float = Field(default=3600.0, gt=0, description="Beat tick of the purge.")
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:
