@@ -134,6 +134,7 @@ def dispatch_due(self: HeraldTask, payload: NoArguments) -> int:
     name="herald.posts.publish",
     payload_model=PublishPost,
     retry_policy=DB_BLIPS,
+    log_success=False,
 )
 def publish(self: HeraldTask, payload: PublishPost) -> str | None:
     try:
