@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from itertools import zip_longest
 
 from sqlalchemy import Row, Select, and_, case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
@@ -42,6 +43,7 @@ from herald.settings import Settings
 from herald.telemetry.tracing import TraceContext
 
 IN_FLIGHT = (PostStatus.QUEUED, PostStatus.PUBLISHING)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DUE_FROM = (PostStatus.SCHEDULED, PostStatus.RETRYING)
 
 
@@ -115,7 +117,18 @@ def claim_due_posts(
         .returning(*CLAIMED_COLUMNS)
         .execution_options(synchronize_session=False)
     ).all()
-    return [Claimed.of(row) for row in claimed]
+    return in_turns([Claimed.of(row) for row in claimed])
+
+
+def in_turns(claimed: list[Claimed]) -> list[Claimed]:
+    """``claimed`` in the order to send it: each workspace's first post (oldest first), then
+    each one's second, and so on. The broker's queue is first in, first out, so a workspace
+    with one post due waits behind one post of each other workspace, not a whole batch."""
+    by_workspace: dict[uuid.UUID, list[Claimed]] = {}
+    for post in sorted(claimed, key=lambda c: c.countdown(_EPOCH)):
+        by_workspace.setdefault(post.workspace_id, []).append(post)
+    rounds = zip_longest(*by_workspace.values())
+    return [post for round_ in rounds for post in round_ if post is not None]
 
 
 def lookahead_s(settings: Settings) -> float:
