@@ -368,7 +368,7 @@ def delays_of(tag: str, account_id: str, sandbox: SandboxClient) -> list[float]:
 
 
 def latency(bench: Bench, broker: Broker, ws: Workspace, capacity: float) -> dict[str, float]:
-    rate = max(1.0, capacity / 2)
+    rate = max(0.5, capacity / 2)
     count = int(rate * 20)
     integration, account_id, _ = bench.account(ws)
     tag = f"lat-{RUN}"
@@ -382,13 +382,32 @@ def latency(bench: Bench, broker: Broker, ws: Workspace, capacity: float) -> dic
     finally:
         worker.stop()
     delays = delays_of(tag, account_id, bench.sandbox)
-    p50 = statistics.median(delays)
-    p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
+    with db.session_scope() as s:  # when a worker claimed each post: dispatch and queue only
+        to_claim = sorted(
+            (started - at).total_seconds()
+            for started, at in s.execute(
+                select(Post.publishing_started_at, Post.scheduled_at).where(
+                    Post.content.like(f"{tag} %")
+                )
+            )
+            if started is not None
+        )
+    p50, p99 = _percentile(delays, 0.5), _percentile(delays, 0.99)
+    claim50, claim99 = _percentile(to_claim, 0.5), _percentile(to_claim, 0.99)
     print(
-        f"delay scheduled_at -> sandbox at {rate:.0f} posts/s (half capacity), "
-        f"beat tick {tick:.1f} s:  p50 {p50:.2f} s   p99 {p99:.2f} s   ({len(delays)} posts)"
+        f"delay scheduled_at -> sandbox at {rate:.1f} posts/s (half capacity), "
+        f"beat tick {tick:.1f} s:  p50 {p50:.2f} s   p99 {p99:.2f} s   ({len(delays)} posts)\n"
+        f"  of which scheduled_at -> a worker claims it:  p50 {claim50:.2f} s   p99 {claim99:.2f} s"
     )
-    return {"rate": rate, "p50": p50, "p99": p99}
+    return {"rate": rate, "p50": p50, "p99": p99, "claim_p50": claim50, "claim_p99": claim99}
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return (
+        statistics.median(values)
+        if q == 0.5
+        else values[min(len(values) - 1, int(len(values) * q))]
+    )
 
 
 def memory(bench: Bench, broker: Broker, ws: Workspace, count: int) -> float:
@@ -458,6 +477,11 @@ def main(argv: list[str] | None = None) -> int:
         "--skip",
         default="",
         help="comma-separated phases to leave out: latency, memory, fairness",
+    )
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        help="measure only the delay, with posts due at this rate (posts/s)",
     )
     parser.add_argument(
         "--profile",
@@ -547,6 +571,9 @@ def report(bench: Bench, redis: Broker, rabbit: Broker, args: argparse.Namespace
             f"sandbox {cpu['sandbox']:.1f}, dispatcher {cpu['dispatcher']:.1f}"
         )
 
+    if args.latency_rate:  # the latency phase alone, at a given rate
+        print(json.dumps(latency(bench, redis, ws, 2 * args.latency_rate)))
+        return
     show("bare_redis", "bare celery task, redis", run_bare(bench, redis, ws, n))
     show("bare_rabbitmq", "bare celery task, rabbitmq", run_bare(bench, rabbit, ws, n))
     before = _spans(bench)
@@ -591,6 +618,8 @@ def report(bench: Bench, redis: Broker, rabbit: Broker, args: argparse.Namespace
         "worker_cpu_off_over_on": round(cpu_off / cpu_on, 3),
         "delay_p50_s": round(lat["p50"], 3),
         "delay_p99_s": round(lat["p99"], 3),
+        "claim_delay_p50_s": round(lat.get("claim_p50", -1), 3),
+        "claim_delay_p99_s": round(lat.get("claim_p99", -1), 3),
         "other_workspace_delay_s": round(other, 3) if other is not None else None,
         "memory_growth": round(growth, 3),
         "posts_per_s": {k: round(p.rate, 1) for k, p in phases.items()},
