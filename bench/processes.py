@@ -151,6 +151,7 @@ class CpuMeter:
         self._last: dict[str, dict[int, float]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.own_s = 0.0
 
     def _sample(self, initial: bool) -> None:
         for name, pids in self._groups.items():
@@ -173,6 +174,7 @@ class CpuMeter:
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
             self._sample(initial=False)
+        self.own_s = time.thread_time()  # this sampler's CPU, to leave out of its process's
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -180,11 +182,16 @@ class CpuMeter:
             self._thread.join()
         self._sample(initial=False)
 
-    def seconds(self) -> dict[str, float]:
-        return {
+    def seconds(self, *, without_self: str | None = None) -> dict[str, float]:
+        """CPU seconds per group; ``without_self`` names the group of this process, from which
+        the sampling thread's own CPU is taken out."""
+        used = {
             name: sum(self._last[name][pid] - first for pid, first in self._first[name].items())
             for name in self._groups
         }
+        if without_self:
+            used[without_self] = max(0.0, used[without_self] - self.own_s)
+        return used
 
 
 def tree_rss_mb(pid: int) -> float:
