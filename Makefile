@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install test check lint typecheck compose-check pytest demo bench bench-alerts bench-rls bench-media fmt lock clean
+.PHONY: install test check lint typecheck compose-check pytest demo bench bench-quick bench-alerts bench-rls bench-media fmt lock clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -43,8 +43,11 @@ pytest: install
 demo: install  ## run the end-to-end demo on embedded defaults (no servers needed)
 	$(BIN)/herald demo
 
-bench: install  ## pipeline throughput, latency and memory (needs Postgres and Redis)
+bench: install  ## pipeline throughput, latency, memory, fairness, CPU per post (Postgres, Redis, RabbitMQ)
 	$(BIN)/python -u -m bench.pipeline
+
+bench-quick: install  ## the same, scaled down (a few minutes)
+	$(BIN)/python -u -m bench.pipeline --quick
 
 bench-alerts: install  ## alert rules, health and /metrics over 1 M then 5 M attempts (needs Postgres and Redis)
 	$(BIN)/python -u -m bench.alerts

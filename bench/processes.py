@@ -7,9 +7,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
+
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 
 class Process:
@@ -82,8 +86,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and all its descendants, in MiB (Linux /proc)."""
+def _children() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -94,11 +97,107 @@ def tree_rss_mb(pid: int) -> float:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(ppid, []).append(int(entry.name))
-    total_kb = 0
-    stack = [pid]
+    return children
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    children = _children()
+    found, stack = [], [pid]
     while stack:
         current = stack.pop()
+        found.append(current)
         stack.extend(children.get(current, []))
+    return found
+
+
+def matching(predicate: Callable[[str], bool]) -> list[int]:
+    """Processes whose command line (NUL bytes as spaces) satisfies ``predicate``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if predicate(cmdline):
+            found.append(int(entry.name))
+    return found
+
+
+def cpu_s(pid: int) -> float | None:
+    """User + system CPU time ``pid`` has used so far (its own threads, not reaped children)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) * _TICK_S
+
+
+class CpuMeter:
+    """CPU time used by groups of processes over a phase, from the kernel's own accounting.
+
+    Each group is a function naming its processes now (they come and go: Postgres backends,
+    pool children). A background thread samples every ``interval_s`` and keeps, per process,
+    the first and last figure seen; a process that appears during the phase counts from zero,
+    one that exits keeps its last sample (losing at most one interval).
+    """
+
+    def __init__(self, groups: dict[str, Callable[[], Iterable[int]]], interval_s: float = 0.5):
+        self._groups = groups
+        self._interval_s = interval_s
+        self._first: dict[str, dict[int, float]] = {}
+        self._last: dict[str, dict[int, float]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.own_s = 0.0
+
+    def _sample(self, initial: bool) -> None:
+        for name, pids in self._groups.items():
+            first = self._first.setdefault(name, {})
+            last = self._last.setdefault(name, {})
+            for pid in pids():
+                used = cpu_s(pid)
+                if used is None:
+                    continue
+                if pid not in first:
+                    first[pid] = used if initial else 0.0
+                last[pid] = used
+
+    def __enter__(self) -> CpuMeter:
+        self._sample(initial=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self._sample(initial=False)
+        self.own_s = time.thread_time()  # this sampler's CPU, to leave out of its process's
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample(initial=False)
+
+    def seconds(self, *, without_self: str | None = None) -> dict[str, float]:
+        """CPU seconds per group; ``without_self`` names the group of this process, from which
+        the sampling thread's own CPU is taken out."""
+        used = {
+            name: sum(self._last[name][pid] - first for pid, first in self._first[name].items())
+            for name in self._groups
+        }
+        if without_self:
+            used[without_self] = max(0.0, used[without_self] - self.own_s)
+        return used
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and all its descendants, in MiB (Linux /proc)."""
+    total_kb = 0
+    for current in tree(pid):
         try:
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

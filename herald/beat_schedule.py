@@ -53,4 +53,5 @@ def beat_schedule(settings: Settings, queues: Iterable[str]) -> dict[str, dict[s
         "checkpoint-audit-chain": every(
             settings.audit_checkpoint_interval_s, "herald.audit.checkpoint"
         ),
+        "purge-history": every(settings.retention_interval_s, "herald.maintenance.purge"),
     }

@@ -34,6 +34,8 @@ ROUTES: dict[str, dict[str, str]] = {
     "herald.posts.record_outcome": {"queue": "publish"},
     # Its lookups wait on the networks; on its own queue they never delay dispatch_due.
     "herald.posts.sweep_stuck": {"queue": "sweep"},
+    # Long deletes in batches: kept off the queue dispatch_due ticks on.
+    "herald.maintenance.*": {"queue": "sweep"},
     "herald.posts.*": {"queue": "default"},
     "herald.tokens.*": {"queue": "tokens"},
     "herald.alerts.*": {"queue": "alerts"},
@@ -48,6 +50,7 @@ TASK_MODULES = (
     "herald.tasks.monitoring",
     "herald.tasks.alerts",
     "herald.tasks.audit",
+    "herald.tasks.maintenance",
 )
 
 

@@ -276,6 +276,12 @@ class Settings(BaseSettings):
 
     # Publishing
     dispatch_interval_s: float = Field(default=2.0, gt=0, description="Beat tick of dispatch_due.")
+    dispatch_lookahead_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Posts due within this many seconds are claimed now and sent with a "
+        "countdown to their scheduled_at (unset = one dispatch tick; 0 = only posts already due).",
+    )
     dispatch_batch_size: int = Field(default=200, ge=1, le=5000)
     dispatch_max_queued: int = Field(
         default=2000,
@@ -508,6 +514,19 @@ class Settings(BaseSettings):
         description="Two refreshes of one token from different places this close are a finding.",
     )
     key_rotation_batch: int = Field(default=200, ge=1, le=10_000)
+
+    # Retention (herald/publishing/retention.py)
+    retention_days: int = Field(
+        default=90,
+        ge=1,
+        description="Publish and token-refresh attempt rows of settled work, and delivered alert "
+        "notifications, older than this many days are purged.",
+    )
+    retention_batch_size: int = Field(default=5000, ge=1, le=100_000)
+    retention_max_batches: int = Field(
+        default=20, ge=1, description="Batches per table and run (the next run goes on)."
+    )
+    retention_interval_s: float = Field(default=3600.0, gt=0, description="Beat tick of the purge.")
 
     @field_validator("log_level")
     @classmethod

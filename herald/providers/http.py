@@ -158,7 +158,8 @@ class ProviderHTTP:
                 elapsed, {"provider": self.provider, "method": method, "status": str(status)}
             )
         request_id = response.headers.get(request_id_header) if request_id_header else None
-        log.info(
+        # At DEBUG when it went through: a publish's one INFO line is publish.attempt.
+        (log.debug if response.status_code < 400 else log.info)(
             "provider.http",
             provider=self.provider,
             method=method,

@@ -1,21 +1,40 @@
 """Claim the posts that are due and mark them queued (beat's ``dispatch_due`` tick).
 
-Candidates are locked with ``FOR UPDATE SKIP LOCKED`` (Postgres), so two dispatchers at once
-take disjoint sets; the claim itself is a conditional UPDATE, so even without row locks
-(SQLite) a post is queued by exactly one of them. The caller enqueues ``publish`` for the
-returned ids only after this transaction commits. Posts of a provider whose circuit is open
-stay where they are, but for a few probes (:mod:`herald.publishing.circuit`).
+The claim is one statement: the due posts are ranked and chosen inside it, locked with ``FOR
+UPDATE SKIP LOCKED`` (Postgres, so two dispatchers at once take disjoint sets) and moved to
+``queued`` by a conditional UPDATE (so even without row locks, on SQLite, a post is queued by
+exactly one of them). The caller enqueues ``publish`` for the returned posts only after this
+transaction commits.
+
+Which posts, when more are due than one batch holds:
+
+- **per workspace, round robin**: each workspace's due posts are numbered oldest first
+  (``row_number() over (partition by workspace_id)``), and the batch takes every workspace's
+  first post, then every second one, and so on: a workspace with 50,000 posts due takes its
+  share of each batch, not all of it;
+- **per provider, inside the claim**: a provider capped by ``provider_concurrency`` gets at most
+  its room (cap minus posts queued or publishing) in the batch — counted by a second
+  ``row_number() over (partition by provider)`` before the ``LIMIT``, so posts beyond a cap
+  never fill the batch while others wait;
+- a provider whose circuit is open sends only probes (at most its bound; see circuit.py).
+
+**Early hand-off**: a post due within the next ``dispatch_lookahead_s`` (one beat tick by
+default) is claimed now and sent with a countdown to its ``scheduled_at``, so the tick is not
+the floor of the delay (docs/decisions.md). Publishing still refuses a post before its
+``scheduled_at`` (the claim in :mod:`.publisher` requires it), and a countdown message that is
+lost is a lost message like any other: the sweep sends it again.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from itertools import zip_longest
 
-from sqlalchemy import Row, Select, and_, func, or_, select, update
+from sqlalchemy import Row, Select, and_, case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from herald.db import service_scope
 from herald.models import Integration, IntegrationStatus, Post, PostStatus, utcnow
@@ -24,27 +43,40 @@ from herald.settings import Settings
 from herald.telemetry.tracing import TraceContext
 
 IN_FLIGHT = (PostStatus.QUEUED, PostStatus.PUBLISHING)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DUE_FROM = (PostStatus.SCHEDULED, PostStatus.RETRYING)
 
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
     """A post to publish, with the correlation and trace it was scheduled under (continued by
-    publish)."""
+    publish), and when it is due (a post claimed ahead of time is sent with a countdown)."""
 
     post_id: uuid.UUID
     correlation_id: str | None
     workspace_id: uuid.UUID
     trace: TraceContext | None
+    due_at: datetime | None = None
 
     @classmethod
     def of(
-        cls, row: Row[tuple[uuid.UUID, str | None, uuid.UUID, str | None, str | None]]
+        cls,
+        row: Row[tuple[uuid.UUID, str | None, uuid.UUID, str | None, str | None, datetime]],
     ) -> Claimed:
-        post_id, correlation_id, workspace_id, traceparent, tracestate = row
+        post_id, correlation_id, workspace_id, traceparent, tracestate, scheduled_at = row
         return cls(
-            post_id, correlation_id, workspace_id, TraceContext.stored(traceparent, tracestate)
+            post_id,
+            correlation_id,
+            workspace_id,
+            TraceContext.stored(traceparent, tracestate),
+            scheduled_at,
         )
+
+    def countdown(self, now: datetime | None = None) -> float:
+        """Seconds until the post is due (0 when it already is)."""
+        if self.due_at is None:
+            return 0.0
+        return max(0.0, (self.due_at - (now or utcnow())).total_seconds())
 
 
 #: What a claiming UPDATE returns for each post: the fields of :class:`Claimed`.
@@ -54,6 +86,7 @@ CLAIMED_COLUMNS = (
     Post.workspace_id,
     Post.traceparent,
     Post.tracestate,
+    Post.scheduled_at,
 )
 
 
@@ -69,62 +102,49 @@ def claim_due_posts(
         return []
     now = utcnow()
     batch = min(limit or settings.dispatch_batch_size, room)
-    circuits = circuit.gate(session, settings, now)
-    due = _due(now).limit(batch)
-    if circuits.held:
-        due = due.where(Integration.provider.not_in(circuits.held))
-    candidates = list(session.execute(due).all())
-    # A provider whose circuit is open sends only probes (at most its bound; see circuit.py).
-    for provider, probes in circuits.probes.items():
-        candidates += session.execute(
-            _due(now).where(Integration.provider == provider).limit(min(probes, batch))
-        ).all()
-    if not candidates:
-        return []
-    chosen = _within_caps(session, settings, [(row[0], row[1]) for row in candidates])
-    if not chosen:
-        return []
+    rooms = _provider_rooms(session, settings, now)
+    horizon = now + timedelta(seconds=lookahead_s(settings))
+    chosen = _chosen(now, horizon, rooms, batch)
+    locked = (
+        select(Post.id)
+        .where(Post.id.in_(chosen), Post.status.in_(DUE_FROM))
+        .with_for_update(skip_locked=True, key_share=True)
+    )
     claimed = session.execute(
         update(Post)
-        .where(Post.id.in_(chosen), Post.status.in_(DUE_FROM))
+        .where(Post.id.in_(locked), Post.status.in_(DUE_FROM))
         .values(status=PostStatus.QUEUED, queued_at=now, updated_at=now)
         .returning(*CLAIMED_COLUMNS)
         .execution_options(synchronize_session=False)
     ).all()
-    return [Claimed.of(row) for row in claimed]
+    return in_turns([Claimed.of(row) for row in claimed])
 
 
-def _due(now: datetime) -> Select[tuple[uuid.UUID, str]]:
-    """Due posts of unpaused integrations not mid-refresh, oldest first, locked for this
-    dispatcher."""
-    return (
-        select(Post.id, Integration.provider)
-        .join(Integration, Integration.id == Post.integration_id)
-        .where(
-            or_(
-                and_(Post.status == PostStatus.SCHEDULED, Post.scheduled_at <= now),
-                and_(Post.status == PostStatus.RETRYING, Post.next_attempt_at <= now),
-            ),
-            # Disconnected, or its workspace deleted: nothing of it publishes.
-            Integration.status != IntegrationStatus.DISABLED,
-            or_(Integration.rate_limited_until.is_(None), Integration.rate_limited_until <= now),
-            # Mid-refresh (herald.tokens.lease): its posts wait for the new token.
-            or_(Integration.refresh_lease_until.is_(None), Integration.refresh_lease_until <= now),
-        )
-        .order_by(func.coalesce(Post.next_attempt_at, Post.scheduled_at))
-        .with_for_update(of=Post, skip_locked=True, key_share=True)
-    )
+def in_turns(claimed: list[Claimed]) -> list[Claimed]:
+    """``claimed`` in the order to send it: each workspace's first post (oldest first), then
+    each one's second, and so on. The broker's queue is first in, first out, so a workspace
+    with one post due waits behind one post of each other workspace, not a whole batch."""
+    by_workspace: dict[uuid.UUID, list[Claimed]] = {}
+    for post in sorted(claimed, key=lambda c: c.countdown(_EPOCH)):
+        by_workspace.setdefault(post.workspace_id, []).append(post)
+    rounds = zip_longest(*by_workspace.values())
+    return [post for round_ in rounds for post in round_ if post is not None]
 
 
-def _within_caps(
-    session: Session, settings: Settings, candidates: list[tuple[uuid.UUID, str]]
-) -> list[uuid.UUID]:
-    """Keep each provider under ``provider_concurrency`` posts queued or publishing at once."""
+def lookahead_s(settings: Settings) -> float:
+    """How far ahead of ``scheduled_at`` a post is claimed (one beat tick unless set)."""
+    if settings.dispatch_lookahead_s is None:
+        return settings.dispatch_interval_s
+    return settings.dispatch_lookahead_s
+
+
+def _provider_rooms(session: Session, settings: Settings, now: datetime) -> dict[str, int]:
+    """How many more posts each capped or circuit-held provider may have queued now (a
+    provider not named has no bound)."""
     caps = settings.provider_concurrency
-    if not caps:
-        return [post_id for post_id, _ in candidates]
-    in_flight: Counter[str] = Counter(
-        dict(
+    rooms: dict[str, int] = {}
+    if caps:
+        in_flight = dict(
             session.execute(
                 select(Integration.provider, func.count())
                 .select_from(Post)
@@ -135,12 +155,64 @@ def _within_caps(
             .tuples()
             .all()
         )
+        rooms = {
+            provider: max(0, cap - in_flight.get(provider, 0)) for provider, cap in caps.items()
+        }
+    circuits = circuit.gate(session, settings, now)
+    for provider in circuits.held:
+        probes = circuits.probes.get(provider, 0)
+        rooms[provider] = min(rooms.get(provider, probes), probes)
+    return rooms
+
+
+def _chosen(
+    now: datetime, horizon: datetime, rooms: dict[str, int], batch: int
+) -> Select[tuple[uuid.UUID]]:
+    """The ids of up to ``batch`` posts to claim, ranked as the module docstring says."""
+    due_at = func.coalesce(Post.next_attempt_at, Post.scheduled_at)
+    due = (
+        select(
+            Post.id.label("id"),
+            Post.workspace_id.label("workspace_id"),
+            Integration.provider.label("provider"),
+            due_at.label("due_at"),
+            func.row_number()
+            .over(partition_by=Post.workspace_id, order_by=(due_at, Post.id))
+            .label("turn"),
+        )
+        .join(Integration, Integration.id == Post.integration_id)
+        .where(
+            or_(
+                and_(Post.status == PostStatus.SCHEDULED, Post.scheduled_at <= horizon),
+                and_(Post.status == PostStatus.RETRYING, Post.next_attempt_at <= now),
+            ),
+            # Disconnected, or its workspace deleted: nothing of it publishes.
+            Integration.status != IntegrationStatus.DISABLED,
+            or_(Integration.rate_limited_until.is_(None), Integration.rate_limited_until <= now),
+            # Mid-refresh (herald.tokens.lease): its posts wait for the new token.
+            or_(Integration.refresh_lease_until.is_(None), Integration.refresh_lease_until <= now),
+        )
     )
-    chosen = []
-    for post_id, provider in candidates:
-        cap = caps.get(provider)
-        if cap is not None and in_flight[provider] >= cap:
-            continue
-        in_flight[provider] += 1
-        chosen.append(post_id)
-    return chosen
+    full = [provider for provider, room in rooms.items() if room <= 0]
+    if full:
+        due = due.where(Integration.provider.not_in(full))
+    ranked = due.subquery("due")
+    bounded = {provider: n for provider, n in rooms.items() if n > 0}
+    room: ColumnElement[int] = (
+        case(bounded, value=ranked.c.provider, else_=literal(batch)) if bounded else literal(batch)
+    )
+    within = select(
+        ranked.c.id,
+        ranked.c.turn,
+        ranked.c.due_at,
+        func.row_number()
+        .over(partition_by=ranked.c.provider, order_by=(ranked.c.turn, ranked.c.due_at))
+        .label("place"),
+        room.label("room"),
+    ).subquery("within")
+    return (
+        select(within.c.id)
+        .where(within.c.place <= within.c.room)
+        .order_by(within.c.turn, within.c.due_at)
+        .limit(batch)
+    )

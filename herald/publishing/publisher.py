@@ -21,8 +21,9 @@ from typing import Any
 
 import structlog
 from opentelemetry import trace
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import insert, literal, select, update
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.sql.elements import ColumnElement
 
 from herald.contracts import NetworkAnswer
 from herald.media import Fetcher, prepare
@@ -61,7 +62,7 @@ from herald.publishing.recording import (
     restored,
 )
 from herald.publishing.scheduling import draft_of
-from herald.publishing.transitions import move
+from herald.publishing.transitions import lost, move
 from herald.security.credentials import account_of, open_tokens
 from herald.security.crypto import DecryptionError, KeyRing
 from herald.settings import ProviderNotConfigured, Settings
@@ -82,6 +83,8 @@ class Outcome:
     kind: str
     refresh: uuid.UUID | None = None
     seen_token_version: int | None = None
+    #: A post handed over ahead of its ``scheduled_at`` that arrived early: send it then.
+    not_before: datetime | None = None
 
 
 NOT_MINE = Outcome(None, "not_claimed")
@@ -114,6 +117,11 @@ def publish_post(
         log.warning("publish.unknown_post", post_id=str(post_id))
         return NOT_MINE
     post, integration = row[0], row[1]
+    if post.status is PostStatus.QUEUED and post.scheduled_at > utcnow():
+        # Claimed ahead of time and delivered early (a clock apart, a countdown cut short):
+        # never published before it is due; the caller sends it again for then.
+        session.rollback()
+        return Outcome(None, "not_due", not_before=post.scheduled_at)
     ready = preflight(session, post, integration, settings)
     if isinstance(ready, Outcome):
         return ready
@@ -198,24 +206,19 @@ def claim(
     session: Session, post: Post, integration: Integration, *, task_id: str | None
 ) -> PublishAttempt | None:
     """Move the post to ``publishing`` and write its attempt row, durably, before any call to
-    the network; None if another run claimed it first."""
+    the network; None if another run claimed it first. A post is never claimed before its
+    ``scheduled_at`` (the dispatcher hands some over early, with a countdown)."""
     now = utcnow()
     attempt_number = post.attempts + 1
-    if not move(
-        session,
-        post.id,
-        from_=DUE_OR_QUEUED,
-        to=PostStatus.PUBLISHING,
-        site="claim",
-        attempts=attempt_number,
-        publishing_started_at=now,
-        next_attempt_at=None,
-        resolve_attempts=0,
-        resolve_after=None,
-    ):
-        session.rollback()
-        return None
+    moved: dict[str, Any] = {
+        "attempts": attempt_number,
+        "publishing_started_at": now,
+        "next_attempt_at": None,
+        "resolve_attempts": 0,
+        "resolve_after": None,
+    }
     attempt = PublishAttempt(
+        id=uuid.uuid4(),
         workspace_id=post.workspace_id,
         post_id=post.id,
         provider=integration.provider,
@@ -225,10 +228,94 @@ def claim(
         trace_id=_trace_id(),
         task_id=task_id,
         worker=WORKER,
+        # Every column given, so the row attached below is complete (nothing to load).
+        **dict.fromkeys(_OPEN_ATTEMPT),
     )
-    session.add(attempt)
+    due = (Post.scheduled_at <= now,)
+    if session.get_bind().dialect.name == "postgresql":
+        # One round trip: the conditional move and the attempt row in one statement.
+        won = _claim_with_attempt(session, attempt, due=due, now=now, moved=moved)
+        if won:
+            make_transient_to_detached(attempt)
+            session.add(attempt)
+        else:
+            lost(session, post.id, from_=DUE_OR_QUEUED, to=PostStatus.PUBLISHING, site="claim")
+    else:
+        won = move(
+            session,
+            post.id,
+            from_=DUE_OR_QUEUED,
+            to=PostStatus.PUBLISHING,
+            site="claim",
+            only_if=due,
+            **moved,
+        )
+        if won:
+            session.add(attempt)
+    if not won:
+        session.rollback()
+        return None
     session.commit()
     return attempt
+
+
+#: The attempt columns an open attempt has no value for yet.
+_OPEN_ATTEMPT = (
+    "finished_at",
+    "latency_ms",
+    "outcome",
+    "error_code",
+    "error_message",
+    "http_status",
+    "provider_request_id",
+)
+_ATTEMPT_COLUMNS = (
+    "id",
+    "workspace_id",
+    "post_id",
+    "provider",
+    "attempt_number",
+    "started_at",
+    "correlation_id",
+    "trace_id",
+    "task_id",
+    "worker",
+)
+
+
+def _claim_with_attempt(
+    session: Session,
+    attempt: PublishAttempt,
+    *,
+    due: tuple[ColumnElement[bool], ...],
+    now: datetime,
+    moved: dict[str, Any],
+) -> bool:
+    """``queued|retrying → publishing`` and the attempt's INSERT as one data-modifying CTE
+    (Postgres): the row is written only if the move won. Whether it did."""
+    claimed = (
+        update(Post)
+        .where(Post.id == attempt.post_id, Post.status.in_(DUE_OR_QUEUED), *due)
+        .values(status=PostStatus.PUBLISHING, updated_at=now, **moved)
+        .returning(Post.id)
+        .cte("claimed")
+    )
+    columns = PublishAttempt.__table__.c
+    row = select(
+        *(
+            claimed.c.id
+            if name == "post_id"
+            else literal(getattr(attempt, name), columns[name].type)
+            for name in _ATTEMPT_COLUMNS
+        )
+    ).select_from(claimed)
+    result = session.execute(
+        insert(PublishAttempt)
+        .from_select(list(_ATTEMPT_COLUMNS), row)
+        .returning(PublishAttempt.id)
+        .execution_options(synchronize_session=False)
+    )
+    return result.first() is not None
 
 
 @dataclass(slots=True)

@@ -43,6 +43,21 @@ def move(
     sources = (from_,) if isinstance(from_, PostStatus) else tuple(from_)
     if transition(session, post_id, from_=sources, to=to, only_if=only_if, **values):
         return True
+    lost(session, post_id, from_=sources, to=to, site=site, owned=owned)
+    return False
+
+
+def lost(
+    session: Session,
+    post_id: uuid.UUID,
+    *,
+    from_: tuple[PostStatus, ...],
+    to: PostStatus,
+    site: str,
+    owned: bool = False,
+) -> None:
+    """Log and count a move from ``from_`` to ``to`` that matched no row (see :func:`move`)."""
+    sources = from_
     labels = {"from": "|".join(sorted(s.value for s in sources)), "to": to.value, "site": site}
     metrics.publish_lost_transitions.add(1, labels)
     now = session.scalar(select(Post.status).where(Post.id == post_id))
@@ -52,4 +67,3 @@ def move(
         status_now=now.value if now is not None else None,
         **labels,
     )
-    return False

@@ -50,6 +50,7 @@ def verify_chain(self: HeraldTask, payload: NoArguments) -> dict[str, Any]:
     name="herald.audit.checkpoint",
     payload_model=NoArguments,
     periodic=True,
+    scope="service",
 )
 def checkpoint(self: HeraldTask, payload: NoArguments) -> dict[str, Any]:
     settings = get_settings()
@@ -67,6 +68,7 @@ def checkpoint(self: HeraldTask, payload: NoArguments) -> dict[str, Any]:
     name="herald.security.detect_suspicious",
     payload_model=NoArguments,
     periodic=True,
+    scope="service",
 )
 def detect_suspicious(self: HeraldTask, payload: NoArguments) -> dict[str, Any]:
     service_scope(self.session, "security.detect_suspicious")

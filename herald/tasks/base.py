@@ -88,6 +88,9 @@ class HeraldTask(Task):  # type: ignore[type-arg]
     retry_policy: ClassVar[RetryPolicy] = RetryPolicy()
     periodic: ClassVar[bool] = False  # a beat job: its runs are recorded in ``job_runs``
     scope: ClassVar[Literal["tenant", "service"]] = "tenant"  # see the module docstring
+    # False for a task whose body logs its own line per run (publish: publish.attempt), so a
+    # run costs one INFO line; task.succeeded is then at DEBUG.
+    log_success: ClassVar[bool] = True
     # Celery logs a failure of these at INFO without a traceback; ``on_failure`` below is the
     # one place a Herald task's failure is logged, concisely.
     throws = (Exception,)
@@ -224,7 +227,7 @@ class HeraldTask(Task):  # type: ignore[type-arg]
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         self._count("succeeded")
-        log.info("task.succeeded", task=self.name)
+        (log.info if self.log_success else log.debug)("task.succeeded", task=self.name)
 
     def on_retry(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any

@@ -20,8 +20,10 @@ from celery.canvas import Signature
 from sqlalchemy.exc import OperationalError
 
 from herald import db
+from herald.broker.topology import deliverable_countdown
 from herald.celery_app import app
 from herald.contracts import NoArguments, PublishPost, RecordOutcome, SchedulePost
+from herald.models import utcnow
 from herald.publishing.dispatch import Claimed, claim_due_posts
 from herald.publishing.publisher import Outcome, publish_post, record_answer
 from herald.publishing.recording import OutcomeNotRecorded
@@ -73,10 +75,19 @@ def schedule(self: HeraldTask, payload: SchedulePost) -> dict[str, Any]:
 def publish_signature(post: Claimed) -> Signature[Any]:
     """``publish`` for one claimed post, continuing the correlation the post was scheduled
     under (the request or the other service that created it), not the beat tick's."""
-    headers = {context.WORKSPACE_HEADER: str(post.workspace_id)}
-    if post.correlation_id:
-        headers[context.CORRELATION_HEADER] = post.correlation_id
-    return publish.signature(kwargs={"post_id": str(post.post_id)}, headers=headers)
+    return _publish_at(post.post_id, str(post.workspace_id), post.correlation_id, post.countdown())
+
+
+def _publish_at(
+    post_id: uuid.UUID, workspace_id: str | None, correlation_id: str | None, countdown: float
+) -> Signature[Any]:
+    headers = {context.WORKSPACE_HEADER: workspace_id} if workspace_id else {}
+    if correlation_id:
+        headers[context.CORRELATION_HEADER] = correlation_id
+    options: dict[str, Any] = {"headers": headers}
+    if countdown > 0:  # a post claimed ahead of its time (herald.publishing.dispatch)
+        options["countdown"] = deliverable_countdown(countdown, app.amqp.queues.values())
+    return publish.signature(kwargs={"post_id": str(post_id)}, **options)
 
 
 def send_publish(post: Claimed) -> None:
@@ -125,6 +136,7 @@ def dispatch_due(self: HeraldTask, payload: NoArguments) -> int:
     scope="service",
     payload_model=PublishPost,
     retry_policy=DB_BLIPS,
+    log_success=False,
 )
 def publish(self: HeraldTask, payload: PublishPost) -> str | None:
     try:
@@ -139,6 +151,12 @@ def publish(self: HeraldTask, payload: PublishPost) -> str | None:
         app.signature("herald.posts.record_outcome", kwargs={"answer": answer}).apply_async(
             countdown=RECORDING.countdown(0)
         )
+        return None
+    if outcome.not_before is not None:
+        ctx = context.current()
+        wait = (outcome.not_before - utcnow()).total_seconds()
+        self.enqueue(_publish_at(payload.post_id, ctx.workspace_id, ctx.correlation_id, wait))
+        log.info("publish.not_due", post_id=str(payload.post_id), wait_s=round(wait, 3))
         return None
     return _settled(self, outcome, payload.post_id)
 

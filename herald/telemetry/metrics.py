@@ -201,6 +201,11 @@ sweep_resolutions = Counter(
     "Posts stuck in publishing that the sweep handled, by provider and result.",
     ("provider", "result"),
 )
+retention_purged = Counter(
+    "herald.retention.purged",
+    "History rows purged past the retention setting, by table.",
+    ("table",),
+)
 publish_delay = Histogram(
     "herald.publish.delay",
     "Delay from a post's scheduled_at to its publication, by provider.",

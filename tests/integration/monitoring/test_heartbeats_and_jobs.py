@@ -45,6 +45,13 @@ def test_every_job_beat_runs_is_declared_periodic_so_its_runs_are_recorded() -> 
     assert not app.tasks[HEARTBEAT_TASK].periodic
 
 
+def test_every_job_beat_runs_reads_every_workspace_as_the_service_role() -> None:
+    """A beat job carries no workspace: in a tenant scope it would see no row at all."""
+    app.loader.import_default_modules()
+    jobs = {e["task"] for e in app.conf.beat_schedule.values()}
+    assert {name for name in jobs if app.tasks[name].scope != "service"} == set()
+
+
 def test_the_worker_consuming_each_queue_records_one_heartbeat_row_per_queue(
     worker: Any, celery_app: Any
 ) -> None:
