@@ -105,6 +105,7 @@ class HeraldTask(Task):  # type: ignore[type-arg]
             current = db.new_session()
             if self.scope == "service":
                 db.service_scope(current, self.name)
+                metrics.service_scope_uses.add(1, {"task": self.name})
             elif (workspace := _workspace.get() or context.current().workspace_id) is not None:
                 db.tenant_scope(current, workspace)
             _session.set(current)

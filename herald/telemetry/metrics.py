@@ -201,6 +201,12 @@ sweep_resolutions = Counter(
     "Posts stuck in publishing that the sweep handled, by provider and result.",
     ("provider", "result"),
 )
+service_scope_uses = Counter(
+    "herald.service_scope.uses",
+    "Task runs whose session was opened to every workspace (the service role), by task: a "
+    "periodic job's use is counted here rather than written to the audit log per tick.",
+    ("task",),
+)
 retention_purged = Counter(
     "herald.retention.purged",
     "History rows purged past the retention setting, by table.",

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from herald.beat_schedule import HEARTBEAT_TASK, beat_schedule
 from herald.celery_app import QUEUES, app
-from herald.models import Heartbeat, JobRun, Workspace
+from herald.models import AuditEvent, Heartbeat, JobRun, Workspace
 from herald.settings import Settings
+from herald.telemetry import metrics
 from tests.fixtures.database import service_session
 from tests.fixtures.monitoring import eventually
 from tests.integration.monitoring import job_tasks
@@ -111,3 +112,20 @@ def test_a_task_not_declared_periodic_records_no_job_run(worker: Any, committed:
 def _slugs_written() -> list[str]:
     with service_session() as session:
         return list(session.scalars(select(Workspace.slug).where(Workspace.slug.like("job-%"))))
+
+
+def _service_scope_uses(task: str) -> float:
+    sample = metrics.REGISTRY.get_sample_value("herald_service_scope_uses_total", {"task": task})
+    return sample or 0.0
+
+
+def test_a_job_in_the_service_scope_is_counted_not_audited_per_tick(committed: Engine) -> None:
+    app.loader.import_default_modules()
+    name = "herald.maintenance.purge"
+    before = _service_scope_uses(name)
+    with service_session() as session:
+        audited = session.scalar(select(func.count()).select_from(AuditEvent))
+    app.tasks[name].apply().get(timeout=30)
+    assert _service_scope_uses(name) == before + 1
+    with service_session() as session:
+        assert session.scalar(select(func.count()).select_from(AuditEvent)) == audited
