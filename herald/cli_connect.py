@@ -29,11 +29,16 @@ BY = click.option(
 
 
 @contextmanager
-def _session() -> Iterator[Any]:
+def _session(workspace_id: uuid.UUID | None) -> Iterator[Any]:
+    """A transaction limited to ``workspace_id``; without one, the service scope (listing every
+    workspace is the one command that spans them)."""
     from herald import db
 
     with db.session_scope() as session:
-        db.service_scope(session, "cli.connections")
+        if workspace_id is None:
+            db.service_scope(session, "cli.list_workspaces")
+        else:
+            db.tenant_scope(session, workspace_id)
         yield session
 
 
@@ -44,12 +49,13 @@ def _manager(by: str) -> Any:
     return Manager(Actor("cli", by), None)
 
 
-def _run(action: Callable[[Any], T]) -> T:
-    """Run ``action(session)``; a refusal is printed as ``herald: <message>`` and exits 1."""
+def _run(action: Callable[[Any], T], workspace_id: uuid.UUID | None = None) -> T:
+    """Run ``action(session)`` in ``workspace_id``'s scope; a refusal is printed as
+    ``herald: <message>`` and exits 1."""
     from herald.connections.access import Refused
 
     try:
-        with _session() as session:
+        with _session(workspace_id) as session:
             return action(session)
     except Refused as exc:
         _fail(exc.message)
@@ -105,8 +111,12 @@ def workspaces_create(name: str, owner: str, slug: str | None, by: str) -> None:
     """Create a workspace with its first owner."""
     from herald.connections import workspaces as service
 
+    new = uuid.uuid4()  # the insert runs in the new workspace's own scope
     view = _run(
-        lambda s: service.create_workspace(s, _manager(by), name, slug=slug, owner_user_id=owner)
+        lambda s: service.create_workspace(
+            s, _manager(by), name, slug=slug, owner_user_id=owner, workspace_id=new
+        ),
+        new,
     )
     _show_workspaces([view])
 
@@ -119,7 +129,12 @@ def workspaces_rename(workspace_id: str, name: str, by: str) -> None:
     from herald.connections import workspaces as service
 
     _show_workspaces(
-        [_run(lambda s: service.rename_workspace(s, _manager(by), _uuid(workspace_id), name))]
+        [
+            _run(
+                lambda s: service.rename_workspace(s, _manager(by), _uuid(workspace_id), name),
+                _uuid(workspace_id),
+            )
+        ]
     )
 
 
@@ -130,7 +145,10 @@ def workspaces_delete(workspace_id: str, by: str) -> None:
     """Delete softly: hidden from everyone, its integrations disabled, nothing publishes."""
     from herald.connections import workspaces as service
 
-    _run(lambda s: service.delete_workspace(s, _manager(by), _uuid(workspace_id)))
+    _run(
+        lambda s: service.delete_workspace(s, _manager(by), _uuid(workspace_id)),
+        _uuid(workspace_id),
+    )
     click.echo(f"workspace {workspace_id} deleted; its integrations are disabled")
 
 
@@ -159,7 +177,11 @@ def members_list(workspace_id: str) -> None:
     from herald.connections import workspaces as service
 
     _show_members(
-        workspace_id, _run(lambda s: service.list_members(s, _manager("cli"), _uuid(workspace_id)))
+        workspace_id,
+        _run(
+            lambda s: service.list_members(s, _manager("cli"), _uuid(workspace_id)),
+            _uuid(workspace_id),
+        ),
     )
 
 
@@ -173,7 +195,8 @@ def members_add(workspace_id: str, user_id: str, role: str, by: str) -> None:
     from herald.models import Role
 
     added = _run(
-        lambda s: service.add_member(s, _manager(by), _uuid(workspace_id), user_id, Role(role))
+        lambda s: service.add_member(s, _manager(by), _uuid(workspace_id), user_id, Role(role)),
+        _uuid(workspace_id),
     )
     _show_members(workspace_id, [added])
 
@@ -188,7 +211,8 @@ def members_role(workspace_id: str, user_id: str, role: str, by: str) -> None:
     from herald.models import Role
 
     changed = _run(
-        lambda s: service.change_role(s, _manager(by), _uuid(workspace_id), user_id, Role(role))
+        lambda s: service.change_role(s, _manager(by), _uuid(workspace_id), user_id, Role(role)),
+        _uuid(workspace_id),
     )
     _show_members(workspace_id, [changed])
 
@@ -200,7 +224,10 @@ def members_role(workspace_id: str, user_id: str, role: str, by: str) -> None:
 def members_remove(workspace_id: str, user_id: str, by: str) -> None:
     from herald.connections import workspaces as service
 
-    _run(lambda s: service.remove_member(s, _manager(by), _uuid(workspace_id), user_id))
+    _run(
+        lambda s: service.remove_member(s, _manager(by), _uuid(workspace_id), user_id),
+        _uuid(workspace_id),
+    )
     click.echo(f"{user_id} removed from {workspace_id}")
 
 
@@ -238,7 +265,10 @@ def integrations_list(workspace_id: str) -> None:
     from herald.connections import accounts
 
     _show_integrations(
-        _run(lambda s: accounts.list_integrations(s, _manager("cli"), _uuid(workspace_id)))
+        _run(
+            lambda s: accounts.list_integrations(s, _manager("cli"), _uuid(workspace_id)),
+            _uuid(workspace_id),
+        )
     )
 
 

@@ -198,11 +198,11 @@ def _seed(
     start = utcnow() + timedelta(seconds=2)
     expected: dict[uuid.UUID, Connection] = {}
     rejected: list[str] = []
-    with db.session_scope() as session:
-        workspaces = {slug: uuid.uuid4() for slug in ("acme", "globex")}
-        session.add_all(
-            Workspace(id=ws, name=slug.title(), slug=slug) for slug, ws in workspaces.items()
-        )
+    workspaces = {slug: uuid.uuid4() for slug in ("acme", "globex")}
+    for slug, ws in workspaces.items():
+        with db.session_scope() as session:
+            db.tenant_scope(session, ws)  # a workspace is made in its own scope
+            session.add(Workspace(id=ws, name=slug.title(), slug=slug))
     integrations = {
         conn.key: _connect(sandbox, settings, keys, conn, workspaces[conn.workspace])
         for conn in SCENARIO
@@ -312,6 +312,7 @@ def _connect(
         )
     else:
         with db.session_scope() as session:
+            db.tenant_scope(session, ws)
             integration = connect_integration(
                 session,
                 workspace_id=ws,
@@ -323,6 +324,7 @@ def _connect(
                 ),
                 tokens=tokens_from(created),
                 keys=keys,
+                actor=DEMO.actor,
             )
             session.expunge(integration)
     if conn.expire_tokens:

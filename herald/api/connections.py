@@ -224,7 +224,7 @@ def list_integrations(
     status: IntegrationStatus | None = None,
 ) -> IntegrationList:
     """The workspace's connected accounts: status, expiry, last refresh, last error."""
-    with management_session() as session:
+    with management_session(caller.workspace_id) as session:
         views = accounts.list_integrations(
             session, manager, caller.workspace_id, provider=provider, status=status
         )

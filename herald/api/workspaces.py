@@ -130,20 +130,30 @@ CurrentManager = Annotated[Manager, Depends(manager_of)]
 
 
 @contextmanager
-def management_session() -> Iterator[Session]:
-    """Workspace management reads across workspaces (the caller's memberships): service scope,
-    with every rule checked in :mod:`herald.connections`."""
+def management_session(workspace_id: uuid.UUID | None = None) -> Iterator[Session]:
+    """A transaction limited to ``workspace_id`` (every rule, membership first, checked in
+    :mod:`herald.connections`); without one, the service scope, for the one operation that is
+    cross-workspace by nature: listing the workspaces a caller belongs to."""
     with db.session_scope() as session:
-        db.service_scope(session, "api.workspaces")
+        if workspace_id is None:
+            db.service_scope(session, "api.list_workspaces")
+        else:
+            db.tenant_scope(session, workspace_id)
         yield session
 
 
 @router.post("", status_code=201, responses=MANAGE_RESPONSES)
 def create_workspace(body: WorkspaceIn, manager: CurrentManager) -> WorkspaceOut:
     """Create a workspace; the caller becomes its owner."""
-    with management_session() as session:
+    workspace_id = uuid.uuid4()
+    with management_session(workspace_id) as session:  # the insert runs in its own scope
         view = service.create_workspace(
-            session, manager, body.name, slug=body.slug, owner_user_id=body.owner_user_id
+            session,
+            manager,
+            body.name,
+            slug=body.slug,
+            owner_user_id=body.owner_user_id,
+            workspace_id=workspace_id,
         )
         return WorkspaceOut.of(view)
 
@@ -159,7 +169,7 @@ def list_workspaces(manager: CurrentManager) -> WorkspaceList:
 
 @router.get("/{workspace_id}")
 def get_workspace(workspace_id: uuid.UUID, manager: CurrentManager) -> WorkspaceOut:
-    with management_session() as session:
+    with management_session(workspace_id) as session:
         return WorkspaceOut.of(service.get_workspace(session, manager, workspace_id))
 
 
@@ -168,21 +178,21 @@ def rename_workspace(
     workspace_id: uuid.UUID, body: WorkspacePatch, manager: CurrentManager
 ) -> WorkspaceOut:
     """Rename (owners and admins)."""
-    with management_session() as session:
+    with management_session(workspace_id) as session:
         return WorkspaceOut.of(service.rename_workspace(session, manager, workspace_id, body.name))
 
 
 @router.delete("/{workspace_id}", status_code=204, responses=MANAGE_RESPONSES)
 def delete_workspace(workspace_id: uuid.UUID, manager: CurrentManager) -> Response:
     """Delete (soft, owners only): hidden from everyone; none of its posts publishes."""
-    with management_session() as session:
+    with management_session(workspace_id) as session:
         service.delete_workspace(session, manager, workspace_id)
     return Response(status_code=204)
 
 
 @router.get("/{workspace_id}/members")
 def list_members(workspace_id: uuid.UUID, manager: CurrentManager) -> MemberList:
-    with management_session() as session:
+    with management_session(workspace_id) as session:
         members = service.list_members(session, manager, workspace_id)
         return MemberList(items=[MemberOut.of(m) for m in members])
 
@@ -190,7 +200,7 @@ def list_members(workspace_id: uuid.UUID, manager: CurrentManager) -> MemberList
 @router.post("/{workspace_id}/members", status_code=201, responses=MANAGE_RESPONSES)
 def add_member(workspace_id: uuid.UUID, body: MemberIn, manager: CurrentManager) -> MemberOut:
     """Add a member (owners and admins; only an owner adds an owner)."""
-    with management_session() as session:
+    with management_session(workspace_id) as session:
         return MemberOut.of(
             service.add_member(session, manager, workspace_id, body.user_id, body.role)
         )
@@ -201,13 +211,13 @@ def change_role(
     workspace_id: uuid.UUID, user_id: UserPath, body: MemberPatch, manager: CurrentManager
 ) -> MemberOut:
     """Change a member's role; the last owner stays an owner."""
-    with management_session() as session:
+    with management_session(workspace_id) as session:
         return MemberOut.of(service.change_role(session, manager, workspace_id, user_id, body.role))
 
 
 @router.delete("/{workspace_id}/members/{user_id}", status_code=204, responses=MANAGE_RESPONSES)
 def remove_member(workspace_id: uuid.UUID, user_id: UserPath, manager: CurrentManager) -> Response:
     """Remove a member; the last owner cannot be removed."""
-    with management_session() as session:
+    with management_session(workspace_id) as session:
         service.remove_member(session, manager, workspace_id, user_id)
     return Response(status_code=204)

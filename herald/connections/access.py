@@ -104,6 +104,7 @@ def deny(
     next, and its own transaction rolls back."""
     del session  # the refusal must outlive the caller's transaction
     with db.session_scope() as own:
+        db.service_scope(own, "audit.record")  # the chain spans every workspace
         _record_denial(own, manager, workspace_id, reason, cross_tenant=cross_tenant)
 
 

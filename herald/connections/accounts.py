@@ -176,7 +176,7 @@ def connect_with_credentials(
     ``{identifier, app_password}`` (createSession), Telegram ``{bot_token, chat_id}``
     (getMe, getChat), Discord ``{webhook_url}`` (GET the webhook)."""
     with db.session_scope() as session:
-        db.service_scope(session, f"connect.{provider}")
+        db.tenant_scope(session, workspace_id)
         require(session, manager, workspace_id)
     adapter: Any = provider_for(provider, settings)
     try:
@@ -226,6 +226,7 @@ def record_failure(
     """Audit a connection that did not happen (``oauth.failed``), in its own transaction: the
     caller raises next."""
     with db.session_scope() as session:
+        db.service_scope(session, "audit.record")  # the chain spans every workspace
         audit.record(
             session,
             EventType.OAUTH_FAILED,
@@ -251,7 +252,8 @@ def save_connection(
     event: EventType = EventType.CREDENTIAL_UPDATE,
 ) -> tuple[Integration, bool]:
     """Store freshly validated credentials (sealed) on the account's integration, created or
-    reconnected, and audit it as ``event``. Whether the integration existed before."""
+    reconnected (audited as ``credential.update``, and as ``event`` too when it is another, such
+    as ``oauth.completed``). Whether the integration existed before."""
     with db.session_scope() as session:
         db.tenant_scope(session, workspace_id)
         existed = session.scalar(
@@ -268,23 +270,25 @@ def save_connection(
             account=account,
             tokens=tokens,
             keys=keys,
+            actor=manager.actor,  # records the credential.update itself
         )
-        audit.record(
-            session,
-            event,
-            actor=manager.actor,
-            severity=Severity.MEDIUM,
-            workspace_id=workspace_id,
-            resource_type="integration",
-            resource_id=str(integration.id),
-            message=f"{provider} account connected" + (" again" if existed else ""),
-            details={
-                "provider": provider,
-                "reconnect": existed is not None,
-                "token_version": integration.token_version,
-                "scopes": list(tokens.scopes),
-            },
-        )
+        if event is not EventType.CREDENTIAL_UPDATE:
+            audit.record(
+                session,
+                event,
+                actor=manager.actor,
+                severity=Severity.MEDIUM,
+                workspace_id=workspace_id,
+                resource_type="integration",
+                resource_id=str(integration.id),
+                message=f"{provider} account connected" + (" again" if existed else ""),
+                details={
+                    "provider": provider,
+                    "reconnect": existed is not None,
+                    "token_version": integration.token_version,
+                    "scopes": list(tokens.scopes),
+                },
+            )
         session.flush()
         session.expunge(integration)
     return integration, existed is not None

@@ -100,7 +100,7 @@ def begin(
         raise Refused(503, "provider_not_configured", exc.message) from None
     expires_at = utcnow() + timedelta(seconds=settings.oauth_state_ttl_s)
     with db.session_scope() as session:
-        db.service_scope(session, "oauth.begin")
+        db.tenant_scope(session, workspace_id)
         require(session, manager, workspace_id)
         row = OAuthState(
             id=uuid.uuid4(),
@@ -160,6 +160,8 @@ def _consume(
     """The state's row, consumed now (single use whatever follows), or a refusal."""
     now = utcnow()
     with db.session_scope() as session:
+        # The state names its workspace: found across workspaces, then checked to be the
+        # caller's own before anything else reads it.
         db.service_scope(session, "oauth.finish")
         row = session.scalar(select(OAuthState).where(OAuthState.state_hash == state_hash(state)))
         refusal: tuple[str, uuid.UUID | None] | None
@@ -214,7 +216,7 @@ def finish(
     _known(provider)
     row = _consume(manager, provider, state, workspace_id)
     with db.session_scope() as session:
-        db.service_scope(session, "oauth.finish")
+        db.tenant_scope(session, row.workspace_id)
         require(session, manager, row.workspace_id)
     verifier = (
         keys.open(row.code_verifier_ciphertext, _binding(row))

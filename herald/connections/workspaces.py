@@ -60,10 +60,14 @@ def create_workspace(
     *,
     slug: str | None = None,
     owner_user_id: str | None = None,
+    workspace_id: uuid.UUID | None = None,
 ) -> WorkspaceView:
-    """A new workspace whose owner is the caller (or ``owner_user_id``, for the service role)."""
+    """A new workspace whose owner is the caller (or ``owner_user_id``, for the service role).
+
+    ``workspace_id`` is the new workspace's id when the caller chose it to open the session's
+    tenant scope on it before this insert."""
     owner = manager.user_id or owner_user_id
-    workspace = Workspace(id=uuid.uuid4(), name=name, slug=slug or _slug(name))
+    workspace = Workspace(id=workspace_id or uuid.uuid4(), name=name, slug=slug or _slug(name))
     try:
         with session.begin_nested():
             session.add(workspace)

@@ -16,7 +16,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from herald import db
 from herald.api import create_app
 from herald.models import (
     Integration,
@@ -31,6 +30,7 @@ from herald.sandbox import SandboxClient, SandboxServer
 from herald.security.credentials import open_tokens
 from herald.security.crypto import KeyRing
 from herald.settings import Settings, get_settings
+from tests.fixtures.database import service_session
 from tests.fixtures.factories import make_integration, make_workspace
 from tests.integration.api.conftest import AuditOf, assert_error, bearer, mint, query
 
@@ -62,7 +62,7 @@ class Owner:
 
 def new_owner(workspace_id: uuid.UUID | None = None, role: Role = Role.OWNER) -> Owner:
     user = f"user-{uuid.uuid4().hex[:8]}"
-    with db.session_scope() as session:
+    with service_session() as session:
         if workspace_id is None:
             workspace_id = make_workspace(session).id
         session.add(Membership(workspace_id=workspace_id, user_id=user, role=role))
@@ -138,7 +138,7 @@ def test_a_reconnect_keeps_the_refresh_token_the_network_did_not_resend(
     api: TestClient, owner: Owner, sandbox: SandboxClient, oauth_settings: Settings
 ) -> None:
     account = sandbox.create_account("mastodon", handle="alice")  # issues no refresh tokens
-    with db.session_scope() as session:
+    with service_session() as session:
         workspace = session.get_one(Workspace, owner.workspace_id)
         old = make_integration(
             session,
@@ -171,7 +171,7 @@ def test_a_state_is_single_use_and_expires(
     assert replayed["details"] == {"reason": "reused"}
 
     late = consent(start(api, owner))
-    with db.session_scope() as session:
+    with service_session() as session:
         session.execute(update(OAuthState).values(expires_at=utcnow() - timedelta(seconds=1)))
     assert_error(finish(api, owner, "x", late), 400, "oauth_state_invalid")
     forged = {"code": "whatever", "state": "A" * 43}
@@ -189,7 +189,7 @@ def test_a_state_cannot_change_hands_workspaces_or_networks(
     )
 
     elsewhere = new_owner()
-    with db.session_scope() as session:  # the owner belongs to a second workspace as well
+    with service_session() as session:  # the owner belongs to a second workspace as well
         session.add(
             Membership(workspace_id=elsewhere.workspace_id, user_id=owner.user_id, role=Role.OWNER)
         )
@@ -216,7 +216,7 @@ def test_a_code_without_its_pkce_verifier_is_refused_by_the_network_and_audited(
 
     # The verifier lost: the network refuses a code whose challenge nobody answers.
     flow = consent(start(api, owner))
-    with db.session_scope() as session:
+    with service_session() as session:
         session.execute(update(OAuthState).values(code_verifier_ciphertext=None))
     assert_error(finish(api, owner, "x", flow), 400, "oauth_exchange_refused")
     assert failures(audit_of) == ["exchange_refused", "exchange_refused"]
