@@ -152,11 +152,14 @@ def demo_settings(database: Path, sandbox_url: str, **overrides: Any) -> Setting
         token_refresh_interval_s=20.0,
         audit_verify_interval_s=20.0,
         alert_evaluation_interval_s=20.0,
+        audit_checkpoint_interval_s=20.0,
+        suspicious_interval_s=20.0,
         log_level="WARNING",
         # Checkpoints next to the database, signed by a key made for this run only.
         audit_checkpoint_dir=str(database.parent / (database.name + "-checkpoints")),
         audit_signing_key=SecretStr(generate_signing_key("demo")[0]),
-        outbound_allow_hosts=["127.0.0.1"],  # the sandbox's media host serves the demo's media
+        # Loopback reached by the outbound client: the sandbox's media host and the webhook
+        # receiver of demo_alerts (whose settings() passes the allow-list in ``overrides``).
         **overrides,
     )
     return base.with_sandbox(sandbox_url)
