@@ -9,10 +9,10 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
 
 from herald.models import DeadLetter
 from herald.settings import get_settings
+from tests.fixtures.database import service_session
 from tests.fixtures.polling import eventually
 from tests.integration import flow_tasks
 from tests.integration.broker.poison import JSON, envelope
@@ -120,7 +120,7 @@ def test_malformed_payload_is_rejected_recorded_not_retried_and_worker_carries_o
     assert rejected[0]["task_id"] == bad.id
     assert not [line for line in log_lines if line.get("event") == "task.retrying"]
 
-    with Session(committed) as s:
+    with service_session() as s:  # dead letters of any workspace
         letters = s.scalars(select(DeadLetter)).all()
     assert [(d.task_name, d.task_id) for d in letters] == [("tests.strict", bad.id)]
     assert problem in letters[0].reason
