@@ -179,6 +179,7 @@ def test_figures_on_sqlite(tmp_path: Path) -> None:
     engine = db.make_engine(url)
     try:
         with Session(engine) as session:
+            session.info["service_scope"] = "tests"  # figures for all workspaces and for one
             _check_values(session, _fill(session))
     finally:
         engine.dispose()

@@ -109,7 +109,10 @@ def test_huge_binary_user_agents_and_sql_looking_strings_are_stored_bounded(
     assert verify_chain(session).ok
 
 
-def test_a_failed_write_never_breaks_the_operation_and_is_counted(session: Session) -> None:
+def test_a_failed_write_never_breaks_the_operation_and_is_counted(
+    superuser_db_session: Session,
+) -> None:
+    session = superuser_db_session  # renaming the table takes its owner
     before = _failures(session)
     session.execute(text("ALTER TABLE audit_events RENAME TO audit_events_gone"))
     assert record(session, EventType.ADMIN_ACTION, message="lost") is None
@@ -123,7 +126,8 @@ def _failures(session: Session) -> int:
     return sum(counts)
 
 
-def test_the_database_refuses_update_delete_and_truncate(session: Session) -> None:
+def test_the_database_refuses_update_delete_and_truncate(superuser_db_session: Session) -> None:
+    session = superuser_db_session  # even the owner (and RLS aside) is refused by the trigger
     event = _three(session)[0]
     for statement in (
         f"UPDATE audit_events SET message = 'x' WHERE id = {event.id}",
