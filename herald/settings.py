@@ -336,6 +336,14 @@ class Settings(BaseSettings):
     token_refresh_margin_s: int = Field(
         default=900, ge=60, description="Refresh access tokens this long before they expire."
     )
+    token_refresh_margins: dict[str, Annotated[int, Field(ge=60)]] = Field(
+        default_factory=lambda: {"x": 1800, "linkedin": 86_400},
+        description=(
+            "Per-network refresh margins in seconds, as JSON, overriding "
+            "HERALD_TOKEN_REFRESH_MARGIN_S for the networks named (X's two-hour tokens are "
+            "refreshed 30 min ahead, LinkedIn's sixty-day ones a day ahead)."
+        ),
+    )
     token_refresh_interval_s: float = Field(default=60.0, gt=0)
     token_refresh_lease_s: int = Field(
         default=180,
@@ -505,6 +513,10 @@ class Settings(BaseSettings):
             if value.strip().lower() in PLACEHOLDERS:
                 raise ValueError(f"{name} is unset or a development placeholder (env={self.env})")
         return self
+
+    def token_refresh_margin(self, network: str) -> int:
+        """Seconds before expiry at which ``network``'s access tokens are refreshed."""
+        return self.token_refresh_margins.get(network, self.token_refresh_margin_s)
 
     def provider_base_url(self, network: str) -> str:
         """The base URL Herald calls for ``network``: the sandbox's when one is set."""

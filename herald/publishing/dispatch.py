@@ -18,7 +18,7 @@ from sqlalchemy import Row, Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from herald.db import service_scope
-from herald.models import Integration, Post, PostStatus, utcnow
+from herald.models import Integration, IntegrationStatus, Post, PostStatus, utcnow
 from herald.publishing import circuit
 from herald.settings import Settings
 from herald.telemetry.tracing import TraceContext
@@ -108,6 +108,8 @@ def _due(now: datetime) -> Select[tuple[uuid.UUID, str]]:
             or_(Integration.rate_limited_until.is_(None), Integration.rate_limited_until <= now),
             # Mid-refresh (herald.tokens.lease): its posts wait for the new token.
             or_(Integration.refresh_lease_until.is_(None), Integration.refresh_lease_until <= now),
+            # Cut off until the user reconnects (herald.reauth): its posts wait, none fails.
+            Integration.status != IntegrationStatus.NEEDS_REAUTH,
         )
         .order_by(func.coalesce(Post.next_attempt_at, Post.scheduled_at))
         .with_for_update(of=Post, skip_locked=True, key_share=True)
