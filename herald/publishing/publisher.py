@@ -225,6 +225,8 @@ def claim(
         from_=DUE_OR_QUEUED,
         to=PostStatus.PUBLISHING,
         site="claim",
+        # The version this run read: an edit accepted since is never published in its old form.
+        only_if=(Post.version == post.version,),
         attempts=attempt_number,
         publishing_started_at=now,
         next_attempt_at=None,
