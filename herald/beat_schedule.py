@@ -47,4 +47,5 @@ def beat_schedule(settings: Settings, queues: Iterable[str]) -> dict[str, dict[s
             settings.alert_notify_interval_s, "herald.alerts.notify"
         ),
         "verify-audit-chain": every(settings.audit_verify_interval_s, "herald.audit.verify_chain"),
+        "deliver-webhooks": every(settings.webhook_deliver_interval_s, "herald.webhooks.deliver"),
     }

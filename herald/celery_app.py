@@ -37,6 +37,7 @@ ROUTES: dict[str, dict[str, str]] = {
     "herald.posts.*": {"queue": "default"},
     "herald.tokens.*": {"queue": "tokens"},
     "herald.alerts.*": {"queue": "alerts"},
+    "herald.webhooks.*": {"queue": "alerts"},
     "herald.security.*": {"queue": "alerts"},
     "herald.audit.*": {"queue": "alerts"},
     "herald.analytics.*": {"queue": "default"},
@@ -48,6 +49,7 @@ TASK_MODULES = (
     "herald.tasks.monitoring",
     "herald.tasks.alerts",
     "herald.tasks.audit",
+    "herald.tasks.webhooks",
 )
 
 

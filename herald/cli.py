@@ -9,6 +9,7 @@ import click
 from pydantic import ValidationError
 
 from herald.cli_alerts import alerts
+from herald.cli_webhooks import webhooks
 from herald.settings import get_settings
 
 
@@ -253,6 +254,7 @@ def keys_generate(kid: str) -> None:
 
 
 cli.add_command(alerts)
+cli.add_command(webhooks)
 
 
 def main() -> None:

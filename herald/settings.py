@@ -401,6 +401,20 @@ class Settings(BaseSettings):
     outbound_timeout_s: float = Field(default=10.0, gt=0)
     outbound_max_redirects: int = Field(default=3, ge=0, le=10)
 
+    # Integrators' webhooks
+    webhook_deliver_interval_s: float = Field(
+        default=5.0, gt=0, description="How often the webhook outbox is delivered."
+    )
+    webhook_batch: int = Field(default=100, ge=1, description="Deliveries per run at most.")
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_backoff_s: float = Field(default=10.0, gt=0)
+    webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
+    webhook_pause_after: int = Field(
+        default=20,
+        ge=1,
+        description="Failed attempts in a row (across deliveries) that pause a subscription.",
+    )
+
     # Alerts
     alert_evaluation_interval_s: float = Field(default=60.0, gt=0)
     alert_notify_interval_s: float = Field(

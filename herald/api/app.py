@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from herald.api import alerts, monitoring, posts
+from herald.api import alerts, monitoring, posts, webhooks
 from herald.api.errors import (
     document_edge_responses,
     install_error_handlers,
@@ -39,6 +39,7 @@ def create_app(settings: Settings, *, max_body_bytes: int = MAX_BODY_BYTES) -> F
     )
     app.state.settings = settings
     app.include_router(posts.router)
+    app.include_router(webhooks.router)
     app.include_router(monitoring.probes)
     app.include_router(monitoring.router)
     app.state.metrics_registry = monitoring.metrics_registry(settings)

@@ -28,6 +28,7 @@ from herald.models import (
     IntegrationStatus,
     Post,
     PostStatus,
+    WebhookDelivery,
     Workspace,
     utcnow,
 )
@@ -38,6 +39,7 @@ from herald.security.credentials import open_tokens
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
 from herald.tokens.refresh import refresh_integration
+from herald.webhooks import subscriptions
 from tests.fixtures.polling import eventually
 from tests.fixtures.publishing import ConnectFn, fresh, ticking_until
 from tests.integration.tokens.support import (
@@ -118,6 +120,15 @@ def test_a_revoked_refresh_token_cuts_the_connection_once_its_posts_wait_and_res
     sandbox.revoke_token(refresh_token)  # the user removed the app at X
     sandbox.expire_tokens("x", integration.external_account_id)  # and the access token ran out
     posts = [new_post(integration, content=f"waits {n}") for n in range(3)]
+    with db.session_scope() as s:
+        subscriptions.create(
+            s,
+            workspace.id,
+            url="https://hooks.example.com/herald",
+            events=["integration.needs_reauth", "integration.reconnected"],
+            keys=keys,
+            settings=process_settings,
+        )
 
     eventually(
         ticking_until(
@@ -159,6 +170,9 @@ def test_a_revoked_refresh_token_cuts_the_connection_once_its_posts_wait_and_res
     )
     assert len(_audit_events(integration)) == 1
     assert _counted("integrations.needs_reauth") == 1
+    with db.session_scope() as s:
+        events = s.scalars(select(WebhookDelivery.event).order_by(WebhookDelivery.created_at))
+        assert list(events) == ["integration.needs_reauth", "integration.reconnected"]
 
 
 def test_refresh_expiring_uses_each_networks_margin_and_goes_past_a_bad_row(
