@@ -401,6 +401,16 @@ class Settings(BaseSettings):
     outbound_timeout_s: float = Field(default=10.0, gt=0)
     outbound_max_redirects: int = Field(default=3, ge=0, le=10)
 
+    # API rate limits, per workspace
+    api_rate_limit: int = Field(
+        default=600, ge=0, description="Requests per window per workspace (0: no limit)."
+    )
+    api_rate_limit_window_s: int = Field(default=60, ge=1, le=86_400)
+    api_rate_limit_redis_url: str | None = Field(
+        default=None,
+        description="Count in this Redis (shared by every API process); unset: in-process.",
+    )
+
     # Integrators' webhooks
     webhook_deliver_interval_s: float = Field(
         default=5.0, gt=0, description="How often the webhook outbox is delivered."

@@ -15,13 +15,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from herald.api.deps import Caller, CurrentCaller, report_if_foreign, settings_of, tenant_session
 from herald.api.errors import COMMON_RESPONSES, ApiError, ErrorEnvelope
 from herald.api.paths import PREFIX
+from herald.api.ratelimit import RATE_LIMITED, rate_limit
 from herald.api.schemas import AttemptOut, PostDetail, PostOut, PostPage, ScheduleRequest
 from herald.contracts import Instant, PostChanges, in_utc
 from herald.models import Integration, Post, PostStatus, PublishAttempt, transition, utcnow
@@ -32,7 +33,12 @@ from herald.security.audit import EventType, Severity
 from herald.telemetry import context
 from herald.telemetry.tracing import current_trace_context, trace_columns
 
-router = APIRouter(prefix=f"{PREFIX}/posts", tags=["posts"], responses=COMMON_RESPONSES)
+router = APIRouter(
+    prefix=f"{PREFIX}/posts",
+    tags=["posts"],
+    responses={**COMMON_RESPONSES, **RATE_LIMITED},
+    dependencies=[Depends(rate_limit)],
+)
 
 RETRYABLE = frozenset({PostStatus.FAILED, PostStatus.NEEDS_REVIEW})
 CONFLICT: dict[int | str, dict[str, Any]] = {

@@ -7,18 +7,24 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from herald.api.deps import Caller, CurrentCaller, settings_of, tenant_session
 from herald.api.errors import COMMON_RESPONSES, ApiError
 from herald.api.paths import PREFIX
+from herald.api.ratelimit import RATE_LIMITED, rate_limit
 from herald.models import Role, WebhookSubscription
 from herald.security.crypto import KeyRing
 from herald.webhooks import subscriptions
 from herald.webhooks.subscriptions import SubscriptionNotFound
 
-router = APIRouter(prefix=f"{PREFIX}/webhooks", tags=["webhooks"], responses=COMMON_RESPONSES)
+router = APIRouter(
+    prefix=f"{PREFIX}/webhooks",
+    tags=["webhooks"],
+    responses={**COMMON_RESPONSES, **RATE_LIMITED},
+    dependencies=[Depends(rate_limit)],
+)
 
 Event = Literal[
     "post.published",
