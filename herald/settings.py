@@ -172,6 +172,14 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = SecretStr(DEV_JWT_SECRET)
     jwt_public_key: str | None = None
     jwt_audience: str | None = None
+    jwt_jwks_url: str | None = Field(
+        default=None,
+        description="The issuer's JWK set: tokens naming a kid are verified with its keys.",
+    )
+    jwt_jwks_cache_s: float = Field(default=300.0, gt=0, description="Keep the key set this long.")
+    jwt_jwks_min_refresh_s: float = Field(
+        default=30.0, ge=0, description="Fetch the key set for an unknown kid at most this often."
+    )
     jwt_accepted_roles: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["authenticated", "service_role"],
         description=(
@@ -530,7 +538,7 @@ class Settings(BaseSettings):
             "HERALD_CRON_SECRET": self.cron_secret.get_secret_value(),
             "HERALD_TOKEN_KEYS": self.token_keys.get_secret_value(),
         }
-        if self.jwt_public_key is None:
+        if self.jwt_public_key is None and self.jwt_jwks_url is None:
             secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
             secrets["HERALD_JWT_SECRET (or HERALD_JWT_PUBLIC_KEY)"] = secret
         for name, value in secrets.items():
