@@ -3,16 +3,22 @@
 It starts the provider sandbox, a worker and beat in this process (SQLite file, in-process
 broker), connects accounts on several networks for two workspaces, schedules a few dozen
 posts over about twenty seconds with faults injected at the sandbox, shows progress, and ends
-with a table of every post. It exits non-zero if any post did not end as the scenario says.
+with a table of every post. One connection's refresh token is revoked: it ends
+``needs_reauth`` with its post waiting, the alert raised, the ``integration.needs_reauth``
+webhook delivered to a receiver on loopback, and the audit event written. It exits non-zero if
+any post did not end as the scenario says.
 """
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +53,7 @@ class Connection:
     settings: dict[str, Any] = field(default_factory=dict)
     post_settings: dict[str, Any] = field(default_factory=dict)
     expire_tokens: bool = False
+    revoke_refresh: bool = False
 
 
 SCENARIO: tuple[Connection, ...] = (
@@ -75,6 +82,16 @@ SCENARIO: tuple[Connection, ...] = (
         4,
         story="token expired: refreshed, then published",
         expire_tokens=True,
+    ),
+    Connection(
+        "acme-bluesky-revoked",
+        "acme",
+        "bluesky",
+        1,
+        expect=P.RETRYING,
+        story="refresh token revoked: needs_reauth once, its post waits for the user",
+        expire_tokens=True,
+        revoke_refresh=True,
     ),
     Connection("globex-linkedin", "globex", "linkedin", 4),
     Connection(
@@ -123,6 +140,7 @@ def demo_settings(database: Path, sandbox_url: str) -> Settings:
         provider_timeout_s=3.0,
         provider_connect_timeout_s=2.0,
         queued_timeout_s=15.0,
+        outbound_allow_hosts=["127.0.0.1"],  # the demo's own webhook receiver
         log_level="WARNING",
     )
     return base.with_sandbox(sandbox_url)
@@ -151,9 +169,12 @@ def run(console: Console | None = None, database: Path | None = None) -> int:
         console.rule("[bold]Herald demo")
         console.print(f"database {database}   sandbox {server.url}   broker in-process\n")
         expected, rejected = _seed(sandbox, settings, console)
-        with EmbeddedRuntime(app, concurrency=4):
-            _watch(console, expected)
-        ok = _report(console, expected, rejected, sandbox)
+        with _WebhookReceiver() as hooks:
+            _subscribe(hooks.url, settings)
+            with EmbeddedRuntime(app, concurrency=4):
+                _watch(console, expected)
+            ok = _report(console, expected, rejected, sandbox)
+            _report_reauth(console, settings, hooks)
         sandbox.close()
     return 0 if ok else 1
 
@@ -222,6 +243,8 @@ def _connect(
     created = sandbox.create_account(conn.network, handle=conn.key, settings=conn.settings)
     if conn.expire_tokens:
         sandbox.expire_tokens(conn.network, created["account_id"])
+    if conn.revoke_refresh:
+        sandbox.revoke_token(created["refresh_token"])
     return connect_integration(
         session,
         workspace_id=ws.id,
@@ -249,7 +272,10 @@ def _watch(console: Console, expected: dict[uuid.UUID, Connection]) -> None:
         counts = _statuses()
         line = "  ".join(f"{name} {counts[name]}" for name in sorted(counts))
         console.print(f"t+{time.monotonic() - started:5.1f}s  {line}")
-        if sum(counts[s.value] for s in terminal) == len(expected):
+        waiting = sum(1 for c in expected.values() if c.expect is P.RETRYING)  # for the user
+        if sum(counts[s.value] for s in terminal) + min(waiting, counts["retrying"]) == len(
+            expected
+        ):
             return
         time.sleep(1.0)
     console.print("[yellow]time is up: some posts did not finish")
@@ -295,3 +321,78 @@ def _report(
         return False
     console.print("[green bold]every post ended as the scenario expects")
     return True
+
+
+class _WebhookReceiver:
+    """An integrator's endpoint on loopback: it keeps the events Herald delivers."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        received = self.events
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                received.append(json.loads(body)["event"])
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}/herald"
+
+    def __enter__(self) -> _WebhookReceiver:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _subscribe(url: str, settings: Settings) -> None:
+    from herald.webhooks import subscriptions
+
+    with db.session_scope() as session:
+        acme = session.scalar(select(Workspace).where(Workspace.slug == "acme"))
+        assert acme is not None
+        subscriptions.create(
+            session,
+            acme.id,
+            url=url,
+            events=["integration.needs_reauth", "integration.reconnected"],
+            keys=KeyRing.from_settings(settings),
+            settings=settings,
+        )
+
+
+def _report_reauth(console: Console, settings: Settings, hooks: _WebhookReceiver) -> None:
+    """The revoked connection: its status, the alert, the webhook and the audit event."""
+    from herald.alerts.engine import check_alerts, service_sessions
+    from herald.models import Alert, AlertRule, AuditEvent
+    from herald.webhooks.delivery import deliver_due
+
+    check_alerts(settings)
+    deliver_due(service_sessions("demo"), settings, KeyRing.from_settings(settings))
+    with db.session_scope() as session:
+        cut = session.scalars(
+            select(Integration.handle).where(Integration.status == "needs_reauth")
+        ).all()
+        alerts = session.scalars(
+            select(AlertRule.name)
+            .join(Alert, Alert.rule_id == AlertRule.id)
+            .where(Alert.status == "firing", AlertRule.name == "Connections need reconnecting")
+        ).all()
+        audited = session.scalars(
+            select(AuditEvent.event_type).where(AuditEvent.event_type == "token.refresh.failed")
+        ).all()
+    console.print(f"needs_reauth: {', '.join(str(h) for h in cut) or 'none'}")
+    console.print(f"alert firing: {', '.join(sorted(set(alerts))) or 'none'}")
+    console.print(f"webhooks delivered: {', '.join(hooks.events) or 'none'}")
+    console.print(f"audit events token.refresh.failed: {len(audited)}")
