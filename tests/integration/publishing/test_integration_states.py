@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import update
 
 from herald.models import Integration, IntegrationStatus, Post, PostStatus, utcnow
@@ -40,9 +39,7 @@ def claimed_now(settings: Settings) -> set[object]:
         return {c.post_id for c in claim_due_posts(s, settings)}
 
 
-@pytest.mark.parametrize("status", [IntegrationStatus.NEEDS_REAUTH, IntegrationStatus.DISABLED])
-def test_posts_of_an_integration_that_needs_its_user_fail_naming_why_without_a_call(
-    status: IntegrationStatus,
+def test_posts_of_a_disabled_integration_fail_naming_why_without_a_call(
     connect: ConnectFn,
     new_post: NewPost,
     sandbox: SandboxClient,
@@ -50,13 +47,32 @@ def test_posts_of_an_integration_that_needs_its_user_fail_naming_why_without_a_c
     keys: KeyRing,
 ) -> None:
     integration = connect("mastodon")
-    set_integration(integration, status=status)
+    set_integration(integration, status=IntegrationStatus.DISABLED)
     post = new_post(integration)
     assert run_publish(post, pub_settings, keys).status is PostStatus.FAILED
     stored = fresh(Post, post.id)
-    assert stored.last_error_code == f"integration_{status.value}"
+    assert stored.last_error_code == "integration_disabled"
     assert "reconnect" in stored.last_error_message
     assert (stored.attempts, attempts_of(post)) == (0, [])
+    assert sandbox.requests("mastodon") == []
+
+
+def test_posts_of_an_integration_that_needs_reauth_wait_without_a_call_or_an_attempt(
+    connect: ConnectFn,
+    new_post: NewPost,
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    integration = connect("mastodon")
+    queued = new_post(integration, content="queued before the grant died")
+    set_integration(integration, status=IntegrationStatus.NEEDS_REAUTH)
+    assert run_publish(queued, pub_settings, keys).status is PostStatus.RETRYING
+    stored = fresh(Post, queued.id)
+    assert (stored.last_error_code, stored.next_attempt_at) == ("integration_needs_reauth", None)
+    assert (stored.attempts, attempts_of(queued)) == (0, [])
+    due = new_post(integration, content="due while the user is away")
+    assert due.id not in claimed_now(pub_settings)
     assert sandbox.requests("mastodon") == []
 
 
