@@ -138,6 +138,8 @@ class _Refresh:
     owner: str
     then_publish: uuid.UUID | None
     task_id: str | None
+    #: This refresh cut the connection off: :func:`herald.reauth.needs_reauth` audited it.
+    cut_off: bool = False
 
     def call_and_record(self) -> RefreshOutcome:
         try:
@@ -218,7 +220,7 @@ class _Refresh:
         outcome = "token_unreadable" if isinstance(error, DecryptionError) else "invalid_grant"
         code = error.code if isinstance(error, ProviderError) else outcome
         # Its posts wait for the user (herald.reauth), they are not made due to fail.
-        reauth.needs_reauth(
+        self.cut_off = reauth.needs_reauth(
             self.session,
             self.integration,
             token_version=read_version,
@@ -324,8 +326,8 @@ class _Refresh:
     def _audit(self, outcome: RefreshOutcome, version: int | None) -> None:
         """A refresh that reached the network is a credential use: audited, success or not
         (a lost race used nothing and is not)."""
-        if outcome.outcome == "lost_race":
-            return
+        if outcome.outcome == "lost_race" or self.cut_off:
+            return  # a lost race used nothing; a cut-off is audited once, by herald.reauth
         ok = outcome.refreshed
         audit.record(
             self.session,

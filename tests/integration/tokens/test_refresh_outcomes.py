@@ -132,7 +132,9 @@ def test_a_refresh_token_that_cannot_be_opened_is_token_unreadable_without_a_cal
     [attempt] = refresh_attempts(integration.id)
     assert attempt.outcome == "token_unreadable"
     assert other.refresh_token_ciphertext not in (attempt.error_message or "")
-    assert fresh(Post, post.id).next_attempt_at <= utcnow()  # due: the publish says reconnect
+    # Its posts wait for the user, as after invalid_grant (herald.reauth).
+    waiting = fresh(Post, post.id)
+    assert (waiting.status, waiting.next_attempt_at) == (PostStatus.RETRYING, None)
     assert token_calls(sandbox, "x") == []
 
 
