@@ -173,8 +173,8 @@ def demo_settings(database: Path, sandbox_url: str, **overrides: Any) -> Setting
         # Checkpoints next to the database, signed by a key made for this run only.
         audit_checkpoint_dir=str(database.parent / (database.name + "-checkpoints")),
         audit_signing_key=SecretStr(generate_signing_key("demo")[0]),
-        outbound_allow_hosts=["127.0.0.1"],  # the sandbox's media host serves the demo's media
-        **overrides,
+        # Loopback: the sandbox's media host, the alert and the integrator webhook receivers.
+        **({"outbound_allow_hosts": ["127.0.0.1"]} | overrides),
     )
     return base.with_sandbox(sandbox_url)
 
@@ -219,6 +219,7 @@ def _seed(
     expected: dict[uuid.UUID, Connection] = {}
     rejected: list[str] = []
     with db.session_scope() as session:
+        db.service_scope(session, "demo.workspaces")
         workspaces = {slug: uuid.uuid4() for slug in ("acme", "globex")}
         session.add_all(
             Workspace(id=ws, name=slug.title(), slug=slug) for slug, ws in workspaces.items()

@@ -142,6 +142,7 @@ def _health(console: Console, settings: Settings) -> HealthReport:
 
 def _alerts(console: Console) -> list[str]:
     with db.session_scope() as session:
+        db.service_scope(session, "demo.alerts")  # the alerts of every workspace
         views = service.list_alerts(
             session, service.ALL, state=[AlertStatus.FIRING, AlertStatus.PENDING]
         )
