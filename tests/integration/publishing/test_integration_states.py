@@ -102,7 +102,7 @@ def test_posts_of_a_paused_integration_wait_for_the_reset_without_spending_an_at
     assert [p["text"] for p in sandbox.posts("mastodon")] == ["due during the pause"]
 
 
-def test_a_token_the_network_refuses_for_good_fails_the_post_and_asks_for_the_user(
+def test_a_token_the_network_refuses_for_good_makes_the_post_wait_for_the_user(
     connect: ConnectFn,
     new_post: NewPost,
     sandbox: SandboxClient,
@@ -110,7 +110,8 @@ def test_a_token_the_network_refuses_for_good_fails_the_post_and_asks_for_the_us
     keys: KeyRing,
 ) -> None:
     """Mastodon answers a revoked token with 401 (ReauthRequired: its tokens never refresh):
-    the post fails naming why, the integration waits for its user, nothing is sent again."""
+    the integration needs its user (herald.reauth), the post waits for the reconnect naming
+    why, nothing is sent again."""
 
     def posts_sent() -> int:
         return sum(r["method"] == "POST" for r in sandbox.requests("mastodon"))
@@ -118,17 +119,17 @@ def test_a_token_the_network_refuses_for_good_fails_the_post_and_asks_for_the_us
     integration = connect("mastodon")
     assert sandbox.revoke_token(open_tokens(integration, keys).access_token)
     post = new_post(integration)
-    assert run_publish(post, pub_settings, keys).status is PostStatus.FAILED
+    assert run_publish(post, pub_settings, keys).status is PostStatus.RETRYING
     stored = fresh(Post, post.id)
-    assert stored.last_error_code == "reauth_required"
+    assert (stored.last_error_code, stored.next_attempt_at) == ("integration_needs_reauth", None)
     (attempt,) = attempts_of(post)
     assert (attempt.outcome, attempt.error_code) == ("reauth_required", "reauth_required")
     assert fresh(Integration, integration.id).status is IntegrationStatus.NEEDS_REAUTH
     assert sandbox.posts("mastodon") == []
     assert posts_sent() == 1
-    # The next post of that integration is not even tried.
+    # The next post of that integration is not even tried: it waits too.
     later = new_post(integration)
-    assert run_publish(later, pub_settings, keys).status is PostStatus.FAILED
+    assert run_publish(later, pub_settings, keys).status is PostStatus.RETRYING
     assert fresh(Post, later.id).last_error_code == "integration_needs_reauth"
     assert posts_sent() == 1
 
