@@ -54,4 +54,5 @@ def beat_schedule(settings: Settings, queues: Iterable[str]) -> dict[str, dict[s
             settings.audit_checkpoint_interval_s, "herald.audit.checkpoint"
         ),
         "purge-history": every(settings.retention_interval_s, "herald.maintenance.purge"),
+        "deliver-webhooks": every(settings.webhook_deliver_interval_s, "herald.webhooks.deliver"),
     }

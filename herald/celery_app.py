@@ -39,6 +39,7 @@ ROUTES: dict[str, dict[str, str]] = {
     "herald.posts.*": {"queue": "default"},
     "herald.tokens.*": {"queue": "tokens"},
     "herald.alerts.*": {"queue": "alerts"},
+    "herald.webhooks.*": {"queue": "alerts"},
     "herald.security.*": {"queue": "alerts"},
     "herald.audit.*": {"queue": "alerts"},
     "herald.analytics.*": {"queue": "default"},
@@ -51,6 +52,7 @@ TASK_MODULES = (
     "herald.tasks.alerts",
     "herald.tasks.audit",
     "herald.tasks.maintenance",
+    "herald.tasks.webhooks",
 )
 
 

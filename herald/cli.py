@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from herald.cli_alerts import alerts
 from herald.cli_audit import audit
 from herald.cli_connect import integrations, members, workspaces
+from herald.cli_webhooks import webhooks
 from herald.settings import get_settings
 
 
@@ -387,6 +388,7 @@ cli.add_command(audit)
 cli.add_command(workspaces)
 cli.add_command(members)
 cli.add_command(integrations)
+cli.add_command(webhooks)
 
 
 def main() -> None:

@@ -244,6 +244,40 @@ class SchedulePost(PostRequest):
     workspace_id: uuid.UUID
 
 
+class PostChanges(Contract):
+    """What an edit of a post that is not publishing yet may change (the body of ``PATCH
+    /api/postiz/posts/{id}``): any of these, at least one; a field left out or null stays as it
+    is. Each field is validated as when scheduling."""
+
+    content: StorableText | None = Field(default=None, max_length=100_000)
+    media: list[MediaIn] | None = Field(default=None, max_length=20)
+    provider_settings: ProviderSettings | None = None
+    scheduled_at: Instant | None = None
+
+    def changed(self) -> dict[str, Any]:
+        """The fields this edit sets (a field left out or null keeps its value)."""
+        names = ("content", "media", "provider_settings", "scheduled_at")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+class ReschedulePost(PostChanges):
+    """``herald.posts.reschedule``: edit or move a post that is not publishing yet, as ``PATCH
+    /api/postiz/posts/{id}`` does. ``expected_version`` (the post's ``version``, its ETag) makes
+    the edit conditional; without it the edit applies to whatever version is stored."""
+
+    workspace_id: uuid.UUID
+    post_id: uuid.UUID
+    expected_version: int | None = Field(default=None, ge=1)
+
+
+class CancelPost(Contract):
+    """``herald.posts.cancel``: cancel a post that is not publishing yet (as ``DELETE
+    /api/postiz/posts/{id}``). Cancelling a cancelled post changes nothing."""
+
+    workspace_id: uuid.UUID
+    post_id: uuid.UUID
+
+
 class PublishPost(Contract):
     """``herald.posts.publish``: publish one post now (sent by the dispatcher)."""
 

@@ -5,18 +5,24 @@ broker), connects accounts on several networks for two workspaces, schedules a f
 posts over about twenty seconds with faults injected at the sandbox, shows progress, and ends
 with a table of every post, then Herald's health, the alerts the faults raised (at least the
 failed-jobs spike) and their notifications, delivered to a local signed-webhook receiver the
-demo starts (:mod:`herald.demo_alerts`). It exits non-zero if any post did not end as the
-scenario says or the failed-jobs spike was not raised and delivered.
+demo starts (:mod:`herald.demo_alerts`). One connection's refresh token is revoked: it ends
+``needs_reauth`` with its post waiting, the alert raised, the ``integration.needs_reauth``
+integrator webhook delivered to a receiver on loopback, and the audit event written. It exits
+non-zero if any post did not end as the scenario says or the failed-jobs spike was not raised
+and delivered.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -63,6 +69,7 @@ class Connection:
     expire_tokens: bool = False
     #: Media on every post of the account: "image" or "video" items from the sandbox's host.
     media: tuple[str, ...] = ()
+    revoke_refresh: bool = False
 
 
 SCENARIO: tuple[Connection, ...] = (
@@ -94,6 +101,16 @@ SCENARIO: tuple[Connection, ...] = (
         expire_tokens=True,
     ),
     Connection("acme-bluesky-photo", "acme", "bluesky", 1, media=("image",)),
+    Connection(
+        "acme-bluesky-revoked",
+        "acme",
+        "bluesky",
+        1,
+        expect=P.RETRYING,
+        story="refresh token revoked: needs_reauth once, its post waits for the user",
+        expire_tokens=True,
+        revoke_refresh=True,
+    ),
     Connection("globex-linkedin", "globex", "linkedin", 4),
     Connection("globex-linkedin-photos", "globex", "linkedin", 1, media=("image", "image")),
     Connection(
@@ -158,9 +175,8 @@ def demo_settings(database: Path, sandbox_url: str, **overrides: Any) -> Setting
         # Checkpoints next to the database, signed by a key made for this run only.
         audit_checkpoint_dir=str(database.parent / (database.name + "-checkpoints")),
         audit_signing_key=SecretStr(generate_signing_key("demo")[0]),
-        # Loopback reached by the outbound client: the sandbox's media host and the webhook
-        # receiver of demo_alerts (whose settings() passes the allow-list in ``overrides``).
-        **overrides,
+        # Loopback: the sandbox's media host, the alert and the integrator webhook receivers.
+        **({"outbound_allow_hosts": ["127.0.0.1"]} | overrides),
     )
     return base.with_sandbox(sandbox_url)
 
@@ -185,10 +201,13 @@ def run(console: Console | None = None, database: Path | None = None) -> int:
         console.rule("[bold]Herald demo")
         console.print(f"database {database}   sandbox {server.url}   broker in-process\n")
         expected, rejected = _seed(sandbox, settings, console)
-        with EmbeddedRuntime(app, concurrency=4):
-            _watch(console, expected)
-            ok = _report(console, expected, rejected, sandbox)
-            alerted = demo_alerts.report(console, settings, receiver, database)
+        with _WebhookReceiver() as hooks:
+            _subscribe(hooks.url, settings)
+            with EmbeddedRuntime(app, concurrency=4):
+                _watch(console, expected)
+                ok = _report(console, expected, rejected, sandbox)
+                alerted = demo_alerts.report(console, settings, receiver, database)
+            _report_reauth(console, settings, hooks)
         ok = _audit_ending(console, settings) and ok
         sandbox.close()
     return 0 if ok and alerted else 1
@@ -290,11 +309,15 @@ def _connect(
     sandbox: SandboxClient, settings: Settings, keys: KeyRing, conn: Connection, ws: uuid.UUID
 ) -> Integration:
     """Connect the scenario's account as a user would: by OAuth (consent given at the
-    sandbox), by app password (Bluesky), or with a bot token (Telegram, directly)."""
+    sandbox), by app password (Bluesky), or with a bot token (Telegram, directly). The account
+    whose refresh token the user revoked is connected with the tokens the sandbox issued, the
+    refresh token then revoked."""
     created = sandbox.create_account(
         conn.network, handle=conn.key, settings=conn.settings, password=DEMO_APP_PASSWORD
     )
-    if conn.network in OAUTH_PROVIDERS:
+    if conn.revoke_refresh:
+        sandbox.revoke_token(created["refresh_token"])
+    if conn.network in OAUTH_PROVIDERS and not conn.revoke_refresh:
         started = oauth.begin(settings, keys, DEMO, ws, conn.network)
         # The newest account of the network signs in at the sandbox's consent screen.
         back = httpx.get(started.url, follow_redirects=False, timeout=10).headers["location"]
@@ -308,7 +331,7 @@ def _connect(
             state=query["state"][0],
             workspace_id=ws,
         )
-    elif conn.network == "bluesky":
+    elif conn.network == "bluesky" and not conn.revoke_refresh:
         credentials = {"identifier": conn.key, "app_password": DEMO_APP_PASSWORD}
         integration, _ = accounts.connect_with_credentials(
             settings, keys, DEMO, ws, provider="bluesky", credentials=credentials
@@ -349,7 +372,10 @@ def _watch(console: Console, expected: dict[uuid.UUID, Connection]) -> None:
         counts = _statuses()
         line = "  ".join(f"{name} {counts[name]}" for name in sorted(counts))
         console.print(f"t+{time.monotonic() - started:5.1f}s  {line}")
-        if sum(counts[s.value] for s in terminal) == len(expected):
+        waiting = sum(1 for c in expected.values() if c.expect is P.RETRYING)  # for the user
+        if sum(counts[s.value] for s in terminal) + min(waiting, counts["retrying"]) == len(
+            expected
+        ):
             return
         time.sleep(1.0)
     console.print("[yellow]time is up: some posts did not finish")
@@ -432,3 +458,80 @@ def _audit_ending(console: Console, settings: Settings) -> bool:
         f"{checkpoint.name} (row {checkpoint.sequence}, key {checkpoint.key_id})"
     )
     return True
+
+
+class _WebhookReceiver:
+    """An integrator's endpoint on loopback: it keeps the events Herald delivers."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        received = self.events
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                received.append(json.loads(body)["event"])
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}/herald"
+
+    def __enter__(self) -> _WebhookReceiver:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _subscribe(url: str, settings: Settings) -> None:
+    from herald.webhooks import subscriptions
+
+    with db.session_scope() as session:
+        db.service_scope(session, "demo.webhooks")
+        acme = session.scalar(select(Workspace).where(Workspace.slug == "acme"))
+        assert acme is not None
+        subscriptions.create(
+            session,
+            acme.id,
+            url=url,
+            events=["integration.needs_reauth", "integration.reconnected"],
+            keys=KeyRing.from_settings(settings),
+            settings=settings,
+        )
+
+
+def _report_reauth(console: Console, settings: Settings, hooks: _WebhookReceiver) -> None:
+    """The revoked connection: its status, the alert, the webhook and the audit event."""
+    from herald.alerts.engine import check_alerts, service_sessions
+    from herald.models import Alert, AlertRule, AuditEvent
+    from herald.webhooks.delivery import deliver_due
+
+    check_alerts(settings)
+    deliver_due(service_sessions("demo"), settings, KeyRing.from_settings(settings))
+    with db.session_scope() as session:
+        db.service_scope(session, "demo.reauth")
+        cut = session.scalars(
+            select(Integration.handle).where(Integration.status == "needs_reauth")
+        ).all()
+        alerts = session.scalars(
+            select(AlertRule.name)
+            .join(Alert, Alert.rule_id == AlertRule.id)
+            .where(Alert.status == "firing", AlertRule.name == "Connections need reconnecting")
+        ).all()
+        audited = session.scalars(
+            select(AuditEvent.event_type).where(AuditEvent.event_type == "token.refresh.failed")
+        ).all()
+    console.print(f"needs_reauth: {', '.join(str(h) for h in cut) or 'none'}")
+    console.print(f"alert firing: {', '.join(sorted(set(alerts))) or 'none'}")
+    console.print(f"webhooks delivered: {', '.join(hooks.events) or 'none'}")
+    console.print(f"audit events token.refresh.failed: {len(audited)}")

@@ -6,7 +6,7 @@ once, in process, as ``POST /api/postiz/cron/check-alerts`` or beat's ``herald.a
 and ``herald.alerts.notify`` would.
 
 The receiver is what an operator would run behind a generic webhook: it verifies each
-request's HMAC-SHA256 signature (:func:`herald.alerts.signing.verify`), refuses a replayed
+request's HMAC-SHA256 signature (:func:`herald.security.signing.verify`), refuses a replayed
 delivery, and keeps what it accepted. The demo points Herald's alert notifications at it the
 way production does (``HERALD_ALERT_RECEIVERS``, the outbound client allow-listing loopback).
 """
@@ -28,10 +28,10 @@ from herald import db
 from herald.alerts import service
 from herald.alerts.engine import check_alerts, service_sessions
 from herald.alerts.notify import deliver
-from herald.alerts.signing import SignatureInvalid, verify
 from herald.beat_schedule import beat_schedule
 from herald.celery_app import QUEUES, broker_connection
 from herald.models import AlertStatus
+from herald.security.signing import SignatureInvalid, verify
 from herald.settings import AlertReceiver, Settings
 from herald.telemetry.health import HealthReport, check_health
 from herald.telemetry.state import job_intervals

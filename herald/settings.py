@@ -190,6 +190,14 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = SecretStr(DEV_JWT_SECRET)
     jwt_public_key: str | None = None
     jwt_audience: str | None = None
+    jwt_jwks_url: str | None = Field(
+        default=None,
+        description="The issuer's JWK set: tokens naming a kid are verified with its keys.",
+    )
+    jwt_jwks_cache_s: float = Field(default=300.0, gt=0, description="Keep the key set this long.")
+    jwt_jwks_min_refresh_s: float = Field(
+        default=30.0, ge=0, description="Fetch the key set for an unknown kid at most this often."
+    )
     jwt_accepted_roles: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["authenticated", "service_role"],
         description=(
@@ -360,6 +368,14 @@ class Settings(BaseSettings):
     token_refresh_margin_s: int = Field(
         default=900, ge=60, description="Refresh access tokens this long before they expire."
     )
+    token_refresh_margins: dict[str, Annotated[int, Field(ge=60)]] = Field(
+        default_factory=lambda: {"x": 1800, "linkedin": 86_400},
+        description=(
+            "Per-network refresh margins in seconds, as JSON, overriding "
+            "HERALD_TOKEN_REFRESH_MARGIN_S for the networks named (X's two-hour tokens are "
+            "refreshed 30 min ahead, LinkedIn's sixty-day ones a day ahead)."
+        ),
+    )
     token_refresh_interval_s: float = Field(default=60.0, gt=0)
     token_refresh_lease_s: int = Field(
         default=180,
@@ -444,6 +460,30 @@ class Settings(BaseSettings):
     )
     media_upload_poll_max_s: float = Field(
         default=300.0, gt=0, description="How long an upload may stay in processing."
+    )
+
+    # API rate limits, per workspace
+    api_rate_limit: int = Field(
+        default=600, ge=0, description="Requests per window per workspace (0: no limit)."
+    )
+    api_rate_limit_window_s: int = Field(default=60, ge=1, le=86_400)
+    api_rate_limit_redis_url: str | None = Field(
+        default=None,
+        description="Count in this Redis (shared by every API process); unset: in-process.",
+    )
+
+    # Integrators' webhooks
+    webhook_deliver_interval_s: float = Field(
+        default=5.0, gt=0, description="How often the webhook outbox is delivered."
+    )
+    webhook_batch: int = Field(default=100, ge=1, description="Deliveries per run at most.")
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_backoff_s: float = Field(default=10.0, gt=0)
+    webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
+    webhook_pause_after: int = Field(
+        default=20,
+        ge=1,
+        description="Failed attempts in a row (across deliveries) that pause a subscription.",
     )
 
     # Alerts
@@ -601,13 +641,17 @@ class Settings(BaseSettings):
             "HERALD_CRON_SECRET": self.cron_secret.get_secret_value(),
             "HERALD_TOKEN_KEYS": self.token_keys.get_secret_value(),
         }
-        if self.jwt_public_key is None:
+        if self.jwt_public_key is None and self.jwt_jwks_url is None:
             secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
             secrets["HERALD_JWT_SECRET (or HERALD_JWT_PUBLIC_KEY)"] = secret
         for name, value in secrets.items():
             if value.strip().lower() in PLACEHOLDERS:
                 raise ValueError(f"{name} is unset or a development placeholder (env={self.env})")
         return self
+
+    def token_refresh_margin(self, network: str) -> int:
+        """Seconds before expiry at which ``network``'s access tokens are refreshed."""
+        return self.token_refresh_margins.get(network, self.token_refresh_margin_s)
 
     def provider_base_url(self, network: str) -> str:
         """The base URL Herald calls for ``network``: the sandbox's when one is set."""

@@ -2,7 +2,7 @@
 
 A :class:`Delivery` is the alerts of one group that go to one receiver together. Channels:
 
-- ``webhook``: JSON, signed (:mod:`herald.alerts.signing`);
+- ``webhook``: JSON, signed (:mod:`herald.security.signing`);
 - ``slack``: a Slack-compatible incoming webhook (``text`` in mrkdwn);
 - ``email``: one plain-text message over SMTP (settings ``HERALD_SMTP_*``);
 - ``pagerduty``: Events API v2, one event per alert (trigger / acknowledge / resolve) with the
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from herald.alerts import signing
+from herald.security import signing
 from herald.security.outbound import DestinationRefused
 from herald.settings import AlertReceiver, Settings
 

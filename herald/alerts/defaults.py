@@ -150,6 +150,30 @@ DEFAULT_RULES: tuple[RuleSpec, ...] = (
         severity=Severity.CRITICAL,
         runbook="docs/security.md#suspicious-activity",
     ),
+    RuleSpec(
+        name="Connections need reconnecting",
+        description=(
+            "A connection's refresh token was refused (invalid_grant): its posts wait for the user."
+        ),
+        metric="events.count",
+        window_s=HOUR,
+        comparison=">",
+        threshold=0,
+        filters={"name": "integrations.needs_reauth"},
+        severity=Severity.WARNING,
+        runbook="docs/alerts.md#connections-need-reconnecting",
+    ),
+    RuleSpec(
+        name="Webhook subscriptions paused",
+        description="An integrator's webhook subscription kept failing and was paused.",
+        metric="events.count",
+        window_s=HOUR,
+        comparison=">",
+        threshold=0,
+        filters={"name": "webhooks.subscription_paused"},
+        severity=Severity.WARNING,
+        runbook="docs/alerts.md#webhook-subscriptions-paused",
+    ),
 )
 
 

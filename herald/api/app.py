@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from herald.api import alerts, audit, connections, monitoring, posts, workspaces
+from herald.api import alerts, audit, connections, monitoring, posts, webhooks, workspaces
 from herald.api.errors import (
     document_edge_responses,
     install_error_handlers,
@@ -41,6 +41,7 @@ def create_app(settings: Settings, *, max_body_bytes: int = MAX_BODY_BYTES) -> F
     app.include_router(posts.router)
     app.include_router(workspaces.router)
     app.include_router(connections.router)
+    app.include_router(webhooks.router)
     app.include_router(monitoring.probes)
     app.include_router(monitoring.router)
     app.state.metrics_registry = monitoring.metrics_registry(settings)

@@ -1,8 +1,9 @@
-"""``/api/postiz/posts``: schedule, read, list, cancel and retry posts of one workspace.
+"""``/api/postiz/posts``: schedule, read, list, edit, cancel and retry posts of one workspace.
 
 Scheduling goes through :func:`herald.publishing.scheduling.schedule_post`, the same code the
-``herald.posts.schedule`` task runs. Status changes go through :func:`herald.models.transition`:
-a conditional UPDATE, so a request racing a worker either wins or answers 409.
+``herald.posts.schedule`` task runs; edits and cancels through :mod:`herald.publishing.editing`,
+as ``herald.posts.reschedule`` and ``herald.posts.cancel`` do. Status changes are conditional
+UPDATEs, so a request racing a worker either wins or answers 409.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
@@ -29,19 +30,23 @@ from herald.api.deps import (
 )
 from herald.api.errors import COMMON_RESPONSES, ApiError, ErrorEnvelope
 from herald.api.paths import PREFIX
+from herald.api.ratelimit import RATE_LIMITED, rate_limit
 from herald.api.schemas import AttemptOut, PostDetail, PostOut, PostPage, ScheduleRequest
-from herald.contracts import Instant, in_utc
+from herald.contracts import Instant, PostChanges, in_utc
 from herald.models import Integration, Post, PostStatus, PublishAttempt, transition, utcnow
+from herald.publishing import editing
 from herald.publishing.scheduling import IntegrationNotFound, schedule_post
 from herald.security.audit import EventType, Severity
 from herald.telemetry import context
 from herald.telemetry.tracing import current_trace_context, trace_columns
 
-router = APIRouter(prefix=f"{PREFIX}/posts", tags=["posts"], responses=COMMON_RESPONSES)
-
-CANCELLABLE = frozenset(
-    {PostStatus.DRAFT, PostStatus.SCHEDULED, PostStatus.QUEUED, PostStatus.RETRYING}
+router = APIRouter(
+    prefix=f"{PREFIX}/posts",
+    tags=["posts"],
+    responses={**COMMON_RESPONSES, **RATE_LIMITED},
+    dependencies=[Depends(rate_limit)],
 )
+
 RETRYABLE = frozenset({PostStatus.FAILED, PostStatus.NEEDS_REVIEW})
 CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorEnvelope, "description": "Not possible in the post's status"}
@@ -114,10 +119,12 @@ def create_post(
 
 
 @router.get("/{post_id}")
-def get_post(post_id: uuid.UUID, caller: CurrentCaller) -> PostDetail:
-    """One post with its status, result, last error and every publish attempt."""
+def get_post(post_id: uuid.UUID, caller: CurrentCaller, response: Response) -> PostDetail:
+    """One post with its status, result, last error and every publish attempt; the ``ETag``
+    header is what ``PATCH`` needs in ``If-Match``."""
     with tenant_session(caller) as session:
         post, provider = _load(session, caller, post_id)
+        response.headers["ETag"] = etag(post)
         attempts = session.scalars(
             select(PublishAttempt)
             .where(
@@ -198,23 +205,79 @@ def list_posts(
         )
 
 
+def etag(post: Post) -> str:
+    return f'"{post.version}"'
+
+
+def _version_in(if_match: str | None) -> int:
+    """The version an ``If-Match`` header names (``"3"`` or ``W/"3"``), required: one that is
+    missing or not an ETag this API issues is no precondition at all (428)."""
+    tag = (if_match or "").strip().removeprefix("W/").strip('"')
+    if not tag.isdigit() or len(tag) > 12:
+        raise ApiError(
+            428,
+            "precondition_required",
+            "send If-Match with the post's ETag (GET it first): edits are conditional",
+        )
+    return int(tag)
+
+
+EDIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **CONFLICT,
+    412: {"model": ErrorEnvelope, "description": "If-Match is not the post's current ETag"},
+    428: {"model": ErrorEnvelope, "description": "If-Match is missing or not an ETag"},
+}
+
+
+@router.patch("/{post_id}", responses=EDIT_RESPONSES)
+def edit_post(
+    *,
+    post_id: uuid.UUID,
+    body: PostChanges,
+    caller: CurrentCaller,
+    request: Request,
+    response: Response,
+    if_match: Annotated[
+        str | None, Header(description="The post's ETag, from GET or a previous edit")
+    ] = None,
+) -> PostOut:
+    """Edit or reschedule a post that is not publishing yet (content, media, provider
+    settings, ``scheduled_at``), validated as when scheduling. Conditional: ``If-Match`` must
+    carry the post's current ETag (412 otherwise). A post the dispatcher already claimed, or
+    that finished, is not edited (409): it goes out, or went out, as it was."""
+    expected = _version_in(if_match)
+    with tenant_session(caller) as session:
+        _, provider = _load(session, caller, post_id)
+        post = editing.edit_post(
+            session,
+            caller.workspace_id,
+            post_id,
+            body,
+            settings_of(request),
+            expected_version=expected,
+        )
+        audit_change(
+            session,
+            caller,
+            EventType.POST_CHANGED,
+            action="post.edit",
+            resource=("post", post.id),
+            message="post edited",
+            changed=sorted(body.model_dump(exclude_unset=True)),
+            version=post.version,
+        )
+        response.headers["ETag"] = etag(post)
+        return PostOut.of(post, provider)
+
+
 @router.delete("/{post_id}", responses=CONFLICT)
 def cancel_post(post_id: uuid.UUID, caller: CurrentCaller) -> PostOut:
     """Cancel a post that has not started publishing. Cancelling it again changes nothing."""
     with tenant_session(caller) as session:
-        post, provider = _load(session, caller, post_id)
-        if post.status != PostStatus.CANCELLED:
-            cancellable = CANCELLABLE & {post.status}
-            if not cancellable or not transition(
-                session, post.id, from_=cancellable, to=PostStatus.CANCELLED
-            ):
-                session.refresh(post)
-                raise ApiError(
-                    409,
-                    "post_not_cancellable",
-                    f"a {post.status.value} post cannot be cancelled",
-                    details={"status": post.status.value},
-                )
+        before, provider = _load(session, caller, post_id)
+        was = before.status
+        post = editing.cancel_post(session, caller.workspace_id, post_id)
+        if was != PostStatus.CANCELLED and post.status == PostStatus.CANCELLED:
             audit_change(
                 session,
                 caller,
@@ -223,7 +286,7 @@ def cancel_post(post_id: uuid.UUID, caller: CurrentCaller) -> PostOut:
                 resource=("post", post.id),
                 message="post cancelled",
             )
-        return _present(session, post, provider)
+        return PostOut.of(post, provider)
 
 
 @router.post("/{post_id}/retry", responses=CONFLICT)

@@ -74,6 +74,7 @@ class PostOut(BaseModel):
     external_url: str | None
     last_error: LastError | None
     correlation_id: str | None
+    version: int = Field(description="Moves on with every edit; the post's ETag is this number.")
     created_at: datetime
     updated_at: datetime
 
@@ -102,6 +103,7 @@ class PostOut(BaseModel):
             external_url=post.external_url,
             last_error=last_error,
             correlation_id=post.correlation_id,
+            version=post.version,
             created_at=post.created_at,
             updated_at=post.updated_at,
         )

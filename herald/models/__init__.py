@@ -41,6 +41,13 @@ from herald.models.post import (
     attempts_since_reschedule,
     transition,
 )
+from herald.models.webhook import (
+    DeliveryStatus,
+    SubscriptionStatus,
+    WebhookDelivery,
+    WebhookSubscription,
+    record_event,
+)
 from herald.models.workspace import Membership, Role, Workspace
 
 __all__ = [
@@ -56,6 +63,7 @@ __all__ = [
     "Base",
     "CircuitState",
     "DeadLetter",
+    "DeliveryStatus",
     "EventCount",
     "Heartbeat",
     "IllegalTransition",
@@ -77,9 +85,13 @@ __all__ = [
     "Severity",
     "Silence",
     "StateBehaviour",
+    "SubscriptionStatus",
     "TokenRefreshAttempt",
+    "WebhookDelivery",
+    "WebhookSubscription",
     "Workspace",
     "attempts_since_reschedule",
+    "record_event",
     "request_refresh",
     "set_status",
     "transition",

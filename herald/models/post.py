@@ -117,6 +117,9 @@ class Post(UUIDPrimaryKey, Timestamps, Base):
     # attempt, refresh and reconcile of the post continues that trace.
     traceparent: Mapped[str | None] = mapped_column(String(64))
     tracestate: Mapped[str | None] = mapped_column(String(512))
+    # Moves on with every edit of what is published (content, media, settings, time): the
+    # ETag of ``PATCH /api/postiz/posts/{id}``, checked in the edit's conditional UPDATE.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class PublishAttempt(UUIDPrimaryKey, Base):

@@ -188,6 +188,8 @@ def _chosen(
             ),
             # Disconnected, or its workspace deleted: nothing of it publishes.
             Integration.status != IntegrationStatus.DISABLED,
+            # Cut off until the user reconnects (herald.reauth): its posts wait, none fails.
+            Integration.status != IntegrationStatus.NEEDS_REAUTH,
             or_(Integration.rate_limited_until.is_(None), Integration.rate_limited_until <= now),
             # Mid-refresh (herald.tokens.lease): its posts wait for the new token.
             or_(Integration.refresh_lease_until.is_(None), Integration.refresh_lease_until <= now),

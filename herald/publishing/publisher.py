@@ -25,6 +25,7 @@ from sqlalchemy import insert, literal, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.sql.elements import ColumnElement
 
+from herald import reauth
 from herald.contracts import NetworkAnswer
 from herald.media import Fetcher, prepare
 from herald.media.ledger import DatabaseLedger
@@ -36,7 +37,6 @@ from herald.models import (
     PublishAttempt,
     attempts_since_reschedule,
     request_refresh,
-    set_status,
     utcnow,
 )
 from herald.providers.base import (
@@ -138,15 +138,9 @@ def preflight(
     """The adapter to publish with, or the outcome for a post that cannot be tried now
     (its integration needs the user, is paused by a rate limit, has no adapter or no
     configuration, or its network is failing for everyone)."""
-    if integration.status in (IntegrationStatus.NEEDS_REAUTH, IntegrationStatus.DISABLED):
-        return _settle_unclaimed(
-            session,
-            post,
-            to=PostStatus.FAILED,
-            kind="integration_unavailable",
-            last_error_code="integration_" + integration.status.value,
-            last_error_message=f"the integration is {integration.status.value}; reconnect it",
-        )
+    unavailable = _needs_user(session, post, integration)
+    if unavailable is not None:
+        return unavailable
     if integration.rate_limited_until and integration.rate_limited_until > utcnow():
         # Paced: wait for the provider's reset without spending an attempt.
         return _settle_unclaimed(
@@ -193,6 +187,32 @@ def preflight(
     return provider
 
 
+def _needs_user(session: Session, post: Post, integration: Integration) -> Outcome | None:
+    """A post of an integration that needs its user: it waits (``needs_reauth``: publishing
+    resumes after a reconnect) or fails naming why (``disabled``)."""
+    if integration.status is IntegrationStatus.NEEDS_REAUTH:
+        # Queued before its grant was found dead: it waits for the user with the others.
+        return _settle_unclaimed(
+            session,
+            post,
+            to=PostStatus.RETRYING,
+            kind="needs_reauth",
+            next_attempt_at=None,
+            last_error_code=reauth.WAITING_CODE,
+            last_error_message=reauth.WAITING_MESSAGE,
+        )
+    if integration.status is IntegrationStatus.DISABLED:
+        return _settle_unclaimed(
+            session,
+            post,
+            to=PostStatus.FAILED,
+            kind="integration_unavailable",
+            last_error_code="integration_" + integration.status.value,
+            last_error_message=f"the integration is {integration.status.value}; reconnect it",
+        )
+    return None
+
+
 def _settle_unclaimed(
     session: Session, post: Post, *, to: PostStatus, kind: str, **values: Any
 ) -> Outcome:
@@ -231,7 +251,11 @@ def claim(
         # Every column given, so the row attached below is complete (nothing to load).
         **dict.fromkeys(_OPEN_ATTEMPT),
     )
-    due = (Post.scheduled_at <= now,)
+    due = (
+        Post.scheduled_at <= now,
+        # The version this run read: an edit accepted since is never published in its old form.
+        Post.version == post.version,
+    )
     if session.get_bind().dialect.name == "postgresql":
         # One round trip: the conditional move and the attempt row in one statement.
         won = _claim_with_attempt(session, attempt, due=due, now=now, moved=moved)
@@ -470,16 +494,12 @@ class _Run:
             self.attempt.outcome = "transient"
             return self._retry_later(error)
         if isinstance(error, ReauthRequired):
-            set_status(
-                self.session,
-                self.integration.id,
-                IntegrationStatus.NEEDS_REAUTH,
-                token_version=self.token_version,
-            )
-        self.attempt.outcome = {
-            ReauthRequired: "reauth_required",
-            TransientError: "transient",
-        }.get(type(error), "failed")
+            # A grant is declared dead only by its refresh, under the lease; a network without
+            # refresh tokens has nothing else to ask.
+            if self.provider.refreshes_tokens:
+                return self._auth_expired(error)
+            return self._wait_for_user(error)
+        self.attempt.outcome = "transient" if isinstance(error, TransientError) else "failed"
         return self._fail(error.code, error.message)
 
     def _rate_limited(self, error: RateLimited) -> Outcome:
@@ -492,19 +512,37 @@ class _Run:
             return self._fail(error.code, error.message)
         return self._retry_at(max(error.reset_at, utcnow()), error)
 
-    def _auth_expired(self, error: AuthExpired) -> Outcome:
+    def _wait_for_user(self, error: ProviderError) -> Outcome:
+        """The network refused a credential it cannot refresh: the connection needs its user
+        (:mod:`herald.reauth`), and this post waits with the others until they reconnect."""
+        self.attempt.outcome = "reauth_required"
+        reauth.needs_reauth(
+            self.session,
+            self.integration,
+            token_version=self.token_version,
+            reason=error.message,
+            code=error.code,
+        )
+        now = self.session.scalar(
+            select(Integration.status).where(Integration.id == self.integration.id)
+        )
+        if now is not IntegrationStatus.NEEDS_REAUTH:  # reconnected meanwhile: try again soon
+            return self._retry_later(error)
+        return self._settle(
+            PostStatus.RETRYING,
+            "needs_reauth",
+            next_attempt_at=None,
+            last_error_code=reauth.WAITING_CODE,
+            last_error_message=reauth.WAITING_MESSAGE,
+        )
+
+    def _auth_expired(self, error: AuthExpired | ReauthRequired) -> Outcome:
         """The access token was refused. Only a refresh can tell an expired token from a dead
         grant, so the integration is never marked dead here: the post waits for a refresh of
         the tokens it used, and the refresh makes it due (the dispatcher publishes it)."""
-        self.attempt.outcome = "auth_expired"
         if not self.provider.refreshes_tokens:
-            set_status(
-                self.session,
-                self.integration.id,
-                IntegrationStatus.NEEDS_REAUTH,
-                token_version=self.token_version,
-            )
-            return self._fail(error.code, error.message)
+            return self._wait_for_user(error)
+        self.attempt.outcome = "auth_expired"
         # Waiting for a refresh is not a failure, but a post cannot wait for ever.
         if attempts_since_reschedule(self.post, self.attempt.attempt_number) >= (
             self.settings.publish_max_attempts * 2
@@ -515,7 +553,13 @@ class _Run:
         request_refresh(
             self.session, self.integration.id, token_version=self.token_version, until=wait_until
         )
-        retry = self._retry_at(wait_until, error)
+        retry = self._settle(
+            PostStatus.RETRYING,
+            AuthExpired.code,
+            next_attempt_at=wait_until,
+            last_error_code=AuthExpired.code,  # what the refresh makes due
+            last_error_message=error.message[:2000],
+        )
         if retry.status is None:
             return retry
         return Outcome(

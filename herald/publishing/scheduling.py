@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import select
@@ -104,18 +104,8 @@ def schedule_post(
     if integration is None:
         # Another workspace's integration is indistinguishable from a missing one.
         raise IntegrationNotFound("no such integration in this workspace")
-    if integration.status in (IntegrationStatus.NEEDS_REAUTH, IntegrationStatus.DISABLED):
-        raise IntegrationUnavailable(
-            f"integration is {integration.status.value}; reconnect it before scheduling"
-        )
-    if request.scheduled_at < now - timedelta(seconds=settings.schedule_max_past_s):
-        raise ScheduleOutOfRange(
-            f"scheduled_at is more than {settings.schedule_max_past_s} s in the past"
-        )
-    if request.scheduled_at > now + timedelta(days=settings.schedule_max_future_days):
-        raise ScheduleOutOfRange(
-            f"scheduled_at is more than {settings.schedule_max_future_days} days ahead"
-        )
+    check_integration(integration)
+    check_window(request.scheduled_at, settings, now)
 
     post = Post(
         workspace_id=request.workspace_id,
@@ -129,7 +119,7 @@ def schedule_post(
         correlation_id=correlation_id,
         **trace_columns(current_trace_context()),
     )
-    _validate_content(post, integration, settings)
+    validate_content(post, integration, settings)
     try:
         with session.begin_nested():
             session.add(post)
@@ -170,7 +160,28 @@ def _same_request_or_conflict(post: Post, request: SchedulePost) -> None:
         )
 
 
-def _validate_content(post: Post, integration: Integration, settings: Settings) -> None:
+def check_integration(integration: Integration) -> None:
+    """Refuse a post for an integration that needs its user or is switched off."""
+    if integration.status in (IntegrationStatus.NEEDS_REAUTH, IntegrationStatus.DISABLED):
+        raise IntegrationUnavailable(
+            f"integration is {integration.status.value}; reconnect it before scheduling"
+        )
+
+
+def check_window(scheduled_at: datetime, settings: Settings, now: datetime) -> None:
+    """Refuse a time too far in the past or the future."""
+    if scheduled_at < now - timedelta(seconds=settings.schedule_max_past_s):
+        raise ScheduleOutOfRange(
+            f"scheduled_at is more than {settings.schedule_max_past_s} s in the past"
+        )
+    if scheduled_at > now + timedelta(days=settings.schedule_max_future_days):
+        raise ScheduleOutOfRange(
+            f"scheduled_at is more than {settings.schedule_max_future_days} days ahead"
+        )
+
+
+def validate_content(post: Post, integration: Integration, settings: Settings) -> None:
+    """Refuse content the network would refuse (its own limits, in its own units)."""
     try:
         provider = get_provider(integration.provider, settings)
     except UnknownProvider:

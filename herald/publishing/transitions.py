@@ -19,10 +19,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from herald.models import Post, PostStatus, transition
+from herald.models import Post, PostStatus, record_event, transition
 from herald.telemetry import metrics
 
 log = structlog.get_logger("herald.publishing")
+
+#: Outcomes integrators' webhooks hear about, queued in the transaction that decides them.
+EVENTS = {
+    PostStatus.PUBLISHED: "post.published",
+    PostStatus.FAILED: "post.failed",
+    PostStatus.NEEDS_REVIEW: "post.needs_review",
+}
 
 
 def move(
@@ -42,6 +49,8 @@ def move(
     post, so a loss is an error rather than an ordinary race."""
     sources = (from_,) if isinstance(from_, PostStatus) else tuple(from_)
     if transition(session, post_id, from_=sources, to=to, only_if=only_if, **values):
+        if to in EVENTS:
+            _tell_integrators(session, post_id, to)
         return True
     lost(session, post_id, from_=sources, to=to, site=site, owned=owned)
     return False
@@ -67,3 +76,28 @@ def lost(
         status_now=now.value if now is not None else None,
         **labels,
     )
+
+
+def _tell_integrators(session: Session, post_id: uuid.UUID, to: PostStatus) -> None:
+    row = session.execute(
+        select(
+            Post.workspace_id,
+            Post.integration_id,
+            Post.external_id,
+            Post.external_url,
+            Post.last_error_code,
+            Post.last_error_message,
+            Post.correlation_id,
+        ).where(Post.id == post_id)
+    ).one()
+    data: dict[str, object] = {
+        "post_id": str(post_id),
+        "integration_id": str(row.integration_id),
+        "status": to.value,
+        "correlation_id": row.correlation_id,
+    }
+    if to is PostStatus.PUBLISHED:
+        data |= {"external_id": row.external_id, "url": row.external_url}
+    else:
+        data["error"] = {"code": row.last_error_code, "message": row.last_error_message}
+    record_event(session, row.workspace_id, EVENTS[to], data)

@@ -6,7 +6,10 @@ Only the roles in ``HERALD_JWT_ACCEPTED_ROLES`` (by default those two) are accep
 public ``anon`` key, or any role the host application invents later (``admin``…), is refused.
 The configured key decides the algorithm, never the token's header: with
 ``HERALD_JWT_PUBLIC_KEY`` set only RS256 is accepted, otherwise only HS256 with
-``HERALD_JWT_SECRET``. ``exp`` is required; ``aud`` is checked when ``HERALD_JWT_AUDIENCE`` is
+``HERALD_JWT_SECRET``. With ``HERALD_JWT_JWKS_URL`` a token that names a ``kid`` is verified
+with that key of the issuer's JWK set (RS/ES/PS algorithms, as the key says), fetched and
+cached, and fetched again when a new kid appears: keys rotate without a restart. ``exp`` is
+required; ``aud`` is checked when ``HERALD_JWT_AUDIENCE`` is
 set.
 
 Membership decides the workspace. A user names it with ``X-Workspace-ID`` (optional when the
@@ -116,22 +119,71 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
+_jwks_clients: dict[tuple[str, float, float], jwt.PyJWKClient] = {}
+
+
+def _jwks_client(settings: Settings) -> jwt.PyJWKClient:
+    """One cached client per JWKS URL: the key set is kept ``HERALD_JWT_JWKS_CACHE_S`` and
+    fetched again at once for a ``kid`` it lacks (a rotation), at most every
+    ``HERALD_JWT_JWKS_MIN_REFRESH_S`` (so unknown kids cannot hammer the issuer)."""
+    assert settings.jwt_jwks_url
+    key = (settings.jwt_jwks_url, settings.jwt_jwks_cache_s, settings.jwt_jwks_min_refresh_s)
+    if key not in _jwks_clients:
+        _jwks_clients[key] = jwt.PyJWKClient(
+            settings.jwt_jwks_url,
+            cache_jwk_set=True,
+            lifespan=settings.jwt_jwks_cache_s,
+            cooldown_duration=settings.jwt_jwks_min_refresh_s,
+            timeout=10,
+        )
+    return _jwks_clients[key]
+
+
+def _key_for(token: str, settings: Settings) -> tuple[jwt.PyJWK | str, str]:
+    """The key and algorithm to verify ``token`` with: from the JWKS by its ``kid`` when a
+    JWKS URL is set and the token names a kid, else the static key."""
+    if settings.jwt_jwks_url:
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.InvalidTokenError:
+            raise InvalidToken("the token is not valid", reason="header") from None
+        if isinstance(kid, str) and kid:
+            try:
+                found = _jwks_client(settings).get_signing_key(kid)
+            except jwt.PyJWKClientConnectionError:
+                raise InvalidToken("the key set cannot be fetched now", reason="jwks") from None
+            except jwt.PyJWKClientError:
+                raise InvalidToken("no key of the key set has this kid", reason="kid") from None
+            if found.algorithm_name not in JWKS_ALGORITHMS:
+                raise InvalidToken("the key's algorithm is not accepted", reason="algorithm")
+            return found, found.algorithm_name
+    return _verification_key(settings)
+
+
+#: Algorithms a key from the JWKS may have (asymmetric only: a JWKS is public).
+JWKS_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "PS256"})
+
+
 def _verification_key(settings: Settings) -> tuple[str, str]:
     if settings.jwt_public_key:
         return settings.jwt_public_key, "RS256"
     if settings.jwt_secret is not None and settings.jwt_secret.get_secret_value():
         return settings.jwt_secret.get_secret_value(), "HS256"
-    raise RuntimeError("set HERALD_JWT_SECRET or HERALD_JWT_PUBLIC_KEY to authenticate requests")
+    raise RuntimeError(
+        "set HERALD_JWT_SECRET, HERALD_JWT_PUBLIC_KEY or HERALD_JWT_JWKS_URL to authenticate "
+        "requests"
+    )
 
 
 def check_configured(settings: Settings) -> None:
     """Refuse to start an API that could not verify any token."""
-    _verification_key(settings)
+    if not settings.jwt_jwks_url:
+        _verification_key(settings)
 
 
 def verify_token(token: str, settings: Settings) -> Identity:
     """The identity a token carries, or :class:`InvalidToken`."""
-    key, algorithm = _verification_key(settings)
+    key, algorithm = _key_for(token, settings)
     try:
         claims = jwt.decode(
             token,

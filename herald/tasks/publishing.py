@@ -3,6 +3,8 @@
 | task                        | queue   | payload                         |
 | --------------------------- | ------- | ------------------------------- |
 | ``herald.posts.schedule``   | default | :class:`SchedulePost`           |
+| ``herald.posts.reschedule`` | default | :class:`ReschedulePost`         |
+| ``herald.posts.cancel``     | default | :class:`CancelPost`             |
 | ``herald.posts.dispatch_due`` | default | none (beat)                   |
 | ``herald.posts.publish``    | publish | :class:`PublishPost`            |
 | ``herald.posts.record_outcome`` | publish | :class:`RecordOutcome` (internal) |
@@ -22,8 +24,16 @@ from sqlalchemy.exc import OperationalError
 from herald import db
 from herald.broker.topology import deliverable_countdown
 from herald.celery_app import app
-from herald.contracts import NoArguments, PublishPost, RecordOutcome, SchedulePost
+from herald.contracts import (
+    CancelPost,
+    NoArguments,
+    PublishPost,
+    RecordOutcome,
+    ReschedulePost,
+    SchedulePost,
+)
 from herald.models import utcnow
+from herald.publishing import editing
 from herald.publishing.dispatch import Claimed, claim_due_posts
 from herald.publishing.publisher import Outcome, publish_post, record_answer
 from herald.publishing.recording import OutcomeNotRecorded
@@ -70,6 +80,46 @@ def schedule(self: HeraldTask, payload: SchedulePost) -> dict[str, Any]:
         # The payload was well-formed but cannot be honoured: refuse it like a bad payload.
         self._reject(f"{exc.code}: {exc.message}", payload.model_dump(mode="json"))
     return {"post_id": str(post.id), "created": created}
+
+
+@app.task(
+    bind=True,
+    base=HeraldTask,
+    name="herald.posts.reschedule",
+    payload_model=ReschedulePost,
+    retry_policy=DB_BLIPS,
+)
+def reschedule(self: HeraldTask, payload: ReschedulePost) -> dict[str, Any]:
+    """Edit or move a post that is not publishing yet, as ``PATCH /api/postiz/posts/{id}``."""
+    try:
+        post = editing.edit_post(
+            self.session,
+            payload.workspace_id,
+            payload.post_id,
+            payload,
+            get_settings(),
+            expected_version=payload.expected_version,
+        )
+    except SchedulingError as exc:
+        # Not possible now (claimed, finished, stale version) or never: refused and recorded.
+        self._reject(f"{exc.code}: {exc.message}", payload.model_dump(mode="json"))
+    return {"post_id": str(post.id), "version": post.version}
+
+
+@app.task(
+    bind=True,
+    base=HeraldTask,
+    name="herald.posts.cancel",
+    payload_model=CancelPost,
+    retry_policy=DB_BLIPS,
+)
+def cancel(self: HeraldTask, payload: CancelPost) -> str:
+    """Cancel a post that is not publishing yet, as ``DELETE /api/postiz/posts/{id}``."""
+    try:
+        post = editing.cancel_post(self.session, payload.workspace_id, payload.post_id)
+    except SchedulingError as exc:
+        self._reject(f"{exc.code}: {exc.message}", payload.model_dump(mode="json"))
+    return post.status.value
 
 
 def publish_signature(post: Claimed) -> Signature[Any]:

@@ -20,7 +20,7 @@ from herald.celery_app import app
 from herald.contracts import NoArguments, RefreshIntegration
 from herald.models import Integration, IntegrationStatus, utcnow
 from herald.models.integration import HEALTHY
-from herald.providers.registry import UnknownProvider, provider_class
+from herald.providers.registry import provider_class
 from herald.security.crypto import KeyRing
 from herald.settings import get_settings
 from herald.tasks.base import HeraldTask, RetryPolicy
@@ -60,38 +60,51 @@ def refresh(self: HeraldTask, payload: RefreshIntegration) -> str:
     periodic=True,
 )
 def refresh_expiring(self: HeraldTask, payload: NoArguments) -> int:
-    """Refresh every healthy token that expires within the safety margin, and every one a
-    publish found refused whose refresh was lost; skip integrations a refresh holds."""
+    """Refresh every healthy token that expires within its network's safety margin, and every
+    one a publish found refused whose refresh was lost; skip integrations a refresh holds. One
+    integration that cannot be handled is logged and skipped: the others still go."""
     settings = get_settings()
 
     now = utcnow()
-    horizon = now + timedelta(seconds=settings.token_refresh_margin_s)
+    widest = max([settings.token_refresh_margin_s, *settings.token_refresh_margins.values()])
     rows = self.session.execute(
-        select(Integration.id, Integration.provider, Integration.token_version).where(
+        select(
+            Integration.id,
+            Integration.provider,
+            Integration.token_version,
+            Integration.status,
+            Integration.token_expires_at,
+        ).where(
             Integration.status.in_(HEALTHY),
             or_(
                 Integration.status == IntegrationStatus.REFRESH_NEEDED,
-                Integration.token_expires_at < horizon,
+                Integration.token_expires_at < now + timedelta(seconds=widest),
             ),
             or_(Integration.refresh_lease_until.is_(None), Integration.refresh_lease_until <= now),
         )
     ).all()
     count = 0
-    for integration_id, provider, version in rows:
+    for integration_id, provider, version, status, expires_at in rows:
         try:
-            refreshes = provider_class(provider).refreshes_tokens
-        except UnknownProvider:
+            due = status is IntegrationStatus.REFRESH_NEEDED or (
+                expires_at is not None
+                and expires_at < now + timedelta(seconds=settings.token_refresh_margin(provider))
+            )
+            if not due or not provider_class(provider).refreshes_tokens:
+                continue
+            self.enqueue(
+                app.signature(
+                    "herald.tokens.refresh",
+                    kwargs={"integration_id": str(integration_id), "seen_token_version": version},
+                )
+            )
+        except Exception as exc:  # one bad row must not starve the others
             log.warning(
-                "token.refresh_skipped", integration_id=str(integration_id), provider=provider
+                "token.refresh_skipped",
+                integration_id=str(integration_id),
+                provider=provider,
+                error_type=type(exc).__name__,
             )
             continue
-        if not refreshes:
-            continue
-        self.enqueue(
-            app.signature(
-                "herald.tokens.refresh",
-                kwargs={"integration_id": str(integration_id), "seen_token_version": version},
-            )
-        )
         count += 1
     return count

@@ -169,6 +169,16 @@ publish_latency = Histogram(
 publish_errors = Counter(
     "herald.publish.errors", "Publish errors by provider and error code.", ("provider", "code")
 )
+webhook_deliveries = Counter(
+    "herald.webhook.deliveries",
+    "Integrators' webhook delivery attempts by event and outcome (sent, retrying, failed).",
+    ("event", "outcome"),
+)
+webhook_subscriptions_paused = Counter(
+    "herald.webhook.subscriptions_paused",
+    "Webhook subscriptions paused, by cause (kept_failing).",
+    ("cause",),
+)
 token_refreshes = Counter(
     "herald.token.refreshes", "Token refreshes by provider and outcome.", ("provider", "outcome")
 )

@@ -1,7 +1,8 @@
 """Create or update an integration from freshly obtained credentials.
 
 Called when a user connects an account (OAuth callback, app password, bot token) and by the
-demo; the tokens are sealed before they touch the row.
+demo; the tokens are sealed before they touch the row. A reconnect resumes the posts that
+waited for the user (:func:`herald.reauth.reconnected`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from herald import reauth
 from herald.models import Integration, IntegrationStatus
 from herald.providers.base import Account, TokenSet
 from herald.security import audit
@@ -52,6 +54,7 @@ def connect_integration(
             token_key_id=keys.active,
         )
         session.add(integration)
+    previous_status = integration.status
     integration.handle = account.handle
     integration.display_name = display_name or account.handle
     integration.base_url = account.base_url
@@ -78,6 +81,7 @@ def connect_integration(
         message=f"{provider} account connected" if created else f"{provider} account re-authorised",
         details={"provider": provider, "token_version": integration.token_version},
     )
+    reauth.reconnected(session, integration, previous_status=previous_status)
     return integration
 
 

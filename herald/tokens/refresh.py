@@ -18,11 +18,11 @@ step a short transaction of its own (none is open during the network call):
    =================== ================================= ================== =================
    refreshed           new tokens, ``active``            due now            released
    lost_race           untouched: the winner's tokens    due now            released
-   invalid_grant       ``needs_reauth``, confirmed on     due now            released
-                       the version read
+   invalid_grant       ``needs_reauth``, confirmed on     wait for the user  released
+                       the version read (herald.reauth)
    configuration_error untouched (Herald's fault)        wait               held
    transient           untouched (failure count + 1)     wait               pending (retry)
-   token_unreadable    ``needs_reauth``, as invalid_grant due now            released
+   token_unreadable    ``needs_reauth``, as invalid_grant wait for the user  released
    =================== ================================= ================== =================
 
 Every write of tokens or status names the token version it was decided on, so it never
@@ -44,6 +44,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
+from herald import reauth
 from herald.db import session_scope, tenant_scope
 from herald.models import (
     Integration,
@@ -137,6 +138,8 @@ class _Refresh:
     owner: str
     then_publish: uuid.UUID | None
     task_id: str | None
+    #: This refresh cut the connection off: :func:`herald.reauth.needs_reauth` audited it.
+    cut_off: bool = False
 
     def call_and_record(self) -> RefreshOutcome:
         try:
@@ -215,21 +218,23 @@ class _Refresh:
         if current != read_version:
             return self._after_lost_race("the tokens were replaced during this refresh")
         outcome = "token_unreadable" if isinstance(error, DecryptionError) else "invalid_grant"
-        set_status(
+        code = error.code if isinstance(error, ProviderError) else outcome
+        # Its posts wait for the user (herald.reauth), they are not made due to fail.
+        self.cut_off = reauth.needs_reauth(
             self.session,
-            self.integration.id,
-            IntegrationStatus.NEEDS_REAUTH,
+            self.integration,
             token_version=read_version,
+            reason=_message(error),
+            code=outcome,
         )
         self._count_failure()
-        self._release_and_make_due()
+        lease.release(self.session, self.integration.id, self.owner)
         log.warning(
             "token.refresh_refused",
             integration_id=str(self.integration.id),
             provider=self.integration.provider,
             outcome=outcome,
         )
-        code = error.code if isinstance(error, ProviderError) else outcome
         return RefreshOutcome(outcome, IntegrationStatus.NEEDS_REAUTH, _message(error), code)
 
     def _client_refused(self, error: ConfigurationError) -> RefreshOutcome:
@@ -321,8 +326,8 @@ class _Refresh:
     def _audit(self, outcome: RefreshOutcome, version: int | None) -> None:
         """A refresh that reached the network is a credential use: audited, success or not
         (a lost race used nothing and is not)."""
-        if outcome.outcome == "lost_race":
-            return
+        if outcome.outcome == "lost_race" or self.cut_off:
+            return  # a lost race used nothing; a cut-off is audited once, by herald.reauth
         ok = outcome.refreshed
         audit.record(
             self.session,

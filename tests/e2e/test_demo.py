@@ -54,3 +54,8 @@ def test_demo_runs_on_embedded_defaults_and_every_post_ends_as_expected(tmp_path
     )
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert "Failed jobs spike" in listed.stdout
+    # The revoked connection: cut once, alert raised, webhook delivered, audited.
+    assert "needs_reauth: acme-bluesky-revoked" in output
+    assert "alert firing: Connections need reconnecting" in output
+    assert "webhooks delivered: integration.needs_reauth" in output
+    assert "audit events token.refresh.failed: 1" in output

@@ -27,6 +27,7 @@ from tests.fixtures.database import service_session
 from tests.fixtures.polling import eventually
 from tests.fixtures.publishing import ConnectFn, fresh, ticking_until
 from tests.integration.api.conftest import member_headers
+from tests.integration.tokens.support import token_calls
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_TRACEPARENT = f"00-{CALLER_TRACE}-00f067aa0ba902b7-01"
@@ -185,7 +186,8 @@ def test_a_refresh_and_the_publish_after_it_stay_in_the_posts_trace(
         what="both publish attempts' spans",
     )
     flow = _flow(spans)
-    assert "run/herald.tokens.refresh" in [s.name for s in flow]
+    assert [s.name for s in flow].count("run/herald.tokens.refresh") == 1  # one refresh
+    assert len(token_calls(sandbox, "x")) == 1
     assert {(s.attributes or {}).get("herald.correlation_id") for s in flow} == {"corr-refresh"}
 
 

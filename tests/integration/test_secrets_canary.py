@@ -41,11 +41,16 @@ from herald.alerts.rules import RuleSpec
 from herald.api import create_app
 from herald.models import AlertRule, Integration, Post, PostStatus, TokenRefreshAttempt
 from herald.sandbox import SandboxClient, SandboxServer
+from herald.security import signing
+from herald.security.crypto import KeyRing
 from herald.settings import AlertReceiver, Settings, use_settings
+from herald.webhooks import subscriptions
+from herald.webhooks.delivery import deliver_due
 from tests.fixtures.database import service_session
 from tests.fixtures.polling import eventually
 from tests.fixtures.publishing import ConnectFn, fresh, ticking_until
 from tests.fixtures.sandbox import issued_tokens
+from tests.integration.alerts.conftest import Receiver
 from tests.integration.api.conftest import bearer, member_headers, mint
 
 MARKER = f"CANARY{uuid.uuid4().hex[:8]}-"
@@ -124,6 +129,7 @@ def test_no_token_reaches_a_log_line_a_span_or_a_row(
     log_lines: list[dict[str, Any]],
     committed: Engine,
     every_level: None,
+    receiver: Receiver,
 ) -> None:
     telegram = connect("telegram", token_prefix=MARKER)
     discord = connect(
@@ -133,6 +139,21 @@ def test_no_token_reaches_a_log_line_a_span_or_a_row(
     mastodon = connect("mastodon", token_prefix=MARKER)
     rotating = connect("x", token_prefix=MARKER)
     refused = connect("x", token_prefix=MARKER)
+    # An integrator's webhook whose signing secret carries the marker: its deliveries (signed
+    # with it) must not leak it either.
+    hooks = canary_settings.model_copy(update={"outbound_allow_hosts": ["127.0.0.1"]})
+    keys = KeyRing.from_settings(hooks)
+    hook_secret = f"{MARKER}{uuid.uuid4().hex}"
+    with service_session() as s:
+        subscriptions.create(
+            s,
+            telegram.workspace_id,
+            url=f"{receiver.url}/hook",
+            events=["post.published", "post.failed", "integration.needs_reauth"],
+            keys=keys,
+            settings=hooks,
+            secret=hook_secret,
+        )
 
     # Publishing: tokens in the path and the query; two networks quote the request back.
     sandbox.inject("threads", "error", status=400, echo=True, method="POST", times=1)
@@ -167,6 +188,12 @@ def test_no_token_reaches_a_log_line_a_span_or_a_row(
         lambda: fresh(Integration, rotating.id).token_version == rotating.token_version + 1,
     )
     assert _refresh_outcomes(rotating) == ["transient", "refreshed"]
+
+    # The webhook deliveries, signed with the secret, to a real receiver.
+    deliver_due(service_sessions("canary"), hooks, keys)
+    assert len(receiver.accepted()) >= 6
+    for request in receiver.requests:
+        signing.verify(hook_secret, request.headers, request.body)
 
     # What a user reads back over the API.
     answers: list[str] = []
@@ -235,6 +262,8 @@ def test_no_token_reaches_a_log_line_a_span_or_a_row(
         searched
     )
     assert '"token.refresh.failed"' in answers[-1]
+    assert {"row of webhook_subscriptions", "row of webhook_deliveries"} <= searched
+    places += [("webhook request", f"{r.headers} {r.body!r}") for r in receiver.requests]
     for logger in ('"logger": "httpx"', '"logger": "httpcore.http11"', '"level": "debug"'):
         assert any(logger in text for _, text in places), logger
     # Database spans carry statements with placeholders, never bound values.

@@ -179,7 +179,11 @@ def test_unknown_paths_and_methods_use_the_error_format(client: TestClient, tena
     ("method", "path", "allowed"),
     [
         ("PUT", "/api/postiz/posts", "GET, OPTIONS, POST"),
-        ("PATCH", "/api/postiz/posts/00000000-0000-4000-8000-000000000000", "DELETE, GET, OPTIONS"),
+        (
+            "PUT",
+            "/api/postiz/posts/00000000-0000-4000-8000-000000000000",
+            "DELETE, GET, OPTIONS, PATCH",
+        ),
         ("DELETE", "/readyz", "GET, OPTIONS"),
     ],
 )

@@ -13,8 +13,14 @@ from tests.fixtures.external import binary
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 RULES = DEPLOY / "prometheus" / "rules" / "herald.yml"
 # Herald-internal: they read Herald's own records, which Prometheus does not see (failed
-# notification deliveries; the suspicious-activity detector's findings in the database).
-HERALD_ONLY = {"Notification failures", "Suspicious activity"}
+# deliveries, connections that need their user, paused webhook subscriptions, the
+# suspicious-activity detector's findings).
+HERALD_ONLY = {
+    "Notification failures",
+    "Suspicious activity",
+    "Connections need reconnecting",
+    "Webhook subscriptions paused",
+}
 
 
 def run(*argv: str) -> str:

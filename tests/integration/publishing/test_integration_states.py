@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import update
 
 from herald.models import Integration, IntegrationStatus, Post, PostStatus, utcnow
@@ -40,9 +39,7 @@ def claimed_now(settings: Settings) -> set[object]:
         return {c.post_id for c in claim_due_posts(s, settings)}
 
 
-@pytest.mark.parametrize("status", [IntegrationStatus.NEEDS_REAUTH, IntegrationStatus.DISABLED])
-def test_posts_of_an_integration_that_needs_its_user_fail_naming_why_without_a_call(
-    status: IntegrationStatus,
+def test_posts_of_a_disabled_integration_fail_naming_why_without_a_call(
     connect: ConnectFn,
     new_post: NewPost,
     sandbox: SandboxClient,
@@ -50,13 +47,32 @@ def test_posts_of_an_integration_that_needs_its_user_fail_naming_why_without_a_c
     keys: KeyRing,
 ) -> None:
     integration = connect("mastodon")
-    set_integration(integration, status=status)
+    set_integration(integration, status=IntegrationStatus.DISABLED)
     post = new_post(integration)
     assert run_publish(post, pub_settings, keys).status is PostStatus.FAILED
     stored = fresh(Post, post.id)
-    assert stored.last_error_code == f"integration_{status.value}"
+    assert stored.last_error_code == "integration_disabled"
     assert "reconnect" in stored.last_error_message
     assert (stored.attempts, attempts_of(post)) == (0, [])
+    assert sandbox.requests("mastodon") == []
+
+
+def test_posts_of_an_integration_that_needs_reauth_wait_without_a_call_or_an_attempt(
+    connect: ConnectFn,
+    new_post: NewPost,
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    integration = connect("mastodon")
+    queued = new_post(integration, content="queued before the grant died")
+    set_integration(integration, status=IntegrationStatus.NEEDS_REAUTH)
+    assert run_publish(queued, pub_settings, keys).status is PostStatus.RETRYING
+    stored = fresh(Post, queued.id)
+    assert (stored.last_error_code, stored.next_attempt_at) == ("integration_needs_reauth", None)
+    assert (stored.attempts, attempts_of(queued)) == (0, [])
+    due = new_post(integration, content="due while the user is away")
+    assert due.id not in claimed_now(pub_settings)
     assert sandbox.requests("mastodon") == []
 
 
@@ -86,7 +102,7 @@ def test_posts_of_a_paused_integration_wait_for_the_reset_without_spending_an_at
     assert [p["text"] for p in sandbox.posts("mastodon")] == ["due during the pause"]
 
 
-def test_a_token_the_network_refuses_for_good_fails_the_post_and_asks_for_the_user(
+def test_a_token_the_network_refuses_for_good_makes_the_post_wait_for_the_user(
     connect: ConnectFn,
     new_post: NewPost,
     sandbox: SandboxClient,
@@ -94,7 +110,8 @@ def test_a_token_the_network_refuses_for_good_fails_the_post_and_asks_for_the_us
     keys: KeyRing,
 ) -> None:
     """Mastodon answers a revoked token with 401 (ReauthRequired: its tokens never refresh):
-    the post fails naming why, the integration waits for its user, nothing is sent again."""
+    the integration needs its user (herald.reauth), the post waits for the reconnect naming
+    why, nothing is sent again."""
 
     def posts_sent() -> int:
         return sum(r["method"] == "POST" for r in sandbox.requests("mastodon"))
@@ -102,17 +119,17 @@ def test_a_token_the_network_refuses_for_good_fails_the_post_and_asks_for_the_us
     integration = connect("mastodon")
     assert sandbox.revoke_token(open_tokens(integration, keys).access_token)
     post = new_post(integration)
-    assert run_publish(post, pub_settings, keys).status is PostStatus.FAILED
+    assert run_publish(post, pub_settings, keys).status is PostStatus.RETRYING
     stored = fresh(Post, post.id)
-    assert stored.last_error_code == "reauth_required"
+    assert (stored.last_error_code, stored.next_attempt_at) == ("integration_needs_reauth", None)
     (attempt,) = attempts_of(post)
     assert (attempt.outcome, attempt.error_code) == ("reauth_required", "reauth_required")
     assert fresh(Integration, integration.id).status is IntegrationStatus.NEEDS_REAUTH
     assert sandbox.posts("mastodon") == []
     assert posts_sent() == 1
-    # The next post of that integration is not even tried.
+    # The next post of that integration is not even tried: it waits too.
     later = new_post(integration)
-    assert run_publish(later, pub_settings, keys).status is PostStatus.FAILED
+    assert run_publish(later, pub_settings, keys).status is PostStatus.RETRYING
     assert fresh(Post, later.id).last_error_code == "integration_needs_reauth"
     assert posts_sent() == 1
 

@@ -79,7 +79,7 @@ def reconnect(
         return again.token_version
 
 
-def test_invalid_grant_is_confirmed_then_marks_needs_reauth_once_and_frees_the_posts(
+def test_invalid_grant_is_confirmed_then_marks_needs_reauth_once_and_the_posts_wait(
     connect: ConnectFn,
     new_post: Callable[..., Post],
     sandbox: SandboxClient,
@@ -103,8 +103,10 @@ def test_invalid_grant_is_confirmed_then_marks_needs_reauth_once_and_frees_the_p
     assert after.refresh_lease_owner is None
     [attempt] = refresh_attempts(integration.id)
     assert (attempt.outcome, attempt.error_code) == ("invalid_grant", "reauth_required")
-    # Its posts stop waiting: the next publish tells the user to reconnect.
-    assert fresh(Post, post.id).next_attempt_at <= utcnow()
+    # Its posts wait for the user (they do not fail one by one).
+    waiting = fresh(Post, post.id)
+    assert (waiting.status, waiting.next_attempt_at) == (PostStatus.RETRYING, None)
+    assert waiting.last_error_code == "integration_needs_reauth"
     # Once needs_reauth, nobody tries again.
     assert refresh(integration, pub_settings, keys).outcome == "skipped"
     assert len(token_calls(sandbox, "x")) == 1
@@ -130,7 +132,9 @@ def test_a_refresh_token_that_cannot_be_opened_is_token_unreadable_without_a_cal
     [attempt] = refresh_attempts(integration.id)
     assert attempt.outcome == "token_unreadable"
     assert other.refresh_token_ciphertext not in (attempt.error_message or "")
-    assert fresh(Post, post.id).next_attempt_at <= utcnow()  # due: the publish says reconnect
+    # Its posts wait for the user, as after invalid_grant (herald.reauth).
+    waiting = fresh(Post, post.id)
+    assert (waiting.status, waiting.next_attempt_at) == (PostStatus.RETRYING, None)
     assert token_calls(sandbox, "x") == []
 
 

@@ -1,0 +1,203 @@
+"""Deliver the webhook outbox: each due delivery in a transaction of its own that holds its row
+(``FOR UPDATE SKIP LOCKED``, so two deliverers never send one delivery at once), signed, sent
+through the outbound client that refuses private addresses, and recorded.
+
+- 2xx: ``sent``; the subscription's run of failures ends.
+- anything else (an HTTP error, a refused destination, a connection error): the attempt is
+  counted with a secret-free reason and tried again after an exponential backoff, up to
+  ``HERALD_WEBHOOK_MAX_ATTEMPTS``, then ``failed``.
+- a subscription whose last ``HERALD_WEBHOOK_PAUSE_AFTER`` attempts all failed is *paused*:
+  nothing more is queued or sent for it until it is resumed. That is reported three ways: an
+  ERROR log line, the ``herald.webhooks.subscriptions_paused`` metric, and the
+  ``webhooks.subscription_paused`` event counter, which the default rule "Webhook subscriptions
+  paused" reads.
+
+A delivery is sent, then recorded: if the process dies in between, it is sent again under the
+same id (at least once; receivers drop repeats by ``X-Herald-Delivery``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import httpx
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from herald.models import (
+    DeliveryStatus,
+    SubscriptionStatus,
+    WebhookDelivery,
+    WebhookSubscription,
+    utcnow,
+)
+from herald.security import outbound, signing
+from herald.security.crypto import DecryptionError, KeyRing
+from herald.settings import Settings
+from herald.telemetry import counters, metrics
+from herald.webhooks.subscriptions import binding
+
+log = structlog.get_logger("herald.webhooks")
+PAUSED_COUNTER = "webhooks.subscription_paused"
+SessionFactory = Callable[[], AbstractContextManager[Session]]
+_rng = random.Random()  # noqa: S311 - jitter
+
+
+@dataclass
+class Report:
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+    paused: int = 0
+
+
+def deliver_due(
+    sessions: SessionFactory,
+    settings: Settings,
+    keys: KeyRing,
+    *,
+    http: httpx.Client | None = None,
+    now: datetime | None = None,
+) -> Report:
+    """Deliver every delivery that is due (at most ``HERALD_WEBHOOK_BATCH`` per run)."""
+    report = Report()
+    client = http or outbound.client(settings)
+    try:
+        for _ in range(settings.webhook_batch):
+            with sessions() as session:
+                if not _deliver_one(
+                    session, settings, keys, client, now=now or utcnow(), report=report
+                ):
+                    break
+    finally:
+        if http is None:
+            client.close()
+    return report
+
+
+def _deliver_one(
+    session: Session,
+    settings: Settings,
+    keys: KeyRing,
+    client: httpx.Client,
+    *,
+    now: datetime,
+    report: Report,
+) -> bool:
+    row = session.execute(
+        select(WebhookDelivery, WebhookSubscription)
+        .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
+        .where(
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+            WebhookDelivery.next_attempt_at <= now,
+        )
+        .order_by(WebhookDelivery.next_attempt_at)
+        .limit(1)
+        .with_for_update(of=WebhookDelivery, skip_locked=True)
+    ).first()
+    if row is None:
+        return False
+    delivery, subscription = row[0], row[1]
+    if subscription.status is SubscriptionStatus.PAUSED:
+        delivery.status = DeliveryStatus.FAILED
+        delivery.last_error = "the subscription is paused"
+        report.failed += 1
+        return True
+    status, error = _send(delivery, subscription, keys, client)
+    delivery.attempts += 1
+    delivery.last_status_code = status
+    labels = {"event": delivery.event}
+    if error is None:
+        delivery.status = DeliveryStatus.SENT
+        delivery.sent_at = utcnow()
+        delivery.last_error = None
+        subscription.consecutive_failures = 0
+        report.sent += 1
+        metrics.webhook_deliveries.add(1, {**labels, "outcome": "sent"})
+        log.info(
+            "webhook.sent",
+            delivery_id=str(delivery.id),
+            webhook_event=delivery.event,
+            status=status,
+        )
+        return True
+    delivery.last_error = error
+    subscription.consecutive_failures += 1
+    if delivery.attempts >= settings.webhook_max_attempts:
+        delivery.status = DeliveryStatus.FAILED
+        report.failed += 1
+        outcome = "failed"
+    else:
+        delivery.next_attempt_at = now + _backoff(delivery.attempts, settings)
+        report.retrying += 1
+        outcome = "retrying"
+    metrics.webhook_deliveries.add(1, {**labels, "outcome": outcome})
+    log.warning(
+        "webhook.failed",
+        delivery_id=str(delivery.id),
+        subscription_id=str(subscription.id),
+        webhook_event=delivery.event,
+        attempt=delivery.attempts,
+        reason=error,
+        outcome=outcome,
+    )
+    if subscription.consecutive_failures >= settings.webhook_pause_after:
+        _pause(session, subscription, error, now)
+        report.paused += 1
+    return True
+
+
+def _send(
+    delivery: WebhookDelivery,
+    subscription: WebhookSubscription,
+    keys: KeyRing,
+    client: httpx.Client,
+) -> tuple[int | None, str | None]:
+    """POST the signed body; the HTTP status and a secret-free reason when it failed."""
+    try:
+        secret = keys.open(
+            subscription.secret_ciphertext, binding(subscription.id, subscription.workspace_id)
+        )
+    except DecryptionError:
+        return None, "the subscription's secret cannot be opened (key ring changed?)"
+    body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Herald-Event": delivery.event,
+        **signing.sign(secret, str(delivery.id), body),
+    }
+    try:
+        response = client.post(subscription.url, content=body, headers=headers)
+    except outbound.DestinationRefused as exc:
+        return None, f"refused destination: {exc.reason}"
+    except httpx.HTTPError as exc:
+        return None, f"{type(exc).__name__} while sending"
+    if 200 <= response.status_code < 300:
+        return response.status_code, None
+    return response.status_code, f"HTTP {response.status_code}"
+
+
+def _backoff(attempts: int, settings: Settings) -> timedelta:
+    ceiling = min(settings.webhook_backoff_max_s, settings.webhook_backoff_s * 2 ** (attempts - 1))
+    return timedelta(seconds=_rng.uniform(ceiling / 2, ceiling))
+
+
+def _pause(session: Session, subscription: WebhookSubscription, reason: str, now: datetime) -> None:
+    subscription.status = SubscriptionStatus.PAUSED
+    subscription.paused_at = now
+    subscription.paused_reason = f"{subscription.consecutive_failures} failures in a row: {reason}"
+    counters.increment(session, PAUSED_COUNTER, workspace_id=subscription.workspace_id)
+    metrics.webhook_subscriptions_paused.add(1, {"cause": "kept_failing"})
+    log.error(
+        "webhook.subscription_paused",
+        subscription_id=str(subscription.id),
+        workspace_id=str(subscription.workspace_id),
+        failures=subscription.consecutive_failures,
+        reason=reason,
+    )

@@ -1,0 +1,161 @@
+"""Integrators' webhooks end to end: subscriptions over the API, events queued with the status
+change they report, signed deliveries to a real HTTP receiver on loopback (through the
+outbound client), retries with backoff, and a subscription that keeps failing paused and
+reported."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from herald.alerts.engine import service_sessions
+from herald.api import create_app
+from herald.models import (
+    DeliveryStatus,
+    EventCount,
+    Post,
+    SubscriptionStatus,
+    WebhookDelivery,
+    WebhookSubscription,
+    utcnow,
+)
+from herald.security import signing
+from herald.security.crypto import KeyRing
+from herald.settings import Settings
+from herald.webhooks import subscriptions
+from herald.webhooks.delivery import deliver_due
+from tests.fixtures.database import service_session
+from tests.fixtures.publishing import ConnectFn, fresh
+from tests.integration.alerts.conftest import Receiver
+from tests.integration.api.conftest import member_headers
+from tests.integration.publishing.test_publish_outcomes import run_publish
+
+
+def _settings(pub_settings: Settings, **update: Any) -> Settings:
+    return pub_settings.model_copy(update={"outbound_allow_hosts": ["127.0.0.1"], **update})
+
+
+def _subscribe(workspace_id: uuid.UUID, url: str, settings: Settings, keys: KeyRing) -> str:
+    with service_session() as s:
+        return subscriptions.create(
+            s,
+            workspace_id,
+            url=url,
+            events=["post.published", "post.failed"],
+            keys=keys,
+            settings=settings,
+        ).secret
+
+
+def _deliver(settings: Settings, keys: KeyRing, **kw: Any) -> Any:
+    return deliver_due(service_sessions("test"), settings, keys, **kw)
+
+
+def test_the_subscriptions_api_answers_the_secret_once_and_refuses_private_urls(
+    pub_settings: Settings, connect: ConnectFn, receiver: Receiver
+) -> None:
+    workspace_id = connect("mastodon").workspace_id
+    headers = member_headers(workspace_id)
+    with TestClient(create_app(_settings(pub_settings))) as client:
+        created = client.post(
+            "/api/postiz/webhooks",
+            json={"url": f"{receiver.url}/hook", "events": ["post.published"]},
+            headers=headers,
+        )
+        assert created.status_code == 201, created.text
+        assert created.json()["secret"].startswith("whsec_")
+        listed = client.get("/api/postiz/webhooks", headers=headers).json()
+        assert [row["id"] for row in listed] == [created.json()["id"]]
+        assert "secret" not in listed[0]
+        private = client.post(
+            "/api/postiz/webhooks",
+            json={"url": "http://10.0.0.7/hook", "events": ["post.failed"]},
+            headers=headers,
+        )
+        assert private.status_code == 422
+        assert private.json()["error"]["code"] == "url_refused"
+        hook = created.json()["id"]
+        assert client.delete(f"/api/postiz/webhooks/{hook}", headers=headers).status_code == 204
+        assert client.get("/api/postiz/webhooks", headers=headers).json() == []
+
+
+def test_a_published_and_a_failed_post_are_delivered_signed_each_with_its_own_id(
+    pub_settings: Settings,
+    keys: KeyRing,
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    receiver: Receiver,
+    sandbox: Any,
+) -> None:
+    settings = _settings(pub_settings)
+    integration = connect("mastodon")
+    secret = _subscribe(integration.workspace_id, f"{receiver.url}/hook", settings, keys)
+    published = new_post(integration, content="hello integrators", correlation_id="corr-hook")
+    refused = new_post(integration, content="refused for good")
+    run_publish(published, settings, keys)
+    sandbox.inject("mastodon", "error", status=422, method="POST", times=1)
+    run_publish(refused, settings, keys)
+
+    report = _deliver(settings, keys)
+
+    assert (report.sent, report.retrying) == (2, 0)
+    bodies = {}
+    for request in receiver.requests:
+        delivery_id = signing.verify(secret, request.headers, request.body)
+        body = request.json()
+        assert body["id"] == delivery_id
+        bodies[body["event"]] = body
+    assert len({r.headers["X-Herald-Delivery"] for r in receiver.requests}) == 2
+    ok = bodies["post.published"]["data"]
+    assert ok["post_id"] == str(published.id)
+    assert ok["status"] == "published"
+    assert ok["url"] == fresh(Post, published.id).external_url
+    assert ok["correlation_id"] == "corr-hook"
+    failed = bodies["post.failed"]["data"]
+    assert (failed["status"], failed["error"]["code"]) == ("failed", "permanent")
+    # Sent means sent: a second run delivers nothing again.
+    assert _deliver(settings, keys).sent == 0
+
+
+def test_a_failing_receiver_is_retried_with_backoff_then_paused_and_reported(
+    pub_settings: Settings,
+    keys: KeyRing,
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    receiver: Receiver,
+) -> None:
+    settings = _settings(pub_settings, webhook_max_attempts=2, webhook_pause_after=3)
+    integration = connect("mastodon")
+    _subscribe(integration.workspace_id, f"{receiver.url}/hook", settings, keys)
+    for n in range(2):
+        run_publish(new_post(integration, content=f"post {n}"), settings, keys)
+    receiver.answers = [500] * 10
+
+    first = _deliver(settings, keys)
+    assert (first.sent, first.retrying) == (0, 2)
+    assert _deliver(settings, keys).retrying == 0  # not due yet: the backoff holds them
+    later = _deliver(settings, keys, now=utcnow() + timedelta(hours=2))
+
+    assert later.paused == 1
+    with service_session() as s:
+        subscription = s.scalars(select(WebhookSubscription)).one()
+        assert subscription.status is SubscriptionStatus.PAUSED
+        assert "HTTP 500" in (subscription.paused_reason or "")
+        statuses = s.scalars(select(WebhookDelivery.status)).all()
+        counted = s.scalar(
+            select(func.sum(EventCount.count)).where(
+                EventCount.name == "webhooks.subscription_paused"
+            )
+        )
+    assert set(statuses) == {DeliveryStatus.FAILED}
+    assert counted == 1
+    assert len(receiver.requests) == 3  # two first tries, one retry; then paused
+    # Nothing more is queued for a paused subscription until it is resumed.
+    run_publish(new_post(integration, content="while paused"), settings, keys)
+    with service_session() as s:
+        assert s.scalar(select(func.count()).select_from(WebhookDelivery)) == 2
