@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from herald.alerts import service, signing
+from herald.alerts import service
 from herald.alerts.matchers import Matcher
 from herald.models import NotificationStatus
+from herald.security import signing
 from herald.security.audit import Actor
 from herald.settings import AlertReceiver
 from herald.telemetry.figures import Window, compute
