@@ -14,6 +14,7 @@ from herald.providers.base import (
     TokenSet,
     UploadLedger,
 )
+from herald.sandbox import SandboxClient
 from herald.settings import Settings
 
 
@@ -33,3 +34,9 @@ def publish(
         ready = prepare(draft, provider, account, fetcher, ledger or MemoryLedger())
     result: PublishResult = provider.publish(ready, account, tokens)
     return result
+
+
+def seeded_account(sandbox: SandboxClient, network: str, handle: str) -> tuple[Account, TokenSet]:
+    """A fresh sandbox account of ``network`` and its access token."""
+    seed = sandbox.create_account(network, handle=handle)
+    return Account(seed["account_id"], handle=handle), TokenSet(seed["access_token"])

@@ -20,7 +20,7 @@ from herald.providers.linkedin import LinkedInProvider
 from herald.sandbox import SandboxClient
 from herald.settings import Settings
 from tests.fixtures.media import MediaHost
-from tests.integration.media.helpers import publish
+from tests.integration.media.helpers import publish, seeded_account
 
 
 @pytest.fixture
@@ -32,8 +32,7 @@ def linkedin(media_settings: Settings) -> Iterator[LinkedInProvider]:
 
 @pytest.fixture
 def seeded(sandbox: SandboxClient) -> tuple[Account, TokenSet]:
-    seed = sandbox.create_account("linkedin", handle="Dana")
-    return Account(seed["account_id"], handle="Dana"), TokenSet(seed["access_token"])
+    return seeded_account(sandbox, "linkedin", "Dana")
 
 
 def test_several_images_with_alt_text(

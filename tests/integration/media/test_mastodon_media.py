@@ -20,7 +20,7 @@ from herald.providers.mastodon import MastodonProvider
 from herald.sandbox import SandboxClient
 from herald.settings import Settings
 from tests.fixtures.media import MediaHost
-from tests.integration.media.helpers import publish
+from tests.integration.media.helpers import publish, seeded_account
 
 
 @pytest.fixture
@@ -32,8 +32,7 @@ def masto(media_settings: Settings) -> Iterator[MastodonProvider]:
 
 @pytest.fixture
 def seeded(sandbox: SandboxClient) -> tuple[Account, TokenSet]:
-    seed = sandbox.create_account("mastodon", handle="bob")
-    return Account(seed["account_id"], handle="bob"), TokenSet(seed["access_token"])
+    return seeded_account(sandbox, "mastodon", "bob")
 
 
 def test_images_and_a_video_with_descriptions(

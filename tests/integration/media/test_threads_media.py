@@ -20,7 +20,7 @@ from herald.providers.threads import ThreadsProvider
 from herald.sandbox import SandboxClient
 from herald.settings import Settings
 from tests.fixtures.media import MediaHost
-from tests.integration.media.helpers import publish
+from tests.integration.media.helpers import publish, seeded_account
 
 
 @pytest.fixture
@@ -32,8 +32,7 @@ def threads(media_settings: Settings) -> Iterator[ThreadsProvider]:
 
 @pytest.fixture
 def seeded(sandbox: SandboxClient) -> tuple[Account, TokenSet]:
-    seed = sandbox.create_account("threads", handle="alice")
-    return Account(seed["account_id"], handle="alice"), TokenSet(seed["access_token"])
+    return seeded_account(sandbox, "threads", "alice")
 
 
 def test_one_image_and_one_video_with_alt_text(

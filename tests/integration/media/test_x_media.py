@@ -20,7 +20,7 @@ from herald.providers.x import CHUNK_BYTES, XProvider
 from herald.sandbox import SandboxClient
 from herald.settings import Settings
 from tests.fixtures.media import MediaHost
-from tests.integration.media.helpers import publish
+from tests.integration.media.helpers import publish, seeded_account
 
 
 @pytest.fixture
@@ -33,8 +33,7 @@ def x(media_settings: Settings) -> Iterator[XProvider]:
 
 @pytest.fixture
 def seeded(sandbox: SandboxClient) -> tuple[Account, TokenSet]:
-    seed = sandbox.create_account("x", handle="alice")
-    return Account(seed["account_id"], handle="alice"), TokenSet(seed["access_token"])
+    return seeded_account(sandbox, "x", "alice")
 
 
 def test_images_with_alt_text_are_attached_to_the_post(
