@@ -203,6 +203,24 @@ def owner_scope(reason: str) -> Iterator[Session]:
         engine.dispose()
 
 
+def autocommit(session: Session) -> bool:
+    """Run the session's next transaction in autocommit, each statement committed on its own,
+    on one connection until the transaction ends (the publish path's single statements:
+    herald/publishing/fastpath.py). Only on Postgres, in the service scope (a tenant scope's
+    ``SET LOCAL`` needs a transaction), for a session bound to an engine and with no transaction
+    under way; returns whether it did."""
+    bind = session.bind
+    if (
+        session.info.get(_SERVICE) is None
+        or session.in_transaction()
+        or not isinstance(bind, Engine)
+        or bind.dialect.name != "postgresql"
+    ):
+        return False
+    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return True
+
+
 def current_workspace(session: Session) -> str | None:
     """The workspace ``session`` is limited to, if any."""
     workspace = session.info.get(_WORKSPACE)

@@ -101,6 +101,7 @@ def record_event(
         )
     ).all()
     now = utcnow()
+    body = event_body(event, workspace_id, data, now)
     rows = []
     for subscription_id, events in subscriptions:
         if event not in (events or ()):
@@ -112,13 +113,7 @@ def record_event(
                 workspace_id=workspace_id,
                 subscription_id=subscription_id,
                 event=event,
-                payload={
-                    "id": str(delivery_id),
-                    "event": event,
-                    "created_at": now.isoformat(),
-                    "workspace_id": str(workspace_id),
-                    "data": data,
-                },
+                payload={"id": str(delivery_id), **body},
                 attempts=0,
                 created_at=now,
                 next_attempt_at=now,
@@ -128,3 +123,16 @@ def record_event(
     if rows:
         session.flush()
     return rows
+
+
+def event_body(
+    event: str, workspace_id: uuid.UUID, data: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    """The body of a delivery of ``event`` without its ``id`` (each delivery's own)."""
+    assert event in EVENTS, event
+    return {
+        "event": event,
+        "created_at": now.isoformat(),
+        "workspace_id": str(workspace_id),
+        "data": data,
+    }

@@ -116,6 +116,13 @@ def provider_for(name: str, settings: Settings) -> Provider:
         return cached[1]
 
 
+def built_for(settings: Settings) -> tuple[str, ...]:
+    """The networks whose adapter :func:`provider_for` has built under ``settings`` in this
+    process: their names are known to resolve (neither unknown nor unconfigured)."""
+    with _cache_lock:
+        return tuple(name for (name, _), (owner, _) in _adapters.items() if owner is settings)
+
+
 def forget_adapters() -> None:
     """Drop every cached adapter (after a fork, or when the settings change in tests)."""
     with _cache_lock:

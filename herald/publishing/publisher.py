@@ -49,8 +49,8 @@ from herald.providers.base import (
     ReauthRequired,
     TransientError,
 )
-from herald.providers.registry import UnknownProvider, provider_for
-from herald.publishing import circuit
+from herald.providers.registry import UnknownProvider, built_for, provider_for
+from herald.publishing import circuit, fastpath
 from herald.publishing.reconcile import Verdict, reconcile
 from herald.publishing.recording import (
     TOKEN_UNREADABLE,
@@ -60,6 +60,7 @@ from herald.publishing.recording import (
     lost_connection,
     record_durably,
     restored,
+    roll_back,
 )
 from herald.publishing.scheduling import draft_of
 from herald.publishing.transitions import lost, move
@@ -107,7 +108,18 @@ def publish_post(
     *,
     task_id: str | None = None,
 ) -> Outcome:
-    """Run one publish attempt of ``post_id``: preflight, claim, run. Commits as it goes."""
+    """Run one publish attempt of ``post_id``: preflight, claim, run. Commits as it goes.
+
+    The common case (due, nothing in the way) is claimed in one statement (:mod:`.fastpath`);
+    any other post is read and judged by the preflight first."""
+    claimed = _claim_ready(session, post_id, settings, task_id=task_id)
+    if claimed is not None:
+        adapter = provider_for(claimed.integration.provider, settings)
+        run = _Run(
+            session, claimed.post, claimed.integration, claimed.attempt, adapter, settings, keys
+        )
+        run.ready = claimed
+        return run.call_and_record()
     row = session.execute(
         select(Post, Integration)
         .join(Integration, Integration.id == Post.integration_id)
@@ -130,6 +142,25 @@ def publish_post(
         log.info("publish.not_claimed", post_id=str(post_id))
         return NOT_MINE
     return _Run(session, post, integration, attempt, ready, settings, keys).call_and_record()
+
+
+def _claim_ready(
+    session: Session, post_id: uuid.UUID, settings: Settings, *, task_id: str | None
+) -> fastpath.Ready | None:
+    return fastpath.claim_ready(
+        session,
+        post_id,
+        now=utcnow(),
+        providers=built_for(settings),
+        circuit_enabled=settings.circuit_enabled,
+        attempt={
+            "id": uuid.uuid4(),
+            "correlation_id": context.correlation_id(),
+            "trace_id": _trace_id(),
+            "task_id": task_id,
+            "worker": WORKER,
+        },
+    )
 
 
 def preflight(
@@ -355,6 +386,8 @@ class _Run:
     keys: KeyRing
     #: The token version of the tokens this attempt sent (what a refusal is about).
     token_version: int = 0
+    #: Set when the claim was :func:`fastpath.claim_ready`'s: the session is in autocommit.
+    ready: fastpath.Ready | None = None
 
     def call_and_record(self) -> Outcome:
         """Publish, then record the answer (which outlives a database blip)."""
@@ -394,6 +427,11 @@ class _Run:
         # Read before a rollback can expire them: the answer must be able to leave without
         # the database.
         post_id, attempt_id, task_id = self.post.id, self.attempt.id, self.attempt.task_id
+        if self.ready is not None:
+            at_once = self._record_at_once(answer)
+            if at_once is not None:
+                self._observe(at_once, answer.latency_ms / 1000)
+                return at_once
         try:
             outcome = record_durably(
                 self.session,
@@ -408,7 +446,56 @@ class _Run:
         self._observe(outcome, answer.latency_ms / 1000)
         return outcome
 
+    def _record_at_once(self, answer: Answer) -> Outcome | None:
+        """After a one-statement claim, a published answer is recorded in one statement too
+        (:func:`fastpath.record_published`). For any other answer, or if that statement lost
+        the database, None: the session leaves autocommit and :meth:`_write` records it."""
+        ready, self.ready = self.ready, None
+        assert ready is not None
+        result = answer.result
+        if result is not None:
+            try:
+                recorded = fastpath.record_published(
+                    self.session,
+                    ready,
+                    result,
+                    finished_at=answer.finished_at,
+                    latency_ms=answer.latency_ms,
+                )
+            except Exception as exc:
+                if not lost_connection(exc):
+                    raise
+                log.warning("publish.record_retry", attempt=1, error=type(exc).__name__)
+            else:
+                return self._published_at_once(recorded, answer, result)
+        roll_back(self.session)  # ends the autocommit transaction
+        return None
+
+    def _published_at_once(
+        self, recorded: fastpath.Recorded, answer: Answer, result: PublishResult
+    ) -> Outcome:
+        attempt = self.attempt
+        attempt.finished_at, attempt.latency_ms = answer.finished_at, answer.latency_ms
+        attempt.outcome, attempt.provider_request_id = "published", result.request_id
+        if not recorded.won:
+            lost(
+                self.session,
+                self.post.id,
+                from_=(PostStatus.PUBLISHING,),
+                to=PostStatus.PUBLISHED,
+                site="publish",
+                owned=True,
+            )
+        if not recorded.circuit_closed:
+            # A half-open circuit closes on this answer: in a transaction of its own.
+            self.session.commit()
+            circuit.observe(self.session, self.integration.provider, True, self.settings, utcnow())
+            self.session.commit()
+        return Outcome(PostStatus.PUBLISHED, "published") if recorded.won else LOST
+
     def _write(self, answer: Answer, verdict: Verdict | None, from_: PostStatus) -> Outcome:
+        if self.attempt not in self.session:  # claimed by the fast path: detached until now
+            self.session.add(self.attempt)
         # Timing first: the outcome below then reaches the attempt row in a single UPDATE.
         self.attempt.finished_at = answer.finished_at
         self.attempt.latency_ms = answer.latency_ms

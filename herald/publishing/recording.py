@@ -103,12 +103,12 @@ def record_durably(session: Session, write: Callable[[], T], *, attempts: int) -
             try:
                 return write()
             except BaseException:
-                _roll_back(session)
+                roll_back(session)
                 raise
     raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
 
 
-def _roll_back(session: Session) -> None:
+def roll_back(session: Session) -> None:
     try:
         session.rollback()
     except SQLAlchemyError:
