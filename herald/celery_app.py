@@ -119,7 +119,7 @@ def _setup_logging(**_: Any) -> None:
 def _init_worker_process(**_: Any) -> None:
     # A forked child must not share its parent's connections or exporter threads.
     db.dispose_engine()
-    setup_telemetry(get_settings(), engine=db.get_engine())
+    setup_telemetry(get_settings(), engines=db.engines())
     prometheus.pool_process_started()
 
 
@@ -143,7 +143,7 @@ def _init_worker(sender: Any = None, **_: Any) -> None:
     # fork; each child sets up its own in worker_process_init instead.
     if "prefork" in str(getattr(sender, "pool_cls", "")).lower():
         return
-    setup_telemetry(get_settings(), engine=db.get_engine())
+    setup_telemetry(get_settings(), engines=db.engines())
 
 
 @signals.worker_init.connect

@@ -248,7 +248,8 @@ def api(host: str, port: int) -> None:
 
     settings = get_settings()
     configure_logging(settings)
-    setup_telemetry(settings, engine=db.get_engine(settings), component="api")
+    db.get_engine(settings)
+    setup_telemetry(settings, engines=db.engines(), component="api")
     uvicorn.Server(server_config(create_app(settings), host, port)).run()
 
 

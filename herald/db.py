@@ -107,6 +107,12 @@ def get_service_engine() -> Engine:
     return _service_engine
 
 
+def engines() -> tuple[Engine, ...]:
+    """The process's engines: the runtime one, and the service one when it is another."""
+    runtime, service = get_engine(), get_service_engine()
+    return (runtime,) if service is runtime else (runtime, service)
+
+
 def use_engine(engine: Engine, service: Engine | None = None) -> None:
     """Make ``engine`` the process's runtime engine and ``service`` (default: the same) its
     service engine (tests, the demo)."""

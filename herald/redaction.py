@@ -176,11 +176,14 @@ _ANY_WORD = tuple(sorted(w for w in _WORDS if not any(o != w and o in w for o in
 
 # Text found to hold no secret (a task name, a status, a SQL statement naming
 # ``token_version``), remembered so a value that repeats (most log fields and span attributes
-# do) is checked once per process. Text that held a secret is never remembered. Bounded
-# (at most 2,048 texts of at most 4,096 characters): emptied when full.
+# do) is checked once per process. Text that held a secret is never remembered. Bounded: at
+# most 2,048 texts of at most 16,384 characters each (the publish path's claim statement is
+# about 4,700) and 1 M characters in all; emptied when full.
 _CLEAN: dict[str, None] = {}
 _CLEAN_MAX_ENTRIES = 2048
-_CLEAN_MAX_CHARS = 4096
+_CLEAN_MAX_CHARS = 16_384
+_CLEAN_MAX_TOTAL = 1_000_000
+_clean_chars = [0]
 
 
 def redact_text(text: str) -> str:
@@ -204,10 +207,13 @@ def redact_text(text: str) -> str:
 
 
 def _remember_clean(text: str) -> None:
-    if len(text) <= _CLEAN_MAX_CHARS:
-        if len(_CLEAN) >= _CLEAN_MAX_ENTRIES:
-            _CLEAN.clear()
-        _CLEAN[text] = None
+    if len(text) > _CLEAN_MAX_CHARS:
+        return
+    if len(_CLEAN) >= _CLEAN_MAX_ENTRIES or _clean_chars[0] + len(text) > _CLEAN_MAX_TOTAL:
+        _CLEAN.clear()
+        _clean_chars[0] = 0
+    _CLEAN[text] = None
+    _clean_chars[0] += len(text)
 
 
 def redact_value(value: Any, depth: int = 0) -> Any:

@@ -75,7 +75,7 @@ S = cast(Table, WebhookSubscription.__table__)
 D = cast(Table, WebhookDelivery.__table__)
 
 T = TypeVar("T")
-_INTEGRATION = "integration__"  # prefix of the integration's columns in the claim's row
+_NETWORK = "network"  # the integration's provider, as the claim's UPDATE returns it
 PUBLISHED_EVENT = "post.published"
 
 
@@ -108,20 +108,18 @@ def claim_ready(
     """
     if not providers or not db.autocommit(session):
         return None
-    row = (
-        session.execute(
-            _claim_statement(circuit_enabled),
-            {"p_post_id": post_id, "p_now": now, "p_providers": list(providers)}
-            | {"p_" + key: value for key, value in attempt.items()},
-        )
-        .mappings()
-        .first()
-    )
+    row = session.execute(
+        _claim_statement(circuit_enabled),
+        {"p_post_id": post_id, "p_now": now, "p_providers": list(providers)}
+        | {"p_" + key: value for key, value in attempt.items()},
+    ).first()
     if row is None:
         session.commit()  # ends the autocommit transaction: the general path begins its own
         return None
-    post = _detached(Post, {c.key: row[c.name] for c in P.c})
-    integration = _detached(Integration, {c.key: row[_INTEGRATION + c.name] for c in I.c})
+    # The row holds the post's columns, then the integration's, in table order.
+    split = len(P.c)
+    post = _detached(Post, dict(zip(P.c.keys(), row[:split], strict=True)))
+    integration = _detached(Integration, dict(zip(I.c.keys(), row[split:], strict=True)))
     opened = _detached(
         PublishAttempt,
         {
@@ -222,7 +220,7 @@ def _claim_statement(circuit_enabled: bool) -> Select[Any]:
             resolve_attempts=0,
             resolve_after=None,
         )
-        .returning(*P.c, *(c.label(_INTEGRATION + c.name) for c in I.c))
+        .returning(*P.c, I.c.provider.label(_NETWORK))
         .cte("claimed")
     )
     attempt = (
@@ -244,7 +242,7 @@ def _claim_statement(circuit_enabled: bool) -> Select[Any]:
                 bindparam("p_id", type_=A.c.id.type),
                 claimed.c.workspace_id,
                 claimed.c.id,
-                claimed.c[_INTEGRATION + "provider"],
+                claimed.c[_NETWORK],
                 claimed.c.attempts,
                 now,
                 func.coalesce(
@@ -259,7 +257,14 @@ def _claim_statement(circuit_enabled: bool) -> Select[Any]:
         .returning(A.c.id)
         .cte("attempt")
     )
-    return select(claimed).add_cte(attempt)
+    # The integration is read by the outer SELECT (same snapshot as the UPDATE's checks) rather
+    # than returned by the UPDATE: the statement stays under psycopg's 4,096 characters, so its
+    # conversion is cached and it is prepared on the server after a few runs.
+    return (
+        select(*(claimed.c[c.name] for c in P.c), *I.c)
+        .join_from(claimed, I, I.c.id == claimed.c.integration_id)
+        .add_cte(attempt)
+    )
 
 
 @cache

@@ -28,6 +28,7 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -100,7 +101,7 @@ def _metric_readers(settings: Settings) -> list[MetricReader]:
 def setup_telemetry(
     settings: Settings,
     *,
-    engine: Engine | None = None,
+    engines: Sequence[Engine] = (),
     exporter: SpanExporter | None = None,
     metric_readers: Sequence[MetricReader] = (),
     component: str = "worker",
@@ -114,8 +115,7 @@ def setup_telemetry(
         return
     with _lock:
         if _configured:
-            if engine is not None:
-                instrument_engine(engine)
+            instrument_engines(*engines)
             return
         resource = Resource.create(
             {
@@ -148,29 +148,52 @@ def setup_telemetry(
         )
         instruments.record_to_otel(bool(readers))
         _instrument_libraries()
-        if engine is not None:
-            instrument_engine(engine)
+        instrument_engines(*engines)
         _configured = True
+
+
+# The instrumentations make spans only. Their own metrics (Celery's task runtime, httpx's
+# request duration, SQLAlchemy's pool usage) would repeat what Herald's instruments already
+# count by task, provider and outcome (telemetry/metrics.py, the catalogue behind the
+# dashboards and rules), at a cost on every task, request and checkout: docs/performance.md.
+_NO_METRICS = NoOpMeterProvider()
 
 
 def _instrument_libraries() -> None:
     from opentelemetry.instrumentation.celery import CeleryInstrumentor
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-    CeleryInstrumentor().instrument()  # type: ignore[no-untyped-call]
-    HTTPXClientInstrumentor().instrument(request_hook=redact_http_request)
+    CeleryInstrumentor().instrument(meter_provider=_NO_METRICS)  # type: ignore[no-untyped-call]
+    HTTPXClientInstrumentor().instrument(
+        request_hook=redact_http_request, meter_provider=_NO_METRICS
+    )
 
 
-_instrumented_engines: set[int] = set()
+_instrumented_engines: list[Engine] = []
 
 
-def instrument_engine(engine: Engine) -> None:
+def instrument_engines(*engines: Engine) -> None:
+    """Make a span of every statement each of ``engines`` runs (the runtime and the service
+    engine: publishing runs on the latter). The instrumentation takes its engines in one call,
+    so a new one re-instruments them all."""
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+    from opentelemetry.instrumentation.utils import unwrap
 
-    if id(engine) in _instrumented_engines:
+    new = [e for e in dict.fromkeys(engines) if all(e is not o for o in _instrumented_engines)]
+    if not new:
         return
-    SQLAlchemyInstrumentor().instrument(engine=engine, enable_commenter=False)
-    _instrumented_engines.add(id(engine))
+    instrumentor = SQLAlchemyInstrumentor()
+    if _instrumented_engines:
+        instrumentor.uninstrument()
+    _instrumented_engines.extend(new)
+    instrumentor.instrument(
+        engines=list(_instrumented_engines), enable_commenter=False, meter_provider=_NO_METRICS
+    )
+    # Statements make spans; a pool checkout does not. The instrumentation's "connect" span
+    # came with every session's transaction (one more span per task, saying nothing about the
+    # work), so Engine.connect is left unwrapped. A slow connection shows in the first
+    # statement's span.
+    unwrap(Engine, "connect")
 
 
 def shutdown_telemetry() -> None:

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from herald import redaction
 from herald.redaction import REDACTED, is_secret_key, redact_text, redact_url, redact_value
 
 # Where a token shows up in text Herald logs, exports or stores, with {t} for the token.
@@ -129,3 +130,20 @@ def test_secret_names_end_in_a_secret_word(name: str, secret: bool) -> None:
 )
 def test_urls_lose_path_secrets_credentials_and_the_query(url: str, expected: str) -> None:
     assert redact_url(url) == expected
+
+
+def test_long_clean_statements_are_checked_once_and_the_memory_of_them_is_bounded() -> None:
+    # The publish path's claim names token columns and runs to about 4,700 characters: it is
+    # checked once per process, not on every span.
+    statement = "SELECT integrations.access_token_ciphertext, " + "posts.content, " * 320
+    assert 4_700 < len(statement) <= redaction._CLEAN_MAX_CHARS
+    assert redact_text(statement) == statement
+    assert statement in redaction._CLEAN
+    # Text that held a secret is never remembered.
+    secret = statement + " access_token=abc123secret"
+    assert "abc123secret" not in redact_text(secret)
+    assert secret not in redaction._CLEAN
+    # However many distinct clean texts pass, the remembered ones stay within the budget.
+    for n in range(400):
+        redact_text(f"/* {n} */ " + "x" * 9_000)
+        assert sum(map(len, redaction._CLEAN)) <= redaction._CLEAN_MAX_TOTAL
