@@ -288,7 +288,8 @@ class Settings(BaseSettings):
         default=None,
         ge=0,
         description="Posts due within this many seconds are claimed now and sent with a "
-        "countdown to their scheduled_at (unset = one dispatch tick; 0 = only posts already due).",
+        "countdown to their scheduled_at (unset = one and a half dispatch ticks; 0 = only posts "
+        "already due).",
     )
     dispatch_batch_size: int = Field(default=200, ge=1, le=5000)
     dispatch_max_queued: int = Field(

@@ -18,6 +18,7 @@ post is tried again later, and the network's circuit does not count it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import tempfile
@@ -62,9 +63,13 @@ class Fetcher:
 
     def __init__(self, settings: Settings, *, resolver: outbound.Resolver | None = None) -> None:
         self.settings = settings
-        self.folder = Path(settings.media_cache_dir or Path(tempfile.gettempdir()) / "herald-media")
         self._resolver = resolver
         self._client: httpx.Client | None = None
+
+    @functools.cached_property
+    def folder(self) -> Path:
+        """The media cache (worked out on first use: most posts carry no media)."""
+        return Path(self.settings.media_cache_dir or Path(tempfile.gettempdir()) / "herald-media")
 
     def __enter__(self) -> Fetcher:
         return self

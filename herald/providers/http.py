@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import structlog
 from tenacity import (
-    retry,
+    Retrying,
     retry_if_exception,
     stop_after_attempt,
     wait_random_exponential,
@@ -68,7 +68,13 @@ class ProviderHTTP:
     ) -> None:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
-        self._attempts = in_call_attempts
+        # Retried inside one call: what never reached the network, and a read that failed.
+        self._retrying = Retrying(
+            retry=retry_if_exception(lambda e: isinstance(e, _NeverArrived | _RetryableRead)),
+            stop=stop_after_attempt(in_call_attempts),
+            wait=wait_random_exponential(multiplier=0.2, max=2.0),
+            reraise=True,
+        )
         self._client = httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(
@@ -99,18 +105,9 @@ class ProviderHTTP:
         """
         method = method.upper()
         safe = method in SAFE_METHODS if idempotent is None else idempotent
-
-        @retry(
-            retry=retry_if_exception(lambda e: isinstance(e, _NeverArrived | _RetryableRead)),
-            stop=stop_after_attempt(self._attempts),
-            wait=wait_random_exponential(multiplier=0.2, max=2.0),
-            reraise=True,
-        )
-        def attempt() -> httpx.Response:
-            return self._send_once(method, url, safe, request_id_header, kwargs)
-
         try:
-            return attempt()
+            # One Retrying per client: its per-call state is thread-local.
+            return self._retrying(self._send_once, method, url, safe, request_id_header, kwargs)
         except _NeverArrived as exc:
             raise TransientError(
                 f"could not reach {self.provider}: {exc}", provider=self.provider

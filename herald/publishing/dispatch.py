@@ -18,9 +18,9 @@ Which posts, when more are due than one batch holds:
   never fill the batch while others wait;
 - a provider whose circuit is open sends only probes (at most its bound; see circuit.py).
 
-**Early hand-off**: a post due within the next ``dispatch_lookahead_s`` (one beat tick by
-default) is claimed now and sent with a countdown to its ``scheduled_at``, so the tick is not
-the floor of the delay (docs/decisions.md). Publishing still refuses a post before its
+**Early hand-off**: a post due within the next ``dispatch_lookahead_s`` (one and a half beat
+ticks by default) is claimed now and sent with a countdown to its ``scheduled_at``, so the tick
+is not the floor of the delay (docs/decisions.md). Publishing still refuses a post before its
 ``scheduled_at`` (the claim in :mod:`.publisher` requires it), and a countdown message that is
 lost is a lost message like any other: the sweep sends it again.
 """
@@ -131,10 +131,16 @@ def in_turns(claimed: list[Claimed]) -> list[Claimed]:
     return [post for round_ in rounds for post in round_ if post is not None]
 
 
+#: The default lookahead, in ticks: more than one, so a tick that runs late (a claim and its
+#: sends take time, beat's clock drifts) still finds every post due before the next one.
+LOOKAHEAD_TICKS = 1.5
+
+
 def lookahead_s(settings: Settings) -> float:
-    """How far ahead of ``scheduled_at`` a post is claimed (one beat tick unless set)."""
+    """How far ahead of ``scheduled_at`` a post is claimed (one and a half beat ticks unless
+    set)."""
     if settings.dispatch_lookahead_s is None:
-        return settings.dispatch_interval_s
+        return settings.dispatch_interval_s * LOOKAHEAD_TICKS
     return settings.dispatch_lookahead_s
 
 

@@ -50,7 +50,8 @@ from sqlalchemy import (
     cast as sql_cast,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session, class_mapper, make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_state
 
 from herald import db
 from herald.models import (
@@ -362,6 +363,9 @@ def _published_statement() -> Select[Any]:
 def _detached(cls: type[T], values: dict[str, Any]) -> T:
     """An instance of a mapped class with every column set, as a detached row: usable without
     the session, and added to it (persistent, nothing to load) if the general path writes it."""
-    instance = cls(**values)
+    # Filled the way the ORM fills a loaded row (the instance's dict, no attribute events):
+    # about six times cheaper than the constructor on the hot path.
+    instance: T = class_mapper(cls).class_manager.new_instance()
+    instance_state(instance).dict.update(values)
     make_transient_to_detached(instance)
     return instance
