@@ -348,7 +348,8 @@ def _py_spy(worker: Process, out: Path) -> subprocess.Popen[bytes]:
     if not py_spy:
         raise SystemExit("--profile needs py-spy on PATH (pip install py-spy)")
     argv = [py_spy, "record", "--pid", str(worker.pid), "--subprocesses", "--nonblocking"]
-    argv += ["--rate", "250", "--format", "raw", "--output", str(out)]
+    # --gil: samples only while a thread holds the GIL, so the profile shows CPU, not waiting.
+    argv += ["--gil", "--rate", "250", "--format", "raw", "--output", str(out)]
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)
     return spy

@@ -130,7 +130,11 @@ def claim_ready(
             "provider": integration.provider,
             "attempt_number": post.attempts,
             "started_at": now,
-            "correlation_id": attempt["correlation_id"] or post.correlation_id,
+            "correlation_id": (
+                post.correlation_id
+                if attempt["correlation_id"] is None
+                else attempt["correlation_id"]
+            ),  # as the statement's COALESCE
             "trace_id": attempt["trace_id"],
             "task_id": attempt["task_id"],
             "worker": attempt["worker"],

@@ -126,3 +126,21 @@ def test_a_lost_early_message_is_sent_again_by_the_sweep(
         (again,) = requeue_lost(s, settings)
     assert again.post_id == post
     assert again.countdown() > 0
+
+
+def test_by_default_a_tick_claims_what_is_due_before_a_late_next_tick(
+    connect: ConnectFn, new_post: Callable[..., Post], pub_settings: Settings
+) -> None:
+    # A tick of 20 s looks 30 s ahead: a next tick that runs late still finds nothing it
+    # should have claimed earlier.
+    settings = pub_settings.model_copy(
+        update={"dispatch_interval_s": 20.0, "dispatch_lookahead_s": None}
+    )
+    integration = connect("mastodon")
+    after_a_tick = new_post(integration, scheduled_at=utcnow() + timedelta(seconds=25)).id
+    beyond = new_post(integration, scheduled_at=utcnow() + timedelta(seconds=40)).id
+    with service_session() as s:
+        (claimed,) = claim_due_posts(s, settings)
+    assert claimed.post_id == after_a_tick
+    assert 15 < claimed.countdown() <= 25
+    assert fresh(Post, beyond).status is PostStatus.SCHEDULED
