@@ -277,7 +277,13 @@ def test_prometheus_finds_every_series_of_the_contract(stack: Stack) -> None:
         eventually(lambda n=name: stack.query(n), timeout=30, what=f"series {name}")
     jobs = {s["metric"]["job"] for s in stack.query("herald_tasks_sent_total")}
     assert jobs == {"herald-worker", "herald-beat"}  # the dispatcher sends, beat sends ticks
-    published = stack.query('sum(herald_publish_attempts_total{outcome="published"})')
+    # Scraped every second: the second wave's count may be one scrape away.
+    published = eventually(
+        lambda: stack.query('sum(herald_publish_attempts_total{outcome="published"})'),
+        until=lambda result: bool(result) and float(result[0]["value"][1]) >= 12,
+        timeout=30,
+        what="both waves' attempts to be scraped",
+    )
     assert float(published[0]["value"][1]) == 12
     errors = stack.query('herald_publish_errors_total{provider="x"}')
     assert errors
