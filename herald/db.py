@@ -139,7 +139,13 @@ def new_session() -> Session:
 @contextmanager
 def session_scope() -> Iterator[Session]:
     """A session whose transaction commits if the block succeeds and rolls back if not."""
-    session = new_session()
+    with _committed(new_session()) as session:
+        yield session
+
+
+@contextmanager
+def _committed(session: Session) -> Iterator[Session]:
+    """``session``, committed if the block succeeds, rolled back if not, closed either way."""
     try:
         yield session
         session.commit()
@@ -199,13 +205,9 @@ def owner_scope(reason: str) -> Iterator[Session]:
     session = Session(engine, expire_on_commit=False)
     session.info[_SERVICE] = reason
     try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+        with _committed(session):
+            yield session
     finally:
-        session.close()
         engine.dispose()
 
 

@@ -76,6 +76,16 @@ S = cast(Table, WebhookSubscription.__table__)
 D = cast(Table, WebhookDelivery.__table__)
 
 T = TypeVar("T")
+#: The attempt columns an open attempt has no value for yet.
+OPEN_ATTEMPT = (
+    "finished_at",
+    "latency_ms",
+    "outcome",
+    "error_code",
+    "error_message",
+    "http_status",
+    "provider_request_id",
+)
 _NETWORK = "network"  # the integration's provider, as the claim's UPDATE returns it
 PUBLISHED_EVENT = "post.published"
 
@@ -138,13 +148,7 @@ def claim_ready(
             "trace_id": attempt["trace_id"],
             "task_id": attempt["task_id"],
             "worker": attempt["worker"],
-            "finished_at": None,
-            "latency_ms": None,
-            "outcome": None,
-            "error_code": None,
-            "error_message": None,
-            "http_status": None,
-            "provider_request_id": None,
+            **dict.fromkeys(OPEN_ATTEMPT),
         },
     )
     return Ready(post, integration, opened)

@@ -280,7 +280,7 @@ def claim(
         task_id=task_id,
         worker=WORKER,
         # Every column given, so the row attached below is complete (nothing to load).
-        **dict.fromkeys(_OPEN_ATTEMPT),
+        **dict.fromkeys(fastpath.OPEN_ATTEMPT),
     )
     due = (
         Post.scheduled_at <= now,
@@ -314,16 +314,6 @@ def claim(
     return attempt
 
 
-#: The attempt columns an open attempt has no value for yet.
-_OPEN_ATTEMPT = (
-    "finished_at",
-    "latency_ms",
-    "outcome",
-    "error_code",
-    "error_message",
-    "http_status",
-    "provider_request_id",
-)
 _ATTEMPT_COLUMNS = (
     "id",
     "workspace_id",
