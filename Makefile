@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install test check lint typecheck compose-check pytest demo bench bench-quick bench-alerts bench-rls bench-media fmt lock clean
+.PHONY: install test check lint typecheck compose-check pytest demo bench bench-quick bench-cpu bench-alerts bench-rls bench-media fmt lock clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -48,6 +48,9 @@ bench: install  ## pipeline throughput, latency, memory, fairness, CPU per post 
 
 bench-quick: install  ## the same, scaled down (a few minutes)
 	$(BIN)/python -u -m bench.pipeline --quick
+
+bench-cpu: install  ## CPU per publish in one process, telemetry on against off, and by part (needs Postgres)
+	$(BIN)/python -u -m bench.publish_cpu --by-part
 
 bench-alerts: install  ## alert rules, health and /metrics over 1 M then 5 M attempts (needs Postgres and Redis)
 	$(BIN)/python -u -m bench.alerts

@@ -49,7 +49,7 @@ from herald.beat_schedule import beat_schedule
 from herald.celery_app import QUEUES, broker_connection
 from herald.migrations import runner
 from herald.models import AlertRule, PublishAttempt, utcnow
-from herald.security.audit import verify_and_record
+from herald.security.audit_verify import verify_and_record
 from herald.settings import Settings, use_settings
 from herald.telemetry import records
 from herald.telemetry.broker import probe

@@ -108,6 +108,34 @@ class Phase:
         return {k: round(v * 1000 / self.posts, 2) for k, v in self.cpu_s.items()}
 
 
+def herald_env(
+    sandbox_url: str, otlp_url: str, settings: Settings, *, telemetry: bool
+) -> dict[str, str]:
+    """The environment of a Herald process under the bench: the bench database and sandbox;
+    with telemetry, every trace sampled, spans and metrics to ``otlp_url``, JSON logs at INFO;
+    without, telemetry off and logs at WARNING."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env.update(
+        {
+            "HERALD_ENV": "test",
+            "HERALD_DATABASE_URL": DB_URL,
+            "HERALD_SANDBOX_URL": sandbox_url,
+            "HERALD_PROVIDER_CREDENTIALS": json.dumps({"mastodon": {"client_id": "bench"}}),
+            "HERALD_CRON_SECRET": "bench-cron-secret",
+            "HERALD_JWT_SECRET": "bench-jwt-secret-0123456789abcdef",
+            "HERALD_TOKEN_KEYS": settings.token_keys.get_secret_value(),
+            "HERALD_LOG_FORMAT": "json",
+            "HERALD_LOG_LEVEL": "INFO" if telemetry else "WARNING",
+            "HERALD_TELEMETRY_ENABLED": "true" if telemetry else "false",
+            "HERALD_TRACE_SAMPLE_RATIO": "1.0",
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        }
+    )
+    if telemetry:
+        env["HERALD_OTLP_ENDPOINT"] = otlp_url
+    return env
+
+
 @dataclass
 class Bench:
     sandbox_url: str
@@ -123,29 +151,15 @@ class Bench:
     # -- environment ---------------------------------------------------------------------------
 
     def env(self, broker: Broker, *, telemetry: bool) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+        env = herald_env(self.sandbox_url, self.otlp_url, self.settings, telemetry=telemetry)
         env.update(
             {
-                "HERALD_ENV": "test",
-                "HERALD_DATABASE_URL": DB_URL,
                 "HERALD_BROKER_URL": broker.url,
                 "HERALD_BROKER_KEY_PREFIX": broker.prefix,
-                "HERALD_SANDBOX_URL": self.sandbox_url,
-                "HERALD_PROVIDER_CREDENTIALS": json.dumps({"mastodon": {"client_id": "bench"}}),
-                "HERALD_CRON_SECRET": "bench-cron-secret",
-                "HERALD_JWT_SECRET": "bench-jwt-secret-0123456789abcdef",
-                "HERALD_TOKEN_KEYS": self.settings.token_keys.get_secret_value(),
-                "HERALD_LOG_FORMAT": "json",
-                "HERALD_LOG_LEVEL": "INFO" if telemetry else "WARNING",
-                "HERALD_TELEMETRY_ENABLED": "true" if telemetry else "false",
-                "HERALD_TRACE_SAMPLE_RATIO": "1.0",
                 "BENCH_BROKER_URL": broker.url,
                 "BENCH_KEY_PREFIX": broker.prefix,
-                "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
             }
         )
-        if telemetry:
-            env["HERALD_OTLP_ENDPOINT"] = self.otlp_url
         return env
 
     def herald_worker(self, name: str, broker: Broker, *, telemetry: bool) -> Process:

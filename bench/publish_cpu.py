@@ -1,0 +1,276 @@
+"""CPU per publish in one process, telemetry on against off: where ``make bench``'s worker
+time goes, without the broker, the pool or the machine's noise in the way.
+
+``make bench-cpu`` creates a database, starts the sandbox and the OTLP receiver, then runs
+``herald.posts.publish`` eagerly (``Task.apply``: Celery's tracer and signals, the task base,
+the instrumentations) in a child process per mode, posts already queued, and reads the
+child's own CPU clock (all its threads, the span and metric exporters included) over the
+measured posts:
+
+- ``off``: telemetry off, logs at WARNING (the pipeline bench's "telemetry off");
+- ``on``: every trace sampled, spans and metrics over OTLP/HTTP, JSON logs at INFO.
+
+Modes alternate for ``--rounds`` rounds and the median of each is printed with their ratio.
+``--by-part`` adds runs with telemetry on but one part left out (an instrumentation, span
+export, Herald's metrics over OTLP, the log line, the correlation attributes, the span
+redaction): the difference is that part's cost.
+``--profile`` adds a cProfile of one ``on`` round (top functions, cumulative). The HTTP call
+and Postgres run in other processes; their CPU is not in these figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import text
+
+from bench.pipeline import ADMIN_URL, DB_NAME, DB_URL, _wait_http, herald_env
+from bench.processes import Process, free_port
+from herald import db
+from herald.migrations import runner
+from herald.models import utcnow
+from herald.providers.base import Account
+from herald.sandbox import SandboxClient
+from herald.security.crypto import KeyRing
+from herald.settings import Settings
+from herald.tokens.connect import connect_integration, tokens_from
+
+WARM_UP = 200
+#: Telemetry's parts, each of which ``--by-part`` leaves out in turn (see :func:`_knock_out`).
+PARTS = (
+    "celery",
+    "sqlalchemy",
+    "httpx",
+    "export",
+    "otel-metrics",
+    "log",
+    "correlation",
+    "redaction",
+)
+
+
+def _queue_posts(settings: Settings, sandbox: SandboxClient, count: int) -> list[str]:
+    from sqlalchemy import insert
+
+    from herald.models import Post, Workspace
+
+    created = sandbox.create_account("mastodon")
+    with db.session_scope() as s:
+        ws = Workspace(name="cpu", slug=f"cpu-{uuid.uuid4().hex[:8]}")
+        s.add(ws)
+        s.flush()
+        integration = connect_integration(
+            s,
+            workspace_id=ws.id,
+            provider="mastodon",
+            account=Account(external_id=created["account_id"], handle=created["handle"]),
+            tokens=tokens_from(created),
+            keys=KeyRing.from_settings(settings),
+        )
+        now = utcnow()
+        rows = [
+            {
+                "id": uuid.uuid4(),
+                "workspace_id": ws.id,
+                "integration_id": integration.id,
+                "content": f"cpu post {i}",
+                "media": [],
+                "provider_settings": {},
+                "scheduled_at": now,
+                "status": "queued",
+                "idempotency_key": f"cpu-{uuid.uuid4().hex}",
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for i in range(count)
+        ]
+        s.execute(insert(Post), rows)
+    return [str(r["id"]) for r in rows]
+
+
+def _knock_out(parts: list[str]) -> None:
+    """Turn the named parts of telemetry off (SDK internals reached into: a bench's licence)."""
+    import logging
+
+    from opentelemetry import trace
+
+    from herald.telemetry import metrics
+
+    for part in parts:
+        if part == "sqlalchemy":
+            from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+            SQLAlchemyInstrumentor().uninstrument()
+        elif part == "httpx":
+            from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+            HTTPXClientInstrumentor().uninstrument()
+        elif part == "celery":
+            from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
+            CeleryInstrumentor().uninstrument()  # type: ignore[no-untyped-call]
+        elif part == "otel-metrics":
+            metrics.record_to_otel(False)
+        elif part == "export":  # spans still made, never exported
+            provider = trace.get_tracer_provider()
+            active = provider._active_span_processor  # type: ignore[attr-defined]
+            active._span_processors = active._span_processors[:1]
+        elif part == "correlation":  # no correlation attributes on every span
+            provider = trace.get_tracer_provider()
+            active = provider._active_span_processor  # type: ignore[attr-defined]
+            active._span_processors = active._span_processors[1:]
+        elif part == "redaction":  # spans exported as they are
+            provider = trace.get_tracer_provider()
+            active = provider._active_span_processor  # type: ignore[attr-defined]
+            batch = active._span_processors[-1]
+            batch._batch_processor._exporter = batch._batch_processor._exporter.inner
+        elif part == "log":
+            logging.getLogger().setLevel(logging.WARNING)
+        elif part:
+            raise SystemExit(f"unknown part {part!r}")
+
+
+def child(ids_file: Path, telemetry: bool, profile: Path | None, without: list[str]) -> None:
+    """Publish every post of ``ids_file`` as a worker's pool process would; print CPU ms/post."""
+    from herald.celery_app import _init_worker_process, app
+    from herald.settings import get_settings
+    from herald.telemetry.logging import configure_logging
+    from herald.telemetry.tracing import shutdown_telemetry
+
+    configure_logging(get_settings())
+    _init_worker_process()
+    app.loader.import_default_modules()
+    _knock_out(without)
+    publish = app.tasks["herald.posts.publish"]
+    ids = ids_file.read_text().split()
+    for post_id in ids[:WARM_UP]:
+        publish.apply(kwargs={"post_id": post_id}, throw=True)
+    measured = ids[WARM_UP:]
+    profiler = cProfile.Profile(time.process_time) if profile else None
+    started = time.process_time()
+    if profiler:
+        profiler.enable()
+    for post_id in measured:
+        publish.apply(kwargs={"post_id": post_id}, throw=True)
+    shutdown_telemetry()  # what is still buffered is exported on this clock
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(str(profile))
+    took = time.process_time() - started
+    print(json.dumps({"cpu_ms_per_post": took * 1000 / len(measured)}), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--posts", type=int, default=1500, help="posts per run (after warm-up)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", type=Path, help="cProfile of one telemetry-on run here")
+    parser.add_argument(
+        "--by-part",
+        action="store_true",
+        help="also run 'on' with each part of telemetry left out in turn, and print what each "
+        "part costs (the difference)",
+    )
+    parser.add_argument("--without", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["on", "off"], help=argparse.SUPPRESS)
+    parser.add_argument("--ids", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.ids, args.child == "on", args.profile, args.without.split(","))
+        return 0
+
+    workdir = Path(tempfile.mkdtemp(prefix="herald-bench-cpu-"))
+    admin = db.make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
+    port, otlp_port = free_port(), free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    sandbox_proc = Process.command(
+        [sys.executable, "-m", "herald.cli", "sandbox", "--port", str(port)],
+        "sandbox",
+        env,
+        workdir,
+    )
+    receiver = Process.command(
+        [sys.executable, "-m", "bench.otlp_receiver", "--port", str(otlp_port)],
+        "otlp-receiver",
+        env,
+        workdir,
+    )
+    # (label, mode, parts left out)
+    runs = [("off", "off", ""), ("on", "on", "")]
+    if args.by_part:
+        runs += [(f"on without {part}", "on", part) for part in PARTS]
+    results: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+    try:
+        runner.upgrade(DB_URL)
+        db.use_engine(db.make_engine(DB_URL))
+        url, otlp_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{otlp_port}"
+        _wait_http(url + "/_sandbox/health")
+        _wait_http(otlp_url + "/count")
+        settings = Settings(env="development", database_url=DB_URL).with_sandbox(url)
+        sandbox = SandboxClient(url, timeout_s=60)
+        sandbox.set_rate_limit("mastodon", 10_000_000, 60)
+        for round_ in range(args.rounds):
+            for label, mode, without in runs:
+                ids = _queue_posts(settings, sandbox, WARM_UP + args.posts)
+                ids_file = workdir / f"{round_}.ids"
+                ids_file.write_text("\n".join(ids))
+                argv_ = [sys.executable, "-m", "bench.publish_cpu", "--child", mode]
+                argv_ += ["--ids", str(ids_file), "--without", without]
+                if args.profile and label == "on" and round_ == 0:
+                    argv_ += ["--profile", str(args.profile)]
+                done = subprocess.run(
+                    argv_,
+                    env=herald_env(url, otlp_url, settings, telemetry=mode == "on"),
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                if done.returncode != 0:
+                    raise SystemExit(f"{label} run failed:\n{done.stderr[-4000:]}")
+                line = done.stdout.strip().splitlines()[-1]
+                figure = json.loads(line)["cpu_ms_per_post"]
+                results[label].append(figure)
+                print(f"round {round_ + 1} {label}: {figure:.3f} CPU ms per publish", flush=True)
+        sandbox.close()
+    finally:
+        receiver.stop()
+        sandbox_proc.stop()
+        db.get_engine().dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
+    medians = {m: round(statistics.median(v), 3) for m, v in results.items()}
+    summary: dict[str, object] = {
+        "cpu_ms_per_publish": medians,
+        "telemetry_ms": round(medians["on"] - medians["off"], 3),
+        "off_over_on": round(medians["off"] / medians["on"], 3),
+    }
+    if args.by_part:
+        summary["part_ms"] = {
+            part: round(medians["on"] - medians[f"on without {part}"], 3) for part in PARTS
+        }
+    print(json.dumps(summary))
+    if args.profile:
+        stats = pstats.Stats(str(args.profile))
+        stats.sort_stats("cumulative").print_stats(60)
+        stats.sort_stats("tottime").print_stats(30)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
