@@ -21,9 +21,11 @@ from kombu import Connection
 from herald import db
 from herald.beat_schedule import HEARTBEAT_TASK, beat_schedule
 from herald.broker import topology
+from herald.models import utcnow
 from herald.settings import Settings, get_settings
-from herald.telemetry import context, metrics, prometheus
+from herald.telemetry import context, metrics, prometheus, records
 from herald.telemetry.logging import configure_logging
+from herald.telemetry.state import job_intervals
 from herald.telemetry.tracing import setup_telemetry, shutdown_telemetry
 from herald.tokens.clients import check_at_start
 
@@ -121,6 +123,13 @@ def _init_worker_process(**_: Any) -> None:
     db.dispose_engine()
     setup_telemetry(get_settings(), engines=db.engines())
     prometheus.pool_process_started()
+
+
+@signals.beat_init.connect
+def _record_jobs_expected(sender: Any = None, **_: Any) -> None:
+    """Beat is up: from now on each of its periodic jobs is expected to run (health reads it)."""
+    conf = sender.app.conf if sender is not None and hasattr(sender, "app") else app.conf
+    records.record_jobs_expected(job_intervals(conf.beat_schedule), utcnow())
 
 
 @signals.worker_ready.connect

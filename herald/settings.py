@@ -278,8 +278,9 @@ class Settings(BaseSettings):
     job_overdue_intervals: float = Field(
         default=3.0,
         ge=1.0,
-        description="A periodic job is overdue when its last success is older than this many "
-        "of its intervals.",
+        description="A periodic job is overdue when its last success (or, if it never "
+        "succeeded, the first start of a beat that schedules it) is older than this many of its "
+        "intervals.",
     )
 
     # Publishing

@@ -36,11 +36,13 @@ class Heartbeat(Base):
 
 
 class JobRun(Base):
-    """The last run of one periodic job (named by its task), whatever its outcome."""
+    """The last run of one periodic job (named by its task), whatever its outcome, and since
+    when it has been expected to run at all (the first start of a beat that schedules it)."""
 
     __tablename__ = "job_runs"
 
     job: Mapped[str] = mapped_column(String(200), primary_key=True)
+    expected_since: Mapped[datetime | None]
     last_started_at: Mapped[datetime | None]
     last_succeeded_at: Mapped[datetime | None]
     last_failed_at: Mapped[datetime | None]

@@ -81,6 +81,9 @@ class JobHealth(BaseModel):
     last_succeeded_at: datetime | None
     last_failed_at: datetime | None
     last_error: str | None
+    expected_since: datetime | None = Field(
+        description="When a beat first scheduled the job (null: none has yet)"
+    )
     overdue: bool
 
 
@@ -149,10 +152,14 @@ def _jobs(
     for job in sorted({*intervals, *state.jobs}):
         run = state.jobs.get(job) or JobRun(job=job)
         every = intervals.get(job)
-        overdue = every is not None and (
-            run.last_succeeded_at is None
-            or (now - run.last_succeeded_at).total_seconds()
-            > every * settings.job_overdue_intervals
+        # Overdue: no success for more than the allowance, counted from the last success or,
+        # for a job that never succeeded, from when a beat first scheduled it. A job no beat
+        # has scheduled yet is not judged here (no heartbeats then: its queues are unconsumed).
+        since = run.last_succeeded_at or run.expected_since
+        overdue = (
+            every is not None
+            and since is not None
+            and (now - since).total_seconds() > every * settings.job_overdue_intervals
         )
         out.append(
             JobHealth(
@@ -162,6 +169,7 @@ def _jobs(
                 last_succeeded_at=run.last_succeeded_at,
                 last_failed_at=run.last_failed_at,
                 last_error=run.last_error,
+                expected_since=run.expected_since,
                 overdue=overdue,
             )
         )

@@ -9,10 +9,12 @@ raised: monitoring must not break the work it watches.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 import structlog
+from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -61,3 +63,25 @@ def record_job_run(job: str, started_at: datetime, *, error: BaseException | Non
             _upsert(session, JobRun, "job", values)
     except SQLAlchemyError:
         log.exception("job_run.record_failed", job=job)
+
+
+def record_jobs_expected(jobs: Iterable[str], at: datetime) -> None:
+    """Beat started with ``jobs`` scheduled: each is expected to run from ``at`` on, unless an
+    earlier beat already expected it (the first start is kept, so a beat that keeps restarting
+    before a job's first run does not hide that the job never ran)."""
+    rows = [{"job": job, "expected_since": at} for job in sorted(set(jobs))]
+    if not rows:
+        return
+    try:
+        with db.session_scope() as session:
+            dialect = session.get_bind().dialect.name
+            insert = postgres_insert if dialect == "postgresql" else sqlite_insert
+            statement = insert(JobRun).values(rows)
+            kept = func.coalesce(JobRun.expected_since, statement.excluded.expected_since)
+            session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["job"], set_={"expected_since": kept}
+                )
+            )
+    except SQLAlchemyError:
+        log.exception("job_run.record_failed", jobs=[row["job"] for row in rows])

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from celery import signals
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
@@ -317,6 +318,43 @@ def test_health_is_degraded_but_200_for_trouble_that_does_not_stop_publishing(
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "degraded"
     assert len(response.json()["reasons"]) == 1, (cause, response.json()["reasons"])
+
+
+def test_a_fresh_system_has_no_overdue_job_until_a_job_misses_its_allowance_since_beat_began(
+    client: TestClient, tenant: Tenant, committed: Engine
+) -> None:
+    """Before, every periodic job of a fresh system was overdue (health: degraded) until its
+    first run, an hour for the hourly ones. Now a job that never succeeded is judged from the
+    first start of a beat that schedules it."""
+    _beats()
+    signals.beat_init.send(sender=None)  # as beat starting: every scheduled job now expected
+    body = client.get("/api/postiz/monitoring/health", headers=tenant.headers).json()
+    assert body["status"] == "healthy", body["reasons"]
+    jobs = {job["job"]: job for job in body["jobs"]}
+    assert set(jobs) == set(job_intervals(beat_schedule(get_settings(), QUEUES)))
+    assert all(job["expected_since"] and not job["overdue"] for job in jobs.values())
+
+    # Beat started long ago (more than the allowance of the sweep's interval) and the sweep
+    # never succeeded since: that is overdue. A later beat start keeps the first one.
+    every = job_intervals(beat_schedule(get_settings(), QUEUES))["herald.posts.sweep_stuck"]
+    first = utcnow() - timedelta(seconds=every * get_settings().job_overdue_intervals + 60)
+    with service_session() as session:
+        session.merge(JobRun(job="herald.posts.sweep_stuck", expected_since=first))
+    signals.beat_init.send(sender=None)
+    body = client.get("/api/postiz/monitoring/health", headers=tenant.headers).json()
+    assert body["status"] == "degraded"
+    assert body["reasons"] == ["periodic job herald.posts.sweep_stuck is overdue"]
+    sweep = next(job for job in body["jobs"] if job["job"] == "herald.posts.sweep_stuck")
+    assert datetime.fromisoformat(sweep["expected_since"]) == first
+
+
+def test_a_job_no_beat_has_scheduled_is_not_judged_overdue(
+    client: TestClient, tenant: Tenant, committed: Engine
+) -> None:
+    _beats()
+    body = client.get("/api/postiz/monitoring/health", headers=tenant.headers).json()
+    assert body["status"] == "healthy", body["reasons"]
+    assert all(job["expected_since"] is None and not job["overdue"] for job in body["jobs"])
 
 
 def test_health_reports_the_last_hours_publishing_of_the_callers_workspace_only(
