@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
@@ -15,6 +15,9 @@ from herald.cli_audit import audit
 from herald.cli_connect import integrations, members, workspaces
 from herald.cli_webhooks import webhooks
 from herald.settings import get_settings
+
+if TYPE_CHECKING:
+    from herald.migrations.roles import Roles
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,13 +40,28 @@ def db() -> None:
 
 @db.command("upgrade")
 @click.argument("revision", default="head")
-def db_upgrade(revision: str) -> None:
+@click.option(
+    "--roles",
+    "admin_url",
+    metavar="ADMIN_URL",
+    envvar="HERALD_DATABASE_ADMIN_URL",
+    default=None,
+    help="First create or repair the three roles as this Postgres superuser (as 'herald db "
+    "roles --apply'), and again after migrating so their grants cover the new tables. Also "
+    "read from HERALD_DATABASE_ADMIN_URL (a URL with a password is better kept off the "
+    "command line).",
+)
+def db_upgrade(revision: str, admin_url: str | None) -> None:
     """Migrate the database up to REVISION (default: head), as HERALD_MIGRATION_DATABASE_URL
     (HERALD_DATABASE_URL when unset)."""
     from herald.migrations import runner
 
     settings = get_settings()
+    if admin_url:
+        _apply_roles(admin_url)
     runner.upgrade(settings.migration_database_url or settings.database_url, revision)
+    if admin_url:
+        _apply_roles(admin_url)
     click.echo(f"database at {revision}")
 
 
@@ -89,19 +107,32 @@ def db_roles(admin_url: str | None) -> None:
     HERALD_SERVICE_DATABASE_URL (herald_migration, herald_runtime, herald_service where a URL
     names none). Printed SQL carries no password; --apply sets those the URLs carry.
     """
+    if admin_url is not None:
+        _apply_roles(admin_url)
+        return
+    from herald.migrations import roles
+
+    database, names, _ = _roles_of_settings()
+    for statement in roles.role_statements(database, names):
+        click.echo(statement + ";")
+
+
+def _roles_of_settings() -> tuple[str, Roles, tuple[str, str | None, str | None]]:
+    """The database, the three role names and the URLs they come from (the settings')."""
     from sqlalchemy.engine import make_url
 
     from herald.migrations import roles
 
     settings = get_settings()
     urls = (settings.database_url, settings.service_database_url, settings.migration_database_url)
-    names = roles.roles_from_urls(*urls)
     database = make_url(settings.database_url).database if "postgresql" in urls[0] else None
-    database = database or "herald"
-    if admin_url is None:
-        for statement in roles.role_statements(database, names):
-            click.echo(statement + ";")
-        return
+    return database or "herald", roles.roles_from_urls(*urls), urls
+
+
+def _apply_roles(admin_url: str) -> None:
+    from herald.migrations import roles
+
+    database, names, urls = _roles_of_settings()
     roles.apply(
         admin_url,
         database,

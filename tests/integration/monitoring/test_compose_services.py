@@ -28,10 +28,11 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 import yaml
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.engine import Engine
 
 from herald import db
+from herald.models import Workspace
 from tests.conftest import ADMIN_DATABASE_URL, REDIS_URL, RUN_ID
 from tests.fixtures.monitoring import (
     HERALD,
@@ -49,6 +50,9 @@ SECRETS = {
     "HERALD_TOKEN_KEYS": "k1:" + "C" * 43,
     "HERALD_JWT_SECRET": "compose-test-jwt-secret-0123456789abcdef",
     "HERALD_METRICS_TOKEN": "compose-test-metrics-token",
+    "HERALD_DB_RUNTIME_PASSWORD": "compose-test-runtime",
+    "HERALD_DB_SERVICE_PASSWORD": "compose-test-service",
+    "HERALD_DB_MIGRATION_PASSWORD": "compose-test-migration",
     "HERALD_FLOWER_BASIC_AUTH": "operator:compose-test-flower",
     "GRAFANA_ADMIN_PASSWORD": "compose-test-grafana",
 }
@@ -101,7 +105,15 @@ class LocalMap:
         if target is None:
             return value
         if parts.hostname == "postgres":  # the test's server and database, the compose driver
-            return urlunsplit((parts.scheme, target.netloc, target.path, "", ""))
+            # The image's superuser is the test's administrator; Herald's roles keep their
+            # names, made the run's own (roles are global to the server), without a password.
+            user = parts.username or ""
+            netloc = (
+                target.netloc
+                if user == "herald"
+                else f"{composed_role(user)}@{target.netloc.rpartition('@')[2]}"
+            )
+            return urlunsplit((parts.scheme, netloc, target.path, "", ""))
         return urlunsplit((parts.scheme, target.netloc, parts.path, parts.query, ""))
 
     def listening(self, service: str, found: list[str]) -> dict[str, str]:
@@ -121,9 +133,18 @@ def _listening_ports(service: dict[str, Any], env: dict[str, str]) -> list[str]:
     return ports
 
 
+COMPOSE_ROLES = ("herald_runtime", "herald_service", "herald_migration")
+
+
+def composed_role(name: str) -> str:
+    """The run's own name for one of the roles compose.yaml connects as."""
+    return f"{name}_compose_{RUN_ID}"
+
+
 @pytest.fixture
 def compose_database(engine: Engine) -> Iterator[str]:
-    """A database of its own for the composed Herald (the migrate service builds it)."""
+    """A database of its own for the composed Herald (the migrate service builds it, roles
+    included; they are dropped with it)."""
     name = f"herald_compose_{uuid.uuid4().hex[:8]}"
     admin = db.make_engine(ADMIN_DATABASE_URL, isolation_level="AUTOCOMMIT", poolclass=None)
     with admin.connect() as conn:
@@ -131,6 +152,8 @@ def compose_database(engine: Engine) -> Iterator[str]:
     yield ADMIN_DATABASE_URL.rsplit("/", 1)[0] + "/" + name
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        for role in COMPOSE_ROLES:
+            conn.execute(text(f'DROP ROLE IF EXISTS "{composed_role(role)}"'))
     admin.dispose()
 
 
@@ -204,6 +227,7 @@ def test_every_herald_service_of_compose_runs_here_and_passes_its_healthcheck(
     assert done.returncode == 0, done.stdout + done.stderr
 
     envs = {name: environment(name, service) for name, service in herald.items()}
+    _row_level_security_holds(envs["api"])
     for name, service in herald.items():
         services(name, argv(name, service), envs[name])
     for name, service in herald.items():
@@ -218,6 +242,24 @@ def test_every_herald_service_of_compose_runs_here_and_passes_its_healthcheck(
     # The collector's address reaches every process: traces arrive at the OTLP receiver.
     eventually(lambda: otlp_sink.received("/v1/traces"), timeout=30, what="traces over OTLP")
     _prometheus_scrapes_every_herald_target(compose, local, tmp_path, services)
+
+
+def _row_level_security_holds(env: dict[str, str]) -> None:
+    """The composed services connect as roles the policies bind: the runtime role bypasses no
+    policy and, with no workspace set, sees no tenant row; the service role may cross them."""
+    runtime = db.make_engine(env["HERALD_DATABASE_URL"], poolclass=None)
+    service = db.make_engine(env["HERALD_SERVICE_DATABASE_URL"], poolclass=None)
+    try:
+        with service.begin() as conn:
+            conn.execute(insert(Workspace).values(name="A", slug=f"compose-{RUN_ID}"))
+            assert conn.scalar(text("SELECT count(*) FROM workspaces")) == 1
+        with runtime.connect() as conn:
+            bypasses = "SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = current_user"
+            assert conn.scalar(text(bypasses)) is False
+            assert conn.scalar(text("SELECT count(*) FROM workspaces")) == 0
+    finally:
+        runtime.dispose()
+        service.dispose()
 
 
 def _prometheus_scrapes_every_herald_target(
