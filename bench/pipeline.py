@@ -39,7 +39,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -57,7 +58,7 @@ from herald.celery_app import create_app
 from herald.migrations import runner
 from herald.models import Post, PostStatus, Workspace, utcnow
 from herald.providers.base import Account
-from herald.publishing.dispatch import Claimed, claim_due_posts
+from herald.publishing.dispatch import Claimed, dispatch_due_posts
 from herald.publishing.sweep import requeue_lost
 from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
@@ -285,12 +286,14 @@ def dispatch_until(
     deadline = started + timeout_s
     next_check = next_sweep = started
     while time.perf_counter() < deadline:
-        with db.session_scope() as s:
-            claimed = claim_due_posts(s, settings)
+        with db.session_scope() as s:  # as dispatch_due does
+            dispatch_due_posts(s, settings, lambda claimed: send(sender, claimed))
             if time.perf_counter() >= next_sweep:  # as beat's sweep would: lost messages
-                claimed += requeue_lost(s, settings)
+                lost = requeue_lost(s, settings)
                 next_sweep = time.perf_counter() + settings.sweep_interval_s
-        send(sender, claimed)
+            else:
+                lost = []
+        send(sender, lost)
         if time.perf_counter() >= next_check:
             if done():
                 return time.perf_counter() - started
@@ -482,6 +485,62 @@ def fairness(bench: Bench, broker: Broker, count: int, timeout_s: float) -> floa
 # -- the run -----------------------------------------------------------------------------------
 
 
+@dataclass
+class Servers:
+    """What a bench runs against: its own database (migrated, Herald's engine pointed at it),
+    the sandbox and the OTLP receiver, each in a process of its own."""
+
+    workdir: Path
+    sandbox_url: str
+    otlp_url: str
+    sandbox_pid: int
+    receiver_pid: int
+    settings: Settings
+    sandbox: SandboxClient
+
+
+@contextmanager
+def servers(prefix: str) -> Iterator[Servers]:
+    """Start :class:`Servers`; stop them and drop the database afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    admin = db.make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
+    port, otlp_port = free_port(), free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    sandbox_proc = Process.command(
+        [sys.executable, "-m", "herald.cli", "sandbox", "--port", str(port)],
+        "sandbox",
+        env,
+        workdir,
+    )
+    receiver = Process.command(
+        [sys.executable, "-m", "bench.otlp_receiver", "--port", str(otlp_port)],
+        "otlp-receiver",
+        env,
+        workdir,
+    )
+    try:
+        runner.upgrade(DB_URL)
+        db.use_engine(db.make_engine(DB_URL))
+        url, otlp_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{otlp_port}"
+        _wait_http(url + "/_sandbox/health")
+        _wait_http(otlp_url + "/count")
+        settings = Settings(env="development", database_url=DB_URL).with_sandbox(url)
+        sandbox = SandboxClient(url, timeout_s=60)
+        try:
+            sandbox.set_rate_limit("mastodon", 10_000_000, 60)
+            yield Servers(workdir, url, otlp_url, sandbox_proc.pid, receiver.pid, settings, sandbox)
+        finally:
+            sandbox.close()
+    finally:
+        receiver.stop()
+        sandbox_proc.stop()
+        db.get_engine().dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -515,55 +574,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.posts, args.memory_posts, args.fair_posts = 500, 2000, 5000
 
-    workdir = Path(tempfile.mkdtemp(prefix="herald-bench-"))
-    admin = db.make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
     amqp_url = _create_vhost()
-    port, otlp_port = free_port(), free_port()
-    sandbox_proc = Process.command(
-        [sys.executable, "-m", "herald.cli", "sandbox", "--port", str(port)],
-        "sandbox",
-        {**os.environ},
-        workdir,
-    )
-    receiver = Process.command(
-        [sys.executable, "-m", "bench.otlp_receiver", "--port", str(otlp_port)],
-        "otlp-receiver",
-        {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-        workdir,
-    )
     try:
-        runner.upgrade(DB_URL)
-        db.use_engine(db.make_engine(DB_URL))
-        url = f"http://127.0.0.1:{port}"
-        otlp_url = f"http://127.0.0.1:{otlp_port}"
-        _wait_http(url + "/_sandbox/health")
-        _wait_http(otlp_url + "/count")
-        settings = Settings(env="development", database_url=DB_URL).with_sandbox(url)
-        sandbox = SandboxClient(url, timeout_s=60)
-        sandbox.set_rate_limit("mastodon", 10_000_000, 60)
-        bench = Bench(
-            url,
-            settings,
-            workdir,
-            args.concurrency,
-            otlp_url,
-            sandbox_proc.pid,
-            receiver.pid,
-            KeyRing.from_settings(settings),
-            sandbox,
-        )
-        redis_broker = Broker("redis", REDIS_URL, KEY_PREFIX)
-        rabbit_broker = Broker("rabbitmq", amqp_url, "")
-        report(bench, redis_broker, rabbit_broker, args)
-        sandbox.close()
+        with servers("herald-bench-") as up:
+            bench = Bench(
+                up.sandbox_url,
+                up.settings,
+                up.workdir,
+                args.concurrency,
+                up.otlp_url,
+                up.sandbox_pid,
+                up.receiver_pid,
+                KeyRing.from_settings(up.settings),
+                up.sandbox,
+            )
+            redis_broker = Broker("redis", REDIS_URL, KEY_PREFIX)
+            rabbit_broker = Broker("rabbitmq", amqp_url, "")
+            report(bench, redis_broker, rabbit_broker, args)
     finally:
-        receiver.stop()
-        sandbox_proc.stop()
-        db.get_engine().dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
         _purge_redis()
         _delete_vhost()
     return 0

@@ -23,22 +23,16 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
-import os
 import pstats
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from sqlalchemy import text
-
-from bench.pipeline import ADMIN_URL, DB_NAME, DB_URL, _wait_http, herald_env
-from bench.processes import Process, free_port
+from bench.pipeline import herald_env, servers
 from herald import db
-from herald.migrations import runner
 from herald.models import utcnow
 from herald.providers.base import Account
 from herald.sandbox import SandboxClient
@@ -193,67 +187,29 @@ def main(argv: list[str] | None = None) -> int:
         child(args.ids, args.child == "on", args.profile, args.without.split(","))
         return 0
 
-    workdir = Path(tempfile.mkdtemp(prefix="herald-bench-cpu-"))
-    admin = db.make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
-    port, otlp_port = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    sandbox_proc = Process.command(
-        [sys.executable, "-m", "herald.cli", "sandbox", "--port", str(port)],
-        "sandbox",
-        env,
-        workdir,
-    )
-    receiver = Process.command(
-        [sys.executable, "-m", "bench.otlp_receiver", "--port", str(otlp_port)],
-        "otlp-receiver",
-        env,
-        workdir,
-    )
     # (label, mode, parts left out)
     runs = [("off", "off", ""), ("on", "on", "")]
     if args.by_part:
         runs += [(f"on without {part}", "on", part) for part in PARTS]
     results: dict[str, list[float]] = {label: [] for label, _, _ in runs}
-    try:
-        runner.upgrade(DB_URL)
-        db.use_engine(db.make_engine(DB_URL))
-        url, otlp_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{otlp_port}"
-        _wait_http(url + "/_sandbox/health")
-        _wait_http(otlp_url + "/count")
-        settings = Settings(env="development", database_url=DB_URL).with_sandbox(url)
-        sandbox = SandboxClient(url, timeout_s=60)
-        sandbox.set_rate_limit("mastodon", 10_000_000, 60)
+    with servers("herald-bench-cpu-") as up:
         for round_ in range(args.rounds):
             for label, mode, without in runs:
-                ids = _queue_posts(settings, sandbox, WARM_UP + args.posts)
-                ids_file = workdir / f"{round_}.ids"
+                ids = _queue_posts(up.settings, up.sandbox, WARM_UP + args.posts)
+                ids_file = up.workdir / f"{round_}.ids"
                 ids_file.write_text("\n".join(ids))
                 argv_ = [sys.executable, "-m", "bench.publish_cpu", "--child", mode]
                 argv_ += ["--ids", str(ids_file), "--without", without]
                 if args.profile and label == "on" and round_ == 0:
                     argv_ += ["--profile", str(args.profile)]
-                done = subprocess.run(
-                    argv_,
-                    env=herald_env(url, otlp_url, settings, telemetry=mode == "on"),
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
+                env = herald_env(up.sandbox_url, up.otlp_url, up.settings, telemetry=mode == "on")
+                done = subprocess.run(argv_, env=env, capture_output=True, text=True, check=False)
                 if done.returncode != 0:
                     raise SystemExit(f"{label} run failed:\n{done.stderr[-4000:]}")
                 line = done.stdout.strip().splitlines()[-1]
                 figure = json.loads(line)["cpu_ms_per_post"]
                 results[label].append(figure)
                 print(f"round {round_ + 1} {label}: {figure:.3f} CPU ms per publish", flush=True)
-        sandbox.close()
-    finally:
-        receiver.stop()
-        sandbox_proc.stop()
-        db.get_engine().dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
     medians = {m: round(statistics.median(v), 3) for m, v in results.items()}
     summary: dict[str, object] = {
         "cpu_ms_per_publish": medians,

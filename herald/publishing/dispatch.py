@@ -18,6 +18,11 @@ Which posts, when more are due than one batch holds:
   never fill the batch while others wait;
 - a provider whose circuit is open sends only probes (at most its bound; see circuit.py).
 
+**Batch after batch**: a tick claims a batch (``dispatch_batch_size``), commits it and hands it
+over, and claims again while the last batch came back full, there is room under the
+backpressure bound and the tick's interval has not run out (:func:`dispatch_due_posts`). The
+dispatcher's rate therefore follows the posts due, not one batch per tick.
+
 **Early hand-off**: a post due within the next ``dispatch_lookahead_s`` (one and a half beat
 ticks by default) is claimed now and sent with a countdown to its ``scheduled_at``, so the tick
 is not the floor of the delay (docs/decisions.md). Publishing still refuses a post before its
@@ -27,7 +32,9 @@ lost is a lost message like any other: the sweep sends it again.
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import zip_longest
@@ -118,6 +125,28 @@ def claim_due_posts(
         .execution_options(synchronize_session=False)
     ).all()
     return in_turns([Claimed.of(row) for row in claimed])
+
+
+def dispatch_due_posts(
+    session: Session, settings: Settings, hand_over: Callable[[list[Claimed]], None]
+) -> int:
+    """One tick: claim due posts batch after batch, each committed and then handed over (sent
+    to the workers), while a batch comes back full and within ``dispatch_interval_s`` (the next
+    tick takes over from there). The backpressure bound ends it too: a claim without room
+    returns nothing. Returns how many posts were handed over."""
+    started = time.monotonic()
+    total = 0
+    while True:
+        claimed = claim_due_posts(session, settings)
+        session.commit()
+        if claimed:
+            hand_over(claimed)
+        total += len(claimed)
+        if (
+            len(claimed) < settings.dispatch_batch_size
+            or time.monotonic() - started >= settings.dispatch_interval_s
+        ):
+            return total
 
 
 def in_turns(claimed: list[Claimed]) -> list[Claimed]:

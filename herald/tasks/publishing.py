@@ -34,7 +34,7 @@ from herald.contracts import (
 )
 from herald.models import utcnow
 from herald.publishing import editing
-from herald.publishing.dispatch import Claimed, claim_due_posts
+from herald.publishing.dispatch import Claimed, dispatch_due_posts
 from herald.publishing.publisher import Outcome, publish_post, record_answer
 from herald.publishing.recording import OutcomeNotRecorded
 from herald.publishing.scheduling import SchedulingError, schedule_post
@@ -172,11 +172,15 @@ def _send_after_commit(task: HeraldTask, posts: list[Claimed]) -> None:
     periodic=True,
 )
 def dispatch_due(self: HeraldTask, payload: NoArguments) -> int:
-    claimed = claim_due_posts(self.session, get_settings())
-    _send_after_commit(self, claimed)
-    if claimed:
-        log.info("dispatch.claimed", count=len(claimed))
-    return len(claimed)
+    count = dispatch_due_posts(self.session, get_settings(), _send_all)
+    if count:
+        log.info("dispatch.claimed", count=count)
+    return count
+
+
+def _send_all(posts: list[Claimed]) -> None:
+    for post in posts:
+        send_publish(post)
 
 
 @app.task(

@@ -1,5 +1,5 @@
-"""Fairness and precision of the dispatcher: caps inside the claim, workspaces in turn, posts
-handed over ahead of their time but never published before it."""
+"""Fairness, precision and rate of the dispatcher: caps inside the claim, workspaces in turn,
+posts handed over ahead of their time but never published before it, batch after batch."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import timedelta
 from sqlalchemy import insert, update
 
 from herald.models import Integration, Post, PostStatus, utcnow
-from herald.publishing.dispatch import claim_due_posts
+from herald.publishing.dispatch import claim_due_posts, dispatch_due_posts
 from herald.publishing.publisher import publish_post
 from herald.publishing.sweep import requeue_lost
 from herald.sandbox import SandboxClient
@@ -144,3 +144,42 @@ def test_by_default_a_tick_claims_what_is_due_before_a_late_next_tick(
     assert claimed.post_id == after_a_tick
     assert 15 < claimed.countdown() <= 25
     assert fresh(Post, beyond).status is PostStatus.SCHEDULED
+
+
+def _tick(settings: Settings) -> list[list[uuid.UUID]]:
+    """One dispatch_due tick; the batches it handed over, in order."""
+    batches: list[list[uuid.UUID]] = []
+    with service_session() as s:
+        count = dispatch_due_posts(s, settings, lambda c: batches.append([p.post_id for p in c]))
+    assert count == sum(len(b) for b in batches)
+    return batches
+
+
+def test_a_tick_claims_batch_after_batch_while_they_come_back_full(
+    connect: ConnectFn, pub_settings: Settings
+) -> None:
+    """One batch per tick capped the dispatcher at batch/interval posts a second (100/s by
+    default), below what the workers publish: at a steady 110 posts/s the delay grew without
+    bound (make bench, latency phase). A tick now claims until a batch comes back short."""
+    bulk_posts(connect("mastodon"), 12)
+    settings = pub_settings.model_copy(
+        update={"dispatch_batch_size": 5, "dispatch_max_queued": 1000, "dispatch_interval_s": 60}
+    )
+    batches = _tick(settings)
+    assert [len(b) for b in batches] == [5, 5, 2]
+    assert len({p for b in batches for p in b}) == 12
+    assert _tick(settings) == []  # nothing left due
+
+
+def test_a_tick_stops_at_the_backpressure_bound_and_at_the_end_of_its_interval(
+    connect: ConnectFn, pub_settings: Settings
+) -> None:
+    bulk_posts(connect("mastodon"), 30)
+    bounded = pub_settings.model_copy(
+        update={"dispatch_batch_size": 5, "dispatch_max_queued": 7, "dispatch_interval_s": 60}
+    )
+    assert [len(b) for b in _tick(bounded)] == [5, 2]  # 7 queued: no room for more
+    with service_session() as s:  # the workers took those
+        s.execute(update(Post).where(Post.status == PostStatus.QUEUED).values(status="published"))
+    brief = bounded.model_copy(update={"dispatch_max_queued": 1000, "dispatch_interval_s": 1e-9})
+    assert [len(b) for b in _tick(brief)] == [5]  # the next tick carries on
