@@ -7,7 +7,7 @@ from datetime import datetime
 from rich.console import Console
 from rich.table import Table
 
-from herald.telemetry.health import HealthReport, Reachability
+from herald.telemetry.health import HealthReport, JobHealth, Reachability
 
 _STYLE = {"healthy": "bold green", "degraded": "bold yellow", "unhealthy": "bold red"}
 
@@ -24,6 +24,13 @@ def _when(value: datetime | None, now: datetime) -> str:
     if value is None:
         return "never"
     return f"{(now - value).total_seconds():.0f} s ago"
+
+
+def _success(job: JobHealth, now: datetime) -> str:
+    """The last success; for a job that never succeeded, since when beat has expected it."""
+    if job.last_succeeded_at is None and job.expected_since is not None:
+        return f"never (expected since {_when(job.expected_since, now)})"
+    return _when(job.last_succeeded_at, now)
 
 
 def _check(name: str, check: Reachability) -> tuple[str, str, str, str]:
@@ -61,7 +68,7 @@ def render(report: HealthReport, console: Console | None = None) -> None:
         jobs.add_row(
             job.job,
             _num(job.interval_s, " s"),
-            _when(job.last_succeeded_at, report.checked_at),
+            _success(job, report.checked_at),
             _when(job.last_failed_at, report.checked_at),
             "[red]yes[/]" if job.overdue else "no",
             (job.last_error or "")[:60],

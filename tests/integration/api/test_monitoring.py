@@ -523,3 +523,17 @@ def test_herald_health_prints_the_report_and_exits_by_its_status(committed: Engi
     report = runner.invoke(cli, ["health", "--json"])
     assert report.exit_code == 0
     assert json.loads(report.output)["status"] == "healthy"
+
+
+def test_herald_health_shows_a_job_that_never_ran_as_expected_since_beat_began(
+    committed: Engine,
+) -> None:
+    from click.testing import CliRunner
+
+    from herald.cli import cli
+
+    _beats()
+    signals.beat_init.send(sender=None)
+    result = CliRunner().invoke(cli, ["health"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "never (expected since" in result.output
