@@ -202,23 +202,10 @@ class Bench:
     # -- data ------------------------------------------------------------------------------------
 
     def workspace(self, name: str) -> Workspace:
-        with db.session_scope() as s:
-            ws = Workspace(name=name, slug=f"{name.lower()}-{RUN}")
-            s.add(ws)
-        return ws
+        return new_workspace(name)
 
     def account(self, ws: Workspace) -> tuple[uuid.UUID, str, str]:
-        created = self.sandbox.create_account("mastodon")
-        with db.session_scope() as s:
-            integration = connect_integration(
-                s,
-                workspace_id=ws.id,
-                provider="mastodon",
-                account=Account(external_id=created["account_id"], handle=created["handle"]),
-                tokens=tokens_from(created),
-                keys=self.keys,
-            )
-            return integration.id, created["account_id"], created["access_token"]
+        return connect_account(self.sandbox, self.keys, ws.id)
 
     def insert_posts(
         self,
@@ -230,27 +217,72 @@ class Bench:
         start: datetime | None = None,
         spacing_s: float = 0.0,
     ) -> None:
-        start = start or utcnow()
-        rows = [
-            {
-                "id": uuid.uuid4(),
-                "workspace_id": ws.id,
-                "integration_id": integration_id,
-                "content": f"{tag} post {i}",
-                "media": [],
-                "provider_settings": {},
-                "scheduled_at": start + timedelta(seconds=i * spacing_s),
-                "status": "scheduled",
-                "idempotency_key": f"{tag}-{i}",
-                "attempts": 0,
-                "created_at": utcnow(),
-                "updated_at": utcnow(),
-            }
-            for i in range(count)
-        ]
-        with db.session_scope() as s:
-            for chunk in range(0, len(rows), 5000):
-                s.execute(insert(Post), rows[chunk : chunk + 5000])
+        insert_posts(ws.id, integration_id, count, tag, start=start, spacing_s=spacing_s)
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+
+def new_workspace(name: str) -> Workspace:
+    with db.session_scope() as s:
+        ws = Workspace(name=name, slug=f"{name.lower()}-{RUN}-{uuid.uuid4().hex[:6]}")
+        s.add(ws)
+    return ws
+
+
+def connect_account(
+    sandbox: SandboxClient, keys: KeyRing, workspace_id: uuid.UUID
+) -> tuple[uuid.UUID, str, str]:
+    """A new Mastodon account in the sandbox, connected to the workspace: the integration's id,
+    the account's id and its access token."""
+    created = sandbox.create_account("mastodon")
+    with db.session_scope() as s:
+        integration = connect_integration(
+            s,
+            workspace_id=workspace_id,
+            provider="mastodon",
+            account=Account(external_id=created["account_id"], handle=created["handle"]),
+            tokens=tokens_from(created),
+            keys=keys,
+        )
+        return integration.id, created["account_id"], created["access_token"]
+
+
+def insert_posts(
+    workspace_id: uuid.UUID,
+    integration_id: uuid.UUID,
+    count: int,
+    tag: str,
+    *,
+    start: datetime | None = None,
+    spacing_s: float = 0.0,
+    status: PostStatus = PostStatus.SCHEDULED,
+) -> list[uuid.UUID]:
+    """``count`` posts tagged ``tag`` (in their content and idempotency keys), the first due at
+    ``start`` (now), the others ``spacing_s`` apart; their ids."""
+    start = start or utcnow()
+    ids = [uuid.uuid4() for _ in range(count)]
+    rows = [
+        {
+            "id": ids[i],
+            "workspace_id": workspace_id,
+            "integration_id": integration_id,
+            "content": f"{tag} post {i}",
+            "media": [],
+            "provider_settings": {},
+            "scheduled_at": start + timedelta(seconds=i * spacing_s),
+            "status": status,
+            "idempotency_key": f"{tag}-{i}",
+            "attempts": 0,
+            "created_at": utcnow(),
+            "updated_at": utcnow(),
+        }
+        for i in range(count)
+    ]
+    with db.session_scope() as s:
+        for chunk in range(0, len(rows), 5000):
+            s.execute(insert(Post), rows[chunk : chunk + 5000])
+    return ids
 
 
 def published(tag: str) -> int:

@@ -30,15 +30,18 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
-from bench.pipeline import herald_env, servers
-from herald import db
-from herald.models import utcnow
-from herald.providers.base import Account
-from herald.sandbox import SandboxClient
+from bench.pipeline import (
+    Servers,
+    connect_account,
+    herald_env,
+    insert_posts,
+    new_workspace,
+    servers,
+)
+from herald.models import PostStatus
 from herald.security.crypto import KeyRing
-from herald.settings import Settings
-from herald.tokens.connect import connect_integration, tokens_from
 
 WARM_UP = 200
 #: Telemetry's parts, each of which ``--by-part`` leaves out in turn (see :func:`_knock_out`).
@@ -54,44 +57,15 @@ PARTS = (
 )
 
 
-def _queue_posts(settings: Settings, sandbox: SandboxClient, count: int) -> list[str]:
-    from sqlalchemy import insert
-
-    from herald.models import Post, Workspace
-
-    created = sandbox.create_account("mastodon")
-    with db.session_scope() as s:
-        ws = Workspace(name="cpu", slug=f"cpu-{uuid.uuid4().hex[:8]}")
-        s.add(ws)
-        s.flush()
-        integration = connect_integration(
-            s,
-            workspace_id=ws.id,
-            provider="mastodon",
-            account=Account(external_id=created["account_id"], handle=created["handle"]),
-            tokens=tokens_from(created),
-            keys=KeyRing.from_settings(settings),
-        )
-        now = utcnow()
-        rows = [
-            {
-                "id": uuid.uuid4(),
-                "workspace_id": ws.id,
-                "integration_id": integration.id,
-                "content": f"cpu post {i}",
-                "media": [],
-                "provider_settings": {},
-                "scheduled_at": now,
-                "status": "queued",
-                "idempotency_key": f"cpu-{uuid.uuid4().hex}",
-                "attempts": 0,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for i in range(count)
-        ]
-        s.execute(insert(Post), rows)
-    return [str(r["id"]) for r in rows]
+def _queue_posts(servers: Servers, count: int) -> list[str]:
+    """``count`` posts of a new workspace and account, queued and due (as the dispatcher
+    leaves them)."""
+    ws = new_workspace("cpu")
+    integration, _, _ = connect_account(
+        servers.sandbox, KeyRing.from_settings(servers.settings), ws.id
+    )
+    tag = f"cpu-{uuid.uuid4().hex[:8]}"
+    return [str(i) for i in insert_posts(ws.id, integration, count, tag, status=PostStatus.QUEUED)]
 
 
 def _knock_out(parts: list[str]) -> None:
@@ -101,6 +75,9 @@ def _knock_out(parts: list[str]) -> None:
     from opentelemetry import trace
 
     from herald.telemetry import metrics
+
+    def processors() -> Any:  # the SDK's list of span processors (telemetry on only)
+        return trace.get_tracer_provider()._active_span_processor  # type: ignore[attr-defined]
 
     for part in parts:
         if part == "sqlalchemy":
@@ -118,18 +95,12 @@ def _knock_out(parts: list[str]) -> None:
         elif part == "otel-metrics":
             metrics.record_to_otel(False)
         elif part == "export":  # spans still made, never exported
-            provider = trace.get_tracer_provider()
-            active = provider._active_span_processor  # type: ignore[attr-defined]
-            active._span_processors = active._span_processors[:1]
+            processors()._span_processors = processors()._span_processors[:1]
         elif part == "correlation":  # no correlation attributes on every span
-            provider = trace.get_tracer_provider()
-            active = provider._active_span_processor  # type: ignore[attr-defined]
-            active._span_processors = active._span_processors[1:]
+            processors()._span_processors = processors()._span_processors[1:]
         elif part == "redaction":  # spans exported as they are
-            provider = trace.get_tracer_provider()
-            active = provider._active_span_processor  # type: ignore[attr-defined]
-            batch = active._span_processors[-1]
-            batch._batch_processor._exporter = batch._batch_processor._exporter.inner
+            batch = processors()._span_processors[-1]._batch_processor
+            batch._exporter = batch._exporter.inner
         elif part == "log":
             logging.getLogger().setLevel(logging.WARNING)
         elif part:
@@ -195,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     with servers("herald-bench-cpu-") as up:
         for round_ in range(args.rounds):
             for label, mode, without in runs:
-                ids = _queue_posts(up.settings, up.sandbox, WARM_UP + args.posts)
+                ids = _queue_posts(up, WARM_UP + args.posts)
                 ids_file = up.workdir / f"{round_}.ids"
                 ids_file.write_text("\n".join(ids))
                 argv_ = [sys.executable, "-m", "bench.publish_cpu", "--child", mode]

@@ -29,10 +29,15 @@ log = structlog.get_logger("herald.monitoring")
 _MAX_ERROR_CHARS = 2000
 
 
-def _upsert(session: Session, model: type[Any], key: str, values: dict[str, Any]) -> None:
-    """INSERT … ON CONFLICT (key) DO UPDATE the given columns (Postgres and SQLite alike)."""
+def _insert(session: Session, model: type[Any]) -> Any:
+    """The INSERT of the session's dialect that has ON CONFLICT (Postgres and SQLite alike)."""
     insert = postgres_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(model).values(**values)
+    return insert(model)
+
+
+def _upsert(session: Session, model: type[Any], key: str, values: dict[str, Any]) -> None:
+    """INSERT … ON CONFLICT (key) DO UPDATE the given columns."""
+    statement = _insert(session, model).values(**values)
     changed = {name: statement.excluded[name] for name in values if name != key}
     session.execute(statement.on_conflict_do_update(index_elements=[key], set_=changed))
 
@@ -74,9 +79,7 @@ def record_jobs_expected(jobs: Iterable[str], at: datetime) -> None:
         return
     try:
         with db.session_scope() as session:
-            dialect = session.get_bind().dialect.name
-            insert = postgres_insert if dialect == "postgresql" else sqlite_insert
-            statement = insert(JobRun).values(rows)
+            statement = _insert(session, JobRun).values(rows)
             kept = func.coalesce(JobRun.expected_since, statement.excluded.expected_since)
             session.execute(
                 statement.on_conflict_do_update(
