@@ -14,7 +14,8 @@ Modes alternate for ``--rounds`` rounds and the median of each is printed with t
 ``--by-part`` adds runs with telemetry on but one part left out (an instrumentation, span
 export, Herald's metrics over OTLP, the log line, the correlation attributes, the span
 redaction): the difference is that part's cost.
-``--profile`` adds a cProfile of one ``on`` round (top functions, cumulative). The HTTP call
+``--profile`` adds a cProfile of one ``on`` round (``--profile-mode off``: of one ``off``
+round): top functions, cumulative and by own time. The HTTP call
 and Postgres run in other processes; their CPU is not in these figures.
 """
 
@@ -143,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--posts", type=int, default=1500, help="posts per run (after warm-up)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--profile", type=Path, help="cProfile of one telemetry-on run here")
+    parser.add_argument("--profile", type=Path, help="cProfile of one run here (--profile-mode)")
+    parser.add_argument(
+        "--profile-mode", choices=["on", "off"], default="on", help="the mode --profile profiles"
+    )
     parser.add_argument(
         "--by-part",
         action="store_true",
@@ -171,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                 ids_file.write_text("\n".join(ids))
                 argv_ = [sys.executable, "-m", "bench.publish_cpu", "--child", mode]
                 argv_ += ["--ids", str(ids_file), "--without", without]
-                if args.profile and label == "on" and round_ == 0:
+                if args.profile and label == args.profile_mode and round_ == 0:
                     argv_ += ["--profile", str(args.profile)]
                 env = herald_env(up.sandbox_url, up.otlp_url, up.settings, telemetry=mode == "on")
                 done = subprocess.run(argv_, env=env, capture_output=True, text=True, check=False)

@@ -55,14 +55,17 @@ def add_trace_ids(
 
 
 def _shared_processors() -> list[Any]:
+    # Redaction reads what the caller and the context supplied (the event, its fields, an
+    # exception's text); the fields computed after it (level, logger, time, trace ids) cannot
+    # hold a secret, and a value a caller passed under one of their names was redacted first.
     return [
         structlog.contextvars.merge_contextvars,
+        structlog.processors.format_exc_info,
+        redact,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         add_trace_ids,
-        structlog.processors.format_exc_info,
-        redact,
     ]
 
 

@@ -42,3 +42,32 @@ def test_log_lines_never_carry_a_token() -> None:
         assert secret not in text
     assert lines[0]["refresh_token"] == REDACTED
     assert len(lines) == 6
+
+
+def test_a_caller_cannot_slip_a_secret_in_under_a_field_herald_fills_after_redaction() -> None:
+    """Level, logger, time and trace ids are added after redaction (they cannot hold a
+    secret); a value a caller passes under one of those names is redacted or overwritten."""
+    stream = io.StringIO()
+    configure_logging(Settings(_env_file=None, log_format="json", log_level="DEBUG"), stream=stream)
+    try:
+        structlog.get_logger("t").info(
+            "odd",
+            trace_id="Bearer Sx5secret",  # no span is active: nothing overwrites it
+            level="token=Sx6secret",
+            timestamp="token=Sx7secret",
+            logger="token=Sx8secret",
+        )
+        try:
+            raise RuntimeError("password=Sx9secret")
+        except RuntimeError:
+            structlog.get_logger("t").exception("failed")
+    finally:
+        configure_logging(get_settings())
+    text = stream.getvalue()
+    for secret in ("Sx5", "Sx6", "Sx7", "Sx8", "Sx9"):
+        assert secret not in text
+    first, second = (json.loads(line) for line in text.splitlines())
+    assert (first["level"], first["logger"]) == ("info", "t")
+    assert first["timestamp"].endswith("Z")
+    assert first["trace_id"] != "Bearer Sx5secret"
+    assert "RuntimeError" in second["exception"]
