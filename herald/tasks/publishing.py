@@ -34,8 +34,9 @@ from herald.contracts import (
 )
 from herald.models import utcnow
 from herald.publishing import editing
+from herald.publishing.claiming import Outcome
 from herald.publishing.dispatch import Claimed, dispatch_due_posts
-from herald.publishing.publisher import Outcome, publish_post, record_answer
+from herald.publishing.publisher import publish_post, record_answer
 from herald.publishing.recording import OutcomeNotRecorded
 from herald.publishing.scheduling import SchedulingError, schedule_post
 from herald.publishing.sweep import requeue_lost, resolve_dead_workers

@@ -17,7 +17,7 @@ import pytest
 
 from herald.models import Integration, Post, PostStatus, PublishAttempt, utcnow
 from herald.providers.registry import provider_for
-from herald.publishing.publisher import claim
+from herald.publishing.claiming import claim
 from herald.publishing.scheduling import draft_of
 from herald.publishing.sweep import resolve_dead_workers
 from herald.sandbox import SandboxClient
