@@ -9,10 +9,11 @@ and some are rejected without requeue: the message is gone.
 :func:`~herald.broker.inspection.inspect_message` in front of the strategy and routes every
 refusal, its own and Celery's, to one place: a dead letter is recorded
 (:func:`~herald.broker.dead_letters.record_dead_letter`) and the message is acked, so it is
-neither lost nor redelivered forever. A message that passes inspection runs exactly as before;
-should the strategy still raise for it, that message is refused the same way, and the worker
-goes on. Connection and channel errors are not the message's fault and propagate as before,
-so the consumer reconnects.
+neither lost nor redelivered forever. A message's size is bounded before anything reads it
+(:mod:`herald.broker.limits`, which this consumer installs in kombu's decompression). A
+message that passes inspection runs exactly as before; should the strategy still raise for it,
+that message is refused the same way, and the worker goes on. Connection and channel errors
+are not the message's fault and propagate as before, so the consumer reconnects.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from herald.broker.inspection import (
     inspect_message,
     refused_payload,
 )
+from herald.broker.limits import bound_decompression
 from herald.telemetry import metrics
 from herald.telemetry.errors import describe_error
 
@@ -45,6 +47,11 @@ class GuardedConsumer(Consumer):
     # Set by Celery's __init__ from the transport (missing from celery-types' stubs).
     connection_errors: tuple[type[BaseException], ...]
     channel_errors: tuple[type[BaseException], ...]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Before the first message is made: kombu decompresses while making it.
+        bound_decompression()
+        super().__init__(*args, **kwargs)
 
     def create_task_handler(self, promise: type[promise] = promise) -> Callable[..., Any]:
         handle = super().create_task_handler(promise)

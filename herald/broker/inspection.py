@@ -26,6 +26,7 @@ from kombu.exceptions import ContentDisallowed
 from kombu.message import Message
 
 from herald.broker.dead_letters import Identity
+from herald.broker.limits import MAX_BODY_BYTES, too_large
 from herald.telemetry import context
 from herald.telemetry.errors import describe_error
 
@@ -130,6 +131,9 @@ def inspect_message(message: Message, registered: Container[str]) -> Refusal | N
             raise _Refused(
                 f"content type {message.content_type!r} refused: Herald accepts JSON only"
             )
+        size = len(message.body) if isinstance(message.body, bytes | str) else 0
+        if size > MAX_BODY_BYTES:
+            raise _Refused(too_large(size, "the body", MAX_BODY_BYTES))
         body = _decoded(message)
         task_headers = _task_headers(headers, body)
         _check_headers(task_headers, registered)

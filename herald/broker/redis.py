@@ -31,6 +31,7 @@ from kombu.utils.objects import cached_property
 
 from herald.broker.dead_letters import Identity, record_dead_letter
 from herald.broker.inspection import identity_of
+from herald.broker.limits import MAX_ENVELOPE_BYTES, too_large
 from herald.telemetry.errors import describe_error
 
 
@@ -40,6 +41,8 @@ class EnvelopeRefused(Exception):
 
 def check_envelope(item: bytes) -> None:
     """Raise :class:`EnvelopeRefused` unless kombu's virtual transport can read ``item``."""
+    if len(item) > MAX_ENVELOPE_BYTES:  # refused unparsed (herald.broker.limits)
+        raise EnvelopeRefused(too_large(len(item), "the queue item", MAX_ENVELOPE_BYTES))
     try:
         envelope = loads(item.decode("utf-8"))
     except Exception as exc:  # whatever the parser raises, the item is bad
@@ -86,6 +89,8 @@ def _check_body(body: Any, encoding: Any) -> None:
 
 def envelope_identity(item: bytes) -> Identity:
     """Whatever identity a refused item reveals (its headers, if it has readable ones)."""
+    if len(item) > MAX_ENVELOPE_BYTES:
+        return Identity()
     try:
         envelope = loads(item.decode("utf-8"))
     except Exception:  # nothing readable

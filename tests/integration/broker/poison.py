@@ -8,6 +8,7 @@ import base64
 import json
 import pickle
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -15,6 +16,7 @@ from urllib.parse import unquote, urlparse
 import amqp
 import redis
 
+from herald.broker.limits import MAX_BODY_BYTES, MAX_ENVELOPE_BYTES
 from herald.celery_app import QUEUES
 
 JSON = "application/json"
@@ -130,6 +132,34 @@ def task_level_poisons() -> list[Poison]:
             headers={"lang": "py", "task": "herald.posts.publish"},
         ),
         _case("no-task", "no task name", [[], {"marker": "no-task"}, {}], headers={}),
+        # Past the size bound: refused before the body is decoded, whatever it holds.
+        _case(
+            "oversized",
+            "bytes, more than the",
+            [[], {"post_id": "oversized" + "x" * MAX_BODY_BYTES}, {}],
+        ),
+        # A few kilobytes that would unpack into far more than the bound (kombu decompresses
+        # before anything else reads the message): decompression stops at the bound.
+        _case(
+            "zlib-bomb",
+            "unpacks into more than",
+            raw=zlib.compress(
+                json.dumps([["zlib-bomb" + " " * 4 * MAX_BODY_BYTES], {}, {}]).encode(), 9
+            ),
+            header_extra={"compression": "application/x-gzip"},
+        ),
+        _case(
+            "zlib-truncated",
+            "cannot be decoded",
+            raw=zlib.compress(b'[["zlib-truncated"], {}, {}]')[:-6],
+            header_extra={"compression": "application/x-gzip"},
+        ),
+        _case(
+            "unknown-compression",
+            "cannot be decoded",
+            raw=b"unknown-compression",
+            header_extra={"compression": "application/x-snappy"},
+        ),
         # Well-formed for the broker, refused by the task: the payload (with a NUL byte and a
         # workspace id) is recorded by the task base, through the same code.
         _case(
@@ -166,6 +196,11 @@ def envelope_poisons() -> list[Poison]:
         ),
         Poison("no-tag", "no delivery_tag", raw_item(json.dumps(no_tag)), task_id="poison-no-tag"),
         Poison("list-headers", "headers are not an object", raw_item(json.dumps(list_headers))),
+        Poison(
+            "huge-item",
+            "bytes, more than the",
+            raw_item(b'{"huge-item": "' + b"x" * MAX_ENVELOPE_BYTES + b'"}'),
+        ),
     ]
 
 

@@ -93,9 +93,26 @@ def test_poison_on_every_queue_is_recorded_acked_and_the_worker_keeps_consuming(
     broker.send(schedule_signature(integration))
 
     expected = len(poisons) + len(items)
-    eventually(
-        lambda: not worker.alive() or len(dead_letters()) >= expected, 60, f"{expected} letters"
-    )
+    try:
+        eventually(
+            lambda: len(dead_letters()),
+            60,
+            f"{expected} letters",
+            until=lambda count: count >= expected or not worker.alive(),
+        )
+    except AssertionError as late:  # name what is missing: a flake or a lost message?
+        letters = dead_letters()
+        missing = [
+            p.label
+            for p in [*poisons, *items]
+            if not any(
+                (p.task_id and d.task_id == p.task_id) or (d.raw and p.label in d.raw)
+                for d in letters
+            )
+        ]
+        raise AssertionError(
+            f"{late}; missing {missing}; worker log: {worker.log.read_text()[-3000:]}"
+        ) from None
     assert worker.alive(), worker.log.read_text()[-3000:]
 
     def good_message_ran() -> bool:
