@@ -40,6 +40,9 @@ from herald.telemetry import metrics
 log = structlog.get_logger("herald.providers.http")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: The most of an answer Herald reads (decoded). A network's answers are kilobytes; a longer
+#: one is not read on: it counts as a read that failed after the request was sent.
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
 
 
 class _NeverArrived(Exception):
@@ -52,6 +55,35 @@ class _RetryableRead(Exception):
     def __init__(self, error: TransientError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class _AnswerTooLarge(Exception):
+    """The answer went on past :data:`MAX_ANSWER_BYTES`."""
+
+
+def _read_bounded(response: httpx.Response) -> httpx.Response:
+    """``response`` read (or a copy holding its body) if it is within the bound."""
+    length = response.headers.get("content-length", "")
+    declared = length.isdigit() and int(length) <= MAX_ANSWER_BYTES
+    if declared and "content-encoding" not in response.headers:
+        response.read()  # as declared: the HTTP parser holds the server to its length
+        return response
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():  # decoded, so a compressed answer is bounded too
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise _AnswerTooLarge(f"an answer of more than {MAX_ANSWER_BYTES} bytes")
+        chunks.append(chunk)
+    # The body is decoded now: the copy must not claim an encoding or the wire's length.
+    headers = [
+        (key, value)
+        for key, value in response.headers.multi_items()
+        if key not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    return httpx.Response(
+        response.status_code, headers=headers, content=b"".join(chunks), request=response.request
+    )
 
 
 class ProviderHTTP:
@@ -128,13 +160,20 @@ class ProviderHTTP:
         started = time.perf_counter()
         status: int | str = "error"
         try:
-            response = self._client.request(method, url, **kwargs)
-            status = response.status_code
+            with self._client.stream(method, url, **kwargs) as streamed:
+                status = streamed.status_code
+                response = _read_bounded(streamed)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise _NeverArrived(type(exc).__name__) from exc
-        except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        except (
+            httpx.TimeoutException,
+            httpx.RemoteProtocolError,
+            httpx.ReadError,
+            _AnswerTooLarge,
+        ) as exc:
             # The request went out; whether the network applied it is unknown.
-            what = f"{type(exc).__name__} after the request was sent"
+            failed = exc if isinstance(exc, _AnswerTooLarge) else type(exc).__name__
+            what = f"{failed} after the request was sent"
             if safe:
                 raise _RetryableRead(TransientError(what, provider=self.provider)) from exc
             raise AmbiguousOutcome(what, provider=self.provider) from exc

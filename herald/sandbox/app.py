@@ -206,12 +206,35 @@ class SandboxApp:
             )
             await self._send(network.rate_limited_response(w), entry, scope, send)
             return
+        if fault.kind == "garble" and fault.repeat > 1:
+            await self._flood(fault, entry, send)
+            return
         if fault.kind == "garble":
             garbled = Response(fault.body, fault.status or 200, media_type="application/json")
             await self._send(garbled, entry, scope, send)
             return
         err = NetworkError(fault.status or 500, fault.message, code=fault.code)
         await self._send(network.error_response(err), entry, scope, send)
+
+    async def _flood(self, fault: FaultSpec, entry: JournalEntry, send: Send) -> None:
+        """An answer of ``body`` sent ``repeat`` times over, chunked as it is written (never
+        held whole): a network answering far more than any client should read."""
+        entry.status = fault.status or 200
+        start_headers = [(b"content-type", b"application/json")]
+        await send(
+            {"type": "http.response.start", "status": entry.status, "headers": start_headers}
+        )
+        unit = fault.body.encode()
+        per_chunk = max(1, 65_536 // max(1, len(unit)))  # about 64 KiB a chunk
+        left = fault.repeat
+        try:
+            while left > 0:
+                count = min(left, per_chunk)
+                await send({"type": "http.response.body", "body": unit * count, "more_body": True})
+                left -= count
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # the client stopped reading and went away: what it should do
+            return
 
     async def _drop(self, scope: Scope, send: Send) -> None:
         if self.drop_hook is not None and self.drop_hook(scope):

@@ -115,7 +115,10 @@ def control_api(sb: Sandbox) -> FastAPI:  # noqa: PLR0915 - one flat list of sma
 
     @r.post("/accounts", status_code=201)
     def create_account(body: AccountIn) -> dict[str, Any]:
-        network_or_404(body.network)
+        network = sb.networks[network_or_404(body.network)]
+        problem = body.account_id and network.account_id_problem(body.account_id)
+        if problem:
+            raise HTTPException(422, problem)
         account = sb.create_account(
             body.network,
             account_id=body.account_id,

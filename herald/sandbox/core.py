@@ -192,6 +192,11 @@ class SandboxNetwork(ABC):
     def new_account_id(self, seq: int) -> str:
         return str(1_000_000 + seq)
 
+    def account_id_problem(self, account_id: str) -> str | None:
+        """Why ``account_id`` cannot be this network's account id (seeding refuses it), or
+        None. Networks with a fixed id format say so."""
+        return None
+
     def seed_post(
         self, sb: Sandbox, account: SandboxAccount, text: str, options: Mapping[str, Any]
     ) -> SandboxPost:

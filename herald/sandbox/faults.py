@@ -43,6 +43,9 @@ class FaultSpec(BaseModel):
     status: int | None = Field(default=None, ge=200, le=599, description="default 500; garble 200")
     message: str | None = None
     body: str = Field(default="", max_length=100_000, description="garble: the body sent")
+    repeat: int = Field(
+        default=1, ge=1, le=100_000, description="garble: the body sent this many times over"
+    )
     code: str | None = None
     ms: int = Field(default=0, ge=0, le=600_000)
     applied: bool = False
@@ -61,6 +64,8 @@ class FaultSpec(BaseModel):
             self.ms = 30_000
         if self.status is None:
             self.status = 200 if self.kind == "garble" else 500
+        if self.repeat > 1 and self.kind != "garble":
+            raise ValueError("only a 'garble' fault repeats its body")
         if self.kind == "garble" and not 200 <= self.status < 300:
             raise ValueError("a garble fault answers a 2xx status")
         if self.kind != "garble" and self.status < 400:

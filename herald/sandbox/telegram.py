@@ -68,6 +68,10 @@ class TelegramNetwork(SandboxNetwork):
     def new_account_id(self, seq: int) -> str:
         return str(7_000_000_000 + seq)
 
+    def account_id_problem(self, account_id: str) -> str | None:
+        # The account is the bot (its messages' "from"); a chat such as "@news" is not one.
+        return None if account_id.isdigit() else "a Telegram bot's id is a number"
+
     def credential(self, request: Request) -> str | None:
         match = _TOKEN_IN_PATH.search(request.url.path + "/")
         return match.group(1) if match else None

@@ -20,6 +20,7 @@ from herald.providers.base import (
     TokenSet,
     TransientError,
 )
+from herald.providers.http import MAX_ANSWER_BYTES
 from herald.providers.registry import get_provider
 from herald.sandbox import SandboxClient
 from herald.settings import Settings
@@ -38,7 +39,7 @@ ANSWERS = [
 NETWORKS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "x": ({}, {}, "/2/tweets"),
     "linkedin": ({}, {}, "/rest/posts"),
-    "telegram": ({"account_id": "@news"}, {}, "/sendMessage"),
+    "telegram": ({}, {}, "/sendMessage"),
     "reddit": ({"handle": "alice"}, {"subreddit": "herald_test"}, "/api/submit"),
     "discord": ({"settings": {"channel_id": "5001"}}, {"channel_id": "5001"}, "/webhooks/"),
     "discord-bot": (
@@ -123,3 +124,45 @@ def test_an_unreadable_2xx_to_a_keyed_write_is_asked_again_and_answered_with_the
     again = connected.provider.publish(draft, connected.account, connected.tokens)
     (post,) = connected.sandbox.posts("mastodon")
     assert again.external_id == post["id"]
+
+
+#: A 2xx answer that goes on for 12 MiB (streamed by the sandbox): more than Herald reads.
+FLOOD = {"status": 200, "body": "x" * 1024, "repeat": 12 * 1024}
+
+
+def flood(connected: Connected) -> None:
+    connected.sandbox.inject(
+        connected.network,
+        "garble",
+        applied=True,
+        method="POST",
+        path=connected.path,
+        times=1,
+        **FLOOD,
+    )
+
+
+@pytest.mark.parametrize("connected", ["x", "telegram"], indirect=True)
+def test_an_answer_past_the_bound_is_not_read_on_and_a_write_is_ambiguous(
+    connected: Connected,
+) -> None:
+    """Herald stops reading at MAX_ANSWER_BYTES instead of holding whatever a network sends;
+    the write's outcome is then unknown, as with an answer lost on the way."""
+    flood(connected)
+    draft = PostDraft(text="the network took it", idempotency_key="k-1")
+    with pytest.raises(AmbiguousOutcome, match=f"more than {MAX_ANSWER_BYTES} bytes"):
+        connected.provider.publish(draft, connected.account, connected.tokens)
+    assert len(connected.sandbox.posts(connected.network)) == 1
+
+
+@pytest.mark.parametrize("connected", ["mastodon"], indirect=True)
+def test_an_answer_past_the_bound_to_a_keyed_write_is_asked_again_inside_the_call(
+    connected: Connected,
+) -> None:
+    """A failed read of a write the network de-duplicates is asked again at once (an unreadable
+    but complete answer is not: TransientError, above)."""
+    flood(connected)
+    draft = PostDraft(text="the network took it", idempotency_key="k-1")
+    result = connected.provider.publish(draft, connected.account, connected.tokens)
+    (post,) = connected.sandbox.posts("mastodon")
+    assert result.external_id == post["id"]

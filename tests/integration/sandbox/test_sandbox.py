@@ -233,3 +233,17 @@ def test_fault_specs_are_validated(sandbox: SandboxClient) -> None:
         sandbox.inject("nowhere", "error")
     with pytest.raises(httpx.HTTPStatusError):
         sandbox.set_options("x", no_such_switch=True)
+    with pytest.raises(httpx.HTTPStatusError):  # repeating is for garble only
+        sandbox.inject("x", "error", body="x", repeat=2)
+
+
+def test_an_account_id_the_network_cannot_have_is_refused_at_seeding(
+    sandbox: SandboxClient,
+) -> None:
+    """A Telegram account is the bot, whose id is a number (a chat such as "@news" is not):
+    seeded anyway, every message it sent crashed the sandbox's handler."""
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        sandbox.create_account("telegram", account_id="@news")
+    assert refused.value.response.status_code == 422
+    assert "number" in refused.value.response.text
+    assert sandbox.create_account("telegram", account_id="7000000042")["account_id"] == "7000000042"
