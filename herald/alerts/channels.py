@@ -59,16 +59,17 @@ class Channel(Protocol):
 
 def _post(http: httpx.Client, url: str, body: bytes, headers: dict[str, str]) -> None:
     try:
-        response = http.post(
-            url, content=body, headers={"Content-Type": "application/json", **headers}
-        )
+        # Only the status counts: the receiver's body is never read (it could be endless).
+        with http.stream(
+            "POST", url, content=body, headers={"Content-Type": "application/json", **headers}
+        ) as response:
+            status = response.status_code
     except DestinationRefused as exc:
         raise DeliveryFailed(exc.reason, retryable=False) from None
     except httpx.TransportError as exc:
         raise DeliveryFailed(f"transport error: {type(exc).__name__}", retryable=True) from None
     except httpx.TooManyRedirects:
         raise DeliveryFailed("too many redirects", retryable=False) from None
-    status = response.status_code
     if 200 <= status < 300:
         return
     retryable = status in (408, 425, 429) or status >= 500

@@ -173,14 +173,16 @@ def _send(
         **signing.sign(secret, str(delivery.id), body),
     }
     try:
-        response = client.post(subscription.url, content=body, headers=headers)
+        # Only the status counts: the receiver's body is never read (it could be endless).
+        with client.stream("POST", subscription.url, content=body, headers=headers) as response:
+            status = response.status_code
     except outbound.DestinationRefused as exc:
         return None, f"refused destination: {exc.reason}"
     except httpx.HTTPError as exc:
         return None, f"{type(exc).__name__} while sending"
-    if 200 <= response.status_code < 300:
-        return response.status_code, None
-    return response.status_code, f"HTTP {response.status_code}"
+    if 200 <= status < 300:
+        return status, None
+    return status, f"HTTP {status}"
 
 
 def _backoff(attempts: int, settings: Settings) -> timedelta:

@@ -57,6 +57,9 @@ class Receiver:
     answers: list[int] = field(default_factory=list)  # statuses for the next requests
     check: Any = None  # optional callable(headers, body) -> status
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Answer with a body that never ends (until the client goes away or the test ends).
+    endless: bool = False
+    stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
@@ -80,6 +83,16 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 receiver.requests.append(Received(self.path, headers, body, status))
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
+            if receiver.endless:
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                chunk = b"%x\r\n%s\r\n" % (65_536, b" " * 65_536)
+                try:
+                    while not receiver.stopped.is_set():
+                        self.wfile.write(chunk)
+                except OSError:  # the client went away
+                    return
+                return
             self.end_headers()
             self.wfile.write(b'{"status":"success"}')
 
@@ -96,6 +109,7 @@ def receiver() -> Iterator[Receiver]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield found
+    found.stopped.set()
     server.shutdown()
     server.server_close()
 

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -406,3 +407,20 @@ def test_delivery_timestamps_follow_the_clock_of_the_run(receiver: Receiver) -> 
     notify(settings, 0)
     [row] = outbox_of(rule)
     assert row.sent_at == at(0) + timedelta(seconds=2)
+
+
+def test_a_receiver_answering_without_end_does_not_hold_the_notification(
+    receiver: Receiver,
+) -> None:
+    """Only the receiver's status is read: an answer that never ends held the notifier."""
+    receiver.endless = True
+    settings = receiver_settings(ops=webhook(receiver.url))
+    add_rule()
+    errors_at(0, 5)
+    evaluate(settings, 0)
+    sender = threading.Thread(target=notify, args=(settings, 0), daemon=True)
+    sender.start()
+    sender.join(timeout=20)
+    assert not sender.is_alive(), "the notifier was still reading the answer after 20 s"
+    [request] = receiver.requests
+    assert request.status == 202

@@ -5,6 +5,7 @@ reported."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -159,3 +160,27 @@ def test_a_failing_receiver_is_retried_with_backoff_then_paused_and_reported(
     run_publish(new_post(integration, content="while paused"), settings, keys)
     with service_session() as s:
         assert s.scalar(select(func.count()).select_from(WebhookDelivery)) == 2
+
+
+def test_a_receiver_answering_without_end_does_not_hold_the_delivery(
+    pub_settings: Settings,
+    keys: KeyRing,
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    receiver: Receiver,
+) -> None:
+    """Only the receiver's status is read: a body that never ends (each chunk well within the
+    read timeout) held the delivery, and the task running it, for as long as it flowed."""
+    settings = _settings(pub_settings)
+    integration = connect("mastodon")
+    _subscribe(integration.workspace_id, f"{receiver.url}/hook", settings, keys)
+    run_publish(new_post(integration, content="to an endless receiver"), settings, keys)
+    receiver.endless = True
+
+    done: list[Any] = []
+    worker = threading.Thread(target=lambda: done.append(_deliver(settings, keys)), daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+
+    assert done, "the delivery was still reading the receiver's answer after 20 s"
+    assert (done[0].sent, done[0].retrying) == (1, 0)
