@@ -13,7 +13,10 @@ What it enforces, for the first request and every redirect alike:
   documentation ranges — any address that is not globally routable — and the cloud metadata
   addresses by name (169.254.169.254, fd00:ec2::254, 100.100.100.200…). IPv4-mapped,
   IPv4-compatible, 6to4 and NAT64 IPv6 addresses are judged by the IPv4 address inside;
-- environment proxies are ignored (a proxy would connect on our behalf, unchecked).
+- environment proxies are ignored (a proxy would connect on our behalf, unchecked);
+- a redirect's own body is read up to :data:`MAX_REDIRECT_BODY` bytes: httpx reads it
+  before following the redirect, and one that never ended held the caller for as long as it
+  flowed. A longer one is refused.
 
 A host listed in ``HERALD_OUTBOUND_ALLOW_HOSTS`` (exact host name or IP literal) is trusted
 with any address: that is how a deployment reaches an in-cluster Alertmanager, and how tests
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +40,8 @@ import httpx
 from herald.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: The largest redirect body followed (httpx reads it; what it says is never used).
+MAX_REDIRECT_BODY = 65_536
 Resolver = Callable[[str, int], Sequence[str]]
 
 # Named explicitly (most are also non-global) so a change in Python's tables cannot open them.
@@ -202,6 +207,28 @@ class _GuardedTransport(httpx.HTTPTransport):
         )
 
 
+class _BoundedRedirectBody(httpx.SyncByteStream):
+    """A redirect's body as it arrives, refused past :data:`MAX_REDIRECT_BODY` bytes."""
+
+    def __init__(self, inner: httpx.SyncByteStream, request: httpx.Request) -> None:
+        self._inner = inner
+        self._request = request
+
+    def __iter__(self) -> Iterator[bytes]:
+        size = 0
+        for chunk in self._inner:
+            size += len(chunk)
+            if size > MAX_REDIRECT_BODY:
+                raise DestinationRefused(
+                    f"a redirect with a body of more than {MAX_REDIRECT_BODY} bytes",
+                    request=self._request,
+                )
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 def client(
     settings: Settings,
     *,
@@ -215,6 +242,10 @@ def client(
     def check(request: httpx.Request) -> None:
         policy.check_url(request.url)
 
+    def bounded_redirect(response: httpx.Response) -> None:
+        if response.has_redirect_location and isinstance(response.stream, httpx.SyncByteStream):
+            response.stream = _BoundedRedirectBody(response.stream, response.request)
+
     return httpx.Client(
         transport=_GuardedTransport(policy),
         timeout=httpx.Timeout(timeout or settings.outbound_timeout_s),
@@ -222,5 +253,5 @@ def client(
         max_redirects=settings.outbound_max_redirects,
         trust_env=False,
         headers={"User-Agent": settings.user_agent, **(headers or {})},
-        event_hooks={"request": [check]},
+        event_hooks={"request": [check], "response": [bounded_redirect]},
     )

@@ -59,6 +59,7 @@ class Receiver:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: Answer with a body that never ends (until the client goes away or the test ends).
     endless: bool = False
+    location: str | None = None  # sent as Location (with a 3xx in answers: a redirect)
     stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -83,6 +84,8 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 receiver.requests.append(Received(self.path, headers, body, status))
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
+            if receiver.location:
+                self.send_header("Location", receiver.location)
             if receiver.endless:
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()

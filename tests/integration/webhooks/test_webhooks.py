@@ -162,6 +162,23 @@ def test_a_failing_receiver_is_retried_with_backoff_then_paused_and_reported(
         assert s.scalar(select(func.count()).select_from(WebhookDelivery)) == 2
 
 
+def _deliver_to_an_endless_answer(
+    pub_settings: Settings, keys: KeyRing, integration: Any, post: Post, receiver: Receiver
+) -> Any:
+    """Deliver ``post``'s event to ``receiver`` answering without end; the report, which must
+    come within 20 s."""
+    settings = _settings(pub_settings)
+    _subscribe(integration.workspace_id, f"{receiver.url}/hook", settings, keys)
+    run_publish(post, settings, keys)
+    receiver.endless = True
+    done: list[Any] = []
+    worker = threading.Thread(target=lambda: done.append(_deliver(settings, keys)), daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert done, "the delivery was still reading the receiver's answer after 20 s"
+    return done[0]
+
+
 def test_a_receiver_answering_without_end_does_not_hold_the_delivery(
     pub_settings: Settings,
     keys: KeyRing,
@@ -171,16 +188,26 @@ def test_a_receiver_answering_without_end_does_not_hold_the_delivery(
 ) -> None:
     """Only the receiver's status is read: a body that never ends (each chunk well within the
     read timeout) held the delivery, and the task running it, for as long as it flowed."""
-    settings = _settings(pub_settings)
     integration = connect("mastodon")
-    _subscribe(integration.workspace_id, f"{receiver.url}/hook", settings, keys)
-    run_publish(new_post(integration, content="to an endless receiver"), settings, keys)
-    receiver.endless = True
+    post = new_post(integration, content="to an endless receiver")
+    report = _deliver_to_an_endless_answer(pub_settings, keys, integration, post, receiver)
+    assert (report.sent, report.retrying) == (1, 0)
 
-    done: list[Any] = []
-    worker = threading.Thread(target=lambda: done.append(_deliver(settings, keys)), daemon=True)
-    worker.start()
-    worker.join(timeout=20)
 
-    assert done, "the delivery was still reading the receiver's answer after 20 s"
-    assert (done[0].sent, done[0].retrying) == (1, 0)
+def test_a_redirect_answering_without_end_is_refused_not_followed(
+    pub_settings: Settings,
+    keys: KeyRing,
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    receiver: Receiver,
+) -> None:
+    """httpx reads a redirect's body before it follows it: one that never ends is refused once
+    it passes the outbound client's bound, not read for as long as it flows."""
+    integration = connect("mastodon")
+    post = new_post(integration, content="to a redirecting receiver")
+    receiver.location, receiver.answers = f"{receiver.url}/next", [302]
+    report = _deliver_to_an_endless_answer(pub_settings, keys, integration, post, receiver)
+    assert (report.sent, report.retrying) == (0, 1)
+    with service_session() as s:
+        delivery = s.scalars(select(WebhookDelivery)).one()
+    assert "a redirect with a body of more than" in (delivery.last_error or "")
