@@ -94,9 +94,12 @@ def test_worker_node_adds_up_its_pool_processes_and_forgets_dead_ones(
             celery_app.send_task(HEARTBEAT, kwargs={"queue": queue}, queue=queue)
 
     def succeeded(n: int) -> dict[Any, float]:
+        # A scrape reads the processes' files one after another, not at one instant: a task
+        # finishing meanwhile can be in one series and not yet in another. Wait for all.
+        series = ("herald_tasks_succeeded_total", "herald_task_runtime_seconds_count")
         return eventually(
             scrape,
-            until=lambda s: total(s, "herald_tasks_succeeded_total", task=HEARTBEAT) >= n,
+            until=lambda s: all(total(s, name, task=HEARTBEAT) >= n for name in series),
             what=f"{n} heartbeats counted",
         )
 
