@@ -10,6 +10,7 @@ Everything else crosses to Celery as a single :class:`TransientError` or
 
 from __future__ import annotations
 
+import http.cookiejar
 import time
 from datetime import datetime
 from typing import Any
@@ -43,6 +44,13 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: The most of an answer Herald reads (decoded). A network's answers are kilobytes; a longer
 #: one is not read on: it counts as a read that failed after the request was sent.
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
+
+
+def cookieless() -> http.cookiejar.CookieJar:
+    """A cookie jar that keeps no cookie and so sends none, for an ``httpx.Client`` shared by
+    workspaces (httpx keeps every cookie an answer sets and sends it with the next request to
+    that host, whoever's it is)."""
+    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
 
 class _NeverArrived(Exception):
@@ -115,6 +123,7 @@ class ProviderHTTP:
             headers={"User-Agent": settings.user_agent},
             transport=transport,
             follow_redirects=False,
+            cookies=cookieless(),  # one client serves every workspace's accounts
         )
 
     def close(self) -> None:

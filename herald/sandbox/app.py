@@ -8,6 +8,7 @@ one line to :data:`NETWORKS`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import time
 from collections.abc import Callable, Iterable
@@ -40,6 +41,15 @@ NETWORKS: tuple[tuple[str, str], ...] = (
     ("herald.sandbox.discord", "DiscordNetwork"),
     ("herald.sandbox.reddit", "RedditNetwork"),
 )
+
+#: The cookie set on every answer to a known token (see :mod:`.core`).
+SESSION_COOKIE = "sandbox_session"
+
+
+def session_cookie(account_id: str) -> str:
+    """A cookie naming the account (by a digest: an id may hold what a cookie cannot)."""
+    return f"{SESSION_COOKIE}={hashlib.sha256(account_id.encode()).hexdigest()[:16]}; Path=/"
+
 
 #: Called with the request's ASGI scope to abort its TCP connection; True when it did.
 DropHook = Callable[[Scope], bool]
@@ -140,6 +150,7 @@ class SandboxApp:
         auth = sb.authenticate(network.name, network.credential(request))
         account_id = auth.token.account_id if auth.token else None
         entry = sb.journal_start(method, network.name, network.redact(sub_path), account_id)
+        entry.cookie = "cookie" in request.headers
         sub_scope = dict(scope, path=sub_path, raw_path=sub_path.encode(), sandbox_auth=auth)
         try:
             window = None
@@ -173,6 +184,8 @@ class SandboxApp:
                 await self._fault(network, fault, entry, scope, send)
                 return
             headers = network.rate_limit_headers(window) if window is not None else {}
+            if auth.token is not None:
+                headers["set-cookie"] = session_cookie(auth.token.account_id)
             await self._send_captured(captured, headers, entry, send)
         finally:
             entry.duration_ms = (time.perf_counter() - started) * 1000

@@ -43,7 +43,11 @@ What the core does around every network request, so modules need not:
   default; override for tokens in paths or query strings) and resolves it to an
   :class:`AuthContext` (``valid``, ``expired``, ``revoked``, ``unknown``, ``missing``) that
   handlers read with :func:`request_auth`; the handler decides how its network refuses;
-* journals the request (method, network, path without secrets or query, account, status);
+* journals the request (method, network, path without secrets or query, account, status,
+  whether it carried a cookie);
+* sets a session cookie on every answer to a known token, as real networks do (Reddit's
+  ``session_tracker`` and ``loid``, LinkedIn's ``lidc``): a client that kept it would carry
+  one account's cookie into the next account's call, so the journal says whether one came back;
 * counts the request against the token's rate-limit window and answers 429 with
   :meth:`SandboxNetwork.rate_limited_response` once it is exceeded; adds
   :meth:`SandboxNetwork.rate_limit_headers` to every answer to a valid token;

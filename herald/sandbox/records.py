@@ -151,6 +151,8 @@ class JournalEntry:
     applied: bool = False
     crashed: bool = False
     duration_ms: float = 0.0
+    #: Whether the request carried a ``Cookie`` header (never its value).
+    cookie: bool = False
 
     def view(self) -> dict[str, Any]:
         return {
@@ -164,5 +166,6 @@ class JournalEntry:
             "fault": self.fault,
             "applied": self.applied,
             "crashed": self.crashed,
+            "cookie": self.cookie,
             "duration_ms": round(self.duration_ms, 1),
         }

@@ -14,6 +14,8 @@ What it enforces, for the first request and every redirect alike:
   addresses by name (169.254.169.254, fd00:ec2::254, 100.100.100.200…). IPv4-mapped,
   IPv4-compatible, 6to4 and NAT64 IPv6 addresses are judged by the IPv4 address inside;
 - environment proxies are ignored (a proxy would connect on our behalf, unchecked);
+- no cookie is kept (:func:`cookieless`): the client is shared by every workspace, and a
+  cookie one receiver set would go back with another workspace's delivery to the same host;
 - a redirect's own body is read up to :data:`MAX_REDIRECT_BODY` bytes: httpx reads it
   before following the redirect, and one that never ended held the caller for as long as it
   flowed. A longer one is refused.
@@ -37,12 +39,14 @@ from typing import Any
 import httpcore
 import httpx
 
+from herald.providers.http import cookieless
 from herald.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: The largest redirect body followed (httpx reads it; what it says is never used).
 MAX_REDIRECT_BODY = 65_536
 Resolver = Callable[[str, int], Sequence[str]]
+
 
 # Named explicitly (most are also non-global) so a change in Python's tables cannot open them.
 METADATA_ADDRESSES = frozenset(
@@ -252,6 +256,7 @@ def client(
         follow_redirects=True,
         max_redirects=settings.outbound_max_redirects,
         trust_env=False,
+        cookies=cookieless(),
         headers={"User-Agent": settings.user_agent, **(headers or {})},
         event_hooks={"request": [check], "response": [bounded_redirect]},
     )

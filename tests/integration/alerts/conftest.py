@@ -60,6 +60,7 @@ class Receiver:
     #: Answer with a body that never ends (until the client goes away or the test ends).
     endless: bool = False
     location: str | None = None  # sent as Location (with a 3xx in answers: a redirect)
+    cookie: str | None = None  # sent as Set-Cookie with every answer
     stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -86,6 +87,8 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "application/json")
             if receiver.location:
                 self.send_header("Location", receiver.location)
+            if receiver.cookie:
+                self.send_header("Set-Cookie", receiver.cookie)
             if receiver.endless:
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()

@@ -123,6 +123,27 @@ def test_a_published_and_a_failed_post_are_delivered_signed_each_with_its_own_id
     assert _deliver(settings, keys).sent == 0
 
 
+def test_no_delivery_carries_a_cookie_an_earlier_answer_set(
+    pub_settings: Settings,
+    keys: KeyRing,
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    receiver: Receiver,
+) -> None:
+    """A run's deliveries share one client, whatever their workspace: a cookie one receiver's
+    answer set must not go back with the next delivery to that host."""
+    settings = _settings(pub_settings)
+    integration = connect("mastodon")
+    _subscribe(integration.workspace_id, f"{receiver.url}/hook", settings, keys)
+    for n in range(2):
+        run_publish(new_post(integration, content=f"post {n}"), settings, keys)
+    receiver.cookie = "session=receiver-a; Path=/"
+
+    assert _deliver(settings, keys).sent == 2
+
+    assert [r.headers.get("Cookie") for r in receiver.requests] == [None, None]
+
+
 def test_a_failing_receiver_is_retried_with_backoff_then_paused_and_reported(
     pub_settings: Settings,
     keys: KeyRing,
