@@ -219,7 +219,7 @@ class SandboxApp:
             )
             await self._send(network.rate_limited_response(w), entry, scope, send)
             return
-        if fault.kind == "garble" and fault.repeat > 1:
+        if fault.kind == "garble" and (fault.repeat > 1 or fault.ms):
             await self._flood(fault, entry, send)
             return
         if fault.kind == "garble":
@@ -231,20 +231,23 @@ class SandboxApp:
 
     async def _flood(self, fault: FaultSpec, entry: JournalEntry, send: Send) -> None:
         """An answer of ``body`` sent ``repeat`` times over, chunked as it is written (never
-        held whole): a network answering far more than any client should read."""
+        held whole): a network answering far more than any client should read. With ``ms``,
+        one ``body`` at a time, ``ms`` apart: an answer that trickles in."""
         entry.status = fault.status or 200
         start_headers = [(b"content-type", b"application/json")]
         await send(
             {"type": "http.response.start", "status": entry.status, "headers": start_headers}
         )
         unit = fault.body.encode()
-        per_chunk = max(1, 65_536 // max(1, len(unit)))  # about 64 KiB a chunk
+        per_chunk = 1 if fault.ms else max(1, 65_536 // max(1, len(unit)))  # about 64 KiB
         left = fault.repeat
         try:
             while left > 0:
                 count = min(left, per_chunk)
                 await send({"type": "http.response.body", "body": unit * count, "more_body": True})
                 left -= count
+                if fault.ms and left:
+                    await asyncio.sleep(fault.ms / 1000)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:  # the client stopped reading and went away: what it should do
             return

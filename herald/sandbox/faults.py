@@ -16,7 +16,9 @@ Kinds:
 ``timeout``      sleep ``ms`` (past the client's timeout), then answer 504
 ``drop``         close the connection without answering
 ``garble``       answer ``status`` (a 2xx by default) with ``body`` verbatim instead of the
-                 network's answer: empty, not JSON, or JSON of the wrong shape
+                 network's answer: empty, not JSON, or JSON of the wrong shape; ``repeat``
+                 sends it that many times over, and ``ms`` (with ``repeat``) one at a time,
+                 ``ms`` apart: an answer that trickles in
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ What it enforces, for the first request and every redirect alike:
   addresses by name (169.254.169.254, fd00:ec2::254, 100.100.100.200…). IPv4-mapped,
   IPv4-compatible, 6to4 and NAT64 IPv6 addresses are judged by the IPv4 address inside;
 - environment proxies are ignored (a proxy would connect on our behalf, unchecked);
+- a request and its answer's status line and headers, redirects included, come within the
+  client's timeout in all, not per read: a receiver trickling its answer a byte at a time
+  cannot hold the caller (the body, read by the caller, is the caller's to bound);
 - no cookie is kept (:func:`cookieless`): the client is shared by every workspace, and a
   cookie one receiver set would go back with another workspace's delivery to the same host;
 - a redirect's own body is read up to :data:`MAX_REDIRECT_BODY` bytes: httpx reads it
@@ -39,7 +42,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from herald.providers.http import cookieless
+from herald.providers.http import DeadlineBackend, call_deadline, cookieless
 from herald.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -207,7 +210,7 @@ class _GuardedTransport(httpx.HTTPTransport):
             max_connections=20,
             max_keepalive_connections=10,
             keepalive_expiry=5.0,
-            network_backend=_GuardedBackend(policy),
+            network_backend=DeadlineBackend(_GuardedBackend(policy)),
         )
 
 
@@ -233,6 +236,18 @@ class _BoundedRedirectBody(httpx.SyncByteStream):
         self._inner.close()
 
 
+class _Client(httpx.Client):
+    """An ``httpx.Client`` whose every send (redirects included) shares one deadline."""
+
+    def __init__(self, budget_s: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._budget_s = budget_s
+
+    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        with call_deadline(self._budget_s):
+            return super().send(request, **kwargs)
+
+
 def client(
     settings: Settings,
     *,
@@ -250,9 +265,11 @@ def client(
         if response.has_redirect_location and isinstance(response.stream, httpx.SyncByteStream):
             response.stream = _BoundedRedirectBody(response.stream, response.request)
 
-    return httpx.Client(
+    budget_s = timeout or settings.outbound_timeout_s
+    return _Client(
+        budget_s,
         transport=_GuardedTransport(policy),
-        timeout=httpx.Timeout(timeout or settings.outbound_timeout_s),
+        timeout=httpx.Timeout(budget_s),
         follow_redirects=True,
         max_redirects=settings.outbound_max_redirects,
         trust_env=False,

@@ -61,6 +61,8 @@ class Receiver:
     endless: bool = False
     location: str | None = None  # sent as Location (with a 3xx in answers: a redirect)
     cookie: str | None = None  # sent as Set-Cookie with every answer
+    #: Send the answer one byte at a time, this many seconds apart (each within a read timeout).
+    trickle_s: float | None = None
     stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -83,6 +85,9 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 if status < 300 and receiver.check is not None:
                     status = receiver.check(headers, body)
                 receiver.requests.append(Received(self.path, headers, body, status))
+            if receiver.trickle_s:
+                self._trickle(status, receiver.trickle_s)
+                return
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             if receiver.location:
@@ -101,6 +106,17 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 return
             self.end_headers()
             self.wfile.write(b'{"status":"success"}')
+
+        def _trickle(self, status: int, every_s: float) -> None:
+            raw = b"HTTP/1.1 %d OK\r\nContent-Length: 2\r\n\r\n{}" % status
+            try:
+                for byte in raw:
+                    if receiver.stopped.wait(every_s):
+                        return
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+            except OSError:  # the client went away
+                return
 
         def log_message(self, *args: Any) -> None:
             pass

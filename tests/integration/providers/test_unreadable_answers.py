@@ -6,6 +6,7 @@ the post and then garbles its answer; deliveries counted there."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -164,5 +165,51 @@ def test_an_answer_past_the_bound_to_a_keyed_write_is_asked_again_inside_the_cal
     flood(connected)
     draft = PostDraft(text="the network took it", idempotency_key="k-1")
     result = connected.provider.publish(draft, connected.account, connected.tokens)
+    (post,) = connected.sandbox.posts("mastodon")
+    assert result.external_id == post["id"]
+
+
+#: A 2xx answer that trickles in: 20 pieces 0.4 s apart (8 s in all), each well within the
+#: 1 s read timeout of ``sandbox_settings``, whose whole call may take 2 s (connect + read).
+TRICKLE = {"status": 200, "body": "x", "repeat": 20, "ms": 400}
+
+
+def trickle(connected: Connected) -> None:
+    connected.sandbox.inject(
+        connected.network,
+        "garble",
+        applied=True,
+        method="POST",
+        path=connected.path,
+        times=1,
+        **TRICKLE,
+    )
+
+
+@pytest.mark.parametrize("connected", ["x", "reddit"], indirect=True)
+def test_an_answer_trickling_past_the_calls_budget_is_not_waited_for(
+    connected: Connected,
+) -> None:
+    """httpx's read timeout is per read: an answer whose every piece comes within it was read
+    for as long as it trickled (a hostile instance could hold a worker until the task's time
+    limit). A call now has connect + read timeout in all; past it, the write is ambiguous."""
+    trickle(connected)
+    draft = PostDraft(text="the network took it", idempotency_key="k-1")
+    started = time.monotonic()
+    with pytest.raises(AmbiguousOutcome, match="ReadTimeout after the request was sent"):
+        connected.provider.publish(draft, connected.account, connected.tokens)
+    assert time.monotonic() - started < 4.0
+    assert len(connected.sandbox.posts(connected.network)) == 1
+
+
+@pytest.mark.parametrize("connected", ["mastodon"], indirect=True)
+def test_an_answer_trickling_past_the_budget_to_a_keyed_write_is_asked_again(
+    connected: Connected,
+) -> None:
+    trickle(connected)
+    draft = PostDraft(text="the network took it", idempotency_key="k-1")
+    started = time.monotonic()
+    result = connected.provider.publish(draft, connected.account, connected.tokens)
+    assert time.monotonic() - started < 6.0
     (post,) = connected.sandbox.posts("mastodon")
     assert result.external_id == post["id"]

@@ -184,14 +184,19 @@ def test_a_failing_receiver_is_retried_with_backoff_then_paused_and_reported(
 
 
 def _deliver_to_an_endless_answer(
-    pub_settings: Settings, keys: KeyRing, integration: Any, post: Post, receiver: Receiver
+    pub_settings: Settings,
+    keys: KeyRing,
+    integration: Any,
+    post: Post,
+    receiver: Receiver,
+    **settings_update: Any,
 ) -> Any:
-    """Deliver ``post``'s event to ``receiver`` answering without end; the report, which must
-    come within 20 s."""
-    settings = _settings(pub_settings)
+    """Deliver ``post``'s event to ``receiver`` answering without end (or, with ``trickle_s``
+    set on it, trickling); the report, which must come within 20 s."""
+    settings = _settings(pub_settings, **settings_update)
     _subscribe(integration.workspace_id, f"{receiver.url}/hook", settings, keys)
     run_publish(post, settings, keys)
-    receiver.endless = True
+    receiver.endless = not receiver.trickle_s
     done: list[Any] = []
     worker = threading.Thread(target=lambda: done.append(_deliver(settings, keys)), daemon=True)
     worker.start()
@@ -213,6 +218,27 @@ def test_a_receiver_answering_without_end_does_not_hold_the_delivery(
     post = new_post(integration, content="to an endless receiver")
     report = _deliver_to_an_endless_answer(pub_settings, keys, integration, post, receiver)
     assert (report.sent, report.retrying) == (1, 0)
+
+
+def test_a_receiver_trickling_its_answer_does_not_hold_the_delivery(
+    pub_settings: Settings,
+    keys: KeyRing,
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    receiver: Receiver,
+) -> None:
+    """The status line and headers one byte every 0.3 s (about 13 s in all), each byte within
+    the 1 s read timeout: the delivery has the outbound timeout in all, then tries again later."""
+    integration = connect("mastodon")
+    post = new_post(integration, content="to a trickling receiver")
+    receiver.trickle_s = 0.3
+    report = _deliver_to_an_endless_answer(
+        pub_settings, keys, integration, post, receiver, outbound_timeout_s=1.0
+    )
+    assert (report.sent, report.retrying) == (0, 1)
+    with service_session() as s:
+        delivery = s.scalars(select(WebhookDelivery)).one()
+    assert delivery.last_error == "ReadTimeout while sending"
 
 
 def test_a_redirect_answering_without_end_is_refused_not_followed(
