@@ -108,6 +108,16 @@ class Phase:
     def cpu_ms_per_post(self) -> dict[str, float]:
         return {k: round(v * 1000 / self.posts, 2) for k, v in self.cpu_s.items()}
 
+    @classmethod
+    def combined(cls, phases: Iterable[Phase]) -> Phase:
+        """The runs of several rounds as one: posts, time and CPU added up."""
+        runs = list(phases)
+        cpu: dict[str, float] = {}
+        for run in runs:
+            for component, seconds in run.cpu_s.items():
+                cpu[component] = cpu.get(component, 0.0) + seconds
+        return cls(sum(r.posts for r in runs), sum(r.seconds for r in runs), cpu)
+
 
 def herald_env(
     sandbox_url: str, otlp_url: str, settings: Settings, *, telemetry: bool
@@ -582,6 +592,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fair-posts", type=int, default=50_000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of bare / telemetry on / telemetry off on Redis (order reversed every other "
+        "round); each ratio is the median of the rounds' own ratios",
+    )
+    parser.add_argument(
         "--skip",
         default="",
         help="comma-separated phases to leave out: latency, memory, fairness",
@@ -651,17 +668,34 @@ def report(bench: Bench, redis: Broker, rabbit: Broker, args: argparse.Namespace
     if args.latency_rate:  # the latency phase alone, at a given rate
         print(json.dumps(latency(bench, redis, ws, 2 * args.latency_rate)))
         return
-    show("bare_redis", "bare celery task, redis", run_bare(bench, redis, ws, n))
+    # Each round runs its three phases back to back, so a ratio compares runs minutes apart at
+    # most; the machine's pace drifts more than that over a whole bench.
+    rounds: list[dict[str, Phase]] = []
+    spans = 0
+    for r in range(args.rounds):
+        ran: dict[str, Phase] = {}
+        order = ["bare_redis", "herald_on", "herald_off"]
+        for what in order if r % 2 == 0 else order[::-1]:
+            suffix = f" ({r + 1}/{args.rounds})" if args.rounds > 1 else ""
+            if what == "bare_redis":
+                ran[what] = run_bare(bench, redis, ws, n)
+                label = "bare celery task, redis"
+            elif what == "herald_on":
+                before = _spans(bench) if r == 0 else 0
+                profile = args.profile if r == 0 else None
+                ran[what] = run_herald(
+                    bench, redis, ws, n, telemetry=True, key=f"on{r}", profile=profile
+                )
+                spans = _spans(bench) - before if r == 0 else spans
+                label = "herald, telemetry on, redis"
+            else:
+                ran[what] = run_herald(bench, redis, ws, n, telemetry=False, key=f"off{r}")
+                label = "herald, telemetry off, redis"
+            show(what, label + suffix, ran[what])
+        rounds.append(ran)
+    for what in rounds[0]:
+        phases[what] = Phase.combined(r[what] for r in rounds)
     show("bare_rabbitmq", "bare celery task, rabbitmq", run_bare(bench, rabbit, ws, n))
-    before = _spans(bench)
-    on = run_herald(bench, redis, ws, n, telemetry=True, key="on", profile=args.profile)
-    spans = _spans(bench) - before
-    show("herald_on", "herald, telemetry on, redis", on)
-    show(
-        "herald_off",
-        "herald, telemetry off, redis",
-        run_herald(bench, redis, ws, n, telemetry=False, key="off"),
-    )
     show(
         "herald_on_rabbitmq",
         "herald, telemetry on, rabbitmq",
@@ -669,18 +703,26 @@ def report(bench: Bench, redis: Broker, rabbit: Broker, args: argparse.Namespace
     )
     print(f"spans received by the OTLP receiver (telemetry on, redis): {spans / n:.1f} per post")
 
-    bare_r, on_r, off_r = (
-        phases["bare_redis"].rate,
-        phases["herald_on"].rate,
-        phases["herald_off"].rate,
-    )
+    over_bare = [r["herald_on"].rate / r["bare_redis"].rate for r in rounds]
+    on_over_off = [r["herald_on"].rate / r["herald_off"].rate for r in rounds]
     rmq_ratio = phases["herald_on_rabbitmq"].rate / phases["bare_rabbitmq"].rate
     cpu_on = phases["herald_on"].cpu_ms_per_post()["worker"]
     cpu_off = phases["herald_off"].cpu_ms_per_post()["worker"]
-    print(f"\nratio herald (telemetry on)/bare, redis     {on_r / bare_r:5.2f}  (goal >= 0.5)")
+    if args.rounds > 1:
+        print(
+            "\nby round: herald/bare "
+            + " ".join(f"{x:.2f}" for x in over_bare)
+            + ", telemetry on/off "
+            + " ".join(f"{x:.2f}" for x in on_over_off)
+            + " (the medians below)"
+        )
+    median_over_bare = statistics.median(over_bare)
+    median_on_over_off = statistics.median(on_over_off)
+    print(f"\nratio herald (telemetry on)/bare, redis     {median_over_bare:5.2f}  (goal >= 0.5)")
     print(f"ratio herald (telemetry on)/bare, rabbitmq  {rmq_ratio:5.2f}")
-    print(f"ratio telemetry on/off (every trace)        {on_r / off_r:5.2f}  (goal >= 0.9)")
+    print(f"ratio telemetry on/off (every trace)        {median_on_over_off:5.2f}  (goal >= 0.9)")
     print(f"worker CPU per post, telemetry off/on        {cpu_off / cpu_on:5.2f}\n")
+    on_r = phases["herald_on"].rate
 
     skip = set(args.skip.split(","))
     lat = latency(bench, redis, ws, on_r) if "latency" not in skip else {"p50": -1, "p99": -1}
@@ -689,9 +731,13 @@ def report(bench: Bench, redis: Broker, rabbit: Broker, args: argparse.Namespace
     other = fairness(bench, redis, args.fair_posts, fair_timeout) if "fairness" not in skip else -1
 
     figures: dict[str, Any] = {
-        "herald_over_bare": round(on_r / bare_r, 3),
+        "herald_over_bare": round(median_over_bare, 3),
         "herald_over_bare_rabbitmq": round(rmq_ratio, 3),
-        "telemetry_on_over_off": round(on_r / off_r, 3),
+        "telemetry_on_over_off": round(median_on_over_off, 3),
+        "rounds": {
+            "herald_over_bare": [round(x, 3) for x in over_bare],
+            "telemetry_on_over_off": [round(x, 3) for x in on_over_off],
+        },
         "worker_cpu_off_over_on": round(cpu_off / cpu_on, 3),
         "delay_p50_s": round(lat["p50"], 3),
         "delay_p99_s": round(lat["p99"], 3),

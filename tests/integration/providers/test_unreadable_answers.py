@@ -131,7 +131,8 @@ def test_an_unreadable_2xx_to_a_keyed_write_is_asked_again_and_answered_with_the
 FLOOD = {"status": 200, "body": "x" * 1024, "repeat": 12 * 1024}
 
 
-def flood(connected: Connected) -> None:
+def garble_next_write(connected: Connected, how: dict[str, Any]) -> None:
+    """The next publishing write takes effect, then its answer is ``how``."""
     connected.sandbox.inject(
         connected.network,
         "garble",
@@ -139,7 +140,7 @@ def flood(connected: Connected) -> None:
         method="POST",
         path=connected.path,
         times=1,
-        **FLOOD,
+        **how,
     )
 
 
@@ -149,7 +150,7 @@ def test_an_answer_past_the_bound_is_not_read_on_and_a_write_is_ambiguous(
 ) -> None:
     """Herald stops reading at MAX_ANSWER_BYTES instead of holding whatever a network sends;
     the write's outcome is then unknown, as with an answer lost on the way."""
-    flood(connected)
+    garble_next_write(connected, FLOOD)
     draft = PostDraft(text="the network took it", idempotency_key="k-1")
     with pytest.raises(AmbiguousOutcome, match=f"more than {MAX_ANSWER_BYTES} bytes"):
         connected.provider.publish(draft, connected.account, connected.tokens)
@@ -162,7 +163,7 @@ def test_an_answer_past_the_bound_to_a_keyed_write_is_asked_again_inside_the_cal
 ) -> None:
     """A failed read of a write the network de-duplicates is asked again at once (an unreadable
     but complete answer is not: TransientError, above)."""
-    flood(connected)
+    garble_next_write(connected, FLOOD)
     draft = PostDraft(text="the network took it", idempotency_key="k-1")
     result = connected.provider.publish(draft, connected.account, connected.tokens)
     (post,) = connected.sandbox.posts("mastodon")
@@ -174,18 +175,6 @@ def test_an_answer_past_the_bound_to_a_keyed_write_is_asked_again_inside_the_cal
 TRICKLE = {"status": 200, "body": "x", "repeat": 20, "ms": 400}
 
 
-def trickle(connected: Connected) -> None:
-    connected.sandbox.inject(
-        connected.network,
-        "garble",
-        applied=True,
-        method="POST",
-        path=connected.path,
-        times=1,
-        **TRICKLE,
-    )
-
-
 @pytest.mark.parametrize("connected", ["x", "reddit"], indirect=True)
 def test_an_answer_trickling_past_the_calls_budget_is_not_waited_for(
     connected: Connected,
@@ -193,7 +182,7 @@ def test_an_answer_trickling_past_the_calls_budget_is_not_waited_for(
     """httpx's read timeout is per read: an answer whose every piece comes within it was read
     for as long as it trickled (a hostile instance could hold a worker until the task's time
     limit). A call now has connect + read timeout in all; past it, the write is ambiguous."""
-    trickle(connected)
+    garble_next_write(connected, TRICKLE)
     draft = PostDraft(text="the network took it", idempotency_key="k-1")
     started = time.monotonic()
     with pytest.raises(AmbiguousOutcome, match="ReadTimeout after the request was sent"):
@@ -206,7 +195,7 @@ def test_an_answer_trickling_past_the_calls_budget_is_not_waited_for(
 def test_an_answer_trickling_past_the_budget_to_a_keyed_write_is_asked_again(
     connected: Connected,
 ) -> None:
-    trickle(connected)
+    garble_next_write(connected, TRICKLE)
     draft = PostDraft(text="the network took it", idempotency_key="k-1")
     started = time.monotonic()
     result = connected.provider.publish(draft, connected.account, connected.tokens)
