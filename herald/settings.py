@@ -288,6 +288,7 @@ class Settings(BaseSettings):
     dispatch_lookahead_s: float | None = Field(
         default=None,
         ge=0,
+        le=900,  # herald.broker.limits.MAX_ETA_AHEAD_S: a message due later is refused
         description="Posts due within this many seconds are claimed now and sent with a "
         "countdown to their scheduled_at (unset = one and a half dispatch ticks; 0 = only posts "
         "already due).",

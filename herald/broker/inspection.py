@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from celery.utils.time import maybe_iso8601
@@ -26,7 +26,7 @@ from kombu.exceptions import ContentDisallowed
 from kombu.message import Message
 
 from herald.broker.dead_letters import Identity
-from herald.broker.limits import MAX_BODY_BYTES, too_large
+from herald.broker.limits import MAX_BODY_BYTES, MAX_ETA_AHEAD_S, too_large
 from herald.telemetry import context
 from herald.telemetry.errors import describe_error
 
@@ -70,13 +70,19 @@ def _instant(value: object) -> bool:
     if not isinstance(value, str):
         return False
     try:
-        parsed = maybe_iso8601(value)
-        if parsed is not None:
-            aware = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-            aware.astimezone(UTC).timestamp()
+        _utc(value)
     except (ValueError, OverflowError, TypeError):
         return False
     return True
+
+
+def _utc(value: str) -> datetime | None:
+    parsed = maybe_iso8601(value)
+    if parsed is None:
+        return None
+    aware = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    aware.astimezone(UTC).timestamp()  # raises for an instant that has no timestamp
+    return aware
 
 
 def _list_of(kind: type) -> Callable[[object], bool]:
@@ -211,6 +217,13 @@ def _check_headers(headers: Mapping[str, Any], registered: Container[str]) -> No
     if not isinstance(task_id, str) or not _TASK_ID.match(task_id):
         raise _Refused("the task id is missing or not 1-64 characters of letters, digits, ._:-")
     _check_rules(headers, _HEADER_RULES, "header")
+    eta = _utc(headers["eta"]) if headers.get("eta") else None
+    ahead = (eta - datetime.now(UTC)).total_seconds() if eta is not None else 0.0
+    if ahead > MAX_ETA_AHEAD_S:
+        raise _Refused(
+            f"header 'eta' is {ahead:.0f} s ahead, more than the {MAX_ETA_AHEAD_S} s a worker "
+            "holds a message: a post waits for its time by its scheduled_at, not in a queue"
+        )
 
 
 def _check_body(body: Any) -> None:

@@ -14,6 +14,12 @@ before the consumer's inspection (:mod:`.inspection`) can refuse it:
 
 An uncompressed body over :data:`MAX_BODY_BYTES` is refused by the inspection before it is
 decoded. Every refusal names the size and the bound.
+
+How long a message may wait is bounded too: a worker holds a message with an ``eta`` in memory
+until it is due (and on Redis, one held past the visibility timeout is delivered again), so
+the inspection refuses one due more than :data:`MAX_ETA_AHEAD_S` ahead. Herald's own delays are
+far shorter (a retry's backoff, at most five minutes; the dispatcher's lookahead, seconds): a
+post waits for its time in the database, by its ``scheduled_at``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ import kombu.compression
 MAX_BODY_BYTES = 4 * 1024 * 1024
 #: The largest Redis queue item: the body in base64 (a third larger) with its headers.
 MAX_ENVELOPE_BYTES = 2 * MAX_BODY_BYTES
+
+
+#: The furthest ahead a message's ``eta`` may be (Herald's own countdowns stay within it).
+MAX_ETA_AHEAD_S = 900
 
 
 class BodyRefused(ValueError):

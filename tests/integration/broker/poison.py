@@ -98,6 +98,14 @@ def task_level_poisons() -> list[Poison]:
             [[], {}, {}],
             header_extra={"eta": "9999-12-31T23:59:59-14:00"},
         ),
+        # A worker holds a delayed message in memory until it is due (and on Redis one held past
+        # the visibility timeout is delivered again): a far one is refused, not held.
+        _case(
+            "eta-far",
+            "s ahead, more than the",
+            [[], {}, {}],
+            header_extra={"eta": "2100-01-01T00:00:00+00:00"},
+        ),
         _case(
             "retries-text",
             "header 'retries' must be an integer",
