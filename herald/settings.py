@@ -284,7 +284,12 @@ class Settings(BaseSettings):
     )
 
     # Publishing
-    dispatch_interval_s: float = Field(default=2.0, gt=0, description="Beat tick of dispatch_due.")
+    dispatch_interval_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=600,  # 1.5 ticks of lookahead stay within herald.broker.limits.MAX_ETA_AHEAD_S
+        description="Beat tick of dispatch_due.",
+    )
     dispatch_lookahead_s: float | None = Field(
         default=None,
         ge=0,

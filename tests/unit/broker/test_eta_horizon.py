@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from herald.broker.limits import MAX_ETA_AHEAD_S
 from herald.celery_app import app
+from herald.publishing.dispatch import lookahead_s
 from herald.settings import Settings
 from herald.tasks.base import HeraldTask
 
@@ -28,3 +29,7 @@ def test_the_dispatch_lookahead_cannot_reach_past_it() -> None:
     Settings(env="development", dispatch_lookahead_s=MAX_ETA_AHEAD_S)
     with pytest.raises(ValidationError, match="dispatch_lookahead_s"):
         Settings(env="development", dispatch_lookahead_s=MAX_ETA_AHEAD_S + 1)
+    longest_tick = Settings(env="development", dispatch_interval_s=600)
+    assert lookahead_s(longest_tick) <= MAX_ETA_AHEAD_S
+    with pytest.raises(ValidationError, match="dispatch_interval_s"):
+        Settings(env="development", dispatch_interval_s=601)
