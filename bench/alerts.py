@@ -346,7 +346,7 @@ def measurements(settings: Settings) -> dict[str, Callable[[], object]]:
 @contextmanager
 def api_server(settings: Settings) -> Iterator[str]:
     port = free_port()
-    server = uvicorn.Server(server_config(create_app(settings), "127.0.0.1", port))
+    server = uvicorn.Server(server_config(create_app(settings), settings, "127.0.0.1", port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

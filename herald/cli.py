@@ -281,7 +281,7 @@ def api(host: str, port: int) -> None:
     configure_logging(settings)
     db.get_engine(settings)
     setup_telemetry(settings, engines=db.engines(), component="api")
-    uvicorn.Server(server_config(create_app(settings), host, port)).run()
+    uvicorn.Server(server_config(create_app(settings), settings, host, port)).run()
 
 
 @cli.command()

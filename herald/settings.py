@@ -470,6 +470,14 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="How long an upload may stay in processing."
     )
 
+    api_request_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=600,
+        description="A request's head, and then its body, must each arrive within this many "
+        "seconds, or the API answers 408 and closes the connection.",
+    )
+
     # API rate limits, per workspace
     api_rate_limit: int = Field(
         default=600, ge=0, description="Requests per window per workspace (0: no limit)."

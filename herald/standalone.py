@@ -109,7 +109,7 @@ def run(host: str, port: int, sandbox_port: int, database: Path) -> None:
         settings = standalone_settings(database, sandbox.url)
         prepare(app, settings)
         workspace_id = demo_workspace()
-        server = uvicorn.Server(server_config(create_app(settings), host, port))
+        server = uvicorn.Server(server_config(create_app(settings), settings, host, port))
         with EmbeddedRuntime(app, concurrency=4):
             api_url = f"http://{host}:{port}"
             click.echo(f"Herald standalone: API {api_url}   sandbox {sandbox.url}   {database}")

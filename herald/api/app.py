@@ -51,6 +51,9 @@ def create_app(settings: Settings, *, max_body_bytes: int = MAX_BODY_BYTES) -> F
     install_error_handlers(app)
     document_edge_responses(app)
     app.add_middleware(
-        RequestMiddleware, max_body_bytes=max_body_bytes, max_header_bytes=MAX_HEADER_BYTES
+        RequestMiddleware,
+        max_body_bytes=max_body_bytes,
+        max_header_bytes=MAX_HEADER_BYTES,
+        body_timeout_s=settings.api_request_timeout_s,
     )
     return app

@@ -104,6 +104,7 @@ _HTTP_CODES = {
     400: ("malformed_json", "the request body could not be parsed as JSON"),
     404: ("not_found", "no such endpoint"),
     405: ("method_not_allowed", "method not allowed on this endpoint"),
+    408: ("request_timeout", "the request did not arrive in time"),
     413: ("payload_too_large", "the request body is too large"),
     415: ("unsupported_media_type", "send the body as application/json"),
 }
@@ -227,6 +228,7 @@ _CORRELATION_HEADER = {
 }
 # Answered by the middleware before any route runs, so no route declares them itself.
 _EDGE_RESPONSES: dict[str, tuple[str, frozenset[str]]] = {
+    "408": ("The request did not arrive within the request timeout", frozenset({"*"})),
     "413": ("The request body is over the size limit", frozenset({"post", "put", "patch"})),
     "415": ("The request body is not JSON", frozenset({"post", "put", "patch"})),
     "431": ("The request headers are over the size limit", frozenset({"*"})),

@@ -7,6 +7,7 @@ the ones the endpoint, its thread and the audit log see.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -27,6 +28,14 @@ tracer = trace.get_tracer("herald.api")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
+class RequestTimedOut(HTTPException):
+    """Raised from ``receive`` when the body has not all come within the request timeout."""
+
+    def __init__(self) -> None:
+        # The rest of the body may still come: the connection cannot carry another request.
+        super().__init__(status_code=408, headers={"Connection": "close"})
+
+
 class PayloadTooLarge(HTTPException):
     """Raised from ``receive`` when a body grows past the cap (FastAPI re-raises an
     ``HTTPException`` met while reading the body, so the error handlers format it)."""
@@ -43,10 +52,18 @@ def _is_json(content_type: str) -> bool:
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_header_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        max_header_bytes: int,
+        body_timeout_s: float,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -159,17 +176,27 @@ class RequestMiddleware:
         )
 
     def _limited(self, receive: Receive) -> Receive:
-        """``receive``, refusing a body (e.g. chunked) that grows past the cap."""
+        """``receive``, refusing a body (e.g. chunked) that grows past the cap or has not all
+        come within the body timeout (a body trickled in would hold the request for good)."""
         received = 0
         cap = self.max_body_bytes
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
+        complete = False
 
         async def limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # waiting for a disconnect now, as long as the response takes
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimedOut from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > cap:
                     raise PayloadTooLarge
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
         return limited

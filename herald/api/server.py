@@ -8,6 +8,13 @@ arrived whole with the same answer.) The protocol class
 here gives those answers the documented JSON error shape: ``431 headers_too_large`` or
 ``400 bad_request``, with a fresh correlation id in the body and ``X-Correlation-ID``, and
 logs them like any other request.
+
+uvicorn also waits for a request head without end: a connection that sends nothing, or a head
+a byte at a time, was held open for good (slowloris; a few thousand of them take every file
+descriptor). The protocol gives each head ``HERALD_API_REQUEST_TIMEOUT_S`` from the moment it
+is awaited (a connection opened, or the first byte of the next request on a kept-alive one),
+then answers ``408 request_timeout`` and closes. The body has the same time again, counted by
+the API's middleware.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from herald.api.app import MAX_HEADER_BYTES
 from herald.api.errors import error_body
+from herald.settings import Settings
 from herald.telemetry import context
 from herald.telemetry.context import HTTP_CORRELATION_HEADER
 
@@ -47,7 +55,10 @@ class _RememberingConnection(h11.Connection):
 
 
 class JsonErrorsH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, answering its own refusals in the API's error format."""
+    """uvicorn's h11 protocol, answering its own refusals in the API's error format, and a
+    request head that does not come in time (see the module docstring)."""
+
+    head_timeout_s: float = 15.0  # server_config sets the configured one
 
     def __init__(
         self,
@@ -60,32 +71,67 @@ class JsonErrorsH11Protocol(H11Protocol):
         self.max_header_bytes = config.h11_max_incomplete_event_size or MAX_HEADER_BYTES
         self.conn = _RememberingConnection(h11.SERVER, self.max_header_bytes)
         self._draining = False
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._draining:
+            return
+        if self._waiting_for_head():
+            self._await_head()
+        super().data_received(data)
+        if not self._waiting_for_head():
+            self._stop_head_timer()
+
+    def _waiting_for_head(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _await_head(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._draining or self.transport.is_closing() or not self._waiting_for_head():
+            return
+        self._refuse(408, "request_timeout", "the request did not arrive in time", {})
 
     def send_400_response(self, msg: str) -> None:
         refusal = self.conn.refusal if isinstance(self.conn, _RememberingConnection) else None
-        too_large = refusal is not None and refusal.error_status_hint == 431
-        if too_large:
-            status, code, message = 431, "headers_too_large", "the request headers are too large"
-            details: dict[str, Any] = {"max_bytes": self.max_header_bytes}
+        if refusal is not None and refusal.error_status_hint == 431:
+            details = {"max_bytes": self.max_header_bytes}
+            self._refuse(431, "headers_too_large", "the request headers are too large", details)
         else:
-            status, code, message = 400, "bad_request", "the request is not valid HTTP"
-            details = {}
+            self._refuse(400, "bad_request", "the request is not valid HTTP", {})
+
+    def _refuse(self, status: int, code: str, message: str, details: dict[str, Any]) -> None:
+        """Answer ``status`` in the API's error format and close: written as bytes, since the
+        request it answers never became one h11 could answer."""
+        self._stop_head_timer()
         correlation_id = context.new_correlation_id()
         body = json.dumps(
             error_body(code, message, details, correlation_id), separators=(",", ":")
         ).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (HTTP_CORRELATION_HEADER.lower().encode(), correlation_id.encode()),
-            (b"connection", b"close"),
+        head = [
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+            "content-type: application/json",
+            f"content-length: {len(body)}",
+            f"{HTTP_CORRELATION_HEADER.lower()}: {correlation_id}",
+            "connection: close",
         ]
-        for event in (
-            h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase),
-            h11.Data(data=body),
-            h11.EndOfMessage(),
-        ):
-            self.transport.write(self.conn.send(event) or b"")
+        self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
         self._linger()
         log.info("http.refused", status=status, code=code, correlation_id=correlation_id)
 
@@ -98,19 +144,21 @@ class JsonErrorsH11Protocol(H11Protocol):
             self.transport.write_eof()
         self.loop.call_later(LINGER_S, self.transport.close)
 
-    def data_received(self, data: bytes) -> None:
-        if not self._draining:
-            super().data_received(data)
 
-
-def server_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
-    """How ``herald api`` runs uvicorn: Herald's protocol class and header limit; requests
-    are logged by the API's middleware (with correlation ids), so no access log."""
+def server_config(app: ASGIApp, settings: Settings, host: str, port: int) -> uvicorn.Config:
+    """How ``herald api`` runs uvicorn: Herald's protocol class, header limit and request
+    timeout; requests are logged by the API's middleware (with correlation ids), so no access
+    log."""
+    protocol = type(
+        "HeraldH11Protocol",
+        (JsonErrorsH11Protocol,),
+        {"head_timeout_s": settings.api_request_timeout_s},
+    )
     return uvicorn.Config(
         app,
         host=host,
         port=port,
-        http=JsonErrorsH11Protocol,
+        http=protocol,
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         log_config=None,
         access_log=False,

@@ -4,8 +4,10 @@ before the application sees the request answers in the documented error format t
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,11 +22,15 @@ from herald.api.server import server_config
 from herald.settings import get_settings
 from tests.fixtures.polling import eventually
 
+#: How long the served API waits for a request to arrive (short, so the timeout tests are quick).
+REQUEST_TIMEOUT_S = 1.0
+
 
 @pytest.fixture
 def served_api(committed: Engine) -> Iterator[str]:
     """``http://127.0.0.1:<port>``: the API served by uvicorn in a thread, as `herald api` does."""
-    server = uvicorn.Server(server_config(create_app(get_settings()), "127.0.0.1", 0))
+    settings = get_settings().model_copy(update={"api_request_timeout_s": REQUEST_TIMEOUT_S})
+    server = uvicorn.Server(server_config(create_app(settings), settings, "127.0.0.1", 0))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     eventually(lambda: server.started or not thread.is_alive(), what="uvicorn to start")
@@ -46,11 +52,21 @@ def assert_error_body(response: httpx.Response, status: int, code: str) -> dict[
     return dict(error)
 
 
-def raw_exchange(base_url: str, request: bytes) -> httpx.Response:
-    """Send bytes no HTTP client would, and parse the server's answer."""
+def raw_exchange(
+    base_url: str, request: bytes, *, trickle: bytes = b"", every_s: float = 0.0
+) -> httpx.Response:
+    """Send bytes no HTTP client would (then ``trickle`` a byte every ``every_s`` while the
+    server listens), and parse the server's answer."""
     host, port = base_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(request)
+        for byte in trickle:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:  # the server answered and closed: read what it said
+                break
+            if select.select([sock], [], [], every_s)[0]:
+                break
         received = b""
         while chunk := sock.recv(65536):
             received += chunk
@@ -107,3 +123,35 @@ def test_a_wrong_method_over_the_wire_is_405_with_allow(served_api: str) -> None
 
     assert_error_body(response, 405, "method_not_allowed")
     assert response.headers["Allow"] == "GET, OPTIONS"
+
+
+@pytest.mark.parametrize(
+    ("sent", "trickled"),
+    [
+        pytest.param(b"", b"", id="a connection that sends nothing"),
+        pytest.param(b"GET /healthz HTTP/1.1\r\n", b"X-Slow: " + b"s" * 40, id="a trickled head"),
+    ],
+)
+def test_a_request_head_that_does_not_arrive_in_time_is_408(
+    served_api: str, sent: bytes, trickled: bytes
+) -> None:
+    """Each byte comes well within any per-read timeout, the head never completes: without a
+    deadline every such connection was held open for good (a few thousand exhaust the
+    server's file descriptors)."""
+    started = time.monotonic()
+    response = raw_exchange(served_api, sent, trickle=trickled, every_s=0.2)
+
+    assert_error_body(response, 408, "request_timeout")
+    assert time.monotonic() - started < REQUEST_TIMEOUT_S + 3
+
+
+def test_a_request_body_that_does_not_arrive_in_time_is_408(served_api: str) -> None:
+    head = (
+        b"POST /api/postiz/posts HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer x\r\nContent-Length: 100\r\n\r\n"
+    )
+    started = time.monotonic()
+    response = raw_exchange(served_api, head, trickle=b"{" + b" " * 98, every_s=0.2)
+
+    assert_error_body(response, 408, "request_timeout")
+    assert time.monotonic() - started < REQUEST_TIMEOUT_S + 3
