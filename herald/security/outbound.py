@@ -42,7 +42,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from herald.providers.http import DeadlineBackend, call_deadline, cookieless
+from herald.providers.bounded import DeadlineBackend, call_deadline, cookieless
 from herald.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -9,7 +9,8 @@ import socket
 import httpcore
 import pytest
 
-from herald.providers.http import DeadlineBackend, ProviderHTTP, call_deadline
+from herald.providers.bounded import DeadlineBackend, call_deadline
+from herald.providers.http import ProviderHTTP
 from herald.settings import Settings
 
 
