@@ -106,6 +106,11 @@ class JsonErrorsH11Protocol(H11Protocol):
         self._head_timer = None
         if self._draining or self.transport.is_closing() or not self._waiting_for_head():
             return
+        if self.conn.their_state not in (h11.IDLE, h11.DONE):
+            # The rest of the body of a request already answered, still trickling: nothing is
+            # left to answer, only a connection to free.
+            self.transport.close()
+            return
         self._refuse(408, "request_timeout", "the request did not arrive in time", {})
 
     def send_400_response(self, msg: str) -> None:
