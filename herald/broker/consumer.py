@@ -56,11 +56,12 @@ class GuardedConsumer(Consumer):
     def create_task_handler(self, promise: type[promise] = promise) -> Callable[..., Any]:
         handle = super().create_task_handler(promise)
         registered = self.app.tasks
+        limits = (self.app.conf.task_time_limit, self.app.conf.task_soft_time_limit)
         broker_errors = (*self.connection_errors, *self.channel_errors)
 
         def on_task_received(message: Message) -> None:
             try:
-                refusal = inspect_message(message, registered)
+                refusal = inspect_message(message, registered, limits)
                 if refusal is None:
                     handle(message)
                     return

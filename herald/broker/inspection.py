@@ -126,8 +126,18 @@ class _Refused(Exception):
     """Raised inside the inspection with the reason; never leaves this module."""
 
 
-def inspect_message(message: Message, registered: Container[str]) -> Refusal | None:
-    """``None`` if Celery can run ``message`` as a task registered here, else the refusal."""
+#: A task's time limits as Celery's ``timelimit`` header orders them: (hard, soft) seconds.
+TimeLimits = tuple[float | None, float | None]
+
+
+def inspect_message(
+    message: Message, registered: Container[str], limits: TimeLimits = (None, None)
+) -> Refusal | None:
+    """``None`` if Celery can run ``message`` as a task registered here, else the refusal.
+
+    A message Celery can run has its ``timelimit`` brought within the worker's ``limits``: a
+    producer may shorten a task's time, not lengthen it past what the worker allows (the hard
+    limit is what frees a process stuck in a call that never returns)."""
     headers = message.headers
     body: Any = None
     try:
@@ -146,7 +156,22 @@ def inspect_message(message: Message, registered: Container[str]) -> Refusal | N
         _check_body(body)
     except _Refused as refused:
         return Refusal(str(refused), identify(message, body), refused_payload(message, body))
+    _cap_time_limits(headers, body, limits)
     return None
+
+
+def _cap_time_limits(headers: dict[str, Any], body: Any, limits: TimeLimits) -> None:
+    # Where Celery will read it: the headers (protocol 2) or else a protocol 1 body object.
+    source = body if "timelimit" not in headers and isinstance(body, dict) else headers
+    asked = source.get("timelimit")
+    if not asked:
+        return
+    capped = [
+        value if value is None or bound is None or value <= bound else bound
+        for value, bound in zip(asked, limits, strict=True)
+    ]
+    if capped != list(asked):
+        source["timelimit"] = capped
 
 
 def identify(message: Message, body: Any = None) -> Identity:
