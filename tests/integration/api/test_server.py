@@ -155,3 +155,26 @@ def test_a_request_body_that_does_not_arrive_in_time_is_408(served_api: str) -> 
 
     assert_error_body(response, 408, "request_timeout")
     assert time.monotonic() - started < REQUEST_TIMEOUT_S + 3
+
+
+def test_the_next_request_on_a_kept_alive_connection_has_the_same_time(served_api: str) -> None:
+    """uvicorn's keep-alive timeout ends once a byte of the next request comes; from there the
+    head has the request timeout, as on a new connection."""
+    host, port = served_api.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: api\r\n\r\n")
+        first = b""
+        while b'"ok"}' not in first:
+            first += sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        answer = b""
+        for byte in b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"s" * 40:
+            sock.sendall(bytes([byte]))
+            if select.select([sock], [], [], 0.2)[0]:
+                break
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b'"request_timeout"' in answer
+    assert time.monotonic() - started < REQUEST_TIMEOUT_S + 3
