@@ -53,6 +53,23 @@ def _subscribe(workspace_id: uuid.UUID, url: str, settings: Settings, keys: KeyR
         ).secret
 
 
+def _published_to(
+    receiver: Receiver,
+    pub_settings: Settings,
+    keys: KeyRing,
+    integration: Any,
+    posts: list[Post],
+    **settings_update: Any,
+) -> Settings:
+    """The settings under which ``receiver`` subscribes to ``integration``'s workspace and
+    ``posts`` are then published (their deliveries queued)."""
+    settings = _settings(pub_settings, **settings_update)
+    _subscribe(integration.workspace_id, f"{receiver.url}/hook", settings, keys)
+    for post in posts:
+        run_publish(post, settings, keys)
+    return settings
+
+
 def _deliver(settings: Settings, keys: KeyRing, **kw: Any) -> Any:
     return deliver_due(service_sessions("test"), settings, keys, **kw)
 
@@ -132,11 +149,9 @@ def test_no_delivery_carries_a_cookie_an_earlier_answer_set(
 ) -> None:
     """A run's deliveries share one client, whatever their workspace: a cookie one receiver's
     answer set must not go back with the next delivery to that host."""
-    settings = _settings(pub_settings)
     integration = connect("mastodon")
-    _subscribe(integration.workspace_id, f"{receiver.url}/hook", settings, keys)
-    for n in range(2):
-        run_publish(new_post(integration, content=f"post {n}"), settings, keys)
+    posts = [new_post(integration, content=f"post {n}") for n in range(2)]
+    settings = _published_to(receiver, pub_settings, keys, integration, posts)
     receiver.cookie = "session=receiver-a; Path=/"
 
     assert _deliver(settings, keys).sent == 2
@@ -151,11 +166,17 @@ def test_a_failing_receiver_is_retried_with_backoff_then_paused_and_reported(
     new_post: Callable[..., Post],
     receiver: Receiver,
 ) -> None:
-    settings = _settings(pub_settings, webhook_max_attempts=2, webhook_pause_after=3)
     integration = connect("mastodon")
-    _subscribe(integration.workspace_id, f"{receiver.url}/hook", settings, keys)
-    for n in range(2):
-        run_publish(new_post(integration, content=f"post {n}"), settings, keys)
+    posts = [new_post(integration, content=f"post {n}") for n in range(2)]
+    settings = _published_to(
+        receiver,
+        pub_settings,
+        keys,
+        integration,
+        posts,
+        webhook_max_attempts=2,
+        webhook_pause_after=3,
+    )
     receiver.answers = [500] * 10
 
     first = _deliver(settings, keys)
@@ -193,9 +214,7 @@ def _deliver_to_an_endless_answer(
 ) -> Any:
     """Deliver ``post``'s event to ``receiver`` answering without end (or, with ``trickle_s``
     set on it, trickling); the report, which must come within 20 s."""
-    settings = _settings(pub_settings, **settings_update)
-    _subscribe(integration.workspace_id, f"{receiver.url}/hook", settings, keys)
-    run_publish(post, settings, keys)
+    settings = _published_to(receiver, pub_settings, keys, integration, [post], **settings_update)
     receiver.endless = not receiver.trickle_s
     done: list[Any] = []
     worker = threading.Thread(target=lambda: done.append(_deliver(settings, keys)), daemon=True)
