@@ -25,6 +25,7 @@ split it in two, so it raises :class:`TenantScopeError` instead.
 
 from __future__ import annotations
 
+import select
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,7 +33,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import create_engine, event, false, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import (
     Mapper,
     ORMExecuteState,
@@ -60,8 +62,28 @@ class TenantScopeError(RuntimeError):
     """A write outside the session's workspace, or a scope changed mid-transaction."""
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine with Herald's connection policy for ``url`` (Postgres or SQLite)."""
+#: libpq's ``connect_timeout`` when neither the URL nor the caller sets one (psycopg's own
+#: default is 130 s: a database host that accepts and then says nothing held a request or a
+#: task that long).
+CONNECT_TIMEOUT_S = 10
+
+
+def make_engine(
+    url: str,
+    *,
+    connect_timeout_s: int = CONNECT_TIMEOUT_S,
+    statement_timeout_s: float = 0,
+    **kwargs: Any,
+) -> Engine:
+    """An engine with Herald's connection policy for ``url`` (Postgres or SQLite).
+
+    On Postgres: connecting gives up after ``connect_timeout_s`` (unless the URL sets
+    ``connect_timeout``); each statement is cancelled by the server after
+    ``statement_timeout_s`` (0: never; added to the URL's own ``options``), so a statement
+    waiting on a lock or a plan gone wrong ends as ``OperationalError`` instead of holding its
+    caller; a pooled connection the server has ended meanwhile is replaced before it is handed
+    out (:func:`_check_idle_connections`).
+    """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -76,12 +98,84 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    # No ping on every checkout (a round trip per task): connections are recycled instead, and
-    # a stale one fails once as OperationalError, which tasks retry (see tasks/publishing.py).
+    # No ping on every checkout (a round trip per task): a connection the server ended is seen
+    # without one (below), the rest are recycled; one lost silently fails once as
+    # OperationalError, which tasks retry (see tasks/publishing.py) and the API answers 503.
     kwargs.setdefault("pool_recycle", 1800)
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 10)
-    return create_engine(url, **kwargs)
+    kwargs["connect_args"] = {
+        **_postgres_limits(url, connect_timeout_s, statement_timeout_s),
+        **kwargs.get("connect_args", {}),
+    }
+    engine = create_engine(url, **kwargs)
+    _check_idle_connections(engine)
+    return engine
+
+
+def engine_for(url: str, settings: Settings) -> Engine:
+    """An engine for one of the application's roles (runtime or service), with the settings'
+    connect and statement timeouts. Migrations and operator commands use :func:`make_engine`
+    without a statement timeout: a migration may rightly run for long."""
+    return make_engine(
+        url,
+        connect_timeout_s=settings.database_connect_timeout_s,
+        statement_timeout_s=settings.database_statement_timeout_s,
+    )
+
+
+def _postgres_limits(
+    url: str, connect_timeout_s: int, statement_timeout_s: float
+) -> dict[str, Any]:
+    """libpq connection parameters for the timeouts, keeping what the URL itself says."""
+    query = make_url(url).query
+    limits: dict[str, Any] = {}
+    if "connect_timeout" not in query:
+        limits["connect_timeout"] = connect_timeout_s
+    if statement_timeout_s > 0:
+        given = query.get("options", "")
+        options = " ".join(given) if isinstance(given, tuple) else given
+        milliseconds = max(1, round(statement_timeout_s * 1000))
+        limits["options"] = f"{options} -c statement_timeout={milliseconds}".strip()
+    return limits
+
+
+def _check_idle_connections(engine: Engine) -> None:
+    """Before a pooled connection is handed out, look (without a round trip) whether the server
+    has said something on it since it went idle. An idle connection has nothing to read unless
+    the server ended it: a restart, a failover, ``pg_terminate_backend``, an idle timeout all
+    send a goodbye or close the socket. Such a connection is pinged, and the pool connects
+    again when the ping fails, so the first request after a restart is served rather than
+    failed. A connection the network lost without a word is not seen here: its statement
+    fails as ``OperationalError`` (tasks retry it, the API answers 503) and SQLAlchemy then
+    drops the whole pool."""
+
+    @event.listens_for(engine, "checkout")
+    def _alive(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        if not _server_spoke(dbapi_connection):
+            return
+        try:
+            autocommit = dbapi_connection.autocommit
+            dbapi_connection.autocommit = True  # one round trip, no transaction left behind
+            try:
+                dbapi_connection.execute("SELECT 1")
+            finally:
+                dbapi_connection.autocommit = autocommit
+        except Exception as exc:
+            # The pool drops this connection and hands out a fresh one (or raises if the
+            # database cannot be reached at all).
+            raise DisconnectionError(f"a pooled connection was ended by the server: {exc}") from exc
+
+
+def _server_spoke(dbapi_connection: Any) -> bool:
+    """Whether an idle psycopg connection has bytes (or end of file) waiting to be read."""
+    try:
+        fd = dbapi_connection.pgconn.socket
+    except Exception:  # closed already: psycopg knows it is dead
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def get_engine(settings: Settings | None = None) -> Engine:
@@ -90,10 +184,10 @@ def get_engine(settings: Settings | None = None) -> Engine:
     with _lock:
         if _engine is None:
             settings = settings or get_settings()
-            _engine = make_engine(settings.database_url)
+            _engine = engine_for(settings.database_url, settings)
             service_url = settings.service_database_url
             if service_url and service_url != settings.database_url:
-                _service_engine = make_engine(service_url)
+                _service_engine = engine_for(service_url, settings)
             else:
                 _service_engine = _engine
             _sessions = sessionmaker(_engine, expire_on_commit=False)

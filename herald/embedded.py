@@ -96,7 +96,7 @@ def prepare(app: Celery, settings: Settings) -> None:
     configure_logging(settings)
     configure_app(app, settings)
     runner.upgrade(settings.database_url)
-    db.use_engine(db.make_engine(settings.database_url))
+    db.use_engine(db.engine_for(settings.database_url, settings))
 
 
 def configure_app(app: Celery, settings: Settings) -> None:

@@ -161,6 +161,22 @@ class Settings(BaseSettings):
         default=None,
         description="`herald db upgrade` connects here (the tables' owner). Unset: runtime URL.",
     )
+    database_connect_timeout_s: int = Field(
+        default=10,
+        ge=2,
+        le=300,
+        description="Postgres: connecting gives up after this many seconds (a URL's own "
+        "`connect_timeout` wins).",
+    )
+    database_statement_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="Postgres: the server cancels a statement of the runtime or service "
+        "connection running longer than this, waiting on a lock included (0: no limit); the "
+        "API answers it with 503 and a task retries. Migrations and operator commands on the "
+        "migration URL have no limit.",
+    )
     broker_url: str = "memory://localhost/"
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_key_prefix: str = Field(

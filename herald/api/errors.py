@@ -11,11 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -24,6 +27,11 @@ from herald.publishing.scheduling import SchedulingError
 from herald.security.auth import AuthError, WorkspaceDenied, WorkspaceRequired
 from herald.telemetry import context
 from herald.telemetry.context import HTTP_CORRELATION_HEADER
+
+log = structlog.get_logger("herald.api")
+
+#: ``Retry-After`` of a 503 for a database that could not serve the request.
+DATABASE_RETRY_AFTER_S = 2
 
 
 class ApiError(Refused):
@@ -196,6 +204,26 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, message, headers=headers)
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database is down, restarting, unreachable, out of pooled connections, or cancelled a
+    statement (the statement timeout, a deadlock, a serialization failure): the request did not
+    happen, or its transaction rolled back, so the client may send it again."""
+    reason = getattr(exc, "orig", None) or exc
+    log.warning(
+        "http.database_unavailable",
+        method=request.method,
+        path=request.url.path,
+        error=type(reason).__name__,
+        detail=str(reason).splitlines()[0][:300] if str(reason) else "",
+    )
+    return error_response(
+        503,
+        "database_unavailable",
+        "the database could not serve this request; send it again shortly",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every error type the API knows into the one format (the middleware answers
     anything else with a 500 in the same format)."""
@@ -207,6 +235,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(WorkspaceRequired, _workspace_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for unavailable in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(unavailable, _database_unavailable)
 
 
 # The error responses every authenticated endpoint may give, for the OpenAPI document.
@@ -232,6 +262,10 @@ _EDGE_RESPONSES: dict[str, tuple[str, frozenset[str]]] = {
     "413": ("The request body is over the size limit", frozenset({"post", "put", "patch"})),
     "415": ("The request body is not JSON", frozenset({"post", "put", "patch"})),
     "431": ("The request headers are over the size limit", frozenset({"*"})),
+    "503": (
+        "The database could not serve the request; send it again after Retry-After",
+        frozenset({"*"}),
+    ),
 }
 
 

@@ -1,0 +1,198 @@
+"""The API while its database is away, stuck or restarted: an answer the client can act on (503
+with ``Retry-After``, in the one error format), never a 500, never a request held for as long as
+the database is, and nothing lost once it is back."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from herald import db
+from herald.api.paths import PREFIX
+from herald.migrations import runner
+from herald.models import Post, PostStatus
+from tests.conftest import RUNTIME_DATABASE_URL
+from tests.fixtures.database import service_session
+from tests.fixtures.servers import PostgresServer, free_port
+from tests.integration.api.conftest import Tenant, _tenant, assert_error, schedule_body
+
+#: The longest a test waits for an answer before it calls the request held.
+PATIENCE_S = 10.0
+
+
+@contextmanager
+def runtime_engine(engine: Engine, service: Engine | None = None) -> Iterator[Engine]:
+    """Serve requests from ``engine`` (and cross-workspace work from ``service``, by default the
+    run's service engine) for the block."""
+    runtime_before, service_before = db.get_engine(), db.get_service_engine()
+    db.use_engine(engine, service or service_before)
+    try:
+        yield engine
+    finally:
+        db.use_engine(runtime_before, service_before)
+        engine.dispose()
+
+
+def answered_within(
+    seconds: float, request: Callable[[], httpx.Response], release: Callable[[], None]
+) -> tuple[httpx.Response, float]:
+    """``request()``'s answer and how long it took; if none came within ``seconds``, ``release``
+    what holds it (so the test ends) and fail."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        started = time.monotonic()
+        future = pool.submit(request)
+        try:
+            response = future.result(timeout=seconds)
+        except FutureTimeout:
+            release()
+            future.result(timeout=60)
+            pytest.fail(f"no answer within {seconds} s: the request waited on the database")
+        return response, time.monotonic() - started
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert_error(response, 503, "database_unavailable")
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_a_request_stuck_behind_a_lock_is_answered_503_within_the_statement_timeout(
+    tenant: Tenant, client: TestClient, service_engine: Engine
+) -> None:
+    post = tenant.post()
+    impatient = db.make_engine(RUNTIME_DATABASE_URL, statement_timeout_s=1)
+    holder = service_engine.connect()  # another transaction holds the post's row
+    holder.execute(select(Post.id).where(Post.id == post.id).with_for_update())
+    try:
+        with runtime_engine(impatient):
+            response, took = answered_within(
+                PATIENCE_S,
+                lambda: client.delete(f"{PREFIX}/posts/{post.id}", headers=tenant.headers),
+                holder.rollback,
+            )
+    finally:
+        holder.rollback()
+        holder.close()
+    assert_unavailable(response)
+    assert took < 5, took
+    with service_session() as s:  # the cancel did not half-happen
+        after = s.get(Post, post.id)
+        assert after is not None
+        assert after.status is PostStatus.SCHEDULED
+    # Once the lock is gone the same request goes through.
+    again = client.delete(f"{PREFIX}/posts/{post.id}", headers=tenant.headers)
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == "cancelled"
+
+
+def test_a_database_that_refuses_connections_is_answered_503_and_creates_nothing(
+    tenant: Tenant, client: TestClient
+) -> None:
+    dead = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none"
+    body = schedule_body(tenant)
+    with runtime_engine(db.make_engine(dead)):
+        listed = client.get(f"{PREFIX}/posts", headers=tenant.headers)
+        created = client.post(f"{PREFIX}/posts", json=body, headers=tenant.headers)
+    assert_unavailable(listed)
+    assert_unavailable(created)
+    assert "Traceback" not in created.text
+    # Back: the client's retry of the same request creates the post, once.
+    retried = client.post(f"{PREFIX}/posts", json=body, headers=tenant.headers)
+    assert retried.status_code == 201, retried.text
+    with service_session() as s:
+        keys = s.scalars(
+            select(Post.idempotency_key).where(Post.workspace_id == tenant.workspace.id)
+        )
+        assert list(keys).count(body["idempotency_key"]) == 1
+
+
+@contextmanager
+def silent_server() -> Iterator[tuple[int, Callable[[], None]]]:
+    """A TCP port that accepts connections and never says a word (a database host whose
+    process hangs, or a half-open path); yields its port and a function that ends it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    listener.settimeout(0.2)
+    stopping = False
+
+    def serve() -> None:
+        while not stopping:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            accepted.append(conn)
+
+    def end() -> None:
+        nonlocal stopping
+        stopping = True
+        for conn in accepted:
+            conn.close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(serve)
+        try:
+            yield listener.getsockname()[1], end
+        finally:
+            end()
+            listener.close()
+
+
+def test_a_database_host_that_never_answers_is_given_up_after_the_connect_timeout(
+    tenant: Tenant, client: TestClient
+) -> None:
+    with silent_server() as (port, end):
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/none"
+        with runtime_engine(db.make_engine(url, connect_timeout_s=2)):
+            response, took = answered_within(
+                PATIENCE_S,
+                lambda: client.get(f"{PREFIX}/posts", headers=tenant.headers),
+                end,
+            )
+    assert_unavailable(response)
+    assert took < 6, took
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A Postgres of this test's own, migrated: the shared one is never restarted."""
+    server = PostgresServer()
+    try:
+        runner.upgrade(server.url)
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.mark.slow
+def test_after_a_postgres_restart_the_next_requests_are_served(
+    own_postgres: PostgresServer, client: TestClient
+) -> None:
+    engine = db.make_engine(own_postgres.url)
+    with runtime_engine(engine, engine):
+        tenant = _tenant()
+        before = client.get(f"{PREFIX}/posts", headers=tenant.headers)
+        assert before.status_code == 200, before.text
+        own_postgres.restart()  # every pooled connection is now dead
+        answers: list[Any] = [
+            client.get(f"{PREFIX}/posts", headers=tenant.headers),
+            client.post(f"{PREFIX}/posts", json=schedule_body(tenant), headers=tenant.headers),
+            client.get(f"{PREFIX}/posts", headers=tenant.headers),
+        ]
+        statuses = [answer.status_code for answer in answers]
+        assert statuses == [200, 201, 200], [answer.text for answer in answers]
+        assert len(answers[2].json()["items"]) == 1
+        assert uuid.UUID(answers[1].json()["id"])

@@ -1,0 +1,65 @@
+"""Herald's connection policy on Postgres (herald/db.py): the application's roles run with the
+statement timeout, operator work as the owner without it, a URL's own parameters are kept, and a
+pooled connection the server ended is replaced before anyone uses it."""
+
+from __future__ import annotations
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
+
+from herald import db
+from herald.settings import get_settings
+from tests.conftest import RUNTIME_DATABASE_URL, TEST_DATABASE_URL
+
+
+def show(engine: Engine, setting: str) -> str:
+    with engine.connect() as conn:
+        return str(conn.execute(text(f"SHOW {setting}")).scalar_one())
+
+
+def test_the_application_roles_have_the_statement_timeout_and_the_owner_has_none(
+    service_engine: Engine,
+) -> None:
+    assert get_settings().database_statement_timeout_s == 30
+    assert show(db.get_engine(), "statement_timeout") == "30s"
+    assert show(db.get_service_engine(), "statement_timeout") == "30s"
+    with db.owner_scope("tests.statement_timeout") as session:  # purges, operator commands
+        assert session.execute(text("SHOW statement_timeout")).scalar_one() == "0"
+
+
+def test_a_urls_own_options_and_connect_timeout_are_kept() -> None:
+    url = f"{RUNTIME_DATABASE_URL}?options=-c%20work_mem%3D8MB&connect_timeout=3"
+    engine = db.make_engine(url, connect_timeout_s=20, statement_timeout_s=2.5)
+    try:
+        assert show(engine, "work_mem") == "8MB"
+        assert show(engine, "statement_timeout") == "2500ms"
+        with engine.connect() as conn:
+            parameters = conn.connection.dbapi_connection.info.get_parameters()  # type: ignore[union-attr]
+        assert parameters["connect_timeout"] == "3"
+    finally:
+        engine.dispose()
+
+
+def _backend_pid(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def test_a_pooled_connection_the_server_ended_is_replaced_before_use(
+    service_engine: Engine,
+) -> None:
+    engine = db.make_engine(RUNTIME_DATABASE_URL, pool_size=1, max_overflow=0)
+    try:
+        first = _backend_pid(engine)
+        assert _backend_pid(engine) == first  # the pool hands the same connection back
+        admin = create_engine(TEST_DATABASE_URL, poolclass=NullPool)
+        with admin.begin() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first}).scalar()
+        admin.dispose()
+        # No OperationalError for the next user: the ended connection was seen and replaced.
+        replaced = _backend_pid(engine)
+        assert replaced != first
+        assert _backend_pid(engine) == replaced  # and a live one is not replaced
+    finally:
+        engine.dispose()
