@@ -21,28 +21,14 @@ from sqlalchemy.engine import Engine
 
 from herald import db
 from herald.api.paths import PREFIX
-from herald.migrations import runner
 from herald.models import Post, PostStatus
 from tests.conftest import RUNTIME_DATABASE_URL
-from tests.fixtures.database import service_session
+from tests.fixtures.database import application_engines, service_session
 from tests.fixtures.servers import PostgresServer, free_port
 from tests.integration.api.conftest import Tenant, _tenant, assert_error, schedule_body
 
 #: The longest a test waits for an answer before it calls the request held.
 PATIENCE_S = 10.0
-
-
-@contextmanager
-def runtime_engine(engine: Engine, service: Engine | None = None) -> Iterator[Engine]:
-    """Serve requests from ``engine`` (and cross-workspace work from ``service``, by default the
-    run's service engine) for the block."""
-    runtime_before, service_before = db.get_engine(), db.get_service_engine()
-    db.use_engine(engine, service or service_before)
-    try:
-        yield engine
-    finally:
-        db.use_engine(runtime_before, service_before)
-        engine.dispose()
 
 
 def answered_within(
@@ -75,7 +61,7 @@ def test_a_request_stuck_behind_a_lock_is_answered_503_within_the_statement_time
     holder = service_engine.connect()  # another transaction holds the post's row
     holder.execute(select(Post.id).where(Post.id == post.id).with_for_update())
     try:
-        with runtime_engine(impatient):
+        with application_engines(impatient):
             response, took = answered_within(
                 PATIENCE_S,
                 lambda: client.delete(f"{PREFIX}/posts/{post.id}", headers=tenant.headers),
@@ -101,7 +87,7 @@ def test_a_database_that_refuses_connections_is_answered_503_and_creates_nothing
 ) -> None:
     dead = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none"
     body = schedule_body(tenant)
-    with runtime_engine(db.make_engine(dead)):
+    with application_engines(db.make_engine(dead)):
         listed = client.get(f"{PREFIX}/posts", headers=tenant.headers)
         created = client.post(f"{PREFIX}/posts", json=body, headers=tenant.headers)
     assert_unavailable(listed)
@@ -156,7 +142,7 @@ def test_a_database_host_that_never_answers_is_given_up_after_the_connect_timeou
 ) -> None:
     with silent_server() as (port, end):
         url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/none"
-        with runtime_engine(db.make_engine(url, connect_timeout_s=2)):
+        with application_engines(db.make_engine(url, connect_timeout_s=2)):
             response, took = answered_within(
                 PATIENCE_S,
                 lambda: client.get(f"{PREFIX}/posts", headers=tenant.headers),
@@ -166,27 +152,16 @@ def test_a_database_host_that_never_answers_is_given_up_after_the_connect_timeou
     assert took < 6, took
 
 
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    """A Postgres of this test's own, migrated: the shared one is never restarted."""
-    server = PostgresServer()
-    try:
-        runner.upgrade(server.url)
-        yield server
-    finally:
-        server.close()
-
-
 @pytest.mark.slow
 def test_after_a_postgres_restart_the_next_requests_are_served(
-    own_postgres: PostgresServer, client: TestClient
+    private_postgres: PostgresServer, client: TestClient
 ) -> None:
-    engine = db.make_engine(own_postgres.url)
-    with runtime_engine(engine, engine):
+    engine = db.make_engine(private_postgres.url)
+    with application_engines(engine, engine):
         tenant = _tenant()
         before = client.get(f"{PREFIX}/posts", headers=tenant.headers)
         assert before.status_code == 200, before.text
-        own_postgres.restart()  # every pooled connection is now dead
+        private_postgres.restart()  # every pooled connection is now dead
         answers: list[Any] = [
             client.get(f"{PREFIX}/posts", headers=tenant.headers),
             client.post(f"{PREFIX}/posts", json=schedule_body(tenant), headers=tenant.headers),

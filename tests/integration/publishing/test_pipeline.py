@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from herald.models import Integration, Post, PostStatus, PublishAttempt, utcnow
+from herald.models import Post, PostStatus, PublishAttempt, utcnow
 from herald.publishing.dispatch import claim_due_posts
 from herald.publishing.sweep import requeue_lost, resolve_dead_workers
 from herald.sandbox import SandboxClient
@@ -27,7 +26,7 @@ from tests.fixtures.brokers import Broker
 from tests.fixtures.database import service_session
 from tests.fixtures.polling import eventually
 from tests.fixtures.processes import StartWorker
-from tests.fixtures.publishing import ConnectFn
+from tests.fixtures.publishing import ConnectFn, due_posts
 from tests.fixtures.servers import RedisServer
 
 
@@ -51,31 +50,6 @@ def dispatch_once(settings: Settings, broker: Broker) -> int:
     return len(claimed)
 
 
-def many_posts(integrations: list[Integration], count: int) -> None:
-    now = utcnow()
-    with service_session() as s:
-        s.execute(
-            Post.__table__.insert(),
-            [
-                {
-                    "id": uuid.uuid4(),
-                    "workspace_id": integrations[i % len(integrations)].workspace_id,
-                    "integration_id": integrations[i % len(integrations)].id,
-                    "content": f"post number {i}",
-                    "media": [],
-                    "provider_settings": {},
-                    "scheduled_at": now,
-                    "status": "scheduled",
-                    "idempotency_key": f"bulk-{i}",
-                    "attempts": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for i in range(count)
-            ],
-        )
-
-
 @pytest.mark.slow
 def test_thousand_due_posts_with_two_dispatchers_and_two_workers_publish_exactly_once(
     connect: ConnectFn,
@@ -88,7 +62,7 @@ def test_thousand_due_posts_with_two_dispatchers_and_two_workers_publish_exactly
     for network in networks:
         sandbox.set_rate_limit(network, limit=100_000, window_s=60)
     integrations = [connect(network) for network in networks]
-    many_posts(integrations, 1000)
+    due_posts(integrations, 1000)
     start_worker_process(pub_settings, name="w1", broker=broker)
     start_worker_process(pub_settings, name="w2", broker=broker)
 
@@ -203,7 +177,7 @@ def test_redis_restart_while_posts_are_queued_loses_nothing(
 ) -> None:
     """On a Redis of this test's own: the shared one is never restarted."""
     broker = private_redis_broker
-    many_posts([connect("mastodon"), connect("bluesky")], 40)
+    due_posts([connect("mastodon"), connect("bluesky")], 40)
     assert dispatch_once(pub_settings, broker) == 40  # 40 publish messages now wait in Redis
     assert broker.queue_sizes()["publish"] == 40
     private_redis.restart()  # this Redis keeps nothing on disk: every queued message is gone
