@@ -7,6 +7,7 @@ interactive docs ``/api/postiz/docs``.
 
 from __future__ import annotations
 
+import structlog
 from fastapi import FastAPI
 
 from herald.api import alerts, audit, connections, monitoring, posts, webhooks, workspaces
@@ -18,14 +19,22 @@ from herald.api.middleware import RequestMiddleware
 from herald.api.paths import PREFIX
 from herald.security.auth import check_configured
 from herald.settings import Settings
+from herald.telemetry.logging import configure_logging
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_HEADER_BYTES = 16 * 1024  # the request's headers together (uvicorn's parser shares it)
 
 
 def create_app(settings: Settings, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    """The API application. Refuses to build when no JWT key is configured."""
+    """The API application. Refuses to build when no JWT key is configured.
+
+    Served by something other than ``herald api`` (gunicorn, a bare uvicorn), logging was
+    never configured: structlog's own defaults would render an error's traceback with its local
+    variables (request headers, bearer tokens) and redact nothing, so it is configured here.
+    """
     check_configured(settings)
+    if not structlog.is_configured():
+        configure_logging(settings)
     app = FastAPI(
         title="Herald API",
         summary="Schedule and follow social-media posts of one workspace.",

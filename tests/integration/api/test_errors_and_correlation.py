@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -299,3 +301,42 @@ def test_every_request_is_one_log_line_and_one_server_span(
     assert server.attributes["http.response.status_code"] == 200
     assert server.attributes["herald.correlation_id"] == "trace-me-1"
     assert format(server.context.trace_id, "032x") == line["trace_id"]
+
+
+_SERVED_ELSEWHERE = """
+import sys
+from fastapi.testclient import TestClient
+from herald.api import create_app
+from herald.settings import Settings
+
+app = create_app(Settings(_env_file=None, log_format="console"))
+
+
+@app.get("/boom")
+def boom() -> None:
+    token = sys.argv[1]  # a local the traceback could show
+    raise RuntimeError("unexpected")
+
+
+with TestClient(app, raise_server_exceptions=False) as client:
+    answer = client.get("/boom", headers={"Authorization": "Bearer " + sys.argv[1]})
+print("status", answer.status_code)
+"""
+
+
+def test_an_app_served_without_herald_api_logs_through_herald_s_redaction() -> None:
+    """gunicorn or a bare uvicorn serving ``create_app`` never ran ``configure_logging``:
+    structlog's own defaults rendered an unexpected error's traceback with its local variables
+    (request headers, the bearer token) and redacted nothing."""
+    canary = "canary-bearer-7f3a9c2e5b1d4f6a8c0e"
+    run = subprocess.run(
+        [sys.executable, "-c", _SERVED_ELSEWHERE, canary],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = run.stdout + run.stderr
+    assert "status 500" in run.stdout, output[-3000:]
+    assert "http.unhandled_error" in output
+    assert canary not in output

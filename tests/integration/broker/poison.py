@@ -246,13 +246,16 @@ def push_to_redis(url: str, prefix: str, items: list[tuple[str, bytes]]) -> None
 
 
 def publish_to_rabbitmq(url: str, messages: list[tuple[str, Poison]]) -> None:
-    """Publish each poison with py-amqp to exchange ``herald`` with the queue's routing key."""
+    """Publish each poison with py-amqp to exchange ``herald`` with the queue's routing key,
+    each confirmed by RabbitMQ and routed to a queue (an unroutable one comes back and raises):
+    a letter that never comes is then the consumer's to explain, not a publish lost on the way."""
     parsed = urlparse(url)
     connection = amqp.Connection(
         host=f"{parsed.hostname}:{parsed.port or 5672}",
         userid=unquote(parsed.username or "guest"),
         password=unquote(parsed.password or "guest"),
         virtual_host=unquote(parsed.path[1:]) or "/",
+        confirm_publish=True,
     )
     connection.connect()
     try:
@@ -264,7 +267,11 @@ def publish_to_rabbitmq(url: str, messages: list[tuple[str, Poison]]) -> None:
             if poison.headers is not None:
                 properties["application_headers"] = poison.headers
             channel.basic_publish(
-                amqp.Message(poison.body, **properties), exchange="herald", routing_key=queue
+                amqp.Message(poison.body, **properties),
+                exchange="herald",
+                routing_key=queue,
+                mandatory=True,
+                confirm_timeout=30,
             )
     finally:
         connection.close()

@@ -111,7 +111,9 @@ def test_poison_on_every_queue_is_recorded_acked_and_the_worker_keeps_consuming(
             )
         ]
         raise AssertionError(
-            f"{late}; missing {missing}; worker log: {worker.log.read_text()[-3000:]}"
+            f"{late}; missing {missing}; messages still in the queues (delivered but unacked "
+            f"ones are not counted): {broker.queue_sizes()}; worker log: "
+            f"{worker.log.read_text()[-3000:]}"
         ) from None
     assert worker.alive(), worker.log.read_text()[-3000:]
 
