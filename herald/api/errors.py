@@ -206,8 +206,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """The database is down, restarting, unreachable, out of pooled connections, or cancelled a
-    statement (the statement timeout, a deadlock, a serialization failure): the request did not
-    happen, or its transaction rolled back, so the client may send it again."""
+    statement (the statement timeout, a deadlock, a serialization failure). The request's
+    transaction rolled back, unless the connection was lost during the commit itself; either
+    way sending it again is safe (a create carries its idempotency key, an edit its
+    ``If-Match`` version)."""
     reason = getattr(exc, "orig", None) or exc
     log.warning(
         "http.database_unavailable",
