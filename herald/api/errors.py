@@ -216,7 +216,7 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
         method=request.method,
         path=request.url.path,
         error=type(reason).__name__,
-        detail=str(reason).splitlines()[0][:300] if str(reason) else "",
+        detail=str(reason).partition("\n")[0][:300],
     )
     return error_response(
         503,
