@@ -15,6 +15,12 @@ descriptor). The protocol gives each head ``HERALD_API_REQUEST_TIMEOUT_S`` from 
 is awaited (a connection opened, or the first byte of the next request on a kept-alive one),
 then answers ``408 request_timeout`` and closes. The body has the same time again, counted by
 the API's middleware.
+
+A connection closed while the client may still be sending (the rest of a body answered early,
+an oversized or trickled head) is closed gently: the server half-closes, discards what still
+arrives, and closes ``LINGER_S`` later or when the client closes first. Closed at once, the
+kernel answers the client's next byte with a reset, and the reset destroys the answer the
+client had not read yet.
 """
 
 from __future__ import annotations
@@ -54,6 +60,33 @@ class _RememberingConnection(h11.Connection):
             raise
 
 
+class _LingeringTransport:
+    """The connection's transport as uvicorn sees it: ``close()`` lingers while the client may
+    still be sending (see the module docstring); everything else is the transport's own."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: JsonErrorsH11Protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._lingering = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self._lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self.is_closing():
+            return
+        if not (self._protocol.client_may_be_sending() and self._transport.can_write_eof()):
+            self._transport.close()
+            return
+        self._lingering = True
+        self._protocol.drain()
+        self._transport.write_eof()
+        self._protocol.loop.call_later(LINGER_S, self._transport.close)
+
+
 class JsonErrorsH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, answering its own refusals in the API's error format, and a
     request head that does not come in time (see the module docstring)."""
@@ -74,7 +107,7 @@ class JsonErrorsH11Protocol(H11Protocol):
         self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(_LingeringTransport(transport, self))  # type: ignore[arg-type]
         self._await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -89,6 +122,17 @@ class JsonErrorsH11Protocol(H11Protocol):
         super().data_received(data)
         if not self._waiting_for_head():
             self._stop_head_timer()
+
+    def client_may_be_sending(self) -> bool:
+        """Whether the client may still send on this connection: a body not all read, a head
+        refused or still arriving."""
+        their_state = self.conn.their_state
+        return their_state in (h11.SEND_BODY, h11.ERROR) or bool(self.conn.trailing_data[0])
+
+    def drain(self) -> None:
+        """Discard whatever the client still sends."""
+        self._draining = True
+        self._stop_head_timer()
 
     def _waiting_for_head(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
@@ -137,17 +181,9 @@ class JsonErrorsH11Protocol(H11Protocol):
             "connection: close",
         ]
         self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-        self._linger()
+        self.drain()
+        self.transport.close()
         log.info("http.refused", status=status, code=code, correlation_id=correlation_id)
-
-    def _linger(self) -> None:
-        # Closing while the client is still sending (the rest of an oversized head) makes the
-        # kernel answer with a reset that can destroy the response before the client reads
-        # it. Send FIN instead, discard whatever still arrives, and close a little later.
-        self._draining = True
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        self.loop.call_later(LINGER_S, self.transport.close)
 
 
 def server_config(app: ASGIApp, settings: Settings, host: str, port: int) -> uvicorn.Config:

@@ -157,6 +157,44 @@ def test_a_request_body_that_does_not_arrive_in_time_is_408(served_api: str) -> 
     assert time.monotonic() - started < REQUEST_TIMEOUT_S + 3
 
 
+@pytest.mark.parametrize(
+    "declared",
+    [
+        pytest.param(100, id="a body that stops coming: 408"),
+        pytest.param(10_000_000, id="a body over the size cap: 413"),
+    ],
+)
+def test_an_answer_sent_while_the_body_still_comes_is_not_destroyed_by_a_reset(
+    served_api: str, declared: int
+) -> None:
+    """A client still sending when the server answers early sees the answer, not a reset.
+    Closing a socket with unread bytes makes the kernel answer the next byte with RST, and a
+    reset discards what the client had not read yet: the 408 of a trickled body was lost that
+    way now and then. The server half-closes, drains and closes later instead."""
+    host, port = served_api.removeprefix("http://").split(":")
+    head = (
+        b"POST /api/postiz/posts HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer x\r\nContent-Length: " + str(declared).encode() + b"\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head + b"{")
+        chunk = b" " * 65536
+        while not select.select([sock], [], [], 0.05)[0]:
+            if declared > 100:
+                sock.sendall(chunk)
+        # The client has not read the answer yet and keeps sending, as a slow client does.
+        for _ in range(20):
+            sock.sendall(b" ")
+        received = b""
+        while part := sock.recv(65536):
+            received += part
+
+    assert received.startswith(b"HTTP/1.1 4"), received[:200]
+    status = int(received.split()[1])
+    assert status == (408 if declared == 100 else 413)
+    assert b'"error"' in received
+
+
 def test_the_next_request_on_a_kept_alive_connection_has_the_same_time(served_api: str) -> None:
     """uvicorn's keep-alive timeout ends once a byte of the next request comes; from there the
     head has the request timeout, as on a new connection."""
