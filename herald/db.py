@@ -67,12 +67,19 @@ class TenantScopeError(RuntimeError):
 #: task that long).
 CONNECT_TIMEOUT_S = 10
 
+#: How long a connection whose server has gone silent (a host powered off, a network path
+#: cut: no FIN, no reset) is kept before it fails, when neither the URL nor the caller says.
+#: The kernel's defaults keep it for hours: keepalive probes start after two hours of
+#: silence, and a statement sent into the void is retransmitted for about fifteen minutes.
+DEAD_PEER_TIMEOUT_S = 30
+
 
 def make_engine(
     url: str,
     *,
     connect_timeout_s: int = CONNECT_TIMEOUT_S,
     statement_timeout_s: float = 0,
+    dead_peer_timeout_s: int = DEAD_PEER_TIMEOUT_S,
     **kwargs: Any,
 ) -> Engine:
     """An engine with Herald's connection policy for ``url`` (Postgres or SQLite).
@@ -81,8 +88,9 @@ def make_engine(
     ``connect_timeout``); each statement is cancelled by the server after
     ``statement_timeout_s`` (0: never; added to the URL's own ``options``), so a statement
     waiting on a lock or a plan gone wrong ends as ``OperationalError`` instead of holding its
-    caller; a pooled connection the server has ended meanwhile is replaced before it is handed
-    out (:func:`_check_idle_connections`).
+    caller; a connection whose server went silent fails within about ``dead_peer_timeout_s``
+    (0: the kernel's defaults; :func:`_dead_peer_limits`); a pooled connection the server has
+    ended meanwhile is replaced before it is handed out (:func:`_check_idle_connections`).
     """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -106,6 +114,7 @@ def make_engine(
     kwargs.setdefault("max_overflow", 10)
     kwargs["connect_args"] = {
         **_postgres_limits(url, connect_timeout_s, statement_timeout_s),
+        **_dead_peer_limits(url, dead_peer_timeout_s),
         **kwargs.get("connect_args", {}),
     }
     engine = create_engine(url, **kwargs)
@@ -121,6 +130,7 @@ def engine_for(url: str, settings: Settings) -> Engine:
         url,
         connect_timeout_s=settings.database_connect_timeout_s,
         statement_timeout_s=settings.database_statement_timeout_s,
+        dead_peer_timeout_s=settings.database_dead_peer_timeout_s,
     )
 
 
@@ -140,15 +150,40 @@ def _postgres_limits(
     return limits
 
 
+def _dead_peer_limits(url: str, dead_peer_timeout_s: int) -> dict[str, Any]:
+    """libpq's TCP parameters that make a silent server fail a connection within about
+    ``dead_peer_timeout_s``, keeping any the URL sets (libpq ignores them on a Unix socket).
+
+    - Waiting for an answer, nothing unacknowledged: keepalive probes start after half the
+      time and three unanswered ones, a sixth of it apart, end the connection.
+    - A statement sent and never acknowledged: ``tcp_user_timeout`` ends it after the time.
+
+    A live server acknowledges both at the kernel level, so a statement that rightly runs for
+    long (a migration, a purge) is not cut short: only ``statement_timeout`` limits that.
+    """
+    if dead_peer_timeout_s <= 0:
+        return {}
+    query = make_url(url).query
+    wanted = {
+        "keepalives": 1,
+        "keepalives_idle": max(1, dead_peer_timeout_s // 2),
+        "keepalives_interval": max(1, dead_peer_timeout_s // 6),
+        "keepalives_count": 3,
+        "tcp_user_timeout": dead_peer_timeout_s * 1000,
+    }
+    return {name: value for name, value in wanted.items() if name not in query}
+
+
 def _check_idle_connections(engine: Engine) -> None:
     """Before a pooled connection is handed out, look (without a round trip) whether the server
     has said something on it since it went idle. An idle connection has nothing to read unless
     the server ended it: a restart, a failover, ``pg_terminate_backend``, an idle timeout all
     send a goodbye or close the socket. Such a connection is pinged, and the pool connects
     again when the ping fails, so the first request after a restart is served rather than
-    failed. A connection the network lost without a word is not seen here: its statement
-    fails as ``OperationalError`` (tasks retry it, the API answers 503) and SQLAlchemy then
-    drops the whole pool."""
+    failed. A connection the network lost without a word is not seen here unless the kernel
+    has given up on it already (:func:`_dead_peer_limits`): its statement fails as
+    ``OperationalError`` within the dead-peer timeout (tasks retry it, the API answers 503)
+    and SQLAlchemy then drops the whole pool."""
 
     @event.listens_for(engine, "checkout")
     def _alive(dbapi_connection: Any, record: Any, proxy: Any) -> None:
@@ -295,7 +330,10 @@ def owner_scope(reason: str) -> Iterator[Session]:
     when unset), open to every workspace: for the operator commands that do what the runtime and
     service roles may not, such as the audit log's purge. Its own engine, disposed at the end."""
     settings = get_settings()
-    engine = make_engine(settings.migration_database_url or settings.database_url)
+    engine = make_engine(
+        settings.migration_database_url or settings.database_url,
+        dead_peer_timeout_s=settings.database_dead_peer_timeout_s,
+    )
     session = Session(engine, expire_on_commit=False)
     session.info[_SERVICE] = reason
     try:

@@ -130,9 +130,11 @@ class JsonErrorsH11Protocol(H11Protocol):
         return their_state in (h11.SEND_BODY, h11.ERROR) or bool(self.conn.trailing_data[0])
 
     def drain(self) -> None:
-        """Discard whatever the client still sends."""
+        """Discard whatever the client still sends (reading again if flow control paused it,
+        or the client's bytes would wait in the socket and the close would still reset)."""
         self._draining = True
         self._stop_head_timer()
+        self.flow.resume_reading()
 
     def _waiting_for_head(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
