@@ -130,7 +130,7 @@ def engine_for(url: str, settings: Settings) -> Engine:
         url,
         connect_timeout_s=settings.database_connect_timeout_s,
         statement_timeout_s=settings.database_statement_timeout_s,
-        dead_peer_timeout_s=settings.database_dead_peer_timeout_s,
+        dead_peer_timeout_s=settings.dead_peer_timeout_s,
     )
 
 
@@ -332,7 +332,7 @@ def owner_scope(reason: str) -> Iterator[Session]:
     settings = get_settings()
     engine = make_engine(
         settings.migration_database_url or settings.database_url,
-        dead_peer_timeout_s=settings.database_dead_peer_timeout_s,
+        dead_peer_timeout_s=settings.dead_peer_timeout_s,
     )
     session = Session(engine, expire_on_commit=False)
     session.info[_SERVICE] = reason

@@ -168,14 +168,15 @@ class Settings(BaseSettings):
         description="Postgres: connecting gives up after this many seconds (a URL's own "
         "`connect_timeout` wins).",
     )
-    database_dead_peer_timeout_s: int = Field(
+    dead_peer_timeout_s: int = Field(
         default=30,
         ge=0,
         le=3600,
-        description="Postgres over TCP: a connection whose server has gone silent (a host "
-        "powered off, a network path cut) fails after about this many seconds, through TCP "
-        "keepalives and `tcp_user_timeout`, instead of the kernel's hours (0: the kernel's "
-        "defaults; a URL's own `keepalives*` or `tcp_user_timeout` wins).",
+        description="Postgres and a Redis broker over TCP: a connection whose server has gone "
+        "silent (a host powered off, a network path cut, a listener that accepts and never "
+        "answers) fails after about this many seconds instead of the kernel's hours or for "
+        "ever: TCP keepalives, libpq's `tcp_user_timeout`, Redis's socket timeout (0: the "
+        "defaults; a Postgres URL's own `keepalives*` or `tcp_user_timeout` wins).",
     )
     database_statement_timeout_s: float = Field(
         default=30.0,

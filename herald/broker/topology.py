@@ -21,6 +21,7 @@ Redis and RabbitMQ differ underneath (docs/brokers.md):
 from __future__ import annotations
 
 import math
+import socket
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlparse
@@ -104,10 +105,32 @@ def broker_options(settings: Settings) -> dict[str, Any]:
         transport_options["visibility_timeout"] = settings.visibility_timeout_s
         if settings.broker_key_prefix:
             transport_options["global_keyprefix"] = settings.broker_key_prefix
+        transport_options |= _redis_dead_peer_options(settings.dead_peer_timeout_s)
     elif kind == "amqp":
         transport_options["confirm_publish"] = True
     options["broker_transport_options"] = transport_options
     return options
+
+
+def _redis_dead_peer_options(timeout_s: int) -> dict[str, Any]:
+    """redis-py's socket options that make a silent Redis fail a command within about
+    ``timeout_s``. Without a socket timeout a send (a task sent by a task, by beat, by the
+    dispatcher) to a Redis that accepts and never answers waited for ever, and beat with it;
+    kombu's own health checks cover only the consumer's BRPOP. Keepalive probes (from half the
+    time, a sixth of it apart, three unanswered) end an idle connection to a vanished host.
+    RabbitMQ needs none of this: py-amqp's connect and handshake have a timeout, and its
+    sockets have keepalives and ``TCP_USER_TIMEOUT`` by default."""
+    if timeout_s <= 0:
+        return {}
+    return {
+        "socket_timeout": timeout_s,
+        "socket_keepalive": True,
+        "socket_keepalive_options": {
+            socket.TCP_KEEPIDLE: max(1, timeout_s // 2),
+            socket.TCP_KEEPINTVL: max(1, timeout_s // 6),
+            socket.TCP_KEEPCNT: 3,
+        },
+    }
 
 
 def memory_broker_warning(settings: Settings) -> str | None:

@@ -86,7 +86,7 @@ def test_a_silent_server_is_given_up_on_within_the_dead_peer_timeout() -> None:
     """Without these, a host powered off (no FIN, no reset) held a statement for about fifteen
     minutes of retransmissions, and an idle pooled connection for the kernel's two hours before
     the first keepalive probe."""
-    assert get_settings().database_dead_peer_timeout_s == 30
+    assert get_settings().dead_peer_timeout_s == 30
     options = _tcp_options(db.get_engine())
     # Probes from 15 s of silence, 5 s apart, 3 unanswered: gone at 30 s; and data left
     # unacknowledged for 30 s ends the connection.

@@ -4,13 +4,11 @@ the database is, and nothing lost once it is back."""
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -24,7 +22,7 @@ from herald.api.paths import PREFIX
 from herald.models import Post, PostStatus
 from tests.conftest import RUNTIME_DATABASE_URL
 from tests.fixtures.database import application_engines, service_session
-from tests.fixtures.servers import PostgresServer, free_port
+from tests.fixtures.servers import PostgresServer, free_port, silent_server
 from tests.integration.api.conftest import Tenant, _tenant, assert_error, schedule_body
 
 #: The longest a test waits for an answer before it calls the request held.
@@ -101,40 +99,6 @@ def test_a_database_that_refuses_connections_is_answered_503_and_creates_nothing
             select(Post.idempotency_key).where(Post.workspace_id == tenant.workspace.id)
         )
         assert list(keys).count(body["idempotency_key"]) == 1
-
-
-@contextmanager
-def silent_server() -> Iterator[tuple[int, Callable[[], None]]]:
-    """A TCP port that accepts connections and never says a word (a database host whose
-    process hangs, or a half-open path); yields its port and a function that ends it."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    accepted: list[socket.socket] = []
-    listener.settimeout(0.2)
-    stopping = False
-
-    def serve() -> None:
-        while not stopping:
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            accepted.append(conn)
-
-    def end() -> None:
-        nonlocal stopping
-        stopping = True
-        for conn in accepted:
-            conn.close()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(serve)
-        try:
-            yield listener.getsockname()[1], end
-        finally:
-            end()
-            listener.close()
 
 
 def test_a_database_host_that_never_answers_is_given_up_after_the_connect_timeout(
