@@ -58,7 +58,10 @@ def test_a_pooled_connection_the_server_ended_is_replaced_before_use(
         assert _backend_pid(engine) == first  # the pool hands the same connection back
         admin = create_engine(TEST_DATABASE_URL, poolclass=NullPool)
         with admin.begin() as conn:
-            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first}).scalar()
+            # With a timeout it returns once the backend has gone, its goodbye sent: without
+            # one it returns at once, and a checkout in between still finds the socket quiet.
+            ended = text("SELECT pg_terminate_backend(:pid, 5000)")
+            assert conn.execute(ended, {"pid": first}).scalar()
         admin.dispose()
         # No OperationalError for the next user: the ended connection was seen and replaced.
         replaced = _backend_pid(engine)

@@ -113,12 +113,13 @@ def test_a_database_connection_the_server_ended_is_replaced_before_the_next_task
     worker = start_worker_process(pub_settings, name="killed-connection", concurrency=1)
     warm = app.send_task("herald.posts.publish", kwargs={"post_id": str(uuid.uuid4())})
     eventually(lambda: warm.id in worker.log.read_text(), 30, "the first publish to run")
-    # Every connection to this run's database but ours goes: the worker's pooled one too.
+    # Every connection to this run's database but ours goes, the worker's pooled one too; the
+    # timeout makes each call return once its backend has gone (its goodbye sent).
     admin = create_engine(TEST_DATABASE_URL, poolclass=NullPool)  # may end any role's backend
     with admin.begin() as conn:
         ended = conn.execute(
             text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
         ).scalars()
