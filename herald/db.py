@@ -32,9 +32,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 from sqlalchemy import create_engine, event, false, text
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.engine import Connection, Engine, ExceptionContext, make_url
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import (
     Mapper,
     ORMExecuteState,
@@ -119,6 +120,7 @@ def make_engine(
     }
     engine = create_engine(url, **kwargs)
     _check_idle_connections(engine)
+    _standby_is_unavailable(engine)
     return engine
 
 
@@ -200,6 +202,22 @@ def _check_idle_connections(engine: Engine) -> None:
             # The pool drops this connection and hands out a fresh one (or raises if the
             # database cannot be reached at all).
             raise DisconnectionError(f"a pooled connection was ended by the server: {exc}") from exc
+
+
+def _standby_is_unavailable(engine: Engine) -> None:
+    """A write refused because the server is read-only (``read_only_sql_transaction``: a hot
+    standby, as after a failover while the database's address still names the old primary)
+    is the database being unavailable, not a bug: it is raised as ``OperationalError``, which
+    tasks retry and the API answers 503, and the pool is dropped, so the next connection is
+    made anew and reaches the new primary as soon as the address names it."""
+
+    @event.listens_for(engine, "handle_error")
+    def _read_only(context: ExceptionContext) -> OperationalError | None:
+        original = context.original_exception
+        if not isinstance(original, psycopg.errors.ReadOnlySqlTransaction):
+            return None
+        context.is_disconnect = True
+        return OperationalError(context.statement, context.parameters, original)
 
 
 def _server_spoke(dbapi_connection: Any) -> bool:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from herald import db
@@ -109,5 +111,21 @@ def test_a_silent_server_is_given_up_on_within_the_dead_peer_timeout() -> None:
     engine = db.make_engine(RUNTIME_DATABASE_URL, dead_peer_timeout_s=0)
     try:
         assert _tcp_options(engine)["user_timeout_ms"] == 0  # 0: the kernel's defaults
+    finally:
+        engine.dispose()
+
+
+def test_a_write_a_read_only_server_refuses_is_an_operational_error_and_drops_the_pool() -> None:
+    """A hot standby's answer to a write (as after a failover while the address still names
+    the old primary) is the database being unavailable: tasks retry ``OperationalError`` and
+    the API answers it 503; the dropped pool connects anew for the next statement."""
+    standby = {"options": "-c default_transaction_read_only=on"}
+    engine = db.make_engine(RUNTIME_DATABASE_URL, pool_size=1, connect_args=standby)
+    try:
+        first = _backend_pid(engine)
+        refused = pytest.raises(OperationalError, match="read-only transaction")
+        with refused, engine.begin() as conn:
+            conn.execute(text("CREATE TEMPORARY TABLE refused (id int)"))
+        assert _backend_pid(engine) != first
     finally:
         engine.dispose()

@@ -14,14 +14,16 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 
 from herald import db
 from herald.api.paths import PREFIX
 from herald.models import Post, PostStatus
 from tests.conftest import RUNTIME_DATABASE_URL
 from tests.fixtures.database import application_engines, service_session
+from tests.fixtures.polling import eventually
 from tests.fixtures.servers import PostgresServer, free_port, silent_server
 from tests.integration.api.conftest import Tenant, _tenant, assert_error, schedule_body
 
@@ -135,3 +137,52 @@ def test_after_a_postgres_restart_the_next_requests_are_served(
         assert statuses == [200, 201, 200], [answer.text for answer in answers]
         assert len(answers[2].json()["items"]) == 1
         assert uuid.UUID(answers[1].json()["id"])
+
+
+def _set_read_only(url: str, read_only: bool) -> None:
+    """Make the server's new transactions read-only, as a hot standby's are, or writable."""
+    admin = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"ALTER SYSTEM SET default_transaction_read_only = {read_only}"))
+            conn.execute(text("SELECT pg_reload_conf()"))
+        expected = "on" if read_only else "off"
+        eventually(
+            lambda: _show(admin, "default_transaction_read_only") == expected,
+            what=f"default_transaction_read_only to be {expected}",
+        )
+    finally:
+        admin.dispose()
+
+
+def _show(engine: Engine, setting: str) -> str:
+    with engine.connect() as conn:
+        return str(conn.execute(text(f"SHOW {setting}")).scalar_one())
+
+
+@pytest.mark.slow
+def test_a_database_that_turned_read_only_is_answered_503_and_writes_resume_after_it(
+    private_postgres: PostgresServer, client: TestClient
+) -> None:
+    """As after a failover while the database's address still names the old primary, now a
+    standby: every write fails with ``read_only_sql_transaction``. That answered 500 with a
+    traceback; it is the database being unavailable for writes, so 503 with Retry-After, and
+    the pool is dropped so that the next connection is made anew (to the new primary, once
+    the address names it). Reads are still served."""
+    engine = db.make_engine(private_postgres.url)
+    with application_engines(engine, engine):
+        tenant = _tenant()
+        body = schedule_body(tenant)
+        _set_read_only(private_postgres.url, True)
+        try:
+            engine.dispose()  # the pooled connections read the setting at their next start
+            refused = client.post(f"{PREFIX}/posts", json=body, headers=tenant.headers)
+            listed = client.get(f"{PREFIX}/posts", headers=tenant.headers)
+        finally:
+            _set_read_only(private_postgres.url, False)
+        created = client.post(f"{PREFIX}/posts", json=body, headers=tenant.headers)
+
+    assert_unavailable(refused)
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["items"] == []
+    assert created.status_code == 201, created.text
