@@ -113,6 +113,9 @@ def make_engine(
     kwargs.setdefault("pool_recycle", 1800)
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 10)
+    # A statement's parameters (post content, tokens as written, webhook secrets) never reach
+    # an error's text, so never a log line, a span or a stored error either.
+    kwargs.setdefault("hide_parameters", True)
     kwargs["connect_args"] = {
         **_postgres_limits(url, connect_timeout_s, statement_timeout_s),
         **_dead_peer_limits(url, dead_peer_timeout_s),
@@ -217,7 +220,12 @@ def _standby_is_unavailable(engine: Engine) -> None:
         if not isinstance(original, psycopg.errors.ReadOnlySqlTransaction):
             return None
         context.is_disconnect = True
-        return OperationalError(context.statement, context.parameters, original)
+        return OperationalError(
+            context.statement,
+            context.parameters,
+            original,
+            hide_parameters=context.engine is None or context.engine.hide_parameters,
+        )
 
 
 def _server_spoke(dbapi_connection: Any) -> bool:

@@ -10,7 +10,7 @@ import socket
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from herald import db
@@ -129,3 +129,17 @@ def test_a_write_a_read_only_server_refuses_is_an_operational_error_and_drops_th
         assert _backend_pid(engine) != first
     finally:
         engine.dispose()
+
+
+def test_an_errors_text_never_holds_the_statements_parameters() -> None:
+    """What a statement was given (post content, a token as written, a webhook secret) stays
+    out of the error's text, and so out of every log line, span and stored error made of it."""
+    engine = db.make_engine(RUNTIME_DATABASE_URL)
+    try:
+        failing = text("SELECT 1 / :zero WHERE CAST(:secret AS text) IS NOT NULL")
+        with pytest.raises(DBAPIError) as raised, engine.connect() as conn:
+            conn.execute(failing, {"zero": 0, "secret": "canary-7f3a9c"})
+    finally:
+        engine.dispose()
+    assert "division by zero" in str(raised.value)
+    assert "canary-7f3a9c" not in str(raised.value)
