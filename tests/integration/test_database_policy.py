@@ -33,7 +33,7 @@ def test_the_application_roles_have_the_statement_timeout_and_the_owner_has_none
         assert session.execute(text("SHOW statement_timeout")).scalar_one() == "0"
 
 
-def test_a_urls_own_options_and_connect_timeout_are_kept() -> None:
+def test_a_urls_own_options_and_connect_timeout_are_kept(service_engine: Engine) -> None:
     url = f"{RUNTIME_DATABASE_URL}?options=-c%20work_mem%3D8MB&connect_timeout=3"
     engine = db.make_engine(url, connect_timeout_s=20, statement_timeout_s=2.5)
     try:
@@ -87,7 +87,9 @@ def _tcp_options(engine: Engine) -> dict[str, int]:
             }
 
 
-def test_a_silent_server_is_given_up_on_within_the_dead_peer_timeout() -> None:
+def test_a_silent_server_is_given_up_on_within_the_dead_peer_timeout(
+    service_engine: Engine,
+) -> None:
     """Without these, a host powered off (no FIN, no reset) held a statement for about fifteen
     minutes of retransmissions, and an idle pooled connection for the kernel's two hours before
     the first keepalive probe."""
@@ -115,7 +117,9 @@ def test_a_silent_server_is_given_up_on_within_the_dead_peer_timeout() -> None:
         engine.dispose()
 
 
-def test_a_write_a_read_only_server_refuses_is_an_operational_error_and_drops_the_pool() -> None:
+def test_a_write_a_read_only_server_refuses_is_an_operational_error_and_drops_the_pool(
+    service_engine: Engine,
+) -> None:
     """A hot standby's answer to a write (as after a failover while the address still names
     the old primary) is the database being unavailable: tasks retry ``OperationalError`` and
     the API answers it 503; the dropped pool connects anew for the next statement."""
@@ -131,7 +135,7 @@ def test_a_write_a_read_only_server_refuses_is_an_operational_error_and_drops_th
         engine.dispose()
 
 
-def test_an_errors_text_never_holds_the_statements_parameters() -> None:
+def test_an_errors_text_never_holds_the_statements_parameters(service_engine: Engine) -> None:
     """What a statement was given (post content, a token as written, a webhook secret) stays
     out of the error's text, and so out of every log line, span and stored error made of it."""
     engine = db.make_engine(RUNTIME_DATABASE_URL)
