@@ -46,7 +46,7 @@ from sqlalchemy.orm import (
     with_loader_criteria,
 )
 
-from herald.settings import Settings, get_settings
+from herald.settings import Settings, get_settings, keepalive_probes
 
 _lock = threading.Lock()
 _engine: Engine | None = None
@@ -159,8 +159,8 @@ def _dead_peer_limits(url: str, dead_peer_timeout_s: int) -> dict[str, Any]:
     """libpq's TCP parameters that make a silent server fail a connection within about
     ``dead_peer_timeout_s``, keeping any the URL sets (libpq ignores them on a Unix socket).
 
-    - Waiting for an answer, nothing unacknowledged: keepalive probes start after half the
-      time and three unanswered ones, a sixth of it apart, end the connection.
+    - Waiting for an answer, nothing unacknowledged: unanswered keepalive probes
+      (:func:`herald.settings.keepalive_probes`) end the connection.
     - A statement sent and never acknowledged: ``tcp_user_timeout`` ends it after the time.
 
     A live server acknowledges both at the kernel level, so a statement that rightly runs for
@@ -169,11 +169,12 @@ def _dead_peer_limits(url: str, dead_peer_timeout_s: int) -> dict[str, Any]:
     if dead_peer_timeout_s <= 0:
         return {}
     query = make_url(url).query
+    idle, interval, count = keepalive_probes(dead_peer_timeout_s)
     wanted = {
         "keepalives": 1,
-        "keepalives_idle": max(1, dead_peer_timeout_s // 2),
-        "keepalives_interval": max(1, dead_peer_timeout_s // 6),
-        "keepalives_count": 3,
+        "keepalives_idle": idle,
+        "keepalives_interval": interval,
+        "keepalives_count": count,
         "tcp_user_timeout": dead_peer_timeout_s * 1000,
     }
     return {name: value for name, value in wanted.items() if name not in query}

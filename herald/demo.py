@@ -39,7 +39,6 @@ from herald.connections.access import Manager
 from herald.connections.oauth import OAUTH_PROVIDERS
 from herald.contracts import MediaIn, SchedulePost
 from herald.models import AuditEvent, Integration, Post, PostStatus, Workspace, utcnow
-from herald.providers.base import Account
 from herald.publishing.scheduling import SchedulingError, schedule_post
 from herald.sandbox import SandboxClient, run_in_thread
 from herald.security.audit import Actor
@@ -48,7 +47,7 @@ from herald.security.checkpoints import generate_signing_key
 from herald.security.checkpoints import write as write_checkpoint
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
-from herald.tokens.connect import connect_integration, tokens_from
+from herald.tokens.connect import account_from, connect_integration, tokens_from
 
 P = PostStatus
 
@@ -343,11 +342,7 @@ def _connect(
                 session,
                 workspace_id=ws,
                 provider=conn.network,
-                account=Account(
-                    external_id=created["account_id"],
-                    handle=created.get("handle"),
-                    settings=created.get("settings") or {},
-                ),
+                account=account_from(created),
                 tokens=tokens_from(created),
                 keys=keys,
                 actor=DEMO.actor,

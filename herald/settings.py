@@ -89,6 +89,13 @@ class ProviderNotConfigured(ValueError):
     """Herald's configuration lacks what a network's adapter needs (an operator's problem)."""
 
 
+def keepalive_probes(dead_peer_timeout_s: int) -> tuple[int, int, int]:
+    """TCP keepalive (idle seconds, seconds between probes, probes) that end a connection to
+    a vanished host within about ``dead_peer_timeout_s``: probes from half the time, a sixth
+    of it apart, three unanswered. One schedule for Postgres and the Redis broker."""
+    return max(1, dead_peer_timeout_s // 2), max(1, dead_peer_timeout_s // 6), 3
+
+
 def timing_problems(s: Settings) -> list[str]:
     """Every combination of time settings that can publish a post twice or never (see
     docs/configuration.md, "Timing relations"); each names the variables involved."""

@@ -103,7 +103,6 @@ class JsonErrorsH11Protocol(H11Protocol):
         super().__init__(config, server_state, app_state, _loop)
         self.max_header_bytes = config.h11_max_incomplete_event_size or MAX_HEADER_BYTES
         self.conn = _RememberingConnection(h11.SERVER, self.max_header_bytes)
-        self._draining = False
         self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -115,7 +114,7 @@ class JsonErrorsH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._draining:
+        if self.transport.is_closing():  # lingering: discard what the client still sends
             return
         if self._waiting_for_head():
             self._await_head()
@@ -130,9 +129,8 @@ class JsonErrorsH11Protocol(H11Protocol):
         return their_state in (h11.SEND_BODY, h11.ERROR) or bool(self.conn.trailing_data[0])
 
     def drain(self) -> None:
-        """Discard whatever the client still sends (reading again if flow control paused it,
-        or the client's bytes would wait in the socket and the close would still reset)."""
-        self._draining = True
+        """Read again if flow control paused reading (the client's bytes would otherwise wait
+        in the socket and the close would still reset); ``data_received`` discards them."""
         self._stop_head_timer()
         self.flow.resume_reading()
 
@@ -150,7 +148,7 @@ class JsonErrorsH11Protocol(H11Protocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self._draining or self.transport.is_closing() or not self._waiting_for_head():
+        if self.transport.is_closing() or not self._waiting_for_head():
             return
         if self.conn.their_state not in (h11.IDLE, h11.DONE):
             # The rest of the body of a request already answered, still trickling: nothing is
@@ -183,7 +181,6 @@ class JsonErrorsH11Protocol(H11Protocol):
             "connection: close",
         ]
         self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-        self.drain()
         self.transport.close()
         log.info("http.refused", status=status, code=code, correlation_id=correlation_id)
 

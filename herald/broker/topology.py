@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 
 from kombu import Exchange, Queue
 
-from herald.settings import Settings
+from herald.settings import Settings, keepalive_probes
 
 EXCHANGE = Exchange("herald", type="topic", durable=True)
 DEFAULT_QUEUE = "default"
@@ -116,19 +116,20 @@ def _redis_dead_peer_options(timeout_s: int) -> dict[str, Any]:
     """redis-py's socket options that make a silent Redis fail a command within about
     ``timeout_s``. Without a socket timeout a send (a task sent by a task, by beat, by the
     dispatcher) to a Redis that accepts and never answers waited for ever, and beat with it;
-    kombu's own health checks cover only the consumer's BRPOP. Keepalive probes (from half the
-    time, a sixth of it apart, three unanswered) end an idle connection to a vanished host.
+    kombu's own health checks cover only the consumer's BRPOP. Keepalive probes
+    (:func:`herald.settings.keepalive_probes`) end an idle connection to a vanished host.
     RabbitMQ needs none of this: py-amqp's connect and handshake have a timeout, and its
     sockets have keepalives and ``TCP_USER_TIMEOUT`` by default."""
     if timeout_s <= 0:
         return {}
+    idle, interval, count = keepalive_probes(timeout_s)
     return {
         "socket_timeout": timeout_s,
         "socket_keepalive": True,
         "socket_keepalive_options": {
-            socket.TCP_KEEPIDLE: max(1, timeout_s // 2),
-            socket.TCP_KEEPINTVL: max(1, timeout_s // 6),
-            socket.TCP_KEEPCNT: 3,
+            socket.TCP_KEEPIDLE: idle,
+            socket.TCP_KEEPINTVL: interval,
+            socket.TCP_KEEPCNT: count,
         },
     }
 

@@ -85,6 +85,16 @@ def connect_integration(
     return integration
 
 
+def account_from(values: dict[str, Any]) -> Account:
+    """An Account from an account answer (``account_id``, ``handle``, ``settings``), as the
+    sandbox gives one for each account it creates."""
+    return Account(
+        external_id=str(values["account_id"]),
+        handle=values.get("handle"),
+        settings=values.get("settings") or {},
+    )
+
+
 def tokens_from(values: dict[str, Any]) -> TokenSet:
     """A TokenSet from an OAuth-style token answer (``access_token``, ``expires_at``…)."""
 

@@ -16,11 +16,7 @@ from sqlalchemy.pool import NullPool
 from herald import db
 from herald.settings import get_settings
 from tests.conftest import RUNTIME_DATABASE_URL, TEST_DATABASE_URL
-
-
-def show(engine: Engine, setting: str) -> str:
-    with engine.connect() as conn:
-        return str(conn.execute(text(f"SHOW {setting}")).scalar_one())
+from tests.fixtures.database import show
 
 
 def test_the_application_roles_have_the_statement_timeout_and_the_owner_has_none(

@@ -22,7 +22,7 @@ from herald import db
 from herald.api.paths import PREFIX
 from herald.models import Post, PostStatus
 from tests.conftest import RUNTIME_DATABASE_URL
-from tests.fixtures.database import application_engines, service_session
+from tests.fixtures.database import application_engines, service_session, show
 from tests.fixtures.polling import eventually
 from tests.fixtures.servers import PostgresServer, free_port, silent_server
 from tests.integration.api.conftest import Tenant, _tenant, assert_error, schedule_body
@@ -148,16 +148,11 @@ def _set_read_only(url: str, read_only: bool) -> None:
             conn.execute(text("SELECT pg_reload_conf()"))
         expected = "on" if read_only else "off"
         eventually(
-            lambda: _show(admin, "default_transaction_read_only") == expected,
+            lambda: show(admin, "default_transaction_read_only") == expected,
             what=f"default_transaction_read_only to be {expected}",
         )
     finally:
         admin.dispose()
-
-
-def _show(engine: Engine, setting: str) -> str:
-    with engine.connect() as conn:
-        return str(conn.execute(text(f"SHOW {setting}")).scalar_one())
 
 
 @pytest.mark.slow

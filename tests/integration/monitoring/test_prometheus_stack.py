@@ -28,11 +28,10 @@ from sqlalchemy.engine import Engine
 
 from herald.celery_app import QUEUES, app
 from herald.models import Integration, Post, PostStatus, utcnow
-from herald.providers.base import Account
 from herald.sandbox import SandboxClient, SandboxServer
 from herald.security.crypto import KeyRing
 from herald.settings import Settings, get_settings
-from herald.tokens.connect import connect_integration, tokens_from
+from herald.tokens.connect import account_from, connect_integration, tokens_from
 from tests.fixtures.database import service_session, truncate_all
 from tests.fixtures.factories import make_post, make_workspace
 from tests.fixtures.monitoring import (
@@ -110,7 +109,7 @@ def _connect(sandbox: SandboxClient, workspace_id: uuid.UUID, network: str) -> I
             session,
             workspace_id=workspace_id,
             provider=network,
-            account=Account(external_id=created["account_id"], handle=created.get("handle")),
+            account=account_from(created),
             tokens=tokens_from(created),
             keys=KeyRing.from_settings(get_settings()),
         )

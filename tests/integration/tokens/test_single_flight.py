@@ -15,11 +15,10 @@ from sqlalchemy.engine import Engine
 
 from herald import db
 from herald.migrations import runner
-from herald.providers.base import Account
 from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
-from herald.tokens.connect import connect_integration, tokens_from
+from herald.tokens.connect import account_from, connect_integration, tokens_from
 from herald.tokens.refresh import RefreshOutcome, refresh_integration
 from tests.fixtures.database import service_session
 from tests.fixtures.factories import make_workspace
@@ -109,7 +108,7 @@ def test_eight_refreshes_at_once_on_sqlite_threads_call_the_network_once(
             s,
             workspace_id=workspace.id,
             provider="x",
-            account=Account(external_id=created["account_id"], handle=created["handle"]),
+            account=account_from(created),
             tokens=tokens_from(created),
             keys=keys,
         )

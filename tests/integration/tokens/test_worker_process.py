@@ -11,11 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
-from herald.providers.base import Account
 from herald.sandbox import SandboxClient, SandboxServer
 from herald.security.crypto import KeyRing
 from herald.settings import DEV_TOKEN_KEYS
-from herald.tokens.connect import connect_integration, tokens_from
+from herald.tokens.connect import account_from, connect_integration, tokens_from
 from tests.conftest import REDIS_URL, RUN_ID, RUNTIME_DATABASE_URL, SERVICE_DATABASE_URL
 from tests.fixtures.database import service_session
 from tests.fixtures.factories import make_workspace
@@ -39,7 +38,7 @@ def test_a_worker_with_only_the_sandbox_url_refreshes_once_for_racing_requests(
             s,
             workspace_id=make_workspace(s).id,
             provider="x",
-            account=Account(created["account_id"], handle=created["handle"]),
+            account=account_from(created),
             tokens=tokens_from(created),
             keys=KeyRing.parse(DEV_TOKEN_KEYS),  # the worker's default key ring
         )
