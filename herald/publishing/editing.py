@@ -30,7 +30,9 @@ from herald.publishing.scheduling import (
     check_window,
     validate_content,
 )
+from herald.publishing.transitions import move
 from herald.settings import Settings
+from herald.telemetry import context
 
 log = structlog.get_logger("herald.publishing")
 
@@ -161,3 +163,32 @@ def _mismatch(post: Post) -> VersionMismatch:
         f"the post is at version {post.version}: read it again, then edit",
         current_version=post.version,
     )
+
+
+#: ``last_error.code`` of a post whose publish message an operator revoked.
+REVOKED_CODE = "publish_revoked"
+
+
+def fail_revoked(session: Session, post_id: uuid.UUID, task_id: str) -> bool:
+    """The post whose publish message an operator revoked before it ran (Flower, ``celery
+    control revoke``) fails, saying so, instead of waiting as ``queued`` until the sweep takes
+    its message for lost and sends another: a revoke means "do not publish this". Only a post
+    still ``queued`` moves; one that went on (another message claimed it, it was cancelled or
+    edited) is left as it is. ``POST /posts/{id}/retry`` schedules it again. Returns whether
+    it moved."""
+    task = context.clean_id(task_id)
+    failed = move(
+        session,
+        post_id,
+        from_=PostStatus.QUEUED,
+        to=PostStatus.FAILED,
+        site="revoked",
+        last_error_code=REVOKED_CODE,
+        last_error_message=(
+            f"its publish task{f' {task}' if task else ''} was revoked before it ran "
+            "(Flower or celery control revoke): not published; retry the post to publish it"
+        ),
+    )
+    if failed:
+        log.warning("post.revoked", post_id=str(post_id), task_id=task)
+    return failed

@@ -21,6 +21,9 @@
   by the signal handlers in ``herald.celery_app``);
 - **job runs**: a task declared ``periodic=True`` (beat's jobs) records each run's start and
   outcome in ``job_runs``, in a transaction of its own; other tasks pay nothing for it;
+- **revoked messages** (Flower's revoke, ``celery control revoke``): counted and logged once,
+  here, with why (revoked, expired, terminated); a task that must settle what a revoked message
+  was for (publish: its post) overrides :meth:`HeraldTask.on_revoked`;
 - **the retry policy**, declared per task as exception classes (:class:`RetryPolicy`): those
   exceptions retry with exponential backoff and jitter, up to a bound; anything else fails.
   Each retry and each failure is one log line with the error's class and a short message (a
@@ -38,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NoReturn
 
 import structlog
-from celery import Task
+from celery import Task, signals
 from celery.canvas import Signature
 from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
@@ -226,6 +229,11 @@ class HeraldTask(Task):  # type: ignore[type-arg]
             raise
         records.record_job_run(self.name, started_at)
 
+    def on_revoked(self, payload: Any, task_id: str) -> None:
+        """An operator revoked a message of this task before it ran (not an expiry, not a
+        termination): settle what the message was for. Runs in the worker's main process, with
+        the message's payload validated; the default does nothing."""
+
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         self._count("succeeded")
         (log.info if self.log_success else log.debug)("task.succeeded", task=self.name)
@@ -263,3 +271,52 @@ class HeraldTask(Task):  # type: ignore[type-arg]
             error=error,
             exc_info=None if expected else exc,
         )
+
+
+@signals.task_revoked.connect
+def _revoked(
+    sender: Any = None,
+    request: Any = None,
+    terminated: bool = False,
+    signum: Any = None,
+    expired: bool = False,
+    **_: Any,
+) -> None:
+    """A Herald task's message was revoked (worker main process): count it, say why, and let
+    the task settle what the message was for (:meth:`HeraldTask.on_revoked`)."""
+    if not isinstance(sender, HeraldTask):
+        return
+    task_id = str(getattr(request, "id", "") or "")[:200]
+    queue = metrics.queue_of(getattr(request, "delivery_info", None))
+    metrics.task_events["revoked"].add(1, {"task": sender.name, "queue": queue})
+    headers = {
+        key: getattr(request, key, None)
+        for key in (context.CORRELATION_HEADER, context.WORKSPACE_HEADER)
+    }
+    correlation_id, _causation, workspace_id = context.incoming(headers, task_id)
+    reason = "expired" if expired else "terminated" if terminated else "revoked"
+    with context.acting_for(correlation_id, workspace_id):
+        log.warning(
+            "task.revoked",
+            task=sender.name,
+            task_id=task_id,
+            reason=reason,
+            signal=None if signum is None else str(signum),
+        )
+        if reason != "revoked" or sender.payload_model is None:
+            return
+        try:
+            payload = sender.payload_model.model_validate(getattr(request, "kwargs", None) or {})
+        except ValidationError:
+            return  # a run would have refused it: there is nothing it was for
+        try:
+            sender.on_revoked(payload, task_id)
+        except Exception as exc:  # a signal handler must not break the consumer
+            error_type, error = describe_error(exc)
+            log.error(
+                "task.revoked_unsettled",
+                task=sender.name,
+                task_id=task_id,
+                error_type=error_type,
+                error=error,
+            )

@@ -130,7 +130,16 @@ _CALL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60)
 _DELAY_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 
 #: Task lifecycle events, as celery-exporter counts them: ``task_events["started"].add(…)``.
-TASK_EVENTS = ("sent", "received", "started", "succeeded", "failed", "retried", "rejected")
+TASK_EVENTS = (
+    "sent",
+    "received",
+    "started",
+    "succeeded",
+    "failed",
+    "retried",
+    "rejected",
+    "revoked",
+)
 task_events: dict[str, Counter] = {
     event: Counter(
         f"herald.tasks.{event}", f"Tasks {event}, by task name and queue.", ("task", "queue")
