@@ -18,6 +18,7 @@ from celery import Celery, signals
 from celery.exceptions import CPendingDeprecationWarning
 from kombu import Connection
 
+import herald.broker.control  # noqa: F401 -- registers the guarded remote-control commands
 from herald import db
 from herald.beat_schedule import HEARTBEAT_TASK, beat_schedule
 from herald.broker import topology
