@@ -82,6 +82,42 @@ def build_formatter(settings: Settings) -> logging.Formatter:
     )
 
 
+class AckOnALostConnection(logging.Filter):
+    """Celery logs an acknowledgement that failed because the broker connection is gone as
+    CRITICAL, with a traceback. For Herald that is ordinary after a broker restart or a dropped
+    connection: the broker hands the unacknowledged message out again (RabbitMQ at once, Redis
+    after its visibility timeout; or the message was lost with the broker and the sweep sends
+    its post again), and the run it gets finds its work done (a post already claimed is never
+    published twice). Such a line becomes one WARNING that says so, without the traceback.
+    """
+
+    _CELERY_MESSAGE = "Couldn't ack %r, reason:%r"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if record.msg == self._CELERY_MESSAGE and isinstance(error, _connection_errors()):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = (
+                "Couldn't ack %r: the connection that delivered it is gone (%r); the broker "
+                "delivers it again and that run finds its work done"
+            )
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    import amqp
+    import kombu.exceptions
+    import redis.exceptions
+
+    return (
+        OSError,
+        amqp.ConnectionError,
+        kombu.exceptions.OperationalError,
+        redis.exceptions.ConnectionError,
+    )
+
+
 def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> None:
     """Route structlog and stdlib logging through one formatter. Safe to call again."""
     structlog.configure(
@@ -104,6 +140,11 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
             root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
+    requests = logging.getLogger("celery.worker.request")
+    for installed in list(requests.filters):
+        if isinstance(installed, AckOnALostConnection):
+            requests.removeFilter(installed)
+    requests.addFilter(AckOnALostConnection())
     # Chatty libraries stay at WARNING unless debugging. Celery's "received" and "succeeded"
     # lines are replaced by Herald's task.* lines, which carry the correlation context.
     for noisy in (
