@@ -266,6 +266,12 @@ class Settings(BaseSettings):
         default=None, description="Write spans as JSON lines here when no OTLP endpoint is set."
     )
     trace_console: bool = False
+    telemetry_flush_timeout_s: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=120.0,
+        description="At most this long, a stopping process sends what telemetry it buffered.",
+    )
     trace_sample_ratio: float = Field(
         default=1.0,
         ge=0.0,

@@ -19,7 +19,9 @@ ordinary parenthood: the Celery instrumentation carries the context in the messa
 
 from __future__ import annotations
 
+import atexit
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,6 +58,9 @@ from herald.telemetry.spans import (
 
 _lock = threading.Lock()
 _configured = False
+_flush_timeout_s = 5.0  # HERALD_TELEMETRY_FLUSH_TIMEOUT_S, from set-up
+_flushing: threading.Thread | None = None
+_flush_ends = 0.0
 
 
 class JsonLinesSpanExporter(SpanExporter):
@@ -110,7 +115,7 @@ def setup_telemetry(
 
     ``exporter`` and ``metric_readers`` are for tests (in-memory) and override the settings.
     """
-    global _configured  # noqa: PLW0603 - one set-up per process is the point
+    global _configured, _flush_timeout_s  # noqa: PLW0603 - one set-up per process is the point
     if not settings.telemetry_enabled and exporter is None:
         return
     with _lock:
@@ -127,7 +132,13 @@ def setup_telemetry(
         )
         # Parent-based: a trace started elsewhere keeps its decision across every hop.
         ratio = 1.0 if exporter is not None else settings.trace_sample_ratio
-        provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(ratio)))
+        # The SDK's own exit hooks flush for as long as the exporter retries (30-50 s against
+        # a collector that is down or silent); Herald's hook below is bounded instead.
+        provider = TracerProvider(
+            resource=resource,
+            sampler=ParentBased(TraceIdRatioBased(ratio)),
+            shutdown_on_exit=False,
+        )
         provider.add_span_processor(CorrelationSpanProcessor())
         chosen, batched = (exporter, False) if exporter is not None else _exporter(settings)
         if chosen is not None:
@@ -144,11 +155,14 @@ def setup_telemetry(
                 resource=resource,
                 metric_readers=readers,
                 exemplar_filter=AlwaysOffExemplarFilter(),
+                shutdown_on_exit=False,
             )
         )
         instruments.record_to_otel(bool(readers))
         _instrument_libraries()
         instrument_engines(*engines)
+        _flush_timeout_s = settings.telemetry_flush_timeout_s
+        atexit.register(shutdown_telemetry)
         _configured = True
 
 
@@ -197,13 +211,30 @@ def instrument_engines(*engines: Engine) -> None:
 
 
 def shutdown_telemetry() -> None:
-    """Flush what is buffered (called when a worker process or the CLI exits)."""
-    provider = trace.get_tracer_provider()
-    if isinstance(provider, TracerProvider):
-        provider.force_flush()
-    meter_provider = metrics.get_meter_provider()
-    if isinstance(meter_provider, MeterProvider):
-        meter_provider.force_flush()
+    """Send what is buffered, for at most ``HERALD_TELEMETRY_FLUSH_TIMEOUT_S`` (called when a
+    worker process stops, and at exit). The SDK's flush ignores its own timeout and lasts as
+    long as the exporter's retries, so it runs in a thread of its own that the stopping process
+    waits for no longer than the bound; what it has not sent by then is lost, as a process
+    killed then would lose it."""
+    providers = (trace.get_tracer_provider(), metrics.get_meter_provider())
+    flushers = [p for p in providers if isinstance(p, TracerProvider | MeterProvider)]
+    if not flushers:
+        return
+
+    def flush() -> None:
+        for provider in flushers:
+            provider.force_flush()
+
+    global _flushing, _flush_ends  # noqa: PLW0603 - one flush at a time per process
+    with _lock:
+        if _flushing is None or not _flushing.is_alive():
+            _flushing = threading.Thread(target=flush, name="herald-telemetry-flush", daemon=True)
+            _flush_ends = time.monotonic() + _flush_timeout_s
+            _flushing.start()
+        # else a flush is under way (the worker's shutdown signal, then the exit hook): its
+        # bound holds for both
+        flushing, ends = _flushing, _flush_ends
+    flushing.join(max(0.0, ends - time.monotonic()))
 
 
 tracer = trace.get_tracer("herald")
