@@ -42,9 +42,7 @@ def _exit_time(endpoint: str, how: str) -> float:
         "PATH": "/usr/bin",
     }
     started = time.monotonic()
-    subprocess.run(
-        [sys.executable, "-c", _RUN, how], env=env, check=True, timeout=120, cwd=ROOT
-    )
+    subprocess.run([sys.executable, "-c", _RUN, how], env=env, check=True, timeout=120, cwd=ROOT)
     return time.monotonic() - started
 
 
