@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
 import structlog
 from opentelemetry import trace
@@ -83,24 +83,33 @@ def build_formatter(settings: Settings) -> logging.Formatter:
 
 
 class AckOnALostConnection(logging.Filter):
-    """Celery logs an acknowledgement that failed because the broker connection is gone as
-    CRITICAL, with a traceback. For Herald that is ordinary after a broker restart or a dropped
-    connection: the broker hands the unacknowledged message out again (RabbitMQ at once, Redis
-    after its visibility timeout; or the message was lost with the broker and the sweep sends
-    its post again), and the run it gets finds its work done (a post already claimed is never
-    published twice). Such a line becomes one WARNING that says so, without the traceback.
+    """Celery logs an acknowledgement (or a rejection) that failed because the broker
+    connection is gone as CRITICAL, with a traceback. For Herald that is ordinary after a broker
+    restart or a dropped connection: the broker hands the unsettled message out again (RabbitMQ
+    at once, Redis after its visibility timeout; or the message was lost with the broker and the
+    sweep sends its post again), and the run it gets finds its work done (a post already claimed
+    is never published twice). Such a line becomes one WARNING that says so, without the
+    traceback.
     """
 
-    _CELERY_MESSAGE = "Couldn't ack %r, reason:%r"
+    _SAID_INSTEAD: ClassVar[dict[str, str]] = {
+        # kombu.message.Message.ack_log_error / reject_log_error, as Celery's requests call them
+        "Couldn't ack %r, reason:%r": (
+            "Couldn't ack %r: the connection that delivered it is gone (%r); the broker "
+            "delivers it again and that run finds its work done"
+        ),
+        "Couldn't reject %r, reason: %r": (
+            "Couldn't reject %r: the connection that delivered it is gone (%r); the broker "
+            "delivers it again"
+        ),
+    }
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if record.msg == self._CELERY_MESSAGE and isinstance(error, _connection_errors()):
+        instead = self._SAID_INSTEAD.get(record.msg) if isinstance(record.msg, str) else None
+        if instead is not None and isinstance(error, _connection_errors()):
             record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.msg = (
-                "Couldn't ack %r: the connection that delivered it is gone (%r); the broker "
-                "delivers it again and that run finds its work done"
-            )
+            record.msg = instead
             record.exc_info, record.exc_text = None, None
         return True
 

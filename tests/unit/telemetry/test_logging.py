@@ -12,17 +12,17 @@ from herald.settings import Settings, get_settings
 from herald.telemetry.logging import configure_logging
 
 
-def _ack_failure_line(error: Exception) -> dict[str, object]:
-    """What Celery logs when a message's ack raises ``error`` (worker/request.py), rendered."""
+def _ack_failure_line(
+    error: Exception, message: str = "Couldn't ack %r, reason:%r"
+) -> dict[str, object]:
+    """What Celery logs when a message's ack (or reject) raises ``error``, rendered."""
     stream = io.StringIO()
     configure_logging(Settings(_env_file=None, log_format="json"), stream=stream)
     try:
         try:
             raise error
         except Exception as raised:
-            logging.getLogger("celery.worker.request").critical(
-                "Couldn't ack %r, reason:%r", 7, raised, exc_info=True
-            )
+            logging.getLogger("celery.worker.request").critical(message, 7, raised, exc_info=True)
     finally:
         configure_logging(get_settings())
     (line,) = stream.getvalue().splitlines()
@@ -40,3 +40,11 @@ def test_an_ack_that_fails_for_another_reason_stays_critical_with_its_traceback(
     line = _ack_failure_line(ValueError("not a connection problem"))
     assert line["level"] == "critical"
     assert "Traceback" in str(line["exception"])
+
+
+def test_a_reject_on_a_lost_connection_is_one_warning_too() -> None:
+    line = _ack_failure_line(
+        ConnectionResetError("reset by peer"), message="Couldn't reject %r, reason: %r"
+    )
+    assert line["level"] == "warning"
+    assert str(line["event"]).startswith("Couldn't reject 7: the connection")
