@@ -184,6 +184,13 @@ def _send_all(posts: list[Claimed]) -> None:
         send_publish(post)
 
 
+def _fail_revoked(task: HeraldTask, payload: PublishPost, task_id: str) -> None:
+    """``publish``'s :meth:`HeraldTask.on_revoked`: an operator revoked this post's message."""
+    with db.session_scope() as session:
+        db.service_scope(session, "publish_revoked")
+        editing.fail_revoked(session, payload.post_id, task_id)
+
+
 @app.task(
     bind=True,
     base=HeraldTask,
@@ -192,7 +199,7 @@ def _send_all(posts: list[Claimed]) -> None:
     payload_model=PublishPost,
     retry_policy=DB_BLIPS,
     log_success=False,
-    on_revoked=lambda task, payload, task_id: _fail_revoked(payload, task_id),
+    on_revoked=_fail_revoked,
 )
 def publish(self: HeraldTask, payload: PublishPost) -> str | None:
     try:
@@ -215,13 +222,6 @@ def publish(self: HeraldTask, payload: PublishPost) -> str | None:
         log.info("publish.not_due", post_id=str(payload.post_id), wait_s=round(wait, 3))
         return None
     return _settled(self, outcome, payload.post_id)
-
-
-def _fail_revoked(payload: PublishPost, task_id: str) -> None:
-    """An operator revoked this post's publish message (HeraldTask.on_revoked)."""
-    with db.session_scope() as session:
-        db.service_scope(session, "publish_revoked")
-        editing.fail_revoked(session, payload.post_id, task_id)
 
 
 @app.task(
