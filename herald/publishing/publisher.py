@@ -58,6 +58,7 @@ from herald.publishing.claiming import (
 )
 from herald.publishing.reconcile import Verdict, reconcile
 from herald.publishing.recording import (
+    TOKEN_KEY_UNKNOWN,
     TOKEN_UNREADABLE,
     Answer,
     OutcomeNotRecorded,
@@ -70,7 +71,7 @@ from herald.publishing.recording import (
 from herald.publishing.scheduling import draft_of
 from herald.publishing.transitions import lost, move
 from herald.security.credentials import account_of, open_tokens
-from herald.security.crypto import DecryptionError, KeyRing
+from herald.security.crypto import DecryptionError, KeyRing, UnknownKey
 from herald.settings import Settings
 from herald.telemetry import metrics
 
@@ -267,10 +268,24 @@ class _Run:
             outcome = self._ambiguous(error, verdict)
         elif isinstance(error, ProviderError):
             outcome = self._refused(error)
-        else:
-            self.attempt.outcome, self.attempt.error_code = "failed", TOKEN_UNREADABLE
+        elif isinstance(error, UnknownKey) and not self._out_of_attempts():
+            # This process's key ring is behind, not the token broken: another try (here after
+            # a restart, or on a process that has the key) can open it.
+            self.attempt.outcome, self.attempt.error_code = "transient", TOKEN_KEY_UNKNOWN
             self.attempt.error_message = str(error)
-            outcome = self._fail(TOKEN_UNREADABLE, str(error))
+            used = attempts_since_reschedule(self.post, self.attempt.attempt_number)
+            outcome = self._settle(
+                PostStatus.RETRYING,
+                TOKEN_KEY_UNKNOWN,
+                next_attempt_at=utcnow() + backoff(used, self.settings),
+                last_error_code=TOKEN_KEY_UNKNOWN,
+                last_error_message=str(error),
+            )
+        else:
+            code = TOKEN_KEY_UNKNOWN if isinstance(error, UnknownKey) else TOKEN_UNREADABLE
+            self.attempt.outcome, self.attempt.error_code = "failed", code
+            self.attempt.error_message = str(error)
+            outcome = self._fail(code, str(error))
         health = circuit.network_health(None if result is not None else error)
         circuit.observe(self.session, self.integration.provider, health, self.settings, utcnow())
         self.session.commit()

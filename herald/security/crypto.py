@@ -34,6 +34,15 @@ class DecryptionError(CryptoError):
     """The ciphertext is malformed, sealed by an unknown key, or bound to another row."""
 
 
+class UnknownKey(DecryptionError):
+    """Sealed under a well-formed key id this process's ring lacks: its ``HERALD_TOKEN_KEYS``
+    is behind the process that sealed it (a key added there first, mid-rollout) or a key was
+    removed while ciphertexts still used it. Herald's configuration, not the ciphertext:
+    callers try again later rather than judge the token (or the grant) dead."""
+
+    code = "token_key_unknown"  # as posts, attempts and refresh attempts record it
+
+
 def _b64e(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
@@ -106,6 +115,10 @@ class KeyRing:
         kid, nonce, sealed = self._split(ciphertext)
         aead = self._aead.get(kid)
         if aead is None:
+            if _KID.match(kid):
+                raise UnknownKey(
+                    f"token sealed with key {kid!r}, which this process's HERALD_TOKEN_KEYS lacks"
+                )
             raise DecryptionError(f"token sealed with unknown key {kid!r}")
         try:
             return aead.decrypt(nonce, sealed, binding.aad()).decode()

@@ -68,7 +68,7 @@ from herald.providers.registry import UnknownProvider, missing_client_credential
 from herald.security import audit
 from herald.security.audit import Actor, EventType, Outcome, Severity
 from herald.security.credentials import account_of, open_tokens, sealed_values
-from herald.security.crypto import DecryptionError, KeyRing
+from herald.security.crypto import DecryptionError, KeyRing, UnknownKey
 from herald.settings import Settings
 from herald.telemetry import context, metrics
 from herald.tokens import lease
@@ -155,10 +155,15 @@ class _Refresh:
             tokens = self._call(provider)
         except ConfigurationError as exc:
             outcome = self._client_refused(exc)
+        except UnknownKey as exc:
+            # This process's key ring is behind (a new key rolled out elsewhere first): it says
+            # nothing about the grant, so nobody is cut off; the retry may run where the key is.
+            log.error("token.key_unknown", integration_id=str(self.integration.id), error=str(exc))
+            outcome = self._transient(str(exc), exc.code)
         except (ReauthRequired, AuthExpired, DecryptionError) as exc:
             outcome = self._grant_refused(exc, read_version)
         except ProviderError as exc:
-            outcome = self._transient(exc)
+            outcome = self._transient(exc.message, exc.code)
         else:
             outcome = self._store(tokens, read_version)
         self._finish(attempt_id, outcome, latency_ms=round((time.perf_counter() - started) * 1000))
@@ -257,13 +262,13 @@ class _Refresh:
             "configuration_error", self.integration.status, error.message, error.code
         )
 
-    def _transient(self, error: ProviderError) -> RefreshOutcome:
-        """Network trouble says nothing about the grant: status untouched, posts keep waiting,
-        and the task's retry may claim the lease again."""
+    def _transient(self, reason: str, code: str) -> RefreshOutcome:
+        """Network trouble (or a key ring behind) says nothing about the grant: status
+        untouched, posts keep waiting, and the task's retry may claim the lease again."""
         self._count_failure()
         until = utcnow() + timedelta(seconds=self.settings.token_refresh_lease_s)
         lease.leave_pending(self.session, self.integration.id, self.owner, until=until)
-        return RefreshOutcome("transient", self.integration.status, error.message, error.code)
+        return RefreshOutcome("transient", self.integration.status, reason, code)
 
     def lost_race(
         self, seen_version: int | None, reason: str, *, make_due: bool = True

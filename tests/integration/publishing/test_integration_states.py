@@ -154,6 +154,32 @@ def test_a_token_that_cannot_be_opened_fails_the_post_without_a_call(
     assert sandbox.requests("mastodon") == []
 
 
+def test_a_token_sealed_under_a_key_this_process_lacks_retries_the_post_without_a_call(
+    connect: ConnectFn,
+    new_post: NewPost,
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    """A process whose HERALD_TOKEN_KEYS is behind (a key added elsewhere first, in the middle
+    of a rollout) cannot judge the token: Herald's configuration, not the post's, so the post is
+    tried again later instead of failing, and a process with the key publishes it."""
+    integration = connect("mastodon")
+    post = new_post(integration)
+    behind = KeyRing({"old": bytes(32)}, "old")  # lacks the key the tokens were sealed under
+
+    assert run_publish(post, pub_settings, behind).status is PostStatus.RETRYING
+    stored = fresh(Post, post.id)
+    assert stored.last_error_code == "token_key_unknown"
+    assert keys.active in (stored.last_error_message or "")
+    (attempt,) = attempts_of(post)
+    assert (attempt.outcome, attempt.error_code) == ("transient", "token_key_unknown")
+    assert sandbox.requests("mastodon") == []
+
+    assert run_publish(post, pub_settings, keys).status is PostStatus.PUBLISHED
+    assert len(sandbox.posts("mastodon")) == 1
+
+
 def test_rate_limits_fail_a_post_at_twice_its_attempt_budget(
     connect: ConnectFn,
     new_post: NewPost,

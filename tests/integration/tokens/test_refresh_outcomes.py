@@ -112,6 +112,28 @@ def test_invalid_grant_is_confirmed_then_marks_needs_reauth_once_and_the_posts_w
     assert len(token_calls(sandbox, "x")) == 1
 
 
+def test_a_refresh_on_a_process_without_the_tokens_key_never_cuts_the_connection_off(
+    connect: ConnectFn,
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    """A refresh run where HERALD_TOKEN_KEYS lacks the key the tokens were sealed under (a
+    rollout of a new key, half done) says nothing about the grant: it is retried, the
+    integration keeps its status, and a process with the key refreshes it."""
+    integration = connect("x")
+    behind = KeyRing({"old": bytes(32)}, "old")
+
+    with pytest.raises(RefreshFailed, match="lacks"):
+        refresh(integration, pub_settings, behind, seen_version=integration.token_version)
+
+    assert fresh(Integration, integration.id).status is IntegrationStatus.ACTIVE
+    [attempt] = refresh_attempts(integration.id)
+    assert (attempt.outcome, attempt.error_code) == ("transient", "token_key_unknown")
+    assert token_calls(sandbox, "x") == []
+    assert refresh(integration, pub_settings, keys).outcome == "refreshed"
+
+
 def test_a_refresh_token_that_cannot_be_opened_is_token_unreadable_without_a_call(
     connect: ConnectFn,
     new_post: Callable[..., Post],

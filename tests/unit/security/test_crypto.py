@@ -9,6 +9,7 @@ from herald.security.crypto import (
     DecryptionError,
     KeyRing,
     TokenBinding,
+    UnknownKey,
     generate_key,
     key_id_of,
 )
@@ -70,8 +71,18 @@ def test_rotation_old_ciphertexts_open_and_reseal_under_the_new_key() -> None:
     resealed = after.reseal(sealed, binding())
     assert key_id_of(resealed) == "new"
     assert after.open(resealed, binding()) == "token"
-    with pytest.raises(DecryptionError, match="unknown key 'new'"):
+    # A process still on the old ring (mid-rollout) lacks the new key: not a tampered token.
+    with pytest.raises(UnknownKey, match="key 'new', which this process's HERALD_TOKEN_KEYS lacks"):
         before.open(resealed, binding())
+
+
+def test_a_key_id_that_no_ring_could_hold_is_a_bad_ciphertext_not_a_missing_key() -> None:
+    keys = KeyRing.parse(f"k1:{generate_key()}")
+    sealed = keys.seal("token", binding())
+    forged = sealed.replace(".k1.", ".no such key!.", 1)
+    with pytest.raises(DecryptionError, match="unknown key") as raised:
+        keys.open(forged, binding())
+    assert not isinstance(raised.value, UnknownKey)
 
 
 @pytest.mark.parametrize(
