@@ -58,8 +58,6 @@ from herald.publishing.claiming import (
 )
 from herald.publishing.reconcile import Verdict, reconcile
 from herald.publishing.recording import (
-    TOKEN_KEY_UNKNOWN,
-    TOKEN_UNREADABLE,
     Answer,
     OutcomeNotRecorded,
     carried,
@@ -268,24 +266,17 @@ class _Run:
             outcome = self._ambiguous(error, verdict)
         elif isinstance(error, ProviderError):
             outcome = self._refused(error)
-        elif isinstance(error, UnknownKey) and not self._out_of_attempts():
-            # This process's key ring is behind, not the token broken: another try (here after
-            # a restart, or on a process that has the key) can open it.
-            self.attempt.outcome, self.attempt.error_code = "transient", TOKEN_KEY_UNKNOWN
-            self.attempt.error_message = str(error)
-            used = attempts_since_reschedule(self.post, self.attempt.attempt_number)
-            outcome = self._settle(
-                PostStatus.RETRYING,
-                TOKEN_KEY_UNKNOWN,
-                next_attempt_at=utcnow() + backoff(used, self.settings),
-                last_error_code=TOKEN_KEY_UNKNOWN,
-                last_error_message=str(error),
-            )
         else:
-            code = TOKEN_KEY_UNKNOWN if isinstance(error, UnknownKey) else TOKEN_UNREADABLE
-            self.attempt.outcome, self.attempt.error_code = "failed", code
-            self.attempt.error_message = str(error)
-            outcome = self._fail(code, str(error))
+            assert error is not None  # an answer holds a result or an error
+            # This process's key ring being behind (UnknownKey) is not the token broken: another
+            # try (here after a restart, or on a process that has the key) can open it.
+            retry = isinstance(error, UnknownKey) and not self._out_of_attempts()
+            self.attempt.outcome = "transient" if retry else "failed"
+            self.attempt.error_code, self.attempt.error_message = error.code, str(error)
+            if retry:
+                outcome = self._retry_later(error.code, str(error))
+            else:
+                outcome = self._fail(error.code, str(error))
         health = circuit.network_health(None if result is not None else error)
         circuit.observe(self.session, self.integration.provider, health, self.settings, utcnow())
         self.session.commit()
@@ -333,7 +324,7 @@ class _Run:
             return self._published(verdict.found)
         if verdict.safe_to_retry and not self._out_of_attempts():
             self.attempt.outcome = "ambiguous_retry"
-            return self._retry_later(error)
+            return self._retry_later(error.code, error.message)
         self.attempt.outcome = "needs_review"
         return self._settle(
             PostStatus.NEEDS_REVIEW,
@@ -351,7 +342,7 @@ class _Run:
             return self._auth_expired(error)
         if isinstance(error, TransientError) and not self._out_of_attempts():
             self.attempt.outcome = "transient"
-            return self._retry_later(error)
+            return self._retry_later(error.code, error.message)
         if isinstance(error, ReauthRequired):
             # A grant is declared dead only by its refresh, under the lease; a network without
             # refresh tokens has nothing else to ask.
@@ -369,7 +360,7 @@ class _Run:
             self.settings.publish_max_attempts * 2
         ):
             return self._fail(error.code, error.message)
-        return self._retry_at(max(error.reset_at, utcnow()), error)
+        return self._retry_at(max(error.reset_at, utcnow()), error.code, error.message)
 
     def _wait_for_user(self, error: ProviderError) -> Outcome:
         """The network refused a credential it cannot refresh: the connection needs its user
@@ -386,7 +377,7 @@ class _Run:
             select(Integration.status).where(Integration.id == self.integration.id)
         )
         if now is not IntegrationStatus.NEEDS_REAUTH:  # reconnected meanwhile: try again soon
-            return self._retry_later(error)
+            return self._retry_later(error.code, error.message)
         return self._settle(
             PostStatus.RETRYING,
             "needs_reauth",
@@ -441,18 +432,18 @@ class _Run:
         self.attempt.http_status = error.http_status
         self.attempt.provider_request_id = error.request_id
 
-    def _retry_later(self, error: ProviderError) -> Outcome:
+    def _retry_later(self, code: str, message: str) -> Outcome:
         """Retry after the backoff for this attempt (exponential, with jitter)."""
         used = attempts_since_reschedule(self.post, self.attempt.attempt_number)
-        return self._retry_at(utcnow() + backoff(used, self.settings), error)
+        return self._retry_at(utcnow() + backoff(used, self.settings), code, message)
 
-    def _retry_at(self, when: datetime, error: ProviderError) -> Outcome:
+    def _retry_at(self, when: datetime, code: str, message: str) -> Outcome:
         return self._settle(
             PostStatus.RETRYING,
-            error.code,
+            code,
             next_attempt_at=when,
-            last_error_code=error.code,
-            last_error_message=error.message[:2000],
+            last_error_code=code,
+            last_error_message=message[:2000],
         )
 
     def _fail(self, code: str, message: str) -> Outcome:

@@ -47,10 +47,6 @@ from herald.security.crypto import DecryptionError, UnknownKey
 
 log = structlog.get_logger("herald.publishing")
 T = TypeVar("T")
-TOKEN_UNREADABLE = "token_unreadable"  # noqa: S105 - an error code, not a secret
-#: The token was sealed under a key this process's HERALD_TOKEN_KEYS lacks (its config is
-#: behind): tried again, not judged.
-TOKEN_KEY_UNKNOWN = UnknownKey.code
 _BY_CODE: dict[str, type[ProviderError]] = {cls.code: cls for cls in ERROR_CLASSES}
 
 
@@ -140,8 +136,8 @@ def carried(
             rule=e.rule if isinstance(e, ContentInvalid) else None,
         )
     else:
-        code = TOKEN_KEY_UNKNOWN if isinstance(answer.error, UnknownKey) else TOKEN_UNREADABLE
-        refused = RefusedAnswer(code=code, message=str(answer.error)[:2000])
+        assert answer.error is not None  # an answer holds a result or an error
+        refused = RefusedAnswer(code=answer.error.code, message=str(answer.error)[:2000])
     return NetworkAnswer(
         post_id=post_id,
         attempt_id=attempt_id,
@@ -164,10 +160,9 @@ def restored(answer: NetworkAnswer, provider: str) -> Answer:
 
 
 def _error(refused: RefusedAnswer, provider: str) -> ProviderError | DecryptionError:
-    if refused.code == TOKEN_UNREADABLE:
-        return DecryptionError(refused.message)
-    if refused.code == TOKEN_KEY_UNKNOWN:
-        return UnknownKey(refused.message)
+    for unreadable in (UnknownKey, DecryptionError):
+        if refused.code == unreadable.code:
+            return unreadable(refused.message)
     # A code this version does not know is read the safe way: the outcome is open.
     cls = _BY_CODE.get(refused.code, AmbiguousOutcome)
     kw: dict[str, Any] = {

@@ -16,6 +16,7 @@ import os
 import re
 import uuid
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -33,6 +34,8 @@ class CryptoError(Exception):
 class DecryptionError(CryptoError):
     """The ciphertext is malformed, sealed by an unknown key, or bound to another row."""
 
+    code: ClassVar[str] = "token_unreadable"  # as posts and attempts record it
+
 
 class UnknownKey(DecryptionError):
     """Sealed under a well-formed key id this process's ring lacks: its ``HERALD_TOKEN_KEYS``
@@ -40,7 +43,7 @@ class UnknownKey(DecryptionError):
     removed while ciphertexts still used it. Herald's configuration, not the ciphertext:
     callers try again later rather than judge the token (or the grant) dead."""
 
-    code = "token_key_unknown"  # as posts, attempts and refresh attempts record it
+    code: ClassVar[str] = "token_key_unknown"  # as posts, attempts and refresh attempts record it
 
 
 def _b64e(raw: bytes) -> str:
