@@ -35,6 +35,7 @@ QUEUES = ("default", "publish", "sweep", "tokens", "alerts")
 ROUTES: dict[str, dict[str, str]] = {
     "herald.posts.publish": {"queue": "publish"},
     "herald.posts.record_outcome": {"queue": "publish"},
+    "herald.posts.reconcile_lost": {"queue": "publish"},
     # Its lookups wait on the networks; on its own queue they never delay dispatch_due.
     "herald.posts.sweep_stuck": {"queue": "sweep"},
     # Long deletes in batches: kept off the queue dispatch_due ticks on.

@@ -333,6 +333,15 @@ class RecordOutcome(Contract):
     answer: NetworkAnswer
 
 
+class ReconcileLost(Contract):
+    """``herald.posts.reconcile_lost``: internal to Herald. Sent by the worker that saw the
+    pool process publishing a post die; settles the post if that process's attempt is still
+    open (:func:`herald.publishing.sweep.resolve_lost_process`). Not for other services."""
+
+    post_id: uuid.UUID
+    process: str = Field(min_length=1, max_length=200, pattern=STORABLE_TEXT_PATTERN)
+
+
 class RefreshIntegration(Contract):
     """``herald.tokens.refresh``: refresh one integration's tokens, single-flight.
 

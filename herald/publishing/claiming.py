@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,8 +38,6 @@ from herald.publishing import circuit, fastpath
 from herald.publishing.transitions import lost, move
 from herald.settings import ProviderNotConfigured, Settings
 from herald.telemetry import context
-
-WORKER = socket.gethostname()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +74,7 @@ def claim_if_ready(
             "correlation_id": context.correlation_id(),
             "trace_id": trace_id(),
             "task_id": task_id,
-            "worker": WORKER,
+            "worker": context.process_name(),
         },
     )
 
@@ -197,7 +194,7 @@ def claim(
         correlation_id=context.correlation_id() or post.correlation_id,
         trace_id=trace_id(),
         task_id=task_id,
-        worker=WORKER,
+        worker=context.process_name(),
         # Every column given, so the row attached below is complete (nothing to load).
         **dict.fromkeys(fastpath.OPEN_ATTEMPT),
     )

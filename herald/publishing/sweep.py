@@ -5,6 +5,9 @@
 - A post ``publishing`` for longer than ``publishing_timeout_s`` lost its worker mid-call: the
   network may or may not have it. It is reconciled (:mod:`herald.publishing.reconcile`):
   published if found, sent again if that is provably safe, else ``needs_review``.
+- A post whose pool process a worker saw die (:func:`resolve_lost_process`, run by
+  ``herald.posts.reconcile_lost``) is resolved the same way without waiting for that timeout:
+  the worker knows the process is gone, and the attempt row names it.
 
 Resolving one stuck post is three steps, so no database transaction stays open while the
 network is asked:
@@ -29,6 +32,7 @@ it cannot hold the others back. Posts of a provider whose circuit is open wait
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,7 +40,7 @@ from typing import Any
 
 import structlog
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import Select, or_, select, update
+from sqlalchemy import Select, exists, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -112,26 +116,52 @@ def resolve_dead_workers(
         stuck = _take_next(session, settings)
         if stuck is None:
             break
-        post = stuck.post
-        with in_post_trace(
-            "herald.reconcile_post",
-            post_id=str(post.id),
-            correlation_id=post.correlation_id,
-            workspace_id=str(post.workspace_id),
-            stored=TraceContext.stored(post.traceparent, post.tracestate),
-        ):
-            result = _resolve(session, stuck, settings, keys)
-        results[result] += 1
-        metrics.sweep_resolutions.add(1, {"provider": stuck.integration.provider, "result": result})
+        results[_resolve_traced(session, stuck, settings, keys)] += 1
     if results:
         log.warning("sweep.resolved", **results)
     return results
 
 
-def _take_next(session: Session, settings: Settings) -> _Stuck | None:
+def resolve_lost_process(
+    session: Session, settings: Settings, keys: KeyRing, post_id: uuid.UUID, process: str
+) -> str | None:
+    """Resolve ``post_id`` now if its open attempt was run by ``process``
+    (:func:`~herald.telemetry.context.process_name`), which a worker saw die; as the sweep
+    would after ``publishing_timeout_s``. None when there is nothing to resolve: the attempt
+    was finished, the post moved on, another process claimed it since, another resolution
+    holds it, or its network's circuit is open (the sweep takes it later).
+
+    The caller waits for one call's timeout after the death first: a request the process sent
+    just before it died may still be in the network's hands, as after a timeout in a live
+    run."""
+    stuck = _take_next(session, settings, lost=(post_id, process))
+    if stuck is None:
+        return None
+    result = _resolve_traced(session, stuck, settings, keys)
+    log.warning("sweep.lost_process_resolved", post_id=str(post_id), result=result)
+    return result
+
+
+def _resolve_traced(session: Session, stuck: _Stuck, settings: Settings, keys: KeyRing) -> str:
+    post = stuck.post
+    with in_post_trace(
+        "herald.reconcile_post",
+        post_id=str(post.id),
+        correlation_id=post.correlation_id,
+        workspace_id=str(post.workspace_id),
+        stored=TraceContext.stored(post.traceparent, post.tracestate),
+    ):
+        result = _resolve(session, stuck, settings, keys)
+    metrics.sweep_resolutions.add(1, {"provider": stuck.integration.provider, "result": result})
+    return result
+
+
+def _take_next(
+    session: Session, settings: Settings, *, lost: tuple[uuid.UUID, str] | None = None
+) -> _Stuck | None:
     while True:
         service_scope(session, "sweep_stuck")
-        row = session.execute(_next_stuck(session, settings)).first()
+        row = session.execute(_next_stuck(session, settings, lost)).first()
         if row is None:
             session.commit()
             return None
@@ -158,14 +188,26 @@ def _take_next(session: Session, settings: Settings) -> _Stuck | None:
         # Another sweep took it first (SQLite has no row locks): take the next one.
 
 
-def _next_stuck(session: Session, settings: Settings) -> Select[tuple[Post, Integration]]:
+def _next_stuck(
+    session: Session, settings: Settings, lost: tuple[uuid.UUID, str] | None
+) -> Select[tuple[Post, Integration]]:
     now = utcnow()
+    if lost is None:
+        stuck = Post.publishing_started_at < now - timedelta(seconds=settings.publishing_timeout_s)
+    else:
+        post_id, process = lost
+        stuck = (Post.id == post_id) & exists().where(
+            PublishAttempt.post_id == Post.id,
+            PublishAttempt.attempt_number == Post.attempts,
+            PublishAttempt.worker == process,
+            PublishAttempt.finished_at.is_(None),
+        )
     query = (
         select(Post, Integration)
         .join(Integration, Integration.id == Post.integration_id)
         .where(
             Post.status == PostStatus.PUBLISHING,
-            Post.publishing_started_at < now - timedelta(seconds=settings.publishing_timeout_s),
+            stuck,
             or_(Post.resolve_after.is_(None), Post.resolve_after <= now),
         )
         # Fewest failed resolutions first: a post that keeps failing never holds others back.

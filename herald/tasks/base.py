@@ -24,6 +24,10 @@
 - **revoked messages** (Flower's revoke, ``celery control revoke``): counted and logged once,
   here, with why (revoked, expired, terminated); a task that must settle what a revoked message
   was for (publish: its post) overrides :meth:`HeraldTask.on_revoked`;
+- **lost pool processes** (the OOM killer, a ``kill -9`` of a pool child, Flower's *Terminate*):
+  the worker's main process sees the child that ran a message die (:class:`HeraldRequest`); it
+  counts and logs that once, here, and a task whose work the dead process may have left half
+  done (publish: a call to the network) overrides :meth:`HeraldTask.on_process_lost`;
 - **the retry policy**, declared per task as exception classes (:class:`RetryPolicy`): those
   exceptions retry with exponential backoff and jitter, up to a bound; anything else fails.
   Each retry and each failure is one log line with the error's class and a short message (a
@@ -41,8 +45,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NoReturn
 
 import structlog
+from billiard.exceptions import Terminated, WorkerLostError
 from celery import Task, signals
 from celery.canvas import Signature
+from celery.worker.request import Request
 from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
@@ -82,10 +88,31 @@ class RetryPolicy:
         return self._rng.uniform(self.backoff_s / 2, ceiling) if self.jitter else ceiling
 
 
+class HeraldRequest(Request):
+    """Celery's request (worker main process), which also tells the task when the pool process
+    running its message died: after Celery has handled the loss (a lost worker's message goes
+    back to the queue, a terminated one is acked), :func:`_process_lost` runs."""
+
+    def on_failure(
+        self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
+    ) -> None:
+        pid = self.worker_pid
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+        exc = getattr(exc_info.exception, "exc", exc_info.exception)  # billiard may wrap it
+        if pid and isinstance(exc, _PROCESS_GONE) and isinstance(self.task, HeraldTask):
+            _process_lost(self.task, self._context, int(pid), exc)  # type: ignore[attr-defined]
+
+
+# How billiard reports a job whose process exited under it: killed (WorkerLostError), killed on
+# an operator's request (Terminated), or exiting (SystemExit, reported before the exit ends).
+_PROCESS_GONE = (WorkerLostError, Terminated, SystemExit, KeyboardInterrupt)
+
+
 class HeraldTask(Task):  # type: ignore[type-arg]
     """Base of every Herald task; see the module docstring for what it owns."""
 
     abstract = True
+    Request = "herald.tasks.base:HeraldRequest"
     typing = False  # arguments are validated by ``payload_model`` on arrival, not at send time
     payload_model: ClassVar[type[BaseModel] | None] = None
     retry_policy: ClassVar[RetryPolicy] = RetryPolicy()
@@ -234,6 +261,13 @@ class HeraldTask(Task):  # type: ignore[type-arg]
         termination): settle what the message was for. Runs in the worker's main process, with
         the message's payload validated; the default does nothing."""
 
+    def on_process_lost(self, payload: Any, process: str) -> None:
+        """The pool process running a message of this task died mid-run; ``process`` is its
+        :func:`~herald.telemetry.context.process_name`. Settle what it may have left half done.
+        Runs in the worker's main process, with the message's payload validated; the default
+        does nothing (the message itself was handled by Celery: a lost worker's goes back to
+        the queue, a terminated one is acked)."""
+
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         self._count("succeeded")
         (log.info if self.log_success else log.debug)("task.succeeded", task=self.name)
@@ -286,16 +320,8 @@ def _revoked(
     the task settle what the message was for (:meth:`HeraldTask.on_revoked`)."""
     if not isinstance(sender, HeraldTask):
         return
-    task_id = str(getattr(request, "id", "") or "")[:200]
-    queue = metrics.queue_of(getattr(request, "delivery_info", None))
-    metrics.task_events["revoked"].add(1, {"task": sender.name, "queue": queue})
-    headers = {
-        key: getattr(request, key, None)
-        for key in (context.CORRELATION_HEADER, context.WORKSPACE_HEADER)
-    }
-    correlation_id, _causation, workspace_id = context.incoming(headers, task_id)
     reason = "expired" if expired else "terminated" if terminated else "revoked"
-    with context.acting_for(correlation_id, workspace_id):
+    with _on_behalf_of(sender, request, "revoked") as task_id:
         log.warning(
             "task.revoked",
             task=sender.name,
@@ -303,20 +329,74 @@ def _revoked(
             reason=reason,
             signal=None if signum is None else str(signum),
         )
-        if reason != "revoked" or sender.payload_model is None:
-            return
-        try:
-            payload = sender.payload_model.model_validate(getattr(request, "kwargs", None) or {})
-        except ValidationError:
-            return  # a run would have refused it: there is nothing it was for
-        try:
-            sender.on_revoked(payload, task_id)
-        except Exception as exc:  # a signal handler must not break the consumer
-            error_type, error = describe_error(exc)
-            log.error(
+        if reason == "revoked":
+            _settle(
+                sender,
+                request,
+                task_id,
                 "task.revoked_unsettled",
-                task=sender.name,
-                task_id=task_id,
-                error_type=error_type,
-                error=error,
+                lambda p: sender.on_revoked(p, task_id),
             )
+
+
+def _process_lost(task: HeraldTask, request: Any, pid: int, exc: BaseException) -> None:
+    """The pool process ``pid`` died running a message of ``task`` (worker main process):
+    count it, say so, and let the task settle what the process may have left half done
+    (:meth:`HeraldTask.on_process_lost`)."""
+    with _on_behalf_of(task, request, "lost") as task_id:
+        process = context.process_name(pid)
+        log.error(
+            "task.process_lost",
+            task=task.name,
+            task_id=task_id,
+            process=process,
+            error_type=type(exc).__name__,
+            error=str(exc)[:200],
+        )
+        _settle(
+            task,
+            request,
+            task_id,
+            "task.process_lost_unsettled",
+            lambda p: task.on_process_lost(p, process),
+        )
+
+
+@contextmanager
+def _on_behalf_of(task: HeraldTask, request: Any, event: str) -> Iterator[str]:
+    """Count ``event`` for the message ``request`` describes and run the block under the
+    message's correlation; yields its task id."""
+    task_id = str(getattr(request, "id", "") or "")[:200]
+    queue = metrics.queue_of(getattr(request, "delivery_info", None))
+    metrics.task_events[event].add(1, {"task": task.name, "queue": queue})
+    headers = {
+        key: getattr(request, key, None)
+        for key in (context.CORRELATION_HEADER, context.WORKSPACE_HEADER)
+    }
+    correlation_id, _causation, workspace_id = context.incoming(headers, task_id)
+    with context.acting_for(correlation_id, workspace_id):
+        yield task_id
+
+
+def _settle(
+    task: HeraldTask, request: Any, task_id: str, unsettled: str, hook: Callable[[Any], None]
+) -> None:
+    """Call a task's hook with the message's validated payload; a hook that raises is logged
+    (as ``unsettled``), never raised into Celery's consumer."""
+    if task.payload_model is None:
+        return
+    try:
+        payload = task.payload_model.model_validate(getattr(request, "kwargs", None) or {})
+    except ValidationError:
+        return  # a run would have refused it: there is nothing it was for
+    try:
+        hook(payload)
+    except Exception as exc:  # a signal handler must not break the consumer
+        error_type, error = describe_error(exc)
+        log.error(
+            unsettled,
+            task=task.name,
+            task_id=task_id,
+            error_type=error_type,
+            error=error,
+        )

@@ -8,6 +8,7 @@
 | ``herald.posts.dispatch_due`` | default | none (beat)                   |
 | ``herald.posts.publish``    | publish | :class:`PublishPost`            |
 | ``herald.posts.record_outcome`` | publish | :class:`RecordOutcome` (internal) |
+| ``herald.posts.reconcile_lost`` | publish | :class:`ReconcileLost` (internal) |
 | ``herald.posts.sweep_stuck`` | sweep | none (beat)                      |
 """
 
@@ -28,6 +29,7 @@ from herald.contracts import (
     CancelPost,
     NoArguments,
     PublishPost,
+    ReconcileLost,
     RecordOutcome,
     ReschedulePost,
     SchedulePost,
@@ -39,7 +41,7 @@ from herald.publishing.dispatch import Claimed, dispatch_due_posts
 from herald.publishing.publisher import publish_post, record_answer
 from herald.publishing.recording import OutcomeNotRecorded
 from herald.publishing.scheduling import SchedulingError, schedule_post
-from herald.publishing.sweep import requeue_lost, resolve_dead_workers
+from herald.publishing.sweep import requeue_lost, resolve_dead_workers, resolve_lost_process
 from herald.security.crypto import KeyRing
 from herald.settings import get_settings
 from herald.tasks.base import HeraldTask, RetryPolicy
@@ -191,6 +193,20 @@ def _fail_revoked(task: HeraldTask, payload: PublishPost, task_id: str) -> None:
         editing.fail_revoked(session, payload.post_id, task_id)
 
 
+def _reconcile_lost(task: HeraldTask, payload: PublishPost, process: str) -> None:
+    """``publish``'s :meth:`HeraldTask.on_process_lost`: the pool process publishing this post
+    died, perhaps mid-call. Resolve the post once one call's timeout has passed (a request the
+    process sent may still be in the network's hands until then), rather than after
+    ``HERALD_PUBLISHING_TIMEOUT_S``."""
+    settings = get_settings()
+    wait = settings.provider_connect_timeout_s + settings.provider_timeout_s
+    reconcile_lost.apply_async(
+        kwargs={"post_id": str(payload.post_id), "process": process},
+        countdown=deliverable_countdown(wait, app.amqp.queues.values()),
+    )
+    log.warning("publish.process_lost", post_id=str(payload.post_id), resolve_in_s=wait)
+
+
 @app.task(
     bind=True,
     base=HeraldTask,
@@ -200,6 +216,7 @@ def _fail_revoked(task: HeraldTask, payload: PublishPost, task_id: str) -> None:
     retry_policy=DB_BLIPS,
     log_success=False,
     on_revoked=_fail_revoked,
+    on_process_lost=_reconcile_lost,
 )
 def publish(self: HeraldTask, payload: PublishPost) -> str | None:
     try:
@@ -235,6 +252,20 @@ def publish(self: HeraldTask, payload: PublishPost) -> str | None:
 def record_outcome(self: HeraldTask, payload: RecordOutcome) -> str | None:
     outcome = record_answer(self.session, payload.answer, get_settings(), _keys())
     return _settled(self, outcome, payload.answer.post_id)
+
+
+@app.task(
+    bind=True,
+    base=HeraldTask,
+    name="herald.posts.reconcile_lost",
+    scope="service",
+    payload_model=ReconcileLost,
+    retry_policy=DB_BLIPS,
+)
+def reconcile_lost(self: HeraldTask, payload: ReconcileLost) -> str | None:
+    return resolve_lost_process(
+        self.session, get_settings(), _keys(), payload.post_id, payload.process
+    )
 
 
 def _settled(task: HeraldTask, outcome: Outcome, post_id: uuid.UUID) -> str | None:

@@ -10,7 +10,9 @@ message a task publishes and restore them when the message is consumed.
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -31,6 +33,14 @@ _task_id: ContextVar[str | None] = ContextVar("herald_task_id", default=None)
 
 # An id from outside is accepted only if it looks like one: no log injection through it.
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_HOST = socket.gethostname()
+
+
+def process_name(pid: int | None = None) -> str:
+    """``host:pid`` of this process, or of process ``pid`` on this host: how a publish attempt
+    names the process that ran it, so the worker that saw that process die can find its attempt
+    (:meth:`herald.tasks.base.HeraldTask.on_process_lost`)."""
+    return f"{_HOST}:{os.getpid() if pid is None else pid}"
 
 
 def new_correlation_id() -> str:

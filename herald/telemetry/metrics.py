@@ -139,6 +139,7 @@ TASK_EVENTS = (
     "retried",
     "rejected",
     "revoked",
+    "lost",  # the pool process running it died (herald.tasks.base.HeraldRequest)
 )
 task_events: dict[str, Counter] = {
     event: Counter(

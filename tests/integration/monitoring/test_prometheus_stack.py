@@ -58,6 +58,7 @@ WORKER_SERIES = (
     "herald_tasks_retried_total",
     "herald_tasks_rejected_total",
     "herald_tasks_revoked_total",
+    "herald_tasks_lost_total",
     "herald_task_runtime_seconds_bucket",
     "herald_task_queue_wait_seconds_bucket",
     "herald_publish_attempts_total",

@@ -36,9 +36,15 @@ NewPost = Callable[..., Post]
 
 
 def stuck_post(
-    new_post: NewPost, integration: Integration, started: datetime, attempt: int = 1, **values: Any
+    new_post: NewPost,
+    integration: Integration,
+    started: datetime,
+    attempt: int = 1,
+    worker: str | None = None,
+    **values: Any,
 ) -> Post:
-    """A post whose worker died mid-call: ``publishing`` since ``started``, its attempt open."""
+    """A post whose worker died mid-call: ``publishing`` since ``started``, its attempt open
+    (run by the process named ``worker``)."""
     post = new_post(
         integration,
         status=PostStatus.PUBLISHING,
@@ -54,6 +60,7 @@ def stuck_post(
                 provider=integration.provider,
                 attempt_number=attempt,
                 started_at=started,
+                worker=worker,
             )
         )
     return post

@@ -1,0 +1,179 @@
+"""A pool process killed mid-publish while its worker lives on (the kernel's OOM killer, a
+``kill -9`` of the child, Flower's *Terminate*): the worker saw it die, so its post is
+reconciled at once instead of after ``HERALD_PUBLISHING_TIMEOUT_S``.
+
+Tests taking ``broker`` run on Redis and on RabbitMQ (tests/fixtures/brokers.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from herald.models import Post, PostStatus, PublishAttempt, utcnow
+from herald.publishing.sweep import resolve_lost_process
+from herald.sandbox import SandboxClient
+from herald.security.crypto import KeyRing
+from herald.settings import Settings
+from herald.telemetry.context import process_name
+from tests.fixtures.brokers import Broker
+from tests.fixtures.database import service_session
+from tests.fixtures.polling import eventually
+from tests.fixtures.processes import StartWorker, WorkerProcess
+from tests.fixtures.publishing import ConnectFn
+from tests.integration.publishing.test_pipeline import dispatch_once
+from tests.integration.publishing.test_sweep import stuck_post
+
+
+def pool_children(worker: WorkerProcess) -> list[int]:
+    """The pids of the worker's pool processes (Linux: the kernel's list of its children)."""
+    pid = worker.proc.pid
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def post_status(post: Post) -> Post:
+    with service_session() as s:
+        found = s.get(Post, post.id)
+        assert found is not None
+        return found
+
+
+@dataclass
+class MidCall:
+    post: Post
+    worker: WorkerProcess
+    attempt: PublishAttempt
+
+
+def publish_until_mid_call(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    settings: Settings,
+    start_worker: StartWorker,
+    broker: Broker,
+) -> MidCall:
+    """One post published by a one-process worker, caught while the network holds its request:
+    the network applies the post and answers 4 s later. The sweep would take the post only
+    after ten minutes, so whatever settles it is the worker."""
+    settings = settings.model_copy(
+        update={"provider_timeout_s": 5.0, "publishing_timeout_s": 600.0}
+    )
+    post = new_post(connect("mastodon"), content="in flight when its pool process died")
+    sandbox.inject("mastodon", "timeout", applied=True, ms=4_000, method="POST", times=1)
+    worker = start_worker(settings, name="survivor", concurrency=1, broker=broker)
+    dispatch_once(settings, broker)
+    eventually(lambda: sandbox.posts("mastodon"), 30, "the network to receive the post")
+    return MidCall(post, worker, the_attempt(post))
+
+
+def the_attempt(post: Post) -> PublishAttempt:
+    with service_session() as s:
+        (attempt,) = s.scalars(select(PublishAttempt).where(PublishAttempt.post_id == post.id))
+        return attempt
+
+
+def assert_reconciled_once(sandbox: SandboxClient, run: MidCall) -> None:
+    settled = eventually(
+        lambda: post_status(run.post),
+        30,
+        "the post to be reconciled after its pool process died",
+        until=lambda p: p.status is not PostStatus.PUBLISHING,
+        every=0.2,
+    )
+    assert settled.status is PostStatus.PUBLISHED
+    (remote,) = sandbox.posts("mastodon")
+    assert settled.external_id == str(remote["id"])
+    attempt = the_attempt(run.post)
+    assert (attempt.outcome, attempt.error_code) == ("reconciled", "worker_lost")
+    assert run.worker.alive()
+
+
+@pytest.mark.slow
+def test_a_pool_process_killed_mid_call_has_its_post_reconciled_without_waiting_for_the_sweep(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    start_worker_process: StartWorker,
+    broker: Broker,
+) -> None:
+    run = publish_until_mid_call(
+        connect, new_post, sandbox, pub_settings, start_worker_process, broker
+    )
+    (child,) = pool_children(run.worker)
+    assert run.attempt.worker == process_name(child)  # the attempt names the process running it
+    os.kill(child, signal.SIGKILL)
+    assert_reconciled_once(sandbox, run)
+
+
+@pytest.mark.slow
+def test_a_publish_terminated_from_flower_mid_call_is_reconciled_without_waiting_for_the_sweep(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    start_worker_process: StartWorker,
+    redis_broker: Broker,
+) -> None:
+    """Flower's *Terminate* (``revoke`` with ``terminate=True``) kills the process mid-call."""
+    run = publish_until_mid_call(
+        connect, new_post, sandbox, pub_settings, start_worker_process, redis_broker
+    )
+    assert run.attempt.task_id is not None
+    redis_broker.app.control.revoke(run.attempt.task_id, terminate=True)
+    assert_reconciled_once(sandbox, run)
+
+
+def test_only_the_attempt_of_the_process_that_died_is_resolved(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+) -> None:
+    """The worker names the dead process; a post another process is publishing now (a second
+    worker took the message again and claimed a newer attempt) or one already settled is left
+    alone. Nothing waits for ``publishing_timeout_s``."""
+    integration = connect("mastodon")
+    now = utcnow()
+    dead, alive = "host-a:101", "host-b:202"
+    live = stuck_post(new_post, integration, now, worker=alive)
+    newer = stuck_post(new_post, integration, now, attempt=2, worker=alive)
+    with service_session() as s:  # its first attempt was the dead process's, and finished
+        s.add(
+            PublishAttempt(
+                workspace_id=newer.workspace_id,
+                post_id=newer.id,
+                provider="mastodon",
+                attempt_number=1,
+                started_at=now,
+                finished_at=now,
+                outcome="retry",
+                worker=dead,
+            )
+        )
+    mine = stuck_post(new_post, integration, now, worker=dead)
+
+    def resolve(post: Post, process: str) -> str | None:
+        with service_session() as s:
+            return resolve_lost_process(s, pub_settings, keys, post.id, process)
+
+    assert resolve(live, dead) is None
+    assert resolve(newer, dead) is None
+    assert post_status(live).status is PostStatus.PUBLISHING
+    assert post_status(newer).status is PostStatus.PUBLISHING
+
+    # Nothing reached the network: its absence is proven, so the post is tried again.
+    assert resolve(mine, dead) == "retry"
+    retried = post_status(mine)
+    assert retried.status is PostStatus.RETRYING
+    assert retried.last_error_code == "worker_lost"
+    assert resolve(mine, dead) is None  # settled once
+    assert sandbox.posts("mastodon") == []
