@@ -213,6 +213,12 @@ class Settings(BaseSettings):
     )
     task_soft_time_limit_s: int = Field(default=120, ge=1)
     task_time_limit_s: int = Field(default=150, ge=1)
+    task_max_process_losses: int = Field(
+        default=3,
+        ge=1,
+        description="Runs of one message that may kill their pool process before a worker "
+        "refuses it as poison (a dead letter, acked): no message crash-loops the workers.",
+    )
 
     # Secrets
     cron_secret: SecretStr = SecretStr(DEV_CRON_SECRET)

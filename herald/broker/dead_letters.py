@@ -57,8 +57,9 @@ def record_dead_letter(
 ) -> None:
     """Keep one refused message: a ``dead_letters`` row and one log line named ``event``.
 
-    ``source`` says who refused it (``consumer``, ``transport``, ``task``); ``payload`` is the
-    decoded arguments when there were any, ``raw`` the bytes as they arrived.
+    ``source`` says who refused it (``consumer``, ``transport``, ``task``, ``worker``);
+    ``payload`` is the decoded arguments when there were any, ``raw`` the bytes as they
+    arrived.
     """
     try:
         stored_payload = storable_payload(payload)

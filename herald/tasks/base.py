@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -58,6 +59,7 @@ from herald import db
 from herald.broker.dead_letters import Identity, record_dead_letter
 from herald.broker.topology import deliverable_countdown
 from herald.models import utcnow
+from herald.settings import get_settings
 from herald.telemetry import context, metrics, records
 from herald.telemetry.errors import describe_error
 
@@ -91,16 +93,64 @@ class RetryPolicy:
 class HeraldRequest(Request):
     """Celery's request (worker main process), which also tells the task when the pool process
     running its message died: after Celery has handled the loss (a lost worker's message goes
-    back to the queue, a terminated one is acked), :func:`_process_lost` runs."""
+    back to the queue, a terminated one is acked), :func:`_process_lost` runs.
+
+    A message whose runs keep killing their process (a memory blow-up, a crash in native code)
+    would go back to the queue and kill the next process, for ever on Redis. The
+    ``HERALD_TASK_MAX_PROCESS_LOSSES``-th loss of one message in this worker refuses it
+    instead: a dead letter is recorded and the message acked."""
 
     def on_failure(
         self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
     ) -> None:
-        pid = self.worker_pid
-        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+        task, pid = self.task, self.worker_pid
         exc = getattr(exc_info.exception, "exc", exc_info.exception)  # billiard may wrap it
-        if pid and isinstance(exc, _PROCESS_GONE) and isinstance(self.task, HeraldTask):
-            _process_lost(self.task, self._context, int(pid), exc)  # type: ignore[attr-defined]
+        if not (pid and isinstance(task, HeraldTask) and isinstance(exc, _PROCESS_GONE)):
+            super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+            return
+        if isinstance(exc, WorkerLostError):
+            self._refuse_if_poison(exc)
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+        _process_lost(task, self._context, int(pid), exc)  # type: ignore[attr-defined]
+
+    def _refuse_if_poison(self, exc: BaseException) -> None:
+        losses = _losses.note(self.id)
+        if losses < get_settings().task_max_process_losses:
+            return  # Celery puts it back on the queue
+        context_ = self._context  # type: ignore[attr-defined]
+        correlation_id, _causation, workspace_id = context.incoming(
+            {key: getattr(context_, key, None) for key in _CONTEXT_HEADERS}, self.id
+        )
+        record_dead_letter(
+            f"its run killed the pool process running it {losses} times (last: {exc}); "
+            "refused so that it cannot take down more",
+            Identity(self.task.name, self.id, correlation_id, workspace_id),
+            payload=self.kwargs,
+            queue=metrics.queue_of(self.delivery_info),
+            source="worker",
+            event="task.poison",
+        )
+        self.acknowledge()  # Celery's requeue of a lost worker's message is then a no-op
+
+
+class _Losses:
+    """How many times each recent message's run lost its process, in this worker (the last
+    thousand messages that lost one)."""
+
+    def __init__(self, size: int = 1000) -> None:
+        self._counts: OrderedDict[str, int] = OrderedDict()
+        self._size = size
+
+    def note(self, task_id: str) -> int:
+        count = self._counts.pop(task_id, 0) + 1
+        self._counts[task_id] = count
+        if len(self._counts) > self._size:
+            self._counts.popitem(last=False)
+        return count
+
+
+_losses = _Losses()
+_CONTEXT_HEADERS = (context.CORRELATION_HEADER, context.WORKSPACE_HEADER)
 
 
 # How billiard reports a job whose process exited under it: killed (WorkerLostError), killed on
@@ -369,10 +419,7 @@ def _on_behalf_of(task: HeraldTask, request: Any, event: str) -> Iterator[str]:
     task_id = str(getattr(request, "id", "") or "")[:200]
     queue = metrics.queue_of(getattr(request, "delivery_info", None))
     metrics.task_events[event].add(1, {"task": task.name, "queue": queue})
-    headers = {
-        key: getattr(request, key, None)
-        for key in (context.CORRELATION_HEADER, context.WORKSPACE_HEADER)
-    }
+    headers = {key: getattr(request, key, None) for key in _CONTEXT_HEADERS}
     correlation_id, _causation, workspace_id = context.incoming(headers, task_id)
     with context.acting_for(correlation_id, workspace_id):
         yield task_id

@@ -1,0 +1,66 @@
+"""A message whose every run kills the pool process running it: refused after
+``HERALD_TASK_MAX_PROCESS_LOSSES`` runs (a dead letter, acked), on Redis as on RabbitMQ, and
+the worker goes on. Without the bound Celery puts it back after each loss: on Redis for ever.
+
+Real worker subprocesses on each broker (tests/fixtures/brokers.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from herald.models import DeadLetter
+from herald.settings import Settings
+from tests.fixtures.brokers import Broker
+from tests.fixtures.database import service_session
+from tests.fixtures.polling import eventually
+from tests.fixtures.processes import StartWorker
+from tests.integration.broker.killer_tasks import KILL_OWN_PROCESS
+
+
+def letters_for(task_id: str) -> list[DeadLetter]:
+    with service_session() as s:
+        return list(s.scalars(select(DeadLetter).where(DeadLetter.task_id == task_id)))
+
+
+@pytest.mark.slow
+def test_a_message_that_keeps_killing_its_process_is_refused_after_the_bound(
+    committed: Engine,
+    pub_settings: Settings,
+    start_worker_process: StartWorker,
+    broker: Broker,
+    tmp_path: Path,
+) -> None:
+    runs = tmp_path / "runs"
+    worker = start_worker_process(
+        pub_settings,
+        name="killed",
+        broker=broker,
+        include=("tests.integration.broker.killer_tasks",),
+        HERALD_TASK_MAX_PROCESS_LOSSES="3",
+    )
+    sent = broker.app.send_task(
+        KILL_OWN_PROCESS,
+        kwargs={"runs": str(runs)},
+        queue="default",
+        headers={"x_correlation_id": "killer-correlation"},
+    )
+
+    (letter,) = eventually(lambda: letters_for(sent.id), 60, "the killer to be refused")
+    assert letter.task_name == KILL_OWN_PROCESS
+    assert letter.queue == "default"
+    assert "killed the pool process running it 3 times" in letter.reason
+    assert letter.correlation_id == "killer-correlation"
+    assert letter.payload == {"runs": str(runs)}
+    pids = runs.read_text().split()
+    assert len(set(pids)) == len(pids) == 3  # three runs, each in a process of its own
+    assert worker.alive()
+    # Acked: nothing comes back (a fourth run would append a fourth pid).
+    eventually(
+        lambda: broker.queue_sizes()["default"], 10, "the queue to drain", until=lambda n: n == 0
+    )
+    worker.stop()
+    assert len(runs.read_text().split()) == 3
