@@ -117,12 +117,7 @@ def test_flower_requires_credentials_serves_its_api_with_them_and_disables_event
     committed: Engine, celery_app: Celery, start_worker_process: StartWorker, flower: Any
 ) -> None:
     worker = start_worker_process(get_settings(), name="flowerwatched", queues="default")
-    worker_name = next(
-        name
-        for reply in celery_app.control.ping(timeout=2)
-        for name in reply
-        if name.startswith("flowerwatched@")
-    )
+    worker_name = worker.nodename
     flower.wait_ready()
     auth = httpx.BasicAuth(*CREDENTIALS)
 

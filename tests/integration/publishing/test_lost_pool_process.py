@@ -60,13 +60,14 @@ def publish_until_mid_call(
     broker: Broker,
 ) -> MidCall:
     """One post published by a one-process worker, caught while the network holds its request:
-    the network applies the post and answers 4 s later. The sweep would take the post only
-    after ten minutes, so whatever settles it is the worker."""
+    the network applies the post and answers 2 s later. The sweep would take the post only
+    after ten minutes, so whatever settles it is the worker (3.5 s after the death: one call's
+    connect and read timeouts)."""
     settings = settings.model_copy(
-        update={"provider_timeout_s": 5.0, "publishing_timeout_s": 600.0}
+        update={"provider_timeout_s": 2.5, "publishing_timeout_s": 600.0}
     )
     post = new_post(connect("mastodon"), content="in flight when its pool process died")
-    sandbox.inject("mastodon", "timeout", applied=True, ms=4_000, method="POST", times=1)
+    sandbox.inject("mastodon", "timeout", applied=True, ms=2_000, method="POST", times=1)
     worker = start_worker(settings, name="survivor", concurrency=1, broker=broker)
     dispatch_once(settings, broker)
     eventually(lambda: sandbox.posts("mastodon"), 30, "the network to receive the post")
