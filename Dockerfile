@@ -2,6 +2,7 @@
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
+    UV_COMPILE_BYTECODE=1 \
     UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/opt/herald \
     PATH=/opt/herald/bin:$PATH
@@ -13,7 +14,9 @@ WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 COPY herald ./herald
-RUN uv sync --frozen --no-dev
+# Bytecode compiled at build time: a process starts without compiling its sources (about 3 s
+# of a worker's start, and the image's user cannot write __pycache__ in /app).
+RUN uv sync --frozen --no-dev && python -m compileall -q herald
 
 USER herald
 ENTRYPOINT ["herald"]
