@@ -114,6 +114,24 @@ class AckOnALostConnection(logging.Filter):
         return True
 
 
+class LostProcessWithoutTraceback(logging.Filter):
+    """Celery logs a pool process that died under a task ("Task handler raised error:
+    WorkerLostError(...)") with a traceback of billiard's own bookkeeping, which says nothing
+    about why the process died. The line keeps its level and text (which names the signal or
+    exit code); the traceback goes. Herald's ``task.process_lost`` line says which task, message
+    and process it was."""
+
+    _MESSAGE = "Task handler raised error: %r"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == self._MESSAGE and isinstance(record.args, tuple) and record.args:
+            from billiard.exceptions import Terminated, WorkerLostError
+
+            if isinstance(record.args[0], WorkerLostError | Terminated):
+                record.exc_info, record.exc_text = None, None
+        return True
+
+
 def _connection_errors() -> tuple[type[BaseException], ...]:
     import amqp
     import kombu.exceptions
@@ -151,9 +169,10 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
     root.setLevel(settings.log_level)
     requests = logging.getLogger("celery.worker.request")
     for installed in list(requests.filters):
-        if isinstance(installed, AckOnALostConnection):
+        if isinstance(installed, AckOnALostConnection | LostProcessWithoutTraceback):
             requests.removeFilter(installed)
     requests.addFilter(AckOnALostConnection())
+    requests.addFilter(LostProcessWithoutTraceback())
     # Chatty libraries stay at WARNING unless debugging. Celery's "received" and "succeeded"
     # lines are replaced by Herald's task.* lines, which carry the correlation context.
     for noisy in (
