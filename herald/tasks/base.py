@@ -117,19 +117,21 @@ class HeraldRequest(Request):
         losses = _losses.note(self.id)
         if losses < get_settings().task_max_process_losses:
             return  # Celery puts it back on the queue
-        context_ = self._context  # type: ignore[attr-defined]
-        correlation_id, _causation, workspace_id = context.incoming(
-            {key: getattr(context_, key, None) for key in _CONTEXT_HEADERS}, self.id
-        )
-        record_dead_letter(
-            f"its run killed the pool process running it {losses} times (last: {exc}); "
-            "refused so that it cannot take down more",
-            Identity(self.task.name, self.id, correlation_id, workspace_id),
-            payload=self.kwargs,
-            queue=metrics.queue_of(self.delivery_info),
-            source="worker",
-            event="task.poison",
-        )
+        try:
+            correlation_id, workspace_id = _correlation_of(self._context, self.id)  # type: ignore[attr-defined]
+            record_dead_letter(
+                f"its run killed the pool process running it {losses} times (last: {exc}); "
+                "refused so that it cannot take down more",
+                Identity(self.task.name, self.id, correlation_id, workspace_id),
+                payload=self.kwargs,
+                queue=metrics.queue_of(self.delivery_info),
+                source="worker",
+                event="task.poison",
+            )
+        except Exception as error:  # never into Celery's consumer: the message goes back
+            error_type, message = describe_error(error)
+            log.error("task.poison_unrecorded", error_type=error_type, error=message)
+            return
         self.acknowledge()  # Celery's requeue of a lost worker's message is then a no-op
 
 
@@ -150,7 +152,6 @@ class _Losses:
 
 
 _losses = _Losses()
-_CONTEXT_HEADERS = (context.CORRELATION_HEADER, context.WORKSPACE_HEADER)
 
 
 # How billiard reports a job whose process exited under it: killed (WorkerLostError), killed on
@@ -419,10 +420,19 @@ def _on_behalf_of(task: HeraldTask, request: Any, event: str) -> Iterator[str]:
     task_id = str(getattr(request, "id", "") or "")[:200]
     queue = metrics.queue_of(getattr(request, "delivery_info", None))
     metrics.task_events[event].add(1, {"task": task.name, "queue": queue})
-    headers = {key: getattr(request, key, None) for key in _CONTEXT_HEADERS}
-    correlation_id, _causation, workspace_id = context.incoming(headers, task_id)
-    with context.acting_for(correlation_id, workspace_id):
+    with context.acting_for(*_correlation_of(request, task_id)):
         yield task_id
+
+
+def _correlation_of(request: Any, task_id: str) -> tuple[str, str | None]:
+    """(correlation id, workspace id) of the message ``request`` describes, as a run of it
+    would bind them."""
+    headers = {
+        key: getattr(request, key, None)
+        for key in (context.CORRELATION_HEADER, context.WORKSPACE_HEADER)
+    }
+    correlation_id, _causation, workspace_id = context.incoming(headers, task_id)
+    return correlation_id, workspace_id
 
 
 def _settle(

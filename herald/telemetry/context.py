@@ -33,7 +33,7 @@ _task_id: ContextVar[str | None] = ContextVar("herald_task_id", default=None)
 
 # An id from outside is accepted only if it looks like one: no log injection through it.
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_HOST = socket.gethostname()
+_HOST = socket.gethostname()[:180]  # the attempt's column holds 200 characters
 
 
 def process_name(pid: int | None = None) -> str:
