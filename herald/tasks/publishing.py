@@ -199,10 +199,10 @@ def _reconcile_lost(task: HeraldTask, payload: PublishPost, process: str) -> Non
     process sent may still be in the network's hands until then), rather than after
     ``HERALD_PUBLISHING_TIMEOUT_S``."""
     settings = get_settings()
-    wait = settings.provider_connect_timeout_s + settings.provider_timeout_s
+    one_call = settings.provider_connect_timeout_s + settings.provider_timeout_s
+    wait = deliverable_countdown(one_call, app.amqp.queues.values())
     reconcile_lost.apply_async(
-        kwargs={"post_id": str(payload.post_id), "process": process},
-        countdown=deliverable_countdown(wait, app.amqp.queues.values()),
+        kwargs={"post_id": str(payload.post_id), "process": process}, countdown=wait
     )
     log.warning("publish.process_lost", post_id=str(payload.post_id), resolve_in_s=wait)
 
