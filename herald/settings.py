@@ -654,6 +654,19 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _refuse_unrecorded_drops(self) -> Settings:
+        # A quorum queue drops a message after its delivery limit, unrecorded: the worker's own
+        # bound on a message that kills its process must come first, and record it.
+        quorum = self.broker_url.startswith("amqp") and self.broker_queue_type == "quorum"
+        if quorum and self.task_max_process_losses >= self.broker_delivery_limit:
+            raise ValueError(
+                f"HERALD_TASK_MAX_PROCESS_LOSSES ({self.task_max_process_losses}) must be below "
+                f"HERALD_BROKER_DELIVERY_LIMIT ({self.broker_delivery_limit}): RabbitMQ would "
+                "drop a message that kills its pool process before the worker recorded it"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _sandbox_clients(self) -> Settings:
         # The sandbox checks that a token request names an OAuth client, as the networks do;
         # pointing Herald at it is enough to get one for every network not configured.

@@ -131,3 +131,15 @@ def test_a_network_without_a_base_url_is_a_typed_configuration_error() -> None:
     settings = Settings(_env_file=None).model_copy(update={"provider_base_urls": {}})
     with pytest.raises(ProviderNotConfigured, match="HERALD_PROVIDER_BASE_URLS"):
         settings.provider_base_url("x")
+
+
+def test_the_workers_poison_bound_must_come_before_rabbitmqs_delivery_limit() -> None:
+    rabbitmq = {"broker_url": "amqp://guest:guest@127.0.0.1:5672//", "broker_delivery_limit": 3}
+    with pytest.raises(ValidationError, match="HERALD_TASK_MAX_PROCESS_LOSSES"):
+        Settings(_env_file=None, task_max_process_losses=3, **rabbitmq)
+    assert Settings(_env_file=None, task_max_process_losses=2, **rabbitmq)
+    # Classic queues have no delivery limit, and Redis none at all.
+    assert Settings(
+        _env_file=None, task_max_process_losses=3, broker_queue_type="classic", **rabbitmq
+    )
+    assert Settings(_env_file=None, task_max_process_losses=30, broker_delivery_limit=3)
