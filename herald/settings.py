@@ -96,6 +96,17 @@ def keepalive_probes(dead_peer_timeout_s: int) -> tuple[int, int, int]:
     return max(1, dead_peer_timeout_s // 2), max(1, dead_peer_timeout_s // 6), 3
 
 
+def broker_kind(broker_url: str) -> str:
+    """``redis``, ``amqp`` or ``memory`` (what the rest of the configuration depends on; the
+    Redis schemes are those herald/broker/topology.py has guarded transports for)."""
+    scheme = urlsplit(broker_url).scheme.split("+")[-1]
+    if scheme in {"redis", "rediss", "sentinel"}:
+        return "redis"
+    if scheme in {"amqp", "amqps", "pyamqp"}:
+        return "amqp"
+    return scheme
+
+
 def timing_problems(s: Settings) -> list[str]:
     """Every combination of time settings that can publish a post twice or never (see
     docs/configuration.md, "Timing relations"); each names the variables involved."""
@@ -657,7 +668,7 @@ class Settings(BaseSettings):
     def _refuse_unrecorded_drops(self) -> Settings:
         # A quorum queue drops a message after its delivery limit, unrecorded: the worker's own
         # bound on a message that kills its process must come first, and record it.
-        quorum = self.broker_url.startswith("amqp") and self.broker_queue_type == "quorum"
+        quorum = broker_kind(self.broker_url) == "amqp" and self.broker_queue_type == "quorum"
         if quorum and self.task_max_process_losses >= self.broker_delivery_limit:
             raise ValueError(
                 f"HERALD_TASK_MAX_PROCESS_LOSSES ({self.task_max_process_losses}) must be below "

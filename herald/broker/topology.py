@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 
 from kombu import Exchange, Queue
 
-from herald.settings import Settings, keepalive_probes
+from herald.settings import Settings, broker_kind, keepalive_probes
 
 EXCHANGE = Exchange("herald", type="topic", durable=True)
 DEFAULT_QUEUE = "default"
@@ -38,16 +38,6 @@ _GUARDED_TRANSPORTS = {
     "rediss": "herald.broker.redis:Transport",
     "sentinel": "herald.broker.redis:SentinelTransport",
 }
-
-
-def broker_kind(broker_url: str) -> str:
-    """``redis``, ``amqp`` or ``memory`` (what the rest of the configuration depends on)."""
-    scheme = urlparse(broker_url).scheme.split("+")[-1]
-    if scheme in _GUARDED_TRANSPORTS:
-        return "redis"
-    if scheme in {"amqp", "amqps", "pyamqp"}:
-        return "amqp"
-    return scheme
 
 
 def declare_queues(names: Iterable[str], settings: Settings) -> list[Queue]:

@@ -26,7 +26,7 @@ from tests.fixtures.brokers import Broker
 from tests.fixtures.database import service_session
 from tests.fixtures.polling import eventually
 from tests.fixtures.processes import StartWorker, WorkerProcess
-from tests.fixtures.publishing import ConnectFn
+from tests.fixtures.publishing import ConnectFn, fresh
 from tests.integration.publishing.test_pipeline import dispatch_once
 from tests.integration.publishing.test_sweep import stuck_post
 
@@ -35,13 +35,6 @@ def pool_children(worker: WorkerProcess) -> list[int]:
     """The pids of the worker's pool processes (Linux: the kernel's list of its children)."""
     pid = worker.proc.pid
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
-def post_status(post: Post) -> Post:
-    with service_session() as s:
-        found = s.get(Post, post.id)
-        assert found is not None
-        return found
 
 
 @dataclass
@@ -82,7 +75,7 @@ def the_attempt(post: Post) -> PublishAttempt:
 
 def assert_reconciled_once(sandbox: SandboxClient, run: MidCall) -> None:
     settled = eventually(
-        lambda: post_status(run.post),
+        lambda: fresh(Post, run.post.id),
         30,
         "the post to be reconciled after its pool process died",
         until=lambda p: p.status is not PostStatus.PUBLISHING,
@@ -168,12 +161,12 @@ def test_only_the_attempt_of_the_process_that_died_is_resolved(
 
     assert resolve(live, dead) is None
     assert resolve(newer, dead) is None
-    assert post_status(live).status is PostStatus.PUBLISHING
-    assert post_status(newer).status is PostStatus.PUBLISHING
+    assert fresh(Post, live.id).status is PostStatus.PUBLISHING
+    assert fresh(Post, newer.id).status is PostStatus.PUBLISHING
 
     # Nothing reached the network: its absence is proven, so the post is tried again.
     assert resolve(mine, dead) == "retry"
-    retried = post_status(mine)
+    retried = fresh(Post, mine.id)
     assert retried.status is PostStatus.RETRYING
     assert retried.last_error_code == "worker_lost"
     assert resolve(mine, dead) is None  # settled once
