@@ -25,6 +25,7 @@ split it in two, so it raises :class:`TenantScopeError` instead.
 
 from __future__ import annotations
 
+import os
 import select
 import threading
 import uuid
@@ -49,6 +50,16 @@ from sqlalchemy.orm import (
 from herald.settings import Settings, get_settings, keepalive_probes
 
 _lock = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    # A thread of the parent (the worker's orphan watch) may have held the lock at the fork;
+    # the child's copy would then stay locked for ever.
+    global _lock  # noqa: PLW0603
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 _engine: Engine | None = None
 _service_engine: Engine | None = None
 _sessions: sessionmaker[Session] | None = None

@@ -376,7 +376,14 @@ class Settings(BaseSettings):
             "about 4 s for 5); then the answer goes to herald.posts.record_outcome."
         ),
     )
-    sweep_interval_s: float = Field(default=30.0, gt=0)
+    sweep_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Beat tick of the stuck-post sweep; also how often each worker looks for posts of "
+            "its pid namespace's dead processes."
+        ),
+    )
     queued_timeout_s: float = Field(
         default=300.0, gt=0, description="A post queued this long lost its message: re-enqueue."
     )

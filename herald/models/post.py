@@ -147,7 +147,10 @@ class PublishAttempt(UUIDPrimaryKey, Base):
     correlation_id: Mapped[str | None] = mapped_column(String(128))
     trace_id: Mapped[str | None] = mapped_column(String(32))
     task_id: Mapped[str | None] = mapped_column(String(64))
+    # The process that ran it (``host:pid``) and that process's pid namespace: a worker in the
+    # same namespace can prove the process gone (herald.telemetry.context.process_gone).
     worker: Mapped[str | None] = mapped_column(String(200))
+    process_ns: Mapped[str | None] = mapped_column(String(64))
 
 
 class PostMetric(UUIDPrimaryKey, Base):

@@ -75,6 +75,7 @@ def claim_if_ready(
             "trace_id": trace_id(),
             "task_id": task_id,
             "worker": context.process_name(),
+            "process_ns": context.PID_NAMESPACE,
         },
     )
 
@@ -195,6 +196,7 @@ def claim(
         trace_id=trace_id(),
         task_id=task_id,
         worker=context.process_name(),
+        process_ns=context.PID_NAMESPACE,
         # Every column given, so the row attached below is complete (nothing to load).
         **dict.fromkeys(fastpath.OPEN_ATTEMPT),
     )
@@ -241,6 +243,7 @@ _ATTEMPT_COLUMNS = (
     "trace_id",
     "task_id",
     "worker",
+    "process_ns",
 )
 
 

@@ -115,7 +115,8 @@ def claim_ready(
 
     ``providers`` are the networks whose adapter this process has built (a network seen for the
     first time goes through the preflight once); ``attempt`` holds the attempt row's own values
-    (``id``, ``correlation_id`` — the post's when None —, ``trace_id``, ``task_id``, ``worker``).
+    (``id``, ``correlation_id`` — the post's when None —, ``trace_id``, ``task_id``, ``worker``,
+    ``process_ns``).
     """
     if not providers or not db.autocommit(session):
         return None
@@ -148,6 +149,7 @@ def claim_ready(
             "trace_id": attempt["trace_id"],
             "task_id": attempt["task_id"],
             "worker": attempt["worker"],
+            "process_ns": attempt["process_ns"],
             **dict.fromkeys(OPEN_ATTEMPT),
         },
     )
@@ -246,6 +248,7 @@ def _claim_statement(circuit_enabled: bool) -> Select[Any]:
                 A.c.trace_id,
                 A.c.task_id,
                 A.c.worker,
+                A.c.process_ns,
             ],
             select(
                 bindparam("p_id", type_=A.c.id.type),
@@ -261,6 +264,7 @@ def _claim_statement(circuit_enabled: bool) -> Select[Any]:
                 bindparam("p_trace_id", type_=A.c.trace_id.type),
                 bindparam("p_task_id", type_=A.c.task_id.type),
                 bindparam("p_worker", type_=A.c.worker.type),
+                bindparam("p_process_ns", type_=A.c.process_ns.type),
             ).select_from(claimed),
         )
         .returning(A.c.id)

@@ -7,7 +7,9 @@
   published if found, sent again if that is provably safe, else ``needs_review``.
 - A post whose pool process a worker saw die (:func:`resolve_lost_process`, run by
   ``herald.posts.reconcile_lost``) is resolved the same way without waiting for that timeout:
-  the worker knows the process is gone, and the attempt row names it.
+  the worker knows the process is gone, and the attempt row names it. So is a post whose
+  worker was killed whole, once a worker of the same pid namespace (restarted, or beside it on
+  its host) proves the attempt's process gone (:func:`orphaned_attempts`).
 
 Resolving one stuck post is three steps, so no database transaction stays open while the
 network is asked:
@@ -62,11 +64,14 @@ from herald.publishing.transitions import move
 from herald.security.crypto import KeyRing
 from herald.settings import ProviderNotConfigured, Settings
 from herald.telemetry import metrics
+from herald.telemetry.context import process_gone
 from herald.telemetry.tracing import TraceContext, in_post_trace
 
 log = structlog.get_logger("herald.publishing")
 
 _MAX_RESOLVE_BACKOFF_S = 3600.0
+# Open attempts of one namespace read per look: far more than a host's pool processes.
+_ORPHANS_PER_LOOK = 1000
 
 
 def requeue_lost(session: Session, settings: Settings) -> list[Claimed]:
@@ -140,6 +145,43 @@ def resolve_lost_process(
     result = _resolve_traced(session, stuck, settings, keys)
     log.warning("sweep.lost_process_resolved", post_id=str(post_id), result=result)
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A post ``publishing`` in an open attempt whose process is proven gone."""
+
+    post_id: uuid.UUID
+    process: str  # the attempt's ``worker``
+    correlation_id: str | None
+    workspace_id: uuid.UUID
+
+
+def orphaned_attempts(session: Session, namespace: str) -> list[Orphan]:
+    """Each post ``publishing`` in an open attempt whose process ran in pid namespace
+    ``namespace`` (this process's :data:`~herald.telemetry.context.PID_NAMESPACE`) and is gone:
+    a worker killed whole took its pool processes with it, and nothing saw them die. For
+    :func:`resolve_lost_process`; a process that cannot be proven gone (another namespace, its
+    pid taken again) is left to the sweep's timeout."""
+    service_scope(session, "reap_orphans")
+    rows = session.execute(
+        select(
+            PublishAttempt.post_id, PublishAttempt.worker, Post.correlation_id, Post.workspace_id
+        )
+        .join(
+            Post,
+            (Post.id == PublishAttempt.post_id) & (Post.attempts == PublishAttempt.attempt_number),
+        )
+        .where(
+            Post.status == PostStatus.PUBLISHING,
+            PublishAttempt.finished_at.is_(None),
+            PublishAttempt.process_ns == namespace,
+        )
+        .order_by(Post.publishing_started_at)
+        .limit(_ORPHANS_PER_LOOK)
+    ).all()
+    session.commit()
+    return [Orphan(*row) for row in rows if row.worker and process_gone(row.worker)]
 
 
 def _resolve_traced(session: Session, stuck: _Stuck, settings: Settings, keys: KeyRing) -> str:

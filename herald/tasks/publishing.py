@@ -14,11 +14,14 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections import OrderedDict
 from functools import partial
 from typing import Any
 
 import structlog
+from celery import signals
 from celery.canvas import Signature
 from sqlalchemy.exc import OperationalError
 
@@ -41,11 +44,17 @@ from herald.publishing.dispatch import Claimed, dispatch_due_posts
 from herald.publishing.publisher import publish_post, record_answer
 from herald.publishing.recording import OutcomeNotRecorded
 from herald.publishing.scheduling import SchedulingError, schedule_post
-from herald.publishing.sweep import requeue_lost, resolve_dead_workers, resolve_lost_process
+from herald.publishing.sweep import (
+    orphaned_attempts,
+    requeue_lost,
+    resolve_dead_workers,
+    resolve_lost_process,
+)
 from herald.security.crypto import KeyRing
 from herald.settings import get_settings
 from herald.tasks.base import HeraldTask, RetryPolicy
 from herald.telemetry import context
+from herald.telemetry.errors import describe_error
 from herald.telemetry.tracing import in_post_trace
 
 log = structlog.get_logger("herald.tasks")
@@ -195,16 +204,21 @@ def _fail_revoked(task: HeraldTask, payload: PublishPost, task_id: str) -> None:
 
 def _reconcile_lost(task: HeraldTask, payload: PublishPost, process: str) -> None:
     """``publish``'s :meth:`HeraldTask.on_process_lost`: the pool process publishing this post
-    died, perhaps mid-call. Resolve the post once one call's timeout has passed (a request the
-    process sent may still be in the network's hands until then), rather than after
+    died, perhaps mid-call. Resolve the post soon rather than after
     ``HERALD_PUBLISHING_TIMEOUT_S``."""
+    wait = _reconcile_soon(payload.post_id, process)
+    log.warning("publish.process_lost", post_id=str(payload.post_id), resolve_in_s=wait)
+
+
+def _reconcile_soon(post_id: uuid.UUID, process: str) -> float:
+    """Send ``herald.posts.reconcile_lost`` for ``post_id``, whose publishing ``process`` died,
+    to run once one call's timeout has passed: a request the process sent just before it died
+    may still be in the network's hands until then. Returns that wait."""
     settings = get_settings()
     one_call = settings.provider_connect_timeout_s + settings.provider_timeout_s
     wait = deliverable_countdown(one_call, app.amqp.queues.values())
-    reconcile_lost.apply_async(
-        kwargs={"post_id": str(payload.post_id), "process": process}, countdown=wait
-    )
-    log.warning("publish.process_lost", post_id=str(payload.post_id), resolve_in_s=wait)
+    reconcile_lost.apply_async(kwargs={"post_id": str(post_id), "process": process}, countdown=wait)
+    return wait
 
 
 @app.task(
@@ -266,6 +280,98 @@ def reconcile_lost(self: HeraldTask, payload: ReconcileLost) -> str | None:
     return resolve_lost_process(
         self.session, get_settings(), _keys(), payload.post_id, payload.process
     )
+
+
+class OrphanWatch:
+    """Finds the posts of pool processes that died unseen, in a worker's main process: at the
+    worker's start, then every ``sweep_interval_s``.
+
+    A worker killed whole (``kill -9`` of its main process, the OOM killer choosing it) takes
+    its pool processes with it (Celery has them die with their parent), and no process sees
+    them die. A worker of the same pid namespace — the same one restarted, or another on the
+    host — can prove them gone (:func:`herald.publishing.sweep.orphaned_attempts`); it has
+    their posts reconciled as a lost pool process's are, within one call's timeout, instead of
+    after ``HERALD_PUBLISHING_TIMEOUT_S``. Where nothing can be proven (a container restarted
+    in a new namespace, another host) the sweep's timeout still applies.
+    """
+
+    _REMEMBERED = 10_000  # attempts already handed on, so each is sent once
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._stopping = threading.Event()
+        self._sent: OrderedDict[tuple[uuid.UUID, str], None] = OrderedDict()
+        self._thread = threading.Thread(target=self._run, name="herald-orphan-watch", daemon=True)
+
+    def start(self) -> OrphanWatch:
+        self._thread.start()
+        return self
+
+    def __enter__(self) -> OrphanWatch:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._stopping.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+
+    def look(self) -> int:
+        """One look: hand each newly found orphan to ``herald.posts.reconcile_lost``; returns
+        how many were handed on."""
+        namespace = context.PID_NAMESPACE
+        if namespace is None:  # not Linux, or /proc unreadable: nothing can be proven
+            return 0
+        with db.new_session() as session:
+            orphans = orphaned_attempts(session, namespace)
+        handed = 0
+        for orphan in orphans:
+            key = (orphan.post_id, orphan.process)
+            if key in self._sent:
+                continue
+            with context.acting_for(orphan.correlation_id, str(orphan.workspace_id)):
+                wait = _reconcile_soon(orphan.post_id, orphan.process)
+                log.warning(
+                    "publish.orphan_found",
+                    post_id=str(orphan.post_id),
+                    process=orphan.process,
+                    resolve_in_s=wait,
+                )
+            self._sent[key] = None
+            if len(self._sent) > self._REMEMBERED:
+                self._sent.popitem(last=False)
+            handed += 1
+        return handed
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.look()
+            except Exception as exc:  # the database or broker away: the next look tries again
+                error_type, error = describe_error(exc)
+                log.warning("publish.orphan_watch_failed", error_type=error_type, error=error)
+            self._stopping.wait(self._interval_s)
+
+
+_watch: OrphanWatch | None = None
+
+
+@signals.worker_ready.connect
+def _watch_for_orphans(**_: Any) -> None:
+    global _watch  # noqa: PLW0603 - one watch per worker process
+    if _watch is None:
+        _watch = OrphanWatch(get_settings().sweep_interval_s)
+        _watch.start()
+
+
+@signals.worker_shutdown.connect
+def _stop_watching(**_: Any) -> None:
+    global _watch  # noqa: PLW0603
+    if _watch is not None:
+        _watch.stop()
+        _watch = None
 
 
 def _settled(task: HeraldTask, outcome: Outcome, post_id: uuid.UUID) -> str | None:

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
@@ -33,7 +34,43 @@ _task_id: ContextVar[str | None] = ContextVar("herald_task_id", default=None)
 
 # An id from outside is accepted only if it looks like one: no log injection through it.
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_BOOT_ID = re.compile(r"^[0-9a-f-]{36}$")
 _HOST = socket.gethostname()[:180]  # the attempt's column holds 200 characters
+
+
+def _pid_namespace() -> str | None:
+    """This process's pid namespace, named so that no other host's or container's is named
+    the same: the kernel's boot id and the namespace's inode (Linux). None where either cannot
+    be read."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return None
+    inode = namespace.removeprefix("pid:[").removesuffix("]")
+    if not (_BOOT_ID.match(boot) and inode.isdigit()):
+        return None
+    return f"{boot}/{inode}"
+
+
+#: Forked pool processes share their parent's; the attempt's column holds 64 characters.
+PID_NAMESPACE = _pid_namespace()
+
+
+def process_gone(process: str) -> bool:
+    """Whether ``process`` (a :func:`process_name` recorded in :data:`PID_NAMESPACE`, this
+    process's own) has exited: no process of this namespace has its pid any more. False when
+    that cannot be told, or a process has the pid again: only a proven exit counts."""
+    pid = process.rpartition(":")[2]
+    if not pid.isdigit() or int(pid) <= 0:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # another user's process (alive), or no pid at all
+        return False
+    return False
 
 
 def process_name(pid: int | None = None) -> str:

@@ -32,6 +32,7 @@ from herald.publishing.publisher import publish_post
 from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
+from herald.telemetry.context import PID_NAMESPACE, process_name
 from herald.webhooks import subscriptions
 from tests.fixtures.database import service_session
 from tests.fixtures.polling import eventually
@@ -100,6 +101,7 @@ def test_a_due_post_is_claimed_and_recorded_in_two_statements(
     assert (attempt.attempt_number, attempt.outcome, attempt.task_id) == (1, "published", "task-1")
     assert attempt.provider == "mastodon"
     assert attempt.correlation_id == "corr-fast"
+    assert (attempt.worker, attempt.process_ns) == (process_name(), PID_NAMESPACE)
     assert attempt.finished_at is not None
     assert attempt.latency_ms is not None
 

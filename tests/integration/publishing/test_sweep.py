@@ -41,10 +41,11 @@ def stuck_post(
     started: datetime,
     attempt: int = 1,
     worker: str | None = None,
+    process_ns: str | None = None,
     **values: Any,
 ) -> Post:
     """A post whose worker died mid-call: ``publishing`` since ``started``, its attempt open
-    (run by the process named ``worker``)."""
+    (run by the process named ``worker``, in pid namespace ``process_ns``)."""
     post = new_post(
         integration,
         status=PostStatus.PUBLISHING,
@@ -61,6 +62,7 @@ def stuck_post(
                 attempt_number=attempt,
                 started_at=started,
                 worker=worker,
+                process_ns=process_ns,
             )
         )
     return post
