@@ -164,6 +164,20 @@ DEFAULT_RULES: tuple[RuleSpec, ...] = (
         runbook="docs/alerts.md#connections-need-reconnecting",
     ),
     RuleSpec(
+        name="Publishing workers lost",
+        description=(
+            "A process died while publishing (OOM killer, crash, kill -9, Flower's Terminate); "
+            "its post was settled by asking the network."
+        ),
+        metric="publish.errors",
+        window_s=HOUR,
+        comparison=">",
+        threshold=0,
+        filters={"code": "worker_lost"},
+        severity=Severity.WARNING,
+        runbook="docs/alerts.md#publishing-workers-lost",
+    ),
+    RuleSpec(
         name="Webhook subscriptions paused",
         description="An integrator's webhook subscription kept failing and was paused.",
         metric="events.count",

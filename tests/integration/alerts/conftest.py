@@ -237,7 +237,12 @@ def outbox_of(rule_id: uuid.UUID) -> list[AlertNotification]:
 
 
 def attempts_at(
-    minute: float, outcomes: list[str], *, provider: str = "mastodon", latency_ms: int = 1000
+    minute: float,
+    outcomes: list[str],
+    *,
+    provider: str = "mastodon",
+    latency_ms: int = 1000,
+    error_code: str | None = None,
 ) -> None:
     """Publish attempts with these outcomes, started in the minute before ``at(minute)`` (the
     window an evaluation at ``minute`` reads)."""
@@ -257,6 +262,7 @@ def attempts_at(
                     finished_at=started + timedelta(milliseconds=latency_ms),
                     latency_ms=latency_ms,
                     outcome=outcome,
+                    error_code=error_code,
                 )
             )
 

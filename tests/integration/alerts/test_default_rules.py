@@ -109,6 +109,17 @@ def test_failed_jobs_spike_needs_more_than_ten_attempts(defaults: Engine) -> Non
     assert "Failed jobs spike" in firing()
 
 
+def test_a_publish_whose_process_died_warns(defaults: Engine) -> None:
+    _healthy(0)
+    attempts_at(0, ["published"] * 5)
+    attempts_at(0, ["retry"], error_code="transient")  # an ordinary retry says nothing
+    evaluate(None, 0)
+    assert firing() == {}
+    attempts_at(0, ["reconciled"], error_code="worker_lost")  # the sweep found it published
+    evaluate(None, 0)
+    assert set(firing()) == {"Publishing workers lost"}
+
+
 def _refreshes(minute: float, outcomes: list[str]) -> None:
     with service_session() as session:
         integration = make_integration(session, make_workspace(session))
