@@ -166,7 +166,10 @@ def orphaned_attempts(session: Session, namespace: str) -> list[Orphan]:
     service_scope(session, "reap_orphans")
     rows = session.execute(
         select(
-            PublishAttempt.post_id, PublishAttempt.worker, Post.correlation_id, Post.workspace_id
+            PublishAttempt.post_id,
+            PublishAttempt.worker,
+            PublishAttempt.correlation_id,  # the run's (its message's, else the post's)
+            Post.workspace_id,
         )
         .join(
             Post,

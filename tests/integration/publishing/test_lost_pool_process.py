@@ -222,7 +222,7 @@ def test_only_an_open_attempt_whose_process_is_proven_gone_is_an_orphan(
     now = utcnow()
     gone, here = process_name(exited_pid()), process_name()
     orphan = stuck_post(
-        new_post, integration, now, worker=gone, process_ns=PID_NAMESPACE, correlation_id="c-1"
+        new_post, integration, now, worker=gone, process_ns=PID_NAMESPACE, correlation_id="c-run"
     )
     stuck_post(new_post, integration, now, worker=here, process_ns=PID_NAMESPACE)
     stuck_post(new_post, integration, now, worker=gone, process_ns=f"{uuid.uuid4()}/4026531836")
@@ -233,4 +233,4 @@ def test_only_an_open_attempt_whose_process_is_proven_gone_is_an_orphan(
     assert PID_NAMESPACE is not None
     with service_session() as s:
         (found,) = orphaned_attempts(s, PID_NAMESPACE)
-    assert found == Orphan(orphan.id, gone, "c-1", orphan.workspace_id)
+    assert found == Orphan(orphan.id, gone, "c-run", orphan.workspace_id)

@@ -42,10 +42,12 @@ def stuck_post(
     attempt: int = 1,
     worker: str | None = None,
     process_ns: str | None = None,
+    correlation_id: str | None = None,
     **values: Any,
 ) -> Post:
     """A post whose worker died mid-call: ``publishing`` since ``started``, its attempt open
-    (run by the process named ``worker``, in pid namespace ``process_ns``)."""
+    (run by the process named ``worker``, in pid namespace ``process_ns``, under
+    ``correlation_id``)."""
     post = new_post(
         integration,
         status=PostStatus.PUBLISHING,
@@ -63,6 +65,7 @@ def stuck_post(
                 started_at=started,
                 worker=worker,
                 process_ns=process_ns,
+                correlation_id=correlation_id,
             )
         )
     return post
