@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import zip_longest
 
 from sqlalchemy import Row, Select, and_, case, func, literal, or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -125,6 +126,26 @@ def claim_due_posts(
         .execution_options(synchronize_session=False)
     ).all()
     return in_turns([Claimed.of(row) for row in claimed])
+
+
+def mark_unsent(session: Session, settings: Settings, post_ids: list[uuid.UUID]) -> int:
+    """Posts claimed whose ``publish`` could not be sent (the broker away): their ``queued_at``
+    moves back past ``queued_timeout_s``, so the sweep's next run sends them again
+    (:func:`herald.publishing.sweep.requeue_lost`) instead of that timeout later. Only posts
+    still ``queued`` are touched (a message that did reach the broker may have been run since).
+    Returns how many were marked."""
+    if not post_ids:
+        return 0
+    service_scope(session, "dispatch_due")
+    long_ago = utcnow() - timedelta(seconds=settings.queued_timeout_s + 1)
+    result = session.execute(
+        update(Post)
+        .where(Post.id.in_(post_ids), Post.status == PostStatus.QUEUED)
+        .values(queued_at=long_ago)
+        .execution_options(synchronize_session=False)
+    )
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 
 
 def dispatch_due_posts(

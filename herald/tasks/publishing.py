@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 from celery import signals
 from celery.canvas import Signature
+from kombu import Producer
 from sqlalchemy.exc import OperationalError
 
 from herald import db
@@ -40,7 +41,7 @@ from herald.contracts import (
 from herald.models import utcnow
 from herald.publishing import editing
 from herald.publishing.claiming import Outcome
-from herald.publishing.dispatch import Claimed, dispatch_due_posts
+from herald.publishing.dispatch import Claimed, dispatch_due_posts, mark_unsent
 from herald.publishing.publisher import publish_post, record_answer
 from herald.publishing.recording import OutcomeNotRecorded
 from herald.publishing.scheduling import SchedulingError, schedule_post
@@ -152,8 +153,9 @@ def _publish_at(
     return publish.signature(kwargs={"post_id": str(post_id)}, **options)
 
 
-def send_publish(post: Claimed) -> None:
-    """Send ``publish`` for one claimed post inside the post's own trace and correlation.
+def send_publish(post: Claimed, producer: Producer | None = None) -> None:
+    """Send ``publish`` for one claimed post inside the post's own trace and correlation
+    (through ``producer`` when given, else one from the app's pool).
 
     The span running now (the dispatcher's tick, the sweep) serves many posts: it becomes a
     link of the post's ``herald.dispatch_post`` span, not the parent of its publish. The Celery
@@ -167,12 +169,49 @@ def send_publish(post: Claimed) -> None:
         workspace_id=str(post.workspace_id),
         stored=post.trace,
     ):
-        publish_signature(post).apply_async()
+        publish_signature(post).apply_async(producer=producer)
+
+
+def send_claimed(posts: list[Claimed], producer: Producer | None = None) -> None:
+    """Send ``publish`` for each claimed post (the dispatcher's batch, the sweep's requeued
+    posts), through one producer.
+
+    If the broker fails (kombu gave up its retries: a restart, an outage), the posts not sent
+    yet would wait as ``queued`` for ``HERALD_QUEUED_TIMEOUT_S`` before the sweep took their
+    message for lost. They go to the sweep's next run instead (:func:`.dispatch.mark_unsent`),
+    and the error is raised on.
+    """
+    sent = 0
+    try:
+        with app.producer_or_acquire(producer) as batch_producer:
+            for post in posts:
+                send_publish(post, batch_producer)
+                sent += 1
+    except Exception as exc:
+        _hand_to_the_sweep(posts[sent:], exc)
+        raise
+
+
+def _hand_to_the_sweep(unsent: list[Claimed], exc: Exception) -> None:
+    error_type, error = describe_error(exc)
+    try:
+        with db.session_scope() as session:
+            marked = mark_unsent(session, get_settings(), [post.post_id for post in unsent])
+    except Exception as failure:  # the database away too: the queued timeout still applies
+        log.error(
+            "dispatch.unsent_unmarked",
+            count=len(unsent),
+            error_type=error_type,
+            error=error,
+            mark_error=describe_error(failure)[1],
+        )
+        return
+    log.warning("dispatch.unsent", count=marked, error_type=error_type, error=error)
 
 
 def _send_after_commit(task: HeraldTask, posts: list[Claimed]) -> None:
-    for post in posts:
-        db.after_commit(task.session, partial(send_publish, post))
+    if posts:
+        db.after_commit(task.session, partial(send_claimed, posts))
 
 
 @app.task(
@@ -184,15 +223,10 @@ def _send_after_commit(task: HeraldTask, posts: list[Claimed]) -> None:
     periodic=True,
 )
 def dispatch_due(self: HeraldTask, payload: NoArguments) -> int:
-    count = dispatch_due_posts(self.session, get_settings(), _send_all)
+    count = dispatch_due_posts(self.session, get_settings(), send_claimed)
     if count:
         log.info("dispatch.claimed", count=count)
     return count
-
-
-def _send_all(posts: list[Claimed]) -> None:
-    for post in posts:
-        send_publish(post)
 
 
 def _fail_revoked(task: HeraldTask, payload: PublishPost, task_id: str) -> None:

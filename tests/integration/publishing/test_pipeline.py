@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from kombu.exceptions import OperationalError
 from sqlalchemy import func, select
 
 from herald.models import Post, PostStatus, PublishAttempt, utcnow
@@ -21,7 +22,7 @@ from herald.publishing.sweep import requeue_lost, resolve_dead_workers
 from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
-from herald.tasks.publishing import publish_signature
+from herald.tasks.publishing import publish_signature, send_claimed
 from tests.fixtures.brokers import Broker
 from tests.fixtures.database import service_session
 from tests.fixtures.polling import eventually
@@ -193,6 +194,32 @@ def test_redis_restart_while_posts_are_queued_loses_nothing(
     assert len(requeued) == 40
     wait_until(lambda: statuses()["published"] == 40, 60, "40 posts published")
     assert len(sandbox.posts()) == 40
+
+
+def test_posts_the_dispatcher_could_not_send_go_to_the_sweeps_next_run(
+    connect: ConnectFn,
+    pub_settings: Settings,
+    private_redis: RedisServer,
+    private_redis_broker: Broker,
+) -> None:
+    """Redis goes away between the claim's commit and the sends: the claimed posts would have
+    waited as ``queued`` for ``HERALD_QUEUED_TIMEOUT_S`` (5 min); the sweep's next run sends
+    them instead."""
+    due_posts([connect("mastodon")], 5)
+    with service_session() as s:
+        claimed = claim_due_posts(s, pub_settings)
+    assert len(claimed) == 5
+    private_redis.stop()
+    with (
+        private_redis_broker.app.connection_for_write() as connection,
+        pytest.raises(OperationalError),
+        connection.Producer() as producer,
+    ):
+        send_claimed(claimed, producer)
+    assert statuses()["queued"] == 5
+    with service_session() as s:
+        requeued = requeue_lost(s, pub_settings)  # the default queued timeout
+    assert sorted(post.post_id for post in requeued) == sorted(post.post_id for post in claimed)
 
 
 @pytest.mark.slow
