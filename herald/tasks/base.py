@@ -39,7 +39,7 @@ from __future__ import annotations
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -135,23 +135,27 @@ class HeraldRequest(Request):
         self.acknowledge()  # Celery's requeue of a lost worker's message is then a no-op
 
 
-class _Losses:
-    """How many times each recent message's run lost its process, in this worker (the last
-    thousand messages that lost one)."""
+class RecentCounts:
+    """How many times each of the most recently noted keys was noted (the last ``size`` keys;
+    the oldest is forgotten first): a worker's memory of recent messages or posts."""
 
     def __init__(self, size: int = 1000) -> None:
-        self._counts: OrderedDict[str, int] = OrderedDict()
+        self._counts: OrderedDict[Hashable, int] = OrderedDict()
         self._size = size
 
-    def note(self, task_id: str) -> int:
-        count = self._counts.pop(task_id, 0) + 1
-        self._counts[task_id] = count
+    def note(self, key: Hashable) -> int:
+        count = self._counts.pop(key, 0) + 1
+        self._counts[key] = count
         if len(self._counts) > self._size:
             self._counts.popitem(last=False)
         return count
 
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._counts
 
-_losses = _Losses()
+
+# How many times each recent message's run lost its process, in this worker.
+_losses = RecentCounts()
 
 
 # How billiard reports a job whose process exited under it: killed (WorkerLostError), killed on

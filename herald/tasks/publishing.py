@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections import OrderedDict
 from functools import partial
 from typing import Any
 
@@ -53,7 +52,7 @@ from herald.publishing.sweep import (
 )
 from herald.security.crypto import KeyRing
 from herald.settings import get_settings
-from herald.tasks.base import HeraldTask, RetryPolicy
+from herald.tasks.base import HeraldTask, RecentCounts, RetryPolicy
 from herald.telemetry import context
 from herald.telemetry.errors import describe_error
 from herald.telemetry.tracing import in_post_trace
@@ -329,12 +328,10 @@ class OrphanWatch:
     in a new namespace, another host) the sweep's timeout still applies.
     """
 
-    _REMEMBERED = 10_000  # attempts already handed on, so each is sent once
-
     def __init__(self, interval_s: float) -> None:
         self._interval_s = interval_s
         self._stopping = threading.Event()
-        self._sent: OrderedDict[tuple[uuid.UUID, str], None] = OrderedDict()
+        self._sent = RecentCounts(10_000)  # attempts already handed on, so each is sent once
         self._thread = threading.Thread(target=self._run, name="herald-orphan-watch", daemon=True)
 
     def start(self) -> OrphanWatch:
@@ -349,7 +346,7 @@ class OrphanWatch:
 
     def stop(self, timeout_s: float = 2.0) -> None:
         self._stopping.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
+        if self._thread.is_alive():
             self._thread.join(timeout_s)
 
     def look(self) -> int:
@@ -373,9 +370,7 @@ class OrphanWatch:
                     process=orphan.process,
                     resolve_in_s=wait,
                 )
-            self._sent[key] = None
-            if len(self._sent) > self._REMEMBERED:
-                self._sent.popitem(last=False)
+            self._sent.note(key)
             handed += 1
         return handed
 
