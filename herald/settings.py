@@ -433,7 +433,6 @@ class Settings(BaseSettings):
         default=86_400, ge=0, description="How far in the past scheduled_at may be (then: now)."
     )
     schedule_max_future_days: int = Field(default=730, ge=1)
-    max_content_chars: int = Field(default=100_000, ge=1)
 
     # Tokens
     token_refresh_margin_s: int = Field(

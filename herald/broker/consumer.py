@@ -56,12 +56,11 @@ class GuardedConsumer(Consumer):
     def create_task_handler(self, promise: type[promise] = promise) -> Callable[..., Any]:
         handle = super().create_task_handler(promise)
         registered = self.app.tasks
-        limits = (self.app.conf.task_time_limit, self.app.conf.task_soft_time_limit)
         broker_errors = (*self.connection_errors, *self.channel_errors)
 
         def on_task_received(message: Message) -> None:
             try:
-                refusal = inspect_message(message, registered, limits)
+                refusal = inspect_message(message, registered)
                 if refusal is None:
                     handle(message)
                     return

@@ -9,8 +9,7 @@ than ``HERALD_PUBLISHING_TIMEOUT_S`` because no run can last that long; the soft
 leave room for one provider call). A limit changed at run time is held to the same relations:
 the command is refused, naming the relation, when the limits asked for break one, and passed
 to Celery's own handler otherwise. A limit of 0 or none means the configured one, as it does
-to Celery. (A producer's ``timelimit`` header is capped at the configured limits instead:
-``inspection.py``.)
+to Celery. (A producer's ``timelimit`` header is ignored instead: ``inspection.py``.)
 """
 
 from __future__ import annotations

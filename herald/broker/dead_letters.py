@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,17 @@ class Identity:
     task_id: str | None = None
     correlation_id: str | None = None
     workspace_id: str | None = None
+
+
+def workspace_named(kwargs: Mapping[str, Any], header: object) -> str | None:
+    """The workspace a message is for: its payload's ``workspace_id`` when that is a UUID,
+    else its workspace header's. The header is only its sender's word (a producer's copy of
+    it may disagree), and a refused payload kept under the header's workspace would be shown,
+    under row-level security, to a workspace it does not belong to."""
+    named = kwargs.get("workspace_id")
+    if _uuid_or_none(named) is not None:
+        return str(named)
+    return clean_id(header)
 
 
 def record_dead_letter(

@@ -25,7 +25,7 @@ from celery.utils.time import maybe_iso8601
 from kombu.exceptions import ContentDisallowed
 from kombu.message import Message
 
-from herald.broker.dead_letters import Identity
+from herald.broker.dead_letters import Identity, workspace_named
 from herald.broker.limits import MAX_BODY_BYTES, MAX_ETA_AHEAD_S, too_large
 from herald.telemetry import context
 from herald.telemetry.errors import describe_error
@@ -34,6 +34,9 @@ JSON = "application/json"
 # Task ids are stored in 64-character columns and written into log lines.
 _TASK_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _MAX_TASK_NAME = 200
+# Far above any task's retry bound; Celery compares the header with it, Herald's backoff
+# raises 2 to it.
+MAX_RETRIES_HEADER = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,10 @@ def _optional(*types: type) -> Callable[[object], bool]:
 def _is_bool(value: object, types: tuple[type, ...]) -> bool:
     # bool is an int to Python; a header that must count must not be ``true``.
     return isinstance(value, bool) and bool not in types
+
+
+def _count(bound: int) -> Callable[[object], bool]:
+    return lambda value: _optional(int)(value) and (value is None or 0 <= value <= bound)  # type: ignore[operator]
 
 
 def _time_limit(value: object) -> bool:
@@ -105,7 +112,7 @@ _HEADER_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "origin": (_optional(str), "a string"),
     "argsrepr": (_optional(str), "a string"),
     "kwargsrepr": (_optional(str), "a string"),
-    "retries": (_optional(int), "an integer"),
+    "retries": (_count(MAX_RETRIES_HEADER), f"a count from 0 to {MAX_RETRIES_HEADER}"),
     "replaced_task_nesting": (_optional(int), "an integer"),
     "ignore_result": (_optional(bool), "true or false"),
     "timelimit": (_time_limits, "a pair [soft, hard] of seconds or nulls"),
@@ -114,11 +121,35 @@ _HEADER_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "stamped_headers": (_list_of(str), "a list of strings"),
     "stamps": (_optional(dict), "an object"),
 }
+
+
+def _signature(value: object) -> bool:
+    """A plain task signature as Celery sends one (``Signature`` as a dict): a task name and
+    its arguments and options. Canvas types (a group or chain as a callback) are not taken:
+    their members are not checked, and Celery would run them after Herald's task has done its
+    work, raising there."""
+    return (
+        isinstance(value, Mapping)
+        and isinstance(value.get("task"), str)
+        and 0 < len(value["task"]) <= _MAX_TASK_NAME
+        and isinstance(value.get("args"), list | tuple)
+        and isinstance(value.get("kwargs"), dict)
+        and isinstance(value.get("options"), dict)
+        and value.get("subtask_type") is None
+        and isinstance(value.get("immutable", False), bool)
+    )
+
+
+def _signatures(value: object) -> bool:
+    return value is None or (isinstance(value, list | tuple) and all(map(_signature, value)))
+
+
+_SIGNATURE = "a plain task signature ({task, args, kwargs, options})"
 _EMBED_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
-    "callbacks": (_list_of(Mapping), "a list of signatures"),
-    "errbacks": (_list_of(Mapping), "a list of signatures"),
-    "chain": (_list_of(Mapping), "a list of signatures"),
-    "chord": (_optional(dict), "a signature"),
+    "callbacks": (_signatures, f"a list of {_SIGNATURE}s"),
+    "errbacks": (_signatures, f"a list of {_SIGNATURE}s"),
+    "chain": (_signatures, f"a list of {_SIGNATURE}s"),
+    "chord": (lambda value: value is None or _signature(value), _SIGNATURE),
 }
 
 
@@ -126,18 +157,14 @@ class _Refused(Exception):
     """Raised inside the inspection with the reason; never leaves this module."""
 
 
-#: A task's time limits as Celery's ``timelimit`` header orders them: (hard, soft) seconds.
-TimeLimits = tuple[float | None, float | None]
-
-
-def inspect_message(
-    message: Message, registered: Container[str], limits: TimeLimits = (None, None)
-) -> Refusal | None:
+def inspect_message(message: Message, registered: Container[str]) -> Refusal | None:
     """``None`` if Celery can run ``message`` as a task registered here, else the refusal.
 
-    A message Celery can run has its ``timelimit`` brought within the worker's ``limits``: a
-    producer may shorten a task's time, not lengthen it past what the worker allows (the hard
-    limit is what frees a process stuck in a call that never returns)."""
+    A message Celery can run runs under the worker's time limits, whatever its ``timelimit``
+    header asks: a longer limit would keep a process stuck in a call that never returns, and a
+    shorter one kills a task mid-transaction or mid-call (a producer's request lost, a post
+    left ``publishing``). Operators change limits with the ``time_limit`` remote control,
+    whose values are checked (:mod:`herald.broker.control`)."""
     headers = message.headers
     body: Any = None
     try:
@@ -156,22 +183,15 @@ def inspect_message(
         _check_body(body)
     except _Refused as refused:
         return Refusal(str(refused), identify(message, body), refused_payload(message, body))
-    _cap_time_limits(headers, body, limits)
+    _worker_time_limits(headers, body)
     return None
 
 
-def _cap_time_limits(headers: dict[str, Any], body: Any, limits: TimeLimits) -> None:
+def _worker_time_limits(headers: dict[str, Any], body: Any) -> None:
     # Where Celery will read it: the headers (protocol 2) or else a protocol 1 body object.
     source = body if "timelimit" not in headers and isinstance(body, dict) else headers
-    asked = source.get("timelimit")
-    if not asked:
-        return
-    capped = [
-        value if value is None or bound is None or value <= bound else bound
-        for value, bound in zip(asked, limits, strict=True)
-    ]
-    if capped != list(asked):
-        source["timelimit"] = capped
+    if source.get("timelimit") not in (None, [None, None]):
+        source["timelimit"] = [None, None]  # Celery reads None as the task's own limit
 
 
 def identify(message: Message, body: Any = None) -> Identity:
@@ -186,13 +206,11 @@ def identity_of(headers: object, body: Any = None) -> Identity:
     fields = {**body, **headers} if isinstance(body, dict) else headers
     name = fields.get("task")
     task_id = context.clean_id(fields.get("id"))
-    kwargs = _kwargs_of(body)
-    workspace = context.clean_id(fields.get(context.WORKSPACE_HEADER)) or kwargs.get("workspace_id")
     return Identity(
         task_name=name if isinstance(name, str) else None,
         task_id=task_id,
         correlation_id=context.clean_id(fields.get(context.CORRELATION_HEADER)) or task_id,
-        workspace_id=workspace if isinstance(workspace, str) else None,
+        workspace_id=workspace_named(_kwargs_of(body), fields.get(context.WORKSPACE_HEADER)),
     )
 
 

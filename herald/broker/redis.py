@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -87,15 +88,42 @@ def _check_body(body: Any, encoding: Any) -> None:
         raise EnvelopeRefused(f"the body is not valid base64: {exc}") from None
 
 
-def envelope_identity(item: bytes) -> Identity:
-    """Whatever identity a refused item reveals (its headers, if it has readable ones)."""
+def refused_item(item: bytes) -> tuple[Identity, bytes | str]:
+    """What a dead letter keeps of a refused ``item``: the identity it reveals (its headers and
+    body, as far as they are readable) and its text. A base64 body is kept decoded, marked so,
+    because the redaction cannot see a secret inside base64; an item it cannot read is kept
+    as it came."""
     if len(item) > MAX_ENVELOPE_BYTES:
-        return Identity()
+        return Identity(), item
     try:
         envelope = loads(item.decode("utf-8"))
     except Exception:  # nothing readable
-        return Identity()
-    return identity_of(envelope.get("headers") if isinstance(envelope, dict) else None)
+        return Identity(), item
+    if not isinstance(envelope, dict):
+        return Identity(), item
+    body = _decoded_body(envelope)
+    if body is None:
+        return identity_of(envelope.get("headers")), item
+    properties = {**envelope["properties"], "body_encoding": "base64, decoded in this record"}
+    readable = {**envelope, "body": body, "properties": properties}
+    return identity_of(envelope.get("headers"), body), json.dumps(readable, ensure_ascii=False)
+
+
+def _decoded_body(envelope: dict[str, Any]) -> Any:
+    """The envelope's base64 body decoded (as JSON where it is JSON), or None."""
+    properties, body = envelope.get("properties"), envelope.get("body")
+    if not (isinstance(properties, dict) and properties.get("body_encoding") == "base64"):
+        return None
+    if not isinstance(body, str):
+        return None
+    try:
+        text = base64.b64decode(body.encode("utf-8"), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 class Channel(kombu_redis.Channel):
@@ -156,10 +184,11 @@ class Channel(kombu_redis.Channel):
         try:
             check_envelope(item)
         except EnvelopeRefused as refused:
+            identity, raw = refused_item(item)
             record_dead_letter(
                 str(refused),
-                envelope_identity(item),
-                raw=item,
+                identity,
+                raw=raw,
                 queue=self._queue_of(key),
                 source="transport",
             )

@@ -24,6 +24,9 @@
 - **revoked messages** (Flower's revoke, ``celery control revoke``): counted and logged once,
   here, with why (revoked, expired, terminated); a task that must settle what a revoked message
   was for (publish: its post) overrides :meth:`HeraldTask.on_revoked`;
+- **a producer's request** (a task declared ``producer_request=True``: schedule, reschedule,
+  cancel), whose message is its only copy: one that expires unrun or whose run fails is kept
+  as a dead letter with its payload, not only logged;
 - **lost pool processes** (the OOM killer, a ``kill -9`` of a pool child, Flower's *Terminate*):
   the worker's main process sees the child that ran a message die (:class:`HeraldRequest`); it
   counts and logs that once, here, and a task whose work the dead process may have left half
@@ -56,11 +59,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from herald import db
-from herald.broker.dead_letters import Identity, record_dead_letter
+from herald.broker.dead_letters import Identity, record_dead_letter, workspace_named
 from herald.broker.topology import deliverable_countdown
 from herald.models import utcnow
 from herald.settings import get_settings
-from herald.telemetry import context, metrics, records
+from herald.telemetry import context, metrics, records, spans
 from herald.telemetry.errors import describe_error
 
 log = structlog.get_logger("herald.tasks")
@@ -86,7 +89,8 @@ class RetryPolicy:
 
     def countdown(self, retries: int) -> float:
         """Exponential backoff with jitter: uniform in [base/2, min(max, base·2^retries)]."""
-        ceiling = min(self.backoff_max_s, self.backoff_s * (2**retries))
+        # The exponent is bounded: ``retries`` comes from the message's header.
+        ceiling = min(self.backoff_max_s, self.backoff_s * (2 ** min(max(retries, 0), 64)))
         return self._rng.uniform(self.backoff_s / 2, ceiling) if self.jitter else ceiling
 
 
@@ -176,6 +180,9 @@ class HeraldTask(Task):  # type: ignore[type-arg]
     # False for a task whose body logs its own line per run (publish: publish.attempt), so a
     # run costs one INFO line; task.succeeded is then at DEBUG.
     log_success: ClassVar[bool] = True
+    # A producer's request (schedule, reschedule, cancel): its message is the request's only
+    # copy, so a message that expires unrun, or a run that fails, is kept as a dead letter.
+    producer_request: ClassVar[bool] = False
     # Celery logs a failure of these at INFO without a traceback; ``on_failure`` below is the
     # one place a Herald task's failure is logged, concisely.
     throws = (Exception,)
@@ -211,7 +218,12 @@ class HeraldTask(Task):  # type: ignore[type-arg]
         except BaseException:
             current = _session.get()
             if current is not None:
-                current.rollback()
+                try:
+                    current.rollback()
+                except Exception:  # the run's own error is the one to raise
+                    # A time limit that interrupted a query leaves the connection mid-command
+                    # ("another command is already in progress"): it goes, not back to the pool.
+                    current.invalidate()
             raise
         finally:
             current = _session.get()
@@ -269,19 +281,22 @@ class HeraldTask(Task):  # type: ignore[type-arg]
             self._reject(f"invalid payload for {self.name}: {problems}", kwargs)
         workspace = getattr(payload, "workspace_id", None)
         _workspace.set(str(workspace) if workspace is not None else None)
+        if workspace is not None and str(workspace) != context.current().workspace_id:
+            # The message's workspace header said otherwise: logs and spans name the payload's.
+            context.act_for_workspace(str(workspace))
+            trace.get_current_span().set_attribute(spans.WORKSPACE_ATTRIBUTE, str(workspace))
         return lambda: self.run(payload)
 
     def _reject(self, reason: str, payload: dict[str, Any]) -> NoReturn:
         """Record the refused payload, then raise so Celery acks it without retrying."""
         ctx = context.current()
-        workspace_id = ctx.workspace_id or payload.get("workspace_id")
         record_dead_letter(
             reason,
             Identity(
                 task_name=self.name,
                 task_id=self.request.id,
                 correlation_id=ctx.correlation_id,
-                workspace_id=workspace_id if isinstance(workspace_id, str) else None,
+                workspace_id=workspace_named(payload, ctx.workspace_id),
             ),
             payload=payload,
             source="task",
@@ -360,6 +375,10 @@ class HeraldTask(Task):  # type: ignore[type-arg]
             error=error,
             exc_info=None if expected else exc,
         )
+        if self.producer_request:
+            # Called in the pool process, or in the worker's main process for a hard time
+            # limit: the message's own id and arguments, not ``self.request``'s.
+            _keep_request(self, task_id, kwargs, f"the task failed: {error_type}: {error}")
 
 
 @signals.task_revoked.connect
@@ -377,6 +396,15 @@ def _revoked(
         return
     reason = "expired" if expired else "terminated" if terminated else "revoked"
     with _on_behalf_of(sender, request, "revoked") as task_id:
+        if expired and sender.producer_request:
+            expires = getattr(request, "expires", None)
+            _keep_request(
+                sender,
+                task_id,
+                getattr(request, "kwargs", None),
+                f"the message expired unrun (its 'expires' header: {expires})",
+            )
+            return
         log.warning(
             "task.revoked",
             task=sender.name,
@@ -392,6 +420,25 @@ def _revoked(
                 "task.revoked_unsettled",
                 lambda p: sender.on_revoked(p, task_id),
             )
+
+
+def _keep_request(task: HeraldTask, task_id: str, kwargs: Any, reason: str) -> None:
+    """Keep a producer's request that will not be done as a dead letter, with why: its
+    message is acked and was the request's only copy."""
+    payload = kwargs if isinstance(kwargs, dict) else {"kwargs": kwargs}
+    current = context.current()
+    record_dead_letter(
+        reason,
+        Identity(
+            task_name=task.name,
+            task_id=task_id,
+            correlation_id=current.correlation_id,
+            workspace_id=workspace_named(payload, current.workspace_id),
+        ),
+        payload=payload,
+        source="task",
+        event="task.request_kept",
+    )
 
 
 def _process_lost(task: HeraldTask, request: Any, pid: int, exc: BaseException) -> None:
@@ -436,7 +483,8 @@ def _correlation_of(request: Any, task_id: str) -> tuple[str, str | None]:
         for key in (context.CORRELATION_HEADER, context.WORKSPACE_HEADER)
     }
     correlation_id, _causation, workspace_id = context.incoming(headers, task_id)
-    return correlation_id, workspace_id
+    kwargs = getattr(request, "kwargs", None)
+    return correlation_id, workspace_named(kwargs if isinstance(kwargs, dict) else {}, workspace_id)
 
 
 def _settle(

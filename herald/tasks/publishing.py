@@ -82,6 +82,7 @@ def _keys() -> KeyRing:
     name="herald.posts.schedule",
     payload_model=SchedulePost,
     retry_policy=DB_BLIPS,
+    producer_request=True,
 )
 def schedule(self: HeraldTask, payload: SchedulePost) -> dict[str, Any]:
     try:
@@ -100,6 +101,7 @@ def schedule(self: HeraldTask, payload: SchedulePost) -> dict[str, Any]:
     name="herald.posts.reschedule",
     payload_model=ReschedulePost,
     retry_policy=DB_BLIPS,
+    producer_request=True,
 )
 def reschedule(self: HeraldTask, payload: ReschedulePost) -> dict[str, Any]:
     """Edit or move a post that is not publishing yet, as ``PATCH /api/postiz/posts/{id}``."""
@@ -124,6 +126,7 @@ def reschedule(self: HeraldTask, payload: ReschedulePost) -> dict[str, Any]:
     name="herald.posts.cancel",
     payload_model=CancelPost,
     retry_policy=DB_BLIPS,
+    producer_request=True,
 )
 def cancel(self: HeraldTask, payload: CancelPost) -> str:
     """Cancel a post that is not publishing yet, as ``DELETE /api/postiz/posts/{id}``."""

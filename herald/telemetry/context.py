@@ -133,6 +133,14 @@ def bind(
     structlog.contextvars.bind_contextvars(**{k: v for k, v in fields.items() if v is not None})
 
 
+def act_for_workspace(workspace_id: str) -> None:
+    """The running work acts for ``workspace_id``, which its validated payload names. A
+    message's workspace header is its sender's word; the payload is what the work does, so it
+    is what logs and dead letters name."""
+    _workspace_id.set(workspace_id)
+    structlog.contextvars.bind_contextvars(workspace_id=workspace_id)
+
+
 def clear() -> None:
     for var in (_correlation_id, _causation_id, _workspace_id, _task_id):
         var.set(None)

@@ -21,6 +21,7 @@ from herald.celery_app import QUEUES
 
 JSON = "application/json"
 WORKSPACE = "7b0cf7e4-2a58-4f0a-9d50-0c1f4f3f9a11"
+CANARY = "poison-canary-token-8c1d2f"
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,13 @@ def task_level_poisons() -> list[Poison]:
             "embed field 'callbacks'",
             [[], {}, {"callbacks": "callbacks-string"}],
         ),
+        # Celery would run a callback of this shape after the task's work is done, and raise
+        # there: the task counted as failed when it succeeded.
+        _case(
+            "callbacks-unplain",
+            "embed field 'callbacks' must be a list of a plain task signature",
+            [[], {}, {"callbacks": [{"task": "herald.posts.cancel"}]}],
+        ),
         _case(
             "timelimit-word",
             "header 'timelimit' must be a pair",
@@ -108,9 +116,16 @@ def task_level_poisons() -> list[Poison]:
         ),
         _case(
             "retries-text",
-            "header 'retries' must be an integer",
+            "header 'retries' must be a count",
             [[], {}, {}],
             header_extra={"retries": "three"},
+        ),
+        # Herald's backoff raises 2 to the retries a message says it has had.
+        _case(
+            "retries-huge",
+            "header 'retries' must be a count from 0 to 1000",
+            [[], {}, {}],
+            header_extra={"retries": 10**12},
         ),
         _case("not-json", "cannot be decoded", raw=b"\xff\xfe{not json not-json \x00"),
         _case(
@@ -192,6 +207,17 @@ def envelope_poisons() -> list[Poison]:
     no_tag["headers"]["id"] = "poison-no-tag"
     list_headers = json.loads(good)
     list_headers["headers"] = ["list-headers"]
+    # Refused by the transport (a priority that is not an integer) with a secret inside its
+    # base64 body: the letter keeps the body decoded, so the redaction sees the secret.
+    secret_body = json.loads(
+        envelope(
+            json.dumps([[], {"provider_settings": {"access_token": CANARY}}, {}]).encode(),
+            JSON,
+            _headers("poison-secret-base64"),
+            "default",
+        )
+    )
+    secret_body["properties"]["priority"] = "high"
     return [
         Poison("raw-garbage", "not JSON", raw_item(b"\x00\xff raw-garbage")),
         Poison("json-array", "not a kombu envelope", raw_item(b'["json-array", 1, 2]')),
@@ -204,6 +230,12 @@ def envelope_poisons() -> list[Poison]:
         ),
         Poison("no-tag", "no delivery_tag", raw_item(json.dumps(no_tag)), task_id="poison-no-tag"),
         Poison("list-headers", "headers are not an object", raw_item(json.dumps(list_headers))),
+        Poison(
+            "secret-base64",
+            "priority is not an integer",
+            raw_item(json.dumps(secret_body)),
+            task_id="poison-secret-base64",
+        ),
         Poison(
             "huge-item",
             "bytes, more than the",

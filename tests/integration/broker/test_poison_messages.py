@@ -24,6 +24,7 @@ from tests.fixtures.polling import eventually
 from tests.fixtures.processes import StartWorker
 from tests.fixtures.publishing import ConnectFn
 from tests.integration.broker.poison import (
+    CANARY,
     WORKSPACE,
     Poison,
     envelope,
@@ -134,6 +135,11 @@ def test_poison_on_every_queue_is_recorded_acked_and_the_worker_keeps_consuming(
     nul = letter_for(poisons[-1], letters)
     assert str(nul.workspace_id) == WORKSPACE  # from the payload
     assert "\\x00" in str(nul.payload)
+    for letter in letters:  # a secret in a base64 body is redacted like any other
+        assert CANARY not in f"{letter.raw} {letter.payload} {letter.reason}", letter.task_id
+    if broker.kind == "redis":
+        secret = next(d for d in letters if d.task_id == "poison-secret-base64")
+        assert "decoded in this record" in (secret.raw or "")
     garbage = next(d for d in letters if d.raw and "not-json" in d.raw)
     assert "\\x00" in garbage.raw  # NUL and undecodable bytes are kept, escaped
     assert "\\xff" in garbage.raw

@@ -12,7 +12,9 @@ from herald.broker.dead_letters import (
     MAX_RAW_CHARS,
     storable_payload,
     storable_raw,
+    workspace_named,
 )
+from herald.broker.inspection import identity_of
 
 
 def test_raw_bytes_keep_nul_and_undecodable_bytes_as_escapes() -> None:
@@ -61,3 +63,16 @@ def test_payload_nesting_and_size_are_bounded() -> None:
 def test_a_payload_that_is_not_an_object_is_kept_under_value() -> None:
     assert storable_payload(["a", 1]) == {"value": ["a", 1]}
     assert storable_payload(None) == {}
+
+
+def test_a_letter_names_the_payloads_workspace_over_the_headers_claim() -> None:
+    # Under row-level security a letter is shown to its workspace: the header is only the
+    # sender's word, the payload is what the message was for.
+    ours, theirs = str(uuid.uuid4()), str(uuid.uuid4())
+    headers = {"task": "herald.posts.schedule", "id": "t-1", "x_workspace_id": theirs}
+
+    assert identity_of(headers, [[], {"workspace_id": ours}, {}]).workspace_id == ours
+    assert workspace_named({"workspace_id": ours}, theirs) == ours
+    # No usable workspace in the payload: the header's, as far as it is an id.
+    assert identity_of(headers, [[], {"workspace_id": "not-a-uuid"}, {}]).workspace_id == theirs
+    assert workspace_named({}, None) is None
