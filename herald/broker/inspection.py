@@ -254,6 +254,10 @@ def _check_headers(headers: Mapping[str, Any], registered: Container[str]) -> No
     name = headers.get("task")
     if not isinstance(name, str) or not 0 < len(name) <= _MAX_TASK_NAME:
         raise _Refused("the task name is missing or not a string of 1-200 characters")
+    if name.startswith("celery."):
+        # Registered in every app (group, chord, starmap, backend cleanup): run by a producer
+        # they would call Herald's tasks around Herald's checks, and Herald never sends them.
+        raise _Refused(f"task {name!r} refused: Celery's built-in tasks do not run on Herald")
     if name not in registered:
         raise _Refused(f"unknown task {name!r}: no such task is registered")
     task_id = headers.get("id")

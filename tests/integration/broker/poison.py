@@ -149,6 +149,16 @@ def task_level_poisons() -> list[Poison]:
             ),
         ),
         _case(
+            "celery-builtin",
+            "Celery's built-in tasks do not run on Herald",
+            [
+                [{"task": "herald.posts.publish", "args": [], "kwargs": {}, "options": {}}, []],
+                {},
+                {},
+            ],
+            headers=_headers("poison-celery-builtin", task="celery.starmap"),
+        ),
+        _case(
             "no-id",
             "the task id is missing",
             [[], {"marker": "no-id"}, {}],
