@@ -80,6 +80,17 @@ StorableText = Annotated[
     str, AfterValidator(_storable_text), Field(json_schema_extra={"pattern": STORABLE_TEXT_PATTERN})
 ]
 
+# -- counts ----------------------------------------------------------------------------------------
+
+
+def _json_number(value: object) -> object:
+    # pydantic would take ``true`` as 1 and "3" as 3; JSON Schema's integer is a number with
+    # no fraction (3.0 included, which pydantic takes), never a boolean or a string.
+    if isinstance(value, bool | str | bytes):
+        raise PydanticCustomError("int_type", "must be a JSON integer")
+    return value
+
+
 # -- instants ------------------------------------------------------------------------------------
 
 _RFC3339 = re.compile(
@@ -206,7 +217,9 @@ class Contract(BaseModel):
 class MediaIn(Contract):
     url: Annotated[HttpUrl, Field(json_schema_extra={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]"})]
     kind: Literal["image", "gif", "video"] = "image"
-    size_bytes: int | None = Field(default=None, ge=0, le=5 * 1024**3)
+    size_bytes: (
+        Annotated[int, Field(ge=0, le=5 * 1024**3), BeforeValidator(_json_number)] | None
+    ) = None
     alt_text: StorableText | None = Field(default=None, max_length=5000)
 
 
@@ -267,7 +280,7 @@ class ReschedulePost(PostChanges):
 
     workspace_id: uuid.UUID
     post_id: uuid.UUID
-    expected_version: int | None = Field(default=None, ge=1)
+    expected_version: Annotated[int, Field(ge=1), BeforeValidator(_json_number)] | None = None
 
 
 class CancelPost(Contract):

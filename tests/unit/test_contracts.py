@@ -15,7 +15,9 @@ from pydantic import ValidationError
 
 from herald.contracts import (
     SETTINGS_MAX_DEPTH,
+    MediaIn,
     PostRequest,
+    ReschedulePost,
     has_unstorable_text,
     scrub_unstorable,
 )
@@ -132,3 +134,19 @@ def test_scheduled_at_is_kept_in_utc() -> None:
     assert parsed.scheduled_at == datetime(2030, 1, 1, 9, tzinfo=UTC)
     assert parsed.scheduled_at.utcoffset() is not None
     assert parsed.scheduled_at.tzinfo == UTC
+
+
+@pytest.mark.parametrize("value", [True, "1", 1.5])
+def test_a_count_in_a_payload_is_a_json_integer_not_something_that_converts_to_one(
+    value: object,
+) -> None:
+    # ``true`` as the expected version used to edit version 1.
+    base = {"workspace_id": str(uuid.uuid4()), "post_id": str(uuid.uuid4()), "content": "x"}
+    for whole in (3, 3.0):  # JSON Schema's integer: a number without a fraction
+        assert (
+            ReschedulePost.model_validate({**base, "expected_version": whole}).expected_version == 3
+        )
+    with pytest.raises(ValidationError):
+        ReschedulePost.model_validate({**base, "expected_version": value})
+    with pytest.raises(ValidationError):
+        MediaIn.model_validate({"url": "https://example.com/a.png", "size_bytes": value})
