@@ -70,14 +70,16 @@ def scrub_unstorable(value: Any, _depth: int = 0) -> Any:
     return value
 
 
-def _storable_text(value: str) -> str:
+def storable_text(value: str) -> str:
+    """``value``, or a validation error when Postgres could not store it (NUL, a lone
+    surrogate); for a field that needs its own constraints beside :data:`StorableText`'s."""
     if has_unstorable_text(value):
         raise PydanticCustomError("text_unstorable", _UNSTORABLE_MESSAGE)
     return value
 
 
 StorableText = Annotated[
-    str, AfterValidator(_storable_text), Field(json_schema_extra={"pattern": STORABLE_TEXT_PATTERN})
+    str, AfterValidator(storable_text), Field(json_schema_extra={"pattern": STORABLE_TEXT_PATTERN})
 ]
 
 # -- counts ----------------------------------------------------------------------------------------

@@ -187,7 +187,11 @@ def report_if_foreign(
     caller: Caller, model: type[Post] | type[Integration], ident: uuid.UUID
 ) -> None:
     """Record a cross-tenant attempt when ``ident`` exists in another workspace. The caller
-    then answers 404 exactly as for a missing row."""
+    then answers 404 exactly as for a missing row.
+
+    The row belongs to no workspace (operators see it; ``herald audit``, the suspicious-activity
+    job): in the asker's workspace its presence alone, readable through ``GET /audit``, would
+    tell the asker that the id exists elsewhere, which the 404 exists to hide."""
     resource = model.__tablename__.rstrip("s")
     with db.session_scope() as session:
         db.service_scope(session, f"api.{resource}_owner_check")
@@ -200,9 +204,12 @@ def report_if_foreign(
             actor=caller.actor,
             outcome=Outcome.DENIED,
             severity=Severity.HIGH,
-            workspace_id=caller.workspace_id,
+            workspace_id=None,
             resource_type=resource,
             resource_id=str(ident),
             message=f"{resource} of another workspace requested",
-            details={"owner_workspace_id": str(owner)},
+            details={
+                "asker_workspace_id": str(caller.workspace_id),
+                "owner_workspace_id": str(owner),
+            },
         )

@@ -17,7 +17,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -226,6 +226,63 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+def _database_reason(exc: Exception) -> tuple[str, str | None, str]:
+    """(driver error class, SQLSTATE, the server's primary message) of a database error: what
+    a log line may carry. Not ``str(exc)``: SQLAlchemy's text holds the statement's parameters,
+    which may hold a secret."""
+    orig = getattr(exc, "orig", None) or exc
+    diag = getattr(orig, "diag", None)
+    primary = getattr(diag, "message_primary", None) or ""
+    return type(orig).__name__, getattr(orig, "sqlstate", None), primary[:200]
+
+
+async def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:
+    """A value every check let through and the database refused (a NUL character in text, a
+    number or date outside its column's range): the request's fault, answered as such. Fields
+    are checked where they are declared; this answers the ones no check names yet."""
+    error_type, sqlstate, primary = _database_reason(exc)
+    log.warning(
+        "http.value_refused_by_database",
+        method=request.method,
+        path=request.url.path,
+        error=error_type,
+        sqlstate=sqlstate,
+        detail=primary,
+    )
+    return error_response(
+        422,
+        "value_not_storable",
+        "a value in the request cannot be stored: text must not contain NUL (U+0000), and "
+        "numbers and dates must be within range",
+    )
+
+
+# Unique and foreign-key violations: a concurrent request got there first (the same account
+# connected twice at once, a name taken, a row it refers to deleted meanwhile).
+_CONFLICT_STATES = {"23505", "23503"}
+
+
+async def _integrity_conflict(request: Request, exc: Exception) -> JSONResponse:
+    error_type, sqlstate, primary = _database_reason(exc)
+    conflict = sqlstate in _CONFLICT_STATES
+    (log.warning if conflict else log.error)(
+        "http.integrity_error",
+        method=request.method,
+        path=request.url.path,
+        error=error_type,
+        sqlstate=sqlstate,
+        detail=primary,
+    )
+    if not conflict:
+        return error_response(500, "internal_error", "an unexpected error occurred")
+    return error_response(
+        409,
+        "concurrent_change",
+        "a concurrent request changed the same thing first; read it again, then send this "
+        "again if it is still needed",
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every error type the API knows into the one format (the middleware answers
     anything else with a 500 in the same format)."""
@@ -239,6 +296,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for unavailable in (OperationalError, InterfaceError, PoolTimeout):
         app.add_exception_handler(unavailable, _database_unavailable)
+    app.add_exception_handler(DataError, _unstorable_value)
+    app.add_exception_handler(IntegrityError, _integrity_conflict)
 
 
 # The error responses every authenticated endpoint may give, for the OpenAPI document.

@@ -21,7 +21,7 @@ header is a 400.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -179,6 +179,8 @@ def figures(
 ) -> FiguresOut:
     """Figures computed in SQL over ``[from, to)`` (default: the last hour)."""
     end = to or utcnow()
+    if from_ is None and end < datetime.min.replace(tzinfo=UTC) + DEFAULT_WINDOW:
+        raise ApiError(400, "invalid_window", "to is too early for the default window: give from")
     start = from_ or end - DEFAULT_WINDOW
     if start >= end:
         raise ApiError(400, "invalid_window", "from must be before to")

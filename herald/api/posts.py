@@ -150,6 +150,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         when = datetime.fromisoformat(raw["s"])
         if when.tzinfo is None:
             raise ValueError("naive")
+        if not isinstance(raw["i"], str):
+            raise TypeError("not an id")
         return in_utc(when), uuid.UUID(raw["i"])
     except (binascii.Error, ValueError, KeyError, TypeError):
         # A PydanticCustomError from in_utc is a ValueError too: out of the calendar in UTC.

@@ -197,12 +197,15 @@ def _may_grant(session: Session, manager: Manager, workspace_id: uuid.UUID, role
 def _keep_an_owner(session: Session, workspace_id: uuid.UUID, leaving: Membership) -> None:
     if leaving.role is not Role.OWNER:
         return
-    owners = session.scalar(
-        select(func.count())
-        .select_from(Membership)
+    # The owners' rows are locked before they are counted: two owners removing each other (or
+    # stepping down) at once would each count two and leave none. The second waits for the
+    # first to commit, then counts what is left.
+    owners = session.scalars(
+        select(Membership.user_id)
         .where(Membership.workspace_id == workspace_id, Membership.role == Role.OWNER)
-    )
-    if (owners or 0) <= 1:
+        .with_for_update()
+    ).all()
+    if len(owners) <= 1:
         raise Refused(409, "last_owner", "a workspace keeps at least one owner")
 
 

@@ -3,8 +3,10 @@ committed workspaces with a member, an integration and a post or two."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -149,3 +151,15 @@ def member_headers(workspace_id: uuid.UUID) -> dict[str, str]:
     with service_session() as session:
         session.add(Membership(workspace_id=workspace_id, user_id=user, role=Role.OWNER))
     return bearer(mint(user), workspace_id)
+
+
+def race(*calls: Callable[[], Any]) -> list[Any]:
+    """Run ``calls`` at once (released together by a barrier); their results in order."""
+    barrier = threading.Barrier(len(calls))
+
+    def go(call: Callable[[], Any]) -> Any:
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(go, calls))

@@ -32,7 +32,7 @@ from herald.security.crypto import KeyRing
 from herald.settings import Settings, get_settings
 from tests.fixtures.database import service_session
 from tests.fixtures.factories import make_integration, make_workspace
-from tests.integration.api.conftest import AuditOf, assert_error, bearer, mint, query
+from tests.integration.api.conftest import AuditOf, assert_error, bearer, mint, query, race
 
 OAUTH = "/api/postiz/oauth"
 
@@ -323,3 +323,20 @@ def test_telegram_and_discord_webhooks_are_checked_at_the_network_before_saving(
     assert failures(audit_of) == ["credentials_refused", "credentials_refused"]
     listed = api.get("/api/postiz/integrations", headers=owner.headers).json()["items"]
     assert sorted(i["provider"] for i in listed) == ["discord", "telegram"]
+
+
+def test_connecting_the_same_account_twice_at_once_answers_each_request_clearly(
+    api: TestClient, owner: Owner, sandbox: SandboxClient
+) -> None:
+    bot = sandbox.create_account("telegram", handle="herald_bot")
+    body = {"bot_token": bot["access_token"], "chat_id": "@herald_news"}
+    path = "/api/postiz/integrations/telegram/connect"
+
+    answers = race(*[lambda: api.post(path, json=body, headers=owner.headers)] * 2)
+
+    codes = sorted(answer.status_code for answer in answers)
+    assert all(code < 500 for code in codes), [a.text for a in answers]
+    assert codes[0] < 300
+    listed = api.get("/api/postiz/integrations", headers=owner.headers).json()
+    assert len([i for i in listed["items"] if i["provider"] == "telegram"]) == 1
+    assert bot["access_token"] not in "".join(answer.text for answer in answers)
