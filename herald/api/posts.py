@@ -276,10 +276,9 @@ def edit_post(
 def cancel_post(post_id: uuid.UUID, caller: CurrentCaller) -> PostOut:
     """Cancel a post that has not started publishing. Cancelling it again changes nothing."""
     with tenant_session(caller) as session:
-        before, provider = _load(session, caller, post_id)
-        was = before.status
-        post = editing.cancel_post(session, caller.workspace_id, post_id)
-        if was != PostStatus.CANCELLED and post.status == PostStatus.CANCELLED:
+        _, provider = _load(session, caller, post_id)
+        post, cancelled_now = editing.cancel(session, caller.workspace_id, post_id)
+        if cancelled_now:  # one audit row however many cancels race
             audit_change(
                 session,
                 caller,

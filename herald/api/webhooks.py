@@ -6,15 +6,18 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
-from herald.api.deps import Caller, CurrentCaller, settings_of, tenant_session
+from herald.api.deps import Caller, CurrentCaller, audit_change, settings_of, tenant_session
 from herald.api.errors import COMMON_RESPONSES, ApiError
 from herald.api.paths import PREFIX
 from herald.api.ratelimit import RATE_LIMITED, rate_limit
 from herald.models import Role, WebhookSubscription
+from herald.security.audit import EventType
 from herald.security.crypto import KeyRing
 from herald.webhooks import subscriptions
 from herald.webhooks.subscriptions import SubscriptionNotFound
@@ -71,6 +74,22 @@ class CreatedOut(SubscriptionOut):
     secret: str = Field(description="The HMAC-SHA256 key of the signatures: shown only now.")
 
 
+def _audit(session: Session, caller: Caller, action: str, row: WebhookSubscription) -> None:
+    """A subscription sends post data out of Herald: who made, removed or resumed one is
+    audited, as the CLI's uses are. Its receiver by host only: a URL's path or query may be
+    the receiver's own secret (a chat service's incoming-webhook URL)."""
+    audit_change(
+        session,
+        caller,
+        EventType.ADMIN_ACTION,
+        action=f"webhooks.{action}",
+        resource=("webhook_subscription", row.id),
+        message=f"webhook subscription {action}",
+        receiver_host=urlsplit(row.url).hostname,
+        events=list(row.events),
+    )
+
+
 def _managing(caller: Caller) -> Caller:
     role = caller.principal.membership_role
     if role is not None and role not in (Role.OWNER, Role.ADMIN):
@@ -98,6 +117,7 @@ def create_subscription(
                 settings=settings,
             )
             out = SubscriptionOut.of(created.subscription)
+            _audit(session, caller, "create", created.subscription)
     except ValueError as exc:
         raise ApiError(422, "url_refused", str(exc)) from None
     return CreatedOut(**dict(out), secret=created.secret)
@@ -115,7 +135,8 @@ def list_subscriptions(caller: CurrentCaller) -> list[SubscriptionOut]:
 def delete_subscription(subscription_id: uuid.UUID, caller: CurrentCaller) -> Response:
     try:
         with tenant_session(_managing(caller)) as session:
-            subscriptions.delete(session, caller.workspace_id, subscription_id)
+            removed = subscriptions.delete(session, caller.workspace_id, subscription_id)
+            _audit(session, caller, "delete", removed)
     except SubscriptionNotFound as exc:
         raise ApiError(404, "webhook_not_found", str(exc)) from None
     return Response(status_code=204)
@@ -126,8 +147,8 @@ def resume_subscription(subscription_id: uuid.UUID, caller: CurrentCaller) -> Su
     """Take back a subscription that was paused because it kept failing."""
     try:
         with tenant_session(_managing(caller)) as session:
-            return SubscriptionOut.of(
-                subscriptions.resume(session, caller.workspace_id, subscription_id)
-            )
+            resumed = subscriptions.resume(session, caller.workspace_id, subscription_id)
+            _audit(session, caller, "resume", resumed)
+            return SubscriptionOut.of(resumed)
     except SubscriptionNotFound as exc:
         raise ApiError(404, "webhook_not_found", str(exc)) from None

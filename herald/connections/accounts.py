@@ -86,15 +86,20 @@ def list_integrations(
     return views
 
 
-def _load(session: Session, workspace_id: uuid.UUID, integration_id: uuid.UUID) -> Integration:
-    integration = session.scalar(
-        select(Integration).where(
-            Integration.id == integration_id, Integration.workspace_id == workspace_id
-        )
+def _load(
+    session: Session, workspace_id: uuid.UUID, integration_id: uuid.UUID, *, lock: bool = False
+) -> Integration:
+    statement = select(Integration).where(
+        Integration.id == integration_id, Integration.workspace_id == workspace_id
     )
+    integration = session.scalar(statement.with_for_update() if lock else statement)
     if integration is None:
         raise Refused(404, "integration_not_found", "no such integration in this workspace")
     return integration
+
+
+#: Revocations a disconnect makes before it gives up on tokens that keep changing.
+_DISCONNECT_ROUNDS = 3
 
 
 def disconnect(
@@ -106,39 +111,65 @@ def disconnect(
 ) -> tuple[Integration, str]:
     """Revoke where the network can, then disable and forget the tokens. Returns the
     integration and what happened at the network: ``revoked``, ``unsupported``, ``failed``
-    or ``nothing_to_revoke``."""
+    or ``nothing_to_revoke``.
+
+    The network call is made outside a transaction, so the tokens may change meanwhile (a
+    reconnect, a refresh): they are forgotten only if they are still the ones revoked, else
+    the new ones are revoked in turn. Otherwise a reconnect landing mid-disconnect would be
+    answered "active" while its tokens, never revoked, were dropped."""
     with db.session_scope() as session:
         db.tenant_scope(session, workspace_id)
         require(session, manager, workspace_id)
-        integration = _load(session, workspace_id, integration_id)
-        session.expunge(integration)
-    revocation = _revoke(settings, keys, integration)
-    with db.session_scope() as session:
-        db.tenant_scope(session, workspace_id)
-        integration = _load(session, workspace_id, integration_id)
-        integration.status = IntegrationStatus.DISABLED
-        integration.access_token_ciphertext = ""
-        integration.refresh_token_ciphertext = None
-        integration.token_expires_at = None
-        integration.refresh_expires_at = None
-        integration.token_version += 1  # a refresh or publish holding the old tokens stops
-        integration.refresh_lease_until = None
-        integration.refresh_lease_owner = None
-        integration.updated_at = utcnow()
-        audit.record(
-            session,
-            EventType.CREDENTIAL_DELETE,
-            actor=manager.actor,
-            severity=Severity.MEDIUM,
-            workspace_id=workspace_id,
-            resource_type="integration",
-            resource_id=str(integration_id),
-            message=f"{integration.provider} account disconnected",
-            details={"provider": integration.provider, "revocation": revocation},
-        )
-        session.flush()
-        session.expunge(integration)
-    return integration, revocation
+    for _ in range(_DISCONNECT_ROUNDS):
+        with db.session_scope() as session:
+            db.tenant_scope(session, workspace_id)
+            integration = _load(session, workspace_id, integration_id)
+            session.expunge(integration)
+        revoked_version = integration.token_version
+        revocation = _revoke(settings, keys, integration)
+        with db.session_scope() as session:
+            db.tenant_scope(session, workspace_id)
+            integration = _load(session, workspace_id, integration_id, lock=True)
+            gone = not integration.access_token_ciphertext
+            if gone and integration.status is IntegrationStatus.DISABLED:
+                revocation = "nothing_to_revoke"  # disconnected already (perhaps just now)
+            elif integration.token_version != revoked_version:
+                continue  # new tokens arrived meanwhile: revoke those too
+            else:
+                _forget_tokens(session, manager, integration, revocation)
+            session.expunge(integration)
+        return integration, revocation
+    raise Refused(
+        409,
+        "concurrent_change",
+        "the account's tokens kept changing while it was being disconnected; send it again",
+    )
+
+
+def _forget_tokens(
+    session: Session, manager: Manager, integration: Integration, revocation: str
+) -> None:
+    integration.status = IntegrationStatus.DISABLED
+    integration.access_token_ciphertext = ""
+    integration.refresh_token_ciphertext = None
+    integration.token_expires_at = None
+    integration.refresh_expires_at = None
+    integration.token_version += 1  # a refresh or publish holding the old tokens stops
+    integration.refresh_lease_until = None
+    integration.refresh_lease_owner = None
+    integration.updated_at = utcnow()
+    audit.record(
+        session,
+        EventType.CREDENTIAL_DELETE,
+        actor=manager.actor,
+        severity=Severity.MEDIUM,
+        workspace_id=integration.workspace_id,
+        resource_type="integration",
+        resource_id=str(integration.id),
+        message=f"{integration.provider} account disconnected",
+        details={"provider": integration.provider, "revocation": revocation},
+    )
+    session.flush()
 
 
 def _revoke(settings: Settings, keys: KeyRing, integration: Integration) -> str:

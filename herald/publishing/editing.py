@@ -131,9 +131,15 @@ def _values(changes: PostChanges, post: Post, settings: Settings) -> dict[str, A
 
 def cancel_post(session: Session, workspace_id: uuid.UUID, post_id: uuid.UUID) -> Post:
     """Cancel a post that has not started publishing; cancelling it again changes nothing."""
+    return cancel(session, workspace_id, post_id)[0]
+
+
+def cancel(session: Session, workspace_id: uuid.UUID, post_id: uuid.UUID) -> tuple[Post, bool]:
+    """:func:`cancel_post`, and whether this call is the one that cancelled it (of several
+    cancels at once, one is: the others find it cancelled)."""
     post = load(session, workspace_id, post_id)
     if post.status is PostStatus.CANCELLED:
-        return post
+        return post, False
     # From any cancellable status, not just the one read: a claim in between (scheduled →
     # queued) must not turn a cancel into a refusal.
     if post.status not in CANCELLABLE or not transition(
@@ -142,13 +148,13 @@ def cancel_post(session: Session, workspace_id: uuid.UUID, post_id: uuid.UUID) -
         now = session.scalar(select(Post.status).where(Post.id == post.id))
         session.refresh(post)
         if now is PostStatus.CANCELLED:  # cancelled meanwhile: the same outcome
-            return post
+            return post, False
         raise PostNotCancellable(
             f"a {post.status.value} post cannot be cancelled", status=post.status.value
         )
     session.refresh(post)
     log.info("post.cancelled", post_id=str(post.id))
-    return post
+    return post, True
 
 
 def _not_editable(post: Post) -> PostNotEditable:

@@ -95,9 +95,14 @@ def get(
     return found
 
 
-def delete(session: Session, workspace_id: uuid.UUID, subscription_id: uuid.UUID) -> None:
-    session.delete(get(session, workspace_id, subscription_id))
+def delete(
+    session: Session, workspace_id: uuid.UUID, subscription_id: uuid.UUID
+) -> WebhookSubscription:
+    """Remove a subscription; returns the row as it was."""
+    subscription = get(session, workspace_id, subscription_id)
+    session.delete(subscription)
     session.flush()
+    return subscription
 
 
 def resume(

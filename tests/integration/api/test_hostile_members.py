@@ -130,3 +130,44 @@ def test_asking_for_another_workspaces_post_tells_the_askers_audit_log_nothing(
     assert str(other_tenant.workspace.id) not in audit.text
     operators = query(select(AuditEvent).where(AuditEvent.resource_id == str(theirs.id)))
     assert [e.event_type for e in operators] == ["access.cross_tenant"]
+
+
+def test_webhook_subscriptions_made_and_removed_over_the_api_are_audited(
+    client: TestClient, tenant: Tenant
+) -> None:
+    # A subscription sends post data out of Herald: an admin must not set one up unseen.
+    url = "https://hooks.example.com/services/T0/B0/receiver-secret-path"
+    made = client.post(
+        "/api/postiz/webhooks",
+        json={"url": url, "events": ["post.published"]},
+        headers=tenant.headers,
+    )
+    assert made.status_code == 201, made.text
+    ident = made.json()["id"]
+    assert client.post(f"/api/postiz/webhooks/{ident}/resume", headers=tenant.headers).is_success
+    assert client.delete(f"/api/postiz/webhooks/{ident}", headers=tenant.headers).is_success
+
+    rows = query(
+        select(AuditEvent).where(AuditEvent.resource_id == ident).order_by(AuditEvent.sequence)
+    )
+    assert [row.action for row in rows] == ["webhooks.create", "webhooks.resume", "webhooks.delete"]
+    assert {row.actor_id for row in rows} == {tenant.user_id}
+    assert rows[0].details["receiver_host"] == "hooks.example.com"
+    assert all("receiver-secret-path" not in str(row.details) for row in rows)
+
+
+def test_a_post_cancelled_by_several_requests_at_once_is_audited_once(
+    client: TestClient, tenant: Tenant
+) -> None:
+    post = tenant.post()
+    path = f"/api/postiz/posts/{post.id}"
+
+    answers = race(*[lambda: client.delete(path, headers=tenant.headers)] * 4)
+
+    assert all(answer.status_code == 200 for answer in answers), [a.text for a in answers]
+    rows = query(
+        select(AuditEvent).where(
+            AuditEvent.resource_id == str(post.id), AuditEvent.action == "post.cancel"
+        )
+    )
+    assert len(rows) == 1

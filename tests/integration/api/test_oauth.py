@@ -3,6 +3,7 @@ reconnects, and every way a state or a code can be misused — refused and audit
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -340,3 +341,63 @@ def test_connecting_the_same_account_twice_at_once_answers_each_request_clearly(
     listed = api.get("/api/postiz/integrations", headers=owner.headers).json()
     assert len([i for i in listed["items"] if i["provider"] == "telegram"]) == 1
     assert bot["access_token"] not in "".join(answer.text for answer in answers)
+
+
+def test_a_reconnect_landing_while_a_disconnect_revokes_is_not_silently_undone(
+    api: TestClient, owner: Owner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The disconnect revokes at the network outside a transaction; a reconnect finishing in
+    # that window used to be answered "active" while the disconnect then dropped its tokens
+    # (never revoked, so its grant stayed live at the network).
+    from herald.connections import accounts
+
+    first = finish(api, owner, "x", consent(start(api, owner, "x")))
+    integration_id = first.json()["integration"]["id"]
+    again = consent(start(api, owner, "x"))
+    revoking, reconnected = threading.Event(), threading.Event()
+    real_revoke, revocations = accounts._revoke, []
+
+    def revoke_then_wait(*args: Any, **kwargs: Any) -> str:
+        outcome = real_revoke(*args, **kwargs)
+        revocations.append(outcome)
+        if len(revocations) == 1:  # hold the first revocation until the reconnect is in
+            revoking.set()
+            assert reconnected.wait(30)
+        return outcome
+
+    monkeypatch.setattr(accounts, "_revoke", revoke_then_wait)
+    answers: dict[str, Any] = {}
+    disconnecting = threading.Thread(
+        target=lambda: answers.setdefault(
+            "disconnect",
+            api.delete(f"/api/postiz/integrations/{integration_id}", headers=owner.headers),
+        )
+    )
+    disconnecting.start()
+    assert revoking.wait(30)
+    reconnect = finish(api, owner, "x", again)
+    reconnected.set()
+    disconnecting.join(30)
+
+    assert reconnect.status_code == 200, reconnect.text
+    assert answers["disconnect"].status_code == 200, answers["disconnect"].text
+    # The disconnect went on to revoke the reconnect's tokens too, then forgot them.
+    assert revocations == ["revoked", "revoked"]
+    with service_session() as s:
+        row = s.get(Integration, uuid.UUID(integration_id))
+        assert row is not None
+        assert row.status is IntegrationStatus.DISABLED
+        assert row.access_token_ciphertext == ""
+
+
+def test_an_account_disconnected_by_several_requests_at_once_is_audited_once(
+    api: TestClient, owner: Owner, audit_of: AuditOf
+) -> None:
+    connected = finish(api, owner, "x", consent(start(api, owner, "x")))
+    path = f"/api/postiz/integrations/{connected.json()['integration']['id']}"
+
+    answers = race(*[lambda: api.delete(path, headers=owner.headers)] * 3)
+
+    assert all(answer.status_code == 200 for answer in answers), [a.text for a in answers]
+    assert sorted(answer.json()["revocation"] for answer in answers)[-1] == "revoked"
+    assert len(audit_of("credential.delete")) == 1
