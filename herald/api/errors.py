@@ -94,12 +94,17 @@ def _field(loc: Sequence[Any]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+# pydantic error types whose message quotes part of the input (a UUID's parse error names the
+# character it found): answered with a fixed message instead.
+_QUOTING_MESSAGES = {"uuid_parsing": "Input should be a valid UUID"}
+
+
 def validation_details(errors: Sequence[Any]) -> list[dict[str, str]]:
     """Per-field messages from pydantic errors, without the offending input."""
     return [
         {
             "field": _field(err.get("loc", ())),
-            "message": str(err.get("msg", "")),
+            "message": _QUOTING_MESSAGES.get(err["type"], str(err.get("msg", ""))),
             "type": err["type"],
         }
         for err in errors

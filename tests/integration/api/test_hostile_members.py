@@ -171,3 +171,16 @@ def test_a_post_cancelled_by_several_requests_at_once_is_audited_once(
         )
     )
     assert len(rows) == 1
+
+
+def test_an_id_that_is_not_a_uuid_is_refused_without_quoting_it(
+    client: TestClient, tenant: Tenant
+) -> None:
+    answer = client.get("/api/postiz/posts/%00secret-looking-id", headers=tenant.headers)
+
+    assert answer.status_code == 422, answer.text
+    assert (
+        answer.json()["error"]["details"]["fields"][0]["message"] == "Input should be a valid UUID"
+    )
+    assert "secret-looking-id" not in answer.text
+    assert "\\u0000" not in answer.text
