@@ -231,29 +231,29 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
-def _database_reason(exc: Exception) -> tuple[str, str | None, str]:
-    """(driver error class, SQLSTATE, the server's primary message) of a database error: what
-    a log line may carry. Not ``str(exc)``: SQLAlchemy's text holds the statement's parameters,
-    which may hold a secret."""
+def _log_database_refusal(request: Request, exc: Exception, event: str, *, error: bool) -> str:
+    """Log a database error with what a log line may carry — the driver's error class, the
+    SQLSTATE, the server's primary message — and return the SQLSTATE. Not ``str(exc)``:
+    SQLAlchemy's text holds the statement's parameters, which may hold a secret."""
     orig = getattr(exc, "orig", None) or exc
-    diag = getattr(orig, "diag", None)
-    primary = getattr(diag, "message_primary", None) or ""
-    return type(orig).__name__, getattr(orig, "sqlstate", None), primary[:200]
+    sqlstate = getattr(orig, "sqlstate", None)
+    primary = getattr(getattr(orig, "diag", None), "message_primary", None) or ""
+    (log.error if error else log.warning)(
+        event,
+        method=request.method,
+        path=request.url.path,
+        error=type(orig).__name__,
+        sqlstate=sqlstate,
+        detail=primary[:200],
+    )
+    return sqlstate or ""
 
 
 async def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:
     """A value every check let through and the database refused (a NUL character in text, a
     number or date outside its column's range): the request's fault, answered as such. Fields
     are checked where they are declared; this answers the ones no check names yet."""
-    error_type, sqlstate, primary = _database_reason(exc)
-    log.warning(
-        "http.value_refused_by_database",
-        method=request.method,
-        path=request.url.path,
-        error=error_type,
-        sqlstate=sqlstate,
-        detail=primary,
-    )
+    _log_database_refusal(request, exc, "http.value_refused_by_database", error=False)
     return error_response(
         422,
         "value_not_storable",
@@ -268,16 +268,9 @@ _CONFLICT_STATES = {"23505", "23503"}
 
 
 async def _integrity_conflict(request: Request, exc: Exception) -> JSONResponse:
-    error_type, sqlstate, primary = _database_reason(exc)
-    conflict = sqlstate in _CONFLICT_STATES
-    (log.warning if conflict else log.error)(
-        "http.integrity_error",
-        method=request.method,
-        path=request.url.path,
-        error=error_type,
-        sqlstate=sqlstate,
-        detail=primary,
-    )
+    orig = getattr(exc, "orig", None) or exc
+    conflict = getattr(orig, "sqlstate", None) in _CONFLICT_STATES
+    _log_database_refusal(request, exc, "http.integrity_error", error=not conflict)
     if not conflict:
         return error_response(500, "internal_error", "an unexpected error occurred")
     return error_response(

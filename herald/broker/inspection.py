@@ -57,12 +57,16 @@ def _is_bool(value: object, types: tuple[type, ...]) -> bool:
     return isinstance(value, bool) and bool not in types
 
 
+# Made once: every message's headers are checked with them.
+_integer, _seconds = _optional(int), _optional(int, float)
+
+
 def _count(bound: int) -> Callable[[object], bool]:
-    return lambda value: _optional(int)(value) and (value is None or 0 <= value <= bound)  # type: ignore[operator]
+    return lambda value: _integer(value) and (value is None or 0 <= value <= bound)  # type: ignore[operator]
 
 
 def _time_limit(value: object) -> bool:
-    return _optional(int, float)(value) and (value is None or value >= 0)  # type: ignore[operator]
+    return _seconds(value) and (value is None or value >= 0)  # type: ignore[operator]
 
 
 def _time_limits(value: object) -> bool:

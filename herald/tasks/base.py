@@ -279,12 +279,13 @@ class HeraldTask(Task):  # type: ignore[type-arg]
                 for err in exc.errors(include_url=False, include_input=False)
             )
             self._reject(f"invalid payload for {self.name}: {problems}", kwargs)
-        workspace = getattr(payload, "workspace_id", None)
-        _workspace.set(str(workspace) if workspace is not None else None)
-        if workspace is not None and str(workspace) != context.current().workspace_id:
+        named = getattr(payload, "workspace_id", None)
+        workspace = str(named) if named is not None else None
+        _workspace.set(workspace)
+        if workspace is not None and workspace != context.current().workspace_id:
             # The message's workspace header said otherwise: logs and spans name the payload's.
-            context.act_for_workspace(str(workspace))
-            trace.get_current_span().set_attribute(spans.WORKSPACE_ATTRIBUTE, str(workspace))
+            context.act_for_workspace(workspace)
+            trace.get_current_span().set_attribute(spans.WORKSPACE_ATTRIBUTE, workspace)
         return lambda: self.run(payload)
 
     def _reject(self, reason: str, payload: dict[str, Any]) -> NoReturn:
