@@ -126,6 +126,13 @@ class MediaUnavailable(TransientError):
     code = "media_unavailable"
 
 
+class ClaimLapsed(TransientError):
+    """The run's request was not sent: its claim on the post had lapsed (:mod:`.fence`).
+    Says nothing about the network, so no circuit counts it."""
+
+    code = "claim_expired"
+
+
 class AmbiguousOutcome(ProviderError):
     """The request may or may not have been applied: reconcile before trying again."""
 
@@ -140,6 +147,7 @@ ERROR_CLASSES: tuple[type[ProviderError], ...] = (
     ContentInvalid,
     PermanentError,
     MediaUnavailable,
+    ClaimLapsed,
     TransientError,
     AmbiguousOutcome,
 )

@@ -23,6 +23,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from herald.providers import fence
 from herald.providers.base import (
     AmbiguousOutcome,
     AuthExpired,
@@ -162,6 +163,8 @@ class ProviderHTTP:
         request_id_header: str | None,
         kwargs: dict[str, Any],
     ) -> httpx.Response:
+        if method not in SAFE_METHODS:
+            fence.check()  # a publish run's claim may have lapsed while its worker was paused
         # Telegram's token and Discord's webhook token live in the path, Threads' in the query.
         path = redact_url(url.replace(self.base_url, "") if url.startswith("http") else url)
         started = time.perf_counter()

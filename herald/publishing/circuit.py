@@ -54,6 +54,7 @@ from herald.models import (
 )
 from herald.providers.base import (
     AmbiguousOutcome,
+    ClaimLapsed,
     MediaUnavailable,
     ProviderError,
     TransientError,
@@ -86,8 +87,8 @@ def network_health(error: ProviderError | DecryptionError | None) -> bool | None
     unreachable), or None (no evidence: the attempt never reached it)."""
     if error is None:
         return True
-    if isinstance(error, MediaUnavailable):
-        return None  # the media's host failed, not the network
+    if isinstance(error, MediaUnavailable | ClaimLapsed):
+        return None  # the media's host failed, or nothing was sent: not the network
     if isinstance(error, TransientError | AmbiguousOutcome):
         return False
     if isinstance(error, ProviderError) and error.http_status is not None:

@@ -11,10 +11,11 @@ connection is in autocommit, :func:`herald.db.autocommit`, so there is no ``BEGI
   check of the preflight passes in the same statement (due, integration neither waiting for
   its user nor disabled nor paused by a rate limit, an adapter already built for its network in
   this process, the network's circuit closed); the post and the integration come back with it;
-- :func:`record_published`: ``publishing → published``, the attempt finished, and a webhook
-  delivery queued for each subscription of the workspace that listens (the outbox row commits
-  with the status it reports, as :func:`herald.models.record_event` would); it says whether the
-  move won and whether the network's circuit is still closed.
+- :func:`record_published`: ``publishing → published`` (while the post is still this
+  attempt's), the attempt finished, and a webhook delivery queued for each subscription of the
+  workspace that listens (the outbox row commits with the status it reports, as
+  :func:`herald.models.record_event` would); it says whether the move won and whether the
+  network's circuit is still closed.
 
 Anything else takes the general path, which decides exactly as before: a claim that matched
 nothing (not due, claimed by another run, needs_reauth, circuit open, an unknown or first-seen
@@ -188,6 +189,7 @@ def record_published(
         {
             "p_post_id": post.id,
             "p_attempt_id": ready.attempt.id,
+            "p_attempt_number": ready.attempt.attempt_number,
             "p_now": finished_at,
             "p_external_id": result.external_id,
             "p_external_url": result.url,
@@ -288,6 +290,7 @@ def _published_statement() -> Select[Any]:
         .where(
             P.c.id == bindparam("p_post_id", type_=P.c.id.type),
             P.c.status == PostStatus.PUBLISHING,
+            P.c.attempts == bindparam("p_attempt_number", type_=P.c.attempts.type),
         )
         .values(
             status=PostStatus.PUBLISHED,

@@ -40,6 +40,7 @@ from herald.models import (
 from herald.providers.base import (
     AmbiguousOutcome,
     AuthExpired,
+    ClaimLapsed,
     Provider,
     ProviderError,
     PublishResult,
@@ -47,6 +48,7 @@ from herald.providers.base import (
     ReauthRequired,
     TransientError,
 )
+from herald.providers.fence import ClaimExpired, lease
 from herald.providers.registry import provider_for
 from herald.publishing import circuit, fastpath
 from herald.publishing.claiming import (
@@ -159,11 +161,20 @@ class _Run:
             self.token_version = self.integration.token_version
             tokens = open_tokens(self.integration, self.keys)
             self.provider.validate(draft, account)
-            with Fetcher(self.settings) as fetcher:
-                draft = prepare(draft, self.provider, account, fetcher, self._ledger())
-            result = self.provider.publish(draft, account, tokens)
+            with lease(self.attempt.started_at, self.settings):
+                with Fetcher(self.settings) as fetcher:
+                    draft = prepare(draft, self.provider, account, fetcher, self._ledger())
+                result = self.provider.publish(draft, account, tokens)
         except (ProviderError, DecryptionError) as exc:
             error = exc
+        except ClaimExpired as exc:
+            log.warning(
+                "publish.claim_expired",
+                post_id=str(self.post.id),
+                attempt=self.attempt.attempt_number,
+                late_s=round(exc.late_s, 1),
+            )
+            error = ClaimLapsed(str(exc), provider=self.integration.provider)
         latency_ms = round((time.perf_counter() - started) * 1000)
         return Answer(result, error, utcnow(), latency_ms)
 
@@ -460,8 +471,10 @@ class _Run:
         **values: Any,
     ) -> Outcome:
         """Move the post this run claimed out of ``publishing`` (or, for a late published
-        answer, out of ``from_``); a loss is logged and counted (something moved a post in
-        flight) and reported as :data:`LOST`."""
+        answer, out of ``from_``), only while it is still this attempt's: a run whose worker
+        was paused past the sweep never moves a post the sweep or a newer attempt holds. A loss
+        is logged and counted (something moved a post in flight) and reported as
+        :data:`LOST`."""
         won = move(
             self.session,
             self.post.id,
@@ -469,6 +482,7 @@ class _Run:
             to=to,
             site="publish",
             owned=True,
+            only_if=(Post.attempts == self.attempt.attempt_number,),
             **values,
         )
         return Outcome(to, kind) if won else LOST
