@@ -563,6 +563,9 @@ class Settings(BaseSettings):
         ge=1,
         description="Failed attempts in a row (across deliveries) that pause a subscription.",
     )
+    webhook_max_subscriptions: int = Field(
+        default=25, ge=1, description="Subscriptions one workspace may hold at once."
+    )
 
     # Alerts
     alert_evaluation_interval_s: float = Field(default=60.0, gt=0)

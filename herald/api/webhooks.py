@@ -13,14 +13,14 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from herald.api.deps import Caller, CurrentCaller, audit_change, settings_of, tenant_session
-from herald.api.errors import COMMON_RESPONSES, ApiError
+from herald.api.errors import COMMON_RESPONSES, ApiError, ErrorEnvelope
 from herald.api.paths import PREFIX
 from herald.api.ratelimit import RATE_LIMITED, rate_limit
 from herald.models import Role, WebhookSubscription
 from herald.security.audit import EventType
 from herald.security.crypto import KeyRing
 from herald.webhooks import subscriptions
-from herald.webhooks.subscriptions import SubscriptionNotFound
+from herald.webhooks.subscriptions import SubscriptionLimitReached, SubscriptionNotFound
 
 router = APIRouter(
     prefix=f"{PREFIX}/webhooks",
@@ -99,7 +99,11 @@ def _managing(caller: Caller) -> Caller:
     return caller
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    responses={409: {"model": ErrorEnvelope, "description": "The workspace holds the most it may"}},
+)
 def create_subscription(
     body: SubscriptionIn, caller: CurrentCaller, request: Request
 ) -> CreatedOut:
@@ -118,6 +122,8 @@ def create_subscription(
             )
             out = SubscriptionOut.of(created.subscription)
             _audit(session, caller, "create", created.subscription)
+    except SubscriptionLimitReached as exc:
+        raise ApiError(409, "webhook_limit_reached", str(exc)) from None
     except ValueError as exc:
         raise ApiError(422, "url_refused", str(exc)) from None
     return CreatedOut(**dict(out), secret=created.secret)

@@ -149,10 +149,14 @@ def _by_key(session: Session, request: SchedulePost) -> Post | None:
 
 
 def _same_request_or_conflict(post: Post, request: SchedulePost) -> None:
+    """A key names one post: asked again with anything it would publish differently (its
+    account, text, time, media or network settings), it is a conflict, not that post."""
     if (
         post.integration_id != request.integration_id
         or post.content != request.content
         or post.scheduled_at != request.scheduled_at
+        or post.media != [m.model_dump(mode="json") for m in request.media]
+        or (post.provider_settings or {}) != (request.provider_settings or {})
     ):
         raise IdempotencyConflict(
             "this idempotency key was already used for a different post",

@@ -109,6 +109,18 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+MAX_PORT = 65_535
+
+
+def _loose_ipv4(host: str) -> bool:
+    """Whether the C resolver would take ``host`` for an IPv4 address (``inet_aton``'s forms)."""
+    try:
+        socket.inet_aton(host)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def _literal(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host.strip("[]"))
@@ -140,7 +152,16 @@ class OutboundPolicy:
             raise DestinationRefused("credentials in the URL are not accepted")
         if not url.host:
             raise DestinationRefused("the URL has no host")
+        if url.port is not None and not 0 < url.port <= MAX_PORT:
+            raise DestinationRefused(f"port {url.port} is not a TCP port (1 to {MAX_PORT})")
         literal = _literal(url.host)
+        if literal is None and _loose_ipv4(url.host):
+            # The resolver would read 2130706433, 0x7f.1 or 127.1 as 127.0.0.1 (and 0x8.010.0.1
+            # as 8.8.0.1): refused here rather than stored and refused, or misread, later.
+            raise DestinationRefused(
+                "an IPv4 address in a non-canonical form (decimal, octal, hex or shortened): "
+                "write it as four decimal numbers"
+            )
         if literal is not None and not self.allowed_host(url.host):
             reason = refusal(literal)
             if reason:

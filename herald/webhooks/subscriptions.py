@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from herald.models import SubscriptionStatus, WebhookSubscription
@@ -21,6 +21,11 @@ SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 
 class SubscriptionNotFound(LookupError):
     pass
+
+
+class SubscriptionLimitReached(ValueError):
+    """The workspace holds ``HERALD_WEBHOOK_MAX_SUBSCRIPTIONS`` already: every event fans out
+    to each of them, so their number is bounded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,7 @@ def create(
     secret: str | None = None,
 ) -> Created:
     check_url(url, settings)
+    _within_limit(session, workspace_id, settings.webhook_max_subscriptions)
     secret = secret or SECRET_PREFIX + secrets.token_urlsafe(32)
     subscription_id = uuid.uuid4()
     subscription = WebhookSubscription(
@@ -69,6 +75,24 @@ def create(
     session.add(subscription)
     session.flush()
     return Created(subscription, secret)
+
+
+def _within_limit(session: Session, workspace_id: uuid.UUID, most: int) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        # Two creates at once count one after the other (held to the transaction's end).
+        session.execute(
+            select(func.pg_advisory_xact_lock(func.hashtextextended(f"webhooks:{workspace_id}", 0)))
+        )
+    held = session.scalar(
+        select(func.count())
+        .select_from(WebhookSubscription)
+        .where(WebhookSubscription.workspace_id == workspace_id)
+    )
+    if (held or 0) >= most:
+        raise SubscriptionLimitReached(
+            f"this workspace has {held} webhook subscriptions, the most it may hold "
+            f"(HERALD_WEBHOOK_MAX_SUBSCRIPTIONS={most}): delete one first"
+        )
 
 
 def list_for(session: Session, workspace_id: uuid.UUID) -> list[WebhookSubscription]:

@@ -41,15 +41,22 @@ def test_scheduling_creates_one_post_and_the_same_key_again_returns_it(
     assert post_count(tenant.workspace.id) == 1
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"content": "Something else"},
+        {"media": [{"url": "https://cdn.example.com/other.png", "kind": "image"}]},
+        {"provider_settings": {"langs": ["fr"]}},
+    ],
+    ids=["content", "media", "provider_settings"],
+)
 def test_the_same_key_for_a_different_post_is_a_conflict(
-    client: TestClient, tenant: Tenant
+    client: TestClient, tenant: Tenant, change: dict[str, object]
 ) -> None:
-    body = schedule_body(tenant)
-    client.post("/api/postiz/posts", json=body, headers=tenant.headers)
+    body = schedule_body(tenant, media=[{"url": "https://cdn.example.com/a.png", "kind": "image"}])
+    assert client.post("/api/postiz/posts", json=body, headers=tenant.headers).status_code == 201
 
-    response = client.post(
-        "/api/postiz/posts", json={**body, "content": "Something else"}, headers=tenant.headers
-    )
+    response = client.post("/api/postiz/posts", json={**body, **change}, headers=tenant.headers)
 
     assert_error(response, 409, "idempotency_conflict")
     assert post_count(tenant.workspace.id) == 1

@@ -33,7 +33,7 @@ from herald.webhooks.delivery import deliver_due
 from tests.fixtures.database import service_session
 from tests.fixtures.publishing import ConnectFn, fresh
 from tests.integration.alerts.conftest import Receiver
-from tests.integration.api.conftest import member_headers
+from tests.integration.api.conftest import member_headers, race
 from tests.integration.publishing.test_publish_outcomes import run_publish
 
 
@@ -100,6 +100,29 @@ def test_the_subscriptions_api_answers_the_secret_once_and_refuses_private_urls(
         hook = created.json()["id"]
         assert client.delete(f"/api/postiz/webhooks/{hook}", headers=headers).status_code == 204
         assert client.get("/api/postiz/webhooks", headers=headers).json() == []
+
+
+def test_a_workspace_holds_a_bounded_number_of_subscriptions_even_when_asked_at_once(
+    pub_settings: Settings, connect: ConnectFn, receiver: Receiver
+) -> None:
+    workspace_id = connect("mastodon").workspace_id
+    headers = member_headers(workspace_id)
+    body = {"url": f"{receiver.url}/hook", "events": ["post.published"]}
+    with TestClient(create_app(_settings(pub_settings, webhook_max_subscriptions=3))) as client:
+
+        def subscribe() -> Any:
+            return client.post("/api/postiz/webhooks", json=body, headers=headers)
+
+        assert subscribe().status_code == 201
+        answers = race(subscribe, subscribe, subscribe)
+        assert sorted(a.status_code for a in answers) == [201, 201, 409]
+        refused = next(a for a in answers if a.status_code == 409)
+        assert refused.json()["error"]["code"] == "webhook_limit_reached"
+        assert "HERALD_WEBHOOK_MAX_SUBSCRIPTIONS=3" in refused.json()["error"]["message"]
+        listed = client.get("/api/postiz/webhooks", headers=headers).json()
+        assert len(listed) == 3
+        client.delete(f"/api/postiz/webhooks/{listed[0]['id']}", headers=headers)
+        assert subscribe().status_code == 201  # one deleted: room for one
 
 
 def test_a_published_and_a_failed_post_are_delivered_signed_each_with_its_own_id(

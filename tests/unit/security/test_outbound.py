@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
 from herald.security import outbound
@@ -176,6 +177,22 @@ def test_numeric_host_spellings_are_judged_by_what_they_resolve_to(local: Local)
             with pytest.raises(DestinationRefused):
                 http.get(f"http://{host}:{local.port}/")
     assert local.hits == []
+
+
+@pytest.mark.parametrize("host", ["134744072", "0x8.8.8.8", "8.8.2056", "0x8.0x8.010.010"])
+def test_a_public_address_in_a_non_canonical_form_is_refused_from_the_url(host: str) -> None:
+    """The C resolver reads each as 8.8.8.8 (octal 010 is 8): whatever a reader, or another
+    service's URL check, takes such a spelling for, Herald does not guess."""
+    policy = outbound.OutboundPolicy.from_settings(settings())
+    with pytest.raises(DestinationRefused, match="non-canonical"):
+        policy.check_url(httpx.URL(f"http://{host}/hook"))
+
+
+@pytest.mark.parametrize("port", [0, 65_536, 99_999])
+def test_a_port_outside_tcp_is_refused_from_the_url(port: int) -> None:
+    policy = outbound.OutboundPolicy.from_settings(settings())
+    with pytest.raises(DestinationRefused, match="not a TCP port"):
+        policy.check_url(httpx.URL(f"https://example.com:{port}/hook"))
 
 
 def test_a_redirect_to_a_metadata_address_is_refused(local: Local) -> None:
