@@ -127,8 +127,8 @@ class MediaUnavailable(TransientError):
 
 
 class ClaimLapsed(TransientError):
-    """The run's request was not sent: its claim on the post had lapsed (:mod:`.fence`).
-    Says nothing about the network, so no circuit counts it."""
+    """Nothing of the attempt reached the network: its claim on the post lapsed before its
+    first write (:mod:`.fence`). Says nothing about the network, so no circuit counts it."""
 
     code = "claim_expired"
 
@@ -137,6 +137,13 @@ class AmbiguousOutcome(ProviderError):
     """The request may or may not have been applied: reconcile before trying again."""
 
     code = "ambiguous"
+
+
+class ClaimLapsedMidCall(AmbiguousOutcome):
+    """The attempt's claim lapsed after one of its writes went out (:mod:`.fence`): whether
+    the post exists is unknown. Says nothing about the network, so no circuit counts it."""
+
+    code = "claim_expired_mid_call"
 
 
 ERROR_CLASSES: tuple[type[ProviderError], ...] = (
@@ -149,6 +156,7 @@ ERROR_CLASSES: tuple[type[ProviderError], ...] = (
     MediaUnavailable,
     ClaimLapsed,
     TransientError,
+    ClaimLapsedMidCall,
     AmbiguousOutcome,
 )
 

@@ -17,10 +17,13 @@ wall clock the claim was stamped with and the boot clock (which keeps counting w
 is stopped or its machine suspended, and which nothing steps), and ends when either says so.
 
 A write past the lease is not sent: :class:`ClaimExpired` is raised in its place. It is no
-network's answer, so no adapter catches it (they catch :class:`~.base.ProviderError`); the
-publisher records it as :class:`~.base.ClaimLapsed`, a transient refusal that touched nothing,
-and only under the attempt's own number, so it never moves a post the sweep or a newer attempt
-holds. What is left is the moment between the check and the request's first byte.
+network's answer, so no adapter catches it (they catch :class:`~.base.ProviderError`). The
+publisher records it as :class:`~.base.ClaimLapsed`, a transient refusal, when nothing of the
+attempt went out, and as :class:`~.base.ClaimLapsedMidCall`, an ambiguous outcome it reconciles
+before anything else, when an earlier write did (an upload, or a first request whose answer was
+lost); either only under the attempt's own number, so it never moves a post the sweep or a
+newer attempt holds. What is left is the moment between the check and the request's first
+byte.
 """
 
 from __future__ import annotations
@@ -36,20 +39,27 @@ from herald.settings import CLOCK_SKEW_ALLOWANCE_S, Settings
 
 
 class ClaimExpired(Exception):
-    """A write to the network was about to leave after the run's lease on its post ended."""
+    """A write to the network was about to leave after the run's lease on its post ended.
+    ``after_writes``: an earlier write of the same run had gone out (whether the post exists
+    is then unknown)."""
 
-    def __init__(self, late_s: float) -> None:
-        super().__init__(
+    def __init__(self, late_s: float, *, after_writes: bool) -> None:
+        message = (
             f"the claim on this post lapsed {late_s:.1f} s before a request to the network, "
             "which was not sent (was the worker paused?): the sweep may hold the post now"
         )
+        if after_writes:
+            message += "; an earlier request of this attempt went out"
+        super().__init__(message)
         self.late_s = late_s
+        self.after_writes = after_writes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Lease:
     wall_ends: float  # time.time()
     boot_ends: float  # _boot_clock()
+    writes: int = 0  # writes that passed the check (sent, or tried)
 
 
 _lease: ContextVar[_Lease | None] = ContextVar("herald_claim_lease", default=None)
@@ -87,4 +97,5 @@ def check() -> None:
         return
     late = max(time.time() - held.wall_ends, _boot_clock() - held.boot_ends)
     if late > 0:
-        raise ClaimExpired(late)
+        raise ClaimExpired(late, after_writes=held.writes > 0)
+    held.writes += 1

@@ -55,6 +55,7 @@ from herald.models import (
 from herald.providers.base import (
     AmbiguousOutcome,
     ClaimLapsed,
+    ClaimLapsedMidCall,
     MediaUnavailable,
     ProviderError,
     TransientError,
@@ -87,7 +88,7 @@ def network_health(error: ProviderError | DecryptionError | None) -> bool | None
     unreachable), or None (no evidence: the attempt never reached it)."""
     if error is None:
         return True
-    if isinstance(error, MediaUnavailable | ClaimLapsed):
+    if isinstance(error, MediaUnavailable | ClaimLapsed | ClaimLapsedMidCall):
         return None  # the media's host failed, or nothing was sent: not the network
     if isinstance(error, TransientError | AmbiguousOutcome):
         return False

@@ -41,6 +41,7 @@ from herald.providers.base import (
     AmbiguousOutcome,
     AuthExpired,
     ClaimLapsed,
+    ClaimLapsedMidCall,
     Provider,
     ProviderError,
     PublishResult,
@@ -173,8 +174,10 @@ class _Run:
                 post_id=str(self.post.id),
                 attempt=self.attempt.attempt_number,
                 late_s=round(exc.late_s, 1),
+                after_writes=exc.after_writes,
             )
-            error = ClaimLapsed(str(exc), provider=self.integration.provider)
+            lapsed = ClaimLapsedMidCall if exc.after_writes else ClaimLapsed
+            error = lapsed(str(exc), provider=self.integration.provider)
         latency_ms = round((time.perf_counter() - started) * 1000)
         return Answer(result, error, utcnow(), latency_ms)
 

@@ -51,3 +51,19 @@ def test_a_claim_stamped_ahead_of_this_clock_gets_no_longer_than_the_lease() -> 
         held = fence._lease.get()
         assert held is not None
         assert held.boot_ends - fence._boot_clock() <= fence.lease_s(settings())
+
+
+def test_a_lapse_says_whether_an_earlier_write_of_the_run_went_out() -> None:
+    with fence.lease(datetime.now(UTC), settings()):
+        fence.check()  # the first write leaves in time
+        held = fence._lease.get()
+        assert held is not None
+        held.wall_ends -= fence.lease_s(settings()) + 1  # as if paused since
+        with pytest.raises(fence.ClaimExpired) as refused:
+            fence.check()
+    assert refused.value.after_writes
+    assert "an earlier request of this attempt went out" in str(refused.value)
+    lapsed = datetime.now(UTC) - timedelta(seconds=fence.lease_s(settings()) + 1)
+    with fence.lease(lapsed, settings()), pytest.raises(fence.ClaimExpired) as first:
+        fence.check()
+    assert not first.value.after_writes
