@@ -231,22 +231,25 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
-def _log_database_refusal(request: Request, exc: Exception, event: str, *, error: bool) -> str:
+def _driver_error(exc: Exception) -> Exception:
+    """The database driver's own error under SQLAlchemy's wrapper (its SQLSTATE, its diag)."""
+    return getattr(exc, "orig", None) or exc
+
+
+def _log_database_refusal(request: Request, exc: Exception, event: str, *, error: bool) -> None:
     """Log a database error with what a log line may carry — the driver's error class, the
-    SQLSTATE, the server's primary message — and return the SQLSTATE. Not ``str(exc)``:
-    SQLAlchemy's text holds the statement's parameters, which may hold a secret."""
-    orig = getattr(exc, "orig", None) or exc
-    sqlstate = getattr(orig, "sqlstate", None)
+    SQLSTATE, the server's primary message. Not ``str(exc)``: SQLAlchemy's text holds the
+    statement's parameters, which may hold a secret."""
+    orig = _driver_error(exc)
     primary = getattr(getattr(orig, "diag", None), "message_primary", None) or ""
     (log.error if error else log.warning)(
         event,
         method=request.method,
         path=request.url.path,
         error=type(orig).__name__,
-        sqlstate=sqlstate,
+        sqlstate=getattr(orig, "sqlstate", None),
         detail=primary[:200],
     )
-    return sqlstate or ""
 
 
 async def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:
@@ -268,8 +271,7 @@ _CONFLICT_STATES = {"23505", "23503"}
 
 
 async def _integrity_conflict(request: Request, exc: Exception) -> JSONResponse:
-    orig = getattr(exc, "orig", None) or exc
-    conflict = getattr(orig, "sqlstate", None) in _CONFLICT_STATES
+    conflict = getattr(_driver_error(exc), "sqlstate", None) in _CONFLICT_STATES
     _log_database_refusal(request, exc, "http.integrity_error", error=not conflict)
     if not conflict:
         return error_response(500, "internal_error", "an unexpected error occurred")
