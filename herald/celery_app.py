@@ -23,8 +23,10 @@ from herald import db
 from herald.beat_schedule import HEARTBEAT_TASK, beat_schedule
 from herald.broker import topology
 from herald.models import utcnow
+from herald.providers.registry import provider_names
 from herald.settings import Settings, get_settings
 from herald.telemetry import context, metrics, prometheus, records
+from herald.telemetry.figures import PUBLISH_OUTCOMES
 from herald.telemetry.logging import configure_logging
 from herald.telemetry.state import job_intervals
 from herald.telemetry.tracing import setup_telemetry, shutdown_telemetry
@@ -135,11 +137,12 @@ def _record_jobs_expected(sender: Any = None, **_: Any) -> None:
 
 
 @signals.worker_ready.connect
-def _zero_task_series(sender: Any = None, **_: Any) -> None:
+def _zero_series(sender: Any = None, **_: Any) -> None:
     tasks = [name for name in app.tasks if name.startswith("herald.")]
     pairs = [(name, app.amqp.router.route({}, name)["queue"].name) for name in tasks]
     # The heartbeat is routed to every queue by beat, not by the routes.
     metrics.zero_task_series([*pairs, *((HEARTBEAT_TASK, queue) for queue in QUEUES)])
+    metrics.zero_publish_series(provider_names(), PUBLISH_OUTCOMES)
 
 
 @signals.worker_process_shutdown.connect

@@ -55,6 +55,7 @@ from herald.telemetry.windows import (
 __all__ = [
     "CATALOGUE",
     "FINAL_POST_STATUSES",
+    "PUBLISH_OUTCOMES",
     "PUBLISH_SUCCESS",
     "AuditVerdict",
     "Figure",
@@ -74,6 +75,10 @@ __all__ = [
 PUBLISH_SUCCESS = ("published", "reconciled")
 # Outcomes that send the post round again (the attempt failed, the post is not lost).
 PUBLISH_RETRY = ("transient", "rate_limited", "auth_expired", "ambiguous_retry")
+# Outcomes that stop the post short of the network until someone acts.
+PUBLISH_STOPPED = ("failed", "needs_review", "reauth_required")
+#: Every outcome a finished attempt records (``herald_publish_attempts_total``'s outcome label).
+PUBLISH_OUTCOMES = (*PUBLISH_SUCCESS, *PUBLISH_RETRY, *PUBLISH_STOPPED)
 REFRESH_SUCCESS = "refreshed"
 
 

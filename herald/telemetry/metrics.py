@@ -248,6 +248,16 @@ def zero_task_series(pairs: Iterable[tuple[str, str]]) -> None:
             counter.prime({"task": task, "queue": queue})
 
 
+def zero_publish_series(providers: Iterable[str], outcomes: Iterable[str]) -> None:
+    """Create the attempt series of every provider and outcome at 0, for the same reason: the
+    first post a worker publishes after it starts is then an increase, not a series born at 1
+    that ``rate()`` and the failure-ratio alerts cannot see."""
+    outcomes = tuple(outcomes)
+    for provider in providers:
+        for outcome in outcomes:
+            publish_attempts.prime({"provider": provider, "outcome": outcome})
+
+
 def observe_published(provider: str, scheduled_at: datetime, published_at: datetime) -> None:
     """Record how late a post went out (never below zero: a post can go out early by clocks)."""
     delay = (published_at - scheduled_at).total_seconds()

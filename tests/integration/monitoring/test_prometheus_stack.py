@@ -117,6 +117,17 @@ class Stack:
         if time.monotonic() - self.last_wave > 120:
             self.publish_wave()
 
+    def wait_for_published_count(self, count: int) -> None:
+        """Wait until Prometheus' latest scrape of the worker counts ``count`` published
+        attempts (0 included: the series exist before the first post)."""
+        result = eventually(
+            lambda: self.query('sum(herald_publish_attempts_total{outcome="published"})'),
+            until=lambda result: bool(result) and float(result[0]["value"][1]) >= count,
+            timeout=60,
+            what=f"a scrape counting {count} published attempts",
+        )
+        assert float(result[0]["value"][1]) == count
+
     def query(self, expr: str) -> list[dict[str, Any]]:
         response = httpx.get(f"{self.prometheus}/api/v1/query", params={"query": expr}, timeout=10)
         body = response.json()
@@ -269,11 +280,12 @@ def stack(
             strict=True,
         ):
             service.wait_http(url, timeout=90)
+        # Every rate needs an increase between two scrapes. The worker creates its attempt
+        # series at 0 when it is ready: wait for Prometheus to hold them, then for it to hold all
+        # of the first wave, before the second.
+        stack.wait_for_published_count(0)
         stack.publish_wave()
-        # Let Prometheus see the first wave before the second: rates then have an increase.
-        eventually(
-            lambda: stack.query("herald_publish_attempts_total"), timeout=30, what="a scrape"
-        )
+        stack.wait_for_published_count(_published())
         stack.publish_wave()
         eventually(
             lambda: stack.query('herald_token_refreshes_total{outcome="refreshed"}'),
@@ -300,14 +312,7 @@ def test_prometheus_finds_every_series_of_the_contract(stack: Stack) -> None:
     jobs = {s["metric"]["job"] for s in stack.query("herald_tasks_sent_total")}
     assert jobs == {"herald-worker", "herald-beat"}  # the dispatcher sends, beat sends ticks
     # Scraped every second: the last wave's count may be one scrape away.
-    expected = _published()
-    published = eventually(
-        lambda: stack.query('sum(herald_publish_attempts_total{outcome="published"})'),
-        until=lambda result: bool(result) and float(result[0]["value"][1]) >= expected,
-        timeout=30,
-        what="both waves' attempts to be scraped",
-    )
-    assert float(published[0]["value"][1]) == expected
+    stack.wait_for_published_count(_published())
     errors = stack.query('herald_publish_errors_total{provider="x"}')
     assert errors
     # No exposed label collides with a target label (Prometheus would rename it exported_*).

@@ -18,6 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from herald.models import Heartbeat
+from herald.providers.registry import provider_names
+from herald.telemetry.figures import PUBLISH_OUTCOMES
 from tests.fixtures.database import service_session
 from tests.fixtures.monitoring import (
     HERALD,
@@ -102,6 +104,24 @@ def test_worker_node_adds_up_its_pool_processes_and_forgets_dead_ones(
             until=lambda s: all(total(s, name, task=HEARTBEAT) >= n for name in series),
             what=f"{n} heartbeats counted",
         )
+
+    # Before any post: every provider's attempt series exists at 0, so the first post after a
+    # restart is an increase rate() and the failure-ratio alerts can see.
+    expected = {(p, o) for p in provider_names() for o in PUBLISH_OUTCOMES}
+
+    def attempt_series(samples: dict[Any, float]) -> set[tuple[str, str]]:
+        return {
+            (labels["provider"], labels["outcome"])
+            for (name, frozen), value in samples.items()
+            if name == "herald_publish_attempts_total" and value == 0
+            for labels in (dict(frozen),)
+        }
+
+    eventually(
+        scrape,
+        until=lambda s: attempt_series(s) == expected,
+        what="every provider's attempt series at 0",
+    )
 
     send(10)
     succeeded(10)
