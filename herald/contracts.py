@@ -82,6 +82,30 @@ StorableText = Annotated[
     str, AfterValidator(storable_text), Field(json_schema_extra={"pattern": STORABLE_TEXT_PATTERN})
 ]
 
+# What ``str.strip()`` removes (Python's whitespace), written out for the schema's pattern.
+_SPACE_CLASS = "".join(f"\\u{ord(c):04x}" for c in map(chr, range(0x3001)) if c.isspace())
+#: Storable text with something besides whitespace: the schema's words for :func:`trimmed_text`.
+TRIMMED_TEXT_PATTERN = rf"^[^\u0000]*[^\u0000{_SPACE_CLASS}][^\u0000]*$"
+
+
+def trimmed_text(value: str) -> str:
+    """``value`` without its surrounding whitespace; a validation error when it is only
+    whitespace or Postgres could not store it. The length limits apply to the text as sent, so
+    the schema (:data:`TRIMMED_TEXT_PATTERN`) says exactly what is accepted."""
+    stripped = storable_text(value).strip()
+    if not stripped:
+        raise PydanticCustomError("string_blank", "must hold more than whitespace")
+    return stripped
+
+
+#: Text stored without its surrounding whitespace (:func:`trimmed_text`); give it a
+#: ``max_length`` where it is used: ``Annotated[TrimmedText, Field(max_length=200)]``.
+TrimmedText = Annotated[
+    str,
+    Field(min_length=1, json_schema_extra={"pattern": TRIMMED_TEXT_PATTERN}),
+    AfterValidator(trimmed_text),
+]
+
 # -- counts ----------------------------------------------------------------------------------------
 
 

@@ -37,7 +37,10 @@ def _fullmatch(pattern: str, value: str) -> bool:
         return False
 
 
-class Matcher(BaseModel):
+class MatcherSpec(BaseModel):
+    """A matcher's shape, all a JSON Schema can say of it: whether a regular expression
+    compiles is :class:`Matcher`'s check (the API answers it as ``matcher_invalid``)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(max_length=100, pattern=LABEL_NAME.pattern)
@@ -51,6 +54,8 @@ class Matcher(BaseModel):
             raise ValueError(f"label name must match {LABEL_NAME.pattern}")
         return value
 
+
+class Matcher(MatcherSpec):
     @model_validator(mode="after")
     def _regex(self) -> Matcher:
         if self.op in ("=~", "!~"):

@@ -23,6 +23,7 @@ from herald.api.paths import PREFIX
 from herald.api.workspaces import CurrentManager, management_session
 from herald.connections import accounts, oauth
 from herald.connections.access import Manager, Refused
+from herald.contracts import TrimmedText
 from herald.models import Integration, IntegrationStatus
 from herald.security.crypto import KeyRing
 
@@ -118,9 +119,9 @@ class Disconnected(BaseModel):
 
 class BlueskyCredentials(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    identifier: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=253)
-    ] = Field(description="Handle (alice.bsky.social) or DID")
+    identifier: Annotated[TrimmedText, Field(max_length=253)] = Field(
+        description="Handle (alice.bsky.social) or DID"
+    )
     app_password: SecretStr = Field(
         min_length=1, max_length=100, description="An app password (Settings → App passwords)"
     )

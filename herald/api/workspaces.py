@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy.orm import Session
 
 from herald import db
@@ -24,7 +24,7 @@ from herald.api.errors import COMMON_RESPONSES, ErrorEnvelope
 from herald.api.paths import PREFIX
 from herald.connections import workspaces as service
 from herald.connections.access import Manager
-from herald.contracts import storable_text
+from herald.contracts import TrimmedText
 from herald.models import Membership, Role
 from herald.security.audit import EventType, Severity
 
@@ -35,11 +35,7 @@ MANAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorEnvelope, "description": "Conflicts with the workspace's state"},
 }
 
-Name = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(storable_text),
-]
+Name = Annotated[TrimmedText, Field(max_length=200)]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,99}$")]
 UserId = Annotated[
     str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@|-]+$")

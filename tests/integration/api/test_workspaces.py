@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from fastapi.testclient import TestClient
@@ -157,7 +158,21 @@ def test_a_deleted_workspace_vanishes_and_its_posts_stop_publishing(
 
 def test_bad_workspace_input_is_refused_clearly(client: TestClient) -> None:
     headers = bearer(mint(user()))
-    assert_error(client.post(WS, json={"name": "  "}, headers=headers), 422, "validation_failed")
+    # What the document allows is accepted and what it refuses is refused: the name's pattern
+    # says "no NUL, something besides whitespace" in Python's sense of whitespace.
+    pattern = re.compile(
+        client.get("/api/postiz/openapi.json").json()["components"]["schemas"]["WorkspaceIn"][
+            "properties"
+        ]["name"]["pattern"]
+    )
+    for blank in ("  ", "\u3000\t", "\x1c", "a\x00"):
+        assert pattern.fullmatch(blank) is None
+        refused = client.post(WS, json={"name": blank}, headers=headers)
+        assert_error(refused, 422, "validation_failed")
+    assert pattern.fullmatch(" Acme\u3000") is not None
+    trimmed = client.post(WS, json={"name": " Acme\u3000"}, headers=headers)
+    assert trimmed.status_code == 201, trimmed.text
+    assert trimmed.json()["name"] == "Acme"
     assert_error(
         client.post(WS, json={"name": "A", "slug": "Not A Slug"}, headers=headers),
         422,
