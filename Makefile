@@ -41,9 +41,15 @@ compose-check: install
 
 # pytest exits 5 when it collects nothing; make treats that as the failure it is. The slowest
 # tests are listed at the end: the suite must stay under 12 minutes on a 2-core machine.
+# Two test processes (pytest-xdist), each given whole files (a module's fixtures are made once)
+# and its own database, broker key prefix and virtual host (tests/conftest.py). Most tests wait
+# on the workers and servers they start, so two share two cores well. The API's schemathesis
+# run goes alone afterwards: under xdist its per-operation parametrisation runs one operation.
+SCHEMA_TESTS := tests/integration/api/test_schema_conformance.py
 pytest: install
 	$(BIN)/python -m compileall -q herald tests bench
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q --durations=15 -n 2 --dist loadfile --ignore=$(SCHEMA_TESTS)
+	$(BIN)/pytest -q --durations=5 -p no:xdist $(SCHEMA_TESTS)
 
 demo: install  ## run the end-to-end demo on embedded defaults (no servers needed)
 	$(BIN)/herald demo

@@ -8,6 +8,7 @@ examples per operation."""
 from __future__ import annotations
 
 import itertools
+import os
 import uuid
 from datetime import timedelta
 
@@ -25,6 +26,10 @@ from herald.settings import get_settings
 from tests.integration.api.conftest import Tenant, bearer, mint
 
 EXAMPLES_PER_OPERATION = 12  # bounded: the suite has a 12-minute budget (fixed seed)
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # schemathesis' lazy parametrisation runs a single operation in an xdist worker and passes.
+    pytest.fail("run this module without pytest-xdist (-p no:xdist), as make test does")
 
 
 # Loaded when the module is collected: building the app and its document needs no database.
