@@ -82,7 +82,8 @@ StorableText = Annotated[
     str, AfterValidator(storable_text), Field(json_schema_extra={"pattern": STORABLE_TEXT_PATTERN})
 ]
 
-# What ``str.strip()`` removes (Python's whitespace), written out for the schema's pattern.
+# What ``str.strip()`` removes (Python's whitespace), written out for the schema's pattern; the
+# last of it is U+3000, so the scan at import stops there.
 _SPACE_CLASS = "".join(f"\\u{ord(c):04x}" for c in map(chr, range(0x3001)) if c.isspace())
 #: Storable text with something besides whitespace: the schema's words for :func:`trimmed_text`.
 TRIMMED_TEXT_PATTERN = rf"^[^\u0000]*[^\u0000{_SPACE_CLASS}][^\u0000]*$"

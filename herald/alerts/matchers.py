@@ -55,14 +55,21 @@ class MatcherSpec(BaseModel):
         return value
 
 
+def regex_error(spec: MatcherSpec) -> str | None:
+    """Why the matcher's regular expression does not compile (None: it does, or it has none)."""
+    if spec.op in ("=~", "!~"):
+        try:
+            _anchored(spec.value)
+        except regex.error as exc:
+            return f"invalid regular expression: {exc}"
+    return None
+
+
 class Matcher(MatcherSpec):
     @model_validator(mode="after")
     def _regex(self) -> Matcher:
-        if self.op in ("=~", "!~"):
-            try:
-                _anchored(self.value)
-            except regex.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
+        if (error := regex_error(self)) is not None:
+            raise ValueError(error)
         return self
 
     def matches(self, labels: Mapping[str, Any]) -> bool:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from herald.alerts import outbox, rules
-from herald.alerts.matchers import Matcher
+from herald.alerts.matchers import MatcherSpec
 from herald.alerts.suppression import Muting
 from herald.models import Alert, AlertRule, AlertStatus, Severity, Silence, utcnow
 from herald.models.alert import OPEN_ALERT_STATUSES
@@ -283,7 +283,7 @@ def list_silences(
 def create_silence(
     session: Session,
     scope: Scope,
-    matchers: Sequence[Matcher],
+    matchers: Sequence[MatcherSpec],
     *,
     ends_at: datetime,
     actor: Actor,

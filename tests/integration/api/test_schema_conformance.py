@@ -25,9 +25,9 @@ from herald.models import PostStatus, utcnow
 from herald.settings import get_settings
 from tests.integration.api.conftest import Tenant, bearer, mint
 
-EXAMPLES_PER_OPERATION = 12  # bounded: the suite has a 12-minute budget (fixed seed)
-# `make fuzz` asks for more examples and fresh random data each run; the suite's are fixed.
-EXAMPLES_PER_OPERATION = int(os.environ.get("HERALD_FUZZ_EXAMPLES", EXAMPLES_PER_OPERATION))
+# Bounded: the suite has a 12-minute budget (12, fixed seed). `make fuzz` asks for more examples
+# and fresh random data each run.
+EXAMPLES_PER_OPERATION = int(os.environ.get("HERALD_FUZZ_EXAMPLES", "12"))
 FRESH_DATA = os.environ.get("HERALD_FUZZ_RANDOM") == "1"
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
