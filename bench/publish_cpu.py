@@ -82,9 +82,9 @@ def _knock_out(parts: list[str]) -> None:
 
     for part in parts:
         if part == "sqlalchemy":
-            from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+            from herald.telemetry.statements import untrace_statements
 
-            SQLAlchemyInstrumentor().uninstrument()
+            untrace_statements()
         elif part == "httpx":
             from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 

@@ -55,6 +55,7 @@ from herald.telemetry.spans import (
     RedactingSpanExporter,
     redact_http_request,
 )
+from herald.telemetry.statements import trace_statements
 
 _lock = threading.Lock()
 _configured = False
@@ -83,10 +84,10 @@ class JsonLinesSpanExporter(SpanExporter):
 def _exporter(settings: Settings) -> tuple[SpanExporter | None, bool]:
     """The configured exporter, and whether it should be batched."""
     if settings.otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from herald.telemetry.otlp import OtlpSpanExporter
 
         endpoint = settings.otlp_endpoint.rstrip("/") + "/v1/traces"
-        return OTLPSpanExporter(endpoint=endpoint), True
+        return OtlpSpanExporter(endpoint=endpoint), True
     if settings.trace_file:
         return JsonLinesSpanExporter(settings.trace_file), True
     if settings.trace_console:
@@ -188,26 +189,12 @@ _instrumented_engines: list[Engine] = []
 
 def instrument_engines(*engines: Engine) -> None:
     """Make a span of every statement each of ``engines`` runs (the runtime and the service
-    engine: publishing runs on the latter). The instrumentation takes its engines in one call,
-    so a new one re-instruments them all."""
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-    from opentelemetry.instrumentation.utils import unwrap
-
-    new = [e for e in dict.fromkeys(engines) if all(e is not o for o in _instrumented_engines)]
-    if not new:
-        return
-    instrumentor = SQLAlchemyInstrumentor()
-    if _instrumented_engines:
-        instrumentor.uninstrument()
-    _instrumented_engines.extend(new)
-    instrumentor.instrument(
-        engines=list(_instrumented_engines), enable_commenter=False, meter_provider=_NO_METRICS
-    )
-    # Statements make spans; a pool checkout does not. The instrumentation's "connect" span
-    # came with every session's transaction (one more span per task, saying nothing about the
-    # work), so Engine.connect is left unwrapped. A slow connection shows in the first
-    # statement's span.
-    unwrap(Engine, "connect")
+    engine: publishing runs on the latter), with the instrumentation's ``EngineTracer``
+    describing each statement text once (:mod:`herald.telemetry.statements`)."""
+    for engine in dict.fromkeys(engines):
+        if all(engine is not done for done in _instrumented_engines):
+            trace_statements(engine)
+            _instrumented_engines.append(engine)
 
 
 def shutdown_telemetry() -> None:

@@ -1,0 +1,206 @@
+"""Herald's OTLP span encoder (herald/telemetry/otlp.py) writes what the SDK's encoder writes:
+every request it encodes parses to the SDK's message for the same spans, on every kind of span,
+attribute value, resource and scope; and its exporter delivers to a real OTLP/HTTP receiver."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from typing import ClassVar
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import TraceState
+
+from herald.telemetry import otlp
+from herald.telemetry.otlp import OtlpSpanExporter, SpanEncoder
+
+
+def _same(spans: list[ReadableSpan], encoder: SpanEncoder | None = None) -> None:
+    mine = ExportTraceServiceRequest.FromString((encoder or SpanEncoder()).encode(spans))
+    theirs = encode_spans(spans)
+    # Compared as deterministic bytes of the parsed messages: field for field, NaN included.
+    assert mine.SerializeToString(deterministic=True) == theirs.SerializeToString(
+        deterministic=True
+    )
+
+
+def _provider(resource: Resource | None = None) -> tuple[TracerProvider, InMemorySpanExporter]:
+    exported = InMemorySpanExporter()
+    provider = TracerProvider(resource=resource or Resource.create({"service.name": "t"}))
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    return provider, exported
+
+
+@pytest.fixture
+def recorded() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    provider, exported = _provider()
+    yield provider, exported
+    provider.shutdown()
+
+
+VALUES = [
+    "text",
+    "",
+    "ünïcødé ✓ 𝄞",
+    True,
+    False,
+    0,
+    1,
+    -1,
+    2**63 - 1,
+    -(2**63),
+    127,
+    128,
+    300,
+    1.5,
+    -0.0,
+    float("inf"),
+    float("nan"),
+    ("a", "b"),
+    (True, False),
+    (1, -2, 3),
+    (0.5, 2.0),
+    (),
+]
+
+
+def test_every_kind_of_span_encodes_as_the_sdk_encodes_it(
+    recorded: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, exported = recorded
+    tracer = provider.get_tracer("herald.test", "1.2", schema_url="https://example.org/s")
+    other = provider.get_tracer("other", attributes={"scope.kind": "test"})
+    bare = provider.get_tracer("")
+    remote = SpanContext(
+        trace_id=0x1F,
+        span_id=0x2E,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_state=TraceState([("vendor", "v1"), ("other", "x")]),
+    )
+    parent = trace.set_span_in_context(trace.NonRecordingSpan(remote))
+    with tracer.start_as_current_span("root", kind=SpanKind.SERVER) as root:
+        for n, value in enumerate(VALUES):
+            root.set_attribute(f"value.{n}", value)
+        root.add_event("event", {"e.str": "x", "e.int": 3}, timestamp=123)
+        root.add_event("")
+        root.set_status(Status(StatusCode.ERROR, "went wrong: ✗"))
+        with other.start_as_current_span("child", kind=SpanKind.CLIENT) as child:
+            child.set_status(Status(StatusCode.OK))
+    links = [Link(remote, {"l": "why"}), Link(root.get_span_context())]
+    for kind in SpanKind:
+        tracer.start_span(f"kind {kind.name}", context=parent, kind=kind, links=links).end()
+    bare.start_span("", kind=SpanKind.PRODUCER).end()
+    try:
+        raise ValueError("recorded")
+    except ValueError as error:
+        with tracer.start_as_current_span("failed") as failed:
+            failed.record_exception(error)
+
+    _same(list(exported.get_finished_spans()))
+
+
+def test_values_the_sdk_cannot_encode_are_left_out_as_it_leaves_them_out(
+    recorded: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, exported = recorded
+    with provider.get_tracer("t").start_as_current_span("odd") as span:
+        span.set_attribute("too.big", 2**64)
+        span.set_attribute("too.small", -(2**63) - 1)
+        span.set_attribute("surrogate", "a\ud800b")
+        span.set_attribute("kept", "yes")
+    _same(list(exported.get_finished_spans()))
+
+
+def test_resources_and_scopes_are_grouped_as_the_sdk_groups_them() -> None:
+    same = {"service.name": "a", "host.name": "h"}
+    providers = [
+        _provider(Resource.create(same)),
+        _provider(Resource.create(same)),  # equal, another object: merged
+        _provider(Resource.create({"service.name": "b"}, schema_url="https://example.org/r")),
+    ]
+    spans: list[ReadableSpan] = []
+    for n in range(3):
+        for provider, _ in providers:
+            provider.get_tracer(f"scope {n % 2}").start_span(f"span {n}").end()
+    for _, exported in providers:
+        spans += exported.get_finished_spans()
+    spans.sort(key=lambda s: s.name)  # interleaved resources
+    _same(spans)
+
+
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=12),
+        st.one_of(
+            st.text(max_size=40),
+            st.booleans(),
+            st.integers(min_value=-(2**63), max_value=2**63 - 1),
+            st.floats(allow_nan=False),
+            st.lists(st.text(max_size=8), max_size=4).map(tuple),
+            st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=4).map(tuple),
+        ),
+        max_size=12,
+    )
+)
+def test_any_attributes_encode_as_the_sdk_encodes_them(attributes: dict[str, object]) -> None:
+    provider, exported = _provider()
+    provider.get_tracer("t").start_span("s", attributes=attributes).end()  # type: ignore[arg-type]
+    _same(list(exported.get_finished_spans()))
+    provider.shutdown()
+
+
+def test_kept_attributes_are_bounded_and_stay_right(
+    monkeypatch: pytest.MonkeyPatch, recorded: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, exported = recorded
+    monkeypatch.setattr(otlp, "KEPT_ATTRIBUTES", 4)
+    encoder = SpanEncoder()
+    for n in range(10):
+        provider.get_tracer("t").start_span("s", attributes={"k": f"v{n % 6}", "c": "x"}).end()
+        _same(list(exported.get_finished_spans()), encoder)
+    assert len(encoder._attributes._kept) <= 4
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    bodies: ClassVar[list[bytes]] = []
+
+    def do_POST(self) -> None:
+        self.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        return None
+
+
+def test_the_exporter_delivers_its_encoding_over_otlp_http(
+    recorded: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, exported = recorded
+    for n in range(5):
+        provider.get_tracer("t").start_span(f"span {n}", attributes={"n": n}).end()
+    spans = list(exported.get_finished_spans())
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        exporter = OtlpSpanExporter(endpoint=f"http://127.0.0.1:{server.server_port}/v1/traces")
+        assert exporter._own_path
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+        exporter.shutdown()
+    finally:
+        server.shutdown()
+    (body,) = _Receiver.bodies
+    assert ExportTraceServiceRequest.FromString(body) == encode_spans(spans)
