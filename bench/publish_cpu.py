@@ -86,9 +86,9 @@ def _knock_out(parts: list[str]) -> None:
 
             untrace_statements()
         elif part == "httpx":
-            from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+            from herald.telemetry.http_spans import HTTPSpans
 
-            HTTPXClientInstrumentor().uninstrument()
+            HTTPSpans().uninstrument()
         elif part == "celery":
             from opentelemetry.instrumentation.celery import CeleryInstrumentor
 

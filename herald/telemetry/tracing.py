@@ -2,10 +2,13 @@
 
 Set-up is called once per process after any fork (Celery's ``worker_process_init``, the API's
 start-up, the CLI's commands): the SDK's exporter threads do not survive ``fork``. Celery,
-SQLAlchemy and httpx are instrumented; every span gets the correlation id when it starts and
-is redacted on export (:mod:`herald.telemetry.spans`), whichever exporter is configured.
+SQLAlchemy and httpx are instrumented (the latter two through the instrumentations' own code
+with each statement's and each URL's description kept: :mod:`herald.telemetry.statements`,
+:mod:`herald.telemetry.http_spans`); every span gets the correlation id when it starts and is
+redacted on export (:mod:`herald.telemetry.spans`), whichever exporter is configured.
 
-Export goes by OTLP/HTTP when ``HERALD_OTLP_ENDPOINT`` is set, else to a JSON-lines file
+Export goes by OTLP/HTTP when ``HERALD_OTLP_ENDPOINT`` is set (the SDK's exporter with
+Herald's encoder, :mod:`herald.telemetry.otlp`), else to a JSON-lines file
 (``HERALD_TRACE_FILE``) or the console (``HERALD_TRACE_CONSOLE``), else nowhere.
 
 One trace per post: :func:`current_trace_context` is what scheduling stores on the post (the
@@ -176,12 +179,11 @@ _NO_METRICS = NoOpMeterProvider()
 
 def _instrument_libraries() -> None:
     from opentelemetry.instrumentation.celery import CeleryInstrumentor
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    from herald.telemetry.http_spans import HTTPSpans
 
     CeleryInstrumentor().instrument(meter_provider=_NO_METRICS)  # type: ignore[no-untyped-call]
-    HTTPXClientInstrumentor().instrument(
-        request_hook=redact_http_request, meter_provider=_NO_METRICS
-    )
+    HTTPSpans().instrument(request_hook=redact_http_request, meter_provider=_NO_METRICS)
 
 
 _instrumented_engines: list[Engine] = []

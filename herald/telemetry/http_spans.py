@@ -1,0 +1,162 @@
+"""A span for every outbound HTTP request, at the cost of a span.
+
+The httpx instrumentation's request wrapper parses each request's URL twice more (httpx parsed
+it once already), works out the span's attributes from it, normalises every request and answer
+header into a dict of lists to look for headers to capture (Herald captures none), and builds
+the duration histogram's attributes to record them on a meter Herald gives it as a no-op: about
+ten times the cost of the span itself (docs/performance.md).
+
+:class:`HTTPSpans` is the instrumentation with one change to its synchronous wrapper: the span's
+name and request attributes are worked out by the instrumentation's own function the first
+time a method and URL are seen, kept, and given to the span at its start every later time;
+header normalisation and histogram work are skipped when nothing would come of them (no
+header is captured, the histograms are no-ops). Everything else is the instrumentation's code in
+its order: the request hook (Herald's URL redaction), the trace context injected into the
+request's headers, the answer's status and attributes, the response hook, an exception
+recorded and re-raised. Any configuration this path does not cover (headers to capture, real
+histograms) takes the instrumentation's own wrapper. tests/integration/test_http_spans.py
+compares the spans and the headers sent with the instrumentation's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from opentelemetry.instrumentation._semconv import _report_new
+from opentelemetry.instrumentation.httpx import (
+    HTTPXClientInstrumentor,
+    RequestInfo,
+    ResponseInfo,
+    _apply_request_client_attributes_to_span,
+    _apply_response_client_attributes_to_span,
+    _get_default_span_name,
+    _inject_propagation_headers,
+)
+from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
+from opentelemetry.metrics import NoOpHistogram
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.trace import SpanKind
+
+#: Method and URL pairs whose span description is kept (the table is emptied when full).
+KEPT_REQUESTS = 1024
+
+_Description = tuple[str, dict[str, Any], bool]  # name, request attributes, URL excluded
+
+
+class HTTPSpans(HTTPXClientInstrumentor):
+    """The httpx instrumentation, describing each method and URL once (module docstring)."""
+
+    _instance = None  # BaseInstrumentor keeps one instance per class: not the parent's
+    _described: ClassVar[dict[tuple[str, str], _Description]] = {}
+
+    @staticmethod
+    def _handle_request_wrapper(  # the instrumentation's own signature
+        wrapped: Any,
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        module: Any,
+        tracer: Any,
+        duration_histogram_old: Any,
+        duration_histogram_new: Any,
+        sem_conv_opt_in_mode: Any,
+        request_hook: Any,
+        response_hook: Any,
+        excluded_urls: Any,
+        captured_request_headers: list[str] | None = None,
+        captured_response_headers: list[str] | None = None,
+        sensitive_headers: list[str] | None = None,
+    ) -> Any:
+        request = args[0] if args else None
+        if (
+            captured_request_headers
+            or captured_response_headers
+            or not isinstance(duration_histogram_old, NoOpHistogram | None)
+            or not isinstance(duration_histogram_new, NoOpHistogram | None)
+            or not isinstance(request, module.Request)
+            or not is_http_instrumentation_enabled()
+        ):
+            return HTTPXClientInstrumentor._handle_request_wrapper(
+                wrapped,
+                instance,
+                args,
+                kwargs,
+                module=module,
+                tracer=tracer,
+                duration_histogram_old=duration_histogram_old,
+                duration_histogram_new=duration_histogram_new,
+                sem_conv_opt_in_mode=sem_conv_opt_in_mode,
+                request_hook=request_hook,
+                response_hook=response_hook,
+                excluded_urls=excluded_urls,
+                captured_request_headers=captured_request_headers,
+                captured_response_headers=captured_response_headers,
+                sensitive_headers=sensitive_headers,
+            )
+        method, url = request.method, request.url
+        key = (method, str(url))
+        described = HTTPSpans._described.get(key)
+        if described is None:
+            described = _describe(key, url, sem_conv_opt_in_mode, module, excluded_urls)
+        name, attributes, excluded = described
+        if excluded:
+            return wrapped(*args, **kwargs)
+
+        info = RequestInfo(
+            method.encode(), url, request.headers, request.stream, request.extensions
+        )
+        with tracer.start_as_current_span(
+            name, kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            exception: Exception | None = None
+            response = None
+            if callable(request_hook):
+                request_hook(span, info)
+            _inject_propagation_headers(request.headers, args, kwargs, module)
+            try:
+                response = wrapped(*args, **kwargs)
+            except Exception as exc:  # re-raised below, as the instrumentation does
+                exception = exc
+                response = getattr(exc, "response", None)
+            if isinstance(response, module.Response):
+                if span.is_recording():
+                    # No header is captured: the answer's headers would come to nothing.
+                    _apply_response_client_attributes_to_span(
+                        span,
+                        response.status_code,
+                        response.http_version,
+                        sem_conv_opt_in_mode,
+                        module,
+                    )
+                if callable(response_hook):
+                    response_hook(
+                        span,
+                        info,
+                        ResponseInfo(
+                            response.status_code,
+                            response.headers,
+                            response.stream,
+                            response.extensions,
+                        ),
+                    )
+            if exception is not None:
+                if span.is_recording() and _report_new(sem_conv_opt_in_mode):
+                    span.set_attribute(ERROR_TYPE, type(exception).__qualname__)
+                raise exception.with_traceback(exception.__traceback__)
+        return response
+
+
+def _describe(
+    key: tuple[str, str], url: Any, semconv: Any, module: Any, excluded_urls: Any
+) -> _Description:
+    """The span name and request attributes the instrumentation gives ``key``, by its code."""
+    method, text = key
+    attributes: dict[str, Any] = {}
+    _apply_request_client_attributes_to_span(attributes, {}, url, method, semconv, module)
+    excluded = bool(excluded_urls and excluded_urls.url_disabled(text))
+    described = (_get_default_span_name(method), attributes, excluded)
+    if len(HTTPSpans._described) >= KEPT_REQUESTS:
+        HTTPSpans._described.clear()
+    HTTPSpans._described[key] = described
+    return described
