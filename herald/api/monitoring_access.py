@@ -21,7 +21,7 @@ from herald.api.deps import audit_now, identify, member_workspace
 from herald.api.errors import ApiError
 from herald.models import Role, Workspace
 from herald.security.audit import Actor, EventType, Outcome, Severity
-from herald.security.auth import Identity
+from herald.security.auth import Identity, workspace_uuid
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT signed by the host application")
 ADMIN_ROLES = (Role.OWNER, Role.ADMIN)
@@ -37,10 +37,10 @@ class MonitoringCaller:
 def _uuid(value: str | None) -> uuid.UUID | None:
     if value is None:
         return None
-    try:
-        return uuid.UUID(value.strip())
-    except ValueError:
-        raise ApiError(404, "workspace_not_found", "no such workspace") from None
+    parsed = workspace_uuid(value)
+    if parsed is None:
+        raise ApiError(404, "workspace_not_found", "no such workspace")
+    return parsed
 
 
 def _identified(

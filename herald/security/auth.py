@@ -26,6 +26,7 @@ one. Errors::
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -213,16 +214,21 @@ def verify_token(token: str, settings: Settings) -> Identity:
     return Identity(subject=subject, role=role)
 
 
-def _workspace_uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value.strip())
-    except ValueError:
-        return None
+#: A UUID as RFC 9562 writes it: 8-4-4-4-12 hexadecimal digits, either case.
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
+def workspace_uuid(value: str) -> uuid.UUID | None:
+    """The workspace ``X-Workspace-ID`` names, or None: an identifier has one spelling, the
+    canonical hyphenated UUID (``uuid.UUID`` also reads braces, a ``urn:uuid:`` prefix and bare
+    hex, which a header naming a tenant should not)."""
+    text = value.strip()
+    return uuid.UUID(text) if _CANONICAL_UUID.fullmatch(text) else None
 
 
 def resolve_workspace(session: Session, identity: Identity, requested: str | None) -> Principal:
     """The workspace this request acts in, chosen by ``X-Workspace-ID`` and membership."""
-    wanted = _workspace_uuid(requested) if requested is not None else None
+    wanted = workspace_uuid(requested) if requested is not None else None
     if requested is not None and wanted is None:
         raise WorkspaceDenied(None, exists=False)
     if identity.is_service:

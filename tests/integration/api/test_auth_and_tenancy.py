@@ -156,6 +156,28 @@ def test_another_users_workspace_is_404_and_a_cross_tenant_attempt(
     assert len(audit_of("access.denied")) == 1  # the workspace that does not exist
 
 
+SPELLINGS = {
+    "braces": lambda canonical: "{" + canonical + "}",
+    "urn": lambda canonical: "urn:uuid:" + canonical,
+    "bare hex": lambda canonical: canonical.replace("-", ""),
+}
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+@pytest.mark.parametrize("path", ["/api/postiz/posts", "/api/postiz/monitoring/metrics"])
+def test_a_workspace_is_named_by_its_id_in_one_spelling(
+    client: TestClient, tenant: Tenant, spelling: str, path: str
+) -> None:
+    """``X-Workspace-ID`` is an identifier: the canonical hyphenated UUID (either case), not
+    every form ``uuid.UUID`` reads (braces, a ``urn:uuid:`` prefix, bare hex)."""
+    canonical = str(tenant.workspace.id)
+    token = mint(tenant.user_id)
+
+    assert client.get(path, headers=bearer(token, canonical.upper())).status_code == 200
+    odd = SPELLINGS[spelling](canonical)
+    assert_error(client.get(path, headers=bearer(token, odd)), 404, "workspace_not_found")
+
+
 def test_the_service_role_acts_in_the_named_workspace_and_is_audited_every_time(
     client: TestClient, tenant: Tenant, audit_of: AuditOf
 ) -> None:
