@@ -49,6 +49,11 @@ class HTTPSpans(HTTPXClientInstrumentor):
     _instance = None  # BaseInstrumentor keeps one instance per class: not the parent's
     _described: ClassVar[dict[tuple[str, str], _Description]] = {}
 
+    def _instrument(self, **kwargs: Any) -> None:
+        # A description holds what this configuration decides (excluded URLs, conventions).
+        HTTPSpans._described.clear()
+        super()._instrument(**kwargs)
+
     @staticmethod
     def _handle_request_wrapper(  # the instrumentation's own signature
         wrapped: Any,

@@ -142,7 +142,8 @@ class _Attributes:
     table of their encoded fields."""
 
     def __init__(self) -> None:
-        self._kept: dict[tuple[str, str], bytes] = {}
+        # By field tag too: the same pair is field 9 of a span, 3 of an event, 1 of a resource.
+        self._kept: dict[tuple[bytes, str, str], bytes] = {}
 
     def field(self, tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
         if not attributes:
@@ -150,7 +151,7 @@ class _Attributes:
         kept = self._kept
         parts = []
         for key, value in attributes.items():
-            encoded = kept.get((key, value)) if type(value) is str else None
+            encoded = kept.get((tag, key, value)) if type(value) is str else None
             if encoded is None:
                 try:
                     encoded = _length_delimited(tag, _key_value(key, value))
@@ -160,7 +161,7 @@ class _Attributes:
                 if type(value) is str:
                     if len(kept) >= KEPT_ATTRIBUTES:
                         kept.clear()
-                    kept[(key, value)] = encoded
+                    kept[(tag, key, value)] = encoded
             parts.append(encoded)
         return b"".join(parts)
 

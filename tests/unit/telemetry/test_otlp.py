@@ -111,6 +111,19 @@ def test_every_kind_of_span_encodes_as_the_sdk_encodes_it(
     _same(list(exported.get_finished_spans()))
 
 
+def test_one_attribute_on_a_resource_a_scope_a_span_an_event_and_a_link_encodes_each_time() -> None:
+    pair = {"same.key": "same value"}
+    provider, exported = _provider(Resource.create(pair))
+    tracer = provider.get_tracer("t", attributes=pair)
+    with tracer.start_as_current_span("first", attributes=pair) as first:
+        first.add_event("event", pair)
+    tracer.start_span("second", attributes=pair, links=[Link(first.get_span_context(), pair)]).end()
+    encoder = SpanEncoder()
+    for _ in range(2):  # the second time from what the encoder kept
+        _same(list(exported.get_finished_spans()), encoder)
+    provider.shutdown()
+
+
 def test_values_the_sdk_cannot_encode_are_left_out_as_it_leaves_them_out(
     recorded: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
