@@ -13,7 +13,8 @@ The output parses to the message the SDK's encoder builds, field for field (reso
 scopes grouped in the order their first span came; value types as the SDK maps them; an
 attribute the SDK cannot encode — an integer outside int64, a string with a lone surrogate —
 is left out, as the SDK leaves it out): tests/unit/telemetry/test_otlp.py compares the two on
-every kind of span and value.
+every kind of span and value. One difference: a span name or status text with a lone surrogate,
+which fails the SDK's whole batch, is sent with that character replaced.
 
 :class:`OtlpSpanExporter` is the SDK's OTLP/HTTP exporter (transport, retries, timeouts,
 compression, headers, the ``OTEL_EXPORTER_OTLP_*`` variables) with this encoder.
@@ -208,7 +209,9 @@ _REQUEST_RESOURCE_SPANS = _tag(1, _LEN)
 
 
 def _string(tag: bytes, value: str | None) -> bytes:
-    return _length_delimited(tag, value.encode("utf-8")) if value else b""
+    # A name or status text that is not valid Unicode (a lone surrogate: JSON's "\ud800" in a
+    # message a producer sent) would fail the SDK's whole batch; here it loses that character.
+    return _length_delimited(tag, value.encode("utf-8", "replace")) if value else b""
 
 
 def _count(tag: bytes, value: int) -> bytes:

@@ -136,6 +136,24 @@ def test_values_the_sdk_cannot_encode_are_left_out_as_it_leaves_them_out(
     _same(list(exported.get_finished_spans()))
 
 
+def test_a_name_that_is_not_valid_unicode_costs_one_character_not_the_batch(
+    recorded: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, exported = recorded
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("run/bad\ud800name") as bad:
+        bad.set_status(Status(StatusCode.ERROR, "odd \udfff text"))
+    tracer.start_span("good").end()
+    spans = list(exported.get_finished_spans())
+    with pytest.raises(UnicodeEncodeError):  # what the SDK's encoder does with the batch
+        encode_spans(spans).SerializeToString()
+
+    request = ExportTraceServiceRequest.FromString(SpanEncoder().encode(spans))
+    (scope_spans,) = request.resource_spans[0].scope_spans
+    assert [s.name for s in scope_spans.spans] == ["run/bad?name", "good"]
+    assert scope_spans.spans[0].status.message == "odd ? text"
+
+
 def test_resources_and_scopes_are_grouped_as_the_sdk_groups_them() -> None:
     same = {"service.name": "a", "host.name": "h"}
     providers = [
