@@ -5,7 +5,8 @@ Call sites write ``metrics.publish_attempts.add(1, {"provider": …, "outcome": 
 places:
 
 - an OpenTelemetry instrument, exported by OTLP when ``HERALD_OTLP_ENDPOINT`` is set
-  (``telemetry/tracing.py`` installs the meter provider);
+  (``telemetry/tracing.py`` installs the meter provider): a histogram records each call; a
+  counter keeps its totals by label values and OpenTelemetry observes them when it exports;
 - a prometheus_client metric in :data:`REGISTRY`. ``herald worker`` runs prometheus_client in
   multiprocess mode, so what its prefork children record adds up on its metrics port
   (``telemetry/prometheus.py``).
@@ -14,7 +15,8 @@ Names follow Prometheus' conventions and match on both paths: the OpenTelemetry 
 ``herald.tasks.sent`` is the Prometheus counter ``herald_tasks_sent_total`` and the histogram
 ``herald.task.runtime`` (unit ``s``) is ``herald_task_runtime_seconds``, which is also what
 the collector's Prometheus exporter derives from the OTLP stream. Label names are fixed per
-instrument; an attribute a call site leaves out is recorded as an empty label.
+instrument; an attribute a call site leaves out is recorded as an empty label (in both, for
+counters).
 
 The cost per record is a dictionary lookup of the label values and two increments (measured
 in docs/monitoring.md). Durable, windowed figures come from SQL instead (the attempt tables);
@@ -23,6 +25,7 @@ these instruments are for rates and latency distributions.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -30,6 +33,7 @@ from typing import Any
 
 import prometheus_client
 from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 _meter = metrics.get_meter("herald")
 _otel = {"on": True}  # off when the meter provider has no reader: nothing would ship it
@@ -71,8 +75,13 @@ class _Instrument:
         """Make the series of these labels exist (at 0) before anything is recorded."""
         self._child(attributes)
 
+    def _key(self, attributes: Attributes) -> tuple[str, ...]:
+        return tuple([str(attributes.get(label, "")) for label in self._labels])
+
     def _child(self, attributes: Attributes) -> Any:
-        key = tuple([str(attributes.get(label, "")) for label in self._labels])
+        return self._child_of(self._key(attributes))
+
+    def _child_of(self, key: tuple[str, ...]) -> Any:
         child = self._children.get(key)
         if child is None:  # a race here only makes the same child twice: labels() is locked
             child = self._children[key] = self._prometheus.labels(*key)
@@ -80,21 +89,43 @@ class _Instrument:
 
 
 class Counter(_Instrument):
-    """A monotonic count, recorded to OpenTelemetry and to a Prometheus counter."""
+    """A monotonic count, kept in a Prometheus counter and observed by OpenTelemetry.
 
-    __slots__ = ("_otel",)
+    OpenTelemetry reads the totals when it exports (an observable counter, cumulative like the
+    synchronous one): recording each increment in its SDK as well cost about six times the
+    Prometheus side on every call of the hot path (docs/performance.md, eleventh round).
+    """
+
+    __slots__ = ("_lock", "_totals")
 
     def __init__(self, name: str, description: str, labels: tuple[str, ...]) -> None:
         prometheus = prometheus_client.Counter(
             _prometheus_name(name), description, labels, registry=REGISTRY
         )
         super().__init__(name, labels, prometheus)
-        self._otel = _meter.create_counter(name, description=description)
+        self._totals: dict[tuple[str, ...], float] = {}
+        self._lock = threading.Lock()
+        _meter.create_observable_counter(name, [self._observe], description=description)
 
     def add(self, amount: float, attributes: Attributes) -> None:
+        key = self._key(attributes)
         if _otel["on"]:
-            self._otel.add(amount, attributes)
-        self._child(attributes).inc(amount)
+            with self._lock:
+                self._totals[key] = self._totals.get(key, 0) + amount
+        self._child_of(key).inc(amount)
+
+    def prime(self, attributes: Attributes) -> None:
+        key = self._key(attributes)
+        with self._lock:
+            self._totals.setdefault(key, 0)
+        self._child_of(key)
+
+    def _observe(self, _: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            totals = list(self._totals.items())
+        return [
+            Observation(total, dict(zip(self._labels, key, strict=True))) for key, total in totals
+        ]
 
 
 class Histogram(_Instrument):

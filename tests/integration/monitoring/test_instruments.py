@@ -57,6 +57,34 @@ def test_a_record_reaches_opentelemetry_and_prometheus_under_matching_names(
     assert any(p.attributes.get("provider") == "instrument-test" for p in delays)
 
 
+def test_a_counter_reads_the_same_in_opentelemetry_as_in_prometheus(
+    telemetry: tuple[Any, InMemoryMetricReader],
+) -> None:
+    """Counters are observed by OpenTelemetry from their own totals: primed series at 0, every
+    increment counted once, a label left out empty, as Prometheus has them."""
+    _, reader = telemetry
+    primed = {"provider": "observed-test", "outcome": "failed"}
+    counted = {"provider": "observed-test", "outcome": "published"}
+    metrics.publish_attempts.prime(primed)
+    for _ in range(5):
+        metrics.publish_attempts.add(1, counted)
+    metrics.publish_attempts.add(2, {"provider": "observed-test"})  # no outcome
+
+    def otel(labels: dict[str, str]) -> Any:
+        (point,) = [
+            p
+            for p in _otel_points(reader, "herald.publish.attempts")
+            if dict(p.attributes) == labels
+        ]
+        return point.value
+
+    samples = parse_exposition(generate_latest(metrics.REGISTRY).decode())
+    for labels in (primed, counted, {"provider": "observed-test", "outcome": ""}):
+        assert otel(labels) == total(samples, "herald_publish_attempts_total", **labels)
+    assert otel(counted) == 5
+    assert isinstance(otel(counted), int)  # exported as an integer sum, as before
+
+
 def test_queue_wait_starts_at_the_later_of_publication_and_eta() -> None:
     sent = 1_000.0
     assert metrics.queue_wait_s(sent, None, now=1_004.5) == 4.5
