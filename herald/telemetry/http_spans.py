@@ -55,55 +55,33 @@ class HTTPSpans(HTTPXClientInstrumentor):
         super()._instrument(**kwargs)
 
     @staticmethod
-    def _handle_request_wrapper(  # the instrumentation's own signature
+    def _handle_request_wrapper(
         wrapped: Any,
         instance: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        *,
-        module: Any,
-        tracer: Any,
-        duration_histogram_old: Any,
-        duration_histogram_new: Any,
-        sem_conv_opt_in_mode: Any,
-        request_hook: Any,
-        response_hook: Any,
-        excluded_urls: Any,
-        captured_request_headers: list[str] | None = None,
-        captured_response_headers: list[str] | None = None,
-        sensitive_headers: list[str] | None = None,
+        **options: Any,  # the instrumentation's keyword arguments, as its _instrument binds them
     ) -> Any:
+        module = options["module"]
         request = args[0] if args else None
         if (
-            captured_request_headers
-            or captured_response_headers
-            or not isinstance(duration_histogram_old, NoOpHistogram | None)
-            or not isinstance(duration_histogram_new, NoOpHistogram | None)
+            options.get("captured_request_headers")
+            or options.get("captured_response_headers")
+            or not isinstance(options["duration_histogram_old"], NoOpHistogram | None)
+            or not isinstance(options["duration_histogram_new"], NoOpHistogram | None)
             or not isinstance(request, module.Request)
             or not is_http_instrumentation_enabled()
         ):
             return HTTPXClientInstrumentor._handle_request_wrapper(
-                wrapped,
-                instance,
-                args,
-                kwargs,
-                module=module,
-                tracer=tracer,
-                duration_histogram_old=duration_histogram_old,
-                duration_histogram_new=duration_histogram_new,
-                sem_conv_opt_in_mode=sem_conv_opt_in_mode,
-                request_hook=request_hook,
-                response_hook=response_hook,
-                excluded_urls=excluded_urls,
-                captured_request_headers=captured_request_headers,
-                captured_response_headers=captured_response_headers,
-                sensitive_headers=sensitive_headers,
+                wrapped, instance, args, kwargs, **options
             )
+        tracer, semconv = options["tracer"], options["sem_conv_opt_in_mode"]
+        request_hook, response_hook = options["request_hook"], options["response_hook"]
         method, url = request.method, request.url
         key = (method, str(url))
         described = HTTPSpans._described.get(key)
         if described is None:
-            described = _describe(key, url, sem_conv_opt_in_mode, module, excluded_urls)
+            described = _describe(key, url, semconv, module, options["excluded_urls"])
         name, attributes, excluded = described
         if excluded:
             return wrapped(*args, **kwargs)
@@ -131,7 +109,7 @@ class HTTPSpans(HTTPXClientInstrumentor):
                         span,
                         response.status_code,
                         response.http_version,
-                        sem_conv_opt_in_mode,
+                        semconv,
                         module,
                     )
                 if callable(response_hook):
@@ -146,7 +124,7 @@ class HTTPSpans(HTTPXClientInstrumentor):
                         ),
                     )
             if exception is not None:
-                if span.is_recording() and _report_new(sem_conv_opt_in_mode):
+                if span.is_recording() and _report_new(semconv):
                     span.set_attribute(ERROR_TYPE, type(exception).__qualname__)
                 raise exception.with_traceback(exception.__traceback__)
         return response
