@@ -58,7 +58,7 @@ from herald.celery_app import create_app
 from herald.migrations import runner
 from herald.models import Post, PostStatus, Workspace, utcnow
 from herald.providers.base import Account
-from herald.publishing.dispatch import Claimed, dispatch_due_posts
+from herald.publishing.dispatch import Claimed, confirm_sent, dispatch_due_posts
 from herald.publishing.sweep import requeue_lost
 from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
@@ -336,6 +336,9 @@ def dispatch_until(
             else:
                 lost = []
         send(sender, lost)
+        if lost:  # as sweep_stuck does
+            with db.session_scope() as s:
+                confirm_sent(s, [post.post_id for post in lost])
         if time.perf_counter() >= next_check:
             if done():
                 return time.perf_counter() - started
@@ -611,8 +614,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         type=Path,
-        help="record the worker with py-spy during the telemetry-on run (collapsed stacks here; "
-        "summarise with python -m bench.profile)",
+        help="record the worker with py-spy during the first round's telemetry-on run (collapsed "
+        "stacks here; summarise with python -m bench.profile)",
+    )
+    parser.add_argument(
+        "--profile-off",
+        type=Path,
+        help="the same for the first round's telemetry-off run",
     )
     parser.add_argument(
         "--quick",
@@ -689,7 +697,10 @@ def report(bench: Bench, redis: Broker, rabbit: Broker, args: argparse.Namespace
                 spans = _spans(bench) - before if r == 0 else spans
                 label = "herald, telemetry on, redis"
             else:
-                ran[what] = run_herald(bench, redis, ws, n, telemetry=False, key=f"off{r}")
+                profile = args.profile_off if r == 0 else None
+                ran[what] = run_herald(
+                    bench, redis, ws, n, telemetry=False, key=f"off{r}", profile=profile
+                )
                 label = "herald, telemetry off, redis"
             show(what, label + suffix, ran[what])
         rounds.append(ran)

@@ -387,6 +387,14 @@ class Settings(BaseSettings):
     queued_timeout_s: float = Field(
         default=300.0, gt=0, description="A post queued this long lost its message: re-enqueue."
     )
+    send_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "A post claimed this long ago whose message its dispatcher never confirmed sending "
+            "(killed between its claim and its sends) is enqueued again by the sweep."
+        ),
+    )
     publishing_timeout_s: float = Field(
         default=600.0, gt=0, description="A post publishing this long lost its worker: reconcile."
     )

@@ -121,11 +121,32 @@ def claim_due_posts(
     claimed = session.execute(
         update(Post)
         .where(Post.id.in_(locked), Post.status.in_(DUE_FROM))
-        .values(status=PostStatus.QUEUED, queued_at=now, updated_at=now)
+        # queued_at stays empty until the sends are confirmed (confirm_sent): a dispatcher that
+        # dies between this commit and its sends leaves posts the sweep finds in seconds.
+        .values(status=PostStatus.QUEUED, queued_at=None, updated_at=now)
         .returning(*CLAIMED_COLUMNS)
         .execution_options(synchronize_session=False)
     ).all()
     return in_turns([Claimed.of(row) for row in claimed])
+
+
+def confirm_sent(session: Session, post_ids: list[uuid.UUID]) -> int:
+    """The ``publish`` messages of ``post_ids`` reached the broker: their ``queued_at`` starts
+    the queued timeout. Until then a claimed post's ``queued_at`` is empty, and the sweep sends
+    it again once ``send_timeout_s`` has passed since its claim
+    (:func:`herald.publishing.sweep.requeue_lost`): its dispatcher died before sending it.
+    Only posts still ``queued`` and unconfirmed are touched. Returns how many."""
+    if not post_ids:
+        return 0
+    service_scope(session, "dispatch_due")
+    result = session.execute(
+        update(Post)
+        .where(Post.id.in_(post_ids), Post.status == PostStatus.QUEUED, Post.queued_at.is_(None))
+        .values(queued_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 
 
 def mark_unsent(session: Session, settings: Settings, post_ids: list[uuid.UUID]) -> int:
@@ -151,10 +172,11 @@ def mark_unsent(session: Session, settings: Settings, post_ids: list[uuid.UUID])
 def dispatch_due_posts(
     session: Session, settings: Settings, hand_over: Callable[[list[Claimed]], None]
 ) -> int:
-    """One tick: claim due posts batch after batch, each committed and then handed over (sent
-    to the workers), while a batch comes back full and within ``dispatch_interval_s`` (the next
-    tick takes over from there). The backpressure bound ends it too: a claim without room
-    returns nothing. Returns how many posts were handed over."""
+    """One tick: claim due posts batch after batch, each committed, handed over (sent to the
+    workers) and then confirmed sent (:func:`confirm_sent`), while a batch comes back full and
+    within ``dispatch_interval_s`` (the next tick takes over from there). The backpressure
+    bound ends it too: a claim without room returns nothing. Returns how many posts were handed
+    over."""
     started = time.monotonic()
     total = 0
     while True:
@@ -162,6 +184,8 @@ def dispatch_due_posts(
         session.commit()
         if claimed:
             hand_over(claimed)
+            confirm_sent(session, [post.post_id for post in claimed])
+            session.commit()
         total += len(claimed)
         if (
             len(claimed) < settings.dispatch_batch_size

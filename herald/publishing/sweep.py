@@ -42,7 +42,7 @@ from typing import Any
 
 import structlog
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import Select, exists, or_, select, update
+from sqlalchemy import Select, and_, exists, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -74,15 +74,31 @@ _MAX_RESOLVE_BACKOFF_S = 3600.0
 _ORPHANS_PER_LOOK = 1000
 
 
-def requeue_lost(session: Session, settings: Settings) -> list[Claimed]:
-    """Queued posts whose message is presumed lost; the caller enqueues after commit."""
+def requeue_lost(
+    session: Session, settings: Settings, *, broker_emptied: bool = False
+) -> list[Claimed]:
+    """Queued posts whose message is presumed lost; the caller enqueues after commit, then
+    confirms the sends (:func:`herald.publishing.dispatch.confirm_sent`).
+
+    Lost: sent more than ``queued_timeout_s`` ago and not run (the broker lost it, or it was
+    never delivered), or sent at any time before the broker was seen emptied
+    (``broker_emptied``: :mod:`herald.broker.restarts`), or claimed more than
+    ``send_timeout_s`` ago and never confirmed sent (the dispatcher, or this sweep, died
+    between its commit and its sends)."""
     service_scope(session, "sweep_stuck")
     now = utcnow()
     cutoff = now - timedelta(seconds=settings.queued_timeout_s)
+    unsent = now - timedelta(seconds=settings.send_timeout_s)
     rows = session.execute(
         update(Post)
-        .where(Post.status == PostStatus.QUEUED, Post.queued_at < cutoff)
-        .values(queued_at=now, updated_at=now)
+        .where(
+            Post.status == PostStatus.QUEUED,
+            or_(
+                Post.queued_at.is_not(None) if broker_emptied else Post.queued_at < cutoff,
+                and_(Post.queued_at.is_(None), Post.updated_at < unsent),
+            ),
+        )
+        .values(queued_at=None, updated_at=now)
         .returning(*CLAIMED_COLUMNS)
         .execution_options(synchronize_session=False)
     ).all()

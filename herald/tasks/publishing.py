@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from functools import partial
 from typing import Any
 
 import structlog
@@ -26,8 +25,9 @@ from kombu import Producer
 from sqlalchemy.exc import OperationalError
 
 from herald import db
+from herald.broker import restarts
 from herald.broker.topology import deliverable_countdown
-from herald.celery_app import app
+from herald.celery_app import app, broker_connection
 from herald.contracts import (
     CancelPost,
     NoArguments,
@@ -40,7 +40,7 @@ from herald.contracts import (
 from herald.models import utcnow
 from herald.publishing import editing
 from herald.publishing.claiming import Outcome
-from herald.publishing.dispatch import Claimed, dispatch_due_posts, mark_unsent
+from herald.publishing.dispatch import Claimed, confirm_sent, dispatch_due_posts, mark_unsent
 from herald.publishing.publisher import publish_post, record_answer
 from herald.publishing.recording import OutcomeNotRecorded
 from herald.publishing.scheduling import SchedulingError, schedule_post
@@ -51,7 +51,7 @@ from herald.publishing.sweep import (
     resolve_lost_process,
 )
 from herald.security.crypto import KeyRing
-from herald.settings import get_settings
+from herald.settings import Settings, get_settings
 from herald.tasks.base import HeraldTask, RecentCounts, RetryPolicy
 from herald.telemetry import context
 from herald.telemetry.errors import describe_error
@@ -178,9 +178,9 @@ def send_claimed(posts: list[Claimed], producer: Producer | None = None) -> None
     """Send ``publish`` for each claimed post (the dispatcher's batch, the sweep's requeued
     posts), through one producer.
 
-    If the broker fails (kombu gave up its retries: a restart, an outage), the posts not sent
-    yet would wait as ``queued`` for ``HERALD_QUEUED_TIMEOUT_S`` before the sweep took their
-    message for lost. They go to the sweep's next run instead (:func:`.dispatch.mark_unsent`),
+    The caller confirms the sends once this returns (:func:`.dispatch.confirm_sent`). If the
+    broker fails (kombu gave up its retries: a restart, an outage), the posts sent so far are
+    confirmed here and the others go to the sweep's next run (:func:`.dispatch.mark_unsent`),
     and the error is raised on.
     """
     sent = 0
@@ -190,14 +190,15 @@ def send_claimed(posts: list[Claimed], producer: Producer | None = None) -> None
                 send_publish(post, batch_producer)
                 sent += 1
     except Exception as exc:
-        _hand_to_the_sweep(posts[sent:], exc)
+        _hand_to_the_sweep(posts[:sent], posts[sent:], exc)
         raise
 
 
-def _hand_to_the_sweep(unsent: list[Claimed], exc: Exception) -> None:
+def _hand_to_the_sweep(sent: list[Claimed], unsent: list[Claimed], exc: Exception) -> None:
     error_type, error = describe_error(exc)
     try:
         with db.session_scope() as session:
+            confirm_sent(session, [post.post_id for post in sent])
             marked = mark_unsent(session, get_settings(), [post.post_id for post in unsent])
     except Exception as failure:  # the database away too: the queued timeout still applies
         log.error(
@@ -209,11 +210,6 @@ def _hand_to_the_sweep(unsent: list[Claimed], exc: Exception) -> None:
         )
         return
     log.warning("dispatch.unsent", count=marked, error_type=error_type, error=error)
-
-
-def _send_after_commit(task: HeraldTask, posts: list[Claimed]) -> None:
-    if posts:
-        db.after_commit(task.session, partial(send_claimed, posts))
 
 
 @app.task(
@@ -422,6 +418,19 @@ def _settled(task: HeraldTask, outcome: Outcome, post_id: uuid.UUID) -> str | No
     return outcome.status.value if outcome.status else None
 
 
+def _broker_emptied(settings: Settings) -> bool:
+    """:func:`herald.broker.restarts.messages_lost`; False (the queued timeout still applies)
+    when the broker cannot be asked."""
+    try:
+        emptied = restarts.messages_lost(broker_connection(settings))
+    except Exception as exc:  # the sends below fail too, and say so
+        log.warning("sweep.broker_unasked", error=describe_error(exc)[1])
+        return False
+    if emptied:
+        log.warning("sweep.broker_emptied", detail="every queued post's message is sent again")
+    return emptied
+
+
 @app.task(
     bind=True,
     base=HeraldTask,
@@ -432,8 +441,11 @@ def _settled(task: HeraldTask, outcome: Outcome, post_id: uuid.UUID) -> str | No
 )
 def sweep_stuck(self: HeraldTask, payload: NoArguments) -> dict[str, int]:
     settings = get_settings()
-    requeued = requeue_lost(self.session, settings)
-    _send_after_commit(self, requeued)
+    requeued = requeue_lost(self.session, settings, broker_emptied=_broker_emptied(settings))
     self.session.commit()
+    if requeued:  # sent once committed, then confirmed (as the dispatcher's batches)
+        send_claimed(requeued)
+        confirm_sent(self.session, [post.post_id for post in requeued])
+        self.session.commit()
     resolved = resolve_dead_workers(self.session, settings, _keys())
     return {"requeued": len(requeued), **resolved}

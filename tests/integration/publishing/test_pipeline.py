@@ -16,14 +16,16 @@ import pytest
 from kombu.exceptions import OperationalError
 from sqlalchemy import func, select
 
+from herald.broker import restarts
+from herald.celery_app import broker_connection
 from herald.models import Post, PostStatus, PublishAttempt, utcnow
-from herald.publishing.dispatch import claim_due_posts
+from herald.publishing.dispatch import claim_due_posts, confirm_sent, dispatch_due_posts
 from herald.publishing.sweep import requeue_lost, resolve_dead_workers
 from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
 from herald.tasks.publishing import publish_signature, send_claimed
-from tests.fixtures.brokers import Broker
+from tests.fixtures.brokers import AMQP_URL, Broker
 from tests.fixtures.database import service_session
 from tests.fixtures.polling import eventually
 from tests.fixtures.processes import StartWorker
@@ -43,11 +45,13 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 
 
 def dispatch_once(settings: Settings, broker: Broker) -> int:
-    """One dispatcher tick: claim, commit, then enqueue (the task body, without Celery)."""
+    """One dispatcher tick: claim, commit, enqueue, confirm (the task body, without Celery)."""
     with service_session() as s:
         claimed = claim_due_posts(s, settings)
     for post in claimed:
         broker.send(publish_signature(post))
+    with service_session() as s:
+        confirm_sent(s, [post.post_id for post in claimed])
     return len(claimed)
 
 
@@ -176,8 +180,18 @@ def test_redis_restart_while_posts_are_queued_loses_nothing(
     private_redis: RedisServer,
     private_redis_broker: Broker,
 ) -> None:
-    """On a Redis of this test's own: the shared one is never restarted."""
+    """On a Redis of this test's own: the shared one is never restarted. The sweep's next run
+    sees the broker emptied and sends every queued post again, without waiting for
+    ``HERALD_QUEUED_TIMEOUT_S`` (5 min)."""
     broker = private_redis_broker
+    on_private = pub_settings.model_copy(update={"broker_url": private_redis.url})
+
+    def messages_lost() -> bool:  # as the sweep task asks
+        return restarts.messages_lost(broker_connection(on_private))
+
+    with service_session() as s:  # a sweep run before: nothing lost, the marker set
+        assert requeue_lost(s, pub_settings, broker_emptied=messages_lost()) == []
+    assert not messages_lost()  # the broker kept what it held since
     due_posts([connect("mastodon"), connect("bluesky")], 40)
     assert dispatch_once(pub_settings, broker) == 40  # 40 publish messages now wait in Redis
     assert broker.queue_sizes()["publish"] == 40
@@ -186,12 +200,12 @@ def test_redis_restart_while_posts_are_queued_loses_nothing(
     start_worker_process(pub_settings, name="after-restart", broker=broker)
     assert statuses()["queued"] == 40  # nobody will publish them by message any more
 
-    sweep_settings = pub_settings.model_copy(update={"queued_timeout_s": 0.01})
-    with service_session() as s:
-        requeued = requeue_lost(s, sweep_settings)
+    with service_session() as s:  # the sweep's next run, with the default timeouts
+        requeued = requeue_lost(s, pub_settings, broker_emptied=messages_lost())
     for post in requeued:
         broker.send(publish_signature(post))
     assert len(requeued) == 40
+    assert not messages_lost()
     wait_until(lambda: statuses()["published"] == 40, 60, "40 posts published")
     assert len(sandbox.posts()) == 40
 
@@ -220,6 +234,37 @@ def test_posts_the_dispatcher_could_not_send_go_to_the_sweeps_next_run(
     with service_session() as s:
         requeued = requeue_lost(s, pub_settings)  # the default queued timeout
     assert sorted(post.post_id for post in requeued) == sorted(post.post_id for post in claimed)
+
+
+def test_posts_of_a_dispatcher_killed_before_its_sends_go_to_the_sweep_within_seconds(
+    connect: ConnectFn, pub_settings: Settings
+) -> None:
+    """A dispatcher killed (``kill -9``, the OOM killer) between its claim's commit and its
+    sends: its posts would have waited as ``queued`` for ``HERALD_QUEUED_TIMEOUT_S`` (5 min).
+    Never confirmed sent, they are the sweep's once ``HERALD_SEND_TIMEOUT_S`` has passed; posts
+    whose sends were confirmed wait for the queued timeout as before."""
+    due_posts([connect("mastodon")], 6)
+    with service_session() as s:
+        claimed = claim_due_posts(s, pub_settings.model_copy(update={"dispatch_batch_size": 4}))
+    assert len(claimed) == 4  # ... and the dispatcher dies: nothing is sent
+    with service_session() as s:  # another dispatcher's batch, sent and confirmed
+        confirmed = dispatch_due_posts(s, pub_settings, lambda posts: None)
+    assert confirmed == 2
+
+    with service_session() as s:  # within the send timeout the dispatcher may still be sending
+        assert requeue_lost(s, pub_settings) == []
+    overdue = pub_settings.model_copy(update={"send_timeout_s": 1e-6})
+    with service_session() as s:
+        requeued = requeue_lost(s, overdue)
+    assert sorted(post.post_id for post in requeued) == sorted(post.post_id for post in claimed)
+    with service_session() as s:  # the sweep's own sends are confirmed like a dispatcher's
+        assert requeue_lost(s, pub_settings) == []  # ... not taken again while it sends them
+        assert confirm_sent(s, [post.post_id for post in requeued]) == 4
+    with service_session() as s:
+        assert requeue_lost(s, overdue) == []
+        queued_at = s.scalars(select(Post.queued_at).where(Post.status == PostStatus.QUEUED))
+        assert None not in list(queued_at)
+    assert statuses()["queued"] == 6
 
 
 @pytest.mark.slow
@@ -255,3 +300,10 @@ def test_a_post_sent_by_another_service_is_published_under_its_own_correlation(
         assert attempt.correlation_id == "caller-corr-42"
         assert attempt.task_id
     assert [p["text"] for p in sandbox.posts("mastodon")] == ["sent by another service"]
+
+
+def test_rabbitmq_keeps_its_messages_and_is_never_taken_for_emptied(pub_settings: Settings) -> None:
+    """Durable queues, persistent messages: a RabbitMQ restart loses no publish message, so the
+    sweep asks nothing of it (and sends nothing again)."""
+    on_rabbit = pub_settings.model_copy(update={"broker_url": AMQP_URL})
+    assert not restarts.messages_lost(broker_connection(on_rabbit))

@@ -70,7 +70,8 @@ def test_a_revoked_publish_fails_its_post_and_an_expired_one_leaves_it_to_the_sw
 
     # The sweep sends the expired post's message again; the failed post is not its business.
     with service_session() as s:
-        requeued = requeue_lost(s, pub_settings.model_copy(update={"queued_timeout_s": 0.01}))
+        lost = {"queued_timeout_s": 0.01, "send_timeout_s": 0.01}
+        requeued = requeue_lost(s, pub_settings.model_copy(update=lost))
     assert [post.post_id for post in requeued] == [expired.id]
     for post in requeued:
         redis_broker.send(publish_signature(post))

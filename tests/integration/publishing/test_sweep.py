@@ -21,6 +21,7 @@ from sqlalchemy import select, text, update
 
 from herald import db
 from herald.models import Integration, Post, PostStatus, PublishAttempt, utcnow
+from herald.publishing.dispatch import claim_due_posts
 from herald.publishing.sweep import resolve_dead_workers
 from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
@@ -307,3 +308,33 @@ def test_a_slow_sweep_never_delays_dispatch(
     )
     lookup = request_arrives(sandbox, "mastodon", "GET")
     assert lookup["status"] is None  # the sweep's lookup is still waiting for its answer
+
+
+def test_the_sweep_task_sends_again_what_a_killed_dispatcher_never_sent(
+    connect: ConnectFn,
+    new_post: NewPost,
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    start_worker_process: StartWorker,
+    celery_app: Celery,
+) -> None:
+    """``herald.posts.sweep_stuck`` on a real worker: a post claimed by a dispatcher that died
+    before sending its message is published once, and the sweep's own send is confirmed."""
+    post = new_post(connect("mastodon"), content="claimed, never sent")
+    with service_session() as s:
+        (claimed,) = claim_due_posts(s, pub_settings)  # ... then the dispatcher is killed
+        past = utcnow() - timedelta(seconds=pub_settings.send_timeout_s + 1)
+        s.execute(update(Post).where(Post.id == post.id).values(updated_at=past))
+    assert claimed.post_id == post.id
+    start_worker_process(pub_settings, name="sweeper", queues="sweep,publish", concurrency=1)
+
+    celery_app.send_task("herald.posts.sweep_stuck")
+    published = eventually(
+        lambda: fresh(Post, post.id),
+        30,
+        "the unsent post to be published",
+        until=lambda p: p.status is PostStatus.PUBLISHED,
+    )
+    # One process: the publish ran after the sweep task, which confirmed its send first.
+    assert published.queued_at is not None
+    assert [p["text"] for p in sandbox.posts("mastodon")] == ["claimed, never sent"]
