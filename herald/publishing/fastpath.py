@@ -27,6 +27,7 @@ Each statement is atomic, so a crash between them leaves what the general path l
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -43,6 +44,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     type_coerce,
     update,
@@ -53,6 +55,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session, class_mapper, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.sql.elements import ColumnElement
 
 from herald import db
 from herald.models import (
@@ -210,10 +213,10 @@ def _claim_statement(circuit_enabled: bool) -> Select[Any]:
     now = bindparam("p_now", type_=P.c.updated_at.type)
     conditions = [
         P.c.id == bindparam("p_post_id", type_=P.c.id.type),
-        P.c.status.in_((PostStatus.QUEUED, PostStatus.RETRYING)),
+        _one_of(P.c.status, (PostStatus.QUEUED, PostStatus.RETRYING)),
         P.c.scheduled_at <= now,
         I.c.id == P.c.integration_id,
-        I.c.status.in_(HEALTHY),
+        _one_of(I.c.status, HEALTHY),
         (I.c.rate_limited_until.is_(None)) | (I.c.rate_limited_until <= now),
         I.c.provider == func.any(bindparam("p_providers", type_=ARRAY(String))),
     ]
@@ -373,6 +376,13 @@ def _published_statement() -> Select[Any]:
         select(func.count()).select_from(settled).scalar_subquery().label("won"),
         circuit_open.label("circuit_open"),
     ).add_cte(finished, told)
+
+
+def _one_of(column: ColumnElement[Any], values: Iterable[Any]) -> ColumnElement[bool]:
+    """``column IN (values)`` as ORs of equalities: an ``IN`` list is an expanding parameter,
+    which SQLAlchemy renders into the statement's text again on every execution (about 20 us
+    of the claim's CPU)."""
+    return or_(*(column == value for value in values))
 
 
 def _detached(cls: type[T], values: dict[str, Any]) -> T:

@@ -28,6 +28,7 @@ from herald.models import (
     utcnow,
 )
 from herald.providers.registry import provider_for
+from herald.publishing import fastpath
 from herald.publishing.publisher import publish_post
 from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
@@ -299,3 +300,15 @@ def test_a_circuit_half_opened_during_the_call_is_closed_by_the_published_answer
     assert circuit.state is CircuitState.CLOSED
     assert fresh(Post, waiting.id).next_attempt_at <= utcnow()  # released at once
     assert fresh(PublishAttempt, attempts_of(post)[0].id).outcome == "published"
+
+
+@pytest.mark.parametrize("statement", ["claim", "published"])
+def test_the_two_statements_are_rendered_once_not_on_every_run(statement: str) -> None:
+    """No expanding (``IN`` list) parameter: SQLAlchemy would render the statement's text again
+    on every execution, about a tenth of the claim's client CPU."""
+    built = (
+        fastpath._claim_statement(True) if statement == "claim" else fastpath._published_statement()
+    )
+    compiled = built.compile(dialect=db.get_service_engine().dialect)
+    assert not compiled.post_compile_params
+    assert "POSTCOMPILE" not in str(compiled)
