@@ -104,7 +104,7 @@ def run(host: str, port: int, sandbox_port: int, database: Path) -> None:
     from herald.celery_app import app
     from herald.embedded import EmbeddedRuntime, prepare
     from herald.sandbox import run_in_thread
-    from herald.tasks.publishing import OrphanWatch
+    from herald.tasks.publishing import WorkerWatch
 
     with run_in_thread(host, sandbox_port) as sandbox:
         settings = standalone_settings(database, sandbox.url)
@@ -113,7 +113,7 @@ def run(host: str, port: int, sandbox_port: int, database: Path) -> None:
         server = uvicorn.Server(server_config(create_app(settings), settings, host, port))
         # The watch reconciles what a killed predecessor left publishing (the worker CLI runs
         # it on worker_ready, which an embedded worker does not send).
-        with EmbeddedRuntime(app, concurrency=4), OrphanWatch(settings.sweep_interval_s):
+        with EmbeddedRuntime(app, concurrency=4), WorkerWatch(settings.sweep_interval_s):
             api_url = f"http://{host}:{port}"
             click.echo(f"Herald standalone: API {api_url}   sandbox {sandbox.url}   {database}")
             click.echo(instructions(api_url, demo_token(settings), workspace_id))

@@ -1,35 +1,47 @@
 """Did the broker lose its messages since the sweep last looked?
 
-A Redis without persistence that restarts (or is flushed, or evicts under ``maxmemory``) loses
-every message it held: each ``queued`` post's ``publish`` is gone. Without a sign of it, the
-sweep takes such a message for lost only after ``HERALD_QUEUED_TIMEOUT_S`` (5 min).
+A Redis without persistence that restarts, or any Redis that is flushed (or evicts under
+``maxmemory``), loses every message it held: each ``queued`` post's ``publish`` is gone.
+Without a sign of it, the sweep takes such a message for lost only after
+``HERALD_QUEUED_TIMEOUT_S`` (5 min).
 
 The sign is a marker key the broker keeps (``herald:broker-epoch``, under the run's key
-prefix), set by the sweep when it is missing. Finding it missing means that what the broker held
-before is gone, or that this is its first use: every post waiting as ``queued`` is then sent
-again at once (:func:`herald.publishing.sweep.requeue_lost`). A post whose message did survive
-(a Redis with persistence that dropped only the marker, a message already in a worker's hands)
-gets a duplicate message, which is harmless: only one run can claim the post.
+prefix), set by the sweep or a worker's watch when it is missing. Finding it missing means that
+what the broker held before is gone, or that this is its first use: every post waiting as
+``queued`` is then sent again at once (:func:`herald.publishing.sweep.requeue_lost`). A post
+whose message did survive (a Redis with persistence that dropped only the marker, a message
+already in a worker's hands) gets a duplicate message, which is harmless: only one run can
+claim the post.
+
+On Redis a queue's binding to Herald's exchange is a key like any other. A flush takes the
+bindings too, and kombu then drops every message sent to the exchange without a word, until a
+worker starting up declares its queues again. So the sweep declares Herald's queues (idempotent,
+as every worker does at its start) before it looks at the marker.
 
 RabbitMQ keeps the persistent messages of its durable queues across restarts: nothing to check.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, cast
 
-from kombu import Connection
+from kombu import Connection, Queue
 
 from herald.models import utcnow
 
 MARKER = "herald:broker-epoch"
 
 
-def messages_lost(connection: Connection) -> bool:
+def messages_lost(connection: Connection, queues: Iterable[Queue]) -> bool:
     """Whether the broker's marker was missing (and is set now), through ``connection`` (made
-    as the workers' are, with the run's key prefix): Redis only, one ``SET NX``."""
+    as the workers' are, with the run's key prefix), after declaring ``queues`` again: Redis
+    only; a few ``SADD`` and one ``SET NX``."""
     with connection:
         if connection.transport.driver_type != "redis":
             return False
-        client = cast(Any, connection.default_channel).client  # kombu's Redis channel
+        channel = connection.default_channel
+        for queue in queues:
+            queue(channel).declare()
+        client = cast(Any, channel).client  # kombu's Redis channel: the key prefix applies
         return bool(client.set(MARKER, utcnow().isoformat(), nx=True))

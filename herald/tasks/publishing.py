@@ -23,6 +23,7 @@ from celery import signals
 from celery.canvas import Signature
 from kombu import Producer
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from herald import db
 from herald.broker import restarts
@@ -314,30 +315,37 @@ def reconcile_lost(self: HeraldTask, payload: ReconcileLost) -> str | None:
     )
 
 
-class OrphanWatch:
-    """Finds the posts of pool processes that died unseen, in a worker's main process: at the
-    worker's start, then every ``sweep_interval_s``.
+class WorkerWatch:
+    """Two looks a worker's main process takes, at the worker's start and then every
+    ``sweep_interval_s``, which no message can ask for.
 
-    A worker killed whole (``kill -9`` of its main process, the OOM killer choosing it) takes
-    its pool processes with it (Celery has them die with their parent), and no process sees
-    them die. A worker of the same pid namespace — the same one restarted, or another on the
+    **Orphans** (:meth:`look`): the posts of pool processes that died unseen. A worker killed
+    whole (``kill -9`` of its main process, the OOM killer choosing it) takes its pool
+    processes with it (Celery has them die with their parent), and no process sees them die. A
+    worker of the same pid namespace — the same one restarted, or another on the
     host — can prove them gone (:func:`herald.publishing.sweep.orphaned_attempts`); it has
     their posts reconciled as a lost pool process's are, within one call's timeout, instead of
     after ``HERALD_PUBLISHING_TIMEOUT_S``. Where nothing can be proven (a container restarted
     in a new namespace, another host) the sweep's timeout still applies.
+
+    **The broker** (:meth:`look_at_the_broker`): a Redis that lost everything it held (a flush,
+    a restart without persistence) lost Herald's queue bindings too, and every message sent to
+    the exchange since, ``sweep_stuck``'s from beat among them, is dropped without a word until
+    the queues are declared again (:mod:`herald.broker.restarts`). The watch declares them and,
+    if the broker's marker was gone, sends every queued post again at once.
     """
 
     def __init__(self, interval_s: float) -> None:
         self._interval_s = interval_s
         self._stopping = threading.Event()
         self._sent = RecentCounts(10_000)  # attempts already handed on, so each is sent once
-        self._thread = threading.Thread(target=self._run, name="herald-orphan-watch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="herald-worker-watch", daemon=True)
 
-    def start(self) -> OrphanWatch:
+    def start(self) -> WorkerWatch:
         self._thread.start()
         return self
 
-    def __enter__(self) -> OrphanWatch:
+    def __enter__(self) -> WorkerWatch:
         return self.start()
 
     def __exit__(self, *_: object) -> None:
@@ -373,24 +381,40 @@ class OrphanWatch:
             handed += 1
         return handed
 
+    def look_at_the_broker(self) -> int:
+        """One look at the broker: how many queued posts were sent again (0 unless it was
+        found emptied)."""
+        settings = get_settings()
+        if not _broker_emptied(settings):
+            return 0
+        with db.new_session() as session:
+            db.service_scope(session, "sweep_stuck")
+            return resend_lost(session, settings, broker_emptied=True)
+
     def _run(self) -> None:
         while not self._stopping.is_set():
-            try:
-                self.look()
-            except Exception as exc:  # the database or broker away: the next look tries again
-                error_type, error = describe_error(exc)
-                log.warning("publish.orphan_watch_failed", error_type=error_type, error=error)
+            for look in (self.look, self.look_at_the_broker):
+                try:
+                    look()
+                except Exception as exc:  # the database or broker away: the next look retries
+                    error_type, error = describe_error(exc)
+                    log.warning(
+                        "worker.watch_failed",
+                        look=look.__name__,
+                        error_type=error_type,
+                        error=error,
+                    )
             self._stopping.wait(self._interval_s)
 
 
-_watch: OrphanWatch | None = None
+_watch: WorkerWatch | None = None
 
 
 @signals.worker_ready.connect
 def _watch_for_orphans(**_: Any) -> None:
     global _watch  # noqa: PLW0603 - one watch per worker process
     if _watch is None:
-        _watch = OrphanWatch(get_settings().sweep_interval_s)
+        _watch = WorkerWatch(get_settings().sweep_interval_s)
         _watch.start()
 
 
@@ -419,16 +443,29 @@ def _settled(task: HeraldTask, outcome: Outcome, post_id: uuid.UUID) -> str | No
 
 
 def _broker_emptied(settings: Settings) -> bool:
-    """:func:`herald.broker.restarts.messages_lost`; False (the queued timeout still applies)
-    when the broker cannot be asked."""
+    """:func:`herald.broker.restarts.messages_lost` (Herald's queues declared again on the
+    way); False (the queued timeout still applies) when the broker cannot be asked."""
     try:
-        emptied = restarts.messages_lost(broker_connection(settings))
+        emptied = restarts.messages_lost(broker_connection(settings), app.amqp.queues.values())
     except Exception as exc:  # the sends below fail too, and say so
         log.warning("sweep.broker_unasked", error=describe_error(exc)[1])
         return False
     if emptied:
         log.warning("sweep.broker_emptied", detail="every queued post's message is sent again")
     return emptied
+
+
+def resend_lost(session: Session, settings: Settings, *, broker_emptied: bool = False) -> int:
+    """The sweep's first step (:func:`herald.publishing.sweep.requeue_lost`): posts whose
+    message is lost are committed as sent again, sent, and the sends confirmed. Returns how
+    many."""
+    requeued = requeue_lost(session, settings, broker_emptied=broker_emptied)
+    session.commit()
+    if requeued:
+        send_claimed(requeued)
+        confirm_sent(session, [post.post_id for post in requeued])
+        session.commit()
+    return len(requeued)
 
 
 @app.task(
@@ -441,11 +478,6 @@ def _broker_emptied(settings: Settings) -> bool:
 )
 def sweep_stuck(self: HeraldTask, payload: NoArguments) -> dict[str, int]:
     settings = get_settings()
-    requeued = requeue_lost(self.session, settings, broker_emptied=_broker_emptied(settings))
-    self.session.commit()
-    if requeued:  # sent once committed, then confirmed (as the dispatcher's batches)
-        send_claimed(requeued)
-        confirm_sent(self.session, [post.post_id for post in requeued])
-        self.session.commit()
+    requeued = resend_lost(self.session, settings, broker_emptied=_broker_emptied(settings))
     resolved = resolve_dead_workers(self.session, settings, _keys())
-    return {"requeued": len(requeued), **resolved}
+    return {"requeued": requeued, **resolved}

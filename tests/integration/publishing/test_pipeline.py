@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 from kombu.exceptions import OperationalError
 from sqlalchemy import func, select
 
@@ -180,34 +181,61 @@ def test_redis_restart_while_posts_are_queued_loses_nothing(
     private_redis: RedisServer,
     private_redis_broker: Broker,
 ) -> None:
-    """On a Redis of this test's own: the shared one is never restarted. The sweep's next run
-    sees the broker emptied and sends every queued post again, without waiting for
-    ``HERALD_QUEUED_TIMEOUT_S`` (5 min)."""
+    """On a Redis of this test's own: the shared one is never restarted. A worker's watch sees
+    the broker emptied when it first looks and sends every queued post again, without waiting
+    for ``HERALD_QUEUED_TIMEOUT_S`` (5 min) or a sweep."""
     broker = private_redis_broker
     on_private = pub_settings.model_copy(update={"broker_url": private_redis.url})
 
-    def messages_lost() -> bool:  # as the sweep task asks
-        return restarts.messages_lost(broker_connection(on_private))
+    def messages_lost() -> bool:  # as the sweep and the watch ask
+        return restarts.messages_lost(
+            broker_connection(on_private), broker.app.amqp.queues.values()
+        )
 
-    with service_session() as s:  # a sweep run before: nothing lost, the marker set
-        assert requeue_lost(s, pub_settings, broker_emptied=messages_lost()) == []
-    assert not messages_lost()  # the broker kept what it held since
+    assert messages_lost()  # this Redis's first use: the marker is set now
+    assert not messages_lost()  # ... and kept while the broker keeps what it holds
     due_posts([connect("mastodon"), connect("bluesky")], 40)
     assert dispatch_once(pub_settings, broker) == 40  # 40 publish messages now wait in Redis
     assert broker.queue_sizes()["publish"] == 40
     private_redis.restart()  # this Redis keeps nothing on disk: every queued message is gone
     assert broker.queue_sizes()["publish"] == 0
-    start_worker_process(pub_settings, name="after-restart", broker=broker)
     assert statuses()["queued"] == 40  # nobody will publish them by message any more
 
-    with service_session() as s:  # the sweep's next run, with the default timeouts
-        requeued = requeue_lost(s, pub_settings, broker_emptied=messages_lost())
-    for post in requeued:
-        broker.send(publish_signature(post))
-    assert len(requeued) == 40
-    assert not messages_lost()
+    start_worker_process(pub_settings, name="after-restart", broker=broker)
     wait_until(lambda: statuses()["published"] == 40, 60, "40 posts published")
     assert len(sandbox.posts()) == 40
+    assert not messages_lost()  # the worker's watch set the marker again
+
+
+@pytest.mark.slow
+def test_a_redis_flushed_under_a_running_worker_loses_nothing(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    start_worker_process: StartWorker,
+    private_redis: RedisServer,
+    private_redis_broker: Broker,
+) -> None:
+    """``FLUSHALL`` takes the queued messages and the queues' bindings: every message sent to
+    the exchange afterwards (the dispatcher's, beat's ``sweep_stuck``) was dropped without a
+    word until a worker restarted. The worker's own watch, every ``HERALD_SWEEP_INTERVAL_S``,
+    declares the queues again and sends every queued post again."""
+    broker = private_redis_broker
+    start_worker_process(pub_settings, name="flushed", broker=broker, HERALD_SWEEP_INTERVAL_S="1")
+    due_posts([connect("mastodon")], 4)
+    assert dispatch_once(pub_settings, broker) == 4
+    wait_until(lambda: statuses()["published"] == 4, 30, "4 posts published")
+
+    redis.Redis.from_url(private_redis.url).flushall()
+    bluesky = connect("bluesky")
+    for i in range(3):
+        new_post(bluesky, content=f"after the flush {i}")
+    assert dispatch_once(pub_settings, broker) == 3  # sent into a broker with no bindings
+    wait_until(lambda: statuses()["published"] == 7, 30, "the 3 posts sent after the flush")
+    assert sorted(p["text"] for p in sandbox.posts("bluesky")) == [
+        f"after the flush {i}" for i in range(3)
+    ]
 
 
 def test_posts_the_dispatcher_could_not_send_go_to_the_sweeps_next_run(
@@ -306,4 +334,4 @@ def test_rabbitmq_keeps_its_messages_and_is_never_taken_for_emptied(pub_settings
     """Durable queues, persistent messages: a RabbitMQ restart loses no publish message, so the
     sweep asks nothing of it (and sends nothing again)."""
     on_rabbit = pub_settings.model_copy(update={"broker_url": AMQP_URL})
-    assert not restarts.messages_lost(broker_connection(on_rabbit))
+    assert not restarts.messages_lost(broker_connection(on_rabbit), [])
