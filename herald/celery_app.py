@@ -143,6 +143,8 @@ def _zero_series(sender: Any = None, **_: Any) -> None:
     # The heartbeat is routed to every queue by beat, not by the routes.
     metrics.zero_task_series([*pairs, *((HEARTBEAT_TASK, queue) for queue in QUEUES)])
     metrics.zero_publish_series(provider_names(), PUBLISH_OUTCOMES)
+    for reason in metrics.RESENT_REASONS:
+        metrics.posts_resent.prime({"reason": reason})
 
 
 @signals.worker_process_shutdown.connect

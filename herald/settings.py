@@ -381,7 +381,7 @@ class Settings(BaseSettings):
         gt=0,
         description=(
             "Beat tick of the stuck-post sweep; also how often each worker looks for posts of "
-            "its pid namespace's dead processes."
+            "its pid namespace's dead processes, and at a Redis broker that lost its messages."
         ),
     )
     queued_timeout_s: float = Field(

@@ -178,6 +178,20 @@ DEFAULT_RULES: tuple[RuleSpec, ...] = (
         runbook="docs/alerts.md#publishing-workers-lost",
     ),
     RuleSpec(
+        name="Broker lost messages",
+        description=(
+            "The broker lost every message it held (a Redis restart without persistence, a "
+            "flush): queued posts were sent again."
+        ),
+        metric="events.count",
+        window_s=HOUR,
+        comparison=">",
+        threshold=0,
+        filters={"name": "broker.messages_lost"},
+        severity=Severity.WARNING,
+        runbook="docs/alerts.md#broker-lost-messages",
+    ),
+    RuleSpec(
         name="Webhook subscriptions paused",
         description="An integrator's webhook subscription kept failing and was paused.",
         metric="events.count",

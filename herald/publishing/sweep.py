@@ -37,7 +37,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -63,7 +63,7 @@ from herald.publishing.reconcile import Verdict, reconcile
 from herald.publishing.transitions import move
 from herald.security.crypto import KeyRing
 from herald.settings import ProviderNotConfigured, Settings
-from herald.telemetry import metrics
+from herald.telemetry import counters, metrics
 from herald.telemetry.context import process_gone
 from herald.telemetry.tracing import TraceContext, in_post_trace
 
@@ -72,6 +72,8 @@ log = structlog.get_logger("herald.publishing")
 _MAX_RESOLVE_BACKOFF_S = 3600.0
 # Open attempts of one namespace read per look: far more than a host's pool processes.
 _ORPHANS_PER_LOOK = 1000
+#: The event counter of posts sent again because the broker lost everything it held.
+BROKER_LOST_MESSAGES = "broker.messages_lost"
 
 
 def requeue_lost(
@@ -80,30 +82,46 @@ def requeue_lost(
     """Queued posts whose message is presumed lost; the caller enqueues after commit, then
     confirms the sends (:func:`herald.publishing.dispatch.confirm_sent`).
 
-    Lost: sent more than ``queued_timeout_s`` ago and not run (the broker lost it, or it was
-    never delivered), or sent at any time before the broker was seen emptied
-    (``broker_emptied``: :mod:`herald.broker.restarts`), or claimed more than
-    ``send_timeout_s`` ago and never confirmed sent (the dispatcher, or this sweep, died
-    between its commit and its sends)."""
+    Lost, as ``herald_posts_resent_total`` counts them by reason: sent more than
+    ``queued_timeout_s`` ago and not run, or its send failed (``message_lost``); sent at any
+    time before the broker was seen emptied (``broker_emptied``: :mod:`herald.broker.restarts`);
+    claimed more than ``send_timeout_s`` ago and never confirmed sent, its dispatcher (or a
+    sweep) dead between its commit and its sends (``never_sent``)."""
     service_scope(session, "sweep_stuck")
     now = utcnow()
-    cutoff = now - timedelta(seconds=settings.queued_timeout_s)
-    unsent = now - timedelta(seconds=settings.send_timeout_s)
+    sent_before = (
+        Post.queued_at.is_not(None)
+        if broker_emptied
+        else Post.queued_at < now - timedelta(seconds=settings.queued_timeout_s)
+    )
+    never_sent = and_(
+        Post.queued_at.is_(None),
+        Post.updated_at < now - timedelta(seconds=settings.send_timeout_s),
+    )
+    # Each taken post's updated_at becomes now, so the second never takes the first's again.
+    lost = _take_queued(session, sent_before, now)
+    unsent = _take_queued(session, never_sent, now)
+    metrics.posts_resent.add(
+        len(lost), {"reason": "broker_emptied" if broker_emptied else "message_lost"}
+    )
+    metrics.posts_resent.add(len(unsent), {"reason": "never_sent"})
+    if broker_emptied and lost:  # the default rule "Broker lost messages" reads this
+        counters.increment(session, BROKER_LOST_MESSAGES, len(lost))
+    if lost or unsent:
+        log.warning("sweep.requeued", count=len(lost) + len(unsent), never_sent=len(unsent))
+    return lost + unsent
+
+
+def _take_queued(session: Session, which: ColumnElement[bool], now: datetime) -> list[Claimed]:
+    """The queued posts matching ``which``, marked as to be sent again (``queued_at`` empty
+    until the send is confirmed)."""
     rows = session.execute(
         update(Post)
-        .where(
-            Post.status == PostStatus.QUEUED,
-            or_(
-                Post.queued_at.is_not(None) if broker_emptied else Post.queued_at < cutoff,
-                and_(Post.queued_at.is_(None), Post.updated_at < unsent),
-            ),
-        )
+        .where(Post.status == PostStatus.QUEUED, which)
         .values(queued_at=None, updated_at=now)
         .returning(*CLAIMED_COLUMNS)
         .execution_options(synchronize_session=False)
     ).all()
-    if rows:
-        log.warning("sweep.requeued", count=len(rows))
     return [Claimed.of(row) for row in rows]
 
 

@@ -252,6 +252,14 @@ sweep_resolutions = Counter(
     "Posts stuck in publishing that the sweep handled, by provider and result.",
     ("provider", "result"),
 )
+posts_resent = Counter(
+    "herald.posts.resent",
+    "Queued posts whose publish message the sweep sent again, by why it was taken for lost: "
+    "message_lost (queued past HERALD_QUEUED_TIMEOUT_S, or its send failed), never_sent (its "
+    "dispatcher died between claim and send), broker_emptied (Redis lost what it held).",
+    ("reason",),
+)
+RESENT_REASONS = ("message_lost", "never_sent", "broker_emptied")
 service_scope_uses = Counter(
     "herald.service_scope.uses",
     "Task runs whose session was opened to every workspace (the service role), by task: a "

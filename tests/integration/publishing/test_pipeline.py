@@ -19,13 +19,14 @@ from sqlalchemy import func, select
 
 from herald.broker import restarts
 from herald.celery_app import broker_connection
-from herald.models import Post, PostStatus, PublishAttempt, utcnow
+from herald.models import EventCount, Post, PostStatus, PublishAttempt, utcnow
 from herald.publishing.dispatch import claim_due_posts, confirm_sent, dispatch_due_posts
-from herald.publishing.sweep import requeue_lost, resolve_dead_workers
+from herald.publishing.sweep import BROKER_LOST_MESSAGES, requeue_lost, resolve_dead_workers
 from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
 from herald.tasks.publishing import publish_signature, send_claimed
+from herald.telemetry import metrics
 from tests.fixtures.brokers import AMQP_URL, Broker
 from tests.fixtures.database import service_session
 from tests.fixtures.polling import eventually
@@ -43,6 +44,12 @@ def statuses() -> Counter[str]:
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll ``predicate``; a timeout names ``what`` and shows the statuses it ended on."""
     eventually(statuses, timeout, what, until=lambda _: predicate(), every=0.2)
+
+
+def resent(reason: str) -> float:
+    """``herald_posts_resent_total{reason}`` in this process."""
+    sample = metrics.REGISTRY.get_sample_value("herald_posts_resent_total", {"reason": reason})
+    return sample or 0.0
 
 
 def dispatch_once(settings: Settings, broker: Broker) -> int:
@@ -205,6 +212,11 @@ def test_redis_restart_while_posts_are_queued_loses_nothing(
     wait_until(lambda: statuses()["published"] == 40, 60, "40 posts published")
     assert len(sandbox.posts()) == 40
     assert not messages_lost()  # the worker's watch set the marker again
+    with service_session() as s:  # what the default rule "Broker lost messages" reads
+        counted = s.scalar(
+            select(func.sum(EventCount.count)).where(EventCount.name == BROKER_LOST_MESSAGES)
+        )
+    assert counted == 40
 
 
 @pytest.mark.slow
@@ -279,12 +291,18 @@ def test_posts_of_a_dispatcher_killed_before_its_sends_go_to_the_sweep_within_se
         confirmed = dispatch_due_posts(s, pub_settings, lambda posts: None)
     assert confirmed == 2
 
+    resent_before = {reason: resent(reason) for reason in metrics.RESENT_REASONS}
     with service_session() as s:  # within the send timeout the dispatcher may still be sending
         assert requeue_lost(s, pub_settings) == []
     overdue = pub_settings.model_copy(update={"send_timeout_s": 1e-6})
     with service_session() as s:
         requeued = requeue_lost(s, overdue)
     assert sorted(post.post_id for post in requeued) == sorted(post.post_id for post in claimed)
+    assert {reason: resent(reason) - resent_before[reason] for reason in resent_before} == {
+        "never_sent": 4,
+        "message_lost": 0,
+        "broker_emptied": 0,
+    }
     with service_session() as s:  # the sweep's own sends are confirmed like a dispatcher's
         assert requeue_lost(s, pub_settings) == []  # ... not taken again while it sends them
         assert confirm_sent(s, [post.post_id for post in requeued]) == 4
