@@ -24,6 +24,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -131,8 +133,26 @@ class Channel(kombu_redis.Channel):
     reach Redis after Celery closed its connection (see :meth:`_connparams`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Before kombu's own set-up, which may already send commands through conn_or_acquire.
+        self._commands: tuple[Any, Any] | None = None
         super().__init__(*args, **kwargs)
         self._connection_info = self.connection.client
+
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        """The client for one command or pipeline: kombu builds a new redis-py client for
+        every one (every send's binding lookup and push, every ack), and building one fills a
+        table of about 200 reply callbacks: an eighth of a dispatcher's CPU and of a worker's
+        main process. This channel keeps one per connection pool (a client is only the pool
+        and that table; a new pool, after a fork or a lost connection, gets a new client)."""
+        if client is not None:
+            yield client
+            return
+        pool = self.pool
+        commands = self._commands
+        if commands is None or commands[0] is not pool:
+            commands = self._commands = (pool, self._create_client())  # type: ignore[attr-defined]
+        yield commands[1]
 
     def _connparams(self, asynchronous: bool = False) -> Any:
         # On a lost broker connection Celery (5.7) closes the kombu Connection, which clears
