@@ -58,7 +58,7 @@ from herald.celery_app import create_app
 from herald.migrations import runner
 from herald.models import Post, PostStatus, Workspace, utcnow
 from herald.providers.base import Account
-from herald.publishing.dispatch import Claimed, confirm_sent, dispatch_due_posts
+from herald.publishing.dispatch import Claimed, commit_and_hand_over, dispatch_due_posts
 from herald.publishing.sweep import requeue_lost
 from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
@@ -332,13 +332,8 @@ def dispatch_until(
             dispatch_due_posts(s, settings, lambda claimed: send(sender, claimed))
             if time.perf_counter() >= next_sweep:  # as beat's sweep would: lost messages
                 lost = requeue_lost(s, settings)
+                commit_and_hand_over(s, lost, lambda posts: send(sender, posts))
                 next_sweep = time.perf_counter() + settings.sweep_interval_s
-            else:
-                lost = []
-        send(sender, lost)
-        if lost:  # as sweep_stuck does
-            with db.session_scope() as s:
-                confirm_sent(s, [post.post_id for post in lost])
         if time.perf_counter() >= next_check:
             if done():
                 return time.perf_counter() - started

@@ -169,6 +169,18 @@ def mark_unsent(session: Session, settings: Settings, post_ids: list[uuid.UUID])
     return result.rowcount
 
 
+def commit_and_hand_over(
+    session: Session, posts: list[Claimed], hand_over: Callable[[list[Claimed]], None]
+) -> None:
+    """Commit the claim of ``posts`` (the dispatcher's batch, the sweep's lost posts), hand
+    them over (send their messages) and confirm the sends (:func:`confirm_sent`)."""
+    session.commit()
+    if posts:
+        hand_over(posts)
+        confirm_sent(session, [post.post_id for post in posts])
+        session.commit()
+
+
 def dispatch_due_posts(
     session: Session, settings: Settings, hand_over: Callable[[list[Claimed]], None]
 ) -> int:
@@ -181,11 +193,7 @@ def dispatch_due_posts(
     total = 0
     while True:
         claimed = claim_due_posts(session, settings)
-        session.commit()
-        if claimed:
-            hand_over(claimed)
-            confirm_sent(session, [post.post_id for post in claimed])
-            session.commit()
+        commit_and_hand_over(session, claimed, hand_over)
         total += len(claimed)
         if (
             len(claimed) < settings.dispatch_batch_size

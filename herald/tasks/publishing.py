@@ -41,7 +41,13 @@ from herald.contracts import (
 from herald.models import utcnow
 from herald.publishing import editing
 from herald.publishing.claiming import Outcome
-from herald.publishing.dispatch import Claimed, confirm_sent, dispatch_due_posts, mark_unsent
+from herald.publishing.dispatch import (
+    Claimed,
+    commit_and_hand_over,
+    confirm_sent,
+    dispatch_due_posts,
+    mark_unsent,
+)
 from herald.publishing.publisher import publish_post, record_answer
 from herald.publishing.recording import OutcomeNotRecorded
 from herald.publishing.scheduling import SchedulingError, schedule_post
@@ -460,11 +466,7 @@ def resend_lost(session: Session, settings: Settings, *, broker_emptied: bool = 
     message is lost are committed as sent again, sent, and the sends confirmed. Returns how
     many."""
     requeued = requeue_lost(session, settings, broker_emptied=broker_emptied)
-    session.commit()
-    if requeued:
-        send_claimed(requeued)
-        confirm_sent(session, [post.post_id for post in requeued])
-        session.commit()
+    commit_and_hand_over(session, requeued, send_claimed)
     return len(requeued)
 
 
