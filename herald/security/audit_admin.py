@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from herald.models import AuditEvent, AuditPersonalData
 from herald.security import audit, checkpoints
 from herald.security.audit import Actor, EventType, Severity
-from herald.security.audit_verify import verify_chain
+from herald.security.audit_verify import PURGE, verify_chain
 from herald.settings import Settings
 
 _TRIGGERS = ("audit_events_append_only", "audit_events_no_truncate")
@@ -74,7 +74,7 @@ def purge(session: Session, settings: Settings, before: datetime, actor: Actor) 
         )
     cut_hash = session.scalar(select(AuditEvent.hash).where(AuditEvent.sequence == cut))
     assert cut_hash is not None
-    checkpoint = checkpoints.write(session, settings, reason="purge", at_sequence=(cut, cut_hash))
+    checkpoint = checkpoints.write(session, settings, reason=PURGE, at_sequence=(cut, cut_hash))
     session.execute(delete(AuditPersonalData).where(AuditPersonalData.sequence <= cut))
     with append_only_lifted(session):
         deleted = _count(session.execute(delete(AuditEvent).where(AuditEvent.sequence <= cut)))

@@ -11,7 +11,8 @@ The walk goes in ``sequence`` order and stops at the first row that is wrong, na
   by someone able to recompute hashes; the first row after the last checkpoint that still
   matches is named (nothing finer is knowable without the key);
 - a checkpoint beyond the last row, or a chain head ahead of it: a **truncated tail**;
-- rows missing before the first one with no checkpoint at the cut: a **truncated head**.
+- rows missing before the first one with no purge's checkpoint at the cut, or with no
+  ``audit.purge`` row after it naming the cut: a **truncated head**.
 
 Checkpoints are checked first: a file that is malformed, signed by an unknown key or with a bad
 signature (**forged**), or that repeats or does not follow the one signed before it
@@ -29,13 +30,15 @@ from sqlalchemy.orm import Session
 
 from herald.models import AuditChainHead, AuditEvent, AuditVerification
 from herald.security import checkpoints
-from herald.security.audit import GENESIS, chain_hash
+from herald.security.audit import GENESIS, EventType, chain_hash
 from herald.security.checkpoints import Checkpoint, CheckpointKeys
 from herald.settings import Settings, get_settings
 
 log = structlog.get_logger("herald.audit")
 
 _RECENT = 4096  # hashes remembered to tell an insertion from an edit
+PURGE = "purge"  # the reason of the checkpoint a purge writes at its cut
+PURGE_EVENT = EventType.AUDIT_PURGE.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,16 +102,32 @@ class _Walk:
         self.last_good = 0
         self.checked = 0
         self.recent: OrderedDict[str, int] = OrderedDict()
+        self.cut = 0  # the row a purge cut the chain at (0: the chain starts at row 1)
+        self.cut_recorded = False  # the purge's own row, naming that cut, was found
 
     def start(self, first: AuditEvent) -> None:
-        """The chain's start: row 1 after the genesis hash, or a purge's cut."""
+        """The chain's start: row 1 after the genesis hash, or a purge's cut. Only a purge's
+        checkpoint anchors a cut (a scheduled one at the same row would let rows be deleted
+        up to any checkpoint), and the purge's own ``audit.purge`` row must follow it
+        (:meth:`finish`)."""
         if first.sequence == 1:
             return
         cut = first.sequence - 1
-        anchors = [cp for _, cp in self.by_sequence.get(cut, []) if cp.hash == first.prev_hash]
+        anchors = [
+            (name, cp) for name, cp in self.by_sequence.get(cut, []) if cp.hash == first.prev_hash
+        ]
         if not anchors:
             raise _Break(1, f"rows 1-{cut} are missing and no checkpoint anchors the cut")
+        if not any(cp.reason == PURGE for _, cp in anchors):
+            name = anchors[0][0]
+            raise _Break(
+                1,
+                f"rows 1-{cut} are missing: checkpoint {name} at row {cut} was not written by "
+                "a purge",
+                name,
+            )
         self.prev, self.expected, self.last_good = first.prev_hash, first.sequence, cut
+        self.cut = cut
 
     def step(self, event: AuditEvent) -> None:
         if event.sequence != self.expected:
@@ -138,6 +157,8 @@ class _Walk:
                     name,
                 )
             self.last_good = event.sequence
+        if self.cut and _records_the_purge(event, self.cut):
+            self.cut_recorded = True
         self.recent[event.hash] = event.sequence
         if len(self.recent) > _RECENT:
             self.recent.popitem(last=False)
@@ -146,6 +167,12 @@ class _Walk:
         self.checked += 1
 
     def finish(self, head_sequence: int) -> None:
+        if self.cut and not self.cut_recorded:
+            raise _Break(
+                1,
+                f"rows 1-{self.cut} are missing: a purge checkpoint anchors the cut, but no "
+                f"{PURGE_EVENT} row records it (the purge's row was deleted)",
+            )
         beyond = [
             (name, cp)
             for items in self.by_sequence.values()
@@ -166,6 +193,11 @@ class _Walk:
                 f"rows from {self.expected} on are missing (truncated tail): the chain head "
                 f"is at row {head_sequence}",
             )
+
+
+def _records_the_purge(event: AuditEvent, cut: int) -> bool:
+    details = event.details if isinstance(event.details, dict) else {}
+    return event.event_type == PURGE_EVENT and details.get("cut") == cut
 
 
 def verify_chain(session: Session, settings: Settings | None = None) -> ChainReport:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from herald.models import AuditChainHead, AuditEvent
 from herald.security import checkpoints
 from herald.security.audit import Actor, EventType, chain_hash, record
-from herald.security.audit_admin import append_only_lifted
+from herald.security.audit_admin import append_only_lifted, purge
 from herald.security.audit_verify import verify_chain
 from herald.security.checkpoints import CheckpointKeys, generate_signing_key
 from herald.settings import Settings
@@ -138,6 +138,26 @@ def truncate_head(log: Log) -> None:
         log.session.execute(delete(AuditEvent).where(AuditEvent.sequence <= 2))
 
 
+def truncate_head_at_a_checkpoint(log: Log) -> None:
+    """Rows 1-3 deleted up to the scheduled checkpoint at row 3: only a purge's checkpoint,
+    followed by the purge's own row, may anchor a cut."""
+    with append_only_lifted(log.session):
+        log.session.execute(delete(AuditEvent).where(AuditEvent.sequence <= 3))
+
+
+def truncate_head_at_a_purge_checkpoint_and_its_record(log: Log) -> None:
+    """A real purge, then its ``audit.purge`` row (the record of who cut, and where) deleted
+    and the head moved back: the cut is anchored, but no purge is on record for it."""
+    purge(log.session, log.settings, log.row(4).occurred_at, Actor("user", "u-1"))
+    purged = log.session.scalar(
+        select(AuditEvent.sequence).where(AuditEvent.event_type == EventType.AUDIT_PURGE.value)
+    )
+    assert purged == 7
+    with append_only_lifted(log.session):
+        log.session.execute(delete(AuditEvent).where(AuditEvent.sequence == purged))
+    log.set_head(6)
+
+
 def rewrite_the_chain(log: Log) -> None:
     """Edit row 4 and recompute every hash after it: every link holds, only the checkpoint
     at row 6 tells."""
@@ -207,6 +227,8 @@ VECTORS: list[tuple[Tamper, int | None, str]] = [
     (truncate_tail, 5, "(truncated tail): checkpoint"),
     (truncate_tail_after_the_last_checkpoint, 7, "(truncated tail): the chain head"),
     (truncate_head, 1, "rows 1-2 are missing and no checkpoint anchors the cut"),
+    (truncate_head_at_a_checkpoint, 1, "rows 1-3 are missing: checkpoint"),
+    (truncate_head_at_a_purge_checkpoint_and_its_record, 1, "no audit.purge row records"),
     (rewrite_the_chain, 4, "rows after 3 were rewritten: row 6 does not match checkpoint"),
     (forge_a_checkpoint, 6, "bad signature or an unknown key (forged)"),
     (edit_a_checkpoint, 6, "bad signature or an unknown key (forged)"),
