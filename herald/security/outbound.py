@@ -19,6 +19,8 @@ What it enforces, for the first request and every redirect alike:
   cannot hold the caller (the body, read by the caller, is the caller's to bound);
 - no cookie is kept (:func:`cookieless`): the client is shared by every workspace, and a
   cookie one receiver set would go back with another workspace's delivery to the same host;
+- its spans name the destination's origin only (:data:`~herald.telemetry.spans.OPAQUE_URL`):
+  the path of a URL a user gave may be its secret (a Slack incoming webhook's is);
 - a redirect's own body is read up to :data:`MAX_REDIRECT_BODY` bytes: httpx reads it
   before following the redirect, and one that never ended held the caller for as long as it
   flowed. A longer one is refused.
@@ -44,6 +46,7 @@ import httpx
 
 from herald.providers.bounded import DeadlineBackend, call_deadline, cookieless
 from herald.settings import Settings
+from herald.telemetry.spans import OPAQUE_URL
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: The largest redirect body followed (httpx reads it; what it says is never used).
@@ -281,6 +284,7 @@ def client(
 
     def check(request: httpx.Request) -> None:
         policy.check_url(request.url)
+        request.extensions[OPAQUE_URL] = True  # its span keeps the origin only
 
     def bounded_redirect(response: httpx.Response) -> None:
         if response.has_redirect_location and isinstance(response.stream, httpx.SyncByteStream):

@@ -5,7 +5,9 @@
   SQLAlchemy's and httpx's alike, so any span of a flow can be found by its correlation id.
 - :func:`redact_http_request` is the httpx instrumentation's request hook: the URL attributes
   lose their path secrets (Telegram's ``/bot<token>/``, a Discord webhook's token) and their
-  query string (Threads sends ``access_token`` there) before anything else sees the span.
+  query string (Threads sends ``access_token`` there) before anything else sees the span. A
+  request marked :data:`OPAQUE_URL` (the outbound client's: a URL a user or operator gave, whose
+  path may be the secret itself, as a Slack incoming webhook's is) keeps its origin only.
 - :class:`RedactingSpanExporter` wraps whatever exporter is configured (OTLP, file, console,
   in-memory in tests) and applies :mod:`herald.redaction` to every span on its way out: the
   name, attributes, event attributes (an exception's message and stack trace), link
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
@@ -35,6 +38,9 @@ from herald.telemetry import context
 CORRELATION_ATTRIBUTE = "herald.correlation_id"
 WORKSPACE_ATTRIBUTE = "herald.workspace_id"
 _URL_ATTRIBUTES = ("http.url", "url.full")
+#: A request extension: the URL is one a user or operator supplied (a webhook, an alert
+#: receiver, a media file), opaque to Herald; its span keeps scheme, host and port only.
+OPAQUE_URL = "herald.opaque_url"
 
 
 class CorrelationSpanProcessor(SpanProcessor):
@@ -58,19 +64,34 @@ class CorrelationSpanProcessor(SpanProcessor):
 
 
 def redact_http_request(span: ApiSpan, request: Any) -> None:
-    """httpx request hook: the URL attributes without path secrets or query string."""
+    """httpx request hook: the URL attributes without path secrets or query string (without
+    any path, for an :data:`OPAQUE_URL` request)."""
     attributes: Mapping[str, Any] = getattr(span, "attributes", None) or {}
     if not span.is_recording() or not attributes:
         return
+    opaque = bool((getattr(request, "extensions", None) or {}).get(OPAQUE_URL))
     for key in _URL_ATTRIBUTES:
         value = attributes.get(key)
         if isinstance(value, str):
-            span.set_attribute(key, redact_url(value))
+            span.set_attribute(key, origin_of(value) if opaque else redact_url(value))
     path = attributes.get("url.path")
     if isinstance(path, str):
-        span.set_attribute("url.path", redact_text(path))
+        span.set_attribute("url.path", REDACTED if opaque else redact_text(path))
     if attributes.get("url.query"):
         span.set_attribute("url.query", REDACTED)
+
+
+def origin_of(url: str) -> str:
+    """``url``'s scheme, host and port, its path (if any) replaced by :data:`REDACTED`."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        host = parts.hostname or ""
+    except ValueError:
+        return REDACTED
+    host = f"[{host}]" if ":" in host else host
+    origin = f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+    return f"{origin}/{REDACTED}" if parts.path.strip("/") else f"{origin}/"
 
 
 def _redacted_value(key: str, value: Any) -> Any:

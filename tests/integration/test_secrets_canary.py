@@ -30,6 +30,7 @@ import pytest
 from celery import Celery
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from pydantic import SecretStr
 from sqlalchemy import MetaData, select
 from sqlalchemy.engine import Engine
@@ -41,7 +42,7 @@ from herald.alerts.rules import RuleSpec
 from herald.api import create_app
 from herald.models import AlertRule, Integration, Post, PostStatus, TokenRefreshAttempt
 from herald.sandbox import SandboxClient, SandboxServer
-from herald.security import signing
+from herald.security import outbound, signing
 from herald.security.crypto import KeyRing
 from herald.settings import AlertReceiver, Settings, use_settings
 from herald.webhooks import subscriptions
@@ -329,3 +330,38 @@ def _alert_notifications(settings: Settings) -> list[str]:
         server.shutdown()
         server.server_close()
     return received
+
+
+def test_a_secret_in_the_path_of_a_users_url_reaches_no_span(
+    spans: InMemorySpanExporter, canary_settings: Settings
+) -> None:
+    """A Slack incoming webhook's URL is its secret (``/services/T…/B…/<secret>``), and an
+    integrator's webhook path may be too: the outbound client's spans (alert receivers,
+    webhook deliveries, media downloads) keep the URL's origin only."""
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    secret = f"{MARKER}{uuid.uuid4().hex}"
+    origin = f"http://127.0.0.1:{server.server_address[1]}"
+    allowed = canary_settings.model_copy(update={"outbound_allow_hosts": ["127.0.0.1"]})
+    try:
+        with outbound.client(allowed) as client:
+            client.post(f"{origin}/services/T0001/B0002/{secret}?channel={secret}", content=b"{}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    exported = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    assert exported, "the request made no client span"
+    attributes = {k: v for s in exported for k, v in (s.attributes or {}).items() if "url" in k}
+    assert attributes["url.full" if "url.full" in attributes else "http.url"].startswith(origin)
+    assert [s.to_json() for s in exported if secret in s.to_json() or "B0002" in s.to_json()] == []
