@@ -24,11 +24,22 @@ import httpcore
 import httpx
 
 
+class _NoCookies(http.cookiejar.CookieJar):
+    """A jar that reads no ``Set-Cookie`` and writes no ``Cookie``: not even the policy's
+    work of refusing each one is done (about 30 us of every call's CPU)."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def add_cookie_header(self, request: Any) -> None:
+        return None
+
+
 def cookieless() -> http.cookiejar.CookieJar:
     """A cookie jar that keeps no cookie and so sends none, for an ``httpx.Client`` shared by
     workspaces (httpx keeps every cookie an answer sets and sends it with the next request to
     that host, whoever's it is)."""
-    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    return _NoCookies()
 
 
 #: When the call under way must be over (``time.monotonic()``); None outside a call.
