@@ -124,7 +124,7 @@ def _decoded_body(envelope: dict[str, Any]) -> Any:
         return None
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         return text
 
 
@@ -204,7 +204,10 @@ class Channel(kombu_redis.Channel):
         try:
             check_envelope(item)
         except EnvelopeRefused as refused:
-            identity, raw = refused_item(item)
+            try:
+                identity, raw = refused_item(item)
+            except Exception:  # what the letter reveals is a courtesy: keep the item as it came
+                identity, raw = Identity(), item
             record_dead_letter(
                 str(refused),
                 identity,

@@ -228,6 +228,11 @@ def envelope_poisons() -> list[Poison]:
         )
     )
     secret_body["properties"]["priority"] = "high"
+    # Refused for its envelope, with a body nested deeper than the JSON parser goes: reading
+    # the body for the dead letter raises RecursionError, not ValueError.
+    deep_body = json.loads(envelope(b"[" * 5000 + b"]" * 5000, JSON, _headers("x"), "default"))
+    deep_body["properties"].pop("delivery_tag")
+    deep_body["marker"] = "deep-body"
     return [
         Poison("raw-garbage", "not JSON", raw_item(b"\x00\xff raw-garbage")),
         Poison("json-array", "not a kombu envelope", raw_item(b'["json-array", 1, 2]')),
@@ -246,6 +251,7 @@ def envelope_poisons() -> list[Poison]:
             raw_item(json.dumps(secret_body)),
             task_id="poison-secret-base64",
         ),
+        Poison("deep-body", "no delivery_tag", raw_item(json.dumps(deep_body))),
         Poison(
             "huge-item",
             "bytes, more than the",
