@@ -230,12 +230,13 @@ class ProviderHTTP:
 
 
 def json_body(response: httpx.Response) -> Any:
-    """The response's JSON, or None when the body is empty, not JSON, or not decodable."""
+    """The response's JSON, or None when the body is empty, not JSON, not decodable, or nested
+    deeper than the parser goes (RecursionError: a hostile or broken answer)."""
     if not response.content:
         return None
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 

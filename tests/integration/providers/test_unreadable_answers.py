@@ -35,6 +35,7 @@ ANSWERS = [
     (200, '{"unexpected": 1}'),
     (200, '{"errors": []}'),
     (202, ""),
+    (200, "[" * 5000 + "]" * 5000),  # JSON too deep for the parser: RecursionError
 ]
 #: network → (sandbox account fields, Herald connection settings, path of the publishing write)
 NETWORKS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
