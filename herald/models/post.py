@@ -96,7 +96,7 @@ class Post(UUIDPrimaryKey, Timestamps, Base):
         str_enum(PostStatus, "post_status"), default=PostStatus.SCHEDULED
     )
     idempotency_key: Mapped[str] = mapped_column(String(200))
-    external_id: Mapped[str | None] = mapped_column(String(200))
+    external_id: Mapped[str | None] = mapped_column(String(500))
     external_url: Mapped[str | None] = mapped_column(String(1000))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # Attempts made before the last deliberate retry: each retry gets a fresh budget, while

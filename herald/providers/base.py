@@ -302,11 +302,44 @@ class PostDraft:
     uploads: UploadLedger = field(default_factory=MemoryLedger, compare=False)
 
 
+#: The longest post id Herald keeps (``posts.external_id``, and the answer a worker carries).
+EXTERNAL_ID_CHARS = 500
+#: The longest post URL kept (``posts.external_url``); a longer one is not kept at all.
+EXTERNAL_URL_CHARS = 1000
+#: The longest request id kept (``publish_attempts.provider_request_id``).
+REQUEST_ID_CHARS = 200
+
+
 @dataclass(frozen=True, slots=True)
 class PublishResult:
+    """The network's yes. Whatever it said is made storable here, where every adapter's and
+    every reconciliation's result is made: an answer the database refused to record would
+    leave a published post ``publishing``, then in review. NUL and unpaired surrogates become
+    U+FFFD; an id or request id past its column is cut; a URL past it is dropped (cut short,
+    it would lead elsewhere)."""
+
     external_id: str
     url: str | None
     request_id: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "external_id", storable(self.external_id)[:EXTERNAL_ID_CHARS])
+        url = None if self.url is None else storable(self.url)
+        object.__setattr__(self, "url", url if url and len(url) <= EXTERNAL_URL_CHARS else None)
+        if self.request_id is not None:
+            object.__setattr__(
+                self, "request_id", storable(self.request_id)[:REQUEST_ID_CHARS] or None
+            )
+
+
+def storable(text: str) -> str:
+    """``text`` as any database stores it: NUL and unpaired surrogates replaced by U+FFFD."""
+    text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
 
 
 @dataclass(frozen=True, slots=True)

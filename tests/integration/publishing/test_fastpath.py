@@ -6,6 +6,7 @@ worker's first post of that network), which is when a publish takes the one-stat
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from herald.models import (
     WebhookDelivery,
     utcnow,
 )
+from herald.providers.base import EXTERNAL_ID_CHARS
 from herald.providers.registry import provider_for
 from herald.publishing import fastpath
 from herald.publishing.publisher import publish_post
@@ -312,3 +314,36 @@ def test_the_two_statements_are_rendered_once_not_on_every_run(statement: str) -
     compiled = built.compile(dialect=db.get_service_engine().dialect)
     assert not compiled.post_compile_params
     assert "POSTCOMPILE" not in str(compiled)
+
+
+def test_a_published_answer_with_an_id_and_url_past_the_columns_is_recorded_published(
+    warm: Callable[[str], Settings],
+    keys: KeyRing,
+    connect: ConnectFn,
+    new_post: NewPost,
+    sandbox: SandboxClient,
+) -> None:
+    """A network (a self-hosted Mastodon, a buggy API) says yes with an id longer than any
+    network's, holding a NUL, and a URL past the column: the post is published, and stays so
+    (before, the write failed and the post waited in publishing for the sweep, whose own
+    write failed the same way until it gave the post to review)."""
+    settings = warm("mastodon")
+    post = queued(new_post(connect("mastodon")))
+    long_id = "1\u0000" + "9" * 700
+    sandbox.inject(
+        "mastodon",
+        "garble",
+        status=200,
+        body=json.dumps({"id": long_id, "url": "https://mastodon.example/@a/" + "u" * 3000}),
+        applied=True,
+        method="POST",
+        path="/api/v1/statuses",
+        times=1,
+    )
+
+    assert publish(post, settings, keys).status is PostStatus.PUBLISHED
+
+    stored = fresh(Post, post.id)
+    assert stored.status is PostStatus.PUBLISHED
+    assert stored.external_id == ("1\ufffd" + "9" * 700)[:EXTERNAL_ID_CHARS]
+    assert stored.external_url is None  # a URL cut short would lead elsewhere
