@@ -202,6 +202,7 @@ def claim(
     )
     due = (
         Post.scheduled_at <= now,
+        fastpath.claimable(Post.status, Post.next_attempt_at, now),
         # The version this run read: an edit accepted since is never published in its old form.
         Post.version == post.version,
     )

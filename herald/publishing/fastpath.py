@@ -8,7 +8,8 @@ connection is in autocommit, :func:`herald.db.autocommit`, so there is no ``BEGI
 ``COMMIT`` to wait for and no transaction is held open across the network call):
 
 - :func:`claim_ready`: ``queued|retrying → publishing`` and the attempt row, only if every
-  check of the preflight passes in the same statement (due, integration neither waiting for
+  check of the preflight passes in the same statement (due, and a ``retrying`` post's next
+  attempt due (:func:`claimable`), integration neither waiting for
   its user nor disabled nor paused by a rate limit, an adapter already built for its network in
   this process, the network's circuit closed); the post and the integration come back with it;
 - :func:`record_published`: ``publishing → published`` (while the post is still this
@@ -39,6 +40,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     bindparam,
     exists,
     func,
@@ -54,7 +56,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session, class_mapper, make_transient_to_detached
-from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.orm.attributes import QueryableAttribute, instance_state
 from sqlalchemy.sql.elements import ColumnElement
 
 from herald import db
@@ -213,7 +215,7 @@ def _claim_statement(circuit_enabled: bool) -> Select[Any]:
     now = bindparam("p_now", type_=P.c.updated_at.type)
     conditions = [
         P.c.id == bindparam("p_post_id", type_=P.c.id.type),
-        _one_of(P.c.status, (PostStatus.QUEUED, PostStatus.RETRYING)),
+        claimable(P.c.status, P.c.next_attempt_at, now),
         P.c.scheduled_at <= now,
         I.c.id == P.c.integration_id,
         _one_of(I.c.status, HEALTHY),
@@ -376,6 +378,21 @@ def _published_statement() -> Select[Any]:
         select(func.count()).select_from(settled).scalar_subquery().label("won"),
         circuit_open.label("circuit_open"),
     ).add_cte(finished, told)
+
+
+def claimable(
+    status: ColumnElement[Any] | QueryableAttribute[Any],
+    next_attempt_at: ColumnElement[Any] | QueryableAttribute[Any],
+    now: Any,
+) -> ColumnElement[bool]:
+    """A post a publish run may claim: ``queued``, or ``retrying`` with its next attempt due. A
+    ``retrying`` post in its backoff, or waiting with no next attempt (for its user), is the
+    dispatcher's to hand over when due: a stray message (a redelivery, the sweep's resend, a
+    producer's) must not spend an attempt on it early."""
+    return or_(
+        status == PostStatus.QUEUED,
+        and_(status == PostStatus.RETRYING, next_attempt_at <= now),
+    )
 
 
 def _one_of(column: ColumnElement[Any], values: Iterable[Any]) -> ColumnElement[bool]:

@@ -117,11 +117,9 @@ def publish_post(
         log.warning("publish.unknown_post", post_id=str(post_id))
         return NOT_MINE
     post, integration = row[0], row[1]
-    if post.status is PostStatus.QUEUED and post.scheduled_at > utcnow():
-        # Claimed ahead of time and delivered early (a clock apart, a countdown cut short):
-        # never published before it is due; the caller sends it again for then.
-        session.rollback()
-        return Outcome(None, "not_due", not_before=post.scheduled_at)
+    early = _not_yet(session, post)
+    if early is not None:
+        return early
     ready = preflight(session, post, integration, settings)
     if isinstance(ready, Outcome):
         return ready
@@ -130,6 +128,25 @@ def publish_post(
         log.info("publish.not_claimed", post_id=str(post_id))
         return NOT_MINE
     return _Run(session, post, integration, attempt, ready, settings, keys).call_and_record()
+
+
+def _not_yet(session: Session, post: Post) -> Outcome | None:
+    """What a run does with a post it must not claim yet, or None to go on."""
+    now = utcnow()
+    if post.status is PostStatus.QUEUED and post.scheduled_at > now:
+        # Claimed ahead of time and delivered early (a clock apart, a countdown cut short):
+        # never published before it is due; the caller sends it again for then.
+        session.rollback()
+        return Outcome(None, "not_due", not_before=post.scheduled_at)
+    if post.status is PostStatus.RETRYING and not (
+        post.next_attempt_at is not None and post.next_attempt_at <= now
+    ):
+        # In its backoff, or waiting for its user: a stray message (the dispatcher hands the
+        # post over when its next attempt is due). Nothing spent, nothing sent again.
+        session.rollback()
+        log.info("publish.not_claimed", post_id=str(post.id), reason="next attempt not due")
+        return NOT_MINE
+    return None
 
 
 @dataclass(slots=True)

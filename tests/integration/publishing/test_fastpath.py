@@ -243,6 +243,39 @@ def test_a_post_not_yet_due_or_already_claimed_is_left_alone(
     assert attempts_of(early) == attempts_of(taken) == []
 
 
+@pytest.mark.parametrize("path", ["one statement", "general"])
+def test_a_stray_message_never_claims_a_retrying_post_before_its_next_attempt(
+    warm: Callable[[str], Settings],
+    pub_settings: Settings,
+    keys: KeyRing,
+    connect: ConnectFn,
+    new_post: NewPost,
+    sandbox: SandboxClient,
+    path: str,
+) -> None:
+    """A second message for one post (the sweep's resend after a backlog, a redelivery, a
+    producer's) finds it ``retrying`` in its backoff, or waiting with no next attempt (for its
+    user): it claims nothing. Before, each such message spent an attempt at once, and a few
+    duplicates failed a post within seconds."""
+    # The general path is the one a process takes before it has built the network's adapter.
+    settings = warm("mastodon") if path == "one statement" else pub_settings.model_copy()
+    integration = connect("mastodon")
+    backing_off = new_post(
+        integration,
+        status=PostStatus.RETRYING,
+        next_attempt_at=utcnow() + timedelta(minutes=1),
+        attempts=1,
+    )
+    waiting = new_post(integration, status=PostStatus.RETRYING, next_attempt_at=None, attempts=1)
+
+    for post in (backing_off, waiting):
+        assert publish(post, settings, keys).status in (None, PostStatus.RETRYING)
+        stored = fresh(Post, post.id)
+        assert (stored.status, stored.attempts) == (PostStatus.RETRYING, 1)
+        assert attempts_of(post) == []
+    assert [r for r in sandbox.requests("mastodon") if r["method"] == "POST"] == []
+
+
 def test_a_refused_answer_after_the_one_statement_claim_is_recorded_by_the_general_path(
     warm: Callable[[str], Settings],
     keys: KeyRing,
