@@ -35,6 +35,7 @@ from herald.models import (
     Post,
     PostStatus,
     record_event,
+    released_at,
     set_status,
     utcnow,
 )
@@ -121,7 +122,9 @@ def reconnected(
             Post.status == PostStatus.RETRYING,
             Post.last_error_code.in_(_WAITING_FOR_TOKEN),
         )
-        .values(next_attempt_at=now, attempts_at_reschedule=Post.attempts, updated_at=now)
+        .values(
+            next_attempt_at=released_at(now), attempts_at_reschedule=Post.attempts, updated_at=now
+        )
         .execution_options(synchronize_session=False)
     )
     assert isinstance(resumed, CursorResult)

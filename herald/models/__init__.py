@@ -39,6 +39,7 @@ from herald.models.post import (
     PostStatus,
     PublishAttempt,
     attempts_since_reschedule,
+    released_at,
     transition,
 )
 from herald.models.webhook import (
@@ -92,6 +93,7 @@ __all__ = [
     "Workspace",
     "attempts_since_reschedule",
     "record_event",
+    "released_at",
     "request_refresh",
     "set_status",
     "transition",

@@ -30,6 +30,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    case,
+    literal,
     update,
 )
 from sqlalchemy.engine import CursorResult
@@ -178,6 +180,14 @@ def attempts_since_reschedule(post: Post, attempt_number: int | None = None) -> 
     return (attempt_number if attempt_number is not None else post.attempts) - (
         post.attempts_at_reschedule or 0
     )
+
+
+def released_at(now: datetime) -> ColumnElement[datetime]:
+    """The ``next_attempt_at`` of a waiting ``retrying`` post whose wait ended at ``now`` (a
+    refresh, a reconnect, a closed circuit): now, or its ``scheduled_at`` if it was moved later
+    meanwhile (an edit moves a retrying post's next attempt with it)."""
+    at = literal(now, Post.scheduled_at.type)
+    return case((Post.scheduled_at > at, Post.scheduled_at), else_=at)
 
 
 class IllegalTransition(ValueError):

@@ -51,6 +51,7 @@ from herald.models import (
     PostStatus,
     ProviderCircuit,
     PublishAttempt,
+    released_at,
 )
 from herald.providers.base import (
     AmbiguousOutcome,
@@ -287,7 +288,7 @@ def _close(session: Session, provider: str, now: datetime) -> None:
             Post.last_error_code == WAITING_CODE,
             Post.integration_id.in_(select(Integration.id).where(Integration.provider == provider)),
         )
-        .values(next_attempt_at=now)
+        .values(next_attempt_at=released_at(now))
         .execution_options(synchronize_session=False)
     )
     assert isinstance(released, CursorResult)

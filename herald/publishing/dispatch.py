@@ -272,7 +272,12 @@ def _chosen(
         .where(
             or_(
                 and_(Post.status == PostStatus.SCHEDULED, Post.scheduled_at <= horizon),
-                and_(Post.status == PostStatus.RETRYING, Post.next_attempt_at <= now),
+                and_(
+                    Post.status == PostStatus.RETRYING,
+                    Post.next_attempt_at <= now,
+                    # Whatever made it due, never handed over before its time.
+                    Post.scheduled_at <= horizon,
+                ),
             ),
             # Disconnected, or its workspace deleted: nothing of it publishes.
             Integration.status != IntegrationStatus.DISABLED,

@@ -52,6 +52,7 @@ from herald.models import (
     Post,
     PostStatus,
     TokenRefreshAttempt,
+    released_at,
     set_status,
     utcnow,
 )
@@ -370,7 +371,7 @@ def make_due(session: Session, integration_id: uuid.UUID, *, also: uuid.UUID | N
                 Post.status == PostStatus.RETRYING,
                 waiting,
             )
-            .values(next_attempt_at=now, updated_at=now)
+            .values(next_attempt_at=released_at(now), updated_at=now)
             .execution_options(synchronize_session=False)
         )
     )

@@ -9,16 +9,27 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
+from herald import reauth
 from herald.contracts import PostChanges
-from herald.models import DeadLetter, Post, PostStatus, utcnow
+from herald.models import (
+    DeadLetter,
+    Integration,
+    IntegrationStatus,
+    Post,
+    PostStatus,
+    utcnow,
+)
+from herald.providers.base import AuthExpired
 from herald.publishing import editing
 from herald.publishing.dispatch import claim_due_posts
 from herald.publishing.publisher import publish_post
 from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
+from herald.tokens.refresh import make_due
 from tests.fixtures.database import service_session
 from tests.fixtures.polling import eventually
 from tests.fixtures.publishing import ConnectFn, fresh
@@ -149,3 +160,53 @@ def test_reschedule_and_cancel_tasks_do_what_the_api_does_and_refuse_into_dead_l
     assert letter.task_name == "herald.posts.reschedule"
     assert letter.reason.startswith("post_not_editable")
     assert fresh(Post, claimed.id).content == "already claimed"
+
+
+@pytest.mark.parametrize("released_by", ["token refresh", "reconnect"])
+def test_a_waiting_post_moved_later_stays_waiting_for_its_new_time_when_released(
+    pub_settings: Settings, connect: ConnectFn, new_post: Callable[..., Post], released_by: str
+) -> None:
+    """A ``retrying`` post waiting for a token is moved three days ahead; then its wait ends
+    (a refresh, the user reconnecting). It is due at its new time, not now: before, it was
+    claimed at once and handed over with a three-day countdown no broker holds."""
+    integration = connect("mastodon")
+    later = utcnow() + timedelta(days=3)
+    post = new_post(
+        integration,
+        status=PostStatus.RETRYING,
+        last_error_code=AuthExpired.code,
+        next_attempt_at=utcnow() + timedelta(minutes=5),
+        attempts=1,
+    )
+    with service_session() as s:
+        editing.edit_post(
+            s, integration.workspace_id, post.id, PostChanges(scheduled_at=later), pub_settings
+        )
+    with service_session() as s:
+        if released_by == "token refresh":
+            assert make_due(s, integration.id) == 1
+        else:
+            stored = s.get(Integration, integration.id)
+            assert stored is not None
+            assert reauth.reconnected(s, stored, previous_status=IntegrationStatus.ACTIVE) == 1
+
+    stored_post = fresh(Post, post.id)
+    assert stored_post.status is PostStatus.RETRYING
+    assert stored_post.next_attempt_at == stored_post.scheduled_at
+    assert _claim(pub_settings) == []
+
+
+def test_the_dispatcher_hands_over_no_retrying_post_before_its_scheduled_time(
+    pub_settings: Settings, connect: ConnectFn, new_post: Callable[..., Post]
+) -> None:
+    """Whatever made it due, a ``retrying`` post is not handed over before its
+    ``scheduled_at`` (less the dispatcher's lookahead)."""
+    post = new_post(
+        connect("mastodon"),
+        status=PostStatus.RETRYING,
+        scheduled_at=utcnow() + timedelta(days=3),
+        next_attempt_at=utcnow() - timedelta(seconds=1),
+        attempts=1,
+    )
+    assert _claim(pub_settings) == []
+    assert fresh(Post, post.id).status is PostStatus.RETRYING
