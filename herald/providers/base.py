@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from herald.redaction import redact_text
@@ -67,14 +67,22 @@ class ProviderError(Exception):
         return f"{self.provider}: {self.message}{status}"
 
 
+#: The furthest a network's rate limit may pause an integration: a reset further ahead (a
+#: broken or hostile instance's ``9999-12-31``) would park its posts for good.
+MAX_RATE_LIMIT_WAIT = timedelta(days=1)
+
+
 class RateLimited(ProviderError):
-    """The network asked us to slow down; nothing was applied. Come back at ``reset_at``."""
+    """The network asked us to slow down; nothing was applied. Come back at ``reset_at``, at
+    most :data:`MAX_RATE_LIMIT_WAIT` from now (a naive time is read as UTC)."""
 
     code = "rate_limited"
 
     def __init__(self, message: str, *, reset_at: datetime, **kw: Any) -> None:
         super().__init__(message, **kw)
-        self.reset_at = reset_at
+        if reset_at.tzinfo is None:
+            reset_at = reset_at.replace(tzinfo=UTC)
+        self.reset_at = min(reset_at, datetime.now(UTC) + MAX_RATE_LIMIT_WAIT)
 
 
 class AuthExpired(ProviderError):

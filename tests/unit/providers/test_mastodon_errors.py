@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 
 from herald.providers.base import (
+    MAX_RATE_LIMIT_WAIT,
     ContentInvalid,
     PermanentError,
     RateLimited,
@@ -83,3 +84,12 @@ def test_every_url_counts_the_reserved_length() -> None:
 
 def test_status_html_becomes_the_text_that_was_sent() -> None:
     assert plain_text("<p>Tom &amp; Jerry &lt;3<br />line two</p>") == "Tom & Jerry <3\nline two"
+
+
+@pytest.mark.parametrize("reset", ["9999-12-31T00:00:00Z", "99999999999", "2200-01-01T00:00:00"])
+def test_a_rate_limit_reset_far_ahead_pauses_a_day_at_most(reset: str) -> None:
+    """A broken or hostile instance's reset would park the integration's posts for good."""
+    before = datetime.now(UTC)
+    error = classify(429, {"x-ratelimit-reset": reset}, None)
+    assert isinstance(error, RateLimited)
+    assert before < error.reset_at <= datetime.now(UTC) + MAX_RATE_LIMIT_WAIT
