@@ -18,12 +18,12 @@ import uuid
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from herald.contracts import PostChanges
-from herald.models import Integration, Post, PostStatus, transition, utcnow
+from herald.models import Integration, Post, PostMediaUpload, PostStatus, transition, utcnow
 from herald.publishing.scheduling import (
     SchedulingError,
     check_integration,
@@ -110,6 +110,10 @@ def edit_post(
     session.refresh(post)
     if result.rowcount != 1:  # claimed, cancelled or edited since it was read
         raise _not_editable(post) if post.status not in EDITABLE else _mismatch(post)
+    if "media" in values:
+        # What an earlier attempt uploaded is of the old media (its pictures, alt texts, order):
+        # never reused for the new.
+        session.execute(delete(PostMediaUpload).where(PostMediaUpload.post_id == post.id))
     log.info("post.edited", post_id=str(post.id), version=post.version, changed=sorted(values))
     return post
 

@@ -10,7 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from herald.models import Post, PostStatus, utcnow
+from herald.models import Post, PostMediaUpload, PostStatus, utcnow
+from tests.fixtures.database import service_session
 from tests.fixtures.publishing import fresh
 from tests.integration.api.conftest import Tenant, assert_error, query
 
@@ -90,3 +91,30 @@ def test_another_workspaces_post_is_not_found(
     assert_error(
         _patch(client, tenant, post, {"content": "mine now"}, '"1"'), 404, "post_not_found"
     )
+
+
+def test_an_edit_of_the_media_forgets_what_earlier_attempts_uploaded(
+    client: TestClient, tenant: Tenant
+) -> None:
+    """Through the API (the runtime role, the workspace's row-level security): the uploads
+    an earlier attempt recorded are of the old media and go with the edit."""
+    post = tenant.post(content="a picture", status=PostStatus.RETRYING)
+    with service_session() as s:
+        s.add(
+            PostMediaUpload(
+                workspace_id=post.workspace_id,
+                post_id=post.id,
+                network="bluesky",
+                item_index=0,
+                media_id="blob-of-the-old-picture",
+            )
+        )
+    etag = client.get(f"/api/postiz/posts/{post.id}", headers=tenant.headers).headers["ETag"]
+    media = [{"url": "https://cdn.example.com/new.png", "kind": "image", "alt_text": "new"}]
+
+    response = _patch(client, tenant, post, {"media": media}, etag)
+
+    assert response.status_code == 200, response.text
+    with service_session() as s:
+        left = s.scalars(select(PostMediaUpload).where(PostMediaUpload.post_id == post.id))
+        assert list(left) == []

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from herald.contracts import PostChanges
 from herald.models import Post, PostMediaUpload, PostStatus, utcnow
+from herald.publishing import editing
 from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
@@ -65,6 +67,40 @@ def test_a_retry_reuses_the_recorded_uploads(
     assert len(uploads) == 2  # uploaded once, across both attempts
     assert all(u["attached_to"] == [stored.external_id] for u in uploads)
     assert [u["alt"] for u in uploads] == ["one", "two"]
+
+
+def test_an_edit_of_the_media_between_attempts_publishes_the_new_media(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    settings: Settings,
+    keys: KeyRing,
+    media_host: MediaHost,
+) -> None:
+    """Attempt 1 uploads picture A and fails; the user replaces it with B (accepted: the post
+    is retrying). Attempt 2 publishes B with its alt text, never A's upload."""
+    integration = connect("mastodon")
+    first = [{"url": media_host.image(tag="A"), "kind": "image", "alt_text": "old"}]
+    post = new_post(integration, content="a picture", media=first)
+    sandbox.inject("mastodon", "error", status=503, path="/api/v1/statuses", times=3)
+    assert run_publish(post, settings, keys).status is PostStatus.RETRYING
+    assert len(uploads_of(post)) == 1
+    with service_session() as s:
+        editing.edit_post(
+            s,
+            integration.workspace_id,
+            post.id,
+            PostChanges.model_validate(
+                {"media": [{"url": media_host.image(tag="B"), "kind": "image", "alt_text": "new"}]}
+            ),
+            settings,
+        )
+
+    assert run_publish(post, settings, keys).status is PostStatus.PUBLISHED
+    published = fresh(Post, post.id).external_id
+    uploads = sandbox.uploads("mastodon")
+    assert [u["alt"] for u in uploads if u["attached_to"] == [published]] == ["new"]
+    assert [u.media_id for u in uploads_of(post)] == [uploads[-1]["id"]]
 
 
 def test_an_expired_upload_is_uploaded_again(
