@@ -57,6 +57,7 @@ from herald.providers.base import (
 from herald.providers.http import ProviderHTTP, client_refused, json_body, server_error
 from herald.providers.lookup import Page, Seen, search_window
 from herald.providers.media import MediaLimits, MiB, check_kinds, refuse
+from herald.providers.oauth2 import token_expiry
 from herald.settings import Settings
 
 NAME = "discord"
@@ -386,8 +387,7 @@ class DiscordProvider:
 
     @staticmethod
     def _expiry(body: dict[str, Any]) -> datetime | None:
-        seconds = _number(body.get("expires_in"))
-        return datetime.now(UTC) + timedelta(seconds=seconds) if seconds else None
+        return token_expiry(body.get("expires_in"))
 
     def refresh(self, account: Account, tokens: TokenSet) -> TokenSet:
         if self.mode(account) == "bot":

@@ -54,6 +54,7 @@ from herald.providers.media import (
     one_video_alone,
     wait_processed,
 )
+from herald.providers.oauth2 import token_expiry
 from herald.settings import Settings
 
 NAME = "linkedin"
@@ -381,8 +382,8 @@ class LinkedInProvider:
             refresh_token=refresh
             if isinstance(refresh, str) and refresh
             else (previous.refresh_token if previous else None),
-            expires_at=_after(now, b.get("expires_in")),
-            refresh_expires_at=_after(now, refresh_in)
+            expires_at=token_expiry(b.get("expires_in"), now),
+            refresh_expires_at=token_expiry(refresh_in, now)
             or (previous.refresh_expires_at if previous else None),
             scopes=tuple(scope.replace(",", " ").split())
             if isinstance(scope, str)
@@ -460,12 +461,6 @@ class LinkedInProvider:
         assert isinstance(body, dict)
         name = body.get("name")
         return tokens, Account(external_id=sub, handle=name if isinstance(name, str) else None)
-
-
-def _after(now: datetime, seconds: Any) -> datetime | None:
-    if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds > 0:
-        return now + timedelta(seconds=seconds)
-    return None
 
 
 def _dict(value: Any) -> dict[str, Any]:

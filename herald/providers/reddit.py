@@ -48,6 +48,7 @@ from herald.providers.base import (
 from herald.providers.http import ProviderHTTP, client_refused, json_body, server_error
 from herald.providers.lookup import Page, Seen, search_window
 from herald.providers.media import MB, MediaLimits, check_kinds, expiry, refuse
+from herald.providers.oauth2 import token_expiry
 from herald.settings import Settings
 
 NAME = "reddit"
@@ -432,12 +433,7 @@ class RedditProvider:
 
     @staticmethod
     def _token_set(body: dict[str, Any], refresh_token: str | None) -> TokenSet:
-        seconds = body.get("expires_in")
-        expires = (
-            datetime.now(UTC) + timedelta(seconds=seconds)
-            if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds > 0
-            else None
-        )
+        expires = token_expiry(body.get("expires_in"))
         new_refresh = body.get("refresh_token")
         scope = body.get("scope")
         return TokenSet(

@@ -58,6 +58,7 @@ from herald.providers.media import (
     refuse,
     wait_processed,
 )
+from herald.providers.oauth2 import token_expiry
 from herald.providers.text import threads_length
 from herald.settings import Settings
 
@@ -445,8 +446,7 @@ class ThreadsProvider:
         token = body.get("access_token")
         if not isinstance(token, str) or not token:
             raise TransientError("Threads returned no access token", provider=NAME)
-        seconds = _int(body.get("expires_in"))
-        expires = datetime.now(UTC) + timedelta(seconds=seconds) if seconds else None
+        expires = token_expiry(body.get("expires_in"))
         return TokenSet(access_token=token, expires_at=expires, scopes=scopes)
 
     def authorize(

@@ -58,7 +58,7 @@ from herald.providers.media import (
     one_video_alone,
     wait_processed,
 )
-from herald.providers.oauth2 import pkce_pair
+from herald.providers.oauth2 import pkce_pair, token_expiry
 from herald.providers.text import find_urls, x_weighted_length
 from herald.settings import Settings
 
@@ -363,9 +363,7 @@ class XProvider:
         return TokenSet(
             access_token=access,
             refresh_token=refresh if isinstance(refresh, str) and refresh else None,
-            expires_at=datetime.now(UTC) + timedelta(seconds=expires_in)
-            if isinstance(expires_in, int) and not isinstance(expires_in, bool)
-            else None,
+            expires_at=token_expiry(expires_in),
             scopes=tuple(scope.split())
             if isinstance(scope, str)
             else (previous.scopes if previous else ()),

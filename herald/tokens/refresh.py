@@ -72,6 +72,7 @@ from herald.security.credentials import account_of, open_tokens, sealed_values
 from herald.security.crypto import DecryptionError, KeyRing, UnknownKey
 from herald.settings import Settings
 from herald.telemetry import context, metrics
+from herald.telemetry.errors import describe_error
 from herald.tokens import lease
 
 log = structlog.get_logger("herald.tokens")
@@ -165,6 +166,10 @@ class _Refresh:
             outcome = self._grant_refused(exc, read_version)
         except ProviderError as exc:
             outcome = self._transient(exc.message, exc.code)
+        except Exception as exc:  # an adapter's bug: the attempt is still finished
+            error_type, error = describe_error(exc)
+            log.exception("token.refresh_unexpected", integration_id=str(self.integration.id))
+            outcome = self._transient(f"{error_type}: {error}", "unexpected_error")
         else:
             outcome = self._store(tokens, read_version)
         self._finish(attempt_id, outcome, latency_ms=round((time.perf_counter() - started) * 1000))
