@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Body, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from herald.alerts import service
@@ -167,8 +167,8 @@ class RuleOut(RuleSpec):
 
 class SilenceIn(BaseModel):
     matchers: list[MatcherSpec] = Field(min_length=1, max_length=20)
-    ends_at: AwareDatetime
-    starts_at: AwareDatetime | None = None
+    ends_at: Instant
+    starts_at: Instant | None = None
     comment: str = Field(default="", max_length=2000)
 
 

@@ -67,7 +67,9 @@ def list_audit_events(
     resource_id: Annotated[str | None, Query(max_length=200)] = None,
     since: Annotated[Instant | None, Query(description="Inclusive")] = None,
     until: Annotated[Instant | None, Query(description="Exclusive")] = None,
-    before: Annotated[int | None, Query(ge=1, description="Rows older than this sequence")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="Rows older than this sequence")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
 ) -> AuditPage:
     """Audit events matching every filter given, newest first."""

@@ -215,7 +215,7 @@ def _version_in(if_match: str | None) -> int:
     """The version an ``If-Match`` header names (``"3"`` or ``W/"3"``), required: one that is
     missing or not an ETag this API issues is no precondition at all (428)."""
     tag = (if_match or "").strip().removeprefix("W/").strip('"')
-    if not tag.isdigit() or len(tag) > 12:
+    if not (tag.isascii() and tag.isdigit()) or len(tag) > 12:  # "²" is a digit to isdigit()
         raise ApiError(
             428,
             "precondition_required",

@@ -70,6 +70,22 @@ def test_values_the_database_cannot_store_are_refused_on_every_route(
         "audit before": client.get(
             "/api/postiz/audit", params={"before": 2**63}, headers=tenant.headers
         ),
+        # Past year 9999 once in UTC: no date the database holds.
+        "silence at the end of time": send(
+            "POST",
+            silences,
+            {
+                "matchers": [{"name": "a", "value": "b"}],
+                "starts_at": "9999-12-31T20:00:00-05:00",
+                "ends_at": "9999-12-31T23:00:00-05:00",
+            },
+        ),
+        # A digit that is not 0-9 (latin-1 0xB2): str.isdigit() says yes, int() says no.
+        "edit if-match": client.patch(
+            f"/api/postiz/posts/{tenant.post().id}",
+            content=json.dumps({"content": "x"}),
+            headers={**headers, "If-Match": b'"\xb2"'},
+        ),
         "metrics window": client.get(
             "/api/postiz/monitoring/metrics",
             params={"to": "0001-01-01T00:00:00Z"},
