@@ -21,6 +21,9 @@ What it enforces, for the first request and every redirect alike:
   cookie one receiver set would go back with another workspace's delivery to the same host;
 - its spans name the destination's origin only (:data:`~herald.telemetry.spans.OPAQUE_URL`):
   the path of a URL a user gave may be its secret (a Slack incoming webhook's is);
+- a redirect that would turn a POST into a bodiless GET (301, 302, 303) is refused: a
+  receiver's landing page answering that GET would count as a delivered event; 307 and 308,
+  which keep the method and body, are followed;
 - a redirect's own body is read up to :data:`MAX_REDIRECT_BODY` bytes: httpx reads it
   before following the redirect, and one that never ended held the caller for as long as it
   flowed. A longer one is refused.
@@ -51,6 +54,10 @@ from herald.telemetry.spans import OPAQUE_URL
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: The largest redirect body followed (httpx reads it; what it says is never used).
 MAX_REDIRECT_BODY = 65_536
+#: Redirects an HTTP client follows with a GET whatever the request's method was (RFC 9110
+#: 15.4: 301 and 302 by custom, 303 by definition); 307 and 308 keep the method and body.
+_METHOD_CHANGING = frozenset({301, 302, 303})
+_KEPT_ON_ANY_REDIRECT = frozenset({"GET", "HEAD"})
 Resolver = Callable[[str, int], Sequence[str]]
 
 
@@ -286,8 +293,17 @@ def client(
         policy.check_url(request.url)
         request.extensions[OPAQUE_URL] = True  # its span keeps the origin only
 
-    def bounded_redirect(response: httpx.Response) -> None:
-        if response.has_redirect_location and isinstance(response.stream, httpx.SyncByteStream):
+    def checked_redirect(response: httpx.Response) -> None:
+        if not response.has_redirect_location:
+            return
+        method, status = response.request.method, response.status_code
+        if method not in _KEPT_ON_ANY_REDIRECT and status in _METHOD_CHANGING:
+            raise DestinationRefused(
+                f"the receiver redirects with {status}, which would send the {method} again as "
+                "a GET without its body: give the URL it redirects to",
+                request=response.request,
+            )
+        if isinstance(response.stream, httpx.SyncByteStream):
             response.stream = _BoundedRedirectBody(response.stream, response.request)
 
     budget_s = timeout or settings.outbound_timeout_s
@@ -300,5 +316,5 @@ def client(
         trust_env=False,
         cookies=cookieless(),
         headers={"User-Agent": settings.user_agent, **(headers or {})},
-        event_hooks={"request": [check], "response": [bounded_redirect]},
+        event_hooks={"request": [check], "response": [checked_redirect]},
     )

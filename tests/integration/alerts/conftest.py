@@ -107,6 +107,15 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(b'{"status":"success"}')
 
+        def do_GET(self) -> None:
+            # What a client that turned a POST into a GET on a redirect asks: a page answering
+            # 200, as a receiver's landing page would.
+            with receiver.lock:
+                receiver.requests.append(Received(self.path, dict(self.headers.items()), b"", 200))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
         def _trickle(self, status: int, every_s: float) -> None:
             raw = b"HTTP/1.1 %d OK\r\nContent-Length: 2\r\n\r\n{}" % status
             try:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -294,9 +295,36 @@ def test_a_redirect_answering_without_end_is_refused_not_followed(
     it passes the outbound client's bound, not read for as long as it flows."""
     integration = connect("mastodon")
     post = new_post(integration, content="to a redirecting receiver")
-    receiver.location, receiver.answers = f"{receiver.url}/next", [302]
+    receiver.location, receiver.answers = f"{receiver.url}/next", [307]
     report = _deliver_to_an_endless_answer(pub_settings, keys, integration, post, receiver)
     assert (report.sent, report.retrying) == (0, 1)
     with service_session() as s:
         delivery = s.scalars(select(WebhookDelivery)).one()
     assert "a redirect with a body of more than" in (delivery.last_error or "")
+
+
+@pytest.mark.parametrize("status", [301, 302, 303])
+def test_a_redirect_that_would_turn_the_delivery_into_a_get_fails_it(
+    pub_settings: Settings,
+    keys: KeyRing,
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    receiver: Receiver,
+    status: int,
+) -> None:
+    """A 301, 302 or 303 makes an HTTP client send the POST again as a GET without its body (an
+    http→https redirect, a moved endpoint): the receiver's landing page answering 200 counted
+    as a delivered event nobody received. It is a failed attempt that names the redirect; a 307
+    or 308, which keeps the method and the signed body, is followed."""
+    integration = connect("mastodon")
+    post = new_post(integration, content="to a moved receiver")
+    receiver.location, receiver.answers = f"{receiver.url}/moved", [status]
+    settings = _published_to(receiver, pub_settings, keys, integration, [post])
+
+    report = _deliver(settings, keys)
+
+    assert (report.sent, report.retrying) == (0, 1)
+    assert [r.path for r in receiver.requests] == ["/hook"]  # no GET followed it
+    with service_session() as s:
+        delivery = s.scalars(select(WebhookDelivery)).one()
+    assert f"redirects with {status}" in (delivery.last_error or "")
