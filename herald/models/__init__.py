@@ -26,6 +26,7 @@ from herald.models.integration import (
     Integration,
     IntegrationStatus,
     TokenRefreshAttempt,
+    handing_over,
     request_refresh,
     set_status,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "WebhookSubscription",
     "Workspace",
     "attempts_since_reschedule",
+    "handing_over",
     "record_event",
     "released_at",
     "request_refresh",

@@ -20,9 +20,20 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, or_, update
+from sqlalchemy import (
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    and_,
+    or_,
+    update,
+)
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from herald.models.base import (
     Base,
@@ -98,6 +109,20 @@ def set_status(
     )
     assert isinstance(result, CursorResult)
     return result.rowcount == 1
+
+
+def handing_over(now: datetime) -> ColumnElement[bool]:
+    """An integration whose due posts the dispatcher hands over now: not cut off (disconnected,
+    its workspace deleted, waiting for its user to reconnect), not paused by its network's rate
+    limit, not mid-refresh (its posts wait for the new token). The dispatcher's claim and the
+    monitoring's due-post figures share it: a post the dispatcher leaves waiting on purpose is
+    no backlog."""
+    return and_(
+        Integration.status != IntegrationStatus.DISABLED,
+        Integration.status != IntegrationStatus.NEEDS_REAUTH,
+        or_(Integration.rate_limited_until.is_(None), Integration.rate_limited_until <= now),
+        or_(Integration.refresh_lease_until.is_(None), Integration.refresh_lease_until <= now),
+    )
 
 
 def request_refresh(

@@ -45,7 +45,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from herald.db import service_scope
-from herald.models import Integration, IntegrationStatus, Post, PostStatus, utcnow
+from herald.models import Integration, Post, PostStatus, handing_over, utcnow
 from herald.publishing import circuit
 from herald.settings import Settings
 from herald.telemetry.tracing import TraceContext
@@ -279,13 +279,10 @@ def _chosen(
                     Post.scheduled_at <= horizon,
                 ),
             ),
-            # Disconnected, or its workspace deleted: nothing of it publishes.
-            Integration.status != IntegrationStatus.DISABLED,
-            # Cut off until the user reconnects (herald.reauth): its posts wait, none fails.
-            Integration.status != IntegrationStatus.NEEDS_REAUTH,
-            or_(Integration.rate_limited_until.is_(None), Integration.rate_limited_until <= now),
-            # Mid-refresh (herald.tokens.lease): its posts wait for the new token.
-            or_(Integration.refresh_lease_until.is_(None), Integration.refresh_lease_until <= now),
+            # Disconnected, its workspace deleted, cut off until the user reconnects
+            # (herald.reauth), paused by a rate limit, mid-refresh (herald.tokens.lease): its
+            # posts wait, none fails.
+            handing_over(now),
         )
     )
     full = [provider for provider, room in rooms.items() if room <= 0]

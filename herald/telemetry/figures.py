@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from herald.models import (
@@ -31,11 +31,13 @@ from herald.models import (
     AuditVerification,
     EventCount,
     Heartbeat,
+    Integration,
     JobRun,
     Post,
     PostStatus,
     PublishAttempt,
     TokenRefreshAttempt,
+    handing_over,
 )
 from herald.models.alert import OPEN_ALERT_STATUSES
 from herald.telemetry.windows import (
@@ -157,10 +159,19 @@ def _with_post(stmt: Select[Any]) -> Select[Any]:
 
 
 def _due(now: datetime) -> ColumnElement[bool]:
-    return or_(
-        (Post.status == PostStatus.SCHEDULED) & (Post.scheduled_at <= now),
-        (Post.status == PostStatus.RETRYING) & (Post.next_attempt_at <= now),
+    """Due, and of an integration the dispatcher hands posts over for: one waiting for its user,
+    paused by a rate limit or mid-refresh holds its posts on purpose (they are no backlog)."""
+    return and_(
+        or_(
+            (Post.status == PostStatus.SCHEDULED) & (Post.scheduled_at <= now),
+            (Post.status == PostStatus.RETRYING) & (Post.next_attempt_at <= now),
+        ),
+        _handed_over(now),
     )
+
+
+def _handed_over(now: datetime) -> ColumnElement[bool]:
+    return Post.integration_id.in_(select(Integration.id).where(handing_over(now)))
 
 
 FINAL_POST_STATUSES = (PostStatus.PUBLISHED, PostStatus.FAILED, PostStatus.CANCELLED)
@@ -208,7 +219,9 @@ def _oldest_due_age(session: Session, q: Query) -> list[Sample]:
         (PostStatus.RETRYING, Post.next_attempt_at),
     ):
         stmt = _POSTS.where(select(func.min(column)), q, windowed=False)
-        first = session.scalar(stmt.where(Post.status == status, column <= q.window.end))
+        first = session.scalar(
+            stmt.where(Post.status == status, column <= q.window.end, _handed_over(q.window.end))
+        )
         if first is not None:
             found.append(first)
     age = max(0.0, (q.window.end - min(found)).total_seconds()) if found else 0.0

@@ -19,6 +19,7 @@ from herald.migrations import runner
 from herald.models import (
     AuditVerification,
     Heartbeat,
+    IntegrationStatus,
     JobRun,
     PostStatus,
     PublishAttempt,
@@ -95,6 +96,22 @@ def _fill(session: Session) -> dict[str, Any]:
         next_attempt_at=NOW - timedelta(minutes=20),
     )
     make_post(session, integration, scheduled_at=NOW - timedelta(days=2), status=PostStatus.FAILED)
+    # Due for days, but the dispatcher leaves them waiting (for their user, a reconnect, the
+    # network's rate limit): not a backlog, not due to be queued, not the oldest due post.
+    for held in (
+        {"status": IntegrationStatus.NEEDS_REAUTH},
+        {"status": IntegrationStatus.DISABLED},
+        {"rate_limited_until": NOW + timedelta(hours=1)},
+    ):
+        waiting = make_integration(session, ws, provider="mastodon", **held)
+        make_post(session, waiting, scheduled_at=NOW - timedelta(days=3))
+        make_post(
+            session,
+            waiting,
+            scheduled_at=NOW - timedelta(days=3),
+            status=PostStatus.RETRYING,
+            next_attempt_at=NOW - timedelta(days=2),
+        )
     counters.increment(session, "audit.write_failed", 3, at=NOW - timedelta(minutes=3))
     counters.increment(
         session, "audit.write_failed", 2, workspace_id=ws.id, at=NOW - timedelta(minutes=2)
@@ -152,9 +169,9 @@ def _check_values(session: Session, ids: dict[str, Any]) -> None:
     # Open statuses whole; finished ones only when scheduled inside the window.
     assert {s.labels["status"]: s.value for s in posts} == {
         "published": 2,
-        "scheduled": 2,
+        "scheduled": 5,
         "queued": 2,
-        "retrying": 1,
+        "retrying": 4,
     }
     assert _value(session, "events.count", filters={"name": "audit.write_failed"}) == 5
     assert _value(session, "events.count", workspace_id=ids["ws"]) == 2
