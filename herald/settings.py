@@ -648,8 +648,9 @@ class Settings(BaseSettings):
     retention_days: int = Field(
         default=90,
         ge=1,
-        description="Publish and token-refresh attempt rows of settled work, and delivered alert "
-        "notifications, older than this many days are purged.",
+        description="Publish and token-refresh attempt rows of settled work, delivered alert "
+        "notifications and webhook deliveries, and expired OAuth states, older than this many "
+        "days are purged.",
     )
     retention_batch_size: int = Field(default=5000, ge=1, le=100_000)
     retention_max_batches: int = Field(

@@ -6,8 +6,10 @@ figures slower each month. Rows older than ``HERALD_RETENTION_DAYS`` (90 by defa
 
 - ``publish_attempts`` of posts that are settled (published, failed, cancelled): a post still
   in flight or waiting for review keeps its whole history;
-- ``token_refresh_attempts`` that finished;
-- ``alert_notifications`` no longer pending (sent, failed, suppressed), by their last attempt.
+- ``token_refresh_attempts`` (one still open that long ago died with its worker);
+- ``alert_notifications`` no longer pending (sent, failed, suppressed), by their last attempt;
+- ``webhook_deliveries`` no longer pending (sent, failed), by their last attempt;
+- ``oauth_states`` expired that long ago (an authorization flow lasts minutes).
 
 Each run deletes at most ``HERALD_RETENTION_BATCH_SIZE`` rows per statement and
 ``HERALD_RETENTION_MAX_BATCHES`` statements per table, committing after each batch, so a first
@@ -28,8 +30,17 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from herald.db import service_scope
-from herald.models import Post, PostStatus, PublishAttempt, TokenRefreshAttempt, utcnow
+from herald.models import (
+    OAuthState,
+    Post,
+    PostStatus,
+    PublishAttempt,
+    TokenRefreshAttempt,
+    WebhookDelivery,
+    utcnow,
+)
 from herald.models.alert import AlertNotification, NotificationStatus
+from herald.models.webhook import DeliveryStatus
 from herald.settings import Settings
 from herald.telemetry import metrics
 
@@ -37,6 +48,7 @@ log = structlog.get_logger("herald.retention")
 
 SETTLED = (PostStatus.PUBLISHED, PostStatus.FAILED, PostStatus.CANCELLED)
 DELIVERED = (NotificationStatus.SENT, NotificationStatus.FAILED, NotificationStatus.SUPPRESSED)
+DELIVERIES_DONE = (DeliveryStatus.SENT, DeliveryStatus.FAILED)
 
 
 def _expired(cutoff: datetime, batch: int) -> dict[str, tuple[type[Any], Select[tuple[Any]]]]:
@@ -52,10 +64,7 @@ def _expired(cutoff: datetime, batch: int) -> dict[str, tuple[type[Any], Select[
         "token_refresh_attempts": (
             TokenRefreshAttempt,
             select(TokenRefreshAttempt.id)
-            .where(
-                TokenRefreshAttempt.started_at < cutoff,
-                TokenRefreshAttempt.finished_at.is_not(None),
-            )
+            .where(TokenRefreshAttempt.started_at < cutoff)
             .limit(batch),
         ),
         "alert_notifications": (
@@ -66,6 +75,19 @@ def _expired(cutoff: datetime, batch: int) -> dict[str, tuple[type[Any], Select[
                 AlertNotification.next_attempt_at < cutoff,
             )
             .limit(batch),
+        ),
+        "webhook_deliveries": (
+            WebhookDelivery,
+            select(WebhookDelivery.id)
+            .where(
+                WebhookDelivery.status.in_(DELIVERIES_DONE),
+                WebhookDelivery.next_attempt_at < cutoff,
+            )
+            .limit(batch),
+        ),
+        "oauth_states": (
+            OAuthState,
+            select(OAuthState.id).where(OAuthState.expires_at < cutoff).limit(batch),
         ),
     }
 

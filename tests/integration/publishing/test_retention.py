@@ -15,13 +15,17 @@ from herald.models import (
     AlertRule,
     AlertStatus,
     NotificationStatus,
+    OAuthState,
     Post,
     PostStatus,
     PublishAttempt,
     Severity,
     TokenRefreshAttempt,
+    WebhookDelivery,
+    WebhookSubscription,
     utcnow,
 )
+from herald.models.webhook import DeliveryStatus
 from herald.publishing.retention import purge_expired
 from herald.settings import Settings, get_settings
 from herald.telemetry import metrics
@@ -87,18 +91,63 @@ def test_history_past_retention_is_purged_in_batches_and_the_rest_stays(
                     next_attempt_at=old,
                 )
             )
+        subscription = WebhookSubscription(
+            workspace_id=ws.id,
+            url="https://receiver.example/hook",
+            events=["post.published"],
+            secret_ciphertext="sealed",
+        )
+        s.add(subscription)
+        s.flush()
+        for status, last in (
+            (DeliveryStatus.SENT, old),
+            (DeliveryStatus.FAILED, old),
+            (DeliveryStatus.PENDING, old),  # still to deliver: kept however old
+            (DeliveryStatus.SENT, recent),
+        ):
+            s.add(
+                WebhookDelivery(
+                    workspace_id=ws.id,
+                    subscription_id=subscription.id,
+                    event="post.published",
+                    payload={},
+                    status=status,
+                    next_attempt_at=last,
+                )
+            )
+        for expires in (old, utcnow() + timedelta(minutes=10)):
+            s.add(
+                OAuthState(
+                    state_hash=uuid.uuid4().hex,
+                    workspace_id=ws.id,
+                    user_id="u",
+                    provider="x",
+                    redirect_uri="https://app.example/callback",
+                    expires_at=expires,
+                )
+            )
     settings = get_settings().model_copy(
         update={"retention_days": 30, "retention_batch_size": 2, "retention_max_batches": 5}
     )
     counted = _purged_count()
     with service_session() as s:
         purged = purge_expired(s, settings)
-    assert purged == {"publish_attempts": 3, "token_refresh_attempts": 1, "alert_notifications": 1}
+    assert purged == {
+        "publish_attempts": 3,
+        "token_refresh_attempts": 2,  # the one left open 100 days ago too: its worker died
+        "alert_notifications": 1,
+        "webhook_deliveries": 2,
+        "oauth_states": 1,
+    }
     assert _purged_count() == counted + 3
     with service_session() as s:
         kept = s.execute(select(PublishAttempt.post_id, PublishAttempt.started_at)).all()
         assert sorted(post_id == in_review.id for post_id, _ in kept) == [False, True]
-        assert s.scalar(select(func.count()).select_from(TokenRefreshAttempt)) == 1
+        assert s.scalar(select(func.count()).select_from(TokenRefreshAttempt)) == 0
+        assert sorted(s.scalars(select(WebhookDelivery.status))) == sorted(
+            [DeliveryStatus.PENDING, DeliveryStatus.SENT]
+        )
+        assert s.scalar(select(func.count()).select_from(OAuthState)) == 1
         (pending,) = s.scalars(select(AlertNotification.status))
         assert pending is NotificationStatus.PENDING
 
