@@ -117,11 +117,18 @@ def gate(session: Session, settings: Settings, now: datetime) -> Gate:
     return Gate(held=frozenset(row[0] for row in rows), probes=probes)
 
 
-def held_providers(session: Session, settings: Settings) -> frozenset[str]:
-    """Providers whose circuit is not closed (their network is failing for everyone)."""
+def held_providers(session: Session, settings: Settings, now: datetime) -> frozenset[str]:
+    """Providers whose circuit is not closed (their network is failing for everyone) and
+    whose probe time has not come: the sweep leaves their stuck posts alone until then. Past
+    it, the sweep's lookup goes: only a publish probes a circuit, and a network with no other
+    post to send would otherwise be probed by nobody, its stuck posts left ``publishing``."""
     if not settings.circuit_enabled:
         return frozenset()
-    return frozenset(session.scalars(select(C.provider).where(C.state != CircuitState.CLOSED)))
+    return frozenset(
+        session.scalars(
+            select(C.provider).where(C.state != CircuitState.CLOSED, C.probe_at > now)
+        )
+    )
 
 
 # -- publish: admission before the claim, observation after the outcome -----------------------

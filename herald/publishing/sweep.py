@@ -294,7 +294,7 @@ def _next_stuck(
         .limit(1)
         .with_for_update(of=Post, skip_locked=True)
     )
-    held = circuit.held_providers(session, settings)
+    held = circuit.held_providers(session, settings, now)
     return query.where(Integration.provider.not_in(held)) if held else query
 
 

@@ -16,11 +16,20 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from celery import Celery
 from sqlalchemy import select, text, update
 
 from herald import db
-from herald.models import Integration, Post, PostStatus, PublishAttempt, utcnow
+from herald.models import (
+    CircuitState,
+    Integration,
+    Post,
+    PostStatus,
+    ProviderCircuit,
+    PublishAttempt,
+    utcnow,
+)
 from herald.publishing.dispatch import claim_due_posts
 from herald.publishing.sweep import resolve_dead_workers
 from herald.sandbox import SandboxClient
@@ -338,3 +347,39 @@ def test_the_sweep_task_sends_again_what_a_killed_dispatcher_never_sent(
     # One process: the publish ran after the sweep task, which confirmed its send first.
     assert published.queued_at is not None
     assert [p["text"] for p in sandbox.posts("mastodon")] == ["claimed, never sent"]
+
+
+@pytest.mark.parametrize("probe_in_s", [300, -60], ids=["before its probe time", "after"])
+def test_a_stuck_post_of_a_network_whose_circuit_is_open_waits_only_for_the_probe_time(
+    connect: ConnectFn,
+    new_post: NewPost,
+    pub_settings: Settings,
+    keys: KeyRing,
+    probe_in_s: int,
+) -> None:
+    """The sweep leaves a failing network's stuck posts alone while its circuit is open: its
+    lookups would fail and spend their resolutions. But only a publish probes the circuit, and
+    a network with no other post to send is probed by nobody: once the probe time has come, the
+    sweep's lookup goes (before, the post stayed publishing until unrelated traffic came)."""
+    post = stuck_post(new_post, connect("mastodon"), hours_ago(1))
+    with service_session() as s:
+        s.add(
+            ProviderCircuit(
+                provider="mastodon",
+                state=CircuitState.OPEN,
+                opened_at=hours_ago(1),
+                probe_at=utcnow() + timedelta(seconds=probe_in_s),
+                probes_sent=0,
+                openings=1,
+                reason="test",
+            )
+        )
+
+    resolved = sweep(pub_settings, keys)
+
+    stored = fresh(Post, post.id)
+    if probe_in_s > 0:
+        assert (resolved, stored.status) == (Counter(), PostStatus.PUBLISHING)
+    else:
+        assert sum(resolved.values()) == 1
+        assert stored.status is not PostStatus.PUBLISHING
