@@ -58,7 +58,7 @@ from herald.providers.http import ProviderHTTP, client_refused, json_body
 from herald.providers.lookup import Page, Seen, search_window
 from herald.providers.media import MediaLimits, check_kinds, expiry, refuse, wait_processed
 from herald.providers.oauth2 import pkce_pair
-from herald.providers.text import find_urls
+from herald.providers.text import find_urls, grapheme_count
 from herald.settings import Settings
 
 NAME = "mastodon"
@@ -105,13 +105,24 @@ def parse_limits(body: Any) -> InstanceLimits:
     )
 
 
-def status_length(text: str, reserved_per_url: int) -> int:
-    """Mastodon's count: characters, with every URL counting ``reserved_per_url``."""
-    total, cursor = 0, 0
+def status_length(text: str, reserved_per_url: int, spoiler_text: str = "") -> int:
+    """Mastodon's count (its ``StatusLengthValidator``): the content warning and the text in
+    grapheme clusters, every URL counting ``reserved_per_url`` and a remote mention
+    ``@user@domain`` counting as ``@user``."""
+    total, cursor = grapheme_count(spoiler_text), 0
     for span in find_urls(text):
-        total += len(text[cursor : span.start]) + reserved_per_url
+        total += _countable(text[cursor : span.start]) + reserved_per_url
         cursor = span.end
-    return total + len(text[cursor:])
+    return total + _countable(text[cursor:])
+
+
+def _countable(segment: str) -> int:
+    return grapheme_count(_MENTION.sub(r"@\1", segment))
+
+
+#: A mention (Mastodon's ``Account::MENTION_RE``): group 1 the user name, then the domain of a
+#: remote account, which the count leaves out.
+_MENTION = re.compile(r"(?<![=/\w])@([a-z0-9_]+(?:[a-z0-9_.-]+[a-z0-9_]+)?)(?:@[\w.-]+\w)?", re.I)
 
 
 def plain_text(content: str) -> str:
@@ -215,7 +226,12 @@ class MastodonProvider:
             raise ContentInvalid(
                 "a status needs text or media", rule="mastodon.empty", provider=NAME
             )
-        length = status_length(draft.text, limits.characters_reserved_per_url)
+        warning = draft.settings.get("spoiler_text")
+        length = status_length(
+            draft.text,
+            limits.characters_reserved_per_url,
+            warning if isinstance(warning, str) else "",
+        )
         if length > limits.max_characters:
             raise ContentInvalid(
                 f"text counts {length} of {limits.max_characters} characters",

@@ -10,7 +10,9 @@ published rules, in a different way on purpose:
 - Bluesky: extended grapheme clusters (UAX #29) and UTF-8 bytes;
 - Telegram: UTF-16 code units;
 - Threads: code points, an emoji counting its UTF-8 bytes;
-- Mastodon: code points, every URL counting ``characters_reserved_per_url``.
+- Mastodon: the content warning and the text with every URL replaced by
+  ``characters_reserved_per_url`` characters and a remote mention ``@user@domain`` by
+  ``@user``, in extended grapheme clusters (its ``StatusLengthValidator``).
 """
 
 from __future__ import annotations
@@ -110,9 +112,14 @@ def threads_length(text: str) -> int:
     )
 
 
-def mastodon_length(text: str, per_url: int) -> int:
-    total, cursor = 0, 0
-    for start, end in urls(text):
-        total += (start - cursor) + per_url
-        cursor = end
-    return total + len(text) - cursor
+_MASTODON_MENTION = regex.compile(
+    r"(?i)(?<![=/\w])@([a-z0-9_]+(?:[a-z0-9_.-]+[a-z0-9_]+)?)(?:@[\w.-]+\w)?"
+)
+
+
+def mastodon_length(text: str, per_url: int, spoiler_text: str = "") -> int:
+    countable = text
+    for start, end in reversed(urls(text)):
+        countable = countable[:start] + "x" * per_url + countable[end:]
+    countable = _MASTODON_MENTION.sub(r"@\1", countable)
+    return len(_CLUSTER.findall(spoiler_text + countable))

@@ -169,7 +169,9 @@ class MastodonNetwork(SandboxNetwork):
                 raise NetworkError(422, "Validation failed: Text can't be blank")
             text = text if isinstance(text, str) else ""
             limit = int(sb.option(net, "max_characters"))
-            if mastodon_length(text, int(sb.option(net, "characters_reserved_per_url"))) > limit:
+            warning = body.get("spoiler_text")
+            per_url = int(sb.option(net, "characters_reserved_per_url"))
+            if mastodon_length(text, per_url, warning if isinstance(warning, str) else "") > limit:
                 raise NetworkError(
                     422, f"Validation failed: Text character limit of {limit} exceeded"
                 )

@@ -86,6 +86,22 @@ def test_limits_come_from_the_instance_and_urls_count_23(
     assert sandbox.posts("mastodon") == []
 
 
+def test_the_limit_counts_what_mastodon_counts_graphemes_and_the_content_warning(
+    masto: MastodonProvider, seeded: tuple[Account, TokenSet], sandbox: SandboxClient
+) -> None:
+    """300 family emoji are 300 characters to Mastodon (2,100 code points: refused before);
+    a content warning counts with the text."""
+    account, tokens = seeded
+    sandbox.set_options("mastodon", max_characters=500)
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466"
+    masto.publish(draft(family * 300), account, tokens)
+    warned = PostDraft(text="a" * 450, idempotency_key="k-cw", settings={"spoiler_text": "b" * 60})
+    with pytest.raises(ContentInvalid) as info:
+        masto.publish(warned, account, tokens)
+    assert info.value.rule == "mastodon.max_characters"
+    assert len(sandbox.posts("mastodon")) == 1
+
+
 def test_refused_token_needs_reconnecting(
     masto: MastodonProvider, seeded: tuple[Account, TokenSet]
 ) -> None:

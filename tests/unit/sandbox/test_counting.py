@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from herald.providers import text as adapters
+from herald.providers.mastodon import status_length
 from herald.sandbox import counting
 
 CORPUS = [
@@ -21,6 +22,7 @@ CORPUS = [
     "two links http://a.example/x?y=1, https://b.example/!",
     "dash – quote “x” ‘y’ prime ′ ellipsis …",
     "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 outside the BMP",
+    "hello @alice@mastodon.social and @bob, mail a@b.example",  # a remote mention counts @alice
 ]
 
 
@@ -31,6 +33,8 @@ def test_sandbox_counts_as_the_networks_document(sample: str) -> None:
     assert counting.utf8_bytes(sample) == adapters.utf8_length(sample)
     assert counting.utf16_units(sample) == adapters.utf16_length(sample)
     assert counting.threads_length(sample) == adapters.threads_length(sample)
+    for warning in ("", "CW: spoilers 👀"):
+        assert counting.mastodon_length(sample, 23, warning) == status_length(sample, 23, warning)
 
 
 def test_known_weights() -> None:
@@ -39,5 +43,9 @@ def test_known_weights() -> None:
     assert counting.x_length("日本") == 4
     assert counting.x_length("👨‍👩‍👧‍👦") == 2
     assert counting.mastodon_length("a https://example.com/very/long/path b", 23) == 27
+    # Mastodon counts grapheme clusters, the content warning with the text, and a remote
+    # mention without its domain (StatusLengthValidator).
+    assert counting.mastodon_length("👨‍👩‍👧‍👦" * 3, 23) == 3
+    assert counting.mastodon_length("hi @alice@mastodon.social", 23, "CW") == 11
     assert counting.utf16_units("😀") == 2
     assert counting.threads_length("a😀") == 5
