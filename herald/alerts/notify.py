@@ -23,10 +23,17 @@ that holds the group's row locked (so two notifiers never send one group twice):
 A delivery is sent, then recorded: if the process dies between the two, the delivery is sent
 again under the same id (at least once; PagerDuty dedups on ``dedup_key``, webhook receivers
 on ``X-Herald-Delivery``).
+
+One run starts no delivery past its budget (:func:`budget_s`: the task's soft time limit less
+one delivery at its slowest): with receivers that hang, a run over many groups or many
+per-alert deliveries would otherwise meet the soft time limit mid-group and roll back every
+outcome of that group, and the next run would do the same. What is left waits, still pending,
+for the next run (``deferred``); each run sends at least one delivery.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,6 +67,7 @@ log = structlog.get_logger("herald.alerts")
 
 FAILED_COUNTER = "alerts.notification_failed"
 ATTEMPT_FAILED_COUNTER = "alerts.notification_attempt_failed"
+_MAX_SEND_WAIT_S = 10.0  # the longest wait between two tries of one delivery
 STILL_FIRING = (AlertStatus.FIRING, AlertStatus.RECOVERING, AlertStatus.NO_DATA, AlertStatus.ERROR)
 
 
@@ -70,6 +78,12 @@ class NotifyReport:
     retrying: int = 0
     suppressed: int = 0
     waiting: int = 0
+    #: Notifications, and groups not even looked at, left pending for the next run: this
+    #: run's budget was spent.
+    deferred: int = 0
+    deferred_groups: int = 0
+    #: Deliveries this run started (sent, failed or retrying).
+    started: int = 0
 
 
 def _candidates(session: Session, settings: Settings, now: datetime) -> list[tuple[str, str]]:
@@ -121,6 +135,7 @@ class GroupDelivery:
         group: NotificationGroup,
         now: datetime,
         report: NotifyReport,
+        deadline: float = float("inf"),
     ) -> None:
         self.session = session
         self.settings = settings
@@ -128,6 +143,7 @@ class GroupDelivery:
         self.group = group
         self.now = now
         self.report = report
+        self.deadline = deadline  # time.monotonic() past which no delivery starts
 
     def run(self) -> None:
         rows = self._due_rows()
@@ -144,7 +160,8 @@ class GroupDelivery:
             for row in in_flight:
                 by_id.setdefault(row.delivery_id, []).append(row)
             for batch in by_id.values():
-                self._send(channel, config, batch)
+                if self._may_send(batch):
+                    self._send(channel, config, batch)
             return
         if not fresh:
             fresh = self._repeats(config)
@@ -153,6 +170,8 @@ class GroupDelivery:
             return
         batches = [[row] for row in fresh] if channel.per_alert else [fresh] if fresh else []
         for batch in batches:
+            if not self._may_send(batch):
+                continue
             delivery_id = uuid.uuid4()
             for row in batch:
                 row.delivery_id = delivery_id
@@ -161,6 +180,14 @@ class GroupDelivery:
             self.session.execute(
                 delete(NotificationGroup).where(NotificationGroup.id == self.group.id)
             )
+
+    def _may_send(self, batch: list[AlertNotification]) -> bool:
+        """Whether this run may start ``batch``'s delivery (else it waits, still pending)."""
+        if self.report.started and time.monotonic() >= self.deadline:
+            self.report.deferred += len(batch)
+            return False
+        self.report.started += 1
+        return True
 
     # -- stages ------------------------------------------------------------------------------------
 
@@ -271,7 +298,7 @@ class GroupDelivery:
         settings = self.settings
         retrying = Retrying(
             stop=stop_after_attempt(settings.alert_send_tries),
-            wait=wait_exponential(multiplier=settings.alert_send_backoff_s, max=10),
+            wait=wait_exponential(multiplier=settings.alert_send_backoff_s, max=_MAX_SEND_WAIT_S),
             retry=retry_if_exception(lambda e: isinstance(e, DeliveryFailed) and e.retryable),
             reraise=True,
         )
@@ -335,14 +362,25 @@ class GroupDelivery:
             )
 
 
+def budget_s(settings: Settings) -> float:
+    """How long one run may go on starting deliveries: the task's soft time limit less one
+    delivery at its slowest (every try at the outbound timeout, every wait at its cap)."""
+    tries = settings.alert_send_tries
+    slowest = tries * settings.outbound_timeout_s + (tries - 1) * _MAX_SEND_WAIT_S
+    return max(0.0, settings.task_soft_time_limit_s - slowest - 5.0)
+
+
 def deliver(
     sessions: SessionFactory,
     settings: Settings,
     *,
     now: datetime | None = None,
     resolver: outbound.Resolver | None = None,
+    budget: float | None = None,
 ) -> NotifyReport:
-    """Run the pipeline once over every group with something due."""
+    """Run the pipeline once over every group with something due, starting no delivery after
+    ``budget`` seconds (:func:`budget_s` by default)."""
+    deadline = time.monotonic() + (budget_s(settings) if budget is None else budget)
     now = now or utcnow()
     report = NotifyReport()
     with sessions() as session:
@@ -351,10 +389,19 @@ def deliver(
         return report
     with outbound.client(settings, resolver=resolver) as http:
         for receiver, key in candidates:
+            if report.started and time.monotonic() >= deadline:
+                report.deferred_groups += 1
+                continue
             with sessions() as session:
                 group = _lock_group(session, receiver, key)
                 if group is not None:
                     GroupDelivery(
-                        session, settings=settings, http=http, group=group, now=now, report=report
+                        session,
+                        settings=settings,
+                        http=http,
+                        group=group,
+                        now=now,
+                        report=report,
+                        deadline=deadline,
                     ).run()
     return report

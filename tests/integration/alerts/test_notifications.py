@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from herald.alerts import service
+from herald.alerts.engine import service_sessions
 from herald.alerts.matchers import Matcher
+from herald.alerts.notify import deliver
 from herald.models import NotificationStatus
 from herald.security import signing
 from herald.security.audit import Actor
@@ -336,6 +338,38 @@ def test_pagerduty_trigger_acknowledge_resolve_with_the_identity_as_dedup_key(
     assert {e["routing_key"] for e in events} == {"R0UTINGKEY"}
     assert events[0]["payload"]["severity"] == "error"
     assert events[0]["payload"]["source"] == "herald"
+
+
+def test_a_run_starts_no_delivery_past_its_budget_and_the_next_run_goes_on(
+    receiver: Receiver,
+) -> None:
+    """Per-alert deliveries to a receiver that takes its time: a run past its budget starts no
+    more, and what it did not start waits, pending, for the next run. Before, a run over many
+    slow deliveries met the task's soft time limit mid-group: every outcome of that group was
+    rolled back, and the next run did the same, for ever."""
+    settings = receiver_settings(
+        pd=AlertReceiver.model_validate(
+            {"type": "pagerduty", "routing_key": "R0UTINGKEY", "group_wait_s": 0}
+        )
+    ).model_copy(update={"pagerduty_events_url": receiver.url + "/v2/enqueue"})
+
+    receiver.trickle_s = 0.01  # each answer takes about half a second
+    rules = [add_rule(severity="error") for _ in range(3)]
+    errors_at(0, 5)
+    evaluate(settings, 0)
+    at_minute = at(0) + timedelta(seconds=2)
+
+    reports = [
+        deliver(service_sessions("test"), settings, now=at_minute, budget=0.1) for _ in range(3)
+    ]
+
+    assert [r.sent for r in reports] == [1, 1, 1]
+    assert reports[0].deferred + reports[0].deferred_groups >= 1
+    events = [r.json() for r in receiver.requests]
+    assert len(events) == 3
+    assert len({e["dedup_key"] for e in events}) == 3  # each alert once
+    for rule in rules:
+        assert [n.status for n in outbox_of(rule)] == [NotificationStatus.SENT]
 
 
 @pytest.fixture
