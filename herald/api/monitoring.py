@@ -189,16 +189,18 @@ def figures(
     workspace_id = caller.scope.workspace_id
     window = Window(start, end)
     found = []
-    with db.session_scope() as session:
-        if workspace_id is None:
-            db.service_scope(session, "monitoring")
-        else:
+    with db.session_scope() as session, db.session_scope() as service:
+        db.service_scope(service, "monitoring")
+        if workspace_id is not None:
             db.tenant_scope(session, workspace_id)
         for fig in CATALOGUE.values():
             if workspace_id is not None and not fig.per_workspace:
                 continue  # system-wide (workers, jobs, the audit chain): health shows them
+            # A workspace's figures are read under its row-level security, but for those that
+            # count rows of no workspace too (system-wide alerts), which it hides.
+            reader = service if workspace_id is None or fig.system_rows else session
             for sample in compute(
-                session, fig.name, window, workspace_id=workspace_id, group_by=fig.split
+                reader, fig.name, window, workspace_id=workspace_id, group_by=fig.split
             ):
                 found.append(
                     FigureOut(

@@ -93,6 +93,10 @@ class Figure:
     per_workspace: bool  # whether it can be computed for one workspace
     compute: Callable[[Session, Query], list[Sample]]
     split: tuple[str, ...]  # how GET /api/postiz/monitoring/metrics splits it
+    #: A workspace's share counts rows of no workspace too (system-wide alerts): computed in
+    #: the service scope, the figure filtering by workspace itself, since the workspace's
+    #: row-level security hides those rows.
+    system_rows: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,11 +304,12 @@ def _figure(
     *,
     per_workspace: bool = True,
     split: tuple[str, ...] | None = None,
+    system_rows: bool = False,
 ) -> Figure:
     shown = labels if split is None else split
     if per_workspace and "workspace_id" not in labels:
         labels = (*labels, "workspace_id")
-    return Figure(name, description, unit, labels, per_workspace, compute, shown)
+    return Figure(name, description, unit, labels, per_workspace, compute, shown, system_rows)
 
 
 _PUB = ("provider", "outcome", "code")
@@ -485,6 +490,7 @@ _FIGURES = [
         "alerts",
         ("state", "severity"),
         _open_alerts,
+        system_rows=True,
     ),
 ]
 CATALOGUE: dict[str, Figure] = {figure.name: figure for figure in _FIGURES}

@@ -317,3 +317,20 @@ def test_cron_with_the_secret_evaluates_the_rules(client: TestClient, tenant: Te
     with service_session() as session:
         [rule] = session.scalars(select(AlertRule)).all()
         assert rule.last_evaluated_at is not None
+
+
+def test_a_workspaces_open_alert_figure_counts_the_system_wide_ones_as_health_does(
+    client: TestClient, tenant: Tenant
+) -> None:
+    """``alerts.open`` for a workspace includes the system-wide alerts (workers down concerns
+    every workspace), as its health report does. Read under the workspace's row-level security
+    they were invisible: the figure said 0 while health said a critical alert was open."""
+    _alert(tenant.workspace.id)
+    _alert(None)
+    _alert(None, status=AlertStatus.RESOLVED)  # not open: not counted
+
+    answer = client.get("/api/postiz/monitoring/metrics", headers=tenant.headers)
+
+    assert answer.status_code == 200, answer.text
+    open_alerts = [f for f in answer.json()["figures"] if f["name"] == "alerts.open"]
+    assert sum(f["value"] or 0 for f in open_alerts) == 2
