@@ -23,6 +23,12 @@ Operator = Literal["=", "!=", "=~", "!~"]
 # A silence's regular expression is user input run against every alert: a pathological one
 # (catastrophic backtracking) gives up after this long and counts as not matching.
 REGEX_TIMEOUT_S = 0.05
+# The engine expands a counted repeat when it compiles (``a{99999999}`` took gigabytes before
+# any timeout could apply): a count past RE2's bound (Alertmanager's engine refuses it too) is
+# refused, and so are counts that multiply past MAX_EXPANSION, before anything compiles.
+MAX_REPEAT = 1000
+MAX_EXPANSION = 10_000
+_COUNTED = re.compile(r"\{(\d+)(?:,(\d*))?\}")
 
 
 @lru_cache(maxsize=512)
@@ -55,9 +61,25 @@ class MatcherSpec(BaseModel):
         return value
 
 
+def repeat_error(pattern: str) -> str | None:
+    """Why ``pattern``'s counted repeats are refused, or None. Conservative: every count in
+    the pattern is multiplied, nested or not (a matcher's expressions are short)."""
+    expansion = 1
+    for found in _COUNTED.finditer(pattern):
+        low, high = int(found.group(1)), found.group(2)
+        if max(low, int(high) if high else 0) > MAX_REPEAT:
+            return f"a counted repeat may be at most {MAX_REPEAT} (as in Alertmanager)"
+        expansion *= max(low, 1)
+        if expansion > MAX_EXPANSION:
+            return f"counted repeats that multiply past {MAX_EXPANSION} are not accepted"
+    return None
+
+
 def regex_error(spec: MatcherSpec) -> str | None:
     """Why the matcher's regular expression does not compile (None: it does, or it has none)."""
     if spec.op in ("=~", "!~"):
+        if (refused := repeat_error(spec.value)) is not None:
+            return refused
         try:
             _anchored(spec.value)
         except regex.error as exc:

@@ -334,3 +334,18 @@ def test_a_workspaces_open_alert_figure_counts_the_system_wide_ones_as_health_do
     assert answer.status_code == 200, answer.text
     open_alerts = [f for f in answer.json()["figures"] if f["name"] == "alerts.open"]
     assert sum(f["value"] or 0 for f in open_alerts) == 2
+
+
+@pytest.mark.parametrize("pattern", ["a{2000}", "a{1,2000}", "(a{200}){200}", "x{99999999}"])
+def test_a_silence_regex_whose_counted_repeats_would_blow_up_is_refused(
+    client: TestClient, tenant: Tenant, pattern: str
+) -> None:
+    """The regex engine expands a counted repeat as it compiles: a{99999999} took the API
+    process to 27 GB. A count past 1,000 (Alertmanager's RE2 bound) or nested counts past
+    10,000 in all are refused before anything compiles."""
+    body = {
+        "matchers": [{"name": "rule", "op": "=~", "value": pattern}],
+        "ends_at": (utcnow() + timedelta(hours=1)).isoformat(),
+    }
+    refused = client.post(f"{MONITORING}/silences", json=body, headers=tenant.headers)
+    assert_error(refused, 422, "matcher_invalid")
