@@ -34,6 +34,7 @@ from herald.security import outbound
 from herald.settings import Settings
 
 CHUNK = 256 * 1024
+_AS_IT_IS = {"Accept-Encoding": "identity"}
 HEAD = 512  # enough for every signature filetype reads
 
 
@@ -92,9 +93,14 @@ class Fetcher:
         cap = min(cap, self.settings.media_max_bytes)
         target = self.folder / _key(url)
         if target.exists():
-            with contextlib.suppress(OSError, Unreadable):
+            try:
                 os.utime(target)
                 found = self._probe(target, network)
+            except (OSError, ContentInvalid):
+                # Gone meanwhile, or unreadable (kept by an older version): asked again.
+                with contextlib.suppress(OSError):
+                    target.unlink()
+            else:
                 if found.size <= cap:
                     return found
         try:
@@ -107,7 +113,15 @@ class Fetcher:
         part = self.folder / f"{target.name}.{os.getpid()}.{time.monotonic_ns()}.part"
         try:
             self._download(url, part, cap=cap, network=network)
+            # Checked before it is cached: bytes of no known type (a CDN's error page) are
+            # refused now and the URL asked again next time, not refused from the cache for
+            # every workspace without the host ever being asked.
+            self._probe(part, network)
             part.replace(target)
+        except OSError as exc:  # the cache itself (a file evicted under us, a full disk)
+            raise MediaUnavailable(
+                f"media cache unusable: {exc.strerror or type(exc).__name__}", provider=network
+            ) from None
         finally:
             with contextlib.suppress(OSError):
                 part.unlink()
@@ -127,7 +141,9 @@ class Fetcher:
     def _download(self, url: str, part: Path, *, cap: int, network: str) -> None:
         deadline = time.monotonic() + self.settings.media_fetch_timeout_s
         try:
-            with self._http().stream("GET", url) as response:
+            # The file as it is: an encoded answer (gzip inside gzip) unpacks before any size
+            # check can run, and media are compressed formats already.
+            with self._http().stream("GET", url, headers=_AS_IT_IS) as response:
                 self._check_answer(response, cap, network)
                 written = 0
                 with open(part, "wb") as out:
@@ -174,6 +190,14 @@ class Fetcher:
         if status != 200:
             raise ContentInvalid(
                 f"media URL answered HTTP {status}", rule="media.unreachable", provider=network
+            )
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            raise ContentInvalid(
+                f"media host sent the file encoded ({encoding[:50]}) although asked for it as it "
+                "is: Herald does not unpack media answers",
+                rule="media.encoded",
+                provider=network,
             )
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > cap:

@@ -3,8 +3,11 @@ every server-side request forgery refused permanently (docs/media.md)."""
 
 from __future__ import annotations
 
+import gzip
 import os
+import threading
 from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -56,6 +59,9 @@ def test_bytes_of_no_known_type_are_refused(
             media_host.url("blob.bin", bytes=3000), cap=10**6, network="x"
         )
     assert caught.value.rule == "media.unreadable"
+    # Never kept: a later fetch of the URL asks the host again (a CDN's error page once
+    # failed the URL for good, for every workspace, without the host being asked again).
+    assert not list(Path(media_settings.media_cache_dir).iterdir())
 
 
 def test_a_missing_file_is_permanent_and_a_failing_host_is_not(
@@ -113,3 +119,42 @@ def test_the_cache_stays_within_its_budget(tmp_path: Path) -> None:
         os.utime(path, (n, n))
     make_room(tmp_path, 500, 1000)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f1", "f2"]  # the oldest went
+
+
+def test_a_compressed_answer_is_refused_unread(
+    media_settings: Settings, tmp_path: Path
+) -> None:
+    """A few kilobytes of gzip inside gzip unpack into hundreds of megabytes in one decoding
+    step, before any size check: a hostile media host could take the worker's memory. Herald
+    asks for the file as it is (Accept-Encoding: identity) and refuses an encoded answer."""
+    layer = gzip.compress(b"\0" * 20_000_000)
+    bomb = gzip.compress(layer)
+    asked: list[str] = []
+
+    class Bomb(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.headers.get("Accept-Encoding", ""))
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip, gzip")
+            self.send_header("Content-Length", str(len(bomb)))
+            self.end_headers()
+            self.wfile.write(bomb)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Bomb)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(ContentInvalid) as caught:
+            Fetcher(media_settings).fetch(
+                f"http://127.0.0.1:{server.server_address[1]}/picture.png",
+                cap=10**6,
+                network="x",
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert caught.value.rule == "media.encoded"
+    assert asked == ["identity"]
+    assert not list(Path(media_settings.media_cache_dir).iterdir())
