@@ -211,8 +211,15 @@ def verify_token(token: str, settings: Settings) -> Identity:
         return Identity(subject=None, role=SERVICE_ROLE)
     if not isinstance(subject, str) or not subject.strip():
         raise InvalidToken("the token has no subject", reason="subject")
+    if len(subject) > MAX_SUBJECT or not subject.isprintable():
+        # Signed, but no user id Herald can store in a membership or an audit row (NUL, a lone
+        # surrogate, control characters, past the columns' length).
+        raise InvalidToken("the token's subject is not a user id", reason="subject")
     return Identity(subject=subject, role=role)
 
+
+#: The longest ``sub`` taken: the columns that store a user id (memberships, audit actors).
+MAX_SUBJECT = 200
 
 #: A UUID as RFC 9562 writes it: 8-4-4-4-12 hexadecimal digits, either case.
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")

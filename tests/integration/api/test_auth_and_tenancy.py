@@ -54,6 +54,10 @@ def test_a_missing_token_is_401_with_a_challenge_and_no_audit_row(
             + jwt.encode({"sub": "u", "role": "authenticated", "exp": 2**32}, "", algorithm="none"),
         ),
         ("no subject", "Bearer " + mint(sub=None)),
+        # Signed, but no user id Herald can store (memberships, audit actors): 500s before.
+        ("subject with a NUL", "Bearer " + mint(sub="a\u0000b")),
+        ("subject of 5,000 characters", "Bearer " + mint(sub="x" * 5000)),
+        ("subject a lone surrogate", "Bearer " + mint(sub="\ud800")),
     ],
 )
 def test_a_bad_token_is_401_and_recorded(
