@@ -153,8 +153,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         if not isinstance(raw["i"], str):
             raise TypeError("not an id")
         return in_utc(when), uuid.UUID(raw["i"])
-    except (binascii.Error, ValueError, KeyError, TypeError):
+    except (binascii.Error, ValueError, KeyError, TypeError, RecursionError):
         # A PydanticCustomError from in_utc is a ValueError too: out of the calendar in UTC.
+        # RecursionError: JSON nested deeper than the parser goes.
         raise ApiError(400, "invalid_cursor", "the cursor is not one this API issued") from None
 
 

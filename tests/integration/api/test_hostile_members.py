@@ -25,13 +25,17 @@ def _cursor(value: object) -> str:
     return base64.urlsafe_b64encode(raw).decode()
 
 
-@pytest.mark.parametrize("forged_id", [5, {}, ["a"], None])
+def _deep_cursor() -> str:
+    return base64.urlsafe_b64encode(b"[" * 1000 + b"]" * 1000).decode()
+
+
+@pytest.mark.parametrize("forged_id", [5, {}, ["a"], None, "deep"])
 def test_a_forged_cursor_is_refused_not_a_server_error(
     client: TestClient, tenant: Tenant, forged_id: object
 ) -> None:
-    answer = client.get(
-        "/api/postiz/posts", params={"cursor": _cursor(forged_id)}, headers=tenant.headers
-    )
+    # "deep": JSON nested deeper than the parser goes (RecursionError, a 500 before).
+    cursor = _deep_cursor() if forged_id == "deep" else _cursor(forged_id)
+    answer = client.get("/api/postiz/posts", params={"cursor": cursor}, headers=tenant.headers)
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["code"] == "invalid_cursor"
 
