@@ -160,7 +160,7 @@ def _jwt_expiry(token: str) -> datetime | None:
         payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
         exp = payload.get("exp") if isinstance(payload, dict) else None
         return datetime.fromtimestamp(float(exp), UTC) if exp is not None else None
-    except (ValueError, TypeError, OverflowError, OSError):
+    except (ValueError, TypeError, OverflowError, OSError, RecursionError):
         return None
 
 

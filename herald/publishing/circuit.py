@@ -125,9 +125,7 @@ def held_providers(session: Session, settings: Settings, now: datetime) -> froze
     if not settings.circuit_enabled:
         return frozenset()
     return frozenset(
-        session.scalars(
-            select(C.provider).where(C.state != CircuitState.CLOSED, C.probe_at > now)
-        )
+        session.scalars(select(C.provider).where(C.state != CircuitState.CLOSED, C.probe_at > now))
     )
 
 
