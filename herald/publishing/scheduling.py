@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
 import structlog
 from sqlalchemy import select
@@ -156,12 +158,25 @@ def _same_request_or_conflict(post: Post, request: SchedulePost) -> None:
         or post.content != request.content
         or post.scheduled_at != request.scheduled_at
         or post.media != [m.model_dump(mode="json") for m in request.media]
-        or (post.provider_settings or {}) != (request.provider_settings or {})
+        or _as_stored(post.provider_settings or {}) != _as_stored(request.provider_settings or {})
     ):
         raise IdempotencyConflict(
             "this idempotency key was already used for a different post",
             post_id=str(post.id),
         )
+
+
+def _as_stored(value: Any) -> Any:
+    """``value`` with every number as a Decimal of what it says: Postgres keeps a JSON number
+    as a decimal, so a float reads back as the number it wrote (1e308 as the integer 10**308),
+    and only the numbers' values can be compared."""
+    if isinstance(value, dict):
+        return {key: _as_stored(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_stored(item) for item in value]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
 
 def check_integration(integration: Integration) -> None:

@@ -42,6 +42,23 @@ def test_scheduling_creates_one_post_and_the_same_key_again_returns_it(
 
 
 @pytest.mark.parametrize(
+    "settings", [{"a": 1e308}, {"a": 12345678901234567890.0, "b": [0.1, -0.0, 1e-7]}]
+)
+def test_the_same_request_again_is_the_same_post_whatever_numbers_its_settings_hold(
+    client: TestClient, tenant: Tenant, settings: dict[str, object]
+) -> None:
+    """Postgres keeps a JSON number as a decimal: 1e308 reads back as the integer 10**308. A
+    client's retry, byte for byte the same, is the same post (it was a 409 conflict)."""
+    body = schedule_body(tenant, provider_settings=settings)
+    first = client.post("/api/postiz/posts", json=body, headers=tenant.headers)
+    again = client.post("/api/postiz/posts", json=body, headers=tenant.headers)
+
+    assert first.status_code == 201, first.text
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == first.json()["id"]
+
+
+@pytest.mark.parametrize(
     "change",
     [
         {"content": "Something else"},
