@@ -121,9 +121,7 @@ def test_the_cache_stays_within_its_budget(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f1", "f2"]  # the oldest went
 
 
-def test_a_compressed_answer_is_refused_unread(
-    media_settings: Settings, tmp_path: Path
-) -> None:
+def test_a_compressed_answer_is_refused_unread(media_settings: Settings) -> None:
     """A few kilobytes of gzip inside gzip unpack into hundreds of megabytes in one decoding
     step, before any size check: a hostile media host could take the worker's memory. Herald
     asks for the file as it is (Accept-Encoding: identity) and refuses an encoded answer."""
