@@ -14,7 +14,7 @@ from herald.cli_alerts import alerts
 from herald.cli_audit import audit
 from herald.cli_connect import integrations, members, workspaces
 from herald.cli_webhooks import webhooks
-from herald.settings import get_settings
+from herald.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from herald.migrations.roles import Roles
@@ -177,9 +177,8 @@ def worker(queues: str, concurrency: int | None, pool: str, celery_args: tuple[s
         # Before anything imports prometheus_client; pool children inherit the variable.
         use_multiprocess_dir(settings, os.environ)
     from herald.celery_app import app
-    from herald.telemetry.prometheus import serve
 
-    serve(settings)
+    _serve_metrics(settings)
     argv = ["worker", "--queues", queues, "--pool", pool, "--loglevel", get_settings().log_level]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
@@ -195,9 +194,8 @@ def beat(celery_args: tuple[str, ...]) -> None:
     the tasks it sent on that port.
     """
     from herald.celery_app import app
-    from herald.telemetry.prometheus import serve
 
-    serve(get_settings())
+    _serve_metrics(get_settings())
     app.start(["beat", "--loglevel", get_settings().log_level, *celery_args])
 
 
@@ -435,3 +433,13 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _serve_metrics(settings: Settings) -> None:
+    """This process's metrics endpoint, or one clear line and exit 1 if its port is taken."""
+    from herald.telemetry.prometheus import MetricsPortUnavailable, serve
+
+    try:
+        serve(settings)
+    except MetricsPortUnavailable as exc:
+        raise click.ClickException(str(exc)) from None

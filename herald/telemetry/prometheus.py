@@ -188,17 +188,29 @@ class _QuietHandler(WSGIRequestHandler):
         """Scrapes every few seconds are not worth a log line."""
 
 
+class MetricsPortUnavailable(RuntimeError):
+    """The metrics port cannot be served (another process holds it, or no such address)."""
+
+
 def serve(settings: Settings) -> WSGIServer | None:
-    """Serve this node's metrics on ``HERALD_METRICS_PORT`` in a daemon thread (None: off)."""
+    """Serve this node's metrics on ``HERALD_METRICS_PORT`` in a daemon thread (None: off).
+    Raises :class:`MetricsPortUnavailable` when the port cannot be bound."""
     if not settings.metrics_port:
         return None
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-    server = make_server(
-        settings.metrics_host,
-        settings.metrics_port,
-        guarded(exposition_app(), token),
-        server_class=_Server,
-        handler_class=_QuietHandler,
-    )
+    where = f"{settings.metrics_host}:{settings.metrics_port}"
+    try:
+        server = make_server(
+            settings.metrics_host,
+            settings.metrics_port,
+            guarded(exposition_app(), token),
+            server_class=_Server,
+            handler_class=_QuietHandler,
+        )
+    except OSError as exc:
+        raise MetricsPortUnavailable(
+            f"cannot serve metrics on {where}: {exc.strerror or exc} (HERALD_METRICS_PORT: each "
+            "process on a host needs a port of its own; another Herald process may hold this one)"
+        ) from None
     threading.Thread(target=server.serve_forever, name="herald-metrics", daemon=True).start()
     return server
