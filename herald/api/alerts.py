@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Body, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from herald.alerts import service
@@ -166,6 +166,8 @@ class RuleOut(RuleSpec):
 
 
 class SilenceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     matchers: list[MatcherSpec] = Field(min_length=1, max_length=20)
     ends_at: Instant
     starts_at: Instant | None = None

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from herald.api.deps import Caller, CurrentCaller, audit_change, settings_of, tenant_session
@@ -39,6 +39,8 @@ Event = Literal[
 
 
 class SubscriptionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     url: Annotated[str, Field(min_length=8, max_length=2000, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://")]
     events: list[Event] = Field(min_length=1, max_length=5)
     description: str | None = Field(default=None, max_length=200, pattern=r"^[^\u0000]*$")

@@ -204,3 +204,32 @@ def test_an_id_that_is_not_a_uuid_is_refused_without_quoting_it(
     )
     assert "secret-looking-id" not in answer.text
     assert "\\u0000" not in answer.text
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (
+            "/api/postiz/webhooks",
+            {"url": "https://hooks.example.com/h", "events": ["post.published"]},
+        ),
+        (
+            "/api/postiz/monitoring/silences",
+            {
+                "matchers": [{"name": "rule", "value": "x"}],
+                "ends_at": (utcnow() + timedelta(days=1)).isoformat(),
+            },
+        ),
+    ],
+    ids=["webhook", "silence"],
+)
+def test_a_field_a_body_does_not_have_is_refused_as_posts_refuse_it(
+    client: TestClient, tenant: Tenant, path: str, body: dict[str, Any]
+) -> None:
+    """A client that sends ``workspace_id`` believing it picks another workspace is told it does
+    not, as a post's body says so; before, the field was dropped and the object made in the
+    caller's workspace without a word."""
+    other = str(uuid.uuid4())
+    answer = client.post(path, json={**body, "workspace_id": other}, headers=tenant.headers)
+    assert answer.status_code == 422, answer.text
+    assert client.post(path, json=body, headers=tenant.headers).status_code == 201
