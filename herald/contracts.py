@@ -55,8 +55,8 @@ def has_unstorable_text(text: str) -> bool:
 def scrub_unstorable(value: Any, _depth: int = 0) -> Any:
     """A copy of ``value`` that Postgres text and JSONB can store: unstorable characters
     become U+FFFD (in keys too), non-finite numbers their name, and anything nested deeper
-    than 64 levels a marker. For keeping what was *refused* (dead letters), never for
-    accepting input."""
+    than 64 levels a marker. For keeping what was *refused* (dead letters) or what a network
+    already did (the id of a published post), never for accepting input."""
     if isinstance(value, str):
         return _UNSTORABLE.sub("\ufffd", value)
     if isinstance(value, float) and not math.isfinite(value):

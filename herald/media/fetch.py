@@ -18,6 +18,7 @@ post is tried again later, and the network's circuit does not count it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import os
@@ -116,7 +117,7 @@ class Fetcher:
             # Checked before it is cached: bytes of no known type (a CDN's error page) are
             # refused now and the URL asked again next time, not refused from the cache for
             # every workspace without the host ever being asked.
-            self._probe(part, network)
+            found = self._probe(part, network)
             part.replace(target)
         except OSError as exc:  # the cache itself (a file evicted under us, a full disk)
             raise MediaUnavailable(
@@ -125,7 +126,7 @@ class Fetcher:
         finally:
             with contextlib.suppress(OSError):
                 part.unlink()
-        return self._probe(target, network)
+        return dataclasses.replace(found, path=str(target))
 
     def _probe(self, path: Path, network: str) -> LocalFile:
         size = path.stat().st_size

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
+from herald.contracts import scrub_unstorable
 from herald.redaction import redact_text
 
 if TYPE_CHECKING:
@@ -331,23 +332,13 @@ class PublishResult:
     request_id: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "external_id", storable(self.external_id)[:EXTERNAL_ID_CHARS])
-        url = None if self.url is None else storable(self.url)
+        external_id = scrub_unstorable(self.external_id)[:EXTERNAL_ID_CHARS]
+        object.__setattr__(self, "external_id", external_id)
+        url = None if self.url is None else scrub_unstorable(self.url)
         object.__setattr__(self, "url", url if url and len(url) <= EXTERNAL_URL_CHARS else None)
         if self.request_id is not None:
-            object.__setattr__(
-                self, "request_id", storable(self.request_id)[:REQUEST_ID_CHARS] or None
-            )
-
-
-def storable(text: str) -> str:
-    """``text`` as any database stores it: NUL and unpaired surrogates replaced by U+FFFD."""
-    text = text.replace("\x00", "\ufffd")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    return text
+            request_id = scrub_unstorable(self.request_id)[:REQUEST_ID_CHARS] or None
+            object.__setattr__(self, "request_id", request_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,6 +105,11 @@ def parse_limits(body: Any) -> InstanceLimits:
     )
 
 
+#: A mention (Mastodon's ``Account::MENTION_RE``): group 1 the user name, then the domain of a
+#: remote account, which the count leaves out.
+_MENTION = re.compile(r"(?<![=/\w])@([a-z0-9_]+(?:[a-z0-9_.-]+[a-z0-9_]+)?)(?:@[\w.-]+\w)?", re.I)
+
+
 def status_length(text: str, reserved_per_url: int, spoiler_text: str = "") -> int:
     """Mastodon's count (its ``StatusLengthValidator``): the content warning and the text in
     grapheme clusters, every URL counting ``reserved_per_url`` and a remote mention
@@ -118,11 +123,6 @@ def status_length(text: str, reserved_per_url: int, spoiler_text: str = "") -> i
 
 def _countable(segment: str) -> int:
     return grapheme_count(_MENTION.sub(r"@\1", segment))
-
-
-#: A mention (Mastodon's ``Account::MENTION_RE``): group 1 the user name, then the domain of a
-#: remote account, which the count leaves out.
-_MENTION = re.compile(r"(?<![=/\w])@([a-z0-9_]+(?:[a-z0-9_.-]+[a-z0-9_]+)?)(?:@[\w.-]+\w)?", re.I)
 
 
 def plain_text(content: str) -> str:
