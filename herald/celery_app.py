@@ -28,7 +28,7 @@ from herald.settings import Settings, get_settings
 from herald.telemetry import context, metrics, prometheus, records
 from herald.telemetry.figures import PUBLISH_OUTCOMES
 from herald.telemetry.logging import configure_logging
-from herald.telemetry.state import job_intervals
+from herald.telemetry.state import heartbeat_queues, job_intervals
 from herald.telemetry.tracing import setup_telemetry, shutdown_telemetry
 from herald.tokens.clients import check_at_start
 
@@ -131,9 +131,12 @@ def _init_worker_process(**_: Any) -> None:
 
 @signals.beat_init.connect
 def _record_jobs_expected(sender: Any = None, **_: Any) -> None:
-    """Beat is up: from now on each of its periodic jobs is expected to run (health reads it)."""
+    """Beat is up: from now on each of its periodic jobs is expected to run, and each queue it
+    sends a heartbeat to to be consumed (health and the alert rules read both)."""
     conf = sender.app.conf if sender is not None and hasattr(sender, "app") else app.conf
-    records.record_jobs_expected(job_intervals(conf.beat_schedule), utcnow())
+    now = utcnow()
+    records.record_jobs_expected(job_intervals(conf.beat_schedule), now)
+    records.record_queues_expected(heartbeat_queues(conf.beat_schedule), now)
 
 
 @signals.worker_ready.connect

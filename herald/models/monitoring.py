@@ -20,18 +20,24 @@ from herald.models.base import Base, RedactedText
 
 class Heartbeat(Base):
     """The last heartbeat consumed from one queue: beat sent it at ``sent_at``, ``worker``
-    ran it at ``received_at``. Its age says whether anyone still consumes the queue."""
+    ran it at ``received_at``. Its age says whether anyone still consumes the queue.
+
+    ``expected_since`` is when a beat first sent heartbeats to the queue: until one is
+    consumed (the three round-trip columns empty), the queue's age counts from then."""
 
     __tablename__ = "heartbeats"
 
     queue: Mapped[str] = mapped_column(String(200), primary_key=True)
-    sent_at: Mapped[datetime]
-    received_at: Mapped[datetime]
-    worker: Mapped[str] = mapped_column(String(200))
+    sent_at: Mapped[datetime | None]
+    received_at: Mapped[datetime | None]
+    worker: Mapped[str | None] = mapped_column(String(200))
+    expected_since: Mapped[datetime | None]
 
     @property
-    def round_trip_s(self) -> float:
+    def round_trip_s(self) -> float | None:
         """From beat's send to the worker's start (clocks of two hosts: never below zero)."""
+        if self.received_at is None or self.sent_at is None:
+            return None
         return max(0.0, (self.received_at - self.sent_at).total_seconds())
 
 

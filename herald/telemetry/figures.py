@@ -249,7 +249,9 @@ def _ages(rows: Iterable[tuple[str, datetime | None]], label: str, q: Query) -> 
 
 
 def _heartbeat_age(session: Session, q: Query) -> list[Sample]:
-    rows = session.execute(select(Heartbeat.queue, Heartbeat.received_at)).tuples().all()
+    # A queue no worker has consumed yet ages from when beat first expected it.
+    consumed = func.coalesce(Heartbeat.received_at, Heartbeat.expected_since)
+    rows = session.execute(select(Heartbeat.queue, consumed)).tuples().all()
     return _ages(rows, "queue", q)
 
 

@@ -70,21 +70,32 @@ def record_job_run(job: str, started_at: datetime, *, error: BaseException | Non
         log.exception("job_run.record_failed", job=job)
 
 
+def record_queues_expected(queues: Iterable[str], at: datetime) -> None:
+    """Beat started sending heartbeats to ``queues``: each is expected to be consumed from
+    ``at`` on, unless an earlier beat already expected it (the first start is kept, as for
+    jobs). A queue no worker has consumed yet then ages from ``at``, and "Queue not consumed"
+    can fire for it."""
+    _expect(Heartbeat, "queue", queues, at)
+
+
 def record_jobs_expected(jobs: Iterable[str], at: datetime) -> None:
     """Beat started with ``jobs`` scheduled: each is expected to run from ``at`` on, unless an
     earlier beat already expected it (the first start is kept, so a beat that keeps restarting
     before a job's first run does not hide that the job never ran)."""
-    rows = [{"job": job, "expected_since": at} for job in sorted(set(jobs))]
+    _expect(JobRun, "job", jobs, at)
+
+
+def _expect(model: type[Heartbeat | JobRun], key: str, names: Iterable[str], at: datetime) -> None:
+    """Set ``expected_since`` to ``at`` on each named row, keeping an earlier one."""
+    rows = [{key: name, "expected_since": at} for name in sorted(set(names))]
     if not rows:
         return
     try:
         with db.session_scope() as session:
-            statement = _insert(session, JobRun).values(rows)
-            kept = func.coalesce(JobRun.expected_since, statement.excluded.expected_since)
+            statement = _insert(session, model).values(rows)
+            kept = func.coalesce(model.expected_since, statement.excluded.expected_since)
             session.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["job"], set_={"expected_since": kept}
-                )
+                statement.on_conflict_do_update(index_elements=[key], set_={"expected_since": kept})
             )
     except SQLAlchemyError:
-        log.exception("job_run.record_failed", jobs=[row["job"] for row in rows])
+        log.exception("monitoring.expected_unrecorded", names=[row[key] for row in rows])

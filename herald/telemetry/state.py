@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from herald import db
+from herald.beat_schedule import HEARTBEAT_TASK
 from herald.models import AlertStatus, Heartbeat, JobRun, PostStatus, Severity, utcnow
 from herald.settings import Settings
 from herald.telemetry.broker import BrokerProbe, Connect, probe
@@ -104,10 +105,11 @@ def read_state(
         row.queue: QueueBeat(
             row.queue,
             max(0.0, (now - row.received_at).total_seconds()),
-            row.round_trip_s,
-            row.worker,
+            row.round_trip_s or 0.0,
+            row.worker or "unknown",
         )
         for row in session.scalars(select(Heartbeat))
+        if row.received_at is not None  # else only expected: no worker consumed it yet
     }
     return State(
         read_at=now,
@@ -134,6 +136,16 @@ def job_intervals(schedule: dict[str, dict[str, object]]) -> dict[str, float]:
             continue
         intervals[task] = min(float(every), intervals.get(task, float("inf")))
     return intervals
+
+
+def heartbeat_queues(schedule: dict[str, dict[str, object]]) -> list[str]:
+    """The queues beat sends a heartbeat to, from the beat schedule."""
+    queues = set()
+    for entry in schedule.values():
+        kwargs = entry.get("kwargs")
+        if entry["task"] == HEARTBEAT_TASK and isinstance(kwargs, dict) and "queue" in kwargs:
+            queues.add(str(kwargs["queue"]))
+    return sorted(queues)
 
 
 def sorted_queues(known: Sequence[str], state: State) -> list[str]:

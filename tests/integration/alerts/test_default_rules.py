@@ -34,6 +34,7 @@ from herald.models import (
 from herald.security import audit, audit_verify
 from herald.security.audit_admin import append_only_lifted
 from herald.settings import get_settings, use_settings
+from herald.telemetry import records
 from tests.fixtures.database import owner_session, service_session
 from tests.fixtures.factories import make_integration, make_workspace
 from tests.fixtures.polling import eventually
@@ -183,6 +184,25 @@ def test_workers_down_inhibits_queue_not_consumed(defaults: Engine, receiver: Re
     told = {a["rule"] for r in receiver.requests for a in r.json()["alerts"]}
     assert "Workers down" in told
     assert "Queue not consumed" not in told  # inhibited by the critical "Workers down"
+
+
+def test_queue_not_consumed_fires_for_a_queue_no_worker_ever_consumed(defaults: Engine) -> None:
+    """A queue beat sends heartbeats to but no worker listens on (a worker started without
+    ``-Q alerts``) has no heartbeat row to age: its age counts from when beat first expected it."""
+    queues = ("default", "publish", "tokens", "alerts")
+    records.record_queues_expected(queues, at(0))
+    for minute in (0, 2, 4):
+        with service_session() as session:
+            for queue in queues[:3]:
+                session.merge(
+                    Heartbeat(queue=queue, sent_at=at(minute), received_at=at(minute), worker="w1")
+                )
+            session.merge(JobRun(job="herald.posts.dispatch_due", last_succeeded_at=at(minute)))
+        evaluate(None, minute)
+    assert [labels["queue"] for labels in firing()["Queue not consumed"]] == ["alerts"]
+    records.record_queues_expected(queues, at(4))  # beat restarted: the first start is kept
+    evaluate(None, 4.5)
+    assert [labels["queue"] for labels in firing()["Queue not consumed"]] == ["alerts"]
 
 
 def test_periodic_job_missed_when_dispatch_stops_succeeding(defaults: Engine) -> None:

@@ -15,6 +15,7 @@ import pytest
 from celery import signals
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from herald import db
@@ -26,6 +27,7 @@ from herald.models import (
     AlertRule,
     AlertStatus,
     AuditVerification,
+    Heartbeat,
     JobRun,
     PostStatus,
     PublishAttempt,
@@ -318,6 +320,34 @@ def test_health_is_degraded_but_200_for_trouble_that_does_not_stop_publishing(
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "degraded"
     assert len(response.json()["reasons"]) == 1, (cause, response.json()["reasons"])
+
+
+def test_a_queue_beat_expects_but_no_worker_consumed_reads_as_never_consumed(
+    client: TestClient, tenant: Tenant, committed: Engine
+) -> None:
+    """Beat records the queues it sends heartbeats to; one no worker ever consumed is reported
+    as never consumed everywhere, and the others keep the heartbeat they had."""
+    consumed = tuple(queue for queue in QUEUES if queue != "alerts")
+    _beats(queues=consumed)
+    signals.beat_init.send(sender=None)  # as beat starting: every heartbeat queue now expected
+    _beats(queues=consumed)  # a heartbeat after the start keeps the expectation
+    with service_session() as session:
+        rows = {row.queue: row for row in session.scalars(select(Heartbeat))}
+    assert set(rows) == set(QUEUES)
+    assert all(row.expected_since is not None for row in rows.values())
+    assert rows["alerts"].received_at is None
+    assert rows["alerts"].worker is None
+
+    body = client.get("/api/postiz/monitoring/health", headers=tenant.headers).json()
+    queues = {queue["name"]: queue for queue in body["queues"]}
+    assert queues["alerts"]["consumed"] is False
+    assert queues["alerts"]["heartbeat_age_s"] is None
+    assert queues["alerts"]["worker"] is None
+    assert all(queues[queue]["consumed"] for queue in consumed)
+    samples = parse_exposition(client.get("/metrics").text)
+    assert total(samples, "herald_queue_heartbeat_age_seconds", queue="alerts") == float("inf")
+    assert total(samples, "herald_queue_heartbeat_age_seconds", queue="publish") < 60
+    assert total(samples, "herald_workers_seen") == len(consumed)
 
 
 def test_a_fresh_system_has_no_overdue_job_until_a_job_misses_its_allowance_since_beat_began(
