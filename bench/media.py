@@ -89,9 +89,9 @@ def run(url: str, cache: str) -> None:
         media = Media(f"{url}/_sandbox/media/video{tag}.mp4?{query}", "video")
         draft = PostDraft(f"bench {tag}", f"bench-{tag}", media=(media,))
         started = time.perf_counter()
-        with Fetcher(settings) as fetcher:
+        with Fetcher(settings) as fetcher:  # holds the file until the upload is done
             ready = prepare(draft, x, account, fetcher, MemoryLedger())
-        x.publish(ready, account, tokens)
+            x.publish(ready, account, tokens)
         return time.perf_counter() - started
 
     publish(5_000_000, "warm")

@@ -179,9 +179,9 @@ class _Run:
             self.token_version = self.integration.token_version
             tokens = open_tokens(self.integration, self.keys)
             self.provider.validate(draft, account)
-            with lease(self.attempt.started_at, self.settings):
-                with Fetcher(self.settings) as fetcher:
-                    draft = prepare(draft, self.provider, account, fetcher, self._ledger())
+            # The fetcher holds the files it fetched until the upload is done.
+            with lease(self.attempt.started_at, self.settings), Fetcher(self.settings) as fetcher:
+                draft = prepare(draft, self.provider, account, fetcher, self._ledger())
                 result = self.provider.publish(draft, account, tokens)
         except (ProviderError, DecryptionError) as exc:
             error = exc

@@ -30,9 +30,9 @@ def publish(
 ) -> PublishResult:
     draft = PostDraft(text, "k-media", media=media, settings=draft_settings)
     provider.validate(draft, account)
-    with Fetcher(settings) as fetcher:
+    with Fetcher(settings) as fetcher:  # holds the files until the upload is done
         ready = prepare(draft, provider, account, fetcher, ledger or MemoryLedger())
-    result: PublishResult = provider.publish(ready, account, tokens)
+        result: PublishResult = provider.publish(ready, account, tokens)
     return result
 
 
