@@ -6,7 +6,18 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, Enum, MetaData, Text, Uuid, func
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    Enum,
+    ForeignKeyConstraint,
+    MetaData,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    func,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -22,6 +33,20 @@ NAMING = {
 }
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def in_workspace(column: str, parent: str, *, ondelete: str) -> ForeignKeyConstraint:
+    """``column`` names a row of the tenant table ``parent`` in the same workspace: the key is
+    ``(workspace_id, column)``, so no row can point at another workspace's row. Row-level
+    security checks only a row's own ``workspace_id``; foreign keys are checked past it."""
+    return ForeignKeyConstraint(
+        ["workspace_id", column], [f"{parent}.workspace_id", f"{parent}.id"], ondelete=ondelete
+    )
+
+
+def keyed_by_workspace() -> UniqueConstraint:
+    """``(workspace_id, id)``: what :func:`in_workspace` keys point at."""
+    return UniqueConstraint("workspace_id", "id")
 
 
 def utcnow() -> datetime:

@@ -40,6 +40,8 @@ from herald.models.base import (
     RedactedText,
     Timestamps,
     UUIDPrimaryKey,
+    in_workspace,
+    keyed_by_workspace,
     str_enum,
     utcnow,
 )
@@ -54,7 +56,10 @@ class IntegrationStatus(enum.StrEnum):
 
 class Integration(UUIDPrimaryKey, Timestamps, Base):
     __tablename__ = "integrations"
-    __table_args__ = (UniqueConstraint("workspace_id", "provider", "external_account_id"),)
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "provider", "external_account_id"),
+        keyed_by_workspace(),
+    )
 
     workspace_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
@@ -159,12 +164,12 @@ class TokenRefreshAttempt(UUIDPrimaryKey, Base):
     __table_args__ = (
         Index("ix_token_refresh_attempts_provider_started", "provider", "started_at"),
         Index("ix_token_refresh_attempts_workspace_started", "workspace_id", "started_at"),
+        Index("ix_token_refresh_attempts_integration_id", "integration_id"),
+        in_workspace("integration_id", "integrations", ondelete="CASCADE"),
     )
 
     workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    integration_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("integrations.id", ondelete="CASCADE"), index=True
-    )
+    integration_id: Mapped[uuid.UUID]
     provider: Mapped[str] = mapped_column(String(32))
     started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     finished_at: Mapped[datetime | None]

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from herald.models.base import Base, UUIDPrimaryKey, utcnow
+from herald.models.base import Base, UUIDPrimaryKey, in_workspace, utcnow
 
 
 class PostMediaUpload(UUIDPrimaryKey, Base):
@@ -17,12 +17,15 @@ class PostMediaUpload(UUIDPrimaryKey, Base):
     reconcile or a refresh-then-publish reuses it until then."""
 
     __tablename__ = "post_media_uploads"
-    __table_args__ = (UniqueConstraint("post_id", "network", "item_index"),)
+    __table_args__ = (
+        UniqueConstraint("post_id", "network", "item_index"),
+        in_workspace("post_id", "posts", ondelete="CASCADE"),
+    )
 
     workspace_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
     )
-    post_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"))
+    post_id: Mapped[uuid.UUID]
     network: Mapped[str] = mapped_column(String(32))
     item_index: Mapped[int] = mapped_column(Integer)
     media_id: Mapped[str] = mapped_column(Text)

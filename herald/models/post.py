@@ -43,6 +43,8 @@ from herald.models.base import (
     RedactedText,
     Timestamps,
     UUIDPrimaryKey,
+    in_workspace,
+    keyed_by_workspace,
     str_enum,
     utcnow,
 )
@@ -79,6 +81,8 @@ class Post(UUIDPrimaryKey, Timestamps, Base):
     __tablename__ = "posts"
     __table_args__ = (
         UniqueConstraint("workspace_id", "idempotency_key"),
+        keyed_by_workspace(),
+        in_workspace("integration_id", "integrations", ondelete="RESTRICT"),
         Index("ix_posts_status_scheduled_at", "status", "scheduled_at"),
         Index("ix_posts_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_posts_integration_status", "integration_id", "status"),
@@ -87,9 +91,7 @@ class Post(UUIDPrimaryKey, Timestamps, Base):
     workspace_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
     )
-    integration_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("integrations.id", ondelete="RESTRICT")
-    )
+    integration_id: Mapped[uuid.UUID]
     content: Mapped[str] = mapped_column(Text)
     media: Mapped[list[Any]] = mapped_column(default=list)
     provider_settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -130,12 +132,13 @@ class PublishAttempt(UUIDPrimaryKey, Base):
     __tablename__ = "publish_attempts"
     __table_args__ = (
         UniqueConstraint("post_id", "attempt_number"),
+        in_workspace("post_id", "posts", ondelete="CASCADE"),
         Index("ix_publish_attempts_provider_started", "provider", "started_at"),
         Index("ix_publish_attempts_workspace_started", "workspace_id", "started_at"),
     )
 
     workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    post_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"))
+    post_id: Mapped[uuid.UUID]
     provider: Mapped[str] = mapped_column(String(32))
     attempt_number: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -159,12 +162,15 @@ class PostMetric(UUIDPrimaryKey, Base):
     """An analytics snapshot of a published post as the network reported it."""
 
     __tablename__ = "post_metrics"
-    __table_args__ = (Index("ix_post_metrics_post_fetched", "post_id", "fetched_at"),)
+    __table_args__ = (
+        Index("ix_post_metrics_post_fetched", "post_id", "fetched_at"),
+        in_workspace("post_id", "posts", ondelete="CASCADE"),
+    )
 
     workspace_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
     )
-    post_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"))
+    post_id: Mapped[uuid.UUID]
     provider: Mapped[str] = mapped_column(String(32))
     fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
     likes: Mapped[int] = mapped_column(Integer, default=0)

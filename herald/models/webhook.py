@@ -17,7 +17,16 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, Integer, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from herald.models.base import Base, RedactedText, Timestamps, UUIDPrimaryKey, str_enum, utcnow
+from herald.models.base import (
+    Base,
+    RedactedText,
+    Timestamps,
+    UUIDPrimaryKey,
+    in_workspace,
+    keyed_by_workspace,
+    str_enum,
+    utcnow,
+)
 
 EVENTS = (
     "post.published",
@@ -41,6 +50,7 @@ class DeliveryStatus(enum.StrEnum):
 
 class WebhookSubscription(UUIDPrimaryKey, Timestamps, Base):
     __tablename__ = "webhook_subscriptions"
+    __table_args__ = (keyed_by_workspace(),)
 
     workspace_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
@@ -66,14 +76,13 @@ class WebhookDelivery(UUIDPrimaryKey, Base):
     __table_args__ = (
         Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_subscription", "subscription_id", "created_at"),
+        in_workspace("subscription_id", "webhook_subscriptions", ondelete="CASCADE"),
     )
 
     workspace_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
     )
-    subscription_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("webhook_subscriptions.id", ondelete="CASCADE")
-    )
+    subscription_id: Mapped[uuid.UUID]
     event: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[DeliveryStatus] = mapped_column(

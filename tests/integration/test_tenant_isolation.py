@@ -31,7 +31,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
@@ -214,6 +214,57 @@ def test_workspace_a_cannot_see_change_delete_or_create_rows_of_workspace_b(
         if "workspace_id" in table.c:  # nor may A hand one of its rows over to B
             moved = update(table).where(_where(table, mine)).values(workspace_id=B)
             assert _refused(conn, moved), table.name
+
+
+#: Rows of one workspace that point at another tenant table's row: the pointer must stay in the
+#: workspace. (An alert may belong to a workspace and name a built-in rule of none.)
+CROSS_POINTERS = [
+    ("posts", "integration_id", "integrations"),
+    ("publish_attempts", "post_id", "posts"),
+    ("post_media_uploads", "post_id", "posts"),
+    ("post_metrics", "post_id", "posts"),
+    ("token_refresh_attempts", "integration_id", "integrations"),
+    ("webhook_deliveries", "subscription_id", "webhook_subscriptions"),
+]
+
+
+def test_every_pointer_between_tenant_tables_is_listed() -> None:
+    pointers = {
+        (table.name, fk.parent.name, fk.column.table.name)
+        for table in Base.metadata.sorted_tables
+        if "workspace_id" in table.c
+        for fk in table.foreign_keys
+        if fk.parent.name != "workspace_id" and "workspace_id" in fk.column.table.c
+    }
+    assert pointers - {("alerts", "rule_id", "alert_rules")} == set(CROSS_POINTERS)
+
+
+def test_a_row_of_workspace_a_cannot_point_at_a_row_of_workspace_b(
+    as_runtime: tuple[Connection, dict[str, Row], dict[str, Row]],
+) -> None:
+    """Row-level security checks a row's own workspace_id; the foreign key must hold the rest.
+    Before, A's post could be moved onto B's integration (and was then published with B's
+    tokens) and A could queue a delivery to B's webhook subscription, signed with B's secret."""
+    conn, rows_a, rows_b = as_runtime
+    conn.execute(text("SELECT set_config('herald.workspace_id', :ws, true)"), {"ws": str(A)})
+    for name, column, parent in CROSS_POINTERS:
+        table = Base.metadata.tables[name]
+        theirs = rows_b[parent]["id"]
+        moved = update(table).where(_where(table, rows_a[name])).values({column: theirs})
+        assert _violates_a_foreign_key(conn, moved), name
+        fresh = _row(table, A, {**rows_a, parent: rows_b[parent], name: {}})
+        assert _violates_a_foreign_key(conn, insert(table).values(fresh)), name
+
+
+def _violates_a_foreign_key(conn: Connection, statement: Any) -> bool:
+    savepoint = conn.begin_nested()
+    try:
+        conn.execute(statement)
+    except IntegrityError as exc:
+        savepoint.rollback()
+        return "foreign key" in str(exc)
+    savepoint.rollback()
+    return False
 
 
 def test_without_a_workspace_nothing_is_visible_and_no_setting_opens_it(
