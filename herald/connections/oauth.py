@@ -31,7 +31,7 @@ from sqlalchemy.engine import CursorResult
 from herald import db
 from herald.connections.access import Manager, Refused, require
 from herald.connections.accounts import record_failure, save_connection
-from herald.models import Integration, OAuthState, utcnow
+from herald.models import Integration, Membership, OAuthState, utcnow
 from herald.providers.base import (
     ConfigurationError,
     PermanentError,
@@ -192,13 +192,29 @@ def _consume(
         reason, owner = refusal
         raise _refuse_state(
             manager,
-            workspace_id or owner,
+            owner or _named_by_a_member(manager, workspace_id),
             provider,
             reason,
             state_workspace_id=str(owner) if owner else None,
         )
     assert row is not None
     return row
+
+
+def _named_by_a_member(manager: Manager, workspace_id: uuid.UUID | None) -> uuid.UUID | None:
+    """``workspace_id`` if the caller belongs to it, else None: a refused callback of a state
+    no workspace owns is audited in the workspace it names only for a member of it (else
+    anyone could write rows into any workspace's audit log), and otherwise in none."""
+    if workspace_id is None or manager.is_service:
+        return workspace_id
+    with db.session_scope() as session:
+        db.service_scope(session, "oauth.finish")
+        member = session.scalar(
+            select(Membership.user_id).where(
+                Membership.workspace_id == workspace_id, Membership.user_id == manager.user_id
+            )
+        )
+    return workspace_id if member is not None else None
 
 
 def finish(

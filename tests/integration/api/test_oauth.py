@@ -207,6 +207,32 @@ def test_a_state_cannot_change_hands_workspaces_or_networks(
     assert query(select(Integration.id)) == []
 
 
+def test_a_refused_callback_is_audited_only_where_the_caller_may_be(
+    api: TestClient, owner: Owner, audit_of: AuditOf
+) -> None:
+    """A stranger naming another workspace in a callback (any state will do) wrote an
+    ``oauth.failed`` row into that workspace's audit log, as many as it liked. The refusal is
+    recorded in the state's own workspace, else in the named one only for a member of it, else
+    in none (the operators' view)."""
+    stranger = new_owner()
+    forged = {"code": "c", "state": "S" * 43}
+    named = {"workspace_id": str(owner.workspace_id)}
+    assert_error(finish(api, stranger, "x", forged, **named), 400, "oauth_state_invalid")
+    [refused] = audit_of("oauth.failed")
+    assert refused.workspace_id is None
+    assert refused.details["reason"] == "unknown"
+
+    forged = {"code": "c", "state": "T" * 43}
+    assert_error(finish(api, owner, "x", forged, **named), 400, "oauth_state_invalid")
+    assert audit_of("oauth.failed")[-1].workspace_id == owner.workspace_id  # a member: its own
+
+    # The stranger's own valid state, sent naming the owner's workspace: recorded in the
+    # stranger's workspace, where the state belongs.
+    swapped = finish(api, stranger, "x", consent(start(api, stranger)), **named)
+    assert_error(swapped, 400, "oauth_state_invalid")
+    assert audit_of("oauth.failed")[-1].workspace_id == stranger.workspace_id
+
+
 def test_a_code_without_its_pkce_verifier_is_refused_by_the_network_and_audited(
     api: TestClient, owner: Owner, audit_of: AuditOf, sandbox: SandboxClient
 ) -> None:
