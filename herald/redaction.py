@@ -42,6 +42,7 @@ _SECRET_NAMES = frozenset(
     {
         "code",
         "code_verifier",
+        "routing_key",  # PagerDuty's Events API key (an AMQP routing key is only ever named so)
         "sig",
         "authorization",
         "proxy-authorization",
@@ -144,14 +145,15 @@ _RULES = (
         _NAME_WORDS,
         ("=",),
     ),
+    # (A quote may be escaped: a JSON body quoted inside a JSON string.)
     _Rule(
-        re.compile(r"([\"'])([\w.-]+)\1(\s*[:,]\s*b?([\"']))[^\"']*\4"),
+        re.compile(r"(\\*[\"'])([\w.-]+)\1(\s*[:,]\s*b?(\\*[\"']))[^\"']*?\4"),
         lambda m: f"{m[1]}{m[2]}{m[1]}{m[3]}{REDACTED}{m[4]}" if is_secret_key(m[2]) else m[0],
         _NAME_WORDS,
     ),
-    # A password in a URL: scheme://user:password@host.
+    # A password in a URL: scheme://user:password@host, or scheme://:password@host (Redis).
     _Rule(
-        re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@"),
+        re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@"),
         r"\1" + REDACTED + "@",
         ("://",),
         ("@",),
@@ -216,12 +218,17 @@ def _remember_clean(text: str) -> None:
     _clean_chars[0] += len(text)
 
 
+TOO_DEEP = "[nested too deep]"
+
+
 def redact_value(value: Any, depth: int = 0) -> Any:
-    """Redact secrets inside any JSON-like value (mappings by key, strings as free text)."""
-    if depth > 8:
-        return value
+    """Redact secrets inside any JSON-like value (mappings by key, strings as free text). A
+    mapping or list nested deeper than 8 levels is replaced whole: nothing past the bound is
+    checked, so nothing past it is kept."""
     if isinstance(value, str):
         return redact_text(value)
+    if depth > 8 and isinstance(value, Mapping | list | tuple):
+        return TOO_DEEP
     if isinstance(value, Mapping):
         return {
             k: (REDACTED if isinstance(k, str) and is_secret_key(k) else redact_value(v, depth + 1))

@@ -31,6 +31,12 @@ SHAPES = [
     "could not connect to postgresql://herald:{t}@db:5432/herald",
     "invalid token: got Bearer {t} on /2/tweets",
     'the answer was {{"accessJwt": "{t}", "did": "did:plc:abc"}}',
+    # a URL whose user name is empty (Redis: redis://:password@host)
+    "redis://:{t}@cache:6379/0",
+    # PagerDuty's Events API key, in a body or a message another service sent
+    '{{"routing_key": "{t}", "event_action": "trigger"}}',
+    # a JSON body quoted inside a JSON string (a raw message stored whole)
+    '"{{\\"password\\": \\"{t}\\", \\"user\\": \\"a\\"}}"',
 ]
 
 tokens = st.text(
@@ -147,3 +153,14 @@ def test_long_clean_statements_are_checked_once_and_the_memory_of_them_is_bounde
     for n in range(400):
         redact_text(f"/* {n} */ " + "x" * 9_000)
         assert sum(map(len, redaction._CLEAN)) <= redaction._CLEAN_MAX_TOTAL
+
+
+def test_a_secret_nested_deeper_than_the_walk_goes_never_survives() -> None:
+    """Past its depth bound the walk returned the rest untouched, secrets and all."""
+    value: object = {"access_token": "Zq9deepsecretvalue0123456789", "note": "Bearer Zq9abcdefgh12"}
+    for _ in range(12):
+        value = {"level": [value]}
+    out = repr(redact_value(value))
+    assert "Zq9deepsecretvalue" not in out
+    assert "Zq9abcdefgh12" not in out
+    assert redact_value({"a": {"b": "Bearer Zq9abcdefgh12"}}) == {"a": {"b": f"Bearer {REDACTED}"}}
