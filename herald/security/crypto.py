@@ -77,9 +77,14 @@ class KeyRing:
     def __init__(self, keys: dict[str, bytes], active: str) -> None:
         if active not in keys:
             raise CryptoError(f"active key {active!r} is not in the ring")
-        for kid, key in keys.items():
+        for position, (kid, key) in enumerate(keys.items(), start=1):
             if not _KID.match(kid):
-                raise CryptoError(f"key id {kid!r} must be 1-32 of [A-Za-z0-9_-]")
+                # Never echoed: an entry written the wrong way round ("key:kid") puts the key
+                # where its id goes, and this message reaches logs and health.
+                raise CryptoError(
+                    f"key id of entry {position} ({len(kid)} characters) must be 1-32 of "
+                    "[A-Za-z0-9_-]; entries read 'kid:base64key'"
+                )
             if len(key) != 32:
                 raise CryptoError(f"key {kid!r} must be 32 bytes, got {len(key)}")
         self._aead = {kid: AESGCM(key) for kid, key in keys.items()}

@@ -92,6 +92,8 @@ def test_a_key_id_that_no_ring_could_hold_is_a_bad_ciphertext_not_a_missing_key(
         ("nokid", "kid:base64key"),
         ("k:" + "A" * 10, "32 bytes"),
         ("bad kid:" + "A" * 43, "key id"),
+        # written the wrong way round: the key where its id goes
+        ("AAAAAAAAAA" + "B" * 33 + ":k2", "key id"),
     ],
 )
 def test_malformed_key_rings_are_refused_without_echoing_material(spec: str, message: str) -> None:
