@@ -9,6 +9,7 @@ library's message never reaches the output, at any level.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, ClassVar, TextIO
@@ -132,6 +133,31 @@ class LostProcessWithoutTraceback(logging.Filter):
         return True
 
 
+class HTTPClientLines(logging.Filter):
+    """What the HTTP client libraries may say, at DEBUG (at INFO they are at WARNING).
+
+    A URL a user gave (a Slack incoming webhook, a webhook receiver, a media host) keeps its
+    secret in the path, where no redaction rule can see it, and httpcore's lines are the repr
+    of raw requests and headers (a redirect's ``Location``). So httpx's lines keep each URL's
+    origin only (method, origin and status stay; spans have the rest, redacted), and httpcore's
+    lines their event name only (``receive_response_headers.complete``).
+    """
+
+    _URL = re.compile(r"\b([a-z][a-z0-9+.-]*://[^/\s\"'?#]+)[^\s\"']*", re.IGNORECASE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "httpx" or record.name.startswith("httpx."):
+            said = self._URL.sub(r"\1", record.getMessage())
+        elif record.name == "httpcore" or record.name.startswith("httpcore."):
+            said = record.getMessage().split(" ", 1)[0]
+        else:
+            return True
+        record.msg, record.args = said, ()
+        if "message" in record.__dict__:  # formatted already by a handler before this one
+            record.message = said
+        return True
+
+
 def _connection_errors() -> tuple[type[BaseException], ...]:
     import amqp
     import kombu.exceptions
@@ -161,6 +187,7 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(build_formatter(settings))
     handler.set_name("herald")
+    handler.addFilter(HTTPClientLines())
     root = logging.getLogger()
     for existing in list(root.handlers):
         if existing.get_name() == "herald":

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 
+import httpx
 import structlog
 
 from herald.settings import Settings, get_settings
@@ -71,3 +72,36 @@ def test_a_caller_cannot_slip_a_secret_in_under_a_field_herald_fills_after_redac
     assert first["timestamp"].endswith("Z")
     assert first["trace_id"] != "Bearer Sx5secret"
     assert "RuntimeError" in second["exception"]
+
+
+def test_http_client_lines_at_debug_name_only_the_origin_and_the_event() -> None:
+    """A URL a user gave (a Slack incoming webhook, a webhook receiver) keeps its secret in the
+    path, where no rule can see it; httpcore's lines carry raw headers (a redirect's
+    Location). At DEBUG, httpx's lines keep the method, origin and status, httpcore's the event
+    name only."""
+    stream = io.StringIO()
+    configure_logging(Settings(_env_file=None, log_format="json", log_level="DEBUG"), stream=stream)
+    try:
+        logging.getLogger("httpx").info(
+            'HTTP Request: %s %s "%s %d %s"',
+            "POST",
+            httpx.URL("https://hooks.slack.com/services/T0/B0/Sy1secretpath?x=1"),
+            "HTTP/1.1",
+            307,
+            "Temporary Redirect",
+        )
+        logging.getLogger("httpcore.http11").debug(
+            "receive_response_headers.complete return_value=(b'HTTP/1.1', 307, b'Temporary"
+            " Redirect', [(b'Location', b'https://hooks.example/Sy2secretpath')])"
+        )
+    finally:
+        configure_logging(get_settings())
+    text = stream.getvalue()
+    assert "Sy1" not in text
+    assert "Sy2" not in text
+    first, second = (json.loads(line) for line in text.splitlines())
+    assert (
+        first["event"]
+        == 'HTTP Request: POST https://hooks.slack.com "HTTP/1.1 307 Temporary Redirect"'
+    )
+    assert second["event"] == "receive_response_headers.complete"
