@@ -23,7 +23,18 @@ from sqlalchemy.engine import make_url
 from herald.db import make_engine
 
 DML = "SELECT, INSERT, UPDATE, DELETE"
-APPEND_ONLY = ("audit_events",)
+#: Tables the runtime role may do less with than the DML above, and what it may do. Each is
+#: system-wide or append-only: ``audit_events`` is the chain (rows added, never changed);
+#: ``audit_personal_data`` holds every workspace's actors' IPs and user agents with no
+#: workspace to filter by (the API reads it as the service role); ``audit_chain_head`` is the
+#: chain's one head row, moved by each append (and seeded by the first where a schema lacks
+#: it), never deleted; ``security_findings`` is the service role's detector's alone.
+RUNTIME_ONLY = {
+    "audit_events": "SELECT, INSERT",
+    "audit_personal_data": "INSERT",
+    "audit_chain_head": "SELECT, INSERT, UPDATE",
+    "security_findings": "",
+}
 
 
 @dataclass(frozen=True)
@@ -79,12 +90,14 @@ def role_statements(
         f"GRANT {DML} ON TABLES TO {rt}, {svc}",
         f"ALTER DEFAULT PRIVILEGES FOR ROLE {mig} IN SCHEMA {sch} "
         f"GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {rt}, {svc}",
-        # Append-only tables: the runtime role may add rows, never change or remove them (the
-        # grant above would otherwise give UPDATE and DELETE back on every run).
+        # The runtime role's narrower tables (the grant above gives the DML back on every run,
+        # so this follows it): append-only and system-wide tables, as RUNTIME_ONLY says.
         *(
             f"DO $$ BEGIN IF to_regclass({_literal(schema + '.' + table)}) IS NOT NULL THEN "
-            f"REVOKE UPDATE, DELETE, TRUNCATE ON {sch}.{_ident(table)} FROM {rt}; END IF; END $$"
-            for table in APPEND_ONLY
+            f"REVOKE ALL ON {sch}.{_ident(table)} FROM {rt}; "
+            + (f"GRANT {allowed} ON {sch}.{_ident(table)} TO {rt}; " if allowed else "")
+            + "END IF; END $$"
+            for table, allowed in RUNTIME_ONLY.items()
         ),
     ]
 

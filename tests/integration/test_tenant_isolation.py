@@ -410,19 +410,29 @@ def test_db_roles_prints_the_three_roles_without_passwords() -> None:
     assert "PASSWORD" not in out
 
 
-def test_the_runtime_role_cannot_change_or_remove_audit_rows(admin: Engine) -> None:
+def _runtime_privileges(admin: Engine, table: str) -> set[str]:
     with admin.connect() as conn:
-        privileges = {
-            privilege: conn.execute(
-                text("SELECT has_table_privilege(:role, 'audit_events', :privilege)"),
-                {"role": ROLE_NAMES["runtime"], "privilege": privilege},
-            ).scalar()
+        return {
+            privilege
             for privilege in ("INSERT", "SELECT", "UPDATE", "DELETE", "TRUNCATE")
+            if conn.execute(
+                text("SELECT has_table_privilege(:role, :table, :privilege)"),
+                {"role": ROLE_NAMES["runtime"], "table": table, "privilege": privilege},
+            ).scalar()
         }
-    assert privileges == {
-        "INSERT": True,
-        "SELECT": True,
-        "UPDATE": False,
-        "DELETE": False,
-        "TRUNCATE": False,
-    }
+
+
+def test_the_runtime_role_cannot_change_or_remove_audit_rows(admin: Engine) -> None:
+    assert _runtime_privileges(admin, "audit_events") == {"INSERT", "SELECT"}
+
+
+def test_the_runtime_role_only_appends_to_the_audit_tables_no_policy_covers(
+    admin: Engine,
+) -> None:
+    """``audit_personal_data`` holds every workspace's actors' IPs and user agents and has no
+    workspace to filter by; the chain's head is one row for all. A runtime session read and
+    deleted every workspace's personal data and could remove the head. It now adds personal
+    data only (the API reads it as the service role) and never deletes the head."""
+    assert _runtime_privileges(admin, "audit_personal_data") == {"INSERT"}
+    assert _runtime_privileges(admin, "audit_chain_head") == {"SELECT", "INSERT", "UPDATE"}
+    assert _runtime_privileges(admin, "security_findings") == set()
