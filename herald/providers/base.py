@@ -68,6 +68,17 @@ class ProviderError(Exception):
         return f"{self.provider}: {self.message}{status}"
 
 
+#: How much of a network's own text an error message keeps.
+QUOTE_CHARS = 300
+
+
+def quoted(text: str, limit: int = QUOTE_CHARS) -> str:
+    """A network's text for an error message: redacted whole, then cut. Cut first, a secret
+    could be split where no rule recognises what is left of it (a quoted value without its
+    closing quote)."""
+    return redact_text(text)[:limit]
+
+
 #: The furthest a network's rate limit may pause an integration: a reset further ahead (a
 #: broken or hostile instance's ``9999-12-31``) would park its posts for good.
 MAX_RATE_LIMIT_WAIT = timedelta(days=1)

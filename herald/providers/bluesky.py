@@ -55,6 +55,7 @@ from herald.providers.base import (
     TokenSet,
     TransientError,
     Upload,
+    quoted,
 )
 from herald.providers.http import ProviderHTTP, json_body
 from herald.providers.media import (
@@ -136,7 +137,7 @@ def classify(
     name = body.get("error") if isinstance(body, Mapping) else None
     name = name[:120] if isinstance(name, str) and name else None
     text = body.get("message") if isinstance(body, Mapping) else None
-    message = text[:300] if isinstance(text, str) and text else name or f"HTTP {status}"
+    message = quoted(text) if isinstance(text, str) and text else name or f"HTTP {status}"
     kw: dict[str, Any] = {"provider": NAME, "http_status": status, "provider_code": name}
     if status == 429:
         return RateLimited(message, reset_at=_reset_at(headers, now), **kw)

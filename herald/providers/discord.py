@@ -53,6 +53,7 @@ from herald.providers.base import (
     TokenSet,
     TransientError,
     Unknown,
+    quoted,
 )
 from herald.providers.http import ProviderHTTP, client_refused, json_body, server_error
 from herald.providers.lookup import Page, Seen, search_window
@@ -137,7 +138,7 @@ def classify(
     details = list(form_errors(body.get("errors")))
     if details:
         message = f"{message}: {'; '.join(details)}"
-    message = message[:300]
+    message = quoted(message)
     kw: dict[str, Any] = {
         "provider": NAME,
         "http_status": status,

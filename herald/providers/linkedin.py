@@ -44,6 +44,7 @@ from herald.providers.base import (
     TransientError,
     Unknown,
     Upload,
+    quoted,
 )
 from herald.providers.http import ProviderHTTP, error_for_status, json_body
 from herald.providers.media import (
@@ -110,7 +111,7 @@ def classify(
         for key in ("message", "error_description", "error"):
             value = body.get(key)
             if isinstance(value, str) and value:
-                message = value[:300]
+                message = quoted(value)
                 break
         raw_code = body.get("code") or body.get("error") or body.get("serviceErrorCode")
         if isinstance(raw_code, str | int) and not isinstance(raw_code, bool):

@@ -53,6 +53,7 @@ from herald.providers.base import (
     TokenSet,
     TransientError,
     Upload,
+    quoted,
 )
 from herald.providers.http import ProviderHTTP, client_refused, json_body
 from herald.providers.lookup import Page, Seen, search_window
@@ -151,11 +152,11 @@ def classify(
     if isinstance(body, Mapping):
         error = body.get("error")
         if isinstance(error, str) and error:
-            message = error[:300]
+            message = quoted(error)
             code = error[:120]
         description = body.get("error_description")
         if isinstance(description, str) and description:
-            message = description[:300]
+            message = quoted(description)
     kw: dict[str, Any] = {"provider": NAME, "http_status": status, "provider_code": code}
     if status == 429:
         return RateLimited(message, reset_at=_reset_at(headers, now), **kw)

@@ -44,6 +44,7 @@ from herald.providers.base import (
     TokenSet,
     TransientError,
     Upload,
+    quoted,
 )
 from herald.providers.http import ProviderHTTP, client_refused, json_body, server_error
 from herald.providers.lookup import Page, Seen, search_window
@@ -109,7 +110,7 @@ def classify(response: httpx.Response, *, now: datetime | None = None) -> Provid
         )
     if status >= 500:
         return server_error(NAME, response, idempotent=False, message=message)
-    return PermanentError(message[:300], **kw)
+    return PermanentError(quoted(message), **kw)
 
 
 def submission_error(errors: list[Any], *, now: datetime | None = None) -> ProviderError:
@@ -124,9 +125,9 @@ def submission_error(errors: list[Any], *, now: datetime | None = None) -> Provi
     if code == "RATELIMIT":
         reset_at = now + timedelta(seconds=wait_seconds(message))
         return RateLimited(
-            text[:300], reset_at=reset_at, provider=NAME, http_status=200, provider_code=code
+            quoted(text), reset_at=reset_at, provider=NAME, http_status=200, provider_code=code
         )
-    return PermanentError(text[:300], provider=NAME, http_status=200, provider_code=code)
+    return PermanentError(quoted(text), provider=NAME, http_status=200, provider_code=code)
 
 
 def _title(draft: PostDraft) -> str:

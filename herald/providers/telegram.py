@@ -35,6 +35,7 @@ from herald.providers.base import (
     ReauthRequired,
     TokenSet,
     Unknown,
+    quoted,
 )
 from herald.providers.http import ProviderHTTP, json_body, server_error
 from herald.providers.media import MB, MediaLimits, check_kinds, refuse
@@ -71,7 +72,7 @@ def classify(response: httpx.Response, *, now: datetime | None = None) -> Provid
     status = response.status_code
     description = body.get("description")
     message = description if isinstance(description, str) and description else f"HTTP {status}"
-    message = message[:300]
+    message = quoted(message)
     params = body.get("parameters")
     params = params if isinstance(params, dict) else {}
     code = body.get("error_code")

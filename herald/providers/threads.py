@@ -46,6 +46,7 @@ from herald.providers.base import (
     TokenSet,
     TransientError,
     Upload,
+    quoted,
 )
 from herald.providers.http import ProviderHTTP, json_body, server_error
 from herald.providers.lookup import Page, Seen, search_window
@@ -132,7 +133,7 @@ def classify(  # noqa: PLR0911 - one return per taxonomy class reads clearest
     code = _int(error.get("code"))
     raw_message = error.get("error_user_msg") or error.get("message")
     message = raw_message if isinstance(raw_message, str) and raw_message else f"HTTP {status}"
-    message = message[:300]
+    message = quoted(message)
     trace = error.get("fbtrace_id")
     kw: dict[str, Any] = {
         "provider": NAME,

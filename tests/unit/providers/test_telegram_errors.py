@@ -167,3 +167,12 @@ def test_publish_returns_a_result_or_raises_a_taxonomy_error_never_anything_else
     if exc is not None:
         assert type(exc) in ERROR_CLASSES
         assert BOT_TOKEN not in str(exc)
+
+
+def test_a_secret_the_cut_would_split_is_redacted_before_the_message_is_cut() -> None:
+    """The network's text is cut to 300 characters; cut first, a quoted secret lost its closing
+    quote and no rule recognised what was left of it."""
+    description = "x" * 270 + ' {"password": "Zq9secretvalueverylong"}'
+    err = classify(error(400, description), now=NOW)
+    assert "Zq9" not in err.message
+    assert len(err.message) <= 300
