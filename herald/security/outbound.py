@@ -104,13 +104,25 @@ def refusal(address: IPAddress) -> str | None:
         if inner is not None:
             reason = refusal(inner)
             return f"{address} embeds {inner}: {reason}" if reason else None
+    kind = _kind(address)
+    return f"{address} is {kind}" if kind else None
+
+
+def _kind(address: IPAddress) -> str | None:
+    """What kind of address may not be called (``a private address``), or None."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id:
+            return "a scoped (link-local) address"
+        inner = _embedded_ipv4(address)
+        if inner is not None:
+            return _kind(inner)
     if address in METADATA_ADDRESSES:
-        return f"{address} is a cloud metadata address"
+        return "a cloud metadata address"
     for kind in ("loopback", "private", "link_local", "multicast", "unspecified", "reserved"):
         if getattr(address, f"is_{kind}"):
-            return f"{address} is a {kind.replace('_', '-')} address"
+            return f"a {kind.replace('_', '-')} address"
     if not address.is_global:
-        return f"{address} is not a globally routable address"
+        return "an address that is not globally routable"
     return None
 
 
@@ -192,9 +204,11 @@ class OutboundPolicy:
         if self.allowed_host(host):
             return found
         for text in found:
-            reason = refusal(ipaddress.ip_address(text.split("%")[0]))
-            if reason:
-                raise DestinationRefused(f"refused destination {host}: {reason}")
+            kind = _kind(ipaddress.ip_address(text.split("%")[0]))
+            if kind:
+                # The kind only, never the address: whoever may register a URL must not map
+                # the internal network's addresses name by name.
+                raise DestinationRefused(f"refused destination {host}: it resolves to {kind}")
         return found
 
 
