@@ -511,6 +511,15 @@ class Settings(BaseSettings):
     )
     provider_timeout_s: float = Field(default=15.0, gt=0)
     provider_connect_timeout_s: float = Field(default=5.0, gt=0)
+    provider_upload_min_rate: int = Field(
+        default=1_000_000,
+        gt=0,
+        description=(
+            "Bytes per second an upload is allowed at the least: a request with a body gets "
+            "the connect and read timeouts plus its size at this rate (the task's time limits "
+            "still bound the run)."
+        ),
+    )
     user_agent: str = "Herald/0.1 (+https://github.com/herald-social/herald)"
 
     # Outbound HTTP to addresses users supply (alert receivers, later webhooks and media)

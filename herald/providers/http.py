@@ -88,6 +88,12 @@ def _read_bounded(response: httpx.Response) -> httpx.Response:
     )
 
 
+#: ``request`` arguments httpx takes when sending, not when building the request.
+_SEND_OPTIONS = ("auth", "follow_redirects")
+#: A body at least this large is an upload: it gets its size at the floor rate beyond one call.
+UPLOAD_BYTES = 256 * 1024
+
+
 class ProviderHTTP:
     """An httpx client bound to one network's base URL, with Herald's policies applied."""
 
@@ -112,6 +118,7 @@ class ProviderHTTP:
         # Connect and read timeouts, once each: all one call may take (the task's soft time
         # limit is checked against the same sum).
         self._budget_s = settings.provider_connect_timeout_s + settings.provider_timeout_s
+        self._upload_rate = settings.provider_upload_min_rate
         self._client = httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(
@@ -155,6 +162,15 @@ class ProviderHTTP:
         except _RetryableRead as exc:
             raise exc.error from exc
 
+    def _upload_allowance(self, request: httpx.Request) -> float:
+        """The time a request's body may take to send beyond one call's budget: its size at
+        ``HERALD_PROVIDER_UPLOAD_MIN_RATE`` (a file's upload in one request: Bluesky's blob,
+        Telegram's video, Discord's files)."""
+        length = request.headers.get("content-length", "")
+        if not length.isdigit() or int(length) < UPLOAD_BYTES:
+            return 0.0  # a JSON or form body: one call's budget
+        return int(length) / self._upload_rate
+
     def _send_once(
         self,
         method: str,
@@ -170,12 +186,26 @@ class ProviderHTTP:
         started = time.perf_counter()
         status: int | str = "error"
         try:
-            with (
-                call_deadline(self._budget_s),
-                self._client.stream(method, url, **kwargs) as streamed,
-            ):
-                status = streamed.status_code
-                response = _read_bounded(streamed)
+            sending = {key: kwargs[key] for key in _SEND_OPTIONS if key in kwargs}
+            building = {key: value for key, value in kwargs.items() if key not in _SEND_OPTIONS}
+            request = self._client.build_request(method, url, **building)
+            allowance = self._upload_allowance(request)
+            if allowance:
+                # The body's writes, and the wait for the answer while the network still takes
+                # in what the socket buffered, are bounded by the call's time, not one read's.
+                whole = self._budget_s + allowance
+                request.extensions["timeout"] = {
+                    **request.extensions["timeout"],
+                    "write": whole,
+                    "read": whole,
+                }
+            with call_deadline(self._budget_s + allowance):
+                streamed = self._client.send(request, stream=True, **sending)
+                try:
+                    status = streamed.status_code
+                    response = _read_bounded(streamed)
+                finally:
+                    streamed.close()
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise _NeverArrived(type(exc).__name__) from exc
         except (

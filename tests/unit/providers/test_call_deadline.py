@@ -5,6 +5,8 @@ tests/integration/providers/test_unreadable_answers.py show the effect over real
 from __future__ import annotations
 
 import socket
+import threading
+import time
 
 import httpcore
 import pytest
@@ -45,3 +47,69 @@ def test_a_read_gets_only_what_is_left_of_the_call() -> None:
                 stream.read(1, timeout=30.0)
         finally:
             stream.close()
+
+
+class _SlowReader(threading.Thread):
+    """A server that reads a request's body at about ``rate`` bytes per second, then answers
+    200 (an ingest slower than the client's uplink)."""
+
+    def __init__(self, rate: int) -> None:
+        super().__init__(daemon=True)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.rate = rate
+        self.received = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.getsockname()[1]}"
+
+    def run(self) -> None:
+        connection, _ = self.server.accept()
+        with connection:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += connection.recv(1024)
+            headers, _, body = head.partition(b"\r\n\r\n")
+            length = int(
+                next(
+                    line.split(b":")[1]
+                    for line in headers.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
+            )
+            self.received = len(body)
+            step = self.rate // 20
+            while self.received < length:
+                chunk = connection.recv(min(step, length - self.received))
+                if not chunk:
+                    return
+                self.received += len(chunk)
+                time.sleep(0.05)  # noqa: TID251 -- the fake ingest's pace, not a wait
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    def stop(self) -> None:
+        self.server.close()
+
+
+def test_an_upload_gets_its_size_at_the_floor_rate_beyond_one_call() -> None:
+    """Each call had connect + read timeout in all, its body's upload included: a large file
+    over a slow ingest failed every attempt (and on Telegram or Discord, a write cut off
+    mid-body ends the post in review). A request with a body now also gets its size at
+    ``HERALD_PROVIDER_UPLOAD_MIN_RATE``."""
+    settings = Settings(
+        env="development",
+        provider_connect_timeout_s=0.2,
+        provider_timeout_s=0.3,  # 0.5 s for a call
+        provider_upload_min_rate=1_000_000,  # 4 MB: 4 s more
+    )
+    body = b"\0" * 4_000_000
+    server = _SlowReader(rate=2_000_000)  # about 2 s to take it all
+    server.start()
+    http = ProviderHTTP("telegram", server.url, settings)
+    try:
+        response = http.request("POST", "/upload", content=body)
+    finally:
+        http.close()
+        server.stop()
+    assert response.status_code == 200
+    assert server.received == len(body)
