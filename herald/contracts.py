@@ -382,6 +382,35 @@ class ReconcileLost(Contract):
     process: str = Field(min_length=1, max_length=200, pattern=STORABLE_TEXT_PATTERN)
 
 
+class SealedTokens(Contract):
+    """An integration's new tokens as their columns hold them: sealed under the key ring
+    (bound to the integration), never the tokens themselves."""
+
+    access_token_ciphertext: str = Field(min_length=1, max_length=20_000)
+    refresh_token_ciphertext: str | None = Field(default=None, max_length=20_000)
+    token_key_id: str = Field(min_length=1, max_length=64)
+    token_expires_at: AwareDatetime | None = None
+    refresh_expires_at: AwareDatetime | None = None
+    scopes: list[str] | None = Field(default=None, max_length=200)
+    token_version: int = Field(ge=1)
+    last_refreshed_at: AwareDatetime
+
+
+class StoreRefreshedTokens(Contract):
+    """``herald.tokens.store_refreshed``: internal to Herald. Sent by ``herald.tokens.refresh``
+    when the network rotated an integration's tokens but the database would not take them:
+    stores them (sealed; written only over the token version the refresh read) when it is back.
+    Never calls the network. Not for other services."""
+
+    integration_id: uuid.UUID
+    read_version: int = Field(ge=0)
+    attempt_id: uuid.UUID
+    lease_owner: str = Field(min_length=1, max_length=200)
+    then_publish: uuid.UUID | None = None
+    latency_ms: int = Field(ge=0)
+    tokens: SealedTokens
+
+
 class RefreshIntegration(Contract):
     """``herald.tokens.refresh``: refresh one integration's tokens, single-flight.
 

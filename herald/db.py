@@ -31,12 +31,13 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
+import structlog
 from sqlalchemy import create_engine, event, false, text
 from sqlalchemy.engine import Connection, Engine, ExceptionContext, make_url
-from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import (
     Mapper,
     ORMExecuteState,
@@ -46,8 +47,18 @@ from sqlalchemy.orm import (
     sessionmaker,
     with_loader_criteria,
 )
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from herald.settings import Settings, get_settings, keepalive_probes
+
+_log = structlog.get_logger("herald.db")
+T = TypeVar("T")
 
 _lock = threading.Lock()
 
@@ -522,3 +533,54 @@ def _run_after_commit(session: Session) -> None:
 def _drop_after_commit(session: Session, previous_transaction: SessionTransaction) -> None:
     if previous_transaction.parent is None:  # the outermost transaction rolled back
         session.info.pop(_AFTER_COMMIT, None)
+
+
+# ----------------------------------------------------------------------------------------------
+# Writes that must outlive a lost connection: what the network answered (a publish, a token
+# rotation) exists nowhere else, so its write is retried on a fresh connection, never the call.
+# ----------------------------------------------------------------------------------------------
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` is a database error that a fresh connection may not repeat."""
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+def roll_back(session: Session) -> None:
+    """Roll ``session`` back, even when its connection is gone (the session then forgets the
+    transaction and checks out a new connection on its next use)."""
+    try:
+        session.rollback()
+    except SQLAlchemyError:
+        _log.debug("db.rollback_failed")
+
+
+def write_durably(
+    session: Session, write: Callable[[], T], *, attempts: int, retry_event: str
+) -> T:
+    """Run ``write`` (which commits) until it succeeds, rolling back between tries; re-raise
+    the last database error after ``attempts`` tries (each retry logged as ``retry_event``). Other
+    errors are not retried. Every such write must be safe to repeat: a commit whose reply was
+    lost may have landed (a conditional UPDATE applies once)."""
+
+    def start_over(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        _log.warning(retry_event, attempt=state.attempt_number, error=type(error).__name__)
+
+    retrying = Retrying(
+        retry=retry_if_exception(lost_connection),
+        stop=stop_after_attempt(attempts),
+        wait=wait_random_exponential(multiplier=0.2, max=2.0),
+        before_sleep=start_over,
+        reraise=True,
+    )
+    for attempt in retrying:
+        with attempt:
+            try:
+                return write()
+            except BaseException:
+                roll_back(session)
+                raise
+    raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover

@@ -23,16 +23,9 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 
+from herald import db
 from herald.contracts import NetworkAnswer, PublishedAnswer, RefusedAnswer
 from herald.models import utcnow
 from herald.providers.base import (
@@ -73,47 +66,13 @@ class OutcomeNotRecorded(Exception):
         self.answer = answer
 
 
-def lost_connection(exc: BaseException) -> bool:
-    """Whether ``exc`` is a database error that a fresh connection may not repeat."""
-    return isinstance(exc, OperationalError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
+lost_connection = db.lost_connection
+roll_back = db.roll_back
 
 
 def record_durably(session: Session, write: Callable[[], T], *, attempts: int) -> T:
-    """Run ``write`` (which commits) until it succeeds, rolling back between tries; re-raise
-    the last database error after ``attempts`` tries. Other errors are not retried."""
-
-    def start_over(state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        log.warning(
-            "publish.record_retry", attempt=state.attempt_number, error=type(error).__name__
-        )
-
-    retrying = Retrying(
-        retry=retry_if_exception(lost_connection),
-        stop=stop_after_attempt(attempts),
-        wait=wait_random_exponential(multiplier=0.2, max=2.0),
-        before_sleep=start_over,
-        reraise=True,
-    )
-    for attempt in retrying:
-        with attempt:
-            try:
-                return write()
-            except BaseException:
-                roll_back(session)
-                raise
-    raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
-
-
-def roll_back(session: Session) -> None:
-    try:
-        session.rollback()
-    except SQLAlchemyError:
-        # The connection is gone; the session still forgets the transaction and checks out a
-        # new connection on its next use.
-        log.debug("publish.rollback_failed")
+    """:func:`herald.db.write_durably` for an attempt's outcome."""
+    return db.write_durably(session, write, attempts=attempts, retry_event="publish.record_retry")
 
 
 def carried(

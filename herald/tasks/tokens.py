@@ -3,6 +3,7 @@
 | task                               | queue  | payload                     |
 | ---------------------------------- | ------ | --------------------------- |
 | ``herald.tokens.refresh``          | tokens | :class:`RefreshIntegration` |
+| ``herald.tokens.store_refreshed``  | tokens | :class:`StoreRefreshedTokens` (internal) |
 | ``herald.tokens.refresh_expiring`` | tokens | none (beat)                 |
 
 Neither sends ``publish``: a refresh makes the posts waiting for it due, and the dispatcher
@@ -15,18 +16,27 @@ from datetime import timedelta
 
 import structlog
 from sqlalchemy import or_, select
+from sqlalchemy.exc import OperationalError
 
 from herald.celery_app import app
-from herald.contracts import NoArguments, RefreshIntegration
+from herald.contracts import NoArguments, RefreshIntegration, StoreRefreshedTokens
 from herald.models import Integration, IntegrationStatus, utcnow
 from herald.models.integration import HEALTHY
 from herald.providers.registry import provider_class
 from herald.security.crypto import KeyRing
 from herald.settings import get_settings
 from herald.tasks.base import HeraldTask, RetryPolicy
-from herald.tokens.refresh import RefreshFailed, refresh_integration
+from herald.tokens import refresh as refresh_tokens
+from herald.tokens.refresh import RefreshFailed, TokensNotStored, refresh_integration
 
 log = structlog.get_logger("herald.tasks")
+
+
+#: Storing tokens the network already rotated waits for the database about ten minutes: they
+#: exist nowhere else.
+STORING = RetryPolicy(
+    retry_on=(OperationalError,), max_retries=20, backoff_s=2.0, backoff_max_s=60.0
+)
 
 
 @app.task(
@@ -39,14 +49,41 @@ log = structlog.get_logger("herald.tasks")
 )
 def refresh(self: HeraldTask, payload: RefreshIntegration) -> str:
     settings = get_settings()
-    outcome = refresh_integration(
-        self.session,
-        payload.integration_id,
-        settings,
-        KeyRing.from_settings(settings),
-        seen_version=payload.seen_token_version,
-        then_publish=payload.then_publish,
-        task_id=self.request.id,
+    try:
+        outcome = refresh_integration(
+            self.session,
+            payload.integration_id,
+            settings,
+            KeyRing.from_settings(settings),
+            seen_version=payload.seen_token_version,
+            then_publish=payload.then_publish,
+            task_id=self.request.id,
+        )
+    except TokensNotStored as exc:
+        # The network rotated the tokens and the database is away: hand them on, sealed, to
+        # be stored when it is back. Never refresh again with the spent token.
+        log.error(
+            "token.store_deferred", integration_id=str(payload.integration_id), reason=str(exc)
+        )
+        store_refreshed.apply_async(
+            kwargs=exc.deferred.model_dump(mode="json"), countdown=STORING.countdown(0)
+        )
+        return "deferred"
+    return outcome.outcome
+
+
+@app.task(
+    bind=True,
+    base=HeraldTask,
+    name="herald.tokens.store_refreshed",
+    scope="service",
+    payload_model=StoreRefreshedTokens,
+    retry_policy=STORING,
+)
+def store_refreshed(self: HeraldTask, payload: StoreRefreshedTokens) -> str:
+    settings = get_settings()
+    outcome = refresh_tokens.store_refreshed(
+        self.session, payload, settings, KeyRing.from_settings(settings), task_id=self.request.id
     )
     return outcome.outcome
 

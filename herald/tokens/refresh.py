@@ -25,6 +25,12 @@ step a short transaction of its own (none is open during the network call):
    token_unreadable    ``needs_reauth``, as invalid_grant wait for the user  released
    =================== ================================= ================== =================
 
+The new tokens exist nowhere else once the network has rotated them, so their write outlives a
+lost database connection: it is tried again on a fresh connection
+(``HERALD_PUBLISH_RECORD_ATTEMPTS``), then carried out of the run sealed
+(:class:`TokensNotStored`) to ``herald.tokens.store_refreshed``, which stores them when the
+database is back, under the lease the refresh still holds, and never calls the network.
+
 Every write of tokens or status names the token version it was decided on, so it never
 overwrites a newer one. "Due now" is the only way a refresh leads to a publish: the waiting
 posts' ``next_attempt_at`` becomes now, and the dispatcher takes them on its next tick.
@@ -36,15 +42,18 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from opentelemetry import trace
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import CursorResult
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from herald import reauth
+from herald import db, reauth
+from herald.contracts import SealedTokens, StoreRefreshedTokens
 from herald.db import session_scope, tenant_scope
 from herald.models import (
     Integration,
@@ -80,6 +89,17 @@ log = structlog.get_logger("herald.tokens")
 
 class RefreshFailed(Exception):
     """A refresh that may succeed later (network trouble, rate limit): retried by the task."""
+
+
+class TokensNotStored(Exception):
+    """The network rotated the tokens and the database would not take them in time. They exist
+    nowhere else (X, Discord and Bluesky have spent the old refresh token): they leave the run
+    sealed, for ``herald.tokens.store_refreshed``, which stores them when the database is back
+    and never calls the network."""
+
+    def __init__(self, deferred: StoreRefreshedTokens) -> None:
+        super().__init__(f"integration {deferred.integration_id}: new tokens not stored yet")
+        self.deferred = deferred
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +149,39 @@ def refresh_integration(
     return run.call_and_record()
 
 
+def store_refreshed(
+    session: Session,
+    deferred: StoreRefreshedTokens,
+    settings: Settings,
+    keys: KeyRing,
+    *,
+    task_id: str | None = None,
+) -> RefreshOutcome:
+    """Store tokens a refresh got from the network but could not store (:class:`TokensNotStored`),
+    over the token version that refresh read, and finish its attempt; never calls the network."""
+    integration = session.execute(
+        select(Integration)
+        .where(Integration.id == deferred.integration_id)
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+    if integration is None:
+        session.commit()
+        return RefreshOutcome("skipped", None, "no such integration")
+    run = _Refresh(
+        session, integration, settings, keys, deferred.lease_owner, deferred.then_publish, task_id
+    )
+    outcome = run._store(deferred.tokens.model_dump(exclude_none=True), deferred.read_version)
+    run._finish(deferred.attempt_id, outcome, latency_ms=deferred.latency_ms)
+    return outcome
+
+
+def _aware(value: Any) -> Any:
+    """A naive datetime read as UTC (the contract takes aware ones only)."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
 @dataclass(slots=True)
 class _Refresh:
     """One refresh that holds the lease (or lost it): the call, then its recorded outcome."""
@@ -171,7 +224,8 @@ class _Refresh:
             log.exception("token.refresh_unexpected", integration_id=str(self.integration.id))
             outcome = self._transient(f"{error_type}: {error}", "unexpected_error")
         else:
-            outcome = self._store(tokens, read_version)
+            latency_ms = round((time.perf_counter() - started) * 1000)
+            return self._record_refreshed(tokens, read_version, attempt_id, latency_ms)
         self._finish(attempt_id, outcome, latency_ms=round((time.perf_counter() - started) * 1000))
         if outcome.outcome == "transient":
             raise RefreshFailed(outcome.reason)
@@ -192,8 +246,40 @@ class _Refresh:
 
     # -- outcomes (each writes in the session; _finish commits) -------------------------------
 
-    def _store(self, tokens: TokenSet, read_version: int) -> RefreshOutcome:
+    def _record_refreshed(
+        self, tokens: TokenSet, read_version: int, attempt_id: uuid.UUID, latency_ms: int
+    ) -> RefreshOutcome:
+        """Store the rotated tokens, on a fresh connection after a lost one; when the database
+        stays away, carry them out of the run sealed (:class:`TokensNotStored`)."""
         values = sealed_values(self.integration, tokens, self.keys)
+
+        def write() -> RefreshOutcome:
+            outcome = self._store(values, read_version)
+            self._finish(attempt_id, outcome, latency_ms=latency_ms)
+            return outcome
+
+        try:
+            return db.write_durably(
+                self.session,
+                write,
+                attempts=self.settings.publish_record_attempts,
+                retry_event="token.store_retry",
+            )
+        except SQLAlchemyError as exc:
+            if not db.lost_connection(exc):
+                raise
+            deferred = StoreRefreshedTokens(
+                integration_id=self.integration.id,
+                read_version=read_version,
+                attempt_id=attempt_id,
+                lease_owner=self.owner,
+                then_publish=self.then_publish,
+                latency_ms=latency_ms,
+                tokens=SealedTokens(**{k: _aware(v) for k, v in values.items()}),
+            )
+            raise TokensNotStored(deferred) from None
+
+    def _store(self, values: dict[str, Any], read_version: int) -> RefreshOutcome:
         stored = _rowcount(
             self.session.execute(
                 update(Integration)
@@ -205,6 +291,8 @@ class _Refresh:
                 .execution_options(synchronize_session=False)
             )
         )
+        if not stored and self._already_mine(values):
+            stored = 1  # a commit of this write whose reply was lost: it landed
         if not stored:
             # Only after the lease expired under a refresh slower than any task may run, or a
             # reconnect in between: the newer tokens stay, these are dropped.
@@ -219,6 +307,13 @@ class _Refresh:
         )
         self._release_and_make_due()
         return RefreshOutcome("refreshed", IntegrationStatus.ACTIVE, "refreshed")
+
+    def _already_mine(self, values: dict[str, Any]) -> bool:
+        """Whether the integration holds exactly these sealed tokens (each seal is unique)."""
+        held = self.session.execute(
+            select(Integration.access_token_ciphertext).where(Integration.id == self.integration.id)
+        ).scalar_one_or_none()
+        return bool(held == values["access_token_ciphertext"])
 
     def _grant_refused(self, error: Exception, read_version: int) -> RefreshOutcome:
         """The network (or our own ciphertext) says the grant is dead. Confirm it on a fresh
@@ -310,17 +405,17 @@ class _Refresh:
 
     def _finish(self, attempt_id: uuid.UUID, outcome: RefreshOutcome, *, latency_ms: int) -> None:
         attempt = self.session.get(TokenRefreshAttempt, attempt_id)
-        assert attempt is not None
-        attempt.finished_at = utcnow()
-        attempt.latency_ms = latency_ms
-        attempt.outcome = outcome.outcome
-        if outcome.error_code is not None:
-            attempt.error_code = outcome.error_code
-            attempt.error_message = outcome.reason[:2000]
         version = self.session.execute(
             select(Integration.token_version).where(Integration.id == self.integration.id)
         ).scalar_one_or_none()
-        attempt.token_version_after = version
+        if attempt is not None:  # (gone only if retention purged it while the tokens waited)
+            attempt.finished_at = utcnow()
+            attempt.latency_ms = latency_ms
+            attempt.outcome = outcome.outcome
+            if outcome.error_code is not None:
+                attempt.error_code = outcome.error_code
+                attempt.error_message = outcome.reason[:2000]
+            attempt.token_version_after = version
         self._audit(outcome, version)
         self.session.commit()
         provider = self.integration.provider
