@@ -76,6 +76,12 @@ def _post(http: httpx.Client, url: str, body: bytes, headers: dict[str, str]) ->
     raise DeliveryFailed(f"receiver answered HTTP {status}", retryable=retryable)
 
 
+def alertmanager_api(base: str) -> str:
+    """The alerts endpoint under an Alertmanager's base URL, its query (a token) kept."""
+    url = httpx.URL(base)
+    return str(url.copy_with(path=url.path.rstrip("/") + "/api/v2/alerts"))
+
+
 def _dump(body: Any) -> bytes:
     return json.dumps(body, separators=(",", ":"), default=str).encode()
 
@@ -189,7 +195,7 @@ class Alertmanager:
             }
             for item in delivery.items
         ]
-        url = _secret(self.config.url).rstrip("/") + "/api/v2/alerts"
+        url = alertmanager_api(_secret(self.config.url))
         _post(self.http, url, _dump(alerts), {})
 
 

@@ -143,6 +143,18 @@ def _loose_ipv4(host: str) -> bool:
     return True
 
 
+_INVALID_NAME = (
+    "not a valid host name (labels of 1 to 63 characters, 253 in all): no resolver takes it"
+)
+
+
+def _valid_name(host: str) -> bool:
+    """Whether ``host`` (as httpx holds it: IDNA-encoded, lower-case) is a name a resolver
+    takes: labels of 1 to 63 characters, 253 in all (a trailing dot allowed)."""
+    name = host[:-1] if host.endswith(".") else host
+    return 0 < len(name) <= 253 and all(0 < len(label) <= 63 for label in name.split("."))
+
+
 def _literal(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host.strip("[]"))
@@ -174,6 +186,8 @@ class OutboundPolicy:
             raise DestinationRefused("credentials in the URL are not accepted")
         if not url.host:
             raise DestinationRefused("the URL has no host")
+        if _literal(url.host) is None and not _valid_name(url.host):
+            raise DestinationRefused(_INVALID_NAME)
         if url.port is not None and not 0 < url.port <= MAX_PORT:
             raise DestinationRefused(f"port {url.port} is not a TCP port (1 to {MAX_PORT})")
         literal = _literal(url.host)
@@ -195,10 +209,14 @@ class OutboundPolicy:
         if literal is not None:
             found = [str(literal)]
         else:
+            if not _valid_name(host):
+                raise DestinationRefused(_INVALID_NAME)
             try:
                 found = list(self.resolver(host, port))
             except OSError as exc:
                 raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror}") from None
+            except (UnicodeError, ValueError):  # what the resolver's IDNA step cannot encode
+                raise DestinationRefused(_INVALID_NAME) from None
         if not found:
             raise httpcore.ConnectError(f"{host} resolves to no address")
         if self.allowed_host(host):

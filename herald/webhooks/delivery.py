@@ -177,7 +177,10 @@ def _send(
         with client.stream("POST", subscription.url, content=body, headers=headers) as response:
             status = response.status_code
     except outbound.DestinationRefused as exc:
-        return None, f"refused destination: {exc.reason}"
+        said = exc.reason
+        return None, said if said.startswith(
+            "refused destination"
+        ) else f"refused destination: {said}"
     except httpx.HTTPError as exc:
         return None, f"{type(exc).__name__} while sending"
     if 200 <= status < 300:

@@ -328,3 +328,35 @@ def test_a_redirect_that_would_turn_the_delivery_into_a_get_fails_it(
     with service_session() as s:
         delivery = s.scalars(select(WebhookDelivery)).one()
     assert f"redirects with {status}" in (delivery.last_error or "")
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("http://127.0.0.2/x", "refused destination: 127.0.0.2 is a loopback address"),
+        # No resolver takes a label over 63 characters: its UnicodeError escaped every run, and
+        # this one 307 stopped every workspace's deliveries.
+        (f"http://{'b' * 64}.example.com/x", "not a valid host name"),
+    ],
+)
+def test_a_redirect_to_a_refused_destination_fails_the_attempt_saying_why_once(
+    pub_settings: Settings,
+    keys: KeyRing,
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    receiver: Receiver,
+    target: str,
+    reason: str,
+) -> None:
+    integration = connect("mastodon")
+    post = new_post(integration, content="to a receiver that sends us elsewhere")
+    receiver.location, receiver.answers = target, [307]
+    settings = _published_to(receiver, pub_settings, keys, integration, [post])
+
+    report = _deliver(settings, keys)
+
+    assert (report.sent, report.retrying) == (0, 1)
+    with service_session() as s:
+        delivery = s.scalars(select(WebhookDelivery)).one()
+    assert reason in (delivery.last_error or "")
+    assert (delivery.last_error or "").count("refused destination") <= 1

@@ -261,3 +261,23 @@ def test_streaming_works_through_the_guard(local: Local) -> None:
         http.stream("GET", f"http://127.0.0.1:{local.port}/stream") as response,
     ):
         assert b"".join(response.iter_bytes()) == b"ok"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "a" * 64 + ".example.com",  # a label over 63 characters
+        "a..example.com",  # an empty label
+        ".".join(["abcdefghi"] * 26),  # over 253 characters in all
+    ],
+)
+def test_a_host_name_no_resolver_can_take_is_refused_as_a_destination(host: str) -> None:
+    """The C resolver's IDNA step raised UnicodeError for it, which no caller expected: one
+    such subscription (or one 307 to such a name) stopped every webhook and alert delivery."""
+    with (
+        outbound.client(settings()) as http,
+        pytest.raises(DestinationRefused, match="not a valid host name"),
+    ):
+        http.get(f"https://{host}/hook")
+    with pytest.raises(DestinationRefused, match="not a valid host name"):
+        outbound.OutboundPolicy().check_url(httpx.URL(f"https://{host}/hook"))
