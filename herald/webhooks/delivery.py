@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -27,8 +28,10 @@ from datetime import datetime, timedelta
 
 import httpx
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from herald.models import (
     DeliveryStatus,
@@ -45,6 +48,7 @@ from herald.webhooks.subscriptions import binding
 
 log = structlog.get_logger("herald.webhooks")
 PAUSED_COUNTER = "webhooks.subscription_paused"
+PAUSED_ERROR = "the subscription is paused"
 SessionFactory = Callable[[], AbstractContextManager[Session]]
 _rng = random.Random()  # noqa: S311 - jitter
 
@@ -55,6 +59,15 @@ class Report:
     retrying: int = 0
     failed: int = 0
     paused: int = 0
+    #: Due deliveries left for the next run because this one's budget was spent.
+    deferred: int = 0
+
+
+def budget_s(settings: Settings) -> float:
+    """How long one run may go on starting deliveries: the task's soft time limit less one
+    delivery at its slowest (the outbound client's deadline, redirects included) and a margin.
+    Past the limit a delivery would be sent and never recorded, then sent again."""
+    return max(0.0, settings.task_soft_time_limit_s - settings.outbound_timeout_s - 5.0)
 
 
 def deliver_due(
@@ -64,13 +77,20 @@ def deliver_due(
     *,
     http: httpx.Client | None = None,
     now: datetime | None = None,
+    budget: float | None = None,
 ) -> Report:
-    """Deliver every delivery that is due (at most ``HERALD_WEBHOOK_BATCH`` per run)."""
+    """Deliver every delivery that is due (at most ``HERALD_WEBHOOK_BATCH`` per run), starting
+    none once ``budget`` seconds have passed (:func:`budget_s` by default): the rest wait for
+    the next run."""
     report = Report()
+    deadline = time.monotonic() + (budget_s(settings) if budget is None else budget)
     client = http or outbound.client(settings)
     try:
         for _ in range(settings.webhook_batch):
             with sessions() as session:
+                if time.monotonic() >= deadline:
+                    report.deferred = _due_count(session, now or utcnow())
+                    break
                 if not _deliver_one(
                     session, settings, keys, client, now=now or utcnow(), report=report
                 ):
@@ -78,7 +98,23 @@ def deliver_due(
     finally:
         if http is None:
             client.close()
+    if report.deferred:
+        log.info("webhook.run_budget_spent", deferred=report.deferred)
     return report
+
+
+def _due_count(session: Session, now: datetime) -> int:
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(WebhookDelivery)
+            .where(
+                WebhookDelivery.status == DeliveryStatus.PENDING,
+                WebhookDelivery.next_attempt_at <= now,
+            )
+        )
+        or 0
+    )
 
 
 def _deliver_one(
@@ -106,7 +142,7 @@ def _deliver_one(
     delivery, subscription = row[0], row[1]
     if subscription.status is SubscriptionStatus.PAUSED:
         delivery.status = DeliveryStatus.FAILED
-        delivery.last_error = "the subscription is paused"
+        delivery.last_error = PAUSED_ERROR
         report.failed += 1
         return True
     status, error = _send(delivery, subscription, keys, client)
@@ -117,7 +153,7 @@ def _deliver_one(
         delivery.status = DeliveryStatus.SENT
         delivery.sent_at = utcnow()
         delivery.last_error = None
-        subscription.consecutive_failures = 0
+        _count_failures(session, subscription, reset=True)
         report.sent += 1
         metrics.webhook_deliveries.add(1, {**labels, "outcome": "sent"})
         log.info(
@@ -128,7 +164,7 @@ def _deliver_one(
         )
         return True
     delivery.last_error = error
-    subscription.consecutive_failures += 1
+    failures = _count_failures(session, subscription)
     if delivery.attempts >= settings.webhook_max_attempts:
         delivery.status = DeliveryStatus.FAILED
         report.failed += 1
@@ -147,10 +183,28 @@ def _deliver_one(
         reason=error,
         outcome=outcome,
     )
-    if subscription.consecutive_failures >= settings.webhook_pause_after:
-        _pause(session, subscription, error, now)
+    if failures >= settings.webhook_pause_after and _pause(
+        session, subscription, delivery, failures=failures, reason=error, now=now
+    ):
         report.paused += 1
     return True
+
+
+def _count_failures(
+    session: Session, subscription: WebhookSubscription, *, reset: bool = False
+) -> int:
+    """Add one to the subscription's run of failures (or end it) in the database itself:
+    deliverers of one subscription run at once, and each holds only its delivery's row."""
+    column = WebhookSubscription.consecutive_failures
+    count = session.execute(
+        update(WebhookSubscription)
+        .where(WebhookSubscription.id == subscription.id)
+        .values(consecutive_failures=0 if reset else column + 1)
+        .returning(column)
+        .execution_options(synchronize_session=False)
+    ).scalar_one()
+    set_committed_value(subscription, "consecutive_failures", count)
+    return int(count)
 
 
 def _send(
@@ -193,16 +247,51 @@ def _backoff(attempts: int, settings: Settings) -> timedelta:
     return timedelta(seconds=_rng.uniform(ceiling / 2, ceiling))
 
 
-def _pause(session: Session, subscription: WebhookSubscription, reason: str, now: datetime) -> None:
-    subscription.status = SubscriptionStatus.PAUSED
-    subscription.paused_at = now
-    subscription.paused_reason = f"{subscription.consecutive_failures} failures in a row: {reason}"
+def _pause(
+    session: Session,
+    subscription: WebhookSubscription,
+    delivery: WebhookDelivery,
+    *,
+    failures: int,
+    reason: str,
+    now: datetime,
+) -> bool:
+    """Pause the subscription (once, whoever else saw it fail) and fail its pending deliveries,
+    ``delivery`` (which just failed) among them: a resume starts from new events. Whether this
+    call paused it."""
+    result = session.execute(
+        update(WebhookSubscription)
+        .where(
+            WebhookSubscription.id == subscription.id,
+            WebhookSubscription.status == SubscriptionStatus.ACTIVE,
+        )
+        .values(
+            status=SubscriptionStatus.PAUSED,
+            paused_at=now,
+            paused_reason=f"{failures} failures in a row: {reason}",
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if not (isinstance(result, CursorResult) and result.rowcount == 1):
+        return False
+    delivery.status = DeliveryStatus.FAILED  # keeps its own error
+    session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.subscription_id == subscription.id,
+            WebhookDelivery.id != delivery.id,
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+        )
+        .values(status=DeliveryStatus.FAILED, last_error=PAUSED_ERROR)
+        .execution_options(synchronize_session=False)
+    )
     counters.increment(session, PAUSED_COUNTER, workspace_id=subscription.workspace_id)
     metrics.webhook_subscriptions_paused.add(1, {"cause": "kept_failing"})
     log.error(
         "webhook.subscription_paused",
         subscription_id=str(subscription.id),
         workspace_id=str(subscription.workspace_id),
-        failures=subscription.consecutive_failures,
+        failures=failures,
         reason=reason,
     )
+    return True

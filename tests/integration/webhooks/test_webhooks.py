@@ -30,7 +30,7 @@ from herald.security import signing
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
 from herald.webhooks import subscriptions
-from herald.webhooks.delivery import deliver_due
+from herald.webhooks.delivery import budget_s, deliver_due
 from tests.fixtures.database import service_session
 from tests.fixtures.publishing import ConnectFn, fresh
 from tests.integration.alerts.conftest import Receiver
@@ -360,3 +360,75 @@ def test_a_redirect_to_a_refused_destination_fails_the_attempt_saying_why_once(
         delivery = s.scalars(select(WebhookDelivery)).one()
     assert reason in (delivery.last_error or "")
     assert (delivery.last_error or "").count("refused destination") <= 1
+
+
+def test_a_pause_fails_every_pending_delivery_of_the_subscription(
+    pub_settings: Settings,
+    keys: KeyRing,
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    receiver: Receiver,
+) -> None:
+    """Deliveries already tried and waiting for their retry stayed pending through a pause, and
+    a resume sent them: events from before the pause, where the docs promise only new ones."""
+    integration = connect("mastodon")
+    posts = [new_post(integration, content=f"post {n}") for n in range(3)]
+    settings = _published_to(
+        receiver, pub_settings, keys, integration, posts, webhook_pause_after=2
+    )
+    receiver.answers = [500] * 10
+
+    report = _deliver(settings, keys)
+
+    assert report.paused == 1
+    with service_session() as s:
+        deliveries = s.scalars(select(WebhookDelivery)).all()
+    assert {d.status for d in deliveries} == {DeliveryStatus.FAILED}
+    assert len(receiver.requests) == 2
+
+
+def test_concurrent_deliverers_count_every_failure(
+    pub_settings: Settings,
+    keys: KeyRing,
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    receiver: Receiver,
+) -> None:
+    """Each deliverer read the subscription's failure count and wrote it back plus one: four
+    at once lost most of the counts (5 of 20), so a pause came late, under a wrong reason."""
+    integration = connect("mastodon")
+    posts = [new_post(integration, content=f"post {n}") for n in range(16)]
+    settings = _published_to(
+        receiver, pub_settings, keys, integration, posts, webhook_pause_after=100
+    )
+    receiver.answers = [500] * 100
+    threads = [threading.Thread(target=_deliver, args=(settings, keys)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    with service_session() as s:
+        subscription = s.scalars(select(WebhookSubscription)).one()
+    assert len(receiver.requests) == 16
+    assert subscription.consecutive_failures == 16
+
+
+def test_a_run_starts_no_delivery_past_its_budget(
+    pub_settings: Settings,
+    keys: KeyRing,
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    receiver: Receiver,
+) -> None:
+    """A run went on delivering up to its batch, past the task's soft time limit: the delivery
+    the limit cut off was sent and never recorded, so a receiver slow within its timeout got
+    duplicates on every run. A run now stops starting deliveries once its budget is spent."""
+    integration = connect("mastodon")
+    posts = [new_post(integration, content=f"post {n}") for n in range(3)]
+    settings = _published_to(receiver, pub_settings, keys, integration, posts)
+
+    spent = _deliver(settings, keys, budget=0.0)
+    assert (spent.sent, spent.deferred) == (0, 3)
+    assert receiver.requests == []
+    assert _deliver(settings, keys).sent == 3
+    assert 0 < budget_s(settings) < settings.task_soft_time_limit_s - settings.outbound_timeout_s
