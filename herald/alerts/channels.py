@@ -16,9 +16,13 @@ a URL (webhook URLs carry secrets), a header or a body.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import smtplib
+import socket
 import ssl
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -226,12 +230,19 @@ class Email:
         s = self.settings
         try:
             smtp_class = smtplib.SMTP_SSL if s.smtp_ssl else smtplib.SMTP
-            with smtp_class(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_s) as smtp:
+            with (
+                smtp_class(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_s) as smtp,
+                _cut_off_after(smtp, s.smtp_timeout_s) as watch,
+            ):
                 if s.smtp_starttls and not s.smtp_ssl:
                     smtp.starttls(context=ssl.create_default_context())
                 if s.smtp_username:
                     smtp.login(s.smtp_username, _secret(s.smtp_password) if s.smtp_password else "")
                 smtp.send_message(message)
+            if watch.cut:  # a reply cut off mid-line can read as complete: not a success
+                raise DeliveryFailed(
+                    f"SMTP exchange took longer than {s.smtp_timeout_s:g} s", retryable=True
+                )
         except smtplib.SMTPResponseException as exc:
             raise DeliveryFailed(
                 f"SMTP server answered {exc.smtp_code}",
@@ -239,6 +250,33 @@ class Email:
             ) from None
         except (smtplib.SMTPException, OSError) as exc:
             raise DeliveryFailed(f"SMTP error: {type(exc).__name__}", retryable=True) from None
+
+
+@dataclass
+class _Watch:
+    cut: bool = False
+
+
+@contextlib.contextmanager
+def _cut_off_after(smtp: smtplib.SMTP, seconds: float) -> Iterator[_Watch]:
+    """Bound the whole exchange, not each read: smtplib's timeout is per socket operation, so a
+    relay trickling its replies byte by byte held a run for as long as it liked. Past
+    ``seconds`` the connection is shut down under it (``cut``), and the read under way ends."""
+    watch = _Watch()
+
+    def cut() -> None:
+        watch.cut = True
+        with contextlib.suppress(OSError):
+            if smtp.sock is not None:
+                smtp.sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield watch
+    finally:
+        timer.cancel()
 
 
 def channel_for(config: AlertReceiver, settings: Settings, http: httpx.Client) -> Channel:

@@ -364,9 +364,11 @@ class GroupDelivery:
 
 def budget_s(settings: Settings) -> float:
     """How long one run may go on starting deliveries: the task's soft time limit less one
-    delivery at its slowest (every try at the outbound timeout, every wait at its cap)."""
+    delivery at its slowest (every try at its channel's longest: the outbound timeout, or an
+    e-mail's connect and exchange at the SMTP timeout each; every wait at its cap)."""
     tries = settings.alert_send_tries
-    slowest = tries * settings.outbound_timeout_s + (tries - 1) * _MAX_SEND_WAIT_S
+    one_try = max(settings.outbound_timeout_s, 2 * settings.smtp_timeout_s)
+    slowest = tries * one_try + (tries - 1) * _MAX_SEND_WAIT_S
     return max(0.0, settings.task_soft_time_limit_s - slowest - 5.0)
 
 

@@ -4,6 +4,7 @@ inhibition, PagerDuty's actions."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -18,9 +19,10 @@ from typing import Any
 import pytest
 
 from herald.alerts import service
+from herald.alerts.channels import Delivery, DeliveryFailed, Email
 from herald.alerts.engine import service_sessions
 from herald.alerts.matchers import Matcher
-from herald.alerts.notify import deliver
+from herald.alerts.notify import budget_s, deliver
 from herald.models import NotificationStatus
 from herald.security import signing
 from herald.security.audit import Actor
@@ -458,3 +460,73 @@ def test_a_receiver_answering_without_end_does_not_hold_the_notification(
     assert not sender.is_alive(), "the notifier was still reading the answer after 20 s"
     [request] = receiver.requests
     assert request.status == 202
+
+
+class _TricklingSMTP(threading.Thread):
+    """An SMTP server that takes the message, then sends its final reply one byte at a time,
+    each well within the client's socket timeout (a hostile or overloaded relay)."""
+
+    def __init__(self, pace_s: float, reply_bytes: int) -> None:
+        super().__init__(daemon=True)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.pace_s = pace_s
+        self.reply = b"250 " + b"x" * reply_bytes + b"\r\n"
+
+    @property
+    def port(self) -> int:
+        return int(self.server.getsockname()[1])
+
+    def run(self) -> None:
+        with contextlib.suppress(OSError):
+            connection, _ = self.server.accept()
+            with connection, connection.makefile("rb") as lines:
+                connection.sendall(b"220 trickle\r\n")
+                for line in lines:
+                    verb = line[:4].upper()
+                    if verb == b"DATA":
+                        connection.sendall(b"354 go\r\n")
+                        for body in lines:
+                            if body == b".\r\n":
+                                break
+                        for byte in self.reply:
+                            connection.sendall(bytes([byte]))
+                            time.sleep(self.pace_s)  # noqa: TID251 -- the relay's pace, not a wait
+                    elif verb == b"QUIT":
+                        connection.sendall(b"221 bye\r\n")
+                        return
+                    else:
+                        connection.sendall(b"250 ok\r\n")
+
+    def stop(self) -> None:
+        self.server.close()
+
+
+def test_an_smtp_exchange_is_bounded_in_all_not_per_read() -> None:
+    """smtplib's timeout bounds each socket read: a relay trickling its reply held the notify
+    run past its budget and the task's soft time limit, which rolled the run back, and the
+    next run sent the same alert again under a new Message-ID. The whole exchange now has
+    HERALD_SMTP_TIMEOUT_S (after the connect)."""
+    relay = _TricklingSMTP(pace_s=0.1, reply_bytes=80)  # about 8 s for the reply
+    relay.start()
+    settings = receiver_settings().model_copy(
+        update={"smtp_host": "127.0.0.1", "smtp_port": relay.port, "smtp_timeout_s": 1.0}
+    )
+    config = AlertReceiver.model_validate({"type": "email", "to": ["oncall@example.com"]})
+    item = {
+        "status": "firing",
+        "severity": "error",
+        "value": 1.0,
+        "rule": "r",
+        "labels": {},
+        "annotations": {},
+        "starts_at": "2026-01-01T00:00:00Z",
+    }
+    started = time.monotonic()
+    try:
+        with pytest.raises(DeliveryFailed) as failed:
+            Email(config, settings).send(Delivery("d1", "mail", "g", [item]))
+    finally:
+        relay.stop()
+    assert failed.value.retryable
+    assert time.monotonic() - started < 4.0
+    assert budget_s(settings) < settings.task_soft_time_limit_s - 2 * settings.smtp_timeout_s
