@@ -70,7 +70,7 @@ from herald.publishing.recording import (
     roll_back,
 )
 from herald.publishing.scheduling import draft_of
-from herald.publishing.transitions import lost, move
+from herald.publishing.transitions import move
 from herald.security.credentials import account_of, open_tokens
 from herald.security.crypto import DecryptionError, KeyRing, UnknownKey
 from herald.settings import Settings
@@ -80,6 +80,11 @@ log = structlog.get_logger("herald.publishing")
 _rng = random.Random()  # noqa: S311 - jitter, not cryptography
 # The run recorded its attempt but lost the post's move to something else (logged, counted).
 LOST = Outcome(None, "lost_transition")
+Sources = PostStatus | tuple[PostStatus, ...]
+#: Where the network's yes settles a post from: ``publishing``, or ``needs_review`` when the
+#: sweep gave the post of a run paused past the publishing timeout to review before the run
+#: woke with the answer (still this attempt's: the move names its attempt number).
+SETTLED_BY_A_YES = (PostStatus.PUBLISHING, PostStatus.NEEDS_REVIEW)
 
 
 def backoff(attempt: int, settings: Settings) -> timedelta:
@@ -222,7 +227,7 @@ class _Run:
         try:
             outcome = record_durably(
                 self.session,
-                lambda: self._write(answer, verdict, from_ or PostStatus.PUBLISHING),
+                lambda: self._write(answer, verdict, from_ or SETTLED_BY_A_YES),
                 attempts=self.settings.publish_record_attempts,
             )
         except Exception as exc:
@@ -254,7 +259,10 @@ class _Run:
                     raise
                 log.warning("publish.record_retry", attempt=1, error=type(exc).__name__)
             else:
-                return self._published_at_once(recorded, answer, result)
+                if recorded.won:
+                    return self._published_at_once(recorded, answer, result)
+                # The post left publishing meanwhile (the sweep gave a paused run's post to
+                # review): the general path settles it from there, or counts the loss.
         roll_back(self.session)  # ends the autocommit transaction
         return None
 
@@ -264,23 +272,14 @@ class _Run:
         attempt = self.attempt
         attempt.finished_at, attempt.latency_ms = answer.finished_at, answer.latency_ms
         attempt.outcome, attempt.provider_request_id = "published", result.request_id
-        if not recorded.won:
-            lost(
-                self.session,
-                self.post.id,
-                from_=(PostStatus.PUBLISHING,),
-                to=PostStatus.PUBLISHED,
-                site="publish",
-                owned=True,
-            )
         if not recorded.circuit_closed:
             # A half-open circuit closes on this answer: in a transaction of its own.
             self.session.commit()
             circuit.observe(self.session, self.integration.provider, True, self.settings, utcnow())
             self.session.commit()
-        return Outcome(PostStatus.PUBLISHED, "published") if recorded.won else LOST
+        return Outcome(PostStatus.PUBLISHED, "published")
 
-    def _write(self, answer: Answer, verdict: Verdict | None, from_: PostStatus) -> Outcome:
+    def _write(self, answer: Answer, verdict: Verdict | None, from_: Sources) -> Outcome:
         if self.attempt not in self.session:  # claimed by the fast path: detached until now
             self.session.add(self.attempt)
         # Timing first: the outcome below then reaches the attempt row in a single UPDATE.
@@ -334,9 +333,7 @@ class _Run:
 
     # -- outcomes -------------------------------------------------------------------------------
 
-    def _published(
-        self, result: PublishResult, from_: PostStatus = PostStatus.PUBLISHING
-    ) -> Outcome:
+    def _published(self, result: PublishResult, from_: Sources = PostStatus.PUBLISHING) -> Outcome:
         return self._settle(
             PostStatus.PUBLISHED,
             "published",
@@ -487,11 +484,11 @@ class _Run:
         to: PostStatus,
         kind: str,
         *,
-        from_: PostStatus = PostStatus.PUBLISHING,
+        from_: Sources = PostStatus.PUBLISHING,
         **values: Any,
     ) -> Outcome:
-        """Move the post this run claimed out of ``publishing`` (or, for a late published
-        answer, out of ``from_``), only while it is still this attempt's: a run whose worker
+        """Move the post this run claimed out of ``publishing`` (or, for a published answer,
+        out of ``from_``), only while it is still this attempt's: a run whose worker
         was paused past the sweep never moves a post the sweep or a newer attempt holds. A loss
         is logged and counted (something moved a post in flight) and reported as
         :data:`LOST`."""
@@ -503,6 +500,9 @@ class _Run:
             site="publish",
             owned=True,
             only_if=(Post.attempts == self.attempt.attempt_number,),
+            # A loss of a move that could start from review too is reported from the status
+            # this run claimed.
+            reported_from=PostStatus.PUBLISHING if isinstance(from_, tuple) else None,
             **values,
         )
         return Outcome(to, kind) if won else LOST

@@ -41,18 +41,21 @@ def move(
     site: str,
     owned: bool = False,
     only_if: Iterable[ColumnElement[bool]] = (),
+    reported_from: PostStatus | None = None,
     **values: Any,
 ) -> bool:
     """:func:`transition`, with a lost move logged and counted. Returns whether it won.
 
     ``site`` names the caller in the log and metric; ``owned`` says the caller claimed the
-    post, so a loss is an error rather than an ordinary race."""
+    post, so a loss is an error rather than an ordinary race; ``reported_from`` is the status a
+    loss is reported from when the move would take more than one."""
     sources = (from_,) if isinstance(from_, PostStatus) else tuple(from_)
     if transition(session, post_id, from_=sources, to=to, only_if=only_if, **values):
         if to in EVENTS:
             _tell_integrators(session, post_id, to)
         return True
-    lost(session, post_id, from_=sources, to=to, site=site, owned=owned)
+    reported = (reported_from,) if reported_from is not None else sources
+    lost(session, post_id, from_=reported, to=to, site=site, owned=owned)
     return False
 
 

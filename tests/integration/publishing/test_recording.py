@@ -7,6 +7,7 @@ a restarted pooler would do. Deliveries are counted at the sandbox.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -235,3 +236,40 @@ def test_an_answer_from_another_task_is_refused(
         assert record_answer(s, forged, settings, keys).status is None
 
     assert fresh(Post, post.id).status is PostStatus.PUBLISHING
+
+
+@pytest.mark.parametrize("network", ["telegram", "linkedin"])
+def test_a_run_resumed_after_the_sweep_gave_up_records_its_published_answer(
+    connect: ConnectFn,
+    new_post: Callable[..., Post],
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    keys: KeyRing,
+    network: str,
+) -> None:
+    """A worker paused (SIGSTOP, a frozen VM) past the publishing timeout: the sweep sent its
+    post to review, then the run woke with the network's yes. The live run dropped that proof
+    (a lost transition), where an answer handed on through record_outcome settles the post."""
+    settings = pub_settings.model_copy(update={"provider_timeout_s": 10.0})
+    post = new_post(connect(network), content="answered after the sweep gave up")
+    sandbox.inject(network, "latency", ms=1500, path=SEND_PATH[network].lstrip("/"))
+
+    def sweep_gives_up() -> None:
+        wait_until(lambda: fresh(Post, post.id).status is PostStatus.PUBLISHING, 20, "the claim")
+        with service_session() as s:
+            s.execute(
+                Post.__table__.update()
+                .where(Post.id == post.id)
+                .values(status=PostStatus.NEEDS_REVIEW, last_error_code="worker_lost")
+            )
+
+    thread = threading.Thread(target=sweep_gives_up)
+    thread.start()
+    outcome = run_publish(post, settings, keys)
+    thread.join(timeout=30)
+
+    assert outcome.status is PostStatus.PUBLISHED
+    stored = fresh(Post, post.id)
+    assert stored.status is PostStatus.PUBLISHED
+    assert stored.external_id
+    assert sends(sandbox, network) == 1
