@@ -164,13 +164,21 @@ def store_refreshed(
         .where(Integration.id == deferred.integration_id)
         .execution_options(populate_existing=True)
     ).scalar_one_or_none()
-    if integration is None:
-        session.commit()
-        return RefreshOutcome("skipped", None, "no such integration")
+    recorded = session.execute(
+        select(TokenRefreshAttempt.finished_at).where(TokenRefreshAttempt.id == deferred.attempt_id)
+    ).scalar_one_or_none()
+    if integration is None or recorded is not None:
+        session.commit()  # gone, or handed on twice and stored by the first: nothing to do
+        why = "no such integration" if integration is None else "already recorded"
+        return RefreshOutcome("skipped", None, why)
     run = _Refresh(
         session, integration, settings, keys, deferred.lease_owner, deferred.then_publish, task_id
     )
-    outcome = run._store(deferred.tokens.model_dump(exclude_none=True), deferred.read_version)
+    # The columns the refresh would have written: the access token's expiry always (none is a
+    # value: unknown), the others only when the answer had them (sealed_values).
+    sealed = deferred.tokens
+    values = sealed.model_dump(exclude_none=True) | {"token_expires_at": sealed.token_expires_at}
+    outcome = run._store(values, deferred.read_version)
     run._finish(deferred.attempt_id, outcome, latency_ms=deferred.latency_ms)
     return outcome
 
@@ -252,6 +260,9 @@ class _Refresh:
         """Store the rotated tokens, on a fresh connection after a lost one; when the database
         stays away, carry them out of the run sealed (:class:`TokensNotStored`)."""
         values = sealed_values(self.integration, tokens, self.keys)
+        # Read now: a rollback between tries expires the row, and reading it again needs the
+        # database that is away.
+        integration_id = self.integration.id
 
         def write() -> RefreshOutcome:
             outcome = self._store(values, read_version)
@@ -269,7 +280,7 @@ class _Refresh:
             if not db.lost_connection(exc):
                 raise
             deferred = StoreRefreshedTokens(
-                integration_id=self.integration.id,
+                integration_id=integration_id,
                 read_version=read_version,
                 attempt_id=attempt_id,
                 lease_owner=self.owner,

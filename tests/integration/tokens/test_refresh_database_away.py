@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from herald import db
+from herald.contracts import StoreRefreshedTokens
 from herald.models import Integration, IntegrationStatus
 from herald.sandbox import SandboxClient
 from herald.security.credentials import open_tokens
@@ -33,18 +34,32 @@ from tests.integration.tokens.test_refresh_outcomes import refresh
 
 
 class TokenWriteBlips:
-    """Terminates the Postgres backend under the next ``times`` writes of new tokens."""
+    """Terminates the Postgres backend under the next ``remaining`` writes of new tokens; with
+    ``away`` set, from the first such write on, under every statement (the database gone)."""
 
     def __init__(self) -> None:
         self.remaining = 0
+        self.away = False
+        self._gone = False
         self._admin = create_engine(
             TEST_DATABASE_URL, poolclass=NullPool, isolation_level="AUTOCOMMIT"
         )
 
     def before_execute(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if self._gone and self.away:
+            self._kill(conn)
+            return
         if self.remaining <= 0 or not statement.startswith("UPDATE integrations SET access_token"):
             return
         self.remaining -= 1
+        self._gone = True
+        self._kill(conn)
+
+    def back(self) -> None:
+        self.away = self._gone = False
+        self.remaining = 0
+
+    def _kill(self, conn: Any) -> None:
         pid = conn.connection.dbapi_connection.info.backend_pid
         with self._admin.connect() as admin:
             admin.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})
@@ -89,13 +104,14 @@ def test_tokens_the_database_would_not_take_leave_sealed_and_are_stored_when_it_
     blips: TokenWriteBlips,
 ) -> None:
     integration = connect("x")
-    blips.remaining = 100  # away for every try of the run
+    blips.remaining, blips.away = 1, True  # gone from the write on, every statement refused
     with pytest.raises(TokensNotStored) as carried:
         refresh(integration, pub_settings, keys)
-    deferred = carried.value.deferred
+    # As the worker sends it (JSON kwargs) and the task reads it.
+    deferred = StoreRefreshedTokens.model_validate(carried.value.deferred.model_dump(mode="json"))
+    blips.back()
     assert fresh(Integration, integration.id).token_version == integration.token_version
 
-    blips.remaining = 0  # the database is back
     with service_session() as session:
         outcome = store_refreshed(session, deferred, pub_settings, keys)
     assert outcome.outcome == "refreshed"
@@ -114,6 +130,7 @@ def test_tokens_the_database_would_not_take_leave_sealed_and_are_stored_when_it_
     assert revoked_tokens(sandbox, "x", integration.external_account_id) == []
     assert len(token_calls(sandbox, "x")) == 2
 
-    with service_session() as session:  # handed on twice: the second finds its write landed
-        assert store_refreshed(session, deferred, pub_settings, keys).outcome == "lost_race"
+    with service_session() as session:  # handed on twice: the second finds it recorded
+        assert store_refreshed(session, deferred, pub_settings, keys).outcome == "skipped"
     assert fresh(Integration, integration.id).token_version == integration.token_version + 2
+    assert [a.outcome for a in refresh_attempts(integration.id)] == ["refreshed", "refreshed"]
