@@ -145,9 +145,11 @@ _RULES = (
         _NAME_WORDS,
         ("=",),
     ),
-    # (A quote may be escaped: a JSON body quoted inside a JSON string.)
+    # (A quote may be escaped, by up to three backslashes: a JSON body quoted inside a JSON
+    # string, once or twice. The count is bounded and a match starts at a run's first
+    # backslash, so a long run of them costs linear time, not quadratic.)
     _Rule(
-        re.compile(r"(\\*[\"'])([\w.-]+)\1(\s*[:,]\s*b?(\\*[\"']))[^\"']*?\4"),
+        re.compile(r"(?<!\\)(\\{0,3}[\"'])([\w.-]+)\1(\s*[:,]\s*b?(\\{0,3}[\"']))[^\"']*?\4"),
         lambda m: f"{m[1]}{m[2]}{m[1]}{m[3]}{REDACTED}{m[4]}" if is_secret_key(m[2]) else m[0],
         _NAME_WORDS,
     ),
