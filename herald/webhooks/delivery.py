@@ -80,15 +80,17 @@ def deliver_due(
     budget: float | None = None,
 ) -> Report:
     """Deliver every delivery that is due (at most ``HERALD_WEBHOOK_BATCH`` per run), starting
-    none once ``budget`` seconds have passed (:func:`budget_s` by default): the rest wait for
-    the next run."""
+    none but the first once ``budget`` seconds have passed (:func:`budget_s` by default): the
+    rest wait for the next run."""
     report = Report()
     deadline = time.monotonic() + (budget_s(settings) if budget is None else budget)
     client = http or outbound.client(settings)
     try:
-        for _ in range(settings.webhook_batch):
+        for started in range(settings.webhook_batch):
             with sessions() as session:
-                if time.monotonic() >= deadline:
+                # One at least, whatever the budget: a budget of nothing (a soft time limit
+                # set shorter than the outbound timeout) must not stop every delivery.
+                if started and time.monotonic() >= deadline:
                     report.deferred = _due_count(session, now or utcnow())
                     break
                 if not _deliver_one(
@@ -165,6 +167,11 @@ def _deliver_one(
         return True
     delivery.last_error = error
     failures = _count_failures(session, subscription)
+    if subscription.status is SubscriptionStatus.PAUSED:  # by another deliverer meanwhile
+        delivery.status = DeliveryStatus.FAILED
+        report.failed += 1
+        metrics.webhook_deliveries.add(1, {**labels, "outcome": "failed"})
+        return True
     if delivery.attempts >= settings.webhook_max_attempts:
         delivery.status = DeliveryStatus.FAILED
         report.failed += 1
@@ -196,14 +203,15 @@ def _count_failures(
     """Add one to the subscription's run of failures (or end it) in the database itself:
     deliverers of one subscription run at once, and each holds only its delivery's row."""
     column = WebhookSubscription.consecutive_failures
-    count = session.execute(
+    count, status = session.execute(
         update(WebhookSubscription)
         .where(WebhookSubscription.id == subscription.id)
         .values(consecutive_failures=0 if reset else column + 1)
-        .returning(column)
+        .returning(column, WebhookSubscription.status)
         .execution_options(synchronize_session=False)
-    ).scalar_one()
+    ).one()
     set_committed_value(subscription, "consecutive_failures", count)
+    set_committed_value(subscription, "status", status)
     return int(count)
 
 
@@ -275,13 +283,21 @@ def _pause(
     if not (isinstance(result, CursorResult) and result.rowcount == 1):
         return False
     delivery.status = DeliveryStatus.FAILED  # keeps its own error
-    session.execute(
-        update(WebhookDelivery)
+    # The others not being sent right now: a deliverer holding one fails it itself when it
+    # sees the pause (waiting for its row here while it waits for the subscription's row this
+    # transaction holds would be a deadlock).
+    idle = (
+        select(WebhookDelivery.id)
         .where(
             WebhookDelivery.subscription_id == subscription.id,
             WebhookDelivery.id != delivery.id,
             WebhookDelivery.status == DeliveryStatus.PENDING,
         )
+        .with_for_update(skip_locked=True)
+    )
+    session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id.in_(idle.scalar_subquery()))
         .values(status=DeliveryStatus.FAILED, last_error=PAUSED_ERROR)
         .execution_options(synchronize_session=False)
     )
