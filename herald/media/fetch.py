@@ -13,7 +13,8 @@
   ``If-None-Match`` / ``If-Modified-Since``, answered 304); a file the host gives no
   validators for is fetched for every use, never served from the cache, since a file
   replaced at the same URL would be published stale.
-- An attempt holds what it fetched (a hard link of its own under ``held/``) until the
+- An attempt holds what it fetched (a hard link of its own under ``held/``, a copy on a
+  filesystem without hard links) until the
   :class:`Fetcher` closes, after the upload: another attempt making room evicts the cached
   copy, never the file an upload is about to read.
 - The type comes from the bytes (:mod:`.probe`), not from ``Content-Type``.
@@ -26,10 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +51,10 @@ HEAD = 512  # enough for every signature filetype reads
 
 
 HELD = "held"
+#: What ``link`` fails with where a filesystem has no hard links.
+_NO_HARD_LINKS = frozenset(
+    {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
+)
 META = ".meta"
 PART = ".part"
 
@@ -191,7 +198,9 @@ class Fetcher:
         validators = self._cached_validators(meta, cached)
         part = self.folder / f"{time.time_ns()}.{os.getpid()}{PART}"
         try:
-            (self.folder / HELD).mkdir(parents=True, exist_ok=True, mode=0o700)
+            # The worker's alone (mode applies to the folder made, not to missing parents).
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            (self.folder / HELD).mkdir(exist_ok=True, mode=0o700)
             answer = self._download(url, part, cap=cap, network=network, validators=validators)
             if answer.unchanged:
                 try:
@@ -247,10 +256,16 @@ class Fetcher:
     def _hold(self, found: LocalFile, path: Path, *, cache: bool = True) -> LocalFile:
         """Give this attempt a name of its own for ``path`` (moved there when not cached)."""
         held = self.folder / HELD / f"{time.time_ns()}.{os.getpid()}.{path.name}"
-        if cache:
-            os.link(path, held)
-        else:
+        if not cache:
             path.replace(held)
+        else:
+            try:
+                os.link(path, held)
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise
+                # A filesystem without hard links (vfat, exFAT, many FUSE mounts): a copy.
+                shutil.copyfile(path, held)
         self._held.append(held)
         return dataclasses.replace(found, path=str(held))
 

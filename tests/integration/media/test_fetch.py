@@ -279,3 +279,39 @@ def test_a_file_in_use_outlives_its_eviction_from_the_cache(
     assert not Path(held.path).exists()  # released with the attempt
     cache = Path(small.media_cache_dir or "")
     assert sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) <= 150_000
+
+
+def test_a_cache_on_a_filesystem_without_hard_links_copies_what_it_holds(
+    media_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vfat, exFAT, many FUSE mounts and some SMB shares refuse hard links: holding a cached
+    file then failed every attempt of every media post whose host sends validators."""
+
+    def refused(*_: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refused)
+    host = _Versioned()
+    try:
+        with Fetcher(media_settings) as fetcher:
+            first = fetcher.fetch(host.url, cap=10**6, network="x")
+            again = fetcher.fetch(host.url, cap=10**6, network="x")
+            assert (first.width, again.width) == (10, 10)
+            assert Path(again.path).read_bytes() == host.body
+        assert (host.full, host.unchanged) == (1, 1)
+    finally:
+        host.stop()
+
+
+def test_the_cache_folder_is_the_workers_alone(media_settings: Settings) -> None:
+    previous = os.umask(0o022)
+    try:
+        host = _Versioned()
+        try:
+            with Fetcher(media_settings) as fetcher:
+                fetcher.fetch(host.url, cap=10**6, network="x")
+        finally:
+            host.stop()
+    finally:
+        os.umask(previous)
+    assert Path(media_settings.media_cache_dir or "").stat().st_mode & 0o777 == 0o700
