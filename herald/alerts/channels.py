@@ -228,28 +228,34 @@ class Email:
             )
         )
         s = self.settings
-        try:
-            smtp_class = smtplib.SMTP_SSL if s.smtp_ssl else smtplib.SMTP
-            with (
-                smtp_class(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout_s) as smtp,
-                _cut_off_after(smtp, s.smtp_timeout_s) as watch,
-            ):
+        smtp_class = smtplib.SMTP_SSL if s.smtp_ssl else smtplib.SMTP
+        smtp = smtp_class(timeout=s.smtp_timeout_s)  # not connected yet: the watch is first
+        with _cut_off_after(smtp, s.smtp_timeout_s) as watch:
+            try:
+                smtp.connect(s.smtp_host, s.smtp_port)
                 if s.smtp_starttls and not s.smtp_ssl:
                     smtp.starttls(context=ssl.create_default_context())
                 if s.smtp_username:
                     smtp.login(s.smtp_username, _secret(s.smtp_password) if s.smtp_password else "")
                 smtp.send_message(message)
-            if watch.cut:  # a reply cut off mid-line can read as complete: not a success
-                raise DeliveryFailed(
-                    f"SMTP exchange took longer than {s.smtp_timeout_s:g} s", retryable=True
-                )
-        except smtplib.SMTPResponseException as exc:
-            raise DeliveryFailed(
-                f"SMTP server answered {exc.smtp_code}",
-                retryable=exc.smtp_code >= 400 and exc.smtp_code < 500,
-            ) from None
-        except (smtplib.SMTPException, OSError) as exc:
-            raise DeliveryFailed(f"SMTP error: {type(exc).__name__}", retryable=True) from None
+            except (smtplib.SMTPException, OSError) as exc:
+                smtp.close()
+                raise _smtp_failed(exc, watch, s.smtp_timeout_s) from None
+            # Accepted: the goodbye is a courtesy, bounded by the same watch, never a failure.
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                smtp.quit()
+            smtp.close()
+
+
+def _smtp_failed(exc: BaseException, watch: _Watch, limit_s: float) -> DeliveryFailed:
+    if watch.cut:  # whatever the cut made of the reply under way
+        return DeliveryFailed(f"SMTP exchange took longer than {limit_s:g} s", retryable=True)
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return DeliveryFailed(
+            f"SMTP server answered {exc.smtp_code}",
+            retryable=exc.smtp_code >= 400 and exc.smtp_code < 500,
+        )
+    return DeliveryFailed(f"SMTP error: {type(exc).__name__}", retryable=True)
 
 
 @dataclass
