@@ -159,6 +159,22 @@ class Evaluation:
         rule.last_error = self.outcome.error
         return self.outcome
 
+    def close(self) -> RuleOutcome:
+        """A disabled rule's open alerts, each cleared as if its condition had ended (a firing
+        one resolves, and the receivers told of it hear so): a rule that is no longer evaluated
+        leaves nothing firing, repeating, or inhibiting other rules for good."""
+        for alert in self._open_alerts().values():
+            current = Current(
+                alert.status,
+                alert.pending_since,
+                alert.recovering_since,
+                told=bool(alert.notify_seq),
+            )
+            decision = decide(current, Verdict.CLEAR, self.now, for_s=0, keep_firing_for_s=0)
+            self._record(alert, decision, Judged(dict(alert.labels), None, Verdict.CLEAR))
+        self.rule.last_evaluated_at = self.now
+        return self.outcome
+
     def _step(self, fp: str, found: Judged, alert: Alert | None) -> None:
         rule = self.rule
         verdict = apply_behaviour(found.verdict, no_data=rule.no_data_state, error=rule.error_state)
@@ -231,11 +247,12 @@ def _workspace_of(series: Mapping[str, str]) -> uuid.UUID | None:
         return None
 
 
-def _lock_rule(session: Session, rule_id: uuid.UUID) -> AlertRule | None:
-    """The rule's row, locked for this transaction; None if another evaluator holds it."""
+def _lock_rule(session: Session, rule_id: uuid.UUID, *, enabled: bool = True) -> AlertRule | None:
+    """The rule's row, locked for this transaction; None if another evaluator holds it (or it
+    is not ``enabled`` as asked)."""
     return session.scalars(
         select(AlertRule)
-        .where(AlertRule.id == rule_id, AlertRule.enabled.is_(True))
+        .where(AlertRule.id == rule_id, AlertRule.enabled.is_(enabled))
         .with_for_update(skip_locked=True)
     ).first()
 
@@ -250,6 +267,17 @@ def evaluate_rule(
     return Evaluation(session, rule, now or utcnow(), settings).run()
 
 
+def close_rule(
+    session: Session, rule_id: uuid.UUID, settings: Settings, *, now: datetime | None = None
+) -> RuleOutcome | None:
+    """Clear a disabled rule's open alerts (:meth:`Evaluation.close`); None when it is enabled
+    again or busy."""
+    rule = _lock_rule(session, rule_id, enabled=False)
+    if rule is None:
+        return None
+    return Evaluation(session, rule, now or utcnow(), settings).close()
+
+
 def enabled_rules(session: Session) -> list[uuid.UUID]:
     return list(
         session.scalars(
@@ -258,17 +286,34 @@ def enabled_rules(session: Session) -> list[uuid.UUID]:
     )
 
 
+def disabled_rules_with_open_alerts(session: Session) -> list[uuid.UUID]:
+    return list(
+        session.scalars(
+            select(AlertRule.id)
+            .where(
+                AlertRule.enabled.is_(False),
+                select(Alert.id)
+                .where(Alert.rule_id == AlertRule.id, Alert.status.in_(OPEN_ALERT_STATUSES))
+                .exists(),
+            )
+            .order_by(AlertRule.name)
+        )
+    )
+
+
 def evaluate_all(
     sessions: SessionFactory, settings: Settings, *, now: datetime | None = None
 ) -> list[RuleOutcome]:
-    """Evaluate every enabled rule, each in a transaction of its own."""
+    """Evaluate every enabled rule, and clear the open alerts of every disabled one, each in a
+    transaction of its own."""
     with sessions() as session:
-        rule_ids = enabled_rules(session)
+        rule_ids = [(rule_id, evaluate_rule) for rule_id in enabled_rules(session)]
+        rule_ids += [(rule_id, close_rule) for rule_id in disabled_rules_with_open_alerts(session)]
     outcomes = []
-    for rule_id in rule_ids:
+    for rule_id, step in rule_ids:
         try:
             with sessions() as session:
-                outcome = evaluate_rule(session, rule_id, settings, now=now)
+                outcome = step(session, rule_id, settings, now=now)
         except IntegrityError:
             # Another evaluator opened the same alert first; its state stands.
             log.warning("alert.evaluation_raced", rule_id=str(rule_id))

@@ -215,12 +215,17 @@ class GroupDelivery:
             )
         }
         muting = suppression.Muting.load(self.session, self.now)
-        told = suppression.told(self.session, self.group.receiver, [r.alert_id for r in rows])
+        ids = [r.alert_id for r in rows]
+        told = suppression.told(self.session, self.group.receiver, ids)
+        coming = suppression.on_its_way(self.session, self.group.receiver, ids)
         keep = []
         for row in rows:
             alert = alerts[row.alert_id]
-            reason = suppression.needless(row, alert, told, send_resolved=config.send_resolved)
             quiet = row.kind in suppression.QUIET_KINDS
+            if quiet and row.delivery_id is None and row.alert_id in coming:
+                self.report.waiting += 1  # after the firing still being retried, never before
+                continue
+            reason = suppression.needless(row, alert, told, send_resolved=config.send_resolved)
             if reason is None and row.delivery_id is None and not quiet and muting.mutes(alert):
                 self.report.waiting += 1
                 continue

@@ -263,6 +263,18 @@ def delete_rule(session: Session, scope: Scope, rule_id: uuid.UUID, *, actor: Ac
     rule = get_rule(session, scope, rule_id)
     if rule.builtin:
         raise Conflict("a default rule can be disabled (enabled=false), not deleted")
+    opened = session.scalar(
+        select(func.count())
+        .select_from(Alert)
+        .where(Alert.rule_id == rule.id, Alert.status.in_(OPEN_ALERT_STATUSES))
+    )
+    if opened:
+        # Deleting it would delete them and their queued notifications with it: the receivers
+        # told they fired would never hear they resolved.
+        raise Conflict(
+            f"the rule has {opened} open alerts: disable it (enabled=false), which resolves "
+            "them at the next evaluation and tells the receivers, then delete it"
+        )
     _audit_rule(session, actor, rule, "deleted")
     session.delete(rule)
     session.flush()

@@ -103,6 +103,28 @@ def told(session: Session, receiver: str, alert_ids: Iterable[uuid.UUID]) -> set
     )
 
 
+def on_its_way(session: Session, receiver: str, alert_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """The alerts among ``alert_ids`` whose firing (or no-data) notice to this receiver is on
+    its way but not sent yet: its delivery made, waiting to be tried again after a failure. A
+    resolve of such an alert is not needless (the firing will arrive), and it waits for it."""
+    ids = set(alert_ids)
+    if not ids:
+        return set()
+    return set(
+        session.scalars(
+            select(AlertNotification.alert_id)
+            .where(
+                AlertNotification.alert_id.in_(ids),
+                AlertNotification.receiver == receiver,
+                AlertNotification.status == NotificationStatus.PENDING,
+                AlertNotification.delivery_id.is_not(None),
+                AlertNotification.kind.notin_(QUIET_KINDS),
+            )
+            .distinct()
+        )
+    )
+
+
 def needless(
     row: AlertNotification, alert: Alert, told: set[uuid.UUID], *, send_resolved: bool
 ) -> str | None:
