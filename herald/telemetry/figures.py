@@ -40,6 +40,7 @@ from herald.models import (
     handing_over,
 )
 from herald.models.alert import OPEN_ALERT_STATUSES
+from herald.telemetry.counters import BUCKET_S
 from herald.telemetry.windows import (
     Column,
     FigureError,
@@ -136,6 +137,7 @@ _EVENTS = Source(
     EventCount.scope,
     {"name": EventCount.name, "workspace_id": EventCount.scope},
     text_workspace=True,
+    bucket_s=BUCKET_S,
 )
 _ALERTS = Source(
     Alert.pending_since,

@@ -112,6 +112,11 @@ class Source:
     workspace: InstrumentedAttribute[Any]
     dims: Mapping[str, Column]
     text_workspace: bool = False  # workspace ids kept as text (the counters' scope)
+    #: Rows are buckets of this many seconds, keyed on their start (the counters' minutes). A
+    #: bucket counts when it starts inside the window; a window shorter than a bucket, which
+    #: may hold no bucket's start at all, reads the bucket its end falls in (the figure's
+    #: resolution is the bucket).
+    bucket_s: float = 0.0
 
     def _workspace(self, value: uuid.UUID | str) -> Any:
         if self.text_workspace:
@@ -120,7 +125,11 @@ class Source:
 
     def where(self, stmt: Select[Any], q: Query, *, windowed: bool = True) -> Select[Any]:
         if windowed:
-            stmt = stmt.where(self.time >= q.window.start, self.time < q.window.end)
+            start, end = q.window.start, q.window.end
+            if self.bucket_s and (end - start).total_seconds() < self.bucket_s:
+                last = end - timedelta(microseconds=1)
+                start = min(start, last - timedelta(seconds=last.timestamp() % self.bucket_s))
+            stmt = stmt.where(self.time >= start, self.time < end)
         if q.workspace_id is not None:
             stmt = stmt.where(self.workspace == self._workspace(q.workspace_id))
         for name, wanted in q.filters.items():

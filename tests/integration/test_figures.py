@@ -296,3 +296,23 @@ def test_every_figure_reads_its_window_through_indexes(
                     table, column = leading[node["Index Name"]]
                     if table in GROWING and column != "*":
                         assert column in node.get("Index Cond", ""), where
+
+
+@pytest.mark.parametrize("window_s", [10, 20, 30])
+def test_counted_events_are_seen_by_a_window_shorter_than_their_minute(
+    session: Session, window_s: int
+) -> None:
+    """Counters are kept in one-minute buckets, and a bucket counted only when its minute began
+    inside the window: an ``events.count`` rule of a window under a minute never saw anything
+    (a window may be 10 s). The minute under way at the window's start counts."""
+    session.info["service_scope"] = "tests"
+    minute = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    counters.increment(session, "short.window", 3, at=minute + timedelta(seconds=35))
+    session.flush()
+    seen = compute(
+        session,
+        "events.count",
+        Window.last(window_s, minute + timedelta(seconds=50)),
+        filters={"name": "short.window"},
+    )
+    assert [s.value for s in seen] == [3]
