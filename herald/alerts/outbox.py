@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from herald.alerts.rules import receivers_of
-from herald.models import Alert, AlertNotification, AlertRule, utcnow
+from herald.alerts.suppression import QUIET_KINDS
+from herald.models import Alert, AlertNotification, AlertRule, NotificationStatus, utcnow
 from herald.settings import Settings
 
 # Transitions every receiver hears; acknowledgements go only to channels that model them.
@@ -56,6 +58,25 @@ def snapshot(alert: Alert, rule: AlertRule, kind: str, now: datetime) -> dict[st
     }
 
 
+def _told_of(session: Session, alert: Alert) -> list[str]:
+    """The receivers told this alert fired, or being told so (its delivery on its way)."""
+    told = (AlertNotification.status == NotificationStatus.SENT) | (
+        (AlertNotification.status == NotificationStatus.PENDING)
+        & AlertNotification.delivery_id.is_not(None)
+    )
+    return sorted(
+        set(
+            session.scalars(
+                select(AlertNotification.receiver).where(
+                    AlertNotification.alert_id == alert.id,
+                    AlertNotification.kind.notin_(QUIET_KINDS),
+                    told,
+                )
+            )
+        )
+    )
+
+
 def enqueue(
     session: Session,
     alert: Alert,
@@ -65,11 +86,16 @@ def enqueue(
     *,
     now: datetime | None = None,
 ) -> list[AlertNotification]:
-    """Bump the alert's sequence and queue ``kind`` for each of the rule's receivers."""
+    """Bump the alert's sequence and queue ``kind`` for each of the rule's receivers, and a
+    resolve or an acknowledgement also for every receiver told this alert fired (or being told
+    so), whether or not it is still one of the rule's."""
     now = now or utcnow()
     alert.notify_seq = (alert.notify_seq or 0) + 1
+    names = list(receivers_of(rule, settings))
+    if kind in QUIET_KINDS:
+        names += [name for name in _told_of(session, alert) if name not in names]
     rows = []
-    for name in receivers_of(rule, settings):
+    for name in names:
         receiver = settings.alert_receivers.get(name)
         if kind == "acknowledged" and (receiver is None or receiver.type not in ACK_CHANNELS):
             continue

@@ -86,3 +86,20 @@ def test_a_rule_with_open_alerts_is_not_deleted_out_from_under_them(receiver: Re
     with service_session() as session:
         service.delete_rule(session, ALL, rule, actor=actor)
     assert _told(receiver) == ["firing", "resolved"]
+
+
+def test_a_receiver_taken_off_a_firing_rule_still_hears_it_resolve(receiver: Receiver) -> None:
+    """A transition went only to the rule's receivers of the moment: a receiver told the alert
+    fired, then taken off the rule (or off HERALD_ALERT_DEFAULT_RECEIVERS), never heard it
+    resolve, and the one put on instead was never told it fired."""
+    settings = receiver_settings(ops=webhook(receiver.url), other=webhook(receiver.url + "/other"))
+    rule = add_rule(receivers=["ops"])
+    errors_at(0, 5)
+    evaluate(settings, 0)
+    notify(settings, 0)
+    with service_session() as session:
+        session.execute(update(AlertRule).where(AlertRule.id == rule).values(receivers=["other"]))
+    evaluate(settings, 2)
+    notify(settings, 2)
+    told = [(r.path, a["status"]) for r in receiver.requests for a in r.json()["alerts"]]
+    assert told == [("/", "firing"), ("/", "resolved")]
