@@ -171,7 +171,8 @@ class Evaluation:
                 told=bool(alert.notify_seq),
             )
             decision = decide(current, Verdict.CLEAR, self.now, for_s=0, keep_firing_for_s=0)
-            self._record(alert, decision, Judged(dict(alert.labels), None, Verdict.CLEAR))
+            series = {k: str(v) for k, v in alert.labels.items() if k in self.rule.group_by}
+            self._record(alert, decision, Judged(series, None, Verdict.CLEAR))
         self.rule.last_evaluated_at = self.now
         return self.outcome
 
@@ -210,6 +211,13 @@ class Evaluation:
 
     def _record(self, alert: Alert, decision: Decision, found: Judged) -> None:
         alert.last_evaluated_at = self.now
+        # The rule as it is now (renamed, its severity or labels edited): silences, inhibition
+        # and notifications see the alert as its rule says (its identity does not change).
+        labels = alert_labels(self.rule, found.series)
+        if labels != alert.labels:
+            alert.labels = labels
+        if alert.severity is not self.rule.severity:
+            alert.severity = self.rule.severity
         sample = found.sample
         if sample is not None and sample.value is not None:
             alert.value = sample.value

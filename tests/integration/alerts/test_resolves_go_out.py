@@ -103,3 +103,25 @@ def test_a_receiver_taken_off_a_firing_rule_still_hears_it_resolve(receiver: Rec
     notify(settings, 2)
     told = [(r.path, a["status"]) for r in receiver.requests for a in r.json()["alerts"]]
     assert told == [("/", "firing"), ("/", "resolved")]
+
+
+def test_an_edited_rule_reaches_its_open_alerts(receiver: Receiver) -> None:
+    """An alert kept the name and severity its rule had when it opened: a firing alert whose
+    rule went from critical to warning still inhibited, and a silence on the new name missed
+    it until it resolved."""
+    settings = receiver_settings(ops=webhook(receiver.url))
+    rule = add_rule(name="Old name", severity="critical")
+    errors_at(0, 5)
+    errors_at(1, 5)
+    evaluate(settings, 0)
+    with service_session() as session:
+        session.execute(
+            update(AlertRule)
+            .where(AlertRule.id == rule)
+            .values(name="New name", severity="warning")
+        )
+    evaluate(settings, 1)
+    [alert] = alerts_of(rule)
+    assert alert.status is AlertStatus.FIRING
+    assert (alert.labels["rule"], alert.labels["severity"]) == ("New name", "warning")
+    assert alert.severity.value == "warning"
