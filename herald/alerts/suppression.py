@@ -17,6 +17,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from herald.alerts.matchers import MatcherSet
 from herald.models import (
@@ -86,20 +87,8 @@ class Muting:
 
 def told(session: Session, receiver: str, alert_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
     """The alerts among ``alert_ids`` this receiver was told were firing (or without data)."""
-    ids = set(alert_ids)
-    if not ids:
-        return set()
-    return set(
-        session.scalars(
-            select(AlertNotification.alert_id)
-            .where(
-                AlertNotification.alert_id.in_(ids),
-                AlertNotification.receiver == receiver,
-                AlertNotification.status == NotificationStatus.SENT,
-                AlertNotification.kind.notin_(QUIET_KINDS),
-            )
-            .distinct()
-        )
+    return _firing_notices(
+        session, receiver, alert_ids, AlertNotification.status == NotificationStatus.SENT
     )
 
 
@@ -107,6 +96,21 @@ def on_its_way(session: Session, receiver: str, alert_ids: Iterable[uuid.UUID]) 
     """The alerts among ``alert_ids`` whose firing (or no-data) notice to this receiver is on
     its way but not sent yet: its delivery made, waiting to be tried again after a failure. A
     resolve of such an alert is not needless (the firing will arrive), and it waits for it."""
+    return _firing_notices(
+        session,
+        receiver,
+        alert_ids,
+        (AlertNotification.status == NotificationStatus.PENDING)
+        & AlertNotification.delivery_id.is_not(None),
+    )
+
+
+def _firing_notices(
+    session: Session,
+    receiver: str,
+    alert_ids: Iterable[uuid.UUID],
+    condition: ColumnElement[bool],
+) -> set[uuid.UUID]:
     ids = set(alert_ids)
     if not ids:
         return set()
@@ -116,9 +120,8 @@ def on_its_way(session: Session, receiver: str, alert_ids: Iterable[uuid.UUID]) 
             .where(
                 AlertNotification.alert_id.in_(ids),
                 AlertNotification.receiver == receiver,
-                AlertNotification.status == NotificationStatus.PENDING,
-                AlertNotification.delivery_id.is_not(None),
                 AlertNotification.kind.notin_(QUIET_KINDS),
+                condition,
             )
             .distinct()
         )
