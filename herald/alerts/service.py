@@ -349,7 +349,10 @@ def expire_silence(
     if silence is None:
         raise NotFound("no such silence")
     if silence.ends_at > now:
-        silence.ends_at = max(now, silence.starts_at)
+        # Ended now; one set for later is ended before it starts (its start moved to now, so
+        # it is never listed as active again, nor expired twice).
+        silence.starts_at = min(silence.starts_at, now)
+        silence.ends_at = now
         audit.record(
             session,
             EventType.ALERT_SILENCED,

@@ -349,3 +349,23 @@ def test_a_silence_regex_whose_counted_repeats_would_blow_up_is_refused(
     }
     refused = client.post(f"{MONITORING}/silences", json=body, headers=tenant.headers)
     assert_error(refused, 422, "matcher_invalid")
+
+
+def test_a_silence_expired_before_it_starts_is_gone_at_once_and_expired_once(
+    client: TestClient, tenant: Tenant, audit_of: AuditOf
+) -> None:
+    """Expiring a silence set for later moved its end to its (future) start: it stayed listed as
+    active until then, and each further DELETE expired it, and audited it, again."""
+    body = {
+        "matchers": [{"name": "rule", "op": "=", "value": "Nightly job"}],
+        "starts_at": (utcnow() + timedelta(hours=3)).isoformat(),
+        "ends_at": (utcnow() + timedelta(hours=5)).isoformat(),
+        "comment": "tonight's maintenance, called off",
+    }
+    silence = client.post(f"{MONITORING}/silences", json=body, headers=tenant.headers).json()
+    url = f"{MONITORING}/silences/{silence['id']}"
+    for _ in range(2):
+        assert client.delete(url, headers=tenant.headers).json()["active"] is False
+    assert client.get(f"{MONITORING}/silences", headers=tenant.headers).json() == []
+    expired = [e for e in audit_of("alert.silenced") if e.action == "silence.expired"]
+    assert len(expired) == 1
