@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from herald.alerts.rules import receivers_of
-from herald.alerts.suppression import QUIET_KINDS
-from herald.models import Alert, AlertNotification, AlertRule, NotificationStatus, utcnow
+from herald.alerts.suppression import ON_ITS_WAY, QUIET_KINDS, SENT
+from herald.models import Alert, AlertNotification, AlertRule, utcnow
 from herald.settings import Settings
 
 # Transitions every receiver hears; acknowledgements go only to channels that model them.
@@ -60,17 +60,13 @@ def snapshot(alert: Alert, rule: AlertRule, kind: str, now: datetime) -> dict[st
 
 def _told_of(session: Session, alert: Alert) -> list[str]:
     """The receivers told this alert fired, or being told so (its delivery on its way)."""
-    told = (AlertNotification.status == NotificationStatus.SENT) | (
-        (AlertNotification.status == NotificationStatus.PENDING)
-        & AlertNotification.delivery_id.is_not(None)
-    )
     return sorted(
         set(
             session.scalars(
                 select(AlertNotification.receiver).where(
                     AlertNotification.alert_id == alert.id,
                     AlertNotification.kind.notin_(QUIET_KINDS),
-                    told,
+                    SENT | ON_ITS_WAY,
                 )
             )
         )

@@ -85,24 +85,24 @@ class Muting:
         return self.inhibited(alert) or bool(self.silenced_by(alert))
 
 
+#: A notice the receiver has had; one on its way (its delivery made, waiting to be tried
+#: again after a failure).
+SENT = AlertNotification.status == NotificationStatus.SENT
+ON_ITS_WAY = (AlertNotification.status == NotificationStatus.PENDING) & (
+    AlertNotification.delivery_id.is_not(None)
+)
+
+
 def told(session: Session, receiver: str, alert_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
     """The alerts among ``alert_ids`` this receiver was told were firing (or without data)."""
-    return _firing_notices(
-        session, receiver, alert_ids, AlertNotification.status == NotificationStatus.SENT
-    )
+    return _firing_notices(session, receiver, alert_ids, SENT)
 
 
 def on_its_way(session: Session, receiver: str, alert_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
     """The alerts among ``alert_ids`` whose firing (or no-data) notice to this receiver is on
     its way but not sent yet: its delivery made, waiting to be tried again after a failure. A
     resolve of such an alert is not needless (the firing will arrive), and it waits for it."""
-    return _firing_notices(
-        session,
-        receiver,
-        alert_ids,
-        (AlertNotification.status == NotificationStatus.PENDING)
-        & AlertNotification.delivery_id.is_not(None),
-    )
+    return _firing_notices(session, receiver, alert_ids, ON_ITS_WAY)
 
 
 def _firing_notices(

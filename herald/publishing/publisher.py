@@ -23,7 +23,7 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from herald import reauth
+from herald import db, reauth
 from herald.contracts import NetworkAnswer
 from herald.media import Fetcher, prepare
 from herald.media.ledger import DatabaseLedger
@@ -64,10 +64,8 @@ from herald.publishing.recording import (
     Answer,
     OutcomeNotRecorded,
     carried,
-    lost_connection,
     record_durably,
     restored,
-    roll_back,
 )
 from herald.publishing.scheduling import draft_of
 from herald.publishing.transitions import move
@@ -231,7 +229,7 @@ class _Run:
                 attempts=self.settings.publish_record_attempts,
             )
         except Exception as exc:
-            if not lost_connection(exc):
+            if not db.lost_connection(exc):
                 raise
             carry = carried(answer, post_id=post_id, attempt_id=attempt_id, task_id=task_id)
             raise OutcomeNotRecorded(carry) from exc
@@ -255,7 +253,7 @@ class _Run:
                     latency_ms=answer.latency_ms,
                 )
             except Exception as exc:
-                if not lost_connection(exc):
+                if not db.lost_connection(exc):
                     raise
                 log.warning("publish.record_retry", attempt=1, error=type(exc).__name__)
             else:
@@ -263,7 +261,7 @@ class _Run:
                     return self._published_at_once(recorded, answer, result)
                 # The post left publishing meanwhile (the sweep gave a paused run's post to
                 # review): the general path settles it from there, or counts the loss.
-        roll_back(self.session)  # ends the autocommit transaction
+        db.roll_back(self.session)  # ends the autocommit transaction
         return None
 
     def _published_at_once(

@@ -66,10 +66,6 @@ class OutcomeNotRecorded(Exception):
         self.answer = answer
 
 
-lost_connection = db.lost_connection
-roll_back = db.roll_back
-
-
 def record_durably(session: Session, write: Callable[[], T], *, attempts: int) -> T:
     """:func:`herald.db.write_durably` for an attempt's outcome."""
     return db.write_durably(session, write, attempts=attempts, retry_event="publish.record_retry")
