@@ -307,12 +307,12 @@ def published(tag: str) -> int:
         )
 
 
-def send(sender: Celery, posts: Iterable[Claimed]) -> None:
-    """Send ``publish`` for each claimed post as the dispatcher does (same headers and timing)."""
-    from herald.tasks.publishing import publish_signature
+def send(sender: Celery, posts: list[Claimed], *, together: bool = True) -> None:
+    """Send the claimed posts' messages as the dispatcher does (the same messages, headers
+    and timing: several posts to a ``publish_many`` when many are due at once)."""
+    from herald.tasks.publishing import publish_messages
 
-    for post in posts:
-        signature = publish_signature(post)
+    for _, signature in publish_messages(posts, together=together):
         sender.send_task(str(signature.task), kwargs=signature.kwargs, **signature.options)
 
 
@@ -332,7 +332,7 @@ def dispatch_until(
             dispatch_due_posts(s, settings, lambda claimed: send(sender, claimed))
             if time.perf_counter() >= next_sweep:  # as beat's sweep would: lost messages
                 lost = requeue_lost(s, settings)
-                commit_and_hand_over(s, lost, lambda posts: send(sender, posts))
+                commit_and_hand_over(s, lost, lambda posts: send(sender, posts, together=False))
                 next_sweep = time.perf_counter() + settings.sweep_interval_s
         if time.perf_counter() >= next_check:
             if done():

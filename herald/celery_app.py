@@ -36,6 +36,7 @@ QUEUES = ("default", "publish", "sweep", "tokens", "alerts")
 
 ROUTES: dict[str, dict[str, str]] = {
     "herald.posts.publish": {"queue": "publish"},
+    "herald.posts.publish_many": {"queue": "publish"},
     "herald.posts.record_outcome": {"queue": "publish"},
     "herald.posts.reconcile_lost": {"queue": "publish"},
     # Its lookups wait on the networks; on its own queue they never delay dispatch_due.

@@ -324,6 +324,37 @@ class PublishPost(Contract):
     post_id: uuid.UUID
 
 
+#: The most posts one ``herald.posts.publish_many`` message may carry.
+PUBLISH_MANY_MAX = 50
+
+
+class PostToPublish(Contract):
+    """One post of :class:`PublishPosts`, with the correlation, workspace and W3C trace
+    context it was scheduled under (what a ``publish`` message carries in its headers)."""
+
+    post_id: uuid.UUID
+    workspace_id: uuid.UUID | None = None
+    correlation_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,128}$")
+    traceparent: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+    )
+    tracestate: str | None = Field(default=None, max_length=512, pattern=STORABLE_TEXT_PATTERN)
+
+
+class PublishPosts(Contract):
+    """``herald.posts.publish_many``: publish several posts due now, one after the other
+    (sent by the dispatcher when many are due at once; docs/decisions.md, decision 42). Each
+    is claimed, sent and recorded exactly as ``herald.posts.publish`` would."""
+
+    posts: list[PostToPublish] = Field(min_length=1, max_length=PUBLISH_MANY_MAX)
+
+    @model_validator(mode="after")
+    def _each_post_once(self) -> PublishPosts:
+        if len({post.post_id for post in self.posts}) != len(self.posts):
+            raise PydanticCustomError("duplicate_post", "each post may appear once")
+        return self
+
+
 class PublishedAnswer(Contract):
     """The network created the post."""
 

@@ -360,6 +360,20 @@ class Settings(BaseSettings):
         ge=1,
         description="Backpressure: no more posts are queued while this many wait for a worker.",
     )
+    publish_many_max: int = Field(
+        default=10,
+        ge=1,
+        le=50,  # herald.contracts.PUBLISH_MANY_MAX
+        description="Most posts due now that one publish message carries when many are due at "
+        "once (herald.posts.publish_many); 1 sends one message per post.",
+    )
+    publish_many_spread: int = Field(
+        default=16,
+        ge=1,
+        description="Posts due now are sent several to a message only when more than this many "
+        "are due at once, and then in at least this many messages, so that every worker "
+        "process has its share.",
+    )
     publish_max_attempts: int = Field(default=5, ge=1, le=50)
     publish_backoff_s: float = Field(default=5.0, gt=0)
     publish_backoff_max_s: float = Field(default=600.0, gt=0)

@@ -65,19 +65,23 @@ class Claimed:
     workspace_id: uuid.UUID
     trace: TraceContext | None
     due_at: datetime | None = None
+    #: Its integration's network: posts due now are sent several to a message, one network's
+    #: to each (herald.tasks.publishing.publish_signatures).
+    provider: str | None = None
 
     @classmethod
     def of(
         cls,
-        row: Row[tuple[uuid.UUID, str | None, uuid.UUID, str | None, str | None, datetime]],
+        row: Row[tuple[uuid.UUID, str | None, uuid.UUID, str | None, str | None, datetime, str]],
     ) -> Claimed:
-        post_id, correlation_id, workspace_id, traceparent, tracestate, scheduled_at = row
+        post_id, correlation_id, workspace_id, traceparent, tracestate, scheduled_at, provider = row
         return cls(
             post_id,
             correlation_id,
             workspace_id,
             TraceContext.stored(traceparent, tracestate),
             scheduled_at,
+            provider,
         )
 
     def countdown(self, now: datetime | None = None) -> float:
@@ -95,6 +99,10 @@ CLAIMED_COLUMNS = (
     Post.traceparent,
     Post.tracestate,
     Post.scheduled_at,
+    select(Integration.provider)
+    .where(Integration.id == Post.integration_id)
+    .scalar_subquery()
+    .label("provider"),
 )
 
 
@@ -211,6 +219,34 @@ def in_turns(claimed: list[Claimed]) -> list[Claimed]:
         by_workspace.setdefault(post.workspace_id, []).append(post)
     rounds = zip_longest(*by_workspace.values())
     return [post for round_ in rounds for post in round_ if post is not None]
+
+
+def in_messages(posts: list[Claimed], *, most: int, spread: int) -> list[list[Claimed]]:
+    """``posts`` (in the order to send them) as the messages to send them in: one each, unless
+    more than ``spread`` are due now. Then the posts due now go several to a message
+    (``herald.posts.publish_many``): as many as gives at least ``spread`` messages, at most
+    ``most``, and only posts of one network together, so a slow network's calls hold up only
+    its own posts. A post due later (claimed ahead of its time, sent with a countdown) is
+    always a message of its own. Each message stands where its first post stood, so the turns
+    of :func:`in_turns` hold."""
+    now = utcnow()
+    due = [post.countdown(now) == 0 for post in posts]
+    size = min(most, sum(due) // max(spread, 1))
+    if size < 2:
+        return [[post] for post in posts]
+    messages: list[list[Claimed]] = []
+    filling: dict[str | None, list[Claimed]] = {}
+    for post, now_due in zip(posts, due, strict=True):
+        if not now_due:
+            messages.append([post])
+            continue
+        message = filling.setdefault(post.provider, [])
+        if not message:
+            messages.append(message)  # its place: where its first post stood
+        message.append(post)
+        if len(message) == size:
+            del filling[post.provider]
+    return messages
 
 
 #: The default lookahead, in ticks: more than one, so a tick that runs late (a claim and its

@@ -7,6 +7,7 @@
 | ``herald.posts.cancel``     | default | :class:`CancelPost`             |
 | ``herald.posts.dispatch_due`` | default | none (beat)                   |
 | ``herald.posts.publish``    | publish | :class:`PublishPost`            |
+| ``herald.posts.publish_many`` | publish | :class:`PublishPosts`         |
 | ``herald.posts.record_outcome`` | publish | :class:`RecordOutcome` (internal) |
 | ``herald.posts.reconcile_lost`` | publish | :class:`ReconcileLost` (internal) |
 | ``herald.posts.sweep_stuck`` | sweep | none (beat)                      |
@@ -15,13 +16,18 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
+from collections import Counter
+from functools import partial
 from typing import Any
 
 import structlog
 from celery import signals
 from celery.canvas import Signature
+from celery.exceptions import SoftTimeLimitExceeded
 from kombu import Producer
+from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -32,7 +38,9 @@ from herald.celery_app import app, broker_connection
 from herald.contracts import (
     CancelPost,
     NoArguments,
+    PostToPublish,
     PublishPost,
+    PublishPosts,
     ReconcileLost,
     RecordOutcome,
     ReschedulePost,
@@ -46,6 +54,7 @@ from herald.publishing.dispatch import (
     commit_and_hand_over,
     confirm_sent,
     dispatch_due_posts,
+    in_messages,
     mark_unsent,
 )
 from herald.publishing.publisher import publish_post, record_answer
@@ -62,7 +71,7 @@ from herald.settings import Settings, get_settings
 from herald.tasks.base import HeraldTask, RecentCounts, RetryPolicy
 from herald.telemetry import context
 from herald.telemetry.errors import describe_error
-from herald.telemetry.tracing import in_post_trace
+from herald.telemetry.tracing import TraceContext, in_post_trace, trace_columns
 
 log = structlog.get_logger("herald.tasks")
 
@@ -181,23 +190,78 @@ def send_publish(post: Claimed, producer: Producer | None = None) -> None:
         publish_signature(post).apply_async(producer=producer)
 
 
-def send_claimed(posts: list[Claimed], producer: Producer | None = None) -> None:
-    """Send ``publish`` for each claimed post (the dispatcher's batch, the sweep's requeued
-    posts), through one producer.
+def publish_many_signature(posts: list[PostToPublish]) -> Signature[Any]:
+    """``publish_many`` for ``posts``. Each post carries its own correlation, workspace and
+    trace context; the message has none of its own (its run is correlated by its task id)."""
+    return publish_many.signature(
+        kwargs={"posts": [post.model_dump(mode="json", exclude_none=True) for post in posts]}
+    )
+
+
+def to_publish(post: Claimed) -> PostToPublish:
+    """The entry of ``post`` in a ``publish_many`` message. A stored correlation id or trace
+    context the contract would refuse is left out (the post is still sent)."""
+    entry = {"post_id": post.post_id, "workspace_id": post.workspace_id}
+    try:
+        return PostToPublish.model_validate(
+            entry | {"correlation_id": post.correlation_id, **trace_columns(post.trace)}
+        )
+    except ValidationError:
+        return PostToPublish.model_validate(entry)
+
+
+def publish_messages(
+    posts: list[Claimed], *, together: bool = True, settings: Settings | None = None
+) -> list[tuple[list[Claimed], Signature[Any]]]:
+    """The messages that publish the claimed ``posts``, in the order to send them, each with
+    the posts it carries: ``publish`` for each, or, when many are due at once and ``together``
+    holds, ``publish_many`` for several of one network
+    (:func:`herald.publishing.dispatch.in_messages`)."""
+    settings = settings or get_settings()
+    messages = (
+        in_messages(posts, most=settings.publish_many_max, spread=settings.publish_many_spread)
+        if together
+        else [[post] for post in posts]
+    )
+    return [
+        (
+            message,
+            publish_signature(message[0])
+            if len(message) == 1
+            else publish_many_signature([to_publish(post) for post in message]),
+        )
+        for message in messages
+    ]
+
+
+def send_claimed(
+    posts: list[Claimed],
+    producer: Producer | None = None,
+    *,
+    together: bool = True,
+    settings: Settings | None = None,
+) -> None:
+    """Send the messages of the claimed ``posts`` (the dispatcher's batch, the sweep's
+    requeued posts; :func:`publish_messages`), through one producer. A single post's is sent
+    inside its own trace (:func:`send_publish`).
 
     The caller confirms the sends once this returns (:func:`.dispatch.confirm_sent`). If the
     broker fails (kombu gave up its retries: a restart, an outage), the posts sent so far are
     confirmed here and the others go to the sweep's next run (:func:`.dispatch.mark_unsent`),
     and the error is raised on.
     """
-    sent = 0
+    sent: list[Claimed] = []
     try:
         with app.producer_or_acquire(producer) as batch_producer:
-            for post in posts:
-                send_publish(post, batch_producer)
-                sent += 1
+            for message, signature in publish_messages(posts, together=together, settings=settings):
+                if len(message) == 1:
+                    send_publish(message[0], batch_producer)
+                else:
+                    signature.apply_async(producer=batch_producer)
+                sent.extend(message)
     except Exception as exc:
-        _hand_to_the_sweep(posts[:sent], posts[sent:], exc)
+        sent_ids = {post.post_id for post in sent}
+        _hand_to_the_sweep(sent, [post for post in posts if post.post_id not in sent_ids], exc)
         raise
 
 
@@ -272,14 +336,19 @@ def _reconcile_soon(post_id: uuid.UUID, process: str) -> float:
     on_process_lost=_reconcile_lost,
 )
 def publish(self: HeraldTask, payload: PublishPost) -> str | None:
+    return _publish_one(self, payload.post_id)
+
+
+def _publish_one(task: HeraldTask, post_id: uuid.UUID) -> str | None:
+    """One publish attempt of ``post_id`` in ``task``'s session, and what follows it."""
     try:
         outcome = publish_post(
-            self.session, payload.post_id, get_settings(), _keys(), task_id=self.request.id
+            task.session, post_id, get_settings(), _keys(), task_id=task.request.id
         )
     except OutcomeNotRecorded as exc:
         # The network answered and the database is away: hand the answer on, to be recorded
         # when it is back. Never publish again. (Sent now: no commit is coming to wait for.)
-        log.error("publish.outcome_deferred", post_id=str(payload.post_id), reason=str(exc))
+        log.error("publish.outcome_deferred", post_id=str(post_id), reason=str(exc))
         answer = exc.answer.model_dump(mode="json")
         app.signature("herald.posts.record_outcome", kwargs={"answer": answer}).apply_async(
             countdown=RECORDING.countdown(0)
@@ -288,10 +357,128 @@ def publish(self: HeraldTask, payload: PublishPost) -> str | None:
     if outcome.not_before is not None:
         ctx = context.current()
         wait = (outcome.not_before - utcnow()).total_seconds()
-        self.enqueue(_publish_at(payload.post_id, ctx.workspace_id, ctx.correlation_id, wait))
-        log.info("publish.not_due", post_id=str(payload.post_id), wait_s=round(wait, 3))
+        task.enqueue(_publish_at(post_id, ctx.workspace_id, ctx.correlation_id, wait))
+        log.info("publish.not_due", post_id=str(post_id), wait_s=round(wait, 3))
         return None
-    return _settled(self, outcome, payload.post_id)
+    return _settled(task, outcome, post_id)
+
+
+def many_budget_s(settings: Settings) -> float:
+    """How long a ``publish_many`` run goes on starting posts: its soft time limit less one
+    call's timeouts and a margin, so the post it starts last still ends inside the limit. The
+    posts it did not start are sent on in a message of their own."""
+    one_call = settings.provider_connect_timeout_s + settings.provider_timeout_s
+    return max(0.0, settings.task_soft_time_limit_s - one_call - MANY_MARGIN_S)
+
+
+#: What a ``publish_many`` run keeps of its soft time limit beyond one call's timeouts.
+MANY_MARGIN_S = 5.0
+
+
+def _send_on(posts: list[PostToPublish], reason: str) -> None:
+    """Send the posts a ``publish_many`` run did not start in a message of their own."""
+    if not posts:
+        return
+    signature = (
+        publish_many_signature(posts)
+        if len(posts) > 1
+        else _publish_at(
+            posts[0].post_id,
+            str(posts[0].workspace_id) if posts[0].workspace_id else None,
+            posts[0].correlation_id,
+            0,
+        )
+    )
+    signature.apply_async()
+    log.warning("publish.many_sent_on", count=len(posts), reason=reason)
+
+
+def _fail_revoked_many(task: HeraldTask, payload: PublishPosts, task_id: str) -> None:
+    """``publish_many``'s :meth:`HeraldTask.on_revoked`: each of its posts still queued fails,
+    as a revoked ``publish`` message's post does."""
+    with db.session_scope() as session:
+        db.service_scope(session, "publish_revoked")
+        for post in payload.posts:
+            with context.acting_for(post.correlation_id, _workspace(post)):
+                editing.fail_revoked(session, post.post_id, task_id)
+
+
+def _reconcile_lost_many(task: HeraldTask, payload: PublishPosts, process: str) -> None:
+    """``publish_many``'s :meth:`HeraldTask.on_process_lost`: the pool process died with one
+    of its posts perhaps mid-call. Each post is handed to ``reconcile_lost``, which settles
+    only one whose open attempt that process ran; the posts it had not started are run by the
+    message's redelivery (a lost process's message goes back to the queue) or, if it was acked
+    (a time limit, a terminate), by the sweep."""
+    for post in payload.posts:
+        with context.acting_for(post.correlation_id, _workspace(post)):
+            wait = _reconcile_soon(post.post_id, process)
+            log.warning("publish.process_lost", post_id=str(post.post_id), resolve_in_s=wait)
+
+
+def _workspace(post: PostToPublish) -> str | None:
+    return str(post.workspace_id) if post.workspace_id else None
+
+
+@app.task(
+    bind=True,
+    base=HeraldTask,
+    name="herald.posts.publish_many",
+    scope="service",
+    payload_model=PublishPosts,
+    log_success=False,
+    on_revoked=_fail_revoked_many,
+    on_process_lost=_reconcile_lost_many,
+)
+def publish_many(self: HeraldTask, payload: PublishPosts) -> dict[str, int]:
+    """Publish several posts due now, one after the other, each as ``publish`` would: in its
+    own session (claimed, sent and recorded with the same statements), under its own
+    correlation and trace. One post's unexpected error is logged and the others go on; a
+    database away retries this message with the posts not yet done."""
+    settings = get_settings()
+    budget = many_budget_s(settings)
+    started = time.monotonic()
+    outcomes: Counter[str] = Counter()
+    posts = payload.posts
+    for index, post in enumerate(posts):
+        if index and time.monotonic() - started > budget:
+            _send_on(posts[index:], "time budget")
+            outcomes["sent_on"] += len(posts) - index
+            break
+        try:
+            with (
+                in_post_trace(
+                    "herald.publish_post",
+                    post_id=str(post.post_id),
+                    correlation_id=post.correlation_id,
+                    workspace_id=_workspace(post),
+                    stored=TraceContext.stored(post.traceparent, post.tracestate),
+                ),
+                self._session_scope(),
+            ):
+                status = _publish_one(self, post.post_id)
+        except DB_BLIPS.retry_on as exc:
+            countdown = deliverable_countdown(
+                DB_BLIPS.countdown(self.request.retries or 0), app.amqp.queues.values()
+            )
+            rest = {"posts": [p.model_dump(mode="json", exclude_none=True) for p in posts[index:]]}
+            raise self.retry(
+                exc=exc, countdown=countdown, max_retries=DB_BLIPS.max_retries, kwargs=rest
+            ) from exc
+        except SoftTimeLimitExceeded:
+            _send_on(posts[index + 1 :], "soft time limit")
+            raise
+        except Exception as exc:  # this post's own failure: the others go on
+            error_type, error = describe_error(exc)
+            log.error(
+                "publish.many_post_failed",
+                post_id=str(post.post_id),
+                error_type=error_type,
+                error=error,
+                exc_info=exc,
+            )
+            status = "error"
+        outcomes[status or "none"] += 1
+    return dict(outcomes)
 
 
 @app.task(
@@ -466,7 +653,9 @@ def resend_lost(session: Session, settings: Settings, *, broker_emptied: bool = 
     message is lost are committed as sent again, sent, and the sends confirmed. Returns how
     many."""
     requeued = requeue_lost(session, settings, broker_emptied=broker_emptied)
-    commit_and_hand_over(session, requeued, send_claimed)
+    # One message per post: a post whose run kills its process (and so its message, refused
+    # as poison in the end) must not take others down with it again.
+    commit_and_hand_over(session, requeued, partial(send_claimed, together=False))
     return len(requeued)
 
 

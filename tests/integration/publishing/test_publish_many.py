@@ -1,0 +1,282 @@
+"""Posts due at once go to the workers several to a message (``herald.posts.publish_many``),
+on real worker processes, real Postgres, the sandbox, and each broker: each post is claimed,
+sent and recorded as ``publish`` would, once, under its own correlation and trace; a run out of
+time sends the posts it did not start on; a pool process killed mid-message loses and
+duplicates nothing; a revoked message fails its posts; a malformed one is refused.
+
+Tests taking ``broker`` run on Redis and on RabbitMQ (tests/fixtures/brokers.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from collections import Counter
+from functools import partial
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from herald.celery_app import app
+from herald.contracts import PUBLISH_MANY_MAX
+from herald.models import DeadLetter, Integration, Post, PostStatus, PublishAttempt
+from herald.publishing.dispatch import Claimed, claim_due_posts, dispatch_due_posts
+from herald.publishing.editing import REVOKED_CODE
+from herald.sandbox import SandboxClient
+from herald.settings import Settings
+from herald.tasks.publishing import (
+    publish_many_signature,
+    publish_messages,
+    resend_lost,
+    send_claimed,
+    to_publish,
+)
+from tests.fixtures.brokers import Broker
+from tests.fixtures.database import service_session
+from tests.fixtures.polling import eventually
+from tests.fixtures.processes import StartWorker
+from tests.fixtures.publishing import ConnectFn, due_posts, fresh
+from tests.integration.publishing.test_lost_pool_process import pool_children
+from tests.integration.publishing.test_pipeline import statuses, wait_until
+
+#: Several to a message as soon as more than 4 are due, at most 5 to one.
+TOGETHER = {"publish_many_max": 5, "publish_many_spread": 4}
+
+
+def traced(count: int) -> dict[uuid.UUID, tuple[str, str]]:
+    """Give every post a correlation id and a stored trace context, as the API would; returns
+    each post's (correlation id, trace id)."""
+    stamped: dict[uuid.UUID, tuple[str, str]] = {}
+    with service_session() as s:
+        for post_id in s.scalars(select(Post.id)):
+            correlation, trace_id = f"req-{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
+            s.execute(
+                update(Post)
+                .where(Post.id == post_id)
+                .values(
+                    correlation_id=correlation,
+                    traceparent=f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01",
+                )
+            )
+            stamped[post_id] = (correlation, trace_id)
+    assert len(stamped) == count
+    return stamped
+
+
+def attempts() -> list[PublishAttempt]:
+    with service_session() as s:
+        return list(s.scalars(select(PublishAttempt)))
+
+
+def send_through(broker: Broker, settings: Settings, posts: list[Claimed]) -> None:
+    """The dispatcher's hand-over through ``broker``: ``send_claimed`` itself on the run's
+    Redis (the process's own app), its messages sent one by one on RabbitMQ (whose test
+    virtual host has queues of its own arguments)."""
+    if broker.app is app:
+        send_claimed(posts, settings=settings)
+        return
+    for _, signature in publish_messages(posts, settings=settings):
+        broker.send(signature)
+
+
+@pytest.mark.slow
+def test_posts_due_at_once_go_several_to_a_message_each_published_once_in_its_own_trace(
+    connect: ConnectFn,
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    start_worker_process: StartWorker,
+    broker: Broker,
+) -> None:
+    settings = pub_settings.model_copy(update=TOGETHER)
+    integrations = [connect(network) for network in ("mastodon", "bluesky", "telegram")]
+    due_posts(integrations, 30)
+    stamped = traced(30)
+    start_worker_process(settings, name="many", broker=broker)
+    with service_session() as s:
+        handed = dispatch_due_posts(s, settings, partial(send_through, broker, settings))
+    assert handed == 30
+    wait_until(lambda: statuses()["published"] == 30, 60, "30 posts published")
+
+    texts = Counter(p["text"] for p in sandbox.posts())
+    assert len(texts) == 30
+    assert max(texts.values()) == 1
+    runs = attempts()
+    assert len(runs) == 30
+    assert {a.outcome for a in runs} == {"published"}
+    # Several posts to a message (30 due, at least 4 messages, at most 5 posts in one), and one
+    # network's posts to each.
+    by_message: dict[str | None, list[PublishAttempt]] = {}
+    for attempt in runs:
+        by_message.setdefault(attempt.task_id, []).append(attempt)
+    assert 6 <= len(by_message) < 30
+    assert max(len(carried) for carried in by_message.values()) == 5
+    assert all(len({a.provider for a in carried}) == 1 for carried in by_message.values())
+    # Each attempt ran under its post's own correlation and in its post's own trace.
+    for attempt in runs:
+        correlation, trace_id = stamped[attempt.post_id]
+        assert (attempt.correlation_id, attempt.trace_id) == (correlation, trace_id)
+
+
+def test_few_posts_due_each_go_in_a_message_of_their_own(
+    connect: ConnectFn, pub_settings: Settings
+) -> None:
+    """Up to ``publish_many_spread`` posts due: one ``publish`` each, as before (nothing waits
+    behind another post's call when there is no backlog to share)."""
+    settings = pub_settings.model_copy(update=TOGETHER)
+    due_posts([connect("mastodon")], 4)
+    with service_session() as s:
+        claimed = claim_due_posts(s, settings)
+    messages = publish_messages(claimed, settings=settings)
+    assert [str(signature.task) for _, signature in messages] == ["herald.posts.publish"] * 4
+
+
+@pytest.mark.slow
+def test_a_message_out_of_time_sends_the_posts_it_did_not_start_on(
+    connect: ConnectFn,
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    start_worker_process: StartWorker,
+    redis_broker: Broker,
+) -> None:
+    """A run starts a post only while one call still fits in its soft time limit; here none
+    more does after the first, so each run publishes one post and sends the rest on."""
+    one_call = pub_settings.provider_connect_timeout_s + pub_settings.provider_timeout_s
+    tight = pub_settings.model_copy(
+        update={"task_soft_time_limit_s": int(one_call) + 1, "task_time_limit_s": int(one_call) + 2}
+    )
+    due_posts([connect("mastodon")], 3)
+    with service_session() as s:
+        claimed = claim_due_posts(s, tight)
+    start_worker_process(tight, name="tight", broker=redis_broker)
+    redis_broker.send(publish_many_signature([to_publish(post) for post in claimed]))
+    wait_until(lambda: statuses()["published"] == 3, 30, "3 posts published")
+    assert len(sandbox.posts("mastodon")) == 3
+    runs = attempts()
+    assert len(runs) == 3
+    assert len({a.task_id for a in runs}) == 3  # the message, the one sent on, and its own
+
+
+@pytest.mark.slow
+def test_a_pool_process_killed_mid_message_loses_and_duplicates_nothing(
+    connect: ConnectFn,
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    start_worker_process: StartWorker,
+    broker: Broker,
+) -> None:
+    """The first of three posts is at the network when its process dies: it is reconciled
+    (the network has it), and the message goes back to the queue for the other two."""
+    settings = pub_settings.model_copy(
+        update={"provider_timeout_s": 2.5, "publishing_timeout_s": 600.0}
+    )
+    due_posts([connect("mastodon")], 3)
+    with service_session() as s:
+        claimed = claim_due_posts(s, settings)
+    sandbox.inject("mastodon", "timeout", applied=True, ms=2_000, method="POST", times=1)
+    worker = start_worker_process(settings, name="killed", concurrency=1, broker=broker)
+    broker.send(publish_many_signature([to_publish(post) for post in claimed]))
+    eventually(lambda: sandbox.posts("mastodon"), 30, "the network to receive the first post")
+    (child,) = pool_children(worker)
+    os.kill(child, signal.SIGKILL)
+
+    wait_until(lambda: statuses()["published"] == 3, 60, "3 posts published after the kill")
+    texts = Counter(p["text"] for p in sandbox.posts("mastodon"))
+    assert len(texts) == 3
+    assert max(texts.values()) == 1
+    outcomes = Counter((a.outcome, a.error_code) for a in attempts())
+    assert outcomes == {("reconciled", "worker_lost"): 1, ("published", None): 2}
+    assert worker.alive()
+
+
+def test_a_revoked_message_fails_each_of_its_posts(
+    connect: ConnectFn,
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    start_worker_process: StartWorker,
+    redis_broker: Broker,
+) -> None:
+    due_posts([connect("mastodon")], 3)
+    with service_session() as s:
+        claimed = claim_due_posts(s, pub_settings)
+    start_worker_process(pub_settings, name="revoking", broker=redis_broker)
+    task_id = str(uuid.uuid4())
+    replies = redis_broker.app.control.revoke(task_id, reply=True, limit=1, timeout=10)
+    assert replies, "the worker did not answer the revoke"
+    signature = publish_many_signature([to_publish(post) for post in claimed])
+    redis_broker.app.send_task(str(signature.task), kwargs=signature.kwargs, task_id=task_id)
+
+    for post in claimed:
+        failed = eventually(
+            partial(fresh, Post, post.post_id),
+            30,
+            "each post of the revoked message to fail",
+            until=lambda p: p.status is PostStatus.FAILED,
+        )
+        assert failed.last_error_code == REVOKED_CODE
+        assert task_id in (failed.last_error_message or "")
+        assert failed.attempts == 0
+    assert sandbox.posts("mastodon") == []
+
+
+def test_a_malformed_message_is_refused_and_kept_and_its_good_neighbour_runs(
+    connect: ConnectFn,
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    start_worker_process: StartWorker,
+    redis_broker: Broker,
+) -> None:
+    integration: Integration = connect("mastodon")
+    due_posts([integration], 2)
+    with service_session() as s:
+        claimed = claim_due_posts(s, pub_settings)
+    one = str(claimed[0].post_id)
+    malformed: dict[str, dict[str, Any]] = {
+        "twice": {"posts": [{"post_id": one}, {"post_id": one}]},
+        "too many": {"posts": [{"post_id": str(uuid.uuid4())}] * (PUBLISH_MANY_MAX + 1)},
+        "none": {"posts": []},
+        "bad trace": {"posts": [{"post_id": one, "traceparent": "00-zz-zz-01"}]},
+        "unknown field": {"posts": [{"post_id": one, "priority": "high"}]},
+    }
+    start_worker_process(pub_settings, name="refusing", broker=redis_broker)
+    ids = {}
+    for label, kwargs in malformed.items():
+        ids[label] = str(uuid.uuid4())
+        redis_broker.app.send_task("herald.posts.publish_many", kwargs=kwargs, task_id=ids[label])
+    redis_broker.send(publish_many_signature([to_publish(post) for post in claimed]))
+
+    wait_until(lambda: statuses()["published"] == 2, 30, "the good message's 2 posts")
+    letters = eventually(
+        lambda: {letter.task_id: letter for letter in _dead_letters()},
+        30,
+        "a dead letter for each malformed message",
+        until=lambda found: set(ids.values()) <= set(found),
+    )
+    reasons = {label: letters[task_id].reason for label, task_id in ids.items()}
+    assert "each post may appear once" in reasons["twice"]
+    assert "at most 50" in reasons["too many"]
+    assert "at least 1" in reasons["none"]
+    assert "traceparent" in reasons["bad trace"]
+    assert "priority" in reasons["unknown field"]
+    assert len(sandbox.posts("mastodon")) == 2
+
+
+def _dead_letters() -> list[DeadLetter]:
+    with service_session() as s:
+        return list(s.scalars(select(DeadLetter)))
+
+
+def test_the_sweep_sends_posts_it_finds_lost_one_to_a_message(
+    connect: ConnectFn, pub_settings: Settings, redis_broker: Broker
+) -> None:
+    """A post whose run kills its process takes its message with it (refused as poison in
+    the end): sent again by the sweep, it must not take other posts down with it again. (40
+    posts due at once would go two to a message under the default settings.)"""
+    lost = pub_settings.model_copy(update={"send_timeout_s": 1e-6})
+    due_posts([connect("mastodon")], 40)
+    with service_session() as s:
+        assert len(claim_due_posts(s, lost)) == 40  # claimed, never sent: lost
+    with service_session() as s:
+        assert resend_lost(s, lost) == 40
+    assert redis_broker.queue_sizes()["publish"] == 40
