@@ -313,6 +313,10 @@ class HeraldTask(Task):  # type: ignore[type-arg]
     def _count(self, event: str) -> None:
         metrics.task_events[event].add(1, self._labels())
 
+    def count_failure(self) -> None:
+        """Count a failed run of this task whose message goes on (one post of several)."""
+        self._count("failed")
+
     @contextmanager
     def _job_run(self) -> Iterator[None]:
         """Record a periodic job's run (start and outcome) in ``job_runs``."""

@@ -28,7 +28,7 @@ from celery.canvas import Signature
 from celery.exceptions import SoftTimeLimitExceeded
 from kombu import Producer
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from herald import db
@@ -260,17 +260,20 @@ def send_claimed(
                     signature.apply_async(producer=batch_producer)
                 sent.extend(message)
     except Exception as exc:
-        sent_ids = {post.post_id for post in sent}
-        _hand_to_the_sweep(sent, [post for post in posts if post.post_id not in sent_ids], exc)
+        sent_ids = [post.post_id for post in sent]
+        unsent = [post.post_id for post in posts if post.post_id not in set(sent_ids)]
+        _hand_to_the_sweep(sent_ids, unsent, exc)
         raise
 
 
-def _hand_to_the_sweep(sent: list[Claimed], unsent: list[Claimed], exc: Exception) -> None:
+def _hand_to_the_sweep(sent: list[uuid.UUID], unsent: list[uuid.UUID], exc: Exception) -> None:
+    """The broker failed a send: confirm the posts ``sent`` and mark the ``unsent`` ones for
+    the sweep's next run (:func:`.dispatch.mark_unsent`)."""
     error_type, error = describe_error(exc)
     try:
         with db.session_scope() as session:
-            confirm_sent(session, [post.post_id for post in sent])
-            marked = mark_unsent(session, get_settings(), [post.post_id for post in unsent])
+            confirm_sent(session, sent)
+            marked = mark_unsent(session, get_settings(), unsent)
     except Exception as failure:  # the database away too: the queued timeout still applies
         log.error(
             "dispatch.unsent_unmarked",
@@ -340,11 +343,22 @@ def publish(self: HeraldTask, payload: PublishPost) -> str | None:
 
 
 def _publish_one(task: HeraldTask, post_id: uuid.UUID) -> str | None:
-    """One publish attempt of ``post_id`` in ``task``'s session, and what follows it."""
+    """One publish attempt of ``post_id`` in ``task``'s session, and what follows it.
+
+    A run cut by its soft time limit may leave the post ``publishing`` with its attempt open
+    (mid-call, or the answer not yet written): it is handed to ``reconcile_lost``, as a dead
+    process's would be, rather than left for the sweep's ``HERALD_PUBLISHING_TIMEOUT_S``."""
     try:
         outcome = publish_post(
             task.session, post_id, get_settings(), _keys(), task_id=task.request.id
         )
+    except SoftTimeLimitExceeded:
+        try:
+            wait: float | None = _reconcile_soon(post_id, context.process_name())
+        except Exception:  # the broker away too: the sweep's publishing timeout still applies
+            wait = None
+        log.warning("publish.cut_by_time_limit", post_id=str(post_id), resolve_in_s=wait)
+        raise
     except OutcomeNotRecorded as exc:
         # The network answered and the database is away: hand the answer on, to be recorded
         # when it is back. Never publish again. (Sent now: no commit is coming to wait for.)
@@ -363,33 +377,40 @@ def _publish_one(task: HeraldTask, post_id: uuid.UUID) -> str | None:
     return _settled(task, outcome, post_id)
 
 
-def many_budget_s(settings: Settings) -> float:
-    """How long a ``publish_many`` run goes on starting posts: its soft time limit less one
-    call's timeouts and a margin, so the post it starts last still ends inside the limit. The
-    posts it did not start are sent on in a message of their own."""
+def many_budget_s(settings: Settings, soft_limit_s: float | None = None) -> float:
+    """How long a ``publish_many`` run goes on starting posts: one call's timeouts, and never
+    so long that less than that and a margin would be left of its soft time limit
+    (``soft_limit_s``, the one in force, else the configured one). Every post it starts thus has
+    nearly all of the limit a ``publish`` run of its own would have (a call, a lookup after an
+    ambiguous answer, media). The posts it did not start are sent on in a message of their
+    own."""
     one_call = settings.provider_connect_timeout_s + settings.provider_timeout_s
-    return max(0.0, settings.task_soft_time_limit_s - one_call - MANY_MARGIN_S)
+    soft = settings.task_soft_time_limit_s if soft_limit_s is None else soft_limit_s
+    return max(0.0, min(one_call, soft - one_call - MANY_MARGIN_S))
 
 
 #: What a ``publish_many`` run keeps of its soft time limit beyond one call's timeouts.
 MANY_MARGIN_S = 5.0
 
 
+def _soft_limit_s(task: HeraldTask) -> float | None:
+    """The soft time limit in force for this run: the message's, or one set at run time
+    (Flower, ``celery control time_limit``); None for the configured one."""
+    _, soft = task.request.timelimit or (None, None)
+    return soft or task.soft_time_limit or None
+
+
 def _send_on(posts: list[PostToPublish], reason: str) -> None:
-    """Send the posts a ``publish_many`` run did not start in a message of their own."""
+    """Send the posts a ``publish_many`` run did not start in a message of their own (each
+    still carrying its trace and correlation). If the broker will not take it, the posts are
+    marked for the sweep's next run (:func:`herald.publishing.dispatch.mark_unsent`)."""
     if not posts:
         return
-    signature = (
-        publish_many_signature(posts)
-        if len(posts) > 1
-        else _publish_at(
-            posts[0].post_id,
-            str(posts[0].workspace_id) if posts[0].workspace_id else None,
-            posts[0].correlation_id,
-            0,
-        )
-    )
-    signature.apply_async()
+    try:
+        publish_many_signature(posts).apply_async()
+    except Exception as exc:
+        _hand_to_the_sweep([], [post.post_id for post in posts], exc)
+        return
     log.warning("publish.many_sent_on", count=len(posts), reason=reason)
 
 
@@ -419,6 +440,39 @@ def _workspace(post: PostToPublish) -> str | None:
     return str(post.workspace_id) if post.workspace_id else None
 
 
+def _post_failed(task: HeraldTask, post: PostToPublish, exc: Exception) -> None:
+    """One post of a ``publish_many`` run failed unexpectedly (the others go on): counted and
+    logged as a failed run of the task, as ``publish``'s would be (a traceback only for what is
+    not a database error); the post is left where the failure left it, for the sweep."""
+    task.count_failure()
+    error_type, error = describe_error(exc)
+    log.error(
+        "task.failed",
+        task=task.name,
+        post_id=str(post.post_id),
+        error_type=error_type,
+        error=error,
+        exc_info=None if isinstance(exc, SQLAlchemyError) else exc,
+    )
+
+
+def _retry_rest(
+    task: HeraldTask, exc: Exception, failing: PostToPublish, rest: list[PostToPublish]
+) -> None:
+    """The database failed ``failing``: retry the message (raises Celery's ``Retry``) with it
+    and the posts not yet done, it last, so that a lasting error on its own row holds up no
+    other post. When the retries are spent, the others are sent on and this returns: only
+    ``failing`` is left to the sweep, and the caller raises the error."""
+    retries = task.request.retries or 0
+    if retries >= DB_BLIPS.max_retries:
+        _send_on(rest, "retries spent on another post")
+        return
+    countdown = deliverable_countdown(DB_BLIPS.countdown(retries), app.amqp.queues.values())
+    remaining = [*rest, failing]
+    kwargs = {"posts": [p.model_dump(mode="json", exclude_none=True) for p in remaining]}
+    raise task.retry(exc=exc, countdown=countdown, max_retries=DB_BLIPS.max_retries, kwargs=kwargs)
+
+
 @app.task(
     bind=True,
     base=HeraldTask,
@@ -435,7 +489,7 @@ def publish_many(self: HeraldTask, payload: PublishPosts) -> dict[str, int]:
     correlation and trace. One post's unexpected error is logged and the others go on; a
     database away retries this message with the posts not yet done."""
     settings = get_settings()
-    budget = many_budget_s(settings)
+    budget = many_budget_s(settings, _soft_limit_s(self))
     started = time.monotonic()
     outcomes: Counter[str] = Counter()
     posts = payload.posts
@@ -457,25 +511,13 @@ def publish_many(self: HeraldTask, payload: PublishPosts) -> dict[str, int]:
             ):
                 status = _publish_one(self, post.post_id)
         except DB_BLIPS.retry_on as exc:
-            countdown = deliverable_countdown(
-                DB_BLIPS.countdown(self.request.retries or 0), app.amqp.queues.values()
-            )
-            rest = {"posts": [p.model_dump(mode="json", exclude_none=True) for p in posts[index:]]}
-            raise self.retry(
-                exc=exc, countdown=countdown, max_retries=DB_BLIPS.max_retries, kwargs=rest
-            ) from exc
+            _retry_rest(self, exc, post, posts[index + 1 :])
+            raise
         except SoftTimeLimitExceeded:
             _send_on(posts[index + 1 :], "soft time limit")
             raise
         except Exception as exc:  # this post's own failure: the others go on
-            error_type, error = describe_error(exc)
-            log.error(
-                "publish.many_post_failed",
-                post_id=str(post.post_id),
-                error_type=error_type,
-                error=error,
-                exc_info=exc,
-            )
+            _post_failed(self, post, exc)
             status = "error"
         outcomes[status or "none"] += 1
     return dict(outcomes)

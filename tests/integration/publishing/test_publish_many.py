@@ -159,6 +159,74 @@ def test_a_message_out_of_time_sends_the_posts_it_did_not_start_on(
 
 
 @pytest.mark.slow
+def test_a_post_cut_by_the_soft_time_limit_is_reconciled_at_once_and_the_rest_sent_on(
+    connect: ConnectFn,
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    start_worker_process: StartWorker,
+    redis_broker: Broker,
+) -> None:
+    """The first post's call times out after the network applied it (2.5 s) and its lookup
+    takes 2 s more: the run's soft limit (4 s) cuts it mid-lookup. Its post is reconciled one
+    call's timeout later, not after ``HERALD_PUBLISHING_TIMEOUT_S`` (10 min); the second post
+    is sent on in a message of its own."""
+    settings = pub_settings.model_copy(
+        update={
+            "provider_connect_timeout_s": 0.5,
+            "provider_timeout_s": 2.5,
+            "task_soft_time_limit_s": 4,
+            "task_time_limit_s": 6,
+            "publishing_timeout_s": 600.0,
+        }
+    )
+    due_posts([connect("mastodon")], 2)
+    with service_session() as s:
+        claimed = claim_due_posts(s, settings)
+    sandbox.inject("mastodon", "timeout", applied=True, ms=20_000, method="POST", times=1)
+    sandbox.inject("mastodon", "latency", ms=2_000, method="GET", times=1)
+    start_worker_process(settings, name="cut", concurrency=1, broker=redis_broker)
+    redis_broker.send(publish_many_signature([to_publish(post) for post in claimed]))
+
+    wait_until(lambda: statuses()["published"] == 2, 30, "both posts published")
+    texts = Counter(p["text"] for p in sandbox.posts("mastodon"))
+    assert len(texts) == 2
+    assert max(texts.values()) == 1
+    outcomes = Counter((a.outcome, a.error_code) for a in attempts())
+    assert outcomes == {("reconciled", "worker_lost"): 1, ("published", None): 1}
+
+
+@pytest.mark.slow
+def test_a_post_the_database_keeps_failing_holds_up_none_of_its_neighbours(
+    connect: ConnectFn,
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    start_worker_process: StartWorker,
+    redis_broker: Broker,
+) -> None:
+    """The first post's row is locked (a long transaction elsewhere): its claim runs into the
+    statement timeout. The message is retried with that post last, so the other two are
+    published while it stays locked; it follows once the lock is gone."""
+    due_posts([connect("mastodon")], 3)
+    with service_session() as s:
+        claimed = claim_due_posts(s, pub_settings)
+    start_worker_process(
+        pub_settings,
+        name="locked",
+        concurrency=1,
+        broker=redis_broker,
+        HERALD_DATABASE_STATEMENT_TIMEOUT_S="1",
+    )
+    locked = claimed[0].post_id
+    with service_session() as holder:
+        holder.execute(select(Post.id).where(Post.id == locked).with_for_update())
+        redis_broker.send(publish_many_signature([to_publish(post) for post in claimed]))
+        wait_until(lambda: statuses()["published"] == 2, 30, "the two unlocked posts published")
+        assert fresh(Post, locked).status is PostStatus.QUEUED
+    wait_until(lambda: statuses()["published"] == 3, 60, "the locked post once released")
+    assert len(sandbox.posts("mastodon")) == 3
+
+
+@pytest.mark.slow
 def test_a_pool_process_killed_mid_message_loses_and_duplicates_nothing(
     connect: ConnectFn,
     sandbox: SandboxClient,
