@@ -370,8 +370,8 @@ class Settings(BaseSettings):
     publish_many_spread: int = Field(
         default=16,
         ge=1,
-        description="Posts due now are sent several to a message only when more than this many "
-        "are due at once, and then in at least this many messages, so that every worker "
+        description="Posts due now are sent several to a message only when at least twice this "
+        "many are due at once, and then in at least this many messages, so that every worker "
         "process has its share.",
     )
     publish_max_attempts: int = Field(default=5, ge=1, le=50)
@@ -705,12 +705,17 @@ class Settings(BaseSettings):
             raise ValueError("unsafe timing settings: " + "; ".join(problems))
         return self
 
+    @property
+    def quorum_queues(self) -> bool:
+        """Whether the broker is RabbitMQ with quorum queues (which drop a message after
+        ``broker_delivery_limit`` deliveries)."""
+        return broker_kind(self.broker_url) == "amqp" and self.broker_queue_type == "quorum"
+
     @model_validator(mode="after")
     def _refuse_unrecorded_drops(self) -> Settings:
         # A quorum queue drops a message after its delivery limit, unrecorded: the worker's own
         # bound on a message that kills its process must come first, and record it.
-        quorum = broker_kind(self.broker_url) == "amqp" and self.broker_queue_type == "quorum"
-        if quorum and self.task_max_process_losses >= self.broker_delivery_limit:
+        if self.quorum_queues and self.task_max_process_losses >= self.broker_delivery_limit:
             raise ValueError(
                 f"HERALD_TASK_MAX_PROCESS_LOSSES ({self.task_max_process_losses}) must be below "
                 f"HERALD_BROKER_DELIVERY_LIMIT ({self.broker_delivery_limit}): RabbitMQ would "

@@ -223,7 +223,7 @@ def in_turns(claimed: list[Claimed]) -> list[Claimed]:
 
 def in_messages(posts: list[Claimed], *, most: int, spread: int) -> list[list[Claimed]]:
     """``posts`` (in the order to send them) as the messages to send them in: one each, unless
-    more than ``spread`` are due now. Then the posts due now go several to a message
+    at least twice ``spread`` are due now. Then the posts due now go several to a message
     (``herald.posts.publish_many``): as many as gives at least ``spread`` messages, at most
     ``most``, and only posts of one network together, so a slow network's calls hold up only
     its own posts. A post due later (claimed ahead of its time, sent with a countdown) is

@@ -119,7 +119,9 @@ class HeraldRequest(Request):
 
     def _refuse_if_poison(self, exc: BaseException) -> None:
         losses = _losses.note(self.id)
-        if losses < get_settings().task_max_process_losses:
+        task = self.task
+        assert isinstance(task, HeraldTask)
+        if losses < task.process_loss_limit(self.kwargs):
             return  # Celery puts it back on the queue
         try:
             correlation_id, workspace_id = _correlation_of(self._context, self.id)  # type: ignore[attr-defined]
@@ -313,10 +315,6 @@ class HeraldTask(Task):  # type: ignore[type-arg]
     def _count(self, event: str) -> None:
         metrics.task_events[event].add(1, self._labels())
 
-    def count_failure(self) -> None:
-        """Count a failed run of this task whose message goes on (one post of several)."""
-        self._count("failed")
-
     @contextmanager
     def _job_run(self) -> Iterator[None]:
         """Record a periodic job's run (start and outcome) in ``job_runs``."""
@@ -335,6 +333,12 @@ class HeraldTask(Task):  # type: ignore[type-arg]
         """An operator revoked a message of this task before it ran (not an expiry, not a
         termination): settle what the message was for. Runs in the worker's main process, with
         the message's payload validated; the default does nothing."""
+
+    def process_loss_limit(self, kwargs: Any) -> int:
+        """After how many lost processes in this worker a message of this task (with these
+        arguments, as sent) is refused as poison: ``HERALD_TASK_MAX_PROCESS_LOSSES``, unless
+        the task's runs make progress from one delivery to the next (publish_many)."""
+        return get_settings().task_max_process_losses
 
     def on_process_lost(self, payload: Any, process: str) -> None:
         """The pool process running a message of this task died mid-run; ``process`` is its

@@ -36,6 +36,7 @@ from herald.broker import restarts
 from herald.broker.topology import deliverable_countdown
 from herald.celery_app import app, broker_connection
 from herald.contracts import (
+    PUBLISH_MANY_MAX,
     CancelPost,
     NoArguments,
     PostToPublish,
@@ -436,19 +437,45 @@ def _reconcile_lost_many(task: HeraldTask, payload: PublishPosts, process: str) 
             log.warning("publish.process_lost", post_id=str(post.post_id), resolve_in_s=wait)
 
 
+def _many_loss_limit(task: HeraldTask, kwargs: Any) -> int:
+    """``publish_many``'s :meth:`HeraldTask.process_loss_limit` (:func:`many_loss_limit`)."""
+    return many_loss_limit(get_settings(), kwargs)
+
+
+def many_loss_limit(settings: Settings, kwargs: Any) -> int:
+    """After how many lost processes a ``publish_many`` message is refused as poison: one more
+    than ``HERALD_TASK_MAX_PROCESS_LOSSES`` for each post beyond the first. A redelivered
+    message skips the posts its earlier runs claimed, so losses on different posts are
+    progress, not poison; a post that kills its process before its claim still has the message
+    refused after the configured number of losses more. On quorum queues the bound stays below
+    their delivery limit, so that the worker, not RabbitMQ, ends such a message, and records
+    it."""
+    posts = kwargs.get("posts") if isinstance(kwargs, dict) else None
+    extra = min(len(posts), PUBLISH_MANY_MAX) - 1 if isinstance(posts, list) and posts else 0
+    limit = settings.task_max_process_losses + extra
+    if settings.quorum_queues:
+        limit = min(
+            limit, max(settings.task_max_process_losses, settings.broker_delivery_limit - 1)
+        )
+    return limit
+
+
 def _workspace(post: PostToPublish) -> str | None:
     return str(post.workspace_id) if post.workspace_id else None
 
 
-def _post_failed(task: HeraldTask, post: PostToPublish, exc: Exception) -> None:
-    """One post of a ``publish_many`` run failed unexpectedly (the others go on): counted and
-    logged as a failed run of the task, as ``publish``'s would be (a traceback only for what is
-    not a database error); the post is left where the failure left it, for the sweep."""
-    task.count_failure()
+class PostsFailed(Exception):
+    """Posts of a ``publish_many`` run failed unexpectedly (each logged as it failed): the run
+    is a failed run, once its other posts are done."""
+
+
+def _post_failed(post: PostToPublish, exc: Exception) -> None:
+    """One post of a ``publish_many`` run failed unexpectedly; the others go on. Logged with
+    the post (a traceback only for what is not a database error); the post is left where the
+    failure left it, for the sweep."""
     error_type, error = describe_error(exc)
     log.error(
-        "task.failed",
-        task=task.name,
+        "publish.many_post_failed",
         post_id=str(post.post_id),
         error_type=error_type,
         error=error,
@@ -482,12 +509,14 @@ def _retry_rest(
     log_success=False,
     on_revoked=_fail_revoked_many,
     on_process_lost=_reconcile_lost_many,
+    process_loss_limit=_many_loss_limit,
 )
 def publish_many(self: HeraldTask, payload: PublishPosts) -> dict[str, int]:
     """Publish several posts due now, one after the other, each as ``publish`` would: in its
     own session (claimed, sent and recorded with the same statements), under its own
-    correlation and trace. One post's unexpected error is logged and the others go on; a
-    database away retries this message with the posts not yet done."""
+    correlation and trace. One post's unexpected error is logged and the others go on (the
+    run then fails, counted once); a database away retries this message with the posts not yet
+    done."""
     settings = get_settings()
     budget = many_budget_s(settings, _soft_limit_s(self))
     started = time.monotonic()
@@ -517,9 +546,11 @@ def publish_many(self: HeraldTask, payload: PublishPosts) -> dict[str, int]:
             _send_on(posts[index + 1 :], "soft time limit")
             raise
         except Exception as exc:  # this post's own failure: the others go on
-            _post_failed(self, post, exc)
+            _post_failed(post, exc)
             status = "error"
         outcomes[status or "none"] += 1
+    if outcomes["error"]:
+        raise PostsFailed(f"{outcomes['error']} of {len(posts)} posts failed: {dict(outcomes)}")
     return dict(outcomes)
 
 

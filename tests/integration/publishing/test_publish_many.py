@@ -258,6 +258,50 @@ def test_a_pool_process_killed_mid_message_loses_and_duplicates_nothing(
     assert worker.alive()
 
 
+@pytest.mark.slow
+def test_processes_lost_on_different_posts_are_progress_not_poison(
+    connect: ConnectFn,
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    start_worker_process: StartWorker,
+    redis_broker: Broker,
+) -> None:
+    """The pool process dies while each of the first three posts is at the network (memory
+    pressure, say): three losses of one message, which refused it as poison after the third,
+    leaving its last two posts ``queued`` for the sweep. Each redelivery skips the posts
+    already claimed, so the message runs on until every post is published, each once."""
+    settings = pub_settings.model_copy(
+        update={"provider_timeout_s": 2.5, "publishing_timeout_s": 600.0}
+    )
+    due_posts([connect("mastodon")], 5)
+    with service_session() as s:
+        claimed = claim_due_posts(s, settings)
+    sandbox.inject("mastodon", "timeout", applied=True, ms=2_000, method="POST", times=3)
+    worker = start_worker_process(settings, name="pressed", concurrency=1, broker=redis_broker)
+    redis_broker.send(publish_many_signature([to_publish(post) for post in claimed]))
+    for killed in range(1, 4):
+        eventually(
+            lambda: len(sandbox.posts("mastodon")),
+            30,
+            "a post at the network",
+            until=lambda count, killed=killed: count >= killed,
+        )
+        (child,) = pool_children(worker)
+        os.kill(child, signal.SIGKILL)
+        eventually(
+            lambda: pool_children(worker),
+            20,
+            "a new pool process",
+            until=lambda children, child=child: bool(children) and child not in children,
+        )
+
+    wait_until(lambda: statuses()["published"] == 5, 60, "all 5 posts published")
+    texts = Counter(p["text"] for p in sandbox.posts("mastodon"))
+    assert len(texts) == 5
+    assert max(texts.values()) == 1
+    assert _dead_letters() == []
+
+
 def test_a_revoked_message_fails_each_of_its_posts(
     connect: ConnectFn,
     sandbox: SandboxClient,

@@ -15,7 +15,7 @@ from herald.contracts import PUBLISH_MANY_MAX, PublishPosts
 from herald.models import utcnow
 from herald.publishing.dispatch import Claimed, in_messages
 from herald.settings import Settings
-from herald.tasks.publishing import many_budget_s, to_publish
+from herald.tasks.publishing import many_budget_s, many_loss_limit, to_publish
 from herald.telemetry.tracing import TraceContext
 
 WORKSPACE = uuid.uuid4()
@@ -119,3 +119,23 @@ def test_a_run_starts_posts_for_one_calls_time_leaving_each_most_of_its_soft_tim
     assert many_budget_s(base, soft_limit_s=30) == 30 - one_call - 5  # tightened from Flower
     tight = base.model_copy(update={"task_soft_time_limit_s": int(one_call) + 1})
     assert many_budget_s(tight) == 0
+
+
+def test_a_message_of_several_posts_may_lose_a_process_per_post_before_it_is_poison() -> None:
+    redis = Settings(broker_url="redis://127.0.0.1:6379/0", task_max_process_losses=3)
+    ten = {"posts": [{"post_id": str(uuid.uuid4())} for _ in range(10)]}
+    assert many_loss_limit(redis, ten) == 3 + 9
+    assert many_loss_limit(redis, {"posts": ten["posts"][:1]}) == 3
+    assert many_loss_limit(redis, {"posts": "junk"}) == 3
+    assert many_loss_limit(redis, None) == 3
+    # A quorum queue drops a message after its delivery limit, unrecorded: the worker ends it
+    # first.
+    quorum = Settings(
+        broker_url="amqp://guest:guest@127.0.0.1:5672//",
+        broker_queue_type="quorum",
+        broker_delivery_limit=10,
+        task_max_process_losses=3,
+    )
+    assert many_loss_limit(quorum, ten) == 9
+    classic = quorum.model_copy(update={"broker_queue_type": "classic"})
+    assert many_loss_limit(classic, ten) == 12
