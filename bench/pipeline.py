@@ -7,7 +7,8 @@ Measured, all on this machine, same sandbox, same worker shape (prefork, ``--con
 2. herald      — dispatch → publish → sandbox → Postgres with telemetry on: every trace
                  sampled, spans and metrics exported over OTLP/HTTP to a receiver the bench
                  starts (bench/otlp_receiver.py, which counts the spans), JSON logs at INFO; on
-                 Redis and on RabbitMQ;
+                 Redis and on RabbitMQ; and once on Redis with one ``publish`` message per post
+                 (the posts due at once otherwise go several to a ``publish_many``: decision 42);
 3. herald off  — the same with telemetry off (logs at WARNING), on Redis;
 4. latency     — posts due at half the measured capacity: delay from ``scheduled_at`` to the
                  sandbox receiving the post (p50, p99), the dispatcher ticking as beat would;
@@ -322,6 +323,8 @@ def dispatch_until(
     done: Callable[[], bool],
     tick_s: float,
     timeout_s: float,
+    *,
+    together: bool = True,
 ) -> float:
     """Run the dispatcher (as beat's ticks would) until ``done()``; the seconds it took."""
     started = time.perf_counter()
@@ -329,7 +332,9 @@ def dispatch_until(
     next_check = next_sweep = started
     while time.perf_counter() < deadline:
         with db.session_scope() as s:  # as dispatch_due does
-            dispatch_due_posts(s, settings, lambda claimed: send(sender, claimed))
+            dispatch_due_posts(
+                s, settings, lambda claimed: send(sender, claimed, together=together)
+            )
             if time.perf_counter() >= next_sweep:  # as beat's sweep would: lost messages
                 lost = requeue_lost(s, settings)
                 commit_and_hand_over(s, lost, lambda posts: send(sender, posts, together=False))
@@ -381,7 +386,10 @@ def run_herald(
     telemetry: bool,
     key: str,
     profile: Path | None = None,
+    together: bool = True,
 ) -> Phase:
+    """Herald's whole pipeline over ``count`` posts due at once; ``together=False`` sends one
+    ``publish`` message per post, as before ``publish_many`` (decision 42)."""
     integration, _, _ = bench.account(ws)
     tag = f"tput-{key}-{RUN}"
     bench.insert_posts(ws, integration, count, tag)
@@ -390,7 +398,12 @@ def run_herald(
     try:
         with bench.meter(worker) as meter:
             took = dispatch_until(
-                bench.settings, broker.herald, all_published(tag, count), 0.2, 900
+                bench.settings,
+                broker.herald,
+                all_published(tag, count),
+                0.2,
+                900,
+                together=together,
             )
     finally:
         if spy is not None:
@@ -707,11 +720,17 @@ def report(bench: Bench, redis: Broker, rabbit: Broker, args: argparse.Namespace
         "herald, telemetry on, rabbitmq",
         run_herald(bench, rabbit, ws, n, telemetry=True, key="rmq"),
     )
+    show(
+        "herald_on_one_per_message",
+        "herald, telemetry on, one post a message",
+        run_herald(bench, redis, ws, n, telemetry=True, key="single", together=False),
+    )
     print(f"spans received by the OTLP receiver (telemetry on, redis): {spans / n:.1f} per post")
 
     over_bare = [r["herald_on"].rate / r["bare_redis"].rate for r in rounds]
     on_over_off = [r["herald_on"].rate / r["herald_off"].rate for r in rounds]
     rmq_ratio = phases["herald_on_rabbitmq"].rate / phases["bare_rabbitmq"].rate
+    single_ratio = phases["herald_on_one_per_message"].rate / phases["bare_redis"].rate
     cpu_on = phases["herald_on"].cpu_ms_per_post()["worker"]
     cpu_off = phases["herald_off"].cpu_ms_per_post()["worker"]
     if args.rounds > 1:
@@ -726,6 +745,7 @@ def report(bench: Bench, redis: Broker, rabbit: Broker, args: argparse.Namespace
     median_on_over_off = statistics.median(on_over_off)
     print(f"\nratio herald (telemetry on)/bare, redis     {median_over_bare:5.2f}  (goal >= 0.5)")
     print(f"ratio herald (telemetry on)/bare, rabbitmq  {rmq_ratio:5.2f}")
+    print(f"ratio herald one post a message/bare, redis {single_ratio:5.2f}  (no publish_many)")
     print(f"ratio telemetry on/off (every trace)        {median_on_over_off:5.2f}  (goal >= 0.9)")
     print(f"worker CPU per post, telemetry off/on        {cpu_off / cpu_on:5.2f}\n")
     on_r = phases["herald_on"].rate
@@ -739,6 +759,7 @@ def report(bench: Bench, redis: Broker, rabbit: Broker, args: argparse.Namespace
     figures: dict[str, Any] = {
         "herald_over_bare": round(median_over_bare, 3),
         "herald_over_bare_rabbitmq": round(rmq_ratio, 3),
+        "herald_one_per_message_over_bare": round(single_ratio, 3),
         "telemetry_on_over_off": round(median_on_over_off, 3),
         "rounds": {
             "herald_over_bare": [round(x, 3) for x in over_bare],

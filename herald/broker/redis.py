@@ -26,7 +26,7 @@ import binascii
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import loads
@@ -221,6 +221,39 @@ class Channel(kombu_redis.Channel):
     def _queue_of(self, key: bytes | str) -> str:
         name = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
         return str(name.removeprefix(self.global_keyprefix).rsplit(self.sep, 1)[0])
+
+
+#: The most unacked deliveries :func:`restore_held` reads (a worker holds one per process and
+#: a few reserved; thousands mean something else is wrong, and kombu's own restore applies).
+_HELD_SCAN = 10_000
+
+
+def restore_held(connection: Any, task_ids: set[str]) -> int:
+    """Put the messages of ``task_ids`` that a dead worker held back on their queues, now.
+
+    With late acks, a message a worker took stays in Redis's ``unacked`` hash until that
+    worker acks it, or, if the worker is dead, until kombu restores it after the visibility
+    timeout (an hour by default). A worker that proved a run's process gone (its orphaned
+    attempt names the message's task id) restores that message at once, so the posts of a
+    ``publish_many`` run that had not started are run again (each claim is conditional: a
+    post already claimed is skipped). Not Redis: nothing to do (RabbitMQ gives a dead
+    consumer's messages back at once). Returns how many were put back."""
+    channel = connection.default_channel
+    if not task_ids or not isinstance(channel, kombu_redis.Channel):
+        return 0
+    client, qos = channel.client, cast(kombu_redis.QoS, channel.qos)
+    restored = 0
+    for tag in client.zrange(channel.unacked_index_key, 0, _HELD_SCAN - 1):
+        raw = client.hget(channel.unacked_key, tag)
+        try:
+            message = loads(raw.decode("utf-8"))[0]
+            task_id = message["headers"]["id"]
+        except Exception:  # noqa: S112 - gone meanwhile, or not a Celery message: not ours
+            continue
+        if task_id in task_ids:
+            qos.restore_by_tag(tag, client=client, leftmost=True)
+            restored += 1
+    return restored
 
 
 class Transport(kombu_redis.Transport):

@@ -189,6 +189,7 @@ class Orphan:
     process: str  # the attempt's ``worker``
     correlation_id: str | None
     workspace_id: uuid.UUID
+    task_id: str | None = None  # the message its run was for
 
 
 def orphaned_attempts(session: Session, namespace: str) -> list[Orphan]:
@@ -204,6 +205,7 @@ def orphaned_attempts(session: Session, namespace: str) -> list[Orphan]:
             PublishAttempt.worker,
             PublishAttempt.correlation_id,  # the run's (its message's, else the post's)
             Post.workspace_id,
+            PublishAttempt.task_id,
         )
         .join(
             Post,

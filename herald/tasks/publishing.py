@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from herald import db
 from herald.broker import restarts
+from herald.broker.redis import restore_held
 from herald.broker.topology import deliverable_countdown
 from herald.celery_app import app, broker_connection
 from herald.contracts import (
@@ -631,10 +632,13 @@ class WorkerWatch:
         with db.new_session() as session:
             orphans = orphaned_attempts(session, namespace)
         handed = 0
+        held: set[str] = set()
         for orphan in orphans:
             key = (orphan.post_id, orphan.process)
             if key in self._sent:
                 continue
+            if orphan.task_id:
+                held.add(orphan.task_id)
             with context.acting_for(orphan.correlation_id, str(orphan.workspace_id)):
                 wait = _reconcile_soon(orphan.post_id, orphan.process)
                 log.warning(
@@ -645,6 +649,11 @@ class WorkerWatch:
                 )
             self._sent.note(key)
             handed += 1
+        if held:  # the dead runs' messages, on Redis still held unacked: run them again now
+            with broker_connection(get_settings()) as connection:
+                restored = restore_held(connection, held)
+            if restored:
+                log.warning("publish.held_messages_restored", count=restored)
         return handed
 
     def look_at_the_broker(self) -> int:

@@ -33,6 +33,7 @@ from herald.tasks.publishing import (
     send_claimed,
     to_publish,
 )
+from herald.telemetry.context import process_gone, process_name
 from tests.fixtures.brokers import Broker
 from tests.fixtures.database import service_session
 from tests.fixtures.polling import eventually
@@ -256,6 +257,42 @@ def test_a_pool_process_killed_mid_message_loses_and_duplicates_nothing(
     outcomes = Counter((a.outcome, a.error_code) for a in attempts())
     assert outcomes == {("reconciled", "worker_lost"): 1, ("published", None): 2}
     assert worker.alive()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_whole_mid_message_has_its_held_message_run_again_by_the_next(
+    connect: ConnectFn,
+    sandbox: SandboxClient,
+    pub_settings: Settings,
+    start_worker_process: StartWorker,
+    broker: Broker,
+) -> None:
+    """``kill -9`` of the worker's main process with the first of three posts at the network.
+    On Redis the message stayed unacked until the visibility timeout (an hour) and the two
+    posts it had not started waited for the sweep's queued timeout (5 min); the next worker,
+    which proves the run's process gone, reconciles the first post and puts the message back
+    at once. (RabbitMQ gives a dead consumer's messages back by itself.)"""
+    settings = pub_settings.model_copy(
+        update={"provider_timeout_s": 2.5, "publishing_timeout_s": 600.0}
+    )
+    due_posts([connect("mastodon")], 3)
+    with service_session() as s:
+        claimed = claim_due_posts(s, settings)
+    sandbox.inject("mastodon", "timeout", applied=True, ms=2_000, method="POST", times=1)
+    worker = start_worker_process(settings, name="victim", concurrency=1, broker=broker)
+    broker.send(publish_many_signature([to_publish(post) for post in claimed]))
+    eventually(lambda: sandbox.posts("mastodon"), 30, "the network to receive the first post")
+    (child,) = pool_children(worker)
+    os.kill(worker.proc.pid, signal.SIGKILL)
+    eventually(lambda: process_gone(process_name(child)), 10, "the pool process to die with it")
+    start_worker_process(settings, name="successor", concurrency=1, broker=broker)
+
+    wait_until(lambda: statuses()["published"] == 3, 30, "3 posts published after the kill")
+    texts = Counter(p["text"] for p in sandbox.posts("mastodon"))
+    assert len(texts) == 3
+    assert max(texts.values()) == 1
+    outcomes = Counter((a.outcome, a.error_code) for a in attempts())
+    assert outcomes == {("reconciled", "worker_lost"): 1, ("published", None): 2}
 
 
 @pytest.mark.slow
