@@ -37,7 +37,7 @@ from herald.telemetry.context import process_gone, process_name
 from tests.fixtures.brokers import Broker
 from tests.fixtures.database import service_session
 from tests.fixtures.polling import eventually
-from tests.fixtures.processes import StartWorker
+from tests.fixtures.processes import StartWorker, WorkerProcess
 from tests.fixtures.publishing import ConnectFn, due_posts, fresh
 from tests.integration.publishing.test_lost_pool_process import pool_children
 from tests.integration.publishing.test_pipeline import statuses, wait_until
@@ -227,6 +227,38 @@ def test_a_post_the_database_keeps_failing_holds_up_none_of_its_neighbours(
     assert len(sandbox.posts("mastodon")) == 3
 
 
+#: Timeouts for a post caught at the network: its call hangs 2 s, the run waits 2.5 s.
+MID_CALL = {"provider_timeout_s": 2.5, "publishing_timeout_s": 600.0}
+
+
+def three_posts_first_at_the_network(
+    connect: ConnectFn,
+    sandbox: SandboxClient,
+    settings: Settings,
+    start_worker_process: StartWorker,
+    broker: Broker,
+) -> WorkerProcess:
+    """Three posts in one ``publish_many`` message on a one-process worker, caught while the
+    network holds the first (it applies the post and answers 2 s later)."""
+    due_posts([connect("mastodon")], 3)
+    with service_session() as s:
+        claimed = claim_due_posts(s, settings)
+    sandbox.inject("mastodon", "timeout", applied=True, ms=2_000, method="POST", times=1)
+    worker = start_worker_process(settings, name="killed", concurrency=1, broker=broker)
+    broker.send(publish_many_signature([to_publish(post) for post in claimed]))
+    eventually(lambda: sandbox.posts("mastodon"), 30, "the network to receive the first post")
+    return worker
+
+
+def assert_each_once_the_first_reconciled(sandbox: SandboxClient, timeout: float) -> None:
+    wait_until(lambda: statuses()["published"] == 3, timeout, "3 posts published after the kill")
+    texts = Counter(p["text"] for p in sandbox.posts("mastodon"))
+    assert len(texts) == 3
+    assert max(texts.values()) == 1
+    outcomes = Counter((a.outcome, a.error_code) for a in attempts())
+    assert outcomes == {("reconciled", "worker_lost"): 1, ("published", None): 2}
+
+
 @pytest.mark.slow
 def test_a_pool_process_killed_mid_message_loses_and_duplicates_nothing(
     connect: ConnectFn,
@@ -237,25 +269,13 @@ def test_a_pool_process_killed_mid_message_loses_and_duplicates_nothing(
 ) -> None:
     """The first of three posts is at the network when its process dies: it is reconciled
     (the network has it), and the message goes back to the queue for the other two."""
-    settings = pub_settings.model_copy(
-        update={"provider_timeout_s": 2.5, "publishing_timeout_s": 600.0}
+    settings = pub_settings.model_copy(update=MID_CALL)
+    worker = three_posts_first_at_the_network(
+        connect, sandbox, settings, start_worker_process, broker
     )
-    due_posts([connect("mastodon")], 3)
-    with service_session() as s:
-        claimed = claim_due_posts(s, settings)
-    sandbox.inject("mastodon", "timeout", applied=True, ms=2_000, method="POST", times=1)
-    worker = start_worker_process(settings, name="killed", concurrency=1, broker=broker)
-    broker.send(publish_many_signature([to_publish(post) for post in claimed]))
-    eventually(lambda: sandbox.posts("mastodon"), 30, "the network to receive the first post")
     (child,) = pool_children(worker)
     os.kill(child, signal.SIGKILL)
-
-    wait_until(lambda: statuses()["published"] == 3, 60, "3 posts published after the kill")
-    texts = Counter(p["text"] for p in sandbox.posts("mastodon"))
-    assert len(texts) == 3
-    assert max(texts.values()) == 1
-    outcomes = Counter((a.outcome, a.error_code) for a in attempts())
-    assert outcomes == {("reconciled", "worker_lost"): 1, ("published", None): 2}
+    assert_each_once_the_first_reconciled(sandbox, 60)
     assert worker.alive()
 
 
@@ -272,27 +292,15 @@ def test_a_worker_killed_whole_mid_message_has_its_held_message_run_again_by_the
     posts it had not started waited for the sweep's queued timeout (5 min); the next worker,
     which proves the run's process gone, reconciles the first post and puts the message back
     at once. (RabbitMQ gives a dead consumer's messages back by itself.)"""
-    settings = pub_settings.model_copy(
-        update={"provider_timeout_s": 2.5, "publishing_timeout_s": 600.0}
+    settings = pub_settings.model_copy(update=MID_CALL)
+    worker = three_posts_first_at_the_network(
+        connect, sandbox, settings, start_worker_process, broker
     )
-    due_posts([connect("mastodon")], 3)
-    with service_session() as s:
-        claimed = claim_due_posts(s, settings)
-    sandbox.inject("mastodon", "timeout", applied=True, ms=2_000, method="POST", times=1)
-    worker = start_worker_process(settings, name="victim", concurrency=1, broker=broker)
-    broker.send(publish_many_signature([to_publish(post) for post in claimed]))
-    eventually(lambda: sandbox.posts("mastodon"), 30, "the network to receive the first post")
     (child,) = pool_children(worker)
     os.kill(worker.proc.pid, signal.SIGKILL)
     eventually(lambda: process_gone(process_name(child)), 10, "the pool process to die with it")
     start_worker_process(settings, name="successor", concurrency=1, broker=broker)
-
-    wait_until(lambda: statuses()["published"] == 3, 30, "3 posts published after the kill")
-    texts = Counter(p["text"] for p in sandbox.posts("mastodon"))
-    assert len(texts) == 3
-    assert max(texts.values()) == 1
-    outcomes = Counter((a.outcome, a.error_code) for a in attempts())
-    assert outcomes == {("reconciled", "worker_lost"): 1, ("published", None): 2}
+    assert_each_once_the_first_reconciled(sandbox, 30)
 
 
 @pytest.mark.slow
@@ -307,9 +315,7 @@ def test_processes_lost_on_different_posts_are_progress_not_poison(
     pressure, say): three losses of one message, which refused it as poison after the third,
     leaving its last two posts ``queued`` for the sweep. Each redelivery skips the posts
     already claimed, so the message runs on until every post is published, each once."""
-    settings = pub_settings.model_copy(
-        update={"provider_timeout_s": 2.5, "publishing_timeout_s": 600.0}
-    )
+    settings = pub_settings.model_copy(update=MID_CALL)
     due_posts([connect("mastodon")], 5)
     with service_session() as s:
         claimed = claim_due_posts(s, settings)
