@@ -228,30 +228,37 @@ class Channel(kombu_redis.Channel):
 _HELD_SCAN = 10_000
 
 
-def restore_held(connection: Any, task_ids: set[str]) -> int:
-    """Put the messages of ``task_ids`` that a dead worker held back on their queues, now.
+def restore_held(connection: Any, runs: dict[str, float]) -> int:
+    """Put the messages that dead runs held back on their queues, now: ``runs`` maps each run's
+    task id to when it started (unix time).
 
     With late acks, a message a worker took stays in Redis's ``unacked`` hash until that
     worker acks it, or, if the worker is dead, until kombu restores it after the visibility
     timeout (an hour by default). A worker that proved a run's process gone (its orphaned
-    attempt names the message's task id) restores that message at once, so the posts of a
-    ``publish_many`` run that had not started are run again (each claim is conditional: a
-    post already claimed is skipped). Not Redis: nothing to do (RabbitMQ gives a dead
-    consumer's messages back at once). Returns how many were put back."""
+    attempt names the message's task id and its start) restores that message at once, to be
+    served next, so the posts of a ``publish_many`` run that had not started are run again
+    (each claim is conditional: a post already claimed is skipped).
+
+    Only a delivery made before the run started is the dead run's: the same message delivered
+    again since (a living worker requeued it after its pool process died, and another took it,
+    under the same delivery tag) is in a living worker's hands and is left alone. Not Redis:
+    nothing to do (RabbitMQ gives a dead consumer's messages back at once). Returns how many
+    were put back."""
     channel = connection.default_channel
-    if not task_ids or not isinstance(channel, kombu_redis.Channel):
+    if not runs or not isinstance(channel, kombu_redis.Channel):
         return 0
     client, qos = channel.client, cast(kombu_redis.QoS, channel.qos)
     restored = 0
-    for tag in client.zrange(channel.unacked_index_key, 0, _HELD_SCAN - 1):
+    held = client.zrange(channel.unacked_index_key, 0, _HELD_SCAN - 1, withscores=True)
+    for tag, delivered_at in held:
         raw = client.hget(channel.unacked_key, tag)
         try:
-            message = loads(raw.decode("utf-8"))[0]
-            task_id = message["headers"]["id"]
+            task_id = loads(raw.decode("utf-8"))[0]["headers"]["id"]
+            started = runs.get(task_id) if isinstance(task_id, str) else None
         except Exception:  # noqa: S112 - gone meanwhile, or not a Celery message: not ours
             continue
-        if task_id in task_ids:
-            qos.restore_by_tag(tag, client=client, leftmost=True)
+        if started is not None and delivered_at < started:
+            qos.restore_by_tag(tag, client=client)  # rightmost: BRPOP serves it next
             restored += 1
     return restored
 

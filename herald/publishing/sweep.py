@@ -190,6 +190,7 @@ class Orphan:
     correlation_id: str | None
     workspace_id: uuid.UUID
     task_id: str | None = None  # the message its run was for
+    started_at: datetime | None = None  # when its run claimed the post
 
 
 def orphaned_attempts(session: Session, namespace: str) -> list[Orphan]:
@@ -206,6 +207,7 @@ def orphaned_attempts(session: Session, namespace: str) -> list[Orphan]:
             PublishAttempt.correlation_id,  # the run's (its message's, else the post's)
             Post.workspace_id,
             PublishAttempt.task_id,
+            PublishAttempt.started_at,
         )
         .join(
             Post,

@@ -69,7 +69,7 @@ from herald.publishing.sweep import (
     resolve_lost_process,
 )
 from herald.security.crypto import KeyRing
-from herald.settings import Settings, get_settings
+from herald.settings import Settings, broker_kind, get_settings
 from herald.tasks.base import HeraldTask, RecentCounts, RetryPolicy
 from herald.telemetry import context
 from herald.telemetry.errors import describe_error
@@ -445,14 +445,17 @@ def _many_loss_limit(task: HeraldTask, kwargs: Any) -> int:
 
 def many_loss_limit(settings: Settings, kwargs: Any) -> int:
     """After how many lost processes a ``publish_many`` message is refused as poison: one more
-    than ``HERALD_TASK_MAX_PROCESS_LOSSES`` for each post beyond the first. A redelivered
-    message skips the posts its earlier runs claimed, so losses on different posts are
-    progress, not poison; a post that kills its process before its claim still has the message
-    refused after the configured number of losses more. On quorum queues the bound stays below
+    than ``HERALD_TASK_MAX_PROCESS_LOSSES`` for each post beyond the first, up to
+    ``HERALD_PUBLISH_MANY_MAX``. A redelivered message skips the posts its earlier runs
+    claimed, so losses on different posts are progress, not poison; a message that makes no
+    progress is refused after at most that many more losses. On quorum queues the bound stays below
     their delivery limit, so that the worker, not RabbitMQ, ends such a message, and records
     it."""
     posts = kwargs.get("posts") if isinstance(kwargs, dict) else None
-    extra = min(len(posts), PUBLISH_MANY_MAX) - 1 if isinstance(posts, list) and posts else 0
+    # Bounded by what the dispatcher sends (a producer's 50 posts get no more), since each
+    # loss also sends a reconcile for every post of the message.
+    most = min(PUBLISH_MANY_MAX, settings.publish_many_max)
+    extra = min(len(posts), most) - 1 if isinstance(posts, list) and posts else 0
     limit = settings.task_max_process_losses + extra
     if settings.quorum_queues:
         limit = min(
@@ -632,13 +635,13 @@ class WorkerWatch:
         with db.new_session() as session:
             orphans = orphaned_attempts(session, namespace)
         handed = 0
-        held: set[str] = set()
+        held: dict[str, float] = {}  # each dead run's task id: when it started
         for orphan in orphans:
             key = (orphan.post_id, orphan.process)
             if key in self._sent:
                 continue
-            if orphan.task_id:
-                held.add(orphan.task_id)
+            if orphan.task_id and orphan.started_at:
+                held[orphan.task_id] = orphan.started_at.timestamp()
             with context.acting_for(orphan.correlation_id, str(orphan.workspace_id)):
                 wait = _reconcile_soon(orphan.post_id, orphan.process)
                 log.warning(
@@ -649,12 +652,26 @@ class WorkerWatch:
                 )
             self._sent.note(key)
             handed += 1
-        if held:  # the dead runs' messages, on Redis still held unacked: run them again now
-            with broker_connection(get_settings()) as connection:
-                restored = restore_held(connection, held)
-            if restored:
-                log.warning("publish.held_messages_restored", count=restored)
+        if held:
+            self._restore_held(held)
         return handed
+
+    def _restore_held(self, runs: dict[str, float]) -> None:
+        """The dead runs' messages, on Redis still held unacked: run them again now
+        (:func:`herald.broker.redis.restore_held`). If the broker cannot be asked, the posts
+        they had not started wait for the sweep's queued timeout, as before."""
+        settings = get_settings()
+        if broker_kind(settings.broker_url) != "redis":
+            return
+        try:
+            with broker_connection(settings) as connection:
+                restored = restore_held(connection, runs)
+        except Exception as exc:
+            error_type, error = describe_error(exc)
+            log.warning("publish.held_messages_unrestored", error_type=error_type, error=error)
+            return
+        if restored:
+            log.warning("publish.held_messages_restored", count=restored)
 
     def look_at_the_broker(self) -> int:
         """One look at the broker: how many queued posts were sent again (0 unless it was

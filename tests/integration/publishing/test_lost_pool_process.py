@@ -233,4 +233,6 @@ def test_only_an_open_attempt_whose_process_is_proven_gone_is_an_orphan(
     assert PID_NAMESPACE is not None
     with service_session() as s:
         (found,) = orphaned_attempts(s, PID_NAMESPACE)
-    assert found == Orphan(orphan.id, gone, "c-run", orphan.workspace_id)
+    assert found == Orphan(
+        orphan.id, gone, "c-run", orphan.workspace_id, None, the_attempt(orphan).started_at
+    )

@@ -125,6 +125,8 @@ def test_a_message_of_several_posts_may_lose_a_process_per_post_before_it_is_poi
     redis = Settings(broker_url="redis://127.0.0.1:6379/0", task_max_process_losses=3)
     ten = {"posts": [{"post_id": str(uuid.uuid4())} for _ in range(10)]}
     assert many_loss_limit(redis, ten) == 3 + 9
+    fifty = {"posts": [{"post_id": str(uuid.uuid4())} for _ in range(50)]}
+    assert many_loss_limit(redis, fifty) == 3 + 9  # no more than the dispatcher's messages get
     assert many_loss_limit(redis, {"posts": ten["posts"][:1]}) == 3
     assert many_loss_limit(redis, {"posts": "junk"}) == 3
     assert many_loss_limit(redis, None) == 3
