@@ -257,15 +257,18 @@ class HeraldTask(Task):  # type: ignore[type-arg]
                 try:
                     return call()
                 except self.retry_policy.retry_on as exc:
-                    countdown = deliverable_countdown(
-                        self.retry_policy.countdown(self.request.retries or 0),
-                        self.app.amqp.queues.values(),
-                    )
-                    raise self.retry(
-                        exc=exc, countdown=countdown, max_retries=self.retry_policy.max_retries
-                    ) from exc
+                    raise self.retry_by(self.retry_policy, exc) from exc
         finally:
             metrics.task_runtime.record(time.monotonic() - started, labels)
+
+    def retry_by(self, policy: RetryPolicy, exc: Exception, **options: Any) -> Exception:
+        """Celery's retry of this message after ``policy``'s backoff (it raises; ``options``
+        go to :meth:`celery.Task.retry`, such as other ``kwargs``). Once ``policy``'s retries
+        are spent it raises ``exc``."""
+        countdown = deliverable_countdown(
+            policy.countdown(self.request.retries or 0), self.app.amqp.queues.values()
+        )
+        return self.retry(exc=exc, countdown=countdown, max_retries=policy.max_retries, **options)
 
     def _validated_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[], Any]:
         model = self.payload_model

@@ -314,8 +314,12 @@ def _reconcile_lost(task: HeraldTask, payload: PublishPost, process: str) -> Non
     """``publish``'s :meth:`HeraldTask.on_process_lost`: the pool process publishing this post
     died, perhaps mid-call. Resolve the post soon rather than after
     ``HERALD_PUBLISHING_TIMEOUT_S``."""
-    wait = _reconcile_soon(payload.post_id, process)
-    log.warning("publish.process_lost", post_id=str(payload.post_id), resolve_in_s=wait)
+    _reconcile_lost_post(payload.post_id, process)
+
+
+def _reconcile_lost_post(post_id: uuid.UUID, process: str) -> None:
+    wait = _reconcile_soon(post_id, process)
+    log.warning("publish.process_lost", post_id=str(post_id), resolve_in_s=wait)
 
 
 def _reconcile_soon(post_id: uuid.UUID, process: str) -> float:
@@ -434,8 +438,7 @@ def _reconcile_lost_many(task: HeraldTask, payload: PublishPosts, process: str) 
     (a time limit, a terminate), by the sweep."""
     for post in payload.posts:
         with context.acting_for(post.correlation_id, _workspace(post)):
-            wait = _reconcile_soon(post.post_id, process)
-            log.warning("publish.process_lost", post_id=str(post.post_id), resolve_in_s=wait)
+            _reconcile_lost_post(post.post_id, process)
 
 
 def _many_loss_limit(task: HeraldTask, kwargs: Any) -> int:
@@ -498,10 +501,9 @@ def _retry_rest(
     if retries >= DB_BLIPS.max_retries:
         _send_on(rest, "retries spent on another post")
         return
-    countdown = deliverable_countdown(DB_BLIPS.countdown(retries), app.amqp.queues.values())
     remaining = [*rest, failing]
     kwargs = {"posts": [p.model_dump(mode="json", exclude_none=True) for p in remaining]}
-    raise task.retry(exc=exc, countdown=countdown, max_retries=DB_BLIPS.max_retries, kwargs=kwargs)
+    raise task.retry_by(DB_BLIPS, exc, kwargs=kwargs)
 
 
 @app.task(

@@ -71,6 +71,19 @@ def attempts() -> list[PublishAttempt]:
         return list(s.scalars(select(PublishAttempt)))
 
 
+def assert_each_once(sandbox: SandboxClient, count: int, network: str | None = None) -> None:
+    """``count`` posts at the network(s), none twice."""
+    texts = Counter(p["text"] for p in sandbox.posts(network))
+    assert len(texts) == count
+    assert max(texts.values()) == 1
+
+
+def assert_one_reconciled(published: int) -> None:
+    """One attempt reconciled after its run was lost, ``published`` others published."""
+    outcomes = Counter((a.outcome, a.error_code) for a in attempts())
+    assert outcomes == {("reconciled", "worker_lost"): 1, ("published", None): published}
+
+
 def send_through(broker: Broker, settings: Settings, posts: list[Claimed]) -> None:
     """The dispatcher's hand-over through ``broker``: ``send_claimed`` itself on the run's
     Redis (the process's own app), its messages sent one by one on RabbitMQ (whose test
@@ -100,9 +113,7 @@ def test_posts_due_at_once_go_several_to_a_message_each_published_once_in_its_ow
     assert handed == 30
     wait_until(lambda: statuses()["published"] == 30, 60, "30 posts published")
 
-    texts = Counter(p["text"] for p in sandbox.posts())
-    assert len(texts) == 30
-    assert max(texts.values()) == 1
+    assert_each_once(sandbox, 30)
     runs = attempts()
     assert len(runs) == 30
     assert {a.outcome for a in runs} == {"published"}
@@ -189,11 +200,8 @@ def test_a_post_cut_by_the_soft_time_limit_is_reconciled_at_once_and_the_rest_se
     redis_broker.send(publish_many_signature([to_publish(post) for post in claimed]))
 
     wait_until(lambda: statuses()["published"] == 2, 30, "both posts published")
-    texts = Counter(p["text"] for p in sandbox.posts("mastodon"))
-    assert len(texts) == 2
-    assert max(texts.values()) == 1
-    outcomes = Counter((a.outcome, a.error_code) for a in attempts())
-    assert outcomes == {("reconciled", "worker_lost"): 1, ("published", None): 1}
+    assert_each_once(sandbox, 2, "mastodon")
+    assert_one_reconciled(published=1)
 
 
 @pytest.mark.slow
@@ -252,11 +260,8 @@ def three_posts_first_at_the_network(
 
 def assert_each_once_the_first_reconciled(sandbox: SandboxClient, timeout: float) -> None:
     wait_until(lambda: statuses()["published"] == 3, timeout, "3 posts published after the kill")
-    texts = Counter(p["text"] for p in sandbox.posts("mastodon"))
-    assert len(texts) == 3
-    assert max(texts.values()) == 1
-    outcomes = Counter((a.outcome, a.error_code) for a in attempts())
-    assert outcomes == {("reconciled", "worker_lost"): 1, ("published", None): 2}
+    assert_each_once(sandbox, 3, "mastodon")
+    assert_one_reconciled(published=2)
 
 
 @pytest.mark.slow
@@ -339,9 +344,7 @@ def test_processes_lost_on_different_posts_are_progress_not_poison(
         )
 
     wait_until(lambda: statuses()["published"] == 5, 60, "all 5 posts published")
-    texts = Counter(p["text"] for p in sandbox.posts("mastodon"))
-    assert len(texts) == 5
-    assert max(texts.values()) == 1
+    assert_each_once(sandbox, 5, "mastodon")
     assert _dead_letters() == []
 
 
