@@ -187,10 +187,13 @@ def acting_for(correlation_id: str | None, workspace_id: str | None) -> Iterator
     if workspace_id:
         tokens.append((_workspace_id, _workspace_id.set(workspace_id)))
         fields["workspace_id"] = workspace_id
+    # Reset by token, not structlog's bound_contextvars: that copies the whole context to
+    # save the keys it rebinds, on every post of a publish_many run.
+    log_tokens = structlog.contextvars.bind_contextvars(**fields)
     try:
-        with structlog.contextvars.bound_contextvars(**fields):
-            yield
+        yield
     finally:
+        structlog.contextvars.reset_contextvars(**log_tokens)
         for var, token in reversed(tokens):
             var.reset(token)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
+from contextlib import nullcontext
 from typing import Any, ClassVar, TextIO
 
 import structlog
@@ -72,11 +73,7 @@ def _shared_processors() -> list[Any]:
 
 def build_formatter(settings: Settings) -> logging.Formatter:
     """The formatter every Herald handler uses: structlog's, for our lines and foreign ones."""
-    renderer: Any = (
-        structlog.processors.JSONRenderer(sort_keys=False)
-        if settings.log_format == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    renderer = _renderer(settings)
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *_shared_processors()],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
@@ -171,23 +168,134 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+class _Output:
+    """The handler Herald's lines go to (``configure_logging`` replaces it)."""
+
+    handler: logging.StreamHandler[TextIO] | None = None
+
+
+class _Destination:
+    """What a Herald logger writes to (structlog's "logger"): the rendered line straight to
+    Herald's handler when that handler is the only one the stdlib logger of the same name would
+    hand it to (the usual case); otherwise (an operator's handler added, Sentry's logging
+    integration, a test's capture) the event to that stdlib logger, as structlog's stdlib
+    integration does, so every handler sees it."""
+
+    __slots__ = ("name", "std")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.std = logging.getLogger(name)
+
+    def direct(self, level: int) -> logging.StreamHandler[TextIO] | None:
+        """Herald's handler, when it alone would receive a line of ``level`` from this logger."""
+        ours = _Output.handler
+        found = None
+        logger: logging.Logger | None = self.std
+        while logger is not None:
+            for handler in logger.handlers:
+                if handler is not ours or level < handler.level:
+                    return None
+                found = handler
+            if not logger.propagate:
+                break
+            logger = logger.parent
+        return found
+
+    def write(self, line: str) -> None:
+        handler = _Output.handler
+        if handler is None:
+            return
+        with handler.lock or nullcontext():
+            try:
+                handler.stream.write(line + handler.terminator)
+                handler.flush()
+            except Exception:
+                handler.handleError(logging.makeLogRecord({"msg": line}))
+
+    def hand_over(self, level: int, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        self.std.log(level, *args, **kwargs)
+
+
+class HeraldLogger(structlog.BoundLoggerBase):
+    """The bound logger of Herald's lines: a line below its stdlib logger's level costs one
+    check (no processor runs), a line above it is rendered once and written (see
+    :class:`_Destination`). The methods are the stdlib ``BoundLogger``'s that Herald uses."""
+
+    _logger: _Destination
+
+    def _emit(self, level: int, method: str, event: str | None, args: Any, kw: Any) -> None:
+        if not self._logger.std.isEnabledFor(level):
+            return
+        if args:  # stdlib-style positional arguments
+            event = str(event) % args
+        direct = self._logger.direct(level)
+        kw["_herald_direct"] = direct is not None
+        try:
+            rendered, handed = self._process_event(method, event, kw)
+        except structlog.DropEvent:
+            return
+        if direct is not None:
+            self._logger.write(rendered[0])
+        else:
+            self._logger.hand_over(level, rendered, handed)
+
+    def debug(self, event: str | None = None, *args: Any, **kw: Any) -> None:
+        self._emit(logging.DEBUG, "debug", event, args, kw)
+
+    def info(self, event: str | None = None, *args: Any, **kw: Any) -> None:
+        self._emit(logging.INFO, "info", event, args, kw)
+
+    def warning(self, event: str | None = None, *args: Any, **kw: Any) -> None:
+        self._emit(logging.WARNING, "warning", event, args, kw)
+
+    warn = warning
+
+    def error(self, event: str | None = None, *args: Any, **kw: Any) -> None:
+        self._emit(logging.ERROR, "error", event, args, kw)
+
+    def exception(self, event: str | None = None, *args: Any, **kw: Any) -> None:
+        kw.setdefault("exc_info", True)
+        self._emit(logging.ERROR, "error", event, args, kw)
+
+    def critical(self, event: str | None = None, *args: Any, **kw: Any) -> None:
+        self._emit(logging.CRITICAL, "critical", event, args, kw)
+
+
+def _final(renderer: Any) -> Any:
+    """The last processor: render the line for a direct write, or wrap the event for the
+    stdlib formatter (which renders it the same way)."""
+
+    def final(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        if event_dict.pop("_herald_direct", False):
+            return renderer(logger, method, event_dict)
+        return structlog.stdlib.ProcessorFormatter.wrap_for_formatter(logger, method, event_dict)
+
+    return final
+
+
+def _renderer(settings: Settings) -> Any:
+    if settings.log_format == "json":
+        return structlog.processors.JSONRenderer(sort_keys=False)
+    return structlog.dev.ConsoleRenderer(colors=False)
+
+
 def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> None:
     """Route structlog and stdlib logging through one formatter. Safe to call again."""
     structlog.configure(
         # A line below the level is dropped first, before any processor (redaction included).
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *_shared_processors(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=False,
+        processors=[*_shared_processors(), _final(_renderer(settings))],
+        logger_factory=_Destination,
+        wrapper_class=HeraldLogger,
+        # Loggers are cached: what a later call changes (the handler, the level) is read at
+        # each line, and the processors are the same functions every time.
+        cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(build_formatter(settings))
     handler.set_name("herald")
     handler.addFilter(HTTPClientLines())
+    _Output.handler = handler
     root = logging.getLogger()
     for existing in list(root.handlers):
         if existing.get_name() == "herald":

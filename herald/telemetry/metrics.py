@@ -4,9 +4,11 @@ Call sites write ``metrics.publish_attempts.add(1, {"provider": …, "outcome": 
 ``metrics.publish_latency.record(seconds, {"provider": …})`` and the one call lands in two
 places:
 
-- an OpenTelemetry instrument, exported by OTLP when ``HERALD_OTLP_ENDPOINT`` is set
-  (``telemetry/tracing.py`` installs the meter provider): a histogram records each call; a
-  counter keeps its totals by label values and OpenTelemetry observes them when it exports;
+- OpenTelemetry, exported by OTLP when ``HERALD_OTLP_ENDPOINT`` is set (``telemetry/tracing.py``
+  installs the meter provider): each instrument keeps its own figures by label values (a
+  counter its totals, a histogram its bucket counts, sum, minimum and maximum) and
+  OpenTelemetry reads them when it collects (an observable counter; a histogram added to what
+  the reader receives, :func:`attach_histograms`);
 - a prometheus_client metric in :data:`REGISTRY`. ``herald worker`` runs prometheus_client in
   multiprocess mode, so what its prefork children record adds up on its metrics port
   (``telemetry/prometheus.py``).
@@ -25,8 +27,10 @@ these instruments are for rates and latency distributions.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +38,18 @@ from typing import Any
 import prometheus_client
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import Histogram as _SdkHistogram
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    HistogramDataPoint,
+    Metric,
+    MetricReader,
+    MetricsData,
+    ResourceMetrics,
+    ScopeMetrics,
+)
+from opentelemetry.sdk.metrics.export import Histogram as HistogramData
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 _meter = metrics.get_meter("herald")
 _otel = {"on": True}  # off when the meter provider has no reader: nothing would ship it
@@ -128,10 +144,31 @@ class Counter(_Instrument):
         ]
 
 
-class Histogram(_Instrument):
-    """A distribution in seconds, recorded to OpenTelemetry and to a Prometheus histogram."""
+class _Series:
+    """One label-value tuple's distribution, as OpenTelemetry's explicit-bucket histogram
+    aggregates it: a count per bucket (``(bound[i-1], bound[i]]``, the last one open above),
+    the count, sum, minimum and maximum, since ``start_ns``."""
 
-    __slots__ = ("_otel",)
+    __slots__ = ("count", "counts", "max", "min", "start_ns", "sum")
+
+    def __init__(self, buckets: int) -> None:
+        self.counts = [0] * buckets
+        self.count = 0
+        self.sum = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+        self.start_ns = time.time_ns()
+
+
+class Histogram(_Instrument):
+    """A distribution in seconds, kept by label values and in a Prometheus histogram.
+
+    OpenTelemetry reads the distributions when it collects (:func:`attach_histograms`), as it
+    reads counters' totals: recording each value in its SDK as well cost about four times the
+    rest of the call on every post of the hot path (docs/performance.md, sixteenth round).
+    """
+
+    __slots__ = ("_bounds", "_lock", "_series", "description")
 
     def __init__(
         self, name: str, description: str, labels: tuple[str, ...], buckets: tuple[float, ...]
@@ -144,14 +181,106 @@ class Histogram(_Instrument):
             buckets=buckets,
         )
         super().__init__(name, labels, prometheus)
-        self._otel = _meter.create_histogram(
-            name, unit="s", description=description, explicit_bucket_boundaries_advisory=buckets
-        )
+        self.description = description
+        self._bounds = tuple(float(bound) for bound in buckets)
+        self._series: dict[tuple[str, ...], _Series] = {}
+        self._lock = threading.Lock()
+        _HISTOGRAMS.append(self)
 
     def record(self, seconds: float, attributes: Attributes) -> None:
+        key = self._key(attributes)
         if _otel["on"]:
-            self._otel.record(seconds, attributes)
-        self._child(attributes).observe(seconds)
+            bucket = bisect_left(self._bounds, seconds)
+            with self._lock:
+                series = self._series.get(key)
+                if series is None:
+                    series = self._series[key] = _Series(len(self._bounds) + 1)
+                series.counts[bucket] += 1
+                series.count += 1
+                series.sum += seconds
+                series.min = min(series.min, seconds)
+                series.max = max(series.max, seconds)
+        self._child_of(key).observe(seconds)
+
+    def points(self, now_ns: int) -> list[HistogramDataPoint]:
+        """Every label-value tuple's distribution so far (cumulative), as OpenTelemetry's
+        histogram would have it."""
+        with self._lock:
+            series = [
+                (key, s.start_ns, list(s.counts), s.count, s.sum, s.min, s.max)
+                for key, s in self._series.items()
+            ]
+        return [
+            HistogramDataPoint(
+                attributes=dict(zip(self._labels, key, strict=True)),
+                start_time_unix_nano=start_ns,
+                time_unix_nano=now_ns,
+                count=count,
+                sum=total,
+                bucket_counts=counts,
+                explicit_bounds=list(self._bounds),
+                min=low,
+                max=high,
+                exemplars=[],
+            )
+            for key, start_ns, counts, count, total, low, high in series
+        ]
+
+
+#: Every Histogram made, in the order made (what :func:`attach_histograms` adds).
+_HISTOGRAMS: list[Histogram] = []
+_SCOPE = InstrumentationScope("herald")
+
+
+def _with_histograms(data: MetricsData) -> MetricsData:
+    """``data`` with Herald's histograms in its ``herald`` scope, cumulative."""
+    now_ns = time.time_ns()
+    added = [
+        Metric(
+            name=histogram.name,
+            description=histogram.description,
+            unit="s",
+            data=HistogramData(
+                data_points=points,
+                aggregation_temporality=AggregationTemporality.CUMULATIVE,
+            ),
+        )
+        for histogram in _HISTOGRAMS
+        if (points := histogram.points(now_ns))
+    ]
+    if not added or not data.resource_metrics:
+        return data
+    first, *rest = data.resource_metrics
+    scopes = list(first.scope_metrics)
+    for index, scope in enumerate(scopes):
+        if scope.scope.name == _SCOPE.name:
+            scopes[index] = ScopeMetrics(scope.scope, [*scope.metrics, *added], scope.schema_url)
+            break
+    else:
+        scopes.append(ScopeMetrics(_SCOPE, added, ""))
+    merged = ResourceMetrics(first.resource, scopes, first.schema_url)
+    return MetricsData([merged, *rest])
+
+
+def attach_histograms(reader: MetricReader) -> None:
+    """Have ``reader`` (registered on the meter provider) receive Herald's histograms with
+    every collection, as if the SDK had aggregated them.
+
+    The SDK offers no way to hand it a distribution aggregated elsewhere (no observable
+    histogram, no metric producer in the Python SDK), so the reader's sink is wrapped: the
+    one place every reader (OTLP's periodic exporter, the in-memory one of tests) receives
+    what was collected. Herald's distributions are cumulative; a reader that prefers delta
+    histograms cannot take them, so setting one up raises."""
+    preferred = reader._instrument_class_temporality
+    histograms = [t for kind, t in preferred.items() if issubclass(kind, _SdkHistogram)]
+    if any(t is not AggregationTemporality.CUMULATIVE for t in histograms):
+        raise ValueError("Herald's histograms are cumulative: a delta reader cannot take them")
+    receive = reader._receive_metrics
+
+    def with_histograms(data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
+        receive(_with_histograms(data), timeout_millis, **kwargs)
+
+    reader._receive_metrics = with_histograms  # type: ignore[method-assign,assignment]
 
 
 # Bucket bounds, in seconds, for what each histogram measures.

@@ -162,6 +162,8 @@ def setup_telemetry(
                 shutdown_on_exit=False,
             )
         )
+        for reader in readers:
+            instruments.attach_histograms(reader)
         instruments.record_to_otel(bool(readers))
         _instrument_libraries()
         instrument_engines(*engines)

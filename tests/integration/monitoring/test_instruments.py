@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
@@ -147,3 +148,53 @@ def test_the_same_instruments_are_exported_by_otlp_when_an_endpoint_is_set(
     runtime = exported["herald.task.runtime"]
     assert runtime.unit == "s"
     assert runtime.histogram.data_points[0].count == 1
+
+
+def test_a_histogram_reads_as_the_sdk_would_have_aggregated_it(
+    telemetry: tuple[Any, InMemoryMetricReader],
+) -> None:
+    """Histograms keep their own distributions, read by OpenTelemetry when it collects: the
+    points equal what the SDK's explicit-bucket histogram makes of the same values (bucket
+    edges included), and a label left out is empty, as Prometheus has it."""
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    _, reader = telemetry
+    sdk_reader = InMemoryMetricReader()
+    sdk = MeterProvider(metric_readers=[sdk_reader]).get_meter("compare")
+    bounds = metrics._CALL_BUCKETS
+    theirs = sdk.create_histogram("x", unit="s", explicit_bucket_boundaries_advisory=bounds)
+    values = [0.0, 0.05, 0.0500001, 0.1, 2.5, 2.49, 59.9, 60.0, 61.0, 1e6, 0.3, 0.3]
+    labels = {"provider": "histogram-test", "method": "POST", "status": "201"}
+    for value in values:
+        metrics.provider_request_duration.record(value, labels)
+        theirs.record(value, labels)
+    metrics.provider_request_duration.record(1.0, {"provider": "histogram-test"})
+
+    ours = {
+        tuple(sorted(p.attributes.items())): p
+        for p in _otel_points(reader, "herald.provider.request.duration")
+        if p.attributes.get("provider") == "histogram-test"
+    }
+    expected = _otel_points(sdk_reader, "x")[0]
+    point = ours[tuple(sorted(labels.items()))]
+    assert point.bucket_counts == list(expected.bucket_counts)
+    assert list(point.explicit_bounds) == list(expected.explicit_bounds)
+    assert (point.count, point.sum, point.min, point.max) == (
+        expected.count,
+        expected.sum,
+        expected.min,
+        expected.max,
+    )
+    left_out = ours[(("method", ""), ("provider", "histogram-test"), ("status", ""))]
+    assert left_out.count == 1
+    again = _otel_points(reader, "herald.provider.request.duration")  # cumulative
+    assert any(dict(p.attributes) == labels and p.count == len(values) for p in again)
+
+
+def test_a_delta_reader_is_refused_rather_than_given_cumulative_histograms() -> None:
+    from opentelemetry.sdk.metrics import Histogram
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+
+    delta = InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA})
+    with pytest.raises(ValueError, match="cumulative"):
+        metrics.attach_histograms(delta)

@@ -5,11 +5,16 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterator
+from typing import Any
 
 import amqp
+import pytest
+import structlog
 from billiard.exceptions import WorkerLostError
 
 from herald.settings import Settings, get_settings
+from herald.telemetry import context
 from herald.telemetry.logging import configure_logging
 
 
@@ -68,3 +73,89 @@ def test_another_task_handler_error_keeps_its_traceback() -> None:
     other = ValueError("a bug in a handler")
     line = _request_line(logging.ERROR, "Task handler raised error: %r", other, error=other)
     assert "Traceback" in str(line["exception"])
+
+
+# Herald's own lines: written straight to Herald's handler when it alone would receive them,
+# handed to stdlib logging when another handler would.
+
+_HERALD = structlog.get_logger("herald.tests.logging")  # cached on first use, as in the code
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+@pytest.fixture
+def herald_stream() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    configure_logging(Settings(_env_file=None, log_format="json"), stream=stream)
+    try:
+        with context.correlated("corr-logging-test", workspace_id="ws-logging-test"):
+            yield stream
+    finally:
+        configure_logging(get_settings())
+
+
+def test_a_herald_line_is_one_json_line_with_its_context(herald_stream: io.StringIO) -> None:
+    _HERALD.info("publish.attempt", post_id="p-1", token="s3cr3t-value", attempt=1)
+    _HERALD.debug("below the level")
+    (line,) = _lines(herald_stream)
+    assert line["event"] == "publish.attempt"
+    assert line["level"] == "info"
+    assert line["logger"] == "herald.tests.logging"
+    assert (line["correlation_id"], line["workspace_id"]) == (
+        "corr-logging-test",
+        "ws-logging-test",
+    )
+    assert (line["post_id"], line["attempt"]) == ("p-1", 1)
+    assert line["token"] == "[REDACTED]"
+    assert "timestamp" in line
+    assert "_herald_direct" not in line
+
+
+def test_an_exception_line_carries_its_traceback(herald_stream: io.StringIO) -> None:
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        _HERALD.exception("task.failed", task="t")
+    (line,) = _lines(herald_stream)
+    assert line["level"] == "error"
+    assert "RuntimeError: boom" in line["exception"]
+
+
+def test_a_level_set_later_and_a_new_stream_apply_to_a_cached_logger(
+    herald_stream: io.StringIO,
+) -> None:
+    _HERALD.info("first")
+    logging.getLogger().setLevel(logging.WARNING)
+    _HERALD.info("dropped")
+    _HERALD.warning("kept")
+    other = io.StringIO()
+    configure_logging(Settings(_env_file=None, log_format="json"), stream=other)
+    _HERALD.info("to the new stream")
+    assert [line["event"] for line in _lines(herald_stream)] == ["first", "kept"]
+    assert [line["event"] for line in _lines(other)] == ["to the new stream"]
+
+
+def test_another_handler_receives_herald_lines_too(herald_stream: io.StringIO) -> None:
+    """An operator's handler (Sentry's logging integration, a file) sees Herald's lines as
+    stdlib records, rendered the same way by Herald's formatter, once each."""
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    keep = Keep()
+    logging.getLogger("herald").addHandler(keep)
+    try:
+        _HERALD.error("network.down", provider="x", password="hunter22")
+    finally:
+        logging.getLogger("herald").removeHandler(keep)
+    _HERALD.info("after")
+    (record,) = seen
+    assert record.levelno == logging.ERROR
+    lines = _lines(herald_stream)
+    assert [line["event"] for line in lines] == ["network.down", "after"]
+    assert lines[0]["password"] == "[REDACTED]"
+    assert lines[0]["logger"] == "herald.tests.logging"
