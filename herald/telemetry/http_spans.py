@@ -30,12 +30,12 @@ from opentelemetry.instrumentation.httpx import (
     _apply_request_client_attributes_to_span,
     _apply_response_client_attributes_to_span,
     _get_default_span_name,
-    _inject_propagation_headers,
 )
 from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 from opentelemetry.metrics import NoOpHistogram
+from opentelemetry.propagate import inject
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Status
 
 #: Method and URL pairs whose span description is kept (the table is emptied when full).
 KEPT_REQUESTS = 1024
@@ -96,7 +96,9 @@ class HTTPSpans(HTTPXClientInstrumentor):
             response = None
             if callable(request_hook):
                 request_hook(span, info)
-            _inject_propagation_headers(request.headers, args, kwargs, module)
+            # The instrumentation copies the headers into a new Headers to inject into; a
+            # Request's own are an httpx Headers already, taking the same header in place.
+            inject(request.headers)
             try:
                 response = wrapped(*args, **kwargs)
             except Exception as exc:  # re-raised below, as the instrumentation does
@@ -105,13 +107,11 @@ class HTTPSpans(HTTPXClientInstrumentor):
             if isinstance(response, module.Response):
                 if span.is_recording():
                     # No header is captured: the answer's headers would come to nothing.
-                    _apply_response_client_attributes_to_span(
-                        span,
-                        response.status_code,
-                        response.http_version,
-                        semconv,
-                        module,
+                    status, answered = _answer(
+                        response.status_code, response.http_version, semconv, module
                     )
+                    span.set_status(status)
+                    span.set_attributes(answered)
                 if callable(response_hook):
                     response_hook(
                         span,
@@ -143,3 +143,46 @@ def _describe(
         HTTPSpans._described.clear()
     HTTPSpans._described[key] = described
     return described
+
+
+class _Answer:
+    """Takes what the instrumentation sets on a span for an answer's status, to keep it."""
+
+    def __init__(self) -> None:
+        self.status: Any = None
+        self.attributes: dict[str, Any] = {}
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        self.status = status if description is None else Status(status, description)
+
+    def set_attributes(self, attributes: dict[str, Any]) -> None:
+        self.attributes.update(attributes)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = value
+
+
+_answers: dict[tuple[int, str, Any], tuple[Any, dict[str, Any]]] = {}
+
+
+def _answer(
+    status_code: int, http_version: str, semconv: Any, module: Any
+) -> tuple[Any, dict[str, Any]]:
+    """The status and attributes the instrumentation gives a span for this status code and
+    HTTP version (no header captured), by its own function, worked out once."""
+    key = (status_code, http_version, semconv)
+    kept = _answers.get(key)
+    if kept is None:
+        taken = _Answer()
+        _apply_response_client_attributes_to_span(
+            taken,  # type: ignore[arg-type]
+            status_code,
+            http_version,
+            semconv,
+            module,
+        )
+        kept = (taken.status, taken.attributes)
+        if len(_answers) >= KEPT_REQUESTS:
+            _answers.clear()
+        _answers[key] = kept
+    return kept

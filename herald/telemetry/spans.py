@@ -1,8 +1,9 @@
 """What every span carries, and what no exported span may carry.
 
-- :class:`CorrelationSpanProcessor` stamps the correlation id and workspace of the running work
-  (:mod:`herald.telemetry.context`) on every span when it starts: Herald's own, Celery's,
-  SQLAlchemy's and httpx's alike, so any span of a flow can be found by its correlation id.
+- :class:`CorrelatedSampler` stamps the correlation id and workspace of the running work
+  (:mod:`herald.telemetry.context`) on every span it lets record, as the span is made:
+  Herald's own, Celery's, SQLAlchemy's and httpx's alike, so any span of a flow can be found
+  by its correlation id.
 - :func:`redact_http_request` is the httpx instrumentation's request hook: the URL attributes
   lose their path secrets (Telegram's ``/bot<token>/``, a Discord webhook's token) and their
   query string (Threads sends ``access_token`` there) before anything else sees the span. A
@@ -26,9 +27,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import Link, Status
+from opentelemetry.sdk.trace.sampling import Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind, Status, TraceState
 from opentelemetry.trace import Span as ApiSpan
 from opentelemetry.util.types import Attributes
 
@@ -43,24 +45,41 @@ _URL_ATTRIBUTES = ("http.url", "url.full")
 OPAQUE_URL = "herald.opaque_url"
 
 
-class CorrelationSpanProcessor(SpanProcessor):
-    """Adds the running work's correlation id and workspace to every span as it starts."""
+class CorrelatedSampler(Sampler):
+    """``inner``'s decision, with the running work's correlation id and workspace among the
+    attributes a recorded span starts with.
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+    A sampler is the one place the SDK lets attributes join a span as it is made, in the same
+    step as the span's own: a span processor's ``on_start`` would set each afterwards, under
+    the span's lock, on every span (docs/performance.md, sixteenth round)."""
+
+    def __init__(self, inner: Sampler) -> None:
+        self.inner = inner
+
+    def should_sample(  # noqa: PLR0917 - the SDK's Sampler signature
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
         current = context.current()
-        if current.correlation_id:
-            span.set_attribute(CORRELATION_ATTRIBUTE, current.correlation_id)
-        if current.workspace_id:
-            span.set_attribute(WORKSPACE_ATTRIBUTE, current.workspace_id)
+        if current.correlation_id or current.workspace_id:
+            stamped = dict(attributes) if attributes else {}
+            if current.correlation_id:
+                stamped[CORRELATION_ATTRIBUTE] = current.correlation_id
+            if current.workspace_id:
+                stamped[WORKSPACE_ATTRIBUTE] = current.workspace_id
+            attributes = stamped
+        return self.inner.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
 
-    def on_end(self, span: ReadableSpan) -> None:
-        return None
-
-    def shutdown(self) -> None:
-        return None
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+    def get_description(self) -> str:
+        return f"CorrelatedSampler{{{self.inner.get_description()}}}"
 
 
 def redact_http_request(span: ApiSpan, request: Any) -> None:
@@ -73,12 +92,34 @@ def redact_http_request(span: ApiSpan, request: Any) -> None:
     for key in _URL_ATTRIBUTES:
         value = attributes.get(key)
         if isinstance(value, str):
-            span.set_attribute(key, origin_of(value) if opaque else redact_url(value))
+            clean = origin_of(value) if opaque else _url_for_span(value)
+            if clean != value:
+                span.set_attribute(key, clean)
     path = attributes.get("url.path")
     if isinstance(path, str):
-        span.set_attribute("url.path", REDACTED if opaque else redact_text(path))
+        clean = REDACTED if opaque else redact_text(path)
+        if clean != path:
+            span.set_attribute("url.path", clean)
     if attributes.get("url.query"):
         span.set_attribute("url.query", REDACTED)
+
+
+# URLs :func:`redact_url` left as they were (no query, no secret in the path: a provider's
+# endpoint), remembered so a request to the same one is not parsed again. A URL that changed
+# is never remembered. Emptied when full.
+_CLEAN_URLS: dict[str, None] = {}
+_CLEAN_URLS_MAX = 1024
+
+
+def _url_for_span(url: str) -> str:
+    if url in _CLEAN_URLS:
+        return url
+    clean = redact_url(url)
+    if clean == url:
+        if len(_CLEAN_URLS) >= _CLEAN_URLS_MAX:
+            _CLEAN_URLS.clear()
+        _CLEAN_URLS[url] = None
+    return clean
 
 
 def origin_of(url: str) -> str:

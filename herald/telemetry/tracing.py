@@ -54,7 +54,7 @@ from herald.settings import Settings
 from herald.telemetry import context
 from herald.telemetry import metrics as instruments
 from herald.telemetry.spans import (
-    CorrelationSpanProcessor,
+    CorrelatedSampler,
     RedactingSpanExporter,
     redact_http_request,
 )
@@ -140,10 +140,9 @@ def setup_telemetry(
         # a collector that is down or silent); Herald's hook below is bounded instead.
         provider = TracerProvider(
             resource=resource,
-            sampler=ParentBased(TraceIdRatioBased(ratio)),
+            sampler=CorrelatedSampler(ParentBased(TraceIdRatioBased(ratio))),
             shutdown_on_exit=False,
         )
-        provider.add_span_processor(CorrelationSpanProcessor())
         chosen, batched = (exporter, False) if exporter is not None else _exporter(settings)
         if chosen is not None:
             redacting = RedactingSpanExporter(chosen)

@@ -9,12 +9,13 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from opentelemetry.trace import Link, Status, StatusCode, Tracer
 
 from herald.redaction import REDACTED
 from herald.telemetry import context
 from herald.telemetry.spans import (
-    CorrelationSpanProcessor,
+    CorrelatedSampler,
     RedactingSpanExporter,
     redact_http_request,
     redact_span,
@@ -30,8 +31,7 @@ def exported() -> InMemorySpanExporter:
 
 @pytest.fixture
 def tracer(exported: InMemorySpanExporter) -> Iterator[Tracer]:
-    provider = TracerProvider()
-    provider.add_span_processor(CorrelationSpanProcessor())
+    provider = TracerProvider(sampler=CorrelatedSampler(ALWAYS_ON))
     provider.add_span_processor(SimpleSpanProcessor(RedactingSpanExporter(exported)))
     yield provider.get_tracer("test")
     provider.shutdown()
@@ -100,3 +100,22 @@ def test_the_httpx_hook_drops_path_secrets_and_the_query_at_the_source(tracer: T
     assert attributes["http.url"] == "https://graph.threads.net/v1.0/me/threads"
     assert attributes["url.path"] == f"/bot{REDACTED}/x"
     assert attributes["url.query"] == REDACTED
+
+
+def test_a_span_keeps_its_own_attributes_and_an_unsampled_one_records_nothing(
+    exported: InMemorySpanExporter,
+) -> None:
+    provider = TracerProvider(sampler=CorrelatedSampler(ALWAYS_OFF))
+    with (
+        context.correlated("corr-span-2", workspace_id="ws-2"),
+        provider.get_tracer("test").start_as_current_span("dropped") as span,
+    ):
+        assert not span.is_recording()
+    provider.shutdown()
+    recorded = TracerProvider(sampler=CorrelatedSampler(ALWAYS_ON))
+    recorded.add_span_processor(SimpleSpanProcessor(exported))
+    with context.correlated("corr-span-3"):
+        recorded.get_tracer("test").start_span("own", attributes={"a": 1}).end()
+    recorded.shutdown()
+    (out,) = exported.get_finished_spans()
+    assert dict(out.attributes or {}) == {"a": 1, "herald.correlation_id": "corr-span-3"}
