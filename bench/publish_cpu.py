@@ -114,9 +114,14 @@ def _knock_out(parts: list[str]) -> None:
         elif part == "otel-metrics":
             metrics.record_to_otel(False)
         elif part == "export":  # spans still made, never exported
-            processors()._span_processors = processors()._span_processors[:1]
+            processors()._span_processors = ()
         elif part == "correlation":  # no correlation attributes on every span
-            processors()._span_processors = processors()._span_processors[1:]
+            from herald.telemetry.spans import CorrelatedSampler
+
+            def inner_only(self: CorrelatedSampler, *args: Any, **kwargs: Any) -> Any:
+                return self.inner.should_sample(*args, **kwargs)
+
+            CorrelatedSampler.should_sample = inner_only  # type: ignore[method-assign]
         elif part == "redaction":  # spans exported as they are
             batch = processors()._span_processors[-1]._batch_processor
             batch._exporter = batch._exporter.inner

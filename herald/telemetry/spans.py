@@ -146,17 +146,43 @@ def _redacted_value(key: str, value: Any) -> Any:
     return value
 
 
+# String attributes found to hold no secret under their key (a statement text under
+# ``db.statement``, a span's correlation id), remembered so the pairs every span repeats are
+# checked once per process. A pair that held a secret is never remembered. Bounded like
+# herald.redaction's clean texts: at most 4,096 pairs and 1 M characters; emptied when full.
+_CLEAN_PAIRS: dict[tuple[str, str], None] = {}
+_CLEAN_PAIRS_MAX = 4096
+_CLEAN_PAIRS_MAX_TOTAL = 1_000_000
+_clean_pair_chars = [0]
+
+
+def _remember_clean_pair(pair: tuple[str, str]) -> None:
+    size = len(pair[0]) + len(pair[1])
+    full = _clean_pair_chars[0] + size > _CLEAN_PAIRS_MAX_TOTAL
+    if full or len(_CLEAN_PAIRS) >= _CLEAN_PAIRS_MAX:
+        _CLEAN_PAIRS.clear()
+        _clean_pair_chars[0] = 0
+    if size <= _CLEAN_PAIRS_MAX_TOTAL:
+        _CLEAN_PAIRS[pair] = None
+        _clean_pair_chars[0] += size
+
+
 def _redacted(attributes: Attributes) -> dict[str, Any] | None:
     """A redacted copy of ``attributes``, or None when nothing in them had to change."""
     if not attributes:
         return None
     copy: dict[str, Any] | None = None
     for key, value in attributes.items():
+        pair = (key, value) if type(value) is str else None
+        if pair is not None and pair in _CLEAN_PAIRS:
+            continue
         clean = _redacted_value(key, value)
         if clean != value:
             if copy is None:
                 copy = dict(attributes)
             copy[key] = clean
+        elif pair is not None:
+            _remember_clean_pair(pair)
     return copy
 
 

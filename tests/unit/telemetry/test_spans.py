@@ -119,3 +119,19 @@ def test_a_span_keeps_its_own_attributes_and_an_unsampled_one_records_nothing(
     recorded.shutdown()
     (out,) = exported.get_finished_spans()
     assert dict(out.attributes or {}) == {"a": 1, "herald.correlation_id": "corr-span-3"}
+
+
+def test_a_text_seen_clean_under_one_key_is_still_redacted_under_a_secret_one(
+    tracer: Tracer, exported: InMemorySpanExporter
+) -> None:
+    """What export remembers as checked is the key with its text, never the text alone."""
+    for _ in range(2):  # the second time from what was remembered
+        with tracer.start_as_current_span("clean") as span:
+            span.set_attribute("note", "plain-words-0123456789")
+    with tracer.start_as_current_span("secret") as span:
+        span.set_attribute("client_secret", "plain-words-0123456789")
+        span.set_attribute("note", f"Bearer {TOKEN}")
+    spans = {s.name: dict(s.attributes or {}) for s in exported.get_finished_spans()}
+    assert spans["clean"]["note"] == "plain-words-0123456789"
+    assert spans["secret"]["client_secret"] == REDACTED
+    assert TOKEN not in spans["secret"]["note"]
