@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", choices=["on", "off"], help=argparse.SUPPRESS)
     parser.add_argument("--ids", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.instructions and args.posts < 5:
+        parser.error("--instructions needs --posts of at least 5 (it also runs a fifth of them)")
     if args.child:
         child(args.ids, args.child == "on", args.profile, args.without.split(","), args.many)
         return 0

@@ -169,17 +169,35 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
 
 
 class _Output:
-    """The handler Herald's lines go to (``configure_logging`` replaces it)."""
+    """What ``configure_logging`` set up last: Herald's handler, its formatter and filter, and
+    the renderer of Herald's lines (read at every line, so cached loggers follow a
+    reconfiguration)."""
 
     handler: logging.StreamHandler[TextIO] | None = None
+    formatter: logging.Formatter | None = None
+    filter: logging.Filter | None = None
+    renderer: Any = None
+
+
+def _stdlib_untouched(logger: logging.Logger) -> bool:
+    """Whether stdlib logging would do nothing for this logger's records beyond its handlers:
+    no record factory of someone else's, no ``handle``/``callHandlers`` replaced (Sentry's
+    logging integration patches ``Logger.callHandlers``; it adds no handler)."""
+    kind = type(logging.getLogger()), type(logger)
+    return logging.getLogRecordFactory() is logging.LogRecord and all(
+        getattr(cls.handle, "__module__", None) == "logging"
+        and getattr(cls.callHandlers, "__module__", None) == "logging"
+        for cls in kind
+    )
 
 
 class _Destination:
     """What a Herald logger writes to (structlog's "logger"): the rendered line straight to
-    Herald's handler when that handler is the only one the stdlib logger of the same name would
-    hand it to (the usual case); otherwise (an operator's handler added, Sentry's logging
+    Herald's handler when stdlib logging would do nothing else with it (the usual case: that
+    handler alone would receive it, with its own formatter and filter, no filter on the logger,
+    stdlib's classes as they ship); otherwise (an operator's handler or filter, Sentry's logging
     integration, a test's capture) the event to that stdlib logger, as structlog's stdlib
-    integration does, so every handler sees it."""
+    integration does, so everything that hooks stdlib logging sees it."""
 
     __slots__ = ("name", "std")
 
@@ -188,8 +206,16 @@ class _Destination:
         self.std = logging.getLogger(name)
 
     def direct(self, level: int) -> logging.StreamHandler[TextIO] | None:
-        """Herald's handler, when it alone would receive a line of ``level`` from this logger."""
+        """Herald's handler, when writing the line to it is all stdlib logging would do."""
         ours = _Output.handler
+        if (
+            ours is None
+            or self.std.filters
+            or ours.formatter is not _Output.formatter
+            or ours.filters != [_Output.filter]
+            or not _stdlib_untouched(self.std)
+        ):
+            return None
         found = None
         logger: logging.Logger | None = self.std
         while logger is not None:
@@ -227,8 +253,13 @@ class HeraldLogger(structlog.BoundLoggerBase):
     def _emit(self, level: int, method: str, event: str | None, args: Any, kw: Any) -> None:
         if not self._logger.std.isEnabledFor(level):
             return
-        if args:  # stdlib-style positional arguments
-            event = str(event) % args
+        if args:  # stdlib-style positional arguments, as a LogRecord merges them
+            if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+                args = args[0]
+            try:
+                event = str(event) % args
+            except (TypeError, ValueError, KeyError):
+                kw["positional_args"] = args
         direct = self._logger.direct(level)
         kw["_herald_direct"] = direct is not None
         try:
@@ -262,16 +293,12 @@ class HeraldLogger(structlog.BoundLoggerBase):
         self._emit(logging.CRITICAL, "critical", event, args, kw)
 
 
-def _final(renderer: Any) -> Any:
+def _final(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
     """The last processor: render the line for a direct write, or wrap the event for the
     stdlib formatter (which renders it the same way)."""
-
-    def final(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
-        if event_dict.pop("_herald_direct", False):
-            return renderer(logger, method, event_dict)
-        return structlog.stdlib.ProcessorFormatter.wrap_for_formatter(logger, method, event_dict)
-
-    return final
+    if event_dict.pop("_herald_direct", False):
+        return _Output.renderer(logger, method, event_dict)
+    return structlog.stdlib.ProcessorFormatter.wrap_for_formatter(logger, method, event_dict)
 
 
 def _renderer(settings: Settings) -> Any:
@@ -284,18 +311,21 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
     """Route structlog and stdlib logging through one formatter. Safe to call again."""
     structlog.configure(
         # A line below the level is dropped first, before any processor (redaction included).
-        processors=[*_shared_processors(), _final(_renderer(settings))],
+        processors=[*_shared_processors(), _final],
         logger_factory=_Destination,
         wrapper_class=HeraldLogger,
-        # Loggers are cached: what a later call changes (the handler, the level) is read at
-        # each line, and the processors are the same functions every time.
+        # Loggers are cached: what a later call changes (the handler, the renderer, the level)
+        # is read at each line, and the processors are the same functions every time.
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(build_formatter(settings))
+    formatter = build_formatter(settings)
+    handler.setFormatter(formatter)
     handler.set_name("herald")
-    handler.addFilter(HTTPClientLines())
-    _Output.handler = handler
+    only = HTTPClientLines()
+    handler.addFilter(only)
+    _Output.handler, _Output.formatter, _Output.filter = handler, formatter, only
+    _Output.renderer = _renderer(settings)
     root = logging.getLogger()
     for existing in list(root.handlers):
         if existing.get_name() == "herald":

@@ -31,7 +31,7 @@ import math
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,10 +49,14 @@ from opentelemetry.sdk.metrics.export import (
     ScopeMetrics,
 )
 from opentelemetry.sdk.metrics.export import Histogram as HistogramData
+from opentelemetry.sdk.metrics.view import DefaultAggregation, ExplicitBucketHistogramAggregation
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 _meter = metrics.get_meter("herald")
-_otel = {"on": True}  # off when the meter provider has no reader: nothing would ship it
+# "on": off when the meter provider has no reader (nothing would ship it); "sdk_histograms":
+# histograms record through the SDK (a reader wants them otherwise: attach_histograms).
+_otel = {"on": True, "sdk_histograms": False}
 
 # Counters' ``_created`` samples are one more series each and nothing here reads them.
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -168,7 +172,7 @@ class Histogram(_Instrument):
     rest of the call on every post of the hot path (docs/performance.md, sixteenth round).
     """
 
-    __slots__ = ("_bounds", "_lock", "_series", "description")
+    __slots__ = ("_bounds", "_lock", "_sdk", "_series", "description")
 
     def __init__(
         self, name: str, description: str, labels: tuple[str, ...], buckets: tuple[float, ...]
@@ -185,22 +189,33 @@ class Histogram(_Instrument):
         self._bounds = tuple(float(bound) for bound in buckets)
         self._series: dict[tuple[str, ...], _Series] = {}
         self._lock = threading.Lock()
+        # The SDK's own histogram, for a reader that cannot take Herald's (attach_histograms).
+        self._sdk = _meter.create_histogram(
+            name, unit="s", description=description, explicit_bucket_boundaries_advisory=buckets
+        )
         _HISTOGRAMS.append(self)
 
     def record(self, seconds: float, attributes: Attributes) -> None:
         key = self._key(attributes)
-        if _otel["on"]:
-            bucket = bisect_left(self._bounds, seconds)
-            with self._lock:
-                series = self._series.get(key)
-                if series is None:
-                    series = self._series[key] = _Series(len(self._bounds) + 1)
-                series.counts[bucket] += 1
-                series.count += 1
-                series.sum += seconds
-                series.min = min(series.min, seconds)
-                series.max = max(series.max, seconds)
+        # As the SDK's histogram: a value below zero or not finite is not a duration.
+        if _otel["on"] and seconds >= 0 and math.isfinite(seconds):
+            if _otel["sdk_histograms"]:
+                self._sdk.record(seconds, dict(zip(self._labels, key, strict=True)))
+            else:
+                self._add(key, seconds)
         self._child_of(key).observe(seconds)
+
+    def _add(self, key: tuple[str, ...], seconds: float) -> None:
+        bucket = bisect_left(self._bounds, seconds)
+        with self._lock:
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = _Series(len(self._bounds) + 1)
+            series.counts[bucket] += 1
+            series.count += 1
+            series.sum += seconds
+            series.min = min(series.min, seconds)
+            series.max = max(series.max, seconds)
 
     def points(self, now_ns: int) -> list[HistogramDataPoint]:
         """Every label-value tuple's distribution so far (cumulative), as OpenTelemetry's
@@ -232,8 +247,9 @@ _HISTOGRAMS: list[Histogram] = []
 _SCOPE = InstrumentationScope("herald")
 
 
-def _with_histograms(data: MetricsData) -> MetricsData:
-    """``data`` with Herald's histograms in its ``herald`` scope, cumulative."""
+def _with_histograms(data: MetricsData | None, resource: Resource) -> MetricsData | None:
+    """``data`` with Herald's histograms in its ``herald`` scope, cumulative (``data`` made
+    for them when the SDK collected nothing else)."""
     now_ns = time.time_ns()
     added = [
         Metric(
@@ -248,8 +264,10 @@ def _with_histograms(data: MetricsData) -> MetricsData:
         for histogram in _HISTOGRAMS
         if (points := histogram.points(now_ns))
     ]
-    if not added or not data.resource_metrics:
+    if not added:
         return data
+    if data is None or not data.resource_metrics:
+        data = MetricsData([ResourceMetrics(resource, [], "")])
     first, *rest = data.resource_metrics
     scopes = list(first.scope_metrics)
     for index, scope in enumerate(scopes):
@@ -262,25 +280,46 @@ def _with_histograms(data: MetricsData) -> MetricsData:
     return MetricsData([merged, *rest])
 
 
-def attach_histograms(reader: MetricReader) -> None:
-    """Have ``reader`` (registered on the meter provider) receive Herald's histograms with
-    every collection, as if the SDK had aggregated them.
+def takes_herald_histograms(reader: MetricReader) -> bool:
+    """Whether ``reader`` wants histograms as Herald keeps them: cumulative, in explicit
+    buckets (the SDK's default). A reader preferring delta temporality (the OTLP exporter under
+    ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=delta``) or another aggregation does
+    not."""
+    temporality = reader._instrument_class_temporality
+    aggregation = reader._instrument_class_aggregation
+    return all(
+        temporality[kind] is AggregationTemporality.CUMULATIVE
+        and isinstance(aggregation[kind], DefaultAggregation | ExplicitBucketHistogramAggregation)
+        for kind in temporality
+        if issubclass(kind, _SdkHistogram)
+    )
+
+
+def attach_histograms(readers: Sequence[MetricReader], resource: Resource) -> None:
+    """Have every reader (registered on the meter provider) collect Herald's histograms with
+    the SDK's own metrics, as if the SDK had aggregated them.
 
     The SDK offers no way to hand it a distribution aggregated elsewhere (no observable
-    histogram, no metric producer in the Python SDK), so the reader's sink is wrapped: the
-    one place every reader (OTLP's periodic exporter, the in-memory one of tests) receives
-    what was collected. Herald's distributions are cumulative; a reader that prefers delta
-    histograms cannot take them, so setting one up raises."""
-    preferred = reader._instrument_class_temporality
-    histograms = [t for kind, t in preferred.items() if issubclass(kind, _SdkHistogram)]
-    if any(t is not AggregationTemporality.CUMULATIVE for t in histograms):
-        raise ValueError("Herald's histograms are cumulative: a delta reader cannot take them")
-    receive = reader._receive_metrics
+    histogram, no metric producer in the Python SDK), so each reader's collection is wrapped:
+    the one call through which every reader (OTLP's periodic exporter, the in-memory one of
+    tests) gets what was collected. When a reader wants histograms otherwise
+    (:func:`takes_herald_histograms`), none is wrapped and every histogram records through
+    the SDK instead, as it did before Herald kept its own."""
+    if not all(takes_herald_histograms(reader) for reader in readers):
+        _otel["sdk_histograms"] = True
+        return
+    _otel["sdk_histograms"] = False
+    for reader in readers:
+        collect = reader._collect
+        if collect is None:
+            raise ValueError("attach_histograms: the reader is not registered on a provider")
 
-    def with_histograms(data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
-        receive(_with_histograms(data), timeout_millis, **kwargs)
+        def with_histograms(
+            reader: MetricReader, timeout_millis: float = 10_000, collect: Any = collect
+        ) -> MetricsData | None:
+            return _with_histograms(collect(reader, timeout_millis=timeout_millis), resource)
 
-    reader._receive_metrics = with_histograms  # type: ignore[method-assign,assignment]
+        reader._collect = with_histograms  # type: ignore[assignment]
 
 
 # Bucket bounds, in seconds, for what each histogram measures.

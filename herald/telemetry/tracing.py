@@ -161,8 +161,7 @@ def setup_telemetry(
                 shutdown_on_exit=False,
             )
         )
-        for reader in readers:
-            instruments.attach_histograms(reader)
+        instruments.attach_histograms(readers, resource)
         instruments.record_to_otel(bool(readers))
         _instrument_libraries()
         instrument_engines(*engines)

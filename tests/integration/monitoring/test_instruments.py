@@ -115,39 +115,58 @@ def test_publish_delay_is_never_negative() -> None:
 
 
 _RECORD = """
+import sys
 from herald.settings import Settings
 from herald.telemetry import metrics
 from herald.telemetry.tracing import setup_telemetry, shutdown_telemetry
 setup_telemetry(Settings())
-metrics.publish_attempts.add(3, {"provider": "mastodon", "outcome": "published"})
+if sys.argv[1] == "both":
+    metrics.publish_attempts.add(3, {"provider": "mastodon", "outcome": "published"})
 metrics.task_runtime.record(0.25, {"task": "herald.posts.publish", "queue": "publish"})
+metrics.task_runtime.record(float("nan"), {"task": "herald.posts.publish", "queue": "publish"})
 shutdown_telemetry()
 """
 
 
+@pytest.mark.parametrize(
+    ("recorded", "temporality"),
+    [("both", "cumulative"), ("histogram only", "cumulative"), ("both", "delta")],
+)
 def test_the_same_instruments_are_exported_by_otlp_when_an_endpoint_is_set(
-    otlp_sink: OtlpSink,
+    otlp_sink: OtlpSink, recorded: str, temporality: str
 ) -> None:
+    """Herald's histograms go out with the SDK's metrics, alone when nothing else was recorded,
+    and through the SDK's own histograms when the exporter prefers delta."""
+    env = {"HERALD_OTLP_ENDPOINT": otlp_sink.url, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin"}
+    env["OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"] = temporality
     subprocess.run(
-        [sys.executable, "-c", _RECORD],
-        env={"HERALD_OTLP_ENDPOINT": otlp_sink.url, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin"},
-        check=True,
-        timeout=60,
-        cwd=ROOT,
+        [sys.executable, "-c", _RECORD, recorded], env=env, check=True, timeout=60, cwd=ROOT
     )
-    exported: dict[str, Any] = {}
+    exported: dict[str, list[Any]] = {}  # every export's metric of each name
     for body in otlp_sink.received("/v1/metrics"):
         request = ExportMetricsServiceRequest()
         request.ParseFromString(body)
         for resource in request.resource_metrics:
             for scope in resource.scope_metrics:
                 for metric in scope.metrics:
-                    exported[metric.name] = metric
-    attempts = exported["herald.publish.attempts"].sum.data_points
-    assert [p.as_int for p in attempts] == [3]
-    runtime = exported["herald.task.runtime"]
+                    exported.setdefault(metric.name, []).append(metric)
+    last = {name: metrics[-1] for name, metrics in exported.items()}
+    delta = temporality == "delta"  # the exports add up; cumulative: the last holds all
+    if recorded == "both":
+        counts = [p.as_int for m in exported["herald.publish.attempts"] for p in m.sum.data_points]
+        assert (sum(counts) if delta else counts[-1]) == 3
+    runtime = last["herald.task.runtime"]
     assert runtime.unit == "s"
-    assert runtime.histogram.data_points[0].count == 1
+    points = [p for m in exported["herald.task.runtime"] for p in m.histogram.data_points]
+    point = points[0]
+    assert (point.count, point.sum) == (1, 0.25)  # the NaN left out, as the SDK does
+    assert {a.key: a.value.string_value for a in point.attributes} == {
+        "task": "herald.posts.publish",
+        "queue": "publish",
+    }
+    expected = 1 if delta else 2  # AGGREGATION_TEMPORALITY_DELTA / CUMULATIVE
+    assert runtime.histogram.aggregation_temporality == expected
+    assert (sum(p.count for p in points) if delta else points[-1].count) == 1
 
 
 def test_a_histogram_reads_as_the_sdk_would_have_aggregated_it(
@@ -189,12 +208,3 @@ def test_a_histogram_reads_as_the_sdk_would_have_aggregated_it(
     assert left_out.count == 1
     again = _otel_points(reader, "herald.provider.request.duration")  # cumulative
     assert any(dict(p.attributes) == labels and p.count == len(values) for p in again)
-
-
-def test_a_delta_reader_is_refused_rather_than_given_cumulative_histograms() -> None:
-    from opentelemetry.sdk.metrics import Histogram
-    from opentelemetry.sdk.metrics.export import AggregationTemporality
-
-    delta = InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA})
-    with pytest.raises(ValueError, match="cumulative"):
-        metrics.attach_histograms(delta)
