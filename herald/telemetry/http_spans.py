@@ -37,6 +37,8 @@ from opentelemetry.propagate import inject
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import SpanKind, Status
 
+from herald.telemetry.spans import OPAQUE_URL, url_for_span
+
 #: Method and URL pairs whose span description is kept (the table is emptied when full).
 KEPT_REQUESTS = 1024
 
@@ -81,7 +83,9 @@ class HTTPSpans(HTTPXClientInstrumentor):
         key = (method, str(url))
         described = HTTPSpans._described.get(key)
         if described is None:
-            described = _describe(key, url, semconv, module, options["excluded_urls"])
+            # A URL a user or operator gave (OPAQUE_URL) may be a secret itself: never kept.
+            keep = not request.extensions.get(OPAQUE_URL)
+            described = _describe(key, url, semconv, module, options["excluded_urls"], keep)
         name, attributes, excluded = described
         if excluded:
             return wrapped(*args, **kwargs)
@@ -130,8 +134,8 @@ class HTTPSpans(HTTPXClientInstrumentor):
         return response
 
 
-def _describe(
-    key: tuple[str, str], url: Any, semconv: Any, module: Any, excluded_urls: Any
+def _describe(  # noqa: PLR0917 - the wrapper's values, passed on
+    key: tuple[str, str], url: Any, semconv: Any, module: Any, excluded_urls: Any, keep: bool
 ) -> _Description:
     """The span name and request attributes the instrumentation gives ``key``, by its code."""
     method, text = key
@@ -139,9 +143,12 @@ def _describe(
     _apply_request_client_attributes_to_span(attributes, {}, url, method, semconv, module)
     excluded = bool(excluded_urls and excluded_urls.url_disabled(text))
     described = (_get_default_span_name(method), attributes, excluded)
-    if len(HTTPSpans._described) >= KEPT_REQUESTS:
-        HTTPSpans._described.clear()
-    HTTPSpans._described[key] = described
+    # Only a URL with nothing to redact is kept (its description holds it too): a token in a
+    # path (Telegram's /bot<token>/) or a query stays in memory no longer than its request.
+    if keep and url_for_span(text) == text:
+        if len(HTTPSpans._described) >= KEPT_REQUESTS:
+            HTTPSpans._described.clear()
+        HTTPSpans._described[key] = described
     return described
 
 

@@ -92,7 +92,7 @@ def redact_http_request(span: ApiSpan, request: Any) -> None:
     for key in _URL_ATTRIBUTES:
         value = attributes.get(key)
         if isinstance(value, str):
-            clean = origin_of(value) if opaque else _url_for_span(value)
+            clean = origin_of(value) if opaque else url_for_span(value)
             if clean != value:
                 span.set_attribute(key, clean)
     path = attributes.get("url.path")
@@ -112,7 +112,9 @@ _CLEAN_URLS_MAX = 1024
 _CLEAN_URL_MAX_CHARS = 2048
 
 
-def _url_for_span(url: str) -> str:
+def url_for_span(url: str) -> str:
+    """``url`` as a span may carry it (:func:`herald.redaction.redact_url`), remembered when
+    that is ``url`` itself."""
     if url in _CLEAN_URLS:
         return url
     clean = redact_url(url)

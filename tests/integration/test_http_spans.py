@@ -1,8 +1,9 @@
 """Herald's outbound HTTP spans (herald/telemetry/http_spans.py) are the httpx
 instrumentation's own: the same requests — answered 200, 404 and 503, with a query string, with
-a token in the path, refused, timed out — made once under the instrumentation and once under
-``HTTPSpans``, each in a fresh process, give spans alike in scope, name, kind, attributes,
-status and exception events, and the server receives the same trace context headers."""
+a token in the path, to a user's opaque URL, refused, timed out — made once under the
+instrumentation and once under ``HTTPSpans``, each in a fresh process, give spans alike in
+scope, name, kind, attributes, status and exception events, and the server receives the same
+trace context headers. What ``HTTPSpans`` keeps of the URLs it saw holds no secret."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def _probe(mode: str) -> None:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from herald.telemetry.http_spans import HTTPSpans
-    from herald.telemetry.spans import redact_http_request
+    from herald.telemetry.spans import OPAQUE_URL, redact_http_request
 
     received: list[dict[str, str]] = []
 
@@ -86,6 +87,8 @@ def _probe(mode: str) -> None:
         client.post(f"{base}/busy", content=b"x")
         client.get(f"{base}/me?fields=id&access_token=tok-secret")
         client.post(f"{base}/bot123456:AAsecret/sendMessage", json={"text": "x"})
+        # A URL a user gave (a Slack incoming webhook: the path is the secret, no rule sees it)
+        client.post(f"{base}/services/T0/B0/opaquesecret", json={}, extensions={OPAQUE_URL: True})
         for target in (
             f"http://127.0.0.1:{refused_port}/",
             f"http://127.0.0.1:{silent.getsockname()[1]}/",
@@ -126,7 +129,8 @@ def _probe(mode: str) -> None:
         | {k: v for k, v in h.items() if k not in ("traceparent", "host")}
         for h in received
     ]
-    print(json.dumps({"spans": spans, "headers": headers}))
+    kept = [url for _, url in HTTPSpans._described]  # empty under the instrumentation
+    print(json.dumps({"spans": spans, "headers": headers, "kept": kept}))
 
 
 def _run(mode: str) -> dict[str, Any]:
@@ -144,9 +148,12 @@ def test_outbound_spans_are_the_instrumentations_own() -> None:
     for mine, theirs in zip(herald["spans"], upstream["spans"], strict=True):
         assert mine == theirs
     spans = upstream["spans"]
-    assert len(spans) == 9  # seven requests (one twice) and the task
+    assert len(spans) == 10  # eight requests (one twice) and the task
     assert {s["name"] for s in spans} >= {"POST", "GET"}
     statuses = [s["status"][0] for s in spans if s["name"] != "task"]
     assert statuses.count("ERROR") == 4  # 404, 503, refused, timed out
-    assert all("tok-secret" not in json.dumps(s) and "AAsecret" not in json.dumps(s) for s in spans)
+    assert not any(word in json.dumps(s) for s in spans for word in ("tok-", "AAsec", "opaque"))
     assert all(h["traceparent"] == 55 for h in upstream["headers"])  # the context went along
+    # What HTTPSpans keeps of a URL: never one with a secret in its path or query.
+    assert any(url.endswith("/mastodon/api/v1/statuses") for url in herald["kept"])
+    assert not any("secret" in url for url in herald["kept"])
