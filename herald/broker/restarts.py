@@ -15,8 +15,9 @@ claim the post.
 
 On Redis a queue's binding to Herald's exchange is a key like any other. A flush takes the
 bindings too, and kombu then drops every message sent to the exchange without a word, until a
-worker starting up declares its queues again. So the sweep declares Herald's queues (idempotent,
-as every worker does at its start) before it looks at the marker.
+worker starting up declares its queues again. So each look declares Herald's queues
+(idempotent, as every worker does at its start), after it sets the marker: a flush between the
+two then leaves the marker missing for the next look.
 
 RabbitMQ keeps the persistent messages of its durable queues across restarts: nothing to check.
 """
@@ -35,13 +36,18 @@ MARKER = "herald:broker-epoch"
 
 def messages_lost(connection: Connection, queues: Iterable[Queue]) -> bool:
     """Whether the broker's marker was missing (and is set now), through ``connection`` (made
-    as the workers' are, with the run's key prefix), after declaring ``queues`` again: Redis
-    only; a few ``SADD`` and one ``SET NX``."""
+    as the workers' are, with the run's key prefix), declaring ``queues`` again: Redis only;
+    one ``SET NX`` and a few ``SADD``.
+
+    The marker is set before the queues are declared. The other way round, a flush landing
+    between the two took the bindings just declared and left the marker set: every message sent
+    until the next look was dropped, and no look would send its post again."""
     with connection:
         if connection.transport.driver_type != "redis":
             return False
         channel = connection.default_channel
+        client = cast(Any, channel).client  # kombu's Redis channel: the key prefix applies
+        emptied = bool(client.set(MARKER, utcnow().isoformat(), nx=True))
         for queue in queues:
             queue(channel).declare()
-        client = cast(Any, channel).client  # kombu's Redis channel: the key prefix applies
-        return bool(client.set(MARKER, utcnow().isoformat(), nx=True))
+        return emptied

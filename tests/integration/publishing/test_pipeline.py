@@ -219,6 +219,39 @@ def test_redis_restart_while_posts_are_queued_loses_nothing(
     assert counted == 40
 
 
+def test_a_flush_in_the_middle_of_a_look_is_seen_by_the_next_look(
+    pub_settings: Settings, private_redis: RedisServer, private_redis_broker: Broker
+) -> None:
+    """A flush that lands after a look declared the queues, before it set the marker, took the
+    bindings the look had just restored: the look must leave the marker missing, so that the
+    next one declares them again and sends every queued post again (what it sent in between
+    was dropped). Found in CI: three posts dispatched right after such a flush waited for the
+    sweep's queued timeout."""
+    on_private = pub_settings.model_copy(update={"broker_url": private_redis.url})
+    queues = list(private_redis_broker.app.amqp.queues.values())
+    client = redis.Redis.from_url(private_redis.url)
+
+    class FlushedWhileDeclaring:
+        def __init__(self, queue: Any) -> None:
+            self.queue = queue
+
+        def __call__(self, channel: Any) -> Any:
+            bound = self.queue(channel)
+            declare = bound.declare
+
+            def declare_then_flush(*args: Any, **kwargs: Any) -> Any:
+                declared = declare(*args, **kwargs)
+                client.flushall()  # the flush lands here, mid-look
+                return declared
+
+            bound.declare = declare_then_flush
+            return bound
+
+    look = [*queues[:-1], FlushedWhileDeclaring(queues[-1])]
+    restarts.messages_lost(broker_connection(on_private), look)
+    assert restarts.messages_lost(broker_connection(on_private), queues)  # seen, and declared
+
+
 @pytest.mark.slow
 def test_a_redis_flushed_under_a_running_worker_loses_nothing(
     connect: ConnectFn,
