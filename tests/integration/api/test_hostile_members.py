@@ -133,7 +133,11 @@ def test_two_owners_acting_at_once_never_leave_a_workspace_without_one(
     assert len(_owners(workspace)) == 1
     codes = sorted(answer.status_code for answer in answers)
     assert codes[0] < 300, [a.text for a in answers]
-    assert codes[1] == 409, [a.text for a in answers]
+    # The loser is refused as the last owner (409), or, removed by the winner before its own
+    # request was authorised, is no member any more and sees no such workspace (404; found in
+    # CI, where the removal sometimes commits first).
+    refused = {409, 404} if how == "remove each other" else {409}
+    assert codes[1] in refused, [a.text for a in answers]
 
 
 def test_asking_for_another_workspaces_post_tells_the_askers_audit_log_nothing(
