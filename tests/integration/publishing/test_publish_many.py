@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any
 
 import pytest
+from celery import Signature
 from sqlalchemy import select, update
 
 from herald.celery_app import app
@@ -95,6 +96,18 @@ def send_through(broker: Broker, settings: Settings, posts: list[Claimed]) -> No
         broker.send(signature)
 
 
+def mastodon_posts_claimed(connect: ConnectFn, count: int, settings: Settings) -> list[Claimed]:
+    """``count`` posts due on one Mastodon account, claimed as the dispatcher claims them."""
+    due_posts([connect("mastodon")], count)
+    with service_session() as s:
+        return claim_due_posts(s, settings)
+
+
+def one_message(claimed: list[Claimed]) -> Signature:
+    """The ``publish_many`` message of ``claimed``, each post with its stored context."""
+    return publish_many_signature([to_publish(post) for post in claimed])
+
+
 @pytest.mark.slow
 def test_posts_due_at_once_go_several_to_a_message_each_published_once_in_its_own_trace(
     connect: ConnectFn,
@@ -137,9 +150,7 @@ def test_few_posts_due_each_go_in_a_message_of_their_own(
     """Up to ``publish_many_spread`` posts due: one ``publish`` each, as before (nothing waits
     behind another post's call when there is no backlog to share)."""
     settings = pub_settings.model_copy(update=TOGETHER)
-    due_posts([connect("mastodon")], 4)
-    with service_session() as s:
-        claimed = claim_due_posts(s, settings)
+    claimed = mastodon_posts_claimed(connect, 4, settings)
     messages = publish_messages(claimed, settings=settings)
     assert [str(signature.task) for _, signature in messages] == ["herald.posts.publish"] * 4
 
@@ -158,11 +169,9 @@ def test_a_message_out_of_time_sends_the_posts_it_did_not_start_on(
     tight = pub_settings.model_copy(
         update={"task_soft_time_limit_s": int(one_call) + 1, "task_time_limit_s": int(one_call) + 2}
     )
-    due_posts([connect("mastodon")], 3)
-    with service_session() as s:
-        claimed = claim_due_posts(s, tight)
+    claimed = mastodon_posts_claimed(connect, 3, tight)
     start_worker_process(tight, name="tight", broker=redis_broker)
-    redis_broker.send(publish_many_signature([to_publish(post) for post in claimed]))
+    redis_broker.send(one_message(claimed))
     wait_until(lambda: statuses()["published"] == 3, 30, "3 posts published")
     assert len(sandbox.posts("mastodon")) == 3
     runs = attempts()
@@ -191,13 +200,11 @@ def test_a_post_cut_by_the_soft_time_limit_is_reconciled_at_once_and_the_rest_se
             "publishing_timeout_s": 600.0,
         }
     )
-    due_posts([connect("mastodon")], 2)
-    with service_session() as s:
-        claimed = claim_due_posts(s, settings)
+    claimed = mastodon_posts_claimed(connect, 2, settings)
     sandbox.inject("mastodon", "timeout", applied=True, ms=20_000, method="POST", times=1)
     sandbox.inject("mastodon", "latency", ms=2_000, method="GET", times=1)
     start_worker_process(settings, name="cut", concurrency=1, broker=redis_broker)
-    redis_broker.send(publish_many_signature([to_publish(post) for post in claimed]))
+    redis_broker.send(one_message(claimed))
 
     wait_until(lambda: statuses()["published"] == 2, 30, "both posts published")
     assert_each_once(sandbox, 2, "mastodon")
@@ -215,9 +222,7 @@ def test_a_post_the_database_keeps_failing_holds_up_none_of_its_neighbours(
     """The first post's row is locked (a long transaction elsewhere): its claim runs into the
     statement timeout. The message is retried with that post last, so the other two are
     published while it stays locked; it follows once the lock is gone."""
-    due_posts([connect("mastodon")], 3)
-    with service_session() as s:
-        claimed = claim_due_posts(s, pub_settings)
+    claimed = mastodon_posts_claimed(connect, 3, pub_settings)
     start_worker_process(
         pub_settings,
         name="locked",
@@ -228,7 +233,7 @@ def test_a_post_the_database_keeps_failing_holds_up_none_of_its_neighbours(
     locked = claimed[0].post_id
     with service_session() as holder:
         holder.execute(select(Post.id).where(Post.id == locked).with_for_update())
-        redis_broker.send(publish_many_signature([to_publish(post) for post in claimed]))
+        redis_broker.send(one_message(claimed))
         wait_until(lambda: statuses()["published"] == 2, 30, "the two unlocked posts published")
         assert fresh(Post, locked).status is PostStatus.QUEUED
     wait_until(lambda: statuses()["published"] == 3, 60, "the locked post once released")
@@ -248,12 +253,10 @@ def three_posts_first_at_the_network(
 ) -> WorkerProcess:
     """Three posts in one ``publish_many`` message on a one-process worker, caught while the
     network holds the first (it applies the post and answers 2 s later)."""
-    due_posts([connect("mastodon")], 3)
-    with service_session() as s:
-        claimed = claim_due_posts(s, settings)
+    claimed = mastodon_posts_claimed(connect, 3, settings)
     sandbox.inject("mastodon", "timeout", applied=True, ms=2_000, method="POST", times=1)
     worker = start_worker_process(settings, name="killed", concurrency=1, broker=broker)
-    broker.send(publish_many_signature([to_publish(post) for post in claimed]))
+    broker.send(one_message(claimed))
     eventually(lambda: sandbox.posts("mastodon"), 30, "the network to receive the first post")
     return worker
 
@@ -321,12 +324,10 @@ def test_processes_lost_on_different_posts_are_progress_not_poison(
     leaving its last two posts ``queued`` for the sweep. Each redelivery skips the posts
     already claimed, so the message runs on until every post is published, each once."""
     settings = pub_settings.model_copy(update=MID_CALL)
-    due_posts([connect("mastodon")], 5)
-    with service_session() as s:
-        claimed = claim_due_posts(s, settings)
+    claimed = mastodon_posts_claimed(connect, 5, settings)
     sandbox.inject("mastodon", "timeout", applied=True, ms=2_000, method="POST", times=3)
     worker = start_worker_process(settings, name="pressed", concurrency=1, broker=redis_broker)
-    redis_broker.send(publish_many_signature([to_publish(post) for post in claimed]))
+    redis_broker.send(one_message(claimed))
     for killed in range(1, 4):
         eventually(
             lambda: len(sandbox.posts("mastodon")),
@@ -355,14 +356,12 @@ def test_a_revoked_message_fails_each_of_its_posts(
     start_worker_process: StartWorker,
     redis_broker: Broker,
 ) -> None:
-    due_posts([connect("mastodon")], 3)
-    with service_session() as s:
-        claimed = claim_due_posts(s, pub_settings)
+    claimed = mastodon_posts_claimed(connect, 3, pub_settings)
     start_worker_process(pub_settings, name="revoking", broker=redis_broker)
     task_id = str(uuid.uuid4())
     replies = redis_broker.app.control.revoke(task_id, reply=True, limit=1, timeout=10)
     assert replies, "the worker did not answer the revoke"
-    signature = publish_many_signature([to_publish(post) for post in claimed])
+    signature = one_message(claimed)
     redis_broker.app.send_task(str(signature.task), kwargs=signature.kwargs, task_id=task_id)
 
     for post in claimed:
@@ -402,7 +401,7 @@ def test_a_malformed_message_is_refused_and_kept_and_its_good_neighbour_runs(
     for label, kwargs in malformed.items():
         ids[label] = str(uuid.uuid4())
         redis_broker.app.send_task("herald.posts.publish_many", kwargs=kwargs, task_id=ids[label])
-    redis_broker.send(publish_many_signature([to_publish(post) for post in claimed]))
+    redis_broker.send(one_message(claimed))
 
     wait_until(lambda: statuses()["published"] == 2, 30, "the good message's 2 posts")
     letters = eventually(
