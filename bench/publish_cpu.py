@@ -190,6 +190,13 @@ def main(argv: list[str] | None = None) -> int:
         "part costs (the difference)",
     )
     parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help="the parts --by-part leaves out, comma-separated (default: all of "
+        + ", ".join(PARTS)
+        + ")",
+    )
+    parser.add_argument(
         "--many",
         type=int,
         default=1,
@@ -207,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", choices=["on", "off"], help=argparse.SUPPRESS)
     parser.add_argument("--ids", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    parts = [part for part in args.parts.split(",") if part]
+    if unknown := sorted(set(parts) - set(PARTS)):
+        parser.error(f"unknown parts: {', '.join(unknown)}")
     if args.instructions and args.posts < 5:
         parser.error("--instructions needs --posts of at least 5 (it also runs a fifth of them)")
     if args.child:
@@ -216,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     # (label, mode, parts left out)
     runs = [("off", "off", ""), ("on", "on", "")]
     if args.by_part:
-        runs += [(f"on without {part}", "on", part) for part in PARTS]
+        runs += [(f"on without {part}", "on", part) for part in parts]
     results: dict[str, list[float]] = {label: [] for label, _, _ in runs}
     unit = "M instructions" if args.instructions else "CPU ms"
     with servers("herald-bench-cpu-") as up:
@@ -264,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.by_part:
         summary["part"] = {
-            part: round(medians["on"] - medians[f"on without {part}"], 3) for part in PARTS
+            part: round(medians["on"] - medians[f"on without {part}"], 3) for part in parts
         }
     print(json.dumps(summary))
     if args.profile:

@@ -29,8 +29,15 @@ from urllib.parse import urlsplit
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import Sampler, SamplingResult
-from opentelemetry.trace import Link, SpanKind, Status, TraceState
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
+from opentelemetry.trace import Link, SpanKind, Status, TraceState, get_current_span
 from opentelemetry.trace import Span as ApiSpan
 from opentelemetry.util.types import Attributes
 
@@ -51,10 +58,20 @@ class CorrelatedSampler(Sampler):
 
     A sampler is the one place the SDK lets attributes join a span as it is made, in the same
     step as the span's own: a span processor's ``on_start`` would set each afterwards, under
-    the span's lock, on every span (docs/performance.md, sixteenth round)."""
+    the span's lock, on every span (docs/performance.md, sixteenth round).
+
+    When ``inner`` is a ``ParentBased`` sampler with the SDK's default delegates (a parent's
+    decision is followed: the one Herald configures), a span with a valid parent takes the
+    parent's decision here, without the three calls the SDK makes to reach it."""
 
     def __init__(self, inner: Sampler) -> None:
         self.inner = inner
+        self._follows_parent = type(inner) is ParentBased and (
+            inner._remote_parent_sampled,
+            inner._local_parent_sampled,
+            inner._remote_parent_not_sampled,
+            inner._local_parent_not_sampled,
+        ) == (ALWAYS_ON, ALWAYS_ON, ALWAYS_OFF, ALWAYS_OFF)
 
     def should_sample(  # noqa: PLR0917 - the SDK's Sampler signature
         self,
@@ -66,6 +83,11 @@ class CorrelatedSampler(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
+        parent = None
+        if self._follows_parent:
+            parent = get_current_span(parent_context).get_span_context()
+            if parent is not None and parent.is_valid and not parent.trace_flags.sampled:
+                return SamplingResult(Decision.DROP, None, parent.trace_state)
         current = context.current()
         if current.correlation_id or current.workspace_id:
             stamped = dict(attributes) if attributes else {}
@@ -74,6 +96,8 @@ class CorrelatedSampler(Sampler):
             if current.workspace_id:
                 stamped[WORKSPACE_ATTRIBUTE] = current.workspace_id
             attributes = stamped
+        if parent is not None and parent.is_valid:
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, parent.trace_state)
         return self.inner.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )

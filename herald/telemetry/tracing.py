@@ -59,6 +59,7 @@ from herald.telemetry.spans import (
     redact_http_request,
 )
 from herald.telemetry.statements import trace_statements
+from herald.telemetry.tracer import HeraldTracerProvider
 
 _lock = threading.Lock()
 _configured = False
@@ -138,7 +139,7 @@ def setup_telemetry(
         ratio = 1.0 if exporter is not None else settings.trace_sample_ratio
         # The SDK's own exit hooks flush for as long as the exporter retries (30-50 s against
         # a collector that is down or silent); Herald's hook below is bounded instead.
-        provider = TracerProvider(
+        provider = HeraldTracerProvider(
             resource=resource,
             sampler=CorrelatedSampler(ParentBased(TraceIdRatioBased(ratio))),
             shutdown_on_exit=False,
