@@ -50,9 +50,11 @@ _PLAIN = frozenset((str, int, float, bool))
 _UNSET = Status(StatusCode.UNSET)
 # A span with no event or link yet: its lists are made when the first one is added.
 _NONE: tuple[Any, ...] = ()
-# What BoundedAttributes locks its iteration and copies with: the map is only ever written
-# under its span's lock, so one lock for every map is enough, and saves one per span.
-_ATTRIBUTES_LOCK = threading.Lock()
+# What BoundedAttributes locks its iteration, copies and unusual values with: the map is only
+# ever written under its span's lock, so one lock for every map is enough, and saves one per
+# span. Reentrant: the SDK logs a warning while holding it (a full map), and a log handler may
+# read span attributes.
+_ATTRIBUTES_LOCK = threading.RLock()
 
 
 class SpanAttributes(BoundedAttributes):
@@ -64,7 +66,7 @@ class SpanAttributes(BoundedAttributes):
         self.maxlen = maxlen
         self.dropped = 0
         self.max_value_len = max_value_len
-        self._lock = _ATTRIBUTES_LOCK
+        self._lock = _ATTRIBUTES_LOCK  # type: ignore[assignment]  # reentrant, as used
         self._immutable = False
 
     def _set_items(self, attributes: Mapping[str, types.AnyValue]) -> None:

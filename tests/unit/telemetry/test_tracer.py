@@ -5,6 +5,7 @@ with a parent gives the decision ParentBased gives."""
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -304,3 +305,27 @@ def test_a_sampler_with_other_delegates_is_asked_itself() -> None:
     )
     assert sampler.should_sample(unsampled, 7, "name").decision.is_sampled()
     assert not CorrelatedSampler(ALWAYS_OFF)._follows_parent
+
+
+def test_threads_setting_one_span_at_once_lose_no_count() -> None:
+    """Every write goes under the span's lock: what is kept and what is dropped add up."""
+    provider, exporter = _provider(HeraldTracerProvider, None, FOLLOWS_PARENT)
+    span = provider.get_tracer("test").start_span("shared")
+    threads, writes = 8, 400
+
+    def write(n: int) -> None:
+        for i in range(writes):
+            if i % 2:
+                span.set_attribute(f"t{n}-{i}", i)
+            else:  # an unusual value: through the SDK's cleaner, under the shared lock
+                span.set_attributes({f"t{n}-{i}": [i, i]})
+
+    workers = [threading.Thread(target=write, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    span.end()
+    (done,) = exporter.get_finished_spans()
+    assert len(done.attributes) == 128  # the SDK's default limit
+    assert done.dropped_attributes == threads * writes - 128
