@@ -48,6 +48,12 @@ def mint(
     return jwt.encode(body, key or secret.get_secret_value(), algorithm=algorithm)
 
 
+def service_token() -> str:
+    """A service-role token minted now: one minted at import would expire (5 min) before a
+    test collected early runs late in a long suite."""
+    return mint(sub=None, role="service_role")
+
+
 def bearer(token: str, workspace_id: uuid.UUID | str | None = None) -> dict[str, str]:
     headers = {"Authorization": f"Bearer {token}"}
     if workspace_id is not None:

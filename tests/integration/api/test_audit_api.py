@@ -12,9 +12,8 @@ from herald.models import Membership, Role, utcnow
 from herald.security.audit import Actor
 from herald.security.audit_admin import erase_subject
 from tests.fixtures.database import service_session
-from tests.integration.api.conftest import AuditOf, Tenant, bearer, mint
+from tests.integration.api.conftest import AuditOf, Tenant, bearer, mint, service_token
 
-SERVICE = mint(sub=None, role="service_role")
 URL = "/api/postiz/audit"
 
 
@@ -84,7 +83,9 @@ def test_members_are_refused_and_the_service_role_sees_all_audited(
     refused = client.get(URL, headers=bearer(mint(member), tenant.workspace.id))
     assert refused.status_code == 403
 
-    everything = client.get(URL, headers=bearer(SERVICE), params={"event_type": "post.changed"})
+    everything = client.get(
+        URL, headers=bearer(service_token()), params={"event_type": "post.changed"}
+    )
 
     assert everything.status_code == 200
     workspaces = {e["workspace_id"] for e in everything.json()["events"]}

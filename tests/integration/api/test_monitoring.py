@@ -46,10 +46,17 @@ from tests.fixtures.monitoring import (
     promtool_check_metrics,
     total,
 )
-from tests.integration.api.conftest import AuditOf, Tenant, _tenant, assert_error, bearer, mint
+from tests.integration.api.conftest import (
+    AuditOf,
+    Tenant,
+    _tenant,
+    assert_error,
+    bearer,
+    mint,
+    service_token,
+)
 
 AUDIT_VERIFY_JOB = "herald.audit.verify_chain"
-SERVICE = {"Authorization": f"Bearer {mint(sub=None, role='service_role')}"}
 
 
 def _app(**overrides: Any) -> TestClient:
@@ -401,7 +408,7 @@ def test_health_reports_the_last_hours_publishing_of_the_callers_workspace_only(
     assert mine["publish_last_hour"]["published"] == 1
     assert mine["publish_last_hour"]["failure_rate"] == 0.5
     assert mine["publish_last_hour"]["latency_avg_s"] == pytest.approx(0.3)
-    everyone = client.get("/api/postiz/monitoring/health", headers=SERVICE).json()
+    everyone = client.get("/api/postiz/monitoring/health", headers=bearer(service_token())).json()
     assert everyone["workspace_id"] is None
     assert everyone["publish_last_hour"]["attempts"] == 3
 
@@ -419,7 +426,7 @@ def test_health_is_for_owners_admins_and_the_service_role(
     filtered = client.get(
         "/api/postiz/monitoring/health",
         params={"workspace_id": str(tenant.workspace.id)},
-        headers=SERVICE,
+        headers=bearer(service_token()),
     )
     assert filtered.json()["workspace_id"] == str(tenant.workspace.id)
     uses = audit_of("service_role.use")
@@ -499,7 +506,7 @@ def test_figures_are_computed_for_the_window_and_the_callers_workspace(
 
     week = _figures(
         client,
-        SERVICE,
+        bearer(service_token()),
         **{"from": (now - timedelta(days=7)).isoformat(), "to": now.isoformat()},
     )
     assert (

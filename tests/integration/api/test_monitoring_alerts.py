@@ -14,10 +14,16 @@ from sqlalchemy import delete, select
 from herald.models import Alert, AlertRule, AlertStatus, Membership, Role, Severity, utcnow
 from herald.settings import get_settings
 from tests.fixtures.database import service_session
-from tests.integration.api.conftest import AuditOf, Tenant, assert_error, bearer, mint
+from tests.integration.api.conftest import (
+    AuditOf,
+    Tenant,
+    assert_error,
+    bearer,
+    mint,
+    service_token,
+)
 
 MONITORING = "/api/postiz/monitoring"
-SERVICE = mint(sub=None, role="service_role")
 
 
 @pytest.fixture(autouse=True)
@@ -77,12 +83,12 @@ def test_the_service_role_sees_every_workspace_and_may_filter(
         _alert(other_tenant.workspace.id),
         _alert(None),
     )
-    everything = client.get(f"{MONITORING}/alerts", headers=bearer(SERVICE))
+    everything = client.get(f"{MONITORING}/alerts", headers=bearer(service_token()))
     assert _ids(everything) == {str(mine), str(theirs), str(everyone)}
     filtered = client.get(
         f"{MONITORING}/alerts",
         params={"workspace_id": str(tenant.workspace.id)},
-        headers=bearer(SERVICE),
+        headers=bearer(service_token()),
     )
     assert _ids(filtered) == {str(mine)}
     assert audit_of("service_role.use")  # its reads are audited
@@ -91,7 +97,7 @@ def test_the_service_role_sees_every_workspace_and_may_filter(
 def test_a_workspace_query_that_disagrees_with_the_header_is_400(
     client: TestClient, tenant: Tenant, other_tenant: Tenant
 ) -> None:
-    for headers in (tenant.headers, bearer(SERVICE, tenant.workspace.id)):
+    for headers in (tenant.headers, bearer(service_token(), tenant.workspace.id)):
         response = client.get(
             f"{MONITORING}/alerts",
             params={"workspace_id": str(other_tenant.workspace.id)},
@@ -236,12 +242,14 @@ def test_default_rules_can_be_disabled_not_deleted(client: TestClient, tenant: T
 
     with service_session() as session:
         install(session)
-    rules = client.get(f"{MONITORING}/rules", headers=bearer(SERVICE)).json()
+    rules = client.get(f"{MONITORING}/rules", headers=bearer(service_token())).json()
     builtin = next(r for r in rules if r["name"] == "Failed jobs spike")
     url = f"{MONITORING}/rules/{builtin['id']}"
-    assert_error(client.delete(url, headers=bearer(SERVICE)), 409, "conflict")
+    assert_error(client.delete(url, headers=bearer(service_token())), 409, "conflict")
     assert (
-        client.patch(url, json={"enabled": False}, headers=bearer(SERVICE)).json()["enabled"]
+        client.patch(url, json={"enabled": False}, headers=bearer(service_token())).json()[
+            "enabled"
+        ]
         is False
     )
     assert client.get(f"{MONITORING}/rules", headers=tenant.headers).json() == []
