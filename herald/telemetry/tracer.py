@@ -4,24 +4,26 @@ A span made and ended through the SDK costs about 180 K instructions, more than 
 work of the statement it describes (docs/performance.md, sixteenth round), and the publish path
 makes four of them per post. Most of that is not the span's own data but what is built around
 it: a ``BoundedAttributes`` map with a lock of its own that checks every value through a
-recursive cleaner, two empty ``BoundedList`` objects for events and links, the lock taken to
-start the span, and a ``ReadableSpan`` copy made at its end for the processors.
+recursive cleaner, two empty ``BoundedList`` objects for events and links, and the lock taken
+to start the span.
 
 :class:`HeraldTracerProvider` is the SDK's ``TracerProvider`` (processors, sampler, limits,
 resource, id generator, tracer configuration, flush and shutdown unchanged) whose tracers make
 :class:`HeraldSpan` objects. A ``HeraldSpan`` *is* an SDK span (``isinstance`` holds, every
-method not named here is the SDK's own, exporters and processors receive what they always
-did), made more cheaply:
+method not named here is the SDK's own, processors receive the same ``ReadableSpan`` copy at
+its end), made more cheaply:
 
 - attributes go into :class:`SpanAttributes`, a ``BoundedAttributes`` whose plain values (a
   string within the length limit, an integer, a float, a boolean, under a non-empty string
-  key) are stored as they are, in the SDK's order and under its count limit; anything else
-  goes through the SDK's own cleaner, so a list, a mapping, ``None``, bytes, an odd key or an
-  object is kept, converted or dropped exactly as the SDK would;
+  key) are stored as they are, in the SDK's order and under its count limit; a batch with
+  anything else in it goes through the SDK's own cleaner whole, so a list, a mapping,
+  ``None``, bytes, an odd key or an object is kept, converted, counted or dropped exactly as
+  the SDK would, and a value that cannot be cleaned stores nothing of its batch;
+- the map's lock is the span's own (reentrant), not one more per span: every write and every
+  read the SDK locks is under it;
 - events and links get their bounded lists when the first one is added;
-- the span is started without a lock (no other thread can hold it yet) and handed to the
-  processors at its end as itself: once ended, nothing can change it (every setter checks the
-  end under the span's lock, as the SDK's do, and the attribute map turns immutable).
+- the span is started without its lock (no other thread can hold it yet);
+- once ended, the map is read straight from its dict (the exporters' ``items()``).
 
 tests/unit/telemetry/test_tracer.py runs the same calls through the SDK's tracer and this one
 and compares what the exporter receives, field for field.
@@ -50,37 +52,40 @@ _PLAIN = frozenset((str, int, float, bool))
 _UNSET = Status(StatusCode.UNSET)
 # A span with no event or link yet: its lists are made when the first one is added.
 _NONE: tuple[Any, ...] = ()
-# What BoundedAttributes locks its iteration, copies and unusual values with: the map is only
-# ever written under its span's lock, so one lock for every map is enough, and saves one per
-# span. Reentrant: the SDK logs a warning while holding it (a full map), and a log handler may
-# read span attributes.
-_ATTRIBUTES_LOCK = threading.RLock()
 
 
 class SpanAttributes(BoundedAttributes):
     """A span's attributes: the SDK's ``BoundedAttributes``, with plain values stored without
-    its cleaner and no lock of its own (its span's lock guards every write)."""
+    its cleaner, and its span's lock for its own (reentrant: a write holds it as the span and
+    again as the map), so every write and every read the SDK locks is under one lock."""
 
-    def __init__(self, maxlen: int | None, max_value_len: int | None) -> None:
+    def __init__(
+        self, maxlen: int | None, max_value_len: int | None, lock: threading.RLock
+    ) -> None:
         self._dict: dict[str, types.AnyValue] = {}
         self.maxlen = maxlen
         self.dropped = 0
         self.max_value_len = max_value_len
-        self._lock = _ATTRIBUTES_LOCK  # type: ignore[assignment]  # reentrant, as used
+        self._lock = lock  # type: ignore[assignment]  # the span's, reentrant
         self._immutable = False
 
     def _set_items(self, attributes: Mapping[str, types.AnyValue]) -> None:
         if self._immutable:
             self._raise_if_immutable()
-        for key, value in attributes.items():
-            if not self._stored(key, value):
-                # the SDK's cleaner: a key that is not a string is converted here
-                BoundedAttributes._set_items(self, {key: value})
+        if all(self._plain(key, value) for key, value in attributes.items()):
+            for key, value in attributes.items():
+                self._store(key, value)
+        else:
+            # The SDK's own, for the whole batch: it cleans every item before storing any (a
+            # value that fails stores nothing) and counts keys that clean to the same one.
+            BoundedAttributes._set_items(self, attributes)
 
     def __setitem__(self, key: str, value: types.AnyValue) -> None:
         if self._immutable:
             self._raise_if_immutable()
-        if not self._stored(key, value):
+        if self._plain(key, value):
+            self._store(key, value)
+        else:
             # the SDK's own: a key that is not a string is dropped here
             BoundedAttributes.__setitem__(self, key, value)
 
@@ -101,21 +106,23 @@ class SpanAttributes(BoundedAttributes):
     def __contains__(self, key: object) -> bool:
         return key in self._dict
 
-    def _stored(self, key: Any, value: Any) -> bool:
-        """Store a plain value under a plain key as the SDK would; False for anything else."""
+    def _plain(self, key: Any, value: Any) -> bool:
+        """Whether the SDK would store ``value`` under ``key`` as it is."""
         kind = type(value)
         if kind not in _PLAIN or type(key) is not str or not key or self.maxlen == 0:
             return False
-        if kind is str and self.max_value_len is not None and len(value) > self.max_value_len:
-            return False
+        return kind is not str or self.max_value_len is None or len(value) <= self.max_value_len
+
+    def _store(self, key: str, value: types.AnyValue) -> None:
+        """Store a plain value as the SDK's ``_setitem_locked`` does (the caller holds the
+        lock): a key set again moves last; a new key in a full map evicts the oldest."""
         stored = self._dict
         if key in stored:
             del stored[key]
         elif self.maxlen is not None and len(stored) >= self.maxlen:
             self._setitem_locked(key, value)  # the SDK's eviction, and its warning
-            return True
+            return
         stored[key] = value
-        return True
 
 
 class HeraldSpan(Span):
@@ -151,9 +158,10 @@ class HeraldSpan(Span):
         self._span_processor = tracer.span_processor
         limits = tracer._span_limits
         self._limits = limits
-        self._lock = threading.Lock()
+        lock = threading.RLock()
+        self._lock = lock  # type: ignore[assignment]  # reentrant: the attribute map's too
         self._attributes = SpanAttributes(
-            limits.max_span_attributes, limits.max_span_attribute_length
+            limits.max_span_attributes, limits.max_span_attribute_length, lock
         )
         if attributes:
             self._attributes._set_items(attributes)
@@ -210,8 +218,7 @@ class HeraldSpan(Span):
             self._record_end_metrics()
         processor = self._span_processor
         processor._on_ending(self)
-        # The span itself, not a copy: nothing can change it once ended.
-        processor.on_end(self)
+        processor.on_end(self._readable_span())
 
 
 class HeraldTracer(Tracer):

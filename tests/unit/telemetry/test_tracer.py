@@ -4,6 +4,7 @@ with a parent gives the decision ParentBased gives."""
 
 from __future__ import annotations
 
+import copy as copy_module
 import itertools
 import threading
 from collections.abc import Callable, Iterator
@@ -15,15 +16,17 @@ from hypothesis import strategies as st
 from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
+    Decision,
     ParentBased,
     Sampler,
+    SamplingResult,
     TraceIdRatioBased,
 )
 from opentelemetry.trace import (
@@ -43,6 +46,14 @@ from herald.telemetry.tracer import HeraldSpan, HeraldTracerProvider
 
 RESOURCE = Resource.create({"service.name": "herald-test"})
 FOLLOWS_PARENT = ParentBased(ALWAYS_ON)
+NONE_KEPT = SpanLimits(
+    max_span_attributes=0,
+    max_span_attribute_length=0,
+    max_events=0,
+    max_links=0,
+    max_event_attributes=0,
+    max_link_attributes=0,
+)
 TIGHT = SpanLimits(
     max_span_attributes=3,
     max_span_attribute_length=5,
@@ -64,6 +75,9 @@ class CountingIds(IdGenerator):
 
     def generate_trace_id(self) -> int:
         return 1_000_000 + next(self._next)
+
+    def is_trace_id_random(self) -> bool:  # so the RANDOM_TRACE_ID flag is compared too
+        return True
 
 
 def _provider(kind: type[TracerProvider], limits: SpanLimits | None, sampler: Sampler) -> Any:
@@ -93,9 +107,12 @@ def _fields(span: ReadableSpan) -> dict[str, Any]:
         "kind": span.kind,
         "attributes": attributes(span.attributes),
         "dropped_attributes": span.dropped_attributes,
-        "events": [(e.name, attributes(e.attributes)) for e in span.events],
+        "events": [(e.name, attributes(e.attributes), e.dropped_attributes) for e in span.events],
         "dropped_events": span.dropped_events,
-        "links": [(link.context, attributes(link.attributes)) for link in span.links],
+        "links": [
+            (link.context, attributes(link.attributes), link.dropped_attributes)
+            for link in span.links
+        ],
         "dropped_links": span.dropped_links,
         "status": (span.status.status_code, span.status.description),
         "resource": span.resource,
@@ -143,6 +160,8 @@ ODD_VALUES: dict[Any, Any] = {
     42: "an int key",
     "long": "x" * 40,
     "big": 2**70,
+    "1": "a string key",
+    1: "an int key cleaned to the same",
 }
 
 
@@ -188,7 +207,9 @@ def _every_call(tracer: trace.Tracer) -> None:
         tracer.start_span("new root", context=context_api.Context()).end()
 
 
-@pytest.mark.parametrize("limits", [None, TIGHT], ids=["default limits", "tight limits"])
+@pytest.mark.parametrize(
+    "limits", [None, TIGHT, NONE_KEPT], ids=["default limits", "tight limits", "none kept"]
+)
 def test_every_call_gives_the_exporter_what_the_sdk_gives_it(limits: SpanLimits | None) -> None:
     spans = _same_spans(_every_call, limits)
     assert [s.name for s in spans] == [
@@ -200,7 +221,8 @@ def test_every_call_gives_the_exporter_what_the_sdk_gives_it(limits: SpanLimits 
         "new root",
         "outer renamed",
     ]
-    assert all(isinstance(s, HeraldSpan) and isinstance(s, Span) for s in spans)
+    # What the processors receive is the SDK's own copy, never the live span
+    assert all(type(s) is ReadableSpan for s in spans)
     assert spans[-1].to_json()  # the file exporter's rendering works on them
 
 
@@ -329,3 +351,106 @@ def test_threads_setting_one_span_at_once_lose_no_count() -> None:
     (done,) = exporter.get_finished_spans()
     assert len(done.attributes) == 128  # the SDK's default limit
     assert done.dropped_attributes == threads * writes - 128
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+def test_a_value_that_cannot_be_cleaned_stores_nothing_of_its_batch_as_in_the_sdk() -> None:
+    def scenario(tracer: trace.Tracer) -> None:
+        span = tracer.start_span("span", attributes={"kept": 1})
+        with pytest.raises(RuntimeError, match="no str"):
+            span.set_attributes({"a": 1, "b": "two", "c": Unprintable()})
+        span.end()
+
+    (span,) = _same_spans(scenario)
+    assert dict(span.attributes) == {"kept": 1}
+
+
+class RecordOnly(Sampler):
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        return SamplingResult(
+            Decision.RECORD_ONLY, {"sampler": "record only"}, TraceState([("s", "1")])
+        )
+
+    def get_description(self) -> str:
+        return "RecordOnly"
+
+
+def test_a_span_recorded_but_not_sampled_is_made_as_the_sdk_makes_it() -> None:
+    def scenario(tracer: trace.Tracer) -> None:
+        span = tracer.start_span("recorded", attributes={"a": 1})
+        assert span.is_recording()
+        assert not span.get_span_context().trace_flags.sampled
+        span.end()
+
+    _same_spans(scenario, sampler=RecordOnly())
+
+
+class Renaming(SpanProcessor):
+    def on_end(self, span: ReadableSpan) -> None:
+        span._name = "renamed by a processor"
+
+
+def test_a_processor_gets_a_copy_and_the_live_span_stays_the_callers() -> None:
+    provider, exporter = _provider(HeraldTracerProvider, None, FOLLOWS_PARENT)
+    provider.add_span_processor(Renaming())
+    span = provider.get_tracer("test").start_span("mine", attributes={"a": 1})
+    assert isinstance(span, HeraldSpan)
+    assert isinstance(span, Span)
+    span.end()
+    assert span.name == "mine"
+    (exported,) = exporter.get_finished_spans()
+    assert type(exported) is ReadableSpan
+    assert exported is not span
+
+
+def test_each_span_writes_under_its_own_lock() -> None:
+    """A thread holding one span's lock holds up no other span's write (the SDK cleaner's
+    path included), and the attribute map's lock is its span's."""
+    provider, _ = _provider(HeraldTracerProvider, None, FOLLOWS_PARENT)
+    tracer = provider.get_tracer("test")
+    first, second = tracer.start_span("first"), tracer.start_span("second")
+    assert first._attributes._lock is first._lock
+    assert first._lock is not second._lock
+    done = threading.Event()
+
+    def write() -> None:
+        second.set_attribute("list", [1, 2])
+        second.set_attribute("plain", 1)
+        done.set()
+
+    with first._lock:
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert done.wait(5), "a write to another span waited for this span's lock"
+    writer.join()
+
+
+def test_a_copy_of_the_attributes_taken_while_they_are_written_is_whole() -> None:
+    """The SDK's readers (a deep copy, iterating a live span) lock what every write locks."""
+    provider, _ = _provider(HeraldTracerProvider, None, FOLLOWS_PARENT)
+    span = provider.get_tracer("test").start_span("live")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def copy() -> None:
+        while not stop.is_set():
+            try:
+                copy_ = copy_module.deepcopy(span._attributes)
+                assert len(copy_) <= 128
+                list(iter(span._attributes))
+            except BaseException as error:
+                errors.append(error)
+                return
+
+    reader = threading.Thread(target=copy)
+    reader.start()
+    for i in range(3000):
+        span.set_attribute(f"k{i % 200}", i)
+    stop.set()
+    reader.join()
+    span.end()
+    assert errors == []
