@@ -72,13 +72,24 @@ class SpanAttributes(BoundedAttributes):
     def _set_items(self, attributes: Mapping[str, types.AnyValue]) -> None:
         if self._immutable:
             self._raise_if_immutable()
-        if all(self._plain(key, value) for key, value in attributes.items()):
-            for key, value in attributes.items():
-                self._store(key, value)
-        else:
-            # The SDK's own, for the whole batch: it cleans every item before storing any (a
-            # value that fails stores nothing) and counts keys that clean to the same one.
-            BoundedAttributes._set_items(self, attributes)
+        limit = self.max_value_len
+        for key, value in attributes.items():
+            kind = type(value)
+            if (
+                kind not in _PLAIN
+                or type(key) is not str
+                or not key
+                or (kind is str and limit is not None and len(value) > limit)  # type: ignore[arg-type]
+            ):
+                # The SDK's own, for the whole batch: it cleans every item before storing any
+                # (a value that fails stores nothing) and counts keys cleaned to the same one.
+                BoundedAttributes._set_items(self, attributes)
+                return
+        if self.maxlen == 0:
+            BoundedAttributes._set_items(self, attributes)  # counted as dropped
+            return
+        for key, value in attributes.items():
+            self._store(key, value)
 
     def __setitem__(self, key: str, value: types.AnyValue) -> None:
         if self._immutable:
