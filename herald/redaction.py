@@ -178,16 +178,37 @@ _RULES = (
 _WORDS = {word for rule in _RULES for word in rule.words}
 _ANY_WORD = tuple(sorted(w for w in _WORDS if not any(o != w and o in w for o in _WORDS)))
 
+
+class CleanMemo(dict[Any, None]):
+    """Values found to hold no secret, remembered so a value that repeats is checked once per
+    process (a dict, so ``value in memo`` is a dict lookup). Only what was found clean is
+    remembered. Bounded: at most ``entries`` values of at most ``max_chars`` characters each
+    (a longer one is not remembered) and ``total_chars`` in all; emptied when full."""
+
+    def __init__(self, entries: int, max_chars: int, total_chars: int) -> None:
+        super().__init__()
+        self.entries, self.max_chars, self.total_chars = entries, max_chars, total_chars
+        self.chars = 0
+
+    def remember(self, value: Any, chars: int) -> None:
+        """Remember ``value``, found clean, of ``chars`` characters."""
+        if chars > self.max_chars:
+            return
+        if len(self) >= self.entries or self.chars + chars > self.total_chars:
+            self.clear()
+            self.chars = 0
+        self[value] = None
+        self.chars += chars
+
+
 # Text found to hold no secret (a task name, a status, a SQL statement naming
-# ``token_version``), remembered so a value that repeats (most log fields and span attributes
-# do) is checked once per process. Text that held a secret is never remembered. Bounded: at
-# most 2,048 texts of at most 16,384 characters each (the publish path's claim statement is
-# about 4,700) and 1 M characters in all; emptied when full.
-_CLEAN: dict[str, None] = {}
+# ``token_version``): most log fields and span attributes repeat. At most 2,048 texts of at
+# most 16,384 characters each (the publish path's claim statement is about 4,700) and 1 M
+# characters in all.
 _CLEAN_MAX_ENTRIES = 2048
 _CLEAN_MAX_CHARS = 16_384
 _CLEAN_MAX_TOTAL = 1_000_000
-_clean_chars = [0]
+_CLEAN = CleanMemo(_CLEAN_MAX_ENTRIES, _CLEAN_MAX_CHARS, _CLEAN_MAX_TOTAL)
 
 
 def redact_text(text: str) -> str:
@@ -199,25 +220,15 @@ def redact_text(text: str) -> str:
         if word in lowered:
             break
     else:
-        _remember_clean(text)
+        _CLEAN.remember(text, len(text))
         return text
     redacted = text
     for rule in _RULES:
         if any(word in lowered for word in rule.words) and all(c in text for c in rule.chars):
             redacted = rule.pattern.sub(rule.replacement, redacted)
     if redacted == text:
-        _remember_clean(text)
+        _CLEAN.remember(text, len(text))
     return redacted
-
-
-def _remember_clean(text: str) -> None:
-    if len(text) > _CLEAN_MAX_CHARS:
-        return
-    if len(_CLEAN) >= _CLEAN_MAX_ENTRIES or _clean_chars[0] + len(text) > _CLEAN_MAX_TOTAL:
-        _CLEAN.clear()
-        _clean_chars[0] = 0
-    _CLEAN[text] = None
-    _clean_chars[0] += len(text)
 
 
 TOO_DEEP = "[nested too deep]"

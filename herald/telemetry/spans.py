@@ -41,7 +41,7 @@ from opentelemetry.trace import Link, SpanKind, Status, TraceState, get_current_
 from opentelemetry.trace import Span as ApiSpan
 from opentelemetry.util.types import Attributes
 
-from herald.redaction import REDACTED, is_secret_key, redact_text, redact_url
+from herald.redaction import REDACTED, CleanMemo, is_secret_key, redact_text, redact_url
 from herald.telemetry import context
 
 CORRELATION_ATTRIBUTE = "herald.correlation_id"
@@ -129,11 +129,9 @@ def redact_http_request(span: ApiSpan, request: Any) -> None:
 
 
 # URLs :func:`redact_url` left as they were (no query, no secret in the path: a provider's
-# endpoint), remembered so a request to the same one is not parsed again. A URL that changed
-# is never remembered. At most 1,024 URLs of at most 2,048 characters; emptied when full.
-_CLEAN_URLS: dict[str, None] = {}
-_CLEAN_URLS_MAX = 1024
-_CLEAN_URL_MAX_CHARS = 2048
+# endpoint), remembered so a request to the same one is not parsed again. At most 1,024 URLs
+# of at most 2,048 characters.
+_CLEAN_URLS = CleanMemo(1024, 2048, 1024 * 2048)
 
 
 def url_for_span(url: str) -> str:
@@ -142,10 +140,8 @@ def url_for_span(url: str) -> str:
     if url in _CLEAN_URLS:
         return url
     clean = redact_url(url)
-    if clean == url and len(url) <= _CLEAN_URL_MAX_CHARS:
-        if len(_CLEAN_URLS) >= _CLEAN_URLS_MAX:
-            _CLEAN_URLS.clear()
-        _CLEAN_URLS[url] = None
+    if clean == url:
+        _CLEAN_URLS.remember(url, len(url))
     return clean
 
 
@@ -174,27 +170,9 @@ def _redacted_value(key: str, value: Any) -> Any:
 
 
 # String attributes found to hold no secret under their key (a statement text under
-# ``db.statement``, a span's correlation id), remembered so the pairs every span repeats are
-# checked once per process. A pair that held a secret is never remembered. Bounded like
-# herald.redaction's clean texts: at most 4,096 pairs of at most 16,384 characters each and
-# 1 M characters in all; emptied when full.
-_CLEAN_PAIRS: dict[tuple[str, str], None] = {}
-_CLEAN_PAIRS_MAX = 4096
-_CLEAN_PAIRS_MAX_TOTAL = 1_000_000
-_CLEAN_PAIR_MAX_CHARS = 16_384
-_clean_pair_chars = [0]
-
-
-def _remember_clean_pair(pair: tuple[str, str]) -> None:
-    size = len(pair[0]) + len(pair[1])
-    if size > _CLEAN_PAIR_MAX_CHARS:
-        return
-    full = _clean_pair_chars[0] + size > _CLEAN_PAIRS_MAX_TOTAL
-    if full or len(_CLEAN_PAIRS) >= _CLEAN_PAIRS_MAX:
-        _CLEAN_PAIRS.clear()
-        _clean_pair_chars[0] = 0
-    _CLEAN_PAIRS[pair] = None
-    _clean_pair_chars[0] += size
+# ``db.statement``, a span's correlation id): the pairs every span repeats are checked once per
+# process. At most 4,096 pairs of at most 16,384 characters each and 1 M characters in all.
+_CLEAN_PAIRS = CleanMemo(4096, 16_384, 1_000_000)
 
 
 def _redacted(attributes: Attributes) -> dict[str, Any] | None:
@@ -203,7 +181,7 @@ def _redacted(attributes: Attributes) -> dict[str, Any] | None:
         return None
     copy: dict[str, Any] | None = None
     for key, value in attributes.items():
-        pair = (key, value) if type(value) is str else None
+        pair: tuple[str, str] | None = (key, value) if type(value) is str else None
         if pair is not None and pair in _CLEAN_PAIRS:
             continue
         clean = _redacted_value(key, value)
@@ -212,7 +190,7 @@ def _redacted(attributes: Attributes) -> dict[str, Any] | None:
                 copy = dict(attributes)
             copy[key] = clean
         elif pair is not None:
-            _remember_clean_pair(pair)
+            _CLEAN_PAIRS.remember(pair, len(key) + len(pair[1]))
     return copy
 
 

@@ -195,22 +195,23 @@ class HeraldSpan(Span):
         _logger.warning("Setting attribute on ended span.")
 
     def _add_event(self, event: Any) -> None:
-        with self._lock:
-            if self._end_time is None:
-                if type(self._events) is tuple:
-                    self._events = BoundedList(self._limits.max_events)
-                self._events.append(event)  # type: ignore[attr-defined]
-                return
-        _logger.warning("Tried calling %s on an ended span.", "_add_event")
+        self._append("_events", event, self._limits.max_events, "_add_event")
 
     def _add_link(self, link: trace_api.Link) -> None:
+        self._append("_links", link, self._limits.max_links, "_add_link")
+
+    def _append(self, field: str, item: Any, limit: int | None, caller: str) -> None:
+        """Append to the span's events or links, their bounded list made on first use; as the
+        SDK's ``_check_span_ended`` does, nothing once ended."""
         with self._lock:
             if self._end_time is None:
-                if type(self._links) is tuple:
-                    self._links = BoundedList(self._limits.max_links)
-                self._links.append(link)  # type: ignore[attr-defined]
+                items = getattr(self, field)
+                if type(items) is tuple:
+                    items = BoundedList(limit)
+                    setattr(self, field, items)
+                items.append(item)
                 return
-        _logger.warning("Tried calling %s on an ended span.", "_add_link")
+        _logger.warning("Tried calling %s on an ended span.", caller)
 
     def end(self, end_time: int | None = None) -> None:
         with self._lock:
