@@ -359,19 +359,32 @@ def _statuses() -> Counter[str]:
         return Counter(status.value for status in session.scalars(select(Post.status)))
 
 
+#: After the scenario's last post is due, how long the watch waits with no post settling
+#: (about twice what the slowest story, a retry after its backoff, takes on an idle machine).
+QUIET_S = 25.0
+#: The watch never outlasts the scenario by more than this, however slowly posts settle.
+LONGEST_S = 100.0
+
+
 def _watch(console: Console, expected: dict[uuid.UUID, Connection]) -> None:
+    """Print the posts' states each second until every post has settled. A machine busy with
+    other work settles them later, not differently: the watch gives up only once no post has
+    settled for :data:`QUIET_S` after the scenario, or after :data:`LONGEST_S` more."""
     started = time.monotonic()
-    deadline = started + DURATION_S + 25
+    scenario_end = started + DURATION_S
+    last_settling = scenario_end  # when the count of settled posts last grew, once past it
     terminal = {P.PUBLISHED, P.FAILED, P.NEEDS_REVIEW, P.CANCELLED}
-    while time.monotonic() < deadline:
+    waiting = sum(1 for c in expected.values() if c.expect is P.RETRYING)  # for the user
+    settled_before = 0
+    while (now := time.monotonic()) < min(last_settling + QUIET_S, scenario_end + LONGEST_S):
         counts = _statuses()
         line = "  ".join(f"{name} {counts[name]}" for name in sorted(counts))
-        console.print(f"t+{time.monotonic() - started:5.1f}s  {line}")
-        waiting = sum(1 for c in expected.values() if c.expect is P.RETRYING)  # for the user
-        if sum(counts[s.value] for s in terminal) + min(waiting, counts["retrying"]) == len(
-            expected
-        ):
+        console.print(f"t+{now - started:5.1f}s  {line}")
+        settled = sum(counts[s.value] for s in terminal) + min(waiting, counts["retrying"])
+        if settled == len(expected):
             return
+        if settled > settled_before:
+            settled_before, last_settling = settled, max(now, scenario_end)
         time.sleep(1.0)
     console.print("[yellow]time is up: some posts did not finish")
 
