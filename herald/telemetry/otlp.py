@@ -5,9 +5,13 @@ The SDK's encoder (``opentelemetry.exporter.otlp.proto.common``) builds a protob
 object for every span, every attribute and every attribute's value, then serialises the tree:
 about 40 µs per span of the publish path on this project's machines, a fifth of what telemetry
 costs a publish (docs/performance.md). :func:`encode_spans` writes the same request's wire
-format directly: a span's own fields by hand, and each attribute from a table of encoded
-``KeyValue`` bytes, so the attributes every span of a kind repeats (the statement, the database,
-the task name, the host) are encoded once per process.
+format directly: a span's own fields by hand (its ids, times and flags each packed by one
+``struct`` call, its name, kind and status from tables), and each attribute from a table of
+encoded ``KeyValue`` bytes, so the attributes every span of a kind repeats (the statement, the
+database, the task name, the host) are encoded once per process. A ``ReadableSpan`` as the SDK
+makes it is read from its fields; any other class through its properties, as the SDK's encoder
+reads it. About 38 K instructions per span of the publish path, 86 K before the tables and
+packing (docs/performance.md, eighteenth round).
 
 The output parses to the message the SDK's encoder builds, field for field (resources and
 scopes grouped in the order their first span came; value types as the SDK maps them; an
@@ -27,13 +31,17 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode
+
+from herald.telemetry.tracer import SpanAttributes
 
 _logger = logging.getLogger(__name__)
 
@@ -138,33 +146,54 @@ def _key_value(key: str, value: Any) -> bytes:
     return head + _length_delimited(_KV_VALUE, _any_value(value))
 
 
+# Attribute maps read straight from their dict; value types kept in the table beside str.
+_BOUNDED = frozenset((BoundedAttributes, SpanAttributes))
+_KEYED = frozenset((int, bool))
+
+
 class _Attributes:
-    """Encodes attribute mappings as a repeated ``KeyValue`` field; string attributes from a
-    table of their encoded fields."""
+    """Encodes attribute mappings as a repeated ``KeyValue`` field (one object per field tag);
+    string, integer and boolean attributes from a table of their encoded fields."""
 
-    def __init__(self) -> None:
-        # By field tag too: the same pair is field 9 of a span, 3 of an event, 1 of a resource.
-        self._kept: dict[tuple[bytes, str, str], bytes] = {}
+    def __init__(self, tag: bytes) -> None:
+        self.tag = tag
+        self._kept: dict[tuple[Any, ...], bytes] = {}  # str values, by the (key, value) item
+        self._typed: dict[tuple[Any, ...], bytes] = {}  # int and bool, with their type: True == 1
 
-    def field(self, tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
+    def field(self, attributes: Mapping[str, Any] | None) -> bytes:
         if not attributes:
             return b""
+        if type(attributes) in _BOUNDED:  # its dict, not the Mapping mix-ins' lookups
+            attributes = attributes._dict  # type: ignore[attr-defined]
         kept = self._kept
-        parts = []
-        for key, value in attributes.items():
-            encoded = kept.get((tag, key, value)) if type(value) is str else None
-            if encoded is None:
-                try:
-                    encoded = _length_delimited(tag, _key_value(key, value))
-                except (ValueError, UnicodeEncodeError) as error:  # as the SDK: left out
-                    _logger.warning("span attribute %r not exported: %s", key, error)
-                    continue
-                if type(value) is str:
-                    if len(kept) >= KEPT_ATTRIBUTES:
-                        kept.clear()
-                    kept[(tag, key, value)] = encoded
-            parts.append(encoded)
-        return b"".join(parts)
+        try:
+            return b"".join([kept.get(item) or self._encode(item) for item in attributes.items()])
+        except TypeError:  # an unhashable value (a list, in a span built by hand): not kept
+            return b"".join([self._encode(item) for item in attributes.items()])
+
+    def _encode(self, item: tuple[str, Any]) -> bytes:
+        """One attribute's field (empty when the SDK would leave it out), kept when its value
+        is a string, an integer or a boolean."""
+        key, value = item
+        kind = type(value)
+        table = self._kept if kind is str else self._typed
+        index: tuple[Any, ...] | None = (
+            item if kind is str else (key, value, kind) if kind in _KEYED else None
+        )
+        if index is not None and kind is not str:  # (a str value missed already)
+            encoded = table.get(index)
+            if encoded is not None:
+                return encoded
+        try:
+            encoded = _length_delimited(self.tag, _key_value(key, value))
+        except (ValueError, UnicodeEncodeError) as error:  # as the SDK: left out
+            _logger.warning("span attribute %r not exported: %s", key, error)
+            return b""
+        if index is not None:
+            if len(table) >= KEPT_ATTRIBUTES:
+                table.clear()
+            table[index] = encoded
+        return encoded
 
 
 # -- spans (trace.proto) ------------------------------------------------------------------------
@@ -207,6 +236,23 @@ _RESOURCE_SPANS_RESOURCE = _tag(1, _LEN)
 _RESOURCE_SPANS_SCOPE_SPANS = _tag(2, _LEN)
 _REQUEST_RESOURCE_SPANS = _tag(1, _LEN)
 
+# A span's most frequent fields, each written by one call: the trace and span ids (big-endian,
+# as the ids' bytes are), the parent's id, start and end times (little-endian fixed64).
+_M64 = (1 << 64) - 1
+_pack_ids = struct.Struct(">2sQQ2sQ").pack
+_pack_parent = struct.Struct(">2sQ").pack
+_pack_times = struct.Struct("<1sQ1sQ").pack
+# By the enum's value; proto's kinds start at 1. A status without a description by its code.
+_KIND_FIELDS = tuple(
+    _SPAN_KIND + _varint(kind.value + 1) for kind in sorted(SpanKind, key=lambda k: k.value)
+)
+_STATUS_FIELDS = tuple(
+    _length_delimited(_SPAN_STATUS, _STATUS_CODE + _varint(code.value) if code.value else b"")
+    for code in sorted(StatusCode, key=lambda c: c.value)
+)
+#: Span names whose encoded field is kept (the table is emptied when full).
+KEPT_NAMES = 1024
+
 
 def _string(tag: bytes, value: str | None) -> bytes:
     # A name or status text that is not valid Unicode (a lone surrogate: JSON's "\ud800" in a
@@ -218,37 +264,94 @@ def _count(tag: bytes, value: int) -> bytes:
     return tag + _varint(value) if value else b""
 
 
-def _flags(context: SpanContext | None) -> bytes:
-    remote = context is not None and context.is_remote
+def _pack_flags(remote: bool) -> bytes:
     return _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE if remote else _HAS_IS_REMOTE)
+
+
+_FLAGS_LOCAL = _SPAN_FLAGS + _pack_flags(False)
+_FLAGS_REMOTE = _SPAN_FLAGS + _pack_flags(True)
+
+
+def _flags(context: SpanContext | None) -> bytes:
+    return _pack_flags(context is not None and context.is_remote)
+
+
+def _dropped(items: Any, kind: type) -> int:
+    """What a ``ReadableSpan``'s ``dropped_*`` property says of its ``items``."""
+    return items.dropped if isinstance(items, kind) else 0  # type: ignore[attr-defined]
+
+
+# (name, context, parent, kind, start, end, attributes, dropped attributes, events, dropped
+# events, links, dropped links, status): what a span's encoding reads.
+_Fields = tuple[Any, ...]
+
+
+def _fields(span: ReadableSpan) -> _Fields:
+    """A span's fields: a ``ReadableSpan`` as the SDK makes them, straight from its slots;
+    anything else (a subclass may read them otherwise) through its properties, as the SDK's
+    encoder reads them."""
+    if type(span) is ReadableSpan:
+        attributes, events, links = span._attributes, span._events, span._links
+        return (
+            span._name,
+            span._context,
+            span._parent,
+            span._kind,
+            span._start_time,
+            span._end_time,
+            attributes,
+            attributes.dropped if type(attributes) in _BOUNDED else 0,  # type: ignore[union-attr]
+            events,
+            0 if type(events) is tuple else _dropped(events, BoundedList),
+            links,
+            0 if type(links) is tuple else _dropped(links, BoundedList),
+            span._status,
+        )
+    return (
+        span.name,
+        span.context,
+        span.parent,
+        span.kind,
+        span.start_time,
+        span.end_time,
+        span.attributes,
+        span.dropped_attributes,
+        span.events,
+        span.dropped_events,
+        span.links,
+        span.dropped_links,
+        span.status,
+    )
 
 
 class SpanEncoder:
     """Encodes batches of spans as an ``ExportTraceServiceRequest`` (one per process: it keeps
-    the encoded resources, scopes and string attributes it has seen)."""
+    the encoded resources, scopes, span names and attributes it has seen)."""
 
     def __init__(self) -> None:
-        self._attributes = _Attributes()
+        self._span_attributes = _Attributes(_SPAN_ATTRIBUTE)
+        self._event_attributes = _Attributes(_EVENT_ATTRIBUTE)
+        self._link_attributes = _Attributes(_LINK_ATTRIBUTE)
+        self._other_attributes = {
+            tag: _Attributes(tag) for tag in (_RESOURCE_ATTRIBUTE, _SCOPE_ATTRIBUTE)
+        }
+        self._names: dict[str, bytes] = {}
         self._resources: dict[Resource, bytes] = {}
         self._scopes: dict[InstrumentationScope | None, bytes] = {}
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
-        # A Resource hashes by dumping its attributes as JSON, which the SDK's encoder does for
-        # every span; a batch whose spans share one resource object (a process has one) is
-        # grouped without hashing it.
+        # Grouped by resource, then scope, each in the order its first span came, as the SDK's
+        # encoder groups them by equality. A Resource hashes by dumping its attributes as JSON:
+        # here each distinct (resource, scope) pair of objects is hashed once per batch.
         grouped: dict[Resource, dict[InstrumentationScope | None, list[bytes]]] = {}
-        first = spans[0].resource if spans else None
-        if all(span.resource is first for span in spans):
-            by_scope: dict[InstrumentationScope | None, list[bytes]] = {}
-            for span in spans:
-                by_scope.setdefault(span.instrumentation_scope or None, []).append(self._span(span))
-            if first is not None:
-                grouped[first] = by_scope
-        else:
-            for span in spans:
-                grouped.setdefault(span.resource, {}).setdefault(
-                    span.instrumentation_scope or None, []
-                ).append(self._span(span))
+        by_objects: dict[tuple[int, int], list[bytes]] = {}
+        for span in spans:
+            resource, scope = span.resource, span.instrumentation_scope
+            group = by_objects.get((id(resource), id(scope)))
+            if group is None:
+                group = grouped.setdefault(resource, {}).setdefault(scope or None, [])
+                by_objects[id(resource), id(scope)] = group
+            group.append(self._span(_fields(span)))
         request = []
         for resource, by_scope in grouped.items():
             scope_spans = b"".join(
@@ -266,7 +369,7 @@ class SpanEncoder:
     def _resource(self, resource: Resource) -> bytes:
         encoded = self._resources.get(resource)
         if encoded is None:
-            encoded = self._attributes.field(_RESOURCE_ATTRIBUTE, resource.attributes)
+            encoded = self._other_attributes[_RESOURCE_ATTRIBUTE].field(resource.attributes)
             self._resources[resource] = encoded
         return encoded
 
@@ -278,66 +381,94 @@ class SpanEncoder:
                 encoded = (
                     _string(_SCOPE_NAME, scope.name)
                     + _string(_SCOPE_VERSION, scope.version)
-                    + self._attributes.field(_SCOPE_ATTRIBUTE, scope.attributes)
+                    + self._other_attributes[_SCOPE_ATTRIBUTE].field(scope.attributes)
                 )
             head = _length_delimited(_SCOPE_SPANS_SCOPE, encoded)
             self._scopes[scope] = head
         schema_url = _string(_SCHEMA_URL, scope.schema_url) if scope is not None else b""
-        return head + b"".join(_length_delimited(_SCOPE_SPANS_SPAN, s) for s in spans) + schema_url
+        return head + b"".join(spans) + schema_url
 
-    def _span(self, span: ReadableSpan) -> bytes:
-        context = span.context
-        assert context is not None  # an SDK span always has one
-        parts = [
-            _SPAN_TRACE_ID + context.trace_id.to_bytes(16, "big"),
-            _SPAN_SPAN_ID + context.span_id.to_bytes(8, "big"),
-        ]
-        if context.trace_state:
-            state = ",".join(f"{key}={value}" for key, value in context.trace_state.items())
+    def _name(self, name: str) -> bytes:
+        encoded = self._names.get(name)
+        if encoded is None:
+            encoded = _string(_SPAN_NAME, name)
+            if len(self._names) >= KEPT_NAMES:
+                self._names.clear()
+            self._names[name] = encoded
+        return encoded
+
+    def _span(self, fields: _Fields) -> bytes:
+        """One span as a ``ScopeSpans.spans`` field."""
+        (
+            name,
+            context,
+            parent,
+            kind,
+            start,
+            end,
+            attributes,
+            dropped_attributes,
+            events,
+            dropped_events,
+            links,
+            dropped_links,
+            status,
+        ) = fields
+        trace_id, span_id, _, _, trace_state, _ = context  # a SpanContext is a tuple
+        parts = [_pack_ids(_SPAN_TRACE_ID, trace_id >> 64, trace_id & _M64, _SPAN_SPAN_ID, span_id)]
+        if trace_state:
+            state = ",".join(f"{key}={value}" for key, value in trace_state.items())
             parts.append(_string(_SPAN_TRACE_STATE, state))
-        parent = span.parent
         if parent is not None:
-            parts.append(_SPAN_PARENT_ID + parent.span_id.to_bytes(8, "big"))
-        parts.append(_string(_SPAN_NAME, span.name))
-        parts.append(_SPAN_KIND + _varint(span.kind.value + 1))  # proto's kinds start at 1
-        if span.start_time:
-            parts.append(_SPAN_START + _pack_fixed64(span.start_time))
-        if span.end_time:
-            parts.append(_SPAN_END + _pack_fixed64(span.end_time))
-        parts.append(self._attributes.field(_SPAN_ATTRIBUTE, span.attributes))
-        parts.append(_count(_SPAN_DROPPED_ATTRIBUTES, span.dropped_attributes))
-        for event in span.events:
+            parts.append(_pack_parent(_SPAN_PARENT_ID, parent[1]))
+        parts.append(self._name(name) if type(name) is str else _string(_SPAN_NAME, name))
+        parts.append(_KIND_FIELDS[kind._value_])
+        if start and end:
+            parts.append(_pack_times(_SPAN_START, start, _SPAN_END, end))
+        else:
+            parts.append(_SPAN_START + _pack_fixed64(start) if start else b"")
+            parts.append(_SPAN_END + _pack_fixed64(end) if end else b"")
+        parts.append(self._span_attributes.field(attributes))
+        if dropped_attributes:
+            parts.append(_SPAN_DROPPED_ATTRIBUTES + _varint(dropped_attributes))
+        for event in events:
             encoded = (
                 (_EVENT_TIME + _pack_fixed64(event.timestamp) if event.timestamp else b"")
                 + _string(_EVENT_NAME, event.name)
-                + self._attributes.field(_EVENT_ATTRIBUTE, event.attributes)
+                + self._event_attributes.field(event.attributes)
                 + _count(_EVENT_DROPPED, event.dropped_attributes)
             )
             parts.append(_length_delimited(_SPAN_EVENT, encoded))
-        parts.append(_count(_SPAN_DROPPED_EVENTS, span.dropped_events))
-        for link in span.links:
+        if dropped_events:
+            parts.append(_SPAN_DROPPED_EVENTS + _varint(dropped_events))
+        for link in links:
             encoded = (
                 _LINK_TRACE_ID
                 + link.context.trace_id.to_bytes(16, "big")
                 + _LINK_SPAN_ID
                 + link.context.span_id.to_bytes(8, "big")
-                + self._attributes.field(_LINK_ATTRIBUTE, link.attributes)
+                + self._link_attributes.field(link.attributes)
                 + _count(_LINK_DROPPED, link.dropped_attributes)
                 + _LINK_FLAGS
                 + _flags(link.context)
             )
             parts.append(_length_delimited(_SPAN_LINK, encoded))
-        parts.append(_count(_SPAN_DROPPED_LINKS, span.dropped_links))
-        status = span.status
-        parts.append(
-            _length_delimited(
-                _SPAN_STATUS,
-                _string(_STATUS_MESSAGE, status.description)
-                + _count(_STATUS_CODE, status.status_code.value),
+        if dropped_links:
+            parts.append(_SPAN_DROPPED_LINKS + _varint(dropped_links))
+        description = status.description
+        if description:
+            parts.append(
+                _length_delimited(
+                    _SPAN_STATUS,
+                    _string(_STATUS_MESSAGE, description)
+                    + _count(_STATUS_CODE, status.status_code.value),
+                )
             )
-        )
-        parts.append(_SPAN_FLAGS + _flags(parent))
-        return b"".join(parts)
+        else:
+            parts.append(_STATUS_FIELDS[status.status_code._value_])
+        parts.append(_FLAGS_REMOTE if parent is not None and parent[2] else _FLAGS_LOCAL)
+        body = b"".join(parts)
+        return _SCOPE_SPANS_SPAN + _varint(len(body)) + body
 
 
 class OtlpSpanExporter(OTLPSpanExporter):

@@ -24,6 +24,7 @@ from opentelemetry.trace.span import TraceState
 
 from herald.telemetry import otlp
 from herald.telemetry.otlp import OtlpSpanExporter, SpanEncoder
+from herald.telemetry.tracer import HeraldTracerProvider
 
 
 def _same(spans: list[ReadableSpan], encoder: SpanEncoder | None = None) -> None:
@@ -35,16 +36,21 @@ def _same(spans: list[ReadableSpan], encoder: SpanEncoder | None = None) -> None
     )
 
 
-def _provider(resource: Resource | None = None) -> tuple[TracerProvider, InMemorySpanExporter]:
+def _provider(
+    resource: Resource | None = None, kind: type[TracerProvider] = TracerProvider
+) -> tuple[TracerProvider, InMemorySpanExporter]:
     exported = InMemorySpanExporter()
-    provider = TracerProvider(resource=resource or Resource.create({"service.name": "t"}))
+    provider = kind(resource=resource or Resource.create({"service.name": "t"}))
     provider.add_span_processor(SimpleSpanProcessor(exported))
     return provider, exported
 
 
-@pytest.fixture
-def recorded() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    provider, exported = _provider()
+# The SDK's spans and Herald's (whose ended attributes are a SpanAttributes map).
+@pytest.fixture(params=[TracerProvider, HeraldTracerProvider])
+def recorded(
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    provider, exported = _provider(kind=request.param)
     yield provider, exported
     provider.shutdown()
 
@@ -201,7 +207,78 @@ def test_kept_attributes_are_bounded_and_stay_right(
     for n in range(10):
         provider.get_tracer("t").start_span("s", attributes={"k": f"v{n % 6}", "c": "x"}).end()
         _same(list(exported.get_finished_spans()), encoder)
-    assert len(encoder._attributes._kept) <= 4
+    assert len(encoder._span_attributes._kept) <= 4
+
+
+def test_kept_names_are_bounded_and_equal_values_of_other_types_kept_apart(
+    monkeypatch: pytest.MonkeyPatch, recorded: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, exported = recorded
+    monkeypatch.setattr(otlp, "KEPT_NAMES", 3)
+    encoder = SpanEncoder()
+    values: list[object] = [1, True, 1.0, "1", 0, False, (1,), (True,)]
+    for n, value in enumerate(values * 2):  # True == 1 == 1.0: each kept as its own type
+        provider.get_tracer("t").start_span(f"s{n % 5}", attributes={"k": value}).end()  # type: ignore[dict-item]
+        _same(list(exported.get_finished_spans()), encoder)
+    assert len(encoder._names) <= 3
+
+
+def test_a_span_built_by_hand_with_a_list_value_encodes_as_the_sdk_encodes_it(
+    recorded: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, exported = recorded
+    provider.get_tracer("t").start_span("original").end()
+    (span,) = exported.get_finished_spans()
+    by_hand = ReadableSpan(
+        name="by hand",
+        context=span.context,
+        resource=span.resource,
+        attributes={"before": "x", "list": [1, 2], "after": 3},  # not cleaned by the SDK
+        instrumentation_scope=span.instrumentation_scope,
+    )
+    encoder = SpanEncoder()
+    for _ in range(2):
+        _same([by_hand, span], encoder)
+
+
+class _Renamed(ReadableSpan):
+    """A span whose properties say something else than its fields (the SDK's encoder reads
+    the properties)."""
+
+    @property
+    def name(self) -> str:
+        return "renamed"
+
+    @property
+    def attributes(self) -> dict[str, object]:  # type: ignore[override]
+        return {"from": "property"}
+
+    @property
+    def dropped_attributes(self) -> int:
+        return 3
+
+
+def test_a_span_of_another_class_is_read_through_its_properties(
+    recorded: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, exported = recorded
+    provider.get_tracer("t").start_span("original", attributes={"from": "field"}).end()
+    (span,) = exported.get_finished_spans()
+    renamed = _Renamed(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=span.attributes,
+        kind=span.kind,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+    _same([span, renamed])
+    request = ExportTraceServiceRequest.FromString(SpanEncoder().encode([renamed]))
+    (encoded,) = request.resource_spans[0].scope_spans[0].spans
+    assert (encoded.name, encoded.dropped_attributes_count) == ("renamed", 3)
 
 
 class _Receiver(http.server.BaseHTTPRequestHandler):
@@ -224,6 +301,7 @@ def test_the_exporter_delivers_its_encoding_over_otlp_http(
     for n in range(5):
         provider.get_tracer("t").start_span(f"span {n}", attributes={"n": n}).end()
     spans = list(exported.get_finished_spans())
+    _Receiver.bodies.clear()
     server = http.server.HTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
