@@ -123,8 +123,14 @@ def _knock_out(parts: list[str]) -> None:
 
             CorrelatedSampler.should_sample = inner_only  # type: ignore[method-assign]
         elif part == "redaction":  # spans exported as they are
+            from herald.telemetry.otlp import SpanEncoder
+            from herald.telemetry.spans import RedactingSpanExporter
+
             batch = processors()._span_processors[-1]._batch_processor
-            batch._exporter = batch._exporter.inner
+            if isinstance(batch._exporter, RedactingSpanExporter):
+                batch._exporter = batch._exporter.inner
+            else:  # Herald's OTLP exporter, redacting as it encodes
+                batch._exporter._encoder = SpanEncoder()
         elif part == "log":
             logging.getLogger().setLevel(logging.WARNING)
         elif part:

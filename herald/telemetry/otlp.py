@@ -41,6 +41,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
+from herald.redaction import redact_text
+from herald.telemetry.spans import redact_span, redacted_attribute
 from herald.telemetry.tracer import SpanAttributes
 
 _logger = logging.getLogger(__name__)
@@ -155,8 +157,9 @@ class _Attributes:
     """Encodes attribute mappings as a repeated ``KeyValue`` field (one object per field tag);
     string, integer and boolean attributes from a table of their encoded fields."""
 
-    def __init__(self, tag: bytes) -> None:
+    def __init__(self, tag: bytes, redact: bool = False) -> None:
         self.tag = tag
+        self.redact = redact  # each value as redact_span leaves it; only a clean one is kept
         self._kept: dict[tuple[Any, ...], bytes] = {}  # str values, by the (key, value) item
         self._typed: dict[tuple[Any, ...], bytes] = {}  # int and bool, with their type: True == 1
 
@@ -184,6 +187,10 @@ class _Attributes:
             encoded = table.get(index)
             if encoded is not None:
                 return encoded
+        if self.redact:
+            clean = redacted_attribute(key, value)
+            if clean is not value and clean != value:  # a secret: its remains, never kept
+                value, index = clean, None
         try:
             encoded = _length_delimited(self.tag, _key_value(key, value))
         except (ValueError, UnicodeEncodeError) as error:  # as the SDK: left out
@@ -326,12 +333,18 @@ def _fields(span: ReadableSpan) -> _Fields:
 
 class SpanEncoder:
     """Encodes batches of spans as an ``ExportTraceServiceRequest`` (one per process: it keeps
-    the encoded resources, scopes, span names and attributes it has seen)."""
+    the encoded resources, scopes, span names and attributes it has seen).
 
-    def __init__(self) -> None:
-        self._span_attributes = _Attributes(_SPAN_ATTRIBUTE)
-        self._event_attributes = _Attributes(_EVENT_ATTRIBUTE)
-        self._link_attributes = _Attributes(_LINK_ATTRIBUTE)
+    With ``redact``, each span is encoded as :func:`~herald.telemetry.spans.redact_span`
+    leaves it (its name, attributes, event and link attributes, status text), in the same
+    step: what was found clean is kept encoded, so a value every span repeats is checked once;
+    a value that held a secret is encoded without it and not kept."""
+
+    def __init__(self, redact: bool = False) -> None:
+        self.redact = redact
+        self._span_attributes = _Attributes(_SPAN_ATTRIBUTE, redact)
+        self._event_attributes = _Attributes(_EVENT_ATTRIBUTE, redact)
+        self._link_attributes = _Attributes(_LINK_ATTRIBUTE, redact)
         self._other_attributes = {
             tag: _Attributes(tag) for tag in (_RESOURCE_ATTRIBUTE, _SCOPE_ATTRIBUTE)
         }
@@ -391,6 +404,10 @@ class SpanEncoder:
     def _name(self, name: str) -> bytes:
         encoded = self._names.get(name)
         if encoded is None:
+            if self.redact:
+                clean = redact_text(name)
+                if clean != name:  # a secret in the name: its remains, never kept
+                    return _string(_SPAN_NAME, clean)
             encoded = _string(_SPAN_NAME, name)
             if len(self._names) >= KEPT_NAMES:
                 self._names.clear()
@@ -421,7 +438,11 @@ class SpanEncoder:
             parts.append(_string(_SPAN_TRACE_STATE, state))
         if parent is not None:
             parts.append(_pack_parent(_SPAN_PARENT_ID, parent[1]))
-        parts.append(self._name(name) if type(name) is str else _string(_SPAN_NAME, name))
+        parts.append(
+            self._name(name)
+            if type(name) is str
+            else _string(_SPAN_NAME, redact_text(name) if self.redact and name else name)
+        )
         parts.append(_KIND_FIELDS[kind._value_])
         if start and end:
             parts.append(_pack_times(_SPAN_START, start, _SPAN_END, end))
@@ -457,6 +478,8 @@ class SpanEncoder:
             parts.append(_SPAN_DROPPED_LINKS + _varint(dropped_links))
         description = status.description
         if description:
+            if self.redact:
+                description = redact_text(description)
             parts.append(
                 _length_delimited(
                     _SPAN_STATUS,
@@ -472,11 +495,14 @@ class SpanEncoder:
 
 
 class OtlpSpanExporter(OTLPSpanExporter):
-    """The SDK's OTLP/HTTP span exporter, encoding with :class:`SpanEncoder`."""
+    """The SDK's OTLP/HTTP span exporter, encoding with :class:`SpanEncoder`; with ``redact``,
+    it sends only what :func:`~herald.telemetry.spans.redact_span` leaves of each span
+    (``redacts_spans``: :func:`~herald.telemetry.spans.redacting` wraps it in nothing more)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, redact: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._encoder = SpanEncoder()
+        self.redacts_spans = redact
+        self._encoder = SpanEncoder(redact=redact)
         # What the SDK's own export uses besides its encoder; if a release renamed any of it,
         # the SDK's export runs instead (slower, never wrong).
         self._own_path = all(
@@ -485,7 +511,7 @@ class OtlpSpanExporter(OTLPSpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if not self._own_path or self._shutdown:
-            return super().export(spans)
+            return super().export([redact_span(s) for s in spans] if self.redacts_spans else spans)
         with self._metrics.export_operation(len(spans)) as result:
             try:
                 data = self._encoder.encode(spans)

@@ -9,11 +9,13 @@
   query string (Threads sends ``access_token`` there) before anything else sees the span. A
   request marked :data:`OPAQUE_URL` (the outbound client's: a URL a user or operator gave, whose
   path may be the secret itself, as a Slack incoming webhook's is) keeps its origin only.
-- :class:`RedactingSpanExporter` wraps whatever exporter is configured (OTLP, file, console,
-  in-memory in tests) and applies :mod:`herald.redaction` to every span on its way out: the
+- :func:`redact_span` applies :mod:`herald.redaction` to every span on its way out: the
   name, attributes, event attributes (an exception's message and stack trace), link
   attributes and the status description. A span with nothing to redact is passed on as it
-  is; only a span that carried a secret is copied.
+  is; only a span that carried a secret is copied. :func:`redacting` puts it in front of
+  whatever exporter is configured (file, console, in-memory in tests) as a
+  :class:`RedactingSpanExporter`; Herald's OTLP exporter applies the same rules as it
+  encodes (:mod:`herald.telemetry.otlp`), with what it found clean kept beside its encoding.
 
 SQLAlchemy's spans carry the statement with its placeholders, never the bound values
 (``enable_commenter`` is off); a driver's error text in a status description is redacted
@@ -158,7 +160,8 @@ def origin_of(url: str) -> str:
     return f"{origin}/{REDACTED}" if parts.path.strip("/") else f"{origin}/"
 
 
-def _redacted_value(key: str, value: Any) -> Any:
+def redacted_attribute(key: str, value: Any) -> Any:
+    """An attribute's value as an exported span may carry it (``value`` itself when clean)."""
     if is_secret_key(key.rsplit(".", 1)[-1]):  # http.request.header.authorization
         return REDACTED
     if isinstance(value, str):
@@ -184,7 +187,7 @@ def _redacted(attributes: Attributes) -> dict[str, Any] | None:
         pair: tuple[str, str] | None = (key, value) if type(value) is str else None
         if pair is not None and pair in _CLEAN_PAIRS:
             continue
-        clean = _redacted_value(key, value)
+        clean = redacted_attribute(key, value)
         if clean != value:
             if copy is None:
                 copy = dict(attributes)
@@ -237,6 +240,15 @@ def redact_span(span: ReadableSpan) -> ReadableSpan:
         end_time=span.end_time,
         instrumentation_scope=span.instrumentation_scope,
     )
+
+
+def redacting(exporter: SpanExporter) -> SpanExporter:
+    """``exporter``, sending only what :func:`redact_span` leaves of each span: as it is when
+    it redacts as it encodes (``redacts_spans``: Herald's OTLP exporter), else wrapped in a
+    :class:`RedactingSpanExporter`."""
+    if getattr(exporter, "redacts_spans", False) is True:
+        return exporter
+    return RedactingSpanExporter(exporter)
 
 
 class RedactingSpanExporter(SpanExporter):

@@ -53,11 +53,7 @@ from sqlalchemy.engine import Engine
 from herald.settings import Settings
 from herald.telemetry import context
 from herald.telemetry import metrics as instruments
-from herald.telemetry.spans import (
-    CorrelatedSampler,
-    RedactingSpanExporter,
-    redact_http_request,
-)
+from herald.telemetry.spans import CorrelatedSampler, redact_http_request, redacting
 from herald.telemetry.statements import trace_statements
 from herald.telemetry.tracer import HeraldTracerProvider
 
@@ -91,7 +87,7 @@ def _exporter(settings: Settings) -> tuple[SpanExporter | None, bool]:
         from herald.telemetry.otlp import OtlpSpanExporter
 
         endpoint = settings.otlp_endpoint.rstrip("/") + "/v1/traces"
-        return OtlpSpanExporter(endpoint=endpoint), True
+        return OtlpSpanExporter(endpoint=endpoint, redact=True), True
     if settings.trace_file:
         return JsonLinesSpanExporter(settings.trace_file), True
     if settings.trace_console:
@@ -146,9 +142,9 @@ def setup_telemetry(
         )
         chosen, batched = (exporter, False) if exporter is not None else _exporter(settings)
         if chosen is not None:
-            redacting = RedactingSpanExporter(chosen)
+            redacted = redacting(chosen)
             processor: Any = (
-                BatchSpanProcessor(redacting) if batched else SimpleSpanProcessor(redacting)
+                BatchSpanProcessor(redacted) if batched else SimpleSpanProcessor(redacted)
             )
             provider.add_span_processor(processor)
         trace.set_tracer_provider(provider)
