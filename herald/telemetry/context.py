@@ -109,6 +109,11 @@ def correlation_id() -> str | None:
     return _correlation_id.get()
 
 
+def stamp() -> tuple[str | None, str | None]:
+    """The running work's correlation id and workspace (what every span is stamped with)."""
+    return _correlation_id.get(), _workspace_id.get()
+
+
 def bind(
     *,
     correlation_id: str | None,

@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     SamplingResult,
 )
-from opentelemetry.trace import Link, SpanKind, Status, TraceState, get_current_span
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, TraceState, get_current_span
 from opentelemetry.trace import Span as ApiSpan
 from opentelemetry.util.types import Attributes
 
@@ -64,7 +64,8 @@ class CorrelatedSampler(Sampler):
 
     When ``inner`` is a ``ParentBased`` sampler with the SDK's default delegates (a parent's
     decision is followed: the one Herald configures), a span with a valid parent takes the
-    parent's decision here, without the three calls the SDK makes to reach it."""
+    parent's decision here, without the three calls the SDK makes to reach it. Herald's tracer
+    calls :meth:`sample_under` with the parent it has looked up already."""
 
     def __init__(self, inner: Sampler) -> None:
         self.inner = inner
@@ -85,21 +86,39 @@ class CorrelatedSampler(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
-        parent = None
-        if self._follows_parent:
-            parent = get_current_span(parent_context).get_span_context()
-            if parent is not None and parent.is_valid and not parent.trace_flags.sampled:
+        parent = get_current_span(parent_context).get_span_context()
+        return self.sample_under(
+            parent, parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def sample_under(  # noqa: PLR0917 - the SDK's Sampler signature, and the parent
+        self,
+        parent: SpanContext | None,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        """:meth:`should_sample`, given the parent's span context ``parent_context`` holds
+        (Herald's tracer has looked it up already)."""
+        followed = None  # the parent whose decision this span takes
+        if self._follows_parent and parent is not None and parent.is_valid:
+            if not parent.trace_flags.sampled:
                 return SamplingResult(Decision.DROP, None, parent.trace_state)
-        current = context.current()
-        if current.correlation_id or current.workspace_id:
+            followed = parent
+        correlation_id, workspace_id = context.stamp()
+        if correlation_id or workspace_id:
             stamped = dict(attributes) if attributes else {}
-            if current.correlation_id:
-                stamped[CORRELATION_ATTRIBUTE] = current.correlation_id
-            if current.workspace_id:
-                stamped[WORKSPACE_ATTRIBUTE] = current.workspace_id
+            if correlation_id:
+                stamped[CORRELATION_ATTRIBUTE] = correlation_id
+            if workspace_id:
+                stamped[WORKSPACE_ATTRIBUTE] = workspace_id
             attributes = stamped
-        if parent is not None and parent.is_valid:
-            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, parent.trace_state)
+        if followed is not None:
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, followed.trace_state)
         return self.inner.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )

@@ -46,6 +46,8 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util import types
 
+from herald.telemetry.spans import CorrelatedSampler
+
 _logger = logging.getLogger("opentelemetry.sdk.trace")
 
 _PLAIN = frozenset((str, int, float, bool))
@@ -254,6 +256,7 @@ class HeraldTracer(Tracer):
             raise TypeError("parent_span_context must be a SpanContext or None.")
         if not self._tracer_config.is_enabled:
             return NonRecordingSpan(context=parent)  # type: ignore[arg-type]  # as the SDK does
+        found = parent
         if parent is None or not parent.is_valid:
             parent = None
             trace_id = self.id_generator.generate_trace_id()
@@ -261,7 +264,12 @@ class HeraldTracer(Tracer):
         else:
             trace_id = parent.trace_id
             random_trace_id = parent.trace_flags.random_trace_id
-        result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+        if type(self.sampler) is CorrelatedSampler:  # Herald's: given the parent found above
+            result = self.sampler.sample_under(
+                found, context, trace_id, name, kind, attributes, links
+            )
+        else:
+            result = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
         decision = result.decision
         sampled = decision.is_sampled()  # type: ignore[no-untyped-call]
         flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT

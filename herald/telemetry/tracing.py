@@ -288,9 +288,10 @@ def continued_trace(
     # An empty (or unreadable) carrier extracts to an empty context: a new trace, never the
     # trigger's.
     parent = _W3C.extract(carrier, context=Context())
-    with tracer.start_as_current_span(
-        name, context=parent, links=links, attributes=attributes
-    ) as span:
+    # What start_as_current_span does, without its two context-manager layers (the proxy
+    # tracer's and the SDK's): started, made current, ended, an escaping error recorded.
+    span = tracer.start_span(name, context=parent, links=links, attributes=attributes)
+    with trace.use_span(span, end_on_exit=True):
         yield span
 
 

@@ -8,12 +8,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from celery import Celery
 from fastapi.testclient import TestClient
 from opentelemetry import context as otel_context
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from sqlalchemy import select
 
 from herald.api import create_app
@@ -22,7 +24,7 @@ from herald.publishing.sweep import resolve_dead_workers
 from herald.sandbox import SandboxClient
 from herald.security.crypto import KeyRing
 from herald.settings import Settings
-from herald.telemetry.tracing import tracer
+from herald.telemetry.tracing import TraceContext, continued_trace, tracer
 from tests.fixtures.database import service_session
 from tests.fixtures.polling import eventually
 from tests.fixtures.publishing import ConnectFn, fresh, ticking_until
@@ -217,3 +219,26 @@ def test_the_sweeps_reconcile_of_a_post_is_part_of_the_posts_trace(
     assert any("/mastodon/" in str((s.attributes or {}).get("http.url")) for s in flow)
     assert {(s.attributes or {}).get("herald.correlation_id") for s in flow} == {"corr-reconcile"}
     assert fresh(Post, post.id).status is PostStatus.RETRYING
+
+
+def test_an_error_leaving_a_posts_span_is_recorded_on_it_and_ends_it(
+    spans: InMemorySpanExporter,
+) -> None:
+    stored = TraceContext(CALLER_TRACEPARENT)
+
+    def fail_in_the_posts_span() -> None:
+        with continued_trace(stored, "herald.failing", {"n": 1}):
+            raise RuntimeError("went wrong")
+
+    with tracer.start_as_current_span("beat tick") as trigger:
+        with pytest.raises(RuntimeError):
+            fail_in_the_posts_span()
+        assert trace.get_current_span() is trigger  # the post's span is no longer current
+    (span,) = [s for s in spans.get_finished_spans() if s.name == "herald.failing"]
+    assert _trace_id(span) == CALLER_TRACE
+    assert span.parent is not None
+    assert span.parent.span_id == 0x00F067AA0BA902B7
+    assert [link.context.span_id for link in span.links] == [trigger.get_span_context().span_id]
+    assert span.status.status_code is StatusCode.ERROR
+    assert [event.name for event in span.events] == ["exception"]
+    assert dict(span.attributes or {})["n"] == 1
