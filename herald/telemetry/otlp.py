@@ -47,8 +47,11 @@ from herald.telemetry.tracer import SpanAttributes
 
 _logger = logging.getLogger(__name__)
 
-#: Encoded ``KeyValue`` fields kept for string attributes (the table is emptied when full).
+#: Encoded ``KeyValue`` fields kept per kind of attribute (a table is emptied when full), of
+#: strings of at most KEPT_VALUE_CHARS characters, at most KEPT_CHARS characters in all.
 KEPT_ATTRIBUTES = 4096
+KEPT_VALUE_CHARS = 16_384
+KEPT_CHARS = 1_000_000
 
 _INT64 = range(-(2**63), 2**63)
 _UINT64_MASK = (1 << 64) - 1
@@ -162,6 +165,7 @@ class _Attributes:
         self.redact = redact  # each value as redact_span leaves it; only a clean one is kept
         self._kept: dict[tuple[Any, ...], bytes] = {}  # str values, by the (key, value) item
         self._typed: dict[tuple[Any, ...], bytes] = {}  # int and bool, with their type: True == 1
+        self._chars = 0  # the characters of the str values kept
 
     def field(self, attributes: Mapping[str, Any] | None) -> bytes:
         if not attributes:
@@ -197,8 +201,14 @@ class _Attributes:
             _logger.warning("span attribute %r not exported: %s", key, error)
             return b""
         if index is not None:
-            if len(table) >= KEPT_ATTRIBUTES:
+            chars = len(key) + len(value) if kind is str else 0
+            if chars > KEPT_VALUE_CHARS:  # a stack trace, a long text: encoded, not kept
+                return encoded
+            if len(table) >= KEPT_ATTRIBUTES or self._chars + chars > KEPT_CHARS:
+                if table is self._kept:
+                    self._chars = 0
                 table.clear()
+            self._chars += chars
             table[index] = encoded
         return encoded
 
@@ -307,7 +317,9 @@ def _fields(span: ReadableSpan) -> _Fields:
             span._start_time,
             span._end_time,
             attributes,
-            attributes.dropped if type(attributes) in _BOUNDED else 0,  # type: ignore[union-attr]
+            attributes.dropped  # type: ignore[union-attr]
+            if type(attributes) in _BOUNDED
+            else _dropped(attributes, BoundedAttributes),
             events,
             0 if type(events) is tuple else _dropped(events, BoundedList),
             links,

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -39,6 +40,7 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     SamplingResult,
 )
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, TraceState, get_current_span
 from opentelemetry.trace import Span as ApiSpan
 from opentelemetry.util.types import Attributes
@@ -216,8 +218,28 @@ def _redacted(attributes: Attributes) -> dict[str, Any] | None:
     return copy
 
 
+def _counted(attributes: Mapping[str, Any] | None, dropped: int) -> Any:
+    """``attributes`` as a copy may carry them and still say that ``dropped`` were dropped
+    (the SDK reads that count off a ``BoundedAttributes``)."""
+    if not dropped:
+        return attributes
+    kept = BoundedAttributes(attributes=attributes, immutable=True)
+    kept.dropped = dropped
+    return kept
+
+
+def _listed(items: list[Any], dropped: int) -> Any:
+    """``items`` as a copy's events or links, still saying that ``dropped`` were dropped."""
+    if not dropped:
+        return items
+    kept = BoundedList.from_seq(None, items)
+    kept.dropped = dropped
+    return kept
+
+
 def redact_span(span: ReadableSpan) -> ReadableSpan:
-    """``span`` with every secret removed: the same object when it carried none."""
+    """``span`` with every secret removed: the same object when it carried none. A copy keeps
+    the span's counts of dropped attributes, events and links."""
     changed = False
     name = redact_text(span.name)
     changed |= name != span.name
@@ -228,7 +250,11 @@ def redact_span(span: ReadableSpan) -> ReadableSpan:
         event_attributes = _redacted(event.attributes)
         changed |= event_attributes is not None
         events.append(
-            Event(event.name, event_attributes or event.attributes, event.timestamp)
+            Event(
+                event.name,
+                _counted(event_attributes, event.dropped_attributes),
+                event.timestamp,
+            )
             if event_attributes is not None
             else event
         )
@@ -236,7 +262,11 @@ def redact_span(span: ReadableSpan) -> ReadableSpan:
     for link in span.links:
         link_attributes = _redacted(link.attributes)
         changed |= link_attributes is not None
-        links.append(Link(link.context, link_attributes) if link_attributes is not None else link)
+        links.append(
+            Link(link.context, _counted(link_attributes, link.dropped_attributes))
+            if link_attributes is not None
+            else link
+        )
     status = span.status
     if status.description:
         description = redact_text(status.description)
@@ -250,9 +280,11 @@ def redact_span(span: ReadableSpan) -> ReadableSpan:
         context=span.context,
         parent=span.parent,
         resource=span.resource,
-        attributes=attributes if attributes is not None else span.attributes,
-        events=events,
-        links=links,
+        attributes=_counted(
+            attributes if attributes is not None else span.attributes, span.dropped_attributes
+        ),
+        events=_listed(events, span.dropped_events),
+        links=_listed(links, span.dropped_links),
         kind=span.kind,
         status=status,
         start_time=span.start_time,

@@ -7,16 +7,17 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -224,22 +225,43 @@ def test_kept_names_are_bounded_and_equal_values_of_other_types_kept_apart(
     assert len(encoder._names) <= 3
 
 
-def test_a_span_built_by_hand_with_a_list_value_encodes_as_the_sdk_encodes_it(
-    recorded: tuple[TracerProvider, InMemorySpanExporter],
-) -> None:
+def _by_hand(
+    recorded: tuple[TracerProvider, InMemorySpanExporter], attributes: Any
+) -> tuple[ReadableSpan, ReadableSpan]:
+    """A span recorded by the provider, and one built by hand in its trace with
+    ``attributes`` as they are (not cleaned by the SDK)."""
     provider, exported = recorded
     provider.get_tracer("t").start_span("original").end()
     (span,) = exported.get_finished_spans()
-    by_hand = ReadableSpan(
+    built = ReadableSpan(
         name="by hand",
         context=span.context,
         resource=span.resource,
-        attributes={"before": "x", "list": [1, 2], "after": 3},  # not cleaned by the SDK
+        attributes=attributes,
         instrumentation_scope=span.instrumentation_scope,
     )
+    return span, built
+
+
+def test_a_span_built_by_hand_with_a_list_value_encodes_as_the_sdk_encodes_it(
+    recorded: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    span, by_hand = _by_hand(recorded, {"before": "x", "list": [1, 2], "after": 3})
     encoder = SpanEncoder()
     for _ in range(2):
         _same([by_hand, span], encoder)
+
+
+class _Attributes(BoundedAttributes):
+    """Another attribute map of the SDK's kind."""
+
+
+def test_the_dropped_count_of_any_bounded_attribute_map_is_encoded(
+    recorded: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    attributes = _Attributes(maxlen=1, attributes={"kept": "x", "dropped": "y"})
+    assert attributes.dropped == 1
+    _same(list(_by_hand(recorded, attributes)))
 
 
 class _Renamed(ReadableSpan):
@@ -361,11 +383,17 @@ def _redacted_same(spans: list[ReadableSpan], encoder: SpanEncoder) -> bytes:
 def test_a_redacting_encoder_writes_what_redact_span_leaves_and_keeps_no_secret(
     shapes: list[tuple[str, dict[str, object], dict[str, object], str | None]],
 ) -> None:
-    provider, exported = _provider(kind=HeraldTracerProvider)
+    # Tight limits: a span that drops some of what it was given says so after redaction too.
+    exported = InMemorySpanExporter()
+    provider = HeraldTracerProvider(
+        span_limits=SpanLimits(max_span_attributes=3, max_events=1, max_event_attributes=1)
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exported))
     tracer = provider.get_tracer("t")
     for name, attributes, event, description in shapes:
         with tracer.start_as_current_span(name, attributes=attributes) as span:  # type: ignore[arg-type]
             span.add_event("event", event)  # type: ignore[arg-type]
+            span.add_event("second", event)  # type: ignore[arg-type]
             if description is not None:
                 span.set_status(Status(StatusCode.ERROR, description))
     spans = list(exported.get_finished_spans())
@@ -374,11 +402,28 @@ def test_a_redacting_encoder_writes_what_redact_span_leaves_and_keeps_no_secret(
     for _ in range(2):  # the second time from what the encoder kept
         body = _redacted_same(spans, encoder)
         assert TOKEN.encode() not in body
-    kept = [
-        *encoder._names,
-        *(a._kept.keys() for a in (encoder._span_attributes, encoder._event_attributes)),
-    ]
+    tables = (encoder._span_attributes, encoder._event_attributes, encoder._link_attributes)
+    kept = [*encoder._names, *(list(t._kept) + list(t._typed) for t in tables)]
     assert TOKEN not in repr(kept)
+    assert not any(  # an int or a bool under a secret key is not kept either
+        key in {"password", "http.request.header.authorization"}
+        for t in tables
+        for key, *_ in t._typed
+    )
+
+
+def test_long_values_are_encoded_without_being_kept(
+    monkeypatch: pytest.MonkeyPatch, recorded: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, exported = recorded
+    monkeypatch.setattr(otlp, "KEPT_CHARS", 100)
+    encoder = SpanEncoder()
+    texts = ["x" * (otlp.KEPT_VALUE_CHARS + 1), *(f"{n:02d}" * 20 for n in range(10))]
+    for text in texts:
+        provider.get_tracer("t").start_span("s", attributes={"k": text}).end()
+        _same(list(exported.get_finished_spans()), encoder)
+        assert encoder._span_attributes._chars <= 100
+    assert all(len(value) <= 100 for _, value in encoder._span_attributes._kept)
 
 
 def test_the_otlp_exporter_redacts_on_its_own_path_and_on_the_sdks(
