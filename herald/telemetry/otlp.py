@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
-from opentelemetry.trace import SpanContext, SpanKind, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from herald.redaction import redact_text
 from herald.telemetry.spans import redact_span, redacted_attribute
@@ -143,7 +143,8 @@ def _encoder_of(value: Any) -> Callable[[Any], bytes]:
         return _array
     if isinstance(value, Mapping):
         return _kvlist
-    raise ValueError(f"invalid type {type(value).__name__} of value {value!r}")
+    # The type only: the value may be anything, a secret too, and this text is logged.
+    raise ValueError(f"invalid type {type(value).__name__}")
 
 
 def _key_value(key: str, value: Any) -> bytes:
@@ -191,13 +192,13 @@ class _Attributes:
             encoded = table.get(index)
             if encoded is not None:
                 return encoded
-        if self.redact:
-            clean = redacted_attribute(key, value)
-            if clean is not value and clean != value:  # a secret: its remains, never kept
-                value, index = clean, None
         try:
+            if self.redact:
+                clean = redacted_attribute(key, value)
+                if clean is not value and clean != value:  # a secret: its remains, never kept
+                    value, index = clean, None
             encoded = _length_delimited(self.tag, _key_value(key, value))
-        except (ValueError, UnicodeEncodeError) as error:  # as the SDK: left out
+        except Exception as error:  # as the SDK's encoder: this attribute is left out
             _logger.warning("span attribute %r not exported: %s", key, error)
             return b""
         if index is not None:
@@ -426,6 +427,20 @@ class SpanEncoder:
             self._names[name] = encoded
         return encoded
 
+    def _status(self, status: Status | None) -> bytes:
+        """A span's status field (none for None, as the SDK's encoder sends none)."""
+        if status is None:
+            return b""
+        description = status.description
+        if not description:
+            return _STATUS_FIELDS[status.status_code._value_]
+        if self.redact:
+            description = redact_text(description)
+        return _length_delimited(
+            _SPAN_STATUS,
+            _string(_STATUS_MESSAGE, description) + _count(_STATUS_CODE, status.status_code.value),
+        )
+
     def _span(self, fields: _Fields) -> bytes:
         """One span as a ``ScopeSpans.spans`` field."""
         (
@@ -488,19 +503,7 @@ class SpanEncoder:
             parts.append(_length_delimited(_SPAN_LINK, encoded))
         if dropped_links:
             parts.append(_SPAN_DROPPED_LINKS + _varint(dropped_links))
-        description = status.description
-        if description:
-            if self.redact:
-                description = redact_text(description)
-            parts.append(
-                _length_delimited(
-                    _SPAN_STATUS,
-                    _string(_STATUS_MESSAGE, description)
-                    + _count(_STATUS_CODE, status.status_code.value),
-                )
-            )
-        else:
-            parts.append(_STATUS_FIELDS[status.status_code._value_])
+        parts.append(self._status(status))
         parts.append(_FLAGS_REMOTE if parent is not None and parent[2] else _FLAGS_LOCAL)
         body = b"".join(parts)
         return _SCOPE_SPANS_SPAN + _varint(len(body)) + body

@@ -252,6 +252,31 @@ def test_a_span_built_by_hand_with_a_list_value_encodes_as_the_sdk_encodes_it(
         _same([by_hand, span], encoder)
 
 
+def test_an_attribute_the_sdk_skips_costs_that_attribute_not_the_batch(
+    recorded: tuple[TracerProvider, InMemorySpanExporter], caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = f"Bearer {TOKEN}"
+    odd = {"kept": "x", 7: "y", "odd type": frozenset([secret]), "after": 1}
+    span, by_hand = _by_hand(recorded, odd)
+    unset = ReadableSpan(
+        name="no status",
+        context=span.context,
+        resource=span.resource,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+    unset._status = None  # type: ignore[assignment]  # a span built by hand may say so
+    for redact in (False, True):
+        request = ExportTraceServiceRequest.FromString(
+            SpanEncoder(redact=redact).encode([span, by_hand, unset])
+        )
+        spans = request.resource_spans[0].scope_spans[0].spans
+        assert [s.name for s in spans] == ["original", "by hand", "no status"]
+        assert [a.key for a in spans[1].attributes] == ["kept", "after"]
+        assert not spans[2].HasField("status")
+    assert "Zq9Sx1" not in caplog.text  # the skipped value is not logged (the SDK logs it)
+    _same([span, by_hand, unset])
+
+
 class _Attributes(BoundedAttributes):
     """Another attribute map of the SDK's kind."""
 
