@@ -179,9 +179,10 @@ _WORDS = {word for rule in _RULES for word in rule.words}
 _ANY_WORD = tuple(sorted(w for w in _WORDS if not any(o != w and o in w for o in _WORDS)))
 
 
-class CleanMemo(dict[Any, None]):
+class CleanMemo(dict[Any, Any]):
     """Values found to hold no secret, remembered so a value that repeats is checked once per
-    process (a dict, so ``value in memo`` is a dict lookup). Only what was found clean is
+    process (a dict, so ``value in memo`` is a dict lookup), each with what was worked out for
+    it if anything (the OTLP encoder keeps its encoding). Only what was found clean is
     remembered. Bounded: at most ``entries`` values of at most ``max_chars`` characters each
     (a longer one is not remembered) and ``total_chars`` in all; emptied when full."""
 
@@ -190,14 +191,14 @@ class CleanMemo(dict[Any, None]):
         self.entries, self.max_chars, self.total_chars = entries, max_chars, total_chars
         self.chars = 0
 
-    def remember(self, value: Any, chars: int) -> None:
-        """Remember ``value``, found clean, of ``chars`` characters."""
+    def remember(self, value: Any, chars: int, worked_out: Any = None) -> None:
+        """Remember ``value``, found clean, of ``chars`` characters (with ``worked_out``)."""
         if chars > self.max_chars:
             return
         if len(self) >= self.entries or self.chars + chars > self.total_chars:
             self.clear()
             self.chars = 0
-        self[value] = None
+        self[value] = worked_out
         self.chars += chars
 
 

@@ -41,7 +41,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
-from herald.redaction import redact_text
+from herald.redaction import CleanMemo, redact_text
 from herald.telemetry.spans import redact_span, redacted_attribute
 from herald.telemetry.tracer import SpanAttributes
 
@@ -164,9 +164,9 @@ class _Attributes:
     def __init__(self, tag: bytes, redact: bool = False) -> None:
         self.tag = tag
         self.redact = redact  # each value as redact_span leaves it; only a clean one is kept
-        self._kept: dict[tuple[Any, ...], bytes] = {}  # str values, by the (key, value) item
-        self._typed: dict[tuple[Any, ...], bytes] = {}  # int and bool, with their type: True == 1
-        self._chars = 0  # the characters of the str values kept
+        # str values by the (key, value) item; int and bool with their type (True == 1)
+        self._kept = CleanMemo(KEPT_ATTRIBUTES, KEPT_VALUE_CHARS, KEPT_CHARS)
+        self._typed = CleanMemo(KEPT_ATTRIBUTES, 0, 0)
 
     def field(self, attributes: Mapping[str, Any] | None) -> bytes:
         if not attributes:
@@ -184,14 +184,15 @@ class _Attributes:
         is a string, an integer or a boolean."""
         key, value = item
         kind = type(value)
-        table = self._kept if kind is str else self._typed
-        index: tuple[Any, ...] | None = (
-            item if kind is str else (key, value, kind) if kind in _KEYED else None
-        )
-        if index is not None and kind is not str:  # (a str value missed already)
+        table: CleanMemo | None = None
+        index: tuple[Any, ...] | None = None
+        if kind is str:  # (field() looked it up already)
+            table, index = self._kept, item
+        elif kind in _KEYED:
+            table, index = self._typed, (key, value, kind)
             encoded = table.get(index)
             if encoded is not None:
-                return encoded
+                return encoded  # type: ignore[no-any-return]
         try:
             if self.redact:
                 clean = redacted_attribute(key, value)
@@ -201,16 +202,8 @@ class _Attributes:
         except Exception as error:  # as the SDK's encoder: this attribute is left out
             _logger.warning("span attribute %r not exported: %s", key, error)
             return b""
-        if index is not None:
-            chars = len(key) + len(value) if kind is str else 0
-            if chars > KEPT_VALUE_CHARS:  # a stack trace, a long text: encoded, not kept
-                return encoded
-            if len(table) >= KEPT_ATTRIBUTES or self._chars + chars > KEPT_CHARS:
-                if table is self._kept:
-                    self._chars = 0
-                table.clear()
-            self._chars += chars
-            table[index] = encoded
+        if table is not None and index is not None:  # a long text is encoded, not kept
+            table.remember(index, len(key) + len(value) if kind is str else 0, encoded)
         return encoded
 
 
@@ -361,7 +354,7 @@ class SpanEncoder:
         self._other_attributes = {
             tag: _Attributes(tag) for tag in (_RESOURCE_ATTRIBUTE, _SCOPE_ATTRIBUTE)
         }
-        self._names: dict[str, bytes] = {}
+        self._names = CleanMemo(KEPT_NAMES, KEPT_VALUE_CHARS, KEPT_CHARS)
         self._resources: dict[Resource, bytes] = {}
         self._scopes: dict[InstrumentationScope | None, bytes] = {}
 
@@ -415,16 +408,14 @@ class SpanEncoder:
         return head + b"".join(spans) + schema_url
 
     def _name(self, name: str) -> bytes:
-        encoded = self._names.get(name)
+        encoded: bytes | None = self._names.get(name)
         if encoded is None:
             if self.redact:
                 clean = redact_text(name)
                 if clean != name:  # a secret in the name: its remains, never kept
                     return _string(_SPAN_NAME, clean)
             encoded = _string(_SPAN_NAME, name)
-            if len(self._names) >= KEPT_NAMES:
-                self._names.clear()
-            self._names[name] = encoded
+            self._names.remember(name, len(name), encoded)
         return encoded
 
     def _status(self, status: Status | None) -> bytes:

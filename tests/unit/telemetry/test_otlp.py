@@ -447,7 +447,7 @@ def test_long_values_are_encoded_without_being_kept(
     for text in texts:
         provider.get_tracer("t").start_span("s", attributes={"k": text}).end()
         _same(list(exported.get_finished_spans()), encoder)
-        assert encoder._span_attributes._chars <= 100
+        assert encoder._span_attributes._kept.chars <= 100
     assert all(len(value) <= 100 for _, value in encoder._span_attributes._kept)
 
 
